@@ -1,0 +1,4 @@
+// Package dimse implements DIMSE command sets (PS3.7): group 0000 elements in
+// Implicit VR Little Endian, command assembly from PDV fragments, status
+// classes and the Verification SCP. Data sets are streamed, never buffered.
+package dimse

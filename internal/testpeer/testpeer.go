@@ -1,0 +1,174 @@
+// Package testpeer helps tests run real peers (DCMTK, Orthanc, Pebble,
+// stunnel, HAProxy, rsyslog, openssl): finding the tools, picking loopback
+// ports, running processes with their output captured, and making an
+// independent PKI with openssl in a test's temporary directory.
+package testpeer
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+// InCI reports whether the tests run under CI, where a missing tool is a
+// failure rather than a skip.
+func InCI() bool { return os.Getenv("CI") != "" && os.Getenv("CI") != "false" }
+
+// Require fails (in CI) or skips (elsewhere) the test unless every named
+// executable is on PATH.
+func Require(t testing.TB, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			if InCI() {
+				t.Fatalf("required tool %q not found on PATH (scripts/test installs it)", tool)
+			}
+			t.Skipf("tool %q not found on PATH; run scripts/test to install the real peers", tool)
+		}
+	}
+}
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// FreeAddr returns "127.0.0.1:<port>" for a port that was free a moment ago.
+func FreeAddr(t testing.TB) string {
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))
+}
+
+// Env is the environment for DCMTK processes: without TCP_NODELAY a DCMTK
+// peer waits ~40 ms per message (Nagle against delayed ACK).
+func Env(extra ...string) []string {
+	return append(append(os.Environ(), "TCP_NODELAY=1"), extra...)
+}
+
+// Run runs a peer to completion and returns its combined output.
+func Run(ctx context.Context, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = Env()
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// Process is a long-running peer whose output is kept for failure messages.
+type Process struct {
+	Cmd  *exec.Cmd
+	mu   sync.Mutex
+	out  bytes.Buffer
+	done chan struct{}
+	err  error
+}
+
+type lockedWriter struct{ p *Process }
+
+func (w lockedWriter) Write(b []byte) (int, error) {
+	w.p.mu.Lock()
+	defer w.p.mu.Unlock()
+	return w.p.out.Write(b)
+}
+
+// Output returns what the process has printed so far.
+func (p *Process) Output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
+// Done is closed when the process has exited.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Err is the process's exit error, valid after Done is closed.
+func (p *Process) Err() error { <-p.done; return p.err }
+
+// Start starts a long-running peer, stopped (and its output logged on
+// failure) when the test ends.
+func Start(t testing.TB, name string, args ...string) *Process {
+	t.Helper()
+	p := &Process{done: make(chan struct{})}
+	p.Cmd = exec.Command(name, args...)
+	p.Cmd.Env = Env()
+	p.Cmd.Stdout = lockedWriter{p}
+	p.Cmd.Stderr = lockedWriter{p}
+	if err := p.Cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() { p.err = p.Cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			_ = p.Cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("%s output:\n%s", name, p.Output())
+		}
+	})
+	return p
+}
+
+// WaitListening waits until addr accepts TCP connections or the process
+// exits, failing the test after timeout.
+func WaitListening(t testing.TB, addr string, timeout time.Duration, p *Process) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if p != nil {
+			select {
+			case <-p.Done():
+				t.Fatalf("peer exited before listening on %s: %v\n%s", addr, p.err, p.Output())
+			default:
+			}
+		}
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	out := ""
+	if p != nil {
+		out = p.Output()
+	}
+	t.Fatalf("nothing listening on %s after %v\n%s", addr, timeout, out)
+}
+
+// ExitCode returns the process exit code carried by err, 0 for nil, -1 if
+// err is not an exit error.
+func ExitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	return -1
+}
+
+// Context returns a context bounded by d and cancelled when the test ends.
+func Context(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// Describe formats a peer invocation and its output for failure messages.
+func Describe(name string, args []string, out string) string {
+	return fmt.Sprintf("%s %q:\n%s", name, args, out)
+}
