@@ -16,8 +16,8 @@ type Config struct {
 	Edge     Edge
 	TLS      TLS
 	Audit    Audit
-	Backends map[string]*Backend // by name
-	Policy   *Policy             // compiled rules
+	Backends map[string]*Backend  // by name
+	Policy   *Policy              // compiled rules
 	Files    map[string]*hcl.File // parsed sources, for WriteDiagnostics
 }
 
