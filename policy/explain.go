@@ -26,10 +26,10 @@ func (p *Policy) Explain(in *Input) Explanation {
 				}
 			}
 			if failed >= 0 {
-				e.Steps = append(e.Steps, Step{Rule: r.name, Why: fmt.Sprintf("rule %q: %s", r.name, r.conds[failed].whyNot(in))})
+				e.Steps = append(e.Steps, Step{Rule: r.name, Range: r.rng, Why: fmt.Sprintf("rule %q: %s", r.name, r.conds[failed].whyNot(in))})
 				continue
 			}
-			e.Steps = append(e.Steps, Step{Rule: r.name, Matched: true, Why: r.whyMatched(in)})
+			e.Steps = append(e.Steps, Step{Rule: r.name, Range: r.rng, Matched: true, Why: r.whyMatched(in)})
 			e.Decision = r.decision
 			return e
 		}

@@ -309,6 +309,11 @@ func (l *loader) hostPort(v val, what string, allowZero bool) bool {
 	return true
 }
 
+// at formats a position as file:line:col, the form diagnostics use.
+func at(r hcl.Range) string {
+	return fmt.Sprintf("%s:%d:%d", r.Filename, r.Start.Line, r.Start.Column)
+}
+
 func errText(err error) string {
 	if ae, ok := err.(*net.AddrError); ok {
 		return ae.Err
@@ -577,7 +582,7 @@ func (l *loader) backends(list []*backendSchema, out map[string]*Backend) []stri
 			continue
 		}
 		if prev, dup := seen[s.Name]; dup {
-			l.errorf(s.NameRange, "Duplicate backend name", "A backend named %q is already defined at %s.", s.Name, prev)
+			l.errorf(s.NameRange, "Duplicate backend name", "A backend named %q is already defined at %s.", s.Name, at(prev))
 			continue
 		}
 		seen[s.Name] = s.NameRange
@@ -625,14 +630,14 @@ func (l *loader) rules(list []*ruleSchema, backends map[string]*Backend, backend
 		if s.Name == "" {
 			l.errorf(s.NameRange, "Empty rule name", "A rule needs a name, like rule \"clinic-a\": explanations and the audit trail refer to it.")
 		} else if prev, dup := seen[s.Name]; dup {
-			l.errorf(s.NameRange, "Duplicate rule name", "A rule named %q is already defined at %s.", s.Name, prev)
+			l.errorf(s.NameRange, "Duplicate rule name", "A rule named %q is already defined at %s.", s.Name, at(prev))
 		} else {
 			seen[s.Name] = s.NameRange
 		}
 		if catchAll != nil {
-			l.warnf(s.NameRange, "Unreachable rule", "rule %q can never match: rule %q before it (at %s) matches every association.", s.Name, catchAll.Name, catchAll.NameRange)
+			l.warnf(s.NameRange, "Unreachable rule", "rule %q can never match: rule %q before it (at %s) matches every association.", s.Name, catchAll.Name, at(catchAll.NameRange))
 		}
-		r := &rule{name: s.Name}
+		r := &rule{name: s.Name, rng: s.DefRange}
 		if s.When != nil {
 			r.conds = l.when(s.When)
 		}
@@ -733,16 +738,11 @@ func (l *loader) action(s *ruleSchema, r *rule, backends map[string]*Backend, ba
 		return
 	case 1:
 	default:
-		l.errorf(ranges[1], "Rule has more than one action", "rule %q has %d actions; give exactly one of relay, answer or reject (the first is at %s).", s.Name, len(ranges), ranges[0])
+		l.errorf(ranges[1], "Rule has more than one action", "rule %q has %d actions; give exactly one of relay, answer or reject (the first is at %s).", s.Name, len(ranges), at(ranges[0]))
 	}
-	switch {
-	case s.Relay != nil:
-		l.relay(s.Name, s.Relay, r, backends, backendOrder)
-	case s.Answer != nil:
-		r.decision.Action = ActionAnswer
-		r.services = svcCEcho
-		r.decision.Services = []string{"C-ECHO"}
-	default:
+	// Every action block present is checked, so that a rule with two
+	// actions still gets its other mistakes reported.
+	if s.Reject != nil {
 		r.decision.Action = ActionReject
 		v, ok := l.str(s.Reject.Reason, "no-reason")
 		rj, known := rejectReasons[v.s]
@@ -756,6 +756,14 @@ func (l *loader) action(s *ruleSchema, r *rule, backends map[string]*Backend, ba
 			rj.Result = 2
 		}
 		r.decision.Reject = rj
+	}
+	if s.Answer != nil {
+		r.decision.Action = ActionAnswer
+		r.services = svcCEcho
+		r.decision.Services = []string{"C-ECHO"}
+	}
+	if s.Relay != nil {
+		l.relay(s.Name, s.Relay, r, backends, backendOrder)
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/hashicorp/hcl/v2"
 )
 
 // pattern is one compiled glob: '*' matches any run of characters, '?'
@@ -242,7 +244,7 @@ type rule struct {
 	services   serviceSet          // relay; answer is C-ECHO only
 	sopClasses map[string]struct{} // nil = all
 	moveDest   []pattern           // empty = none
-	location   string              // file:line of the rule, for explanations
+	rng        hcl.Range           // the rule's definition, for explanations
 }
 
 func (r *rule) matches(in *Input) bool {

@@ -151,7 +151,8 @@ type Decision struct {
 type Step struct {
 	Rule    string
 	Matched bool
-	Why     string // e.g. `rule "clinic-a": calling_ae "CT9" does not match ["CLINA_*"]`
+	Why     string    // e.g. `rule "clinic-a": calling_ae "CT9" does not match ["CLINA_*"]`
+	Range   hcl.Range // where the rule is defined
 }
 
 // Explanation is a decision with the reasons for it.
