@@ -25,7 +25,7 @@ var diagLine = regexp.MustCompile(`(?m)^(\S+):(\d+):(\d+): (error|warning): `)
 
 func TestPolicyCheck(t *testing.T) {
 	code, out, errOut := policyRun(t, "policy", "check", "--config", "../../policy.hcl")
-	if code != 0 || !strings.Contains(out, "../../policy.hcl: valid: 3 rules, 1 backend") {
+	if code != 0 || !strings.Contains(out, "../../policy.hcl: valid: 4 rules, 1 backend") {
 		t.Errorf("check policy.hcl: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 	}
 
