@@ -504,14 +504,17 @@ func (l *loader) tls(s *tlsSchema, t *TLS) {
 
 func (l *loader) acme(s *acmeSchema) *ACME {
 	a := &ACME{}
-	for _, v := range l.strList(s.Domains) {
+	before := len(l.diags)
+	domains := l.strList(s.Domains)
+	for _, v := range domains {
 		if validDomain(v.s) {
 			a.Domains = append(a.Domains, strings.ToLower(v.s))
 		} else {
 			l.errorf(v.rng, "Invalid domain", "tls.acme.domains: %q is not a DNS name.", v.s)
 		}
 	}
-	if s.Domains == nil || (len(a.Domains) == 0 && !l.diags.HasErrors()) {
+	// An empty list is missing domains; a list that did not decode was reported already.
+	if s.Domains == nil || (len(domains) == 0 && len(l.diags) == before) {
 		l.errorf(s.DefRange, "Missing domains", "tls.acme.domains must list the DNS names the edge's certificate is for.")
 	}
 	if v, ok := l.str(s.Email, ""); ok {
@@ -809,8 +812,9 @@ func (l *loader) relay(name string, s *relaySchema, r *rule, backends map[string
 	if s.Services == nil {
 		r.services = svcAll
 	} else {
+		before := len(l.diags)
 		vals := l.strList(s.Services)
-		if len(vals) == 0 && !l.diags.HasErrors() {
+		if len(vals) == 0 && len(l.diags) == before {
 			l.errorf(s.Services.Expr.Range(), "Empty services", "rule %q: services = [] would allow no DIMSE service at all; name the services, or leave the attribute out to allow every one.", name)
 		}
 		for _, v := range vals {

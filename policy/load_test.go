@@ -175,6 +175,11 @@ func TestValidation(t *testing.T) {
     email = "nobody"
   }
 }`, []string{"4:30 error: Invalid domain", "5:13 error: Invalid email"}},
+		{"empty domains next to another error", `tls {
+  client_ca = ["ca.pem"]
+  profile = "nope"
+  acme { domains = [] }
+}`, []string{"3:13 error: Unknown TLS profile", "4:3 error: Missing domains"}},
 		{"duplicate acme block", `tls {
   client_ca = ["ca.pem"]
   acme { domains = ["a.example"] }
