@@ -402,22 +402,18 @@ func (l *loader) edge(s *edgeSchema, e *Edge) {
 	if s == nil {
 		s = &edgeSchema{}
 	}
+	e.AETitle = DefaultAETitle
 	if v, ok := l.str(s.AETitle, DefaultAETitle); ok {
 		if ae, ok := l.aeTitle(v, "edge.ae_title"); ok {
-			v.s = ae
-		} else {
-			v.s = DefaultAETitle
+			e.AETitle = ae
 		}
-		e.AETitle = v.s
-	} else {
-		e.AETitle = v.s
 	}
-	if v, ok := l.str(s.Listen, DefaultListen); ok {
+	// Port 0 is allowed for the listeners: tests ask the kernel for a free port.
+	v, ok := l.str(s.Listen, DefaultListen)
+	if ok {
 		l.hostPort(v, "edge.listen", true)
-		e.Listen = v.s
-	} else {
-		e.Listen = v.s
 	}
+	e.Listen = v.s
 	if v, ok := l.str(s.AdminListen, ""); ok && v.s != "" {
 		l.hostPort(v, "edge.admin_listen", true)
 		e.AdminListen = v.s
