@@ -602,11 +602,13 @@ func (l *loader) backends(list []*backendSchema, out map[string]*Backend) []stri
 			l.errorf(s.NameRange, "Empty backend name", "A backend needs a name, like backend \"pacs\".")
 			continue
 		}
-		if prev, dup := seen[s.Name]; dup {
+		// A duplicate is still checked, so its own mistakes are reported too.
+		prev, dup := seen[s.Name]
+		if dup {
 			l.errorf(s.NameRange, "Duplicate backend name", "A backend named %q is already defined at %s.", s.Name, at(prev))
-			continue
+		} else {
+			seen[s.Name] = s.NameRange
 		}
-		seen[s.Name] = s.NameRange
 		b := &Backend{Name: s.Name}
 		if v, ok := l.str(s.Address, ""); ok {
 			l.hostPort(v, fmt.Sprintf("backend %q address", s.Name), false)
@@ -637,8 +639,10 @@ func (l *loader) backends(list []*backendSchema, out map[string]*Backend) []stri
 			}
 			b.TLS = bt
 		}
-		out[s.Name] = b
-		order = append(order, s.Name)
+		if !dup {
+			out[s.Name] = b
+			order = append(order, s.Name)
+		}
 	}
 	return order
 }

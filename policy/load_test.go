@@ -202,6 +202,14 @@ func TestValidation(t *testing.T) {
   syslog { address = "siem.example.org" }
 }`, []string{"8:22 error: Invalid address"}},
 		{"backend without address and AE", minimalTLS + `backend "p" {}`, []string{"7:1 error: Missing address", "7:1 error: Missing ae_title"}},
+		{"duplicate backend is still checked", minimalTLS + `backend "p" {
+  address = "h:104"
+  ae_title = "P"
+}
+backend "p" {
+  address = "h"
+  ae_title = "P"
+}`, []string{"11:9 error: Duplicate backend name", "12:13 error: Invalid address"}},
 		{"backend port zero", minimalTLS + `backend "p" {
   address = "10.0.0.1:0"
   ae_title = "P"
