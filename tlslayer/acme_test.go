@@ -50,7 +50,7 @@ type pebble struct {
 
 // startPebble runs Debian's pebble with real challenge validation: its
 // TLS-ALPN-01 port is tlsPort on loopback, where the test puts the edge.
-func startPebble(t *testing.T, tlsPort int, validity time.Duration) *pebble {
+func startPebble(t *testing.T, tlsPort, httpPort int, validity time.Duration) *pebble {
 	t.Helper()
 	testpeer.Require(t, "pebble", "openssl")
 	https := testpeer.NewPKI(t, "pebble-https-ca")
@@ -59,7 +59,7 @@ func startPebble(t *testing.T, tlsPort int, validity time.Duration) *pebble {
 	conf := map[string]any{"pebble": map[string]any{
 		"listenAddress": listen, "managementListenAddress": mgmt,
 		"certificate": cert, "privateKey": key,
-		"httpPort": testpeer.FreePort(t), "tlsPort": tlsPort,
+		"httpPort": httpPort, "tlsPort": tlsPort,
 		"ocspResponderURL": "", "externalAccountBindingRequired": false,
 		"certificateValidityPeriod": int(validity / time.Second),
 	}}
@@ -107,7 +107,7 @@ func TestACMEPebble(t *testing.T) {
 	testpeer.Require(t, "pebble", "echoscu", "openssl")
 	const domain = "edge.dicomedge.test"
 	port := testpeer.FreePort(t)
-	peb := startPebble(t, port, 40*time.Second)
+	peb := startPebble(t, port, testpeer.FreePort(t), 40*time.Second)
 	clients := testpeer.NewPKI(t, "client-ca")
 	modCert, modKey := clients.Issue(t, "modality", testpeer.CertOptions{CN: "ct1.clinic-a.example.org"})
 
@@ -226,5 +226,37 @@ func TestACMEPebble(t *testing.T) {
 	select {
 	case <-clientDone:
 	case <-time.After(5 * time.Second):
+	}
+}
+
+// TestACMEPebbleHTTP01: with TLS-ALPN-01 disabled the order is validated by
+// HTTP-01 on the configured port, and the layer serves the result.
+func TestACMEPebbleHTTP01(t *testing.T) {
+	const domain = "http01.dicomedge.test"
+	httpPort := testpeer.FreePort(t)
+	peb := startPebble(t, testpeer.FreePort(t), httpPort, 300*time.Second)
+	clients := testpeer.NewPKI(t, "client-ca")
+	cert, key := clients.Issue(t, "modality", testpeer.CertOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	l, err := New(ctx, Config{ClientCAFiles: []string{clients.CACert}, PollInterval: -1, ACME: &ACMEConfig{
+		Domains: []string{domain}, Directory: peb.dir, CARootFiles: []string{peb.httpsCA},
+		Storage: filepath.Join(t.TempDir(), "acme"), HTTPPort: httpPort, DisableTLSALPN: true, ListenHost: "127.0.0.1"}})
+	if err != nil {
+		t.Fatalf("New with ACME HTTP-01: %v", err)
+	}
+	defer l.Close()
+	srv := startServer(t, l, 5*time.Second)
+	c, err := dial(srv.addr, &tls.Config{RootCAs: pool(t, peb.root(t)), ServerName: domain,
+		Certificates: []tls.Certificate{keyPair(t, cert, key)}})
+	if err != nil {
+		t.Fatalf("client verifying with pebble's root: %v", err)
+	}
+	defer c.Close()
+	if r := srv.next(t); r.err != nil {
+		t.Fatal(r.err)
+	}
+	if got := c.ConnectionState().PeerCertificates[0].DNSNames; len(got) != 1 || got[0] != domain {
+		t.Fatalf("edge certificate names %v", got)
 	}
 }
