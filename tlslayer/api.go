@@ -140,7 +140,8 @@ func Handshake(ctx context.Context, c *tls.Conn) (Identity, error) { return hand
 func (l *Layer) ServerConfig() *tls.Config { return l.serverConfig() }
 
 // Reload re-reads certificates, CAs and CRLs and swaps them in atomically; on
-// error the old state stays in force.
+// error the old state stays in force. With ACME, the profile, CAs and CRLs
+// reload; the acme block itself (domains, directory...) needs a restart.
 func (l *Layer) Reload(cfg Config) error { return l.reload(cfg) }
 
 // CertificateNotAfter is the NotAfter of the edge certificate now served.
