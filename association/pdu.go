@@ -256,6 +256,9 @@ func EachPDV(body []byte, fn func(PDV) error) error {
 
 // Append appends the whole encoded PDU, header included, to dst.
 func Append(dst []byte, p PDU) ([]byte, error) {
+	if p == nil {
+		return dst, errEncode
+	}
 	b := cryptobyte.NewBuilder(dst)
 	b.AddUint8(uint8(p.Type()))
 	b.AddUint8(0)
