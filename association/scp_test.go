@@ -3,6 +3,7 @@ package association_test
 import (
 	"bytes"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -19,6 +20,9 @@ import (
 	"github.com/dicomedge/dicomedge/internal/testpeer"
 )
 
+// -update-seeds rewrites dimse/testdata with the command sets DCMTK sent.
+var updateSeeds = flag.Bool("update-seeds", false, "write DCMTK command sets to dimse/testdata")
+
 // testSCP is a minimal acceptor built only from association and dimse: a
 // listener, a Reader, Negotiate, and the Verification response. It also
 // takes C-STOREs, streaming each data set through a PatientIDScanner, so
@@ -34,6 +38,7 @@ type testSCP struct {
 	rqs    []*association.AssociateRQ
 	rawRQs [][]byte
 	cmds   []*dimse.Command
+	rawCmd [][]byte // single-fragment command PDVs as received
 	stores []storeSeen
 	ends   []string // how each association ended: "release", "abort", or an error
 	wg     sync.WaitGroup
@@ -134,6 +139,11 @@ func (s *testSCP) serve(c net.Conn) {
 					_ = association.WritePDU(c, &association.Abort{Source: association.AbortSourceServiceProvider, Reason: association.AbortInvalidPDUParameterValue})
 					s.end("PDV on a context not accepted")
 					return
+				}
+				if v.Command && v.Last && !asm.Pending() {
+					s.mu.Lock()
+					s.rawCmd = append(s.rawCmd, bytes.Clone(v.Data))
+					s.mu.Unlock()
 				}
 				cmd, done, err := asm.Add(v)
 				if err != nil {
@@ -246,6 +256,7 @@ func TestDCMTKEchoscuAgainstGoSCP(t *testing.T) {
 	if c.CommandField != dimse.CEchoRQ || c.AffectedSOPClassUID != association.VerificationSOPClass || c.MessageID == 0 || c.HasDataSet() {
 		t.Fatalf("C-ECHO-RQ decoded as %+v", c)
 	}
+	saveSeed(t, scp, "c-echo-rq-echoscu.bin")
 	if !strings.Contains(out, "Received Echo Response (Success)") {
 		t.Fatalf("echoscu did not report success:\n%s", out)
 	}
@@ -395,6 +406,9 @@ func TestDCMTKStorescuAgainstGoSCP(t *testing.T) {
 			if len(cmds) != 1 || cmds[0].CommandField != dimse.CStoreRQ || cmds[0].AffectedSOPClassUID != association.SecondaryCaptureImageStorage || !cmds[0].HasDataSet() {
 				t.Fatalf("commands %+v", cmds)
 			}
+			if tc.args[0] == "-xs" { // the command set is the same for every -x option
+				saveSeed(t, scp, "c-store-rq-storescu"+tc.args[0]+".bin")
+			}
 			if len(stores) != 1 {
 				t.Fatalf("stores %+v", stores)
 			}
@@ -427,5 +441,20 @@ func checkDCMTKRQ(t *testing.T, rq *association.AssociateRQ, called, calling str
 	}
 	if !strings.HasPrefix(ui.ImplementationClassUID, "1.2.276.0.7230010.3") || ui.ImplementationVersionName != "OFFIS_DCMTK_367" {
 		t.Errorf("implementation %q %q", ui.ImplementationClassUID, ui.ImplementationVersionName)
+	}
+}
+
+func saveSeed(t *testing.T, s *testSCP, name string) {
+	t.Helper()
+	if !*updateSeeds {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.rawCmd) == 0 {
+		t.Fatal("no command captured")
+	}
+	if err := os.WriteFile(filepath.Join("dimse", "testdata", name), s.rawCmd[0], 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
