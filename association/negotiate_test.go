@@ -121,3 +121,35 @@ func TestAcceptAndCheckRQ(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) { mustEqual(t, CheckRQ(&tc.rq), tc.want) })
 	}
 }
+
+func TestClampMaxLengthAndUser(t *testing.T) {
+	cases := []struct {
+		name      string
+		in        UserInfo
+		limit     uint32
+		want      uint32
+		wantLimit bool
+	}{
+		{"absent", UserInfo{}, 16384, 16384, true},
+		{"unlimited", UserInfo{HasMaxLength: true}, 16384, 16384, true},
+		{"larger", UserInfo{HasMaxLength: true, MaxLength: 1 << 20}, 16384, 16384, true},
+		{"smaller kept", UserInfo{HasMaxLength: true, MaxLength: 4096}, 16384, 4096, true},
+		{"no limit of ours", UserInfo{HasMaxLength: true}, 0, 0, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			u := tc.in
+			u.ClampMaxLength(tc.limit)
+			if n, ok := u.MaxPDULength(); n != tc.want || ok != tc.wantLimit {
+				t.Fatalf("MaxPDULength = %d, %v", n, ok)
+			}
+		})
+	}
+	for typ, want := range map[UserIdentityType]string{UserIdentityUsername: "alice", UserIdentityUsernamePasscode: "alice",
+		UserIdentityKerberos: "", UserIdentitySAML: "", UserIdentityJWT: ""} {
+		u := &UserIdentityRQ{Type: typ, Primary: []byte("alice"), Secondary: []byte("secret")}
+		if u.User() != want {
+			t.Errorf("%v: User() = %q", typ, u.User())
+		}
+	}
+}
