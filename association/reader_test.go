@@ -198,3 +198,19 @@ func TestEachPDVNoAllocation(t *testing.T) {
 		t.Fatalf("callback error not returned: %v", err)
 	}
 }
+
+func TestReaderRelease(t *testing.T) {
+	p := &PDataTF{PDVs: []PDV{{ContextID: 1, Last: true, Data: make([]byte, 300<<10)}}}
+	r := NewReader(bytes.NewReader(stream(t, p, &ReleaseRQ{})), 1<<20)
+	if _, _, err := r.Next(); err != nil {
+		t.Fatal(err)
+	}
+	if cap(r.buf) < 300<<10 {
+		t.Fatalf("buffer %d", cap(r.buf))
+	}
+	r.Release()
+	typ, _, err := r.Next()
+	if err != nil || typ != TypeReleaseRQ || cap(r.buf) > 1024 {
+		t.Fatalf("after Release: %v %v, buffer %d", typ, err, cap(r.buf))
+	}
+}
