@@ -2,10 +2,12 @@ package dimse
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"os"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/dicomedge/dicomedge/association"
@@ -121,8 +123,9 @@ func countElements(b []byte) int {
 	return n
 }
 
-// typedEqual compares the typed fields and the untyped elements, which is
-// what Encode writes.
+// typedEqual compares the typed fields and the untyped elements in
+// ascending tag order, which is what Encode writes (PS3.5 7.1: elements of
+// a data set are in ascending order; Encode sorts them).
 func typedEqual(a, b *Command) bool {
 	x, y := *a, *b
 	x.Elements, y.Elements = untyped(a.Elements), untyped(b.Elements)
@@ -136,6 +139,7 @@ func untyped(els []Element) []Element {
 			out = append(out, e)
 		}
 	}
+	slices.SortStableFunc(out, func(a, b Element) int { return cmp.Compare(a.Tag, b.Tag) })
 	return out
 }
 
