@@ -87,6 +87,9 @@ func (s *testSCP) serve(c net.Conn) {
 	r := association.NewReader(c, 64<<10)
 	typ, raw, err := r.Next()
 	if err != nil {
+		if !errors.Is(err, io.EOF) {
+			abortAndClose(c, association.AbortFor(err))
+		}
 		s.end("read RQ: " + err.Error())
 		return
 	}
@@ -96,7 +99,10 @@ func (s *testSCP) serve(c net.Conn) {
 	p, err := association.Decode(typ, raw[association.HeaderLen:])
 	rq, ok := p.(*association.AssociateRQ)
 	if err != nil || !ok {
-		_ = association.WritePDU(c, association.AbortFor(err))
+		if err == nil {
+			err = association.Unexpected(typ)
+		}
+		abortAndClose(c, association.AbortFor(err))
 		s.end(fmt.Sprintf("first PDU %v: %v", typ, err))
 		return
 	}
@@ -125,8 +131,8 @@ func (s *testSCP) serve(c net.Conn) {
 	for {
 		p, err := r.ReadPDU()
 		if err != nil {
-			if a := association.AbortFor(err); !errors.Is(err, io.EOF) {
-				_ = association.WritePDU(c, a)
+			if !errors.Is(err, io.EOF) {
+				abortAndClose(c, association.AbortFor(err))
 			}
 			s.end("read: " + err.Error())
 			return
@@ -207,6 +213,10 @@ func (s *testSCP) serve(c net.Conn) {
 			return
 		}
 	}
+}
+
+func abortAndClose(c net.Conn, a *association.Abort) {
+	_ = association.CloseWithAbort(c, a, 500*time.Millisecond)
 }
 
 func (s *testSCP) snapshot() (rqs []*association.AssociateRQ, cmds []*dimse.Command, stores []storeSeen, ends []string) {
