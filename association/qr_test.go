@@ -56,8 +56,7 @@ func TestDCMTKQueryRetrieveRefused(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.tool, func(t *testing.T) {
 			testpeer.Require(t, tc.tool)
-			scp := startSCP(t, acc, nil)
-			scp.refuse = dimse.StatusRefusedNotAuthorized
+			scp := startSCP(t, acc, nil, func(s *testSCP) { s.refuse = dimse.StatusRefusedNotAuthorized })
 			out, _ := runPeer(t, tc.tool, append(append([]string{"-v", "-aet", "QRSCU", "-aec", "DICOMEDGE"}, tc.args...), "127.0.0.1", scp.port())...)
 			if ends := scp.waitEnds(1); ends[0] != "release" {
 				t.Fatalf("association ended with %q\n%s", ends[0], out)

@@ -53,13 +53,17 @@ type storeSeen struct {
 	bytes, pdus                            int
 }
 
-func startSCP(t *testing.T, acc *association.Acceptor, reject *association.AssociateRJ) *testSCP {
+// startSCP starts the SCP; opts adjust it before it accepts anything.
+func startSCP(t *testing.T, acc *association.Acceptor, reject *association.AssociateRJ, opts ...func(*testSCP)) *testSCP {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := &testSCP{t: t, ln: ln, acc: acc, reject: reject, maxPDU: 16384}
+	for _, o := range opts {
+		o(s)
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
