@@ -266,9 +266,17 @@ func readHead(file string) (*head, error) {
 	if err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
+	h, err := parseHead(b)
+	if err != nil {
+		return nil, fmt.Errorf("audit: %s: %w", headPath(file), err)
+	}
+	return h, nil
+}
+
+func parseHead(b []byte) (*head, error) {
 	var h head
 	if err := json.Unmarshal(b, &h); err != nil || len(h.Hash) != 64 {
-		return nil, fmt.Errorf("audit: %s is not a valid head anchor", headPath(file))
+		return nil, errors.New("not a valid head anchor")
 	}
 	return &h, nil
 }
