@@ -47,6 +47,10 @@ type Config struct {
 	// Now replaces time.Now for record timestamps (tests use a fixed clock).
 	Now func() time.Time
 
+	// Forwarder, when set, also receives every record as written (with
+	// seq and prev), without ever blocking the writer; Close closes it.
+	Forwarder *Forwarder
+
 	// wrap, when set by in-package tests, wraps the file writer (slow disks).
 	wrap func(io.Writer) io.Writer
 }
@@ -385,6 +389,9 @@ func (w *Writer) Close() error {
 	close(w.queue)
 	w.mu.Unlock()
 	<-w.done
+	if w.cfg.Forwarder != nil {
+		w.cfg.Forwarder.Close()
+	}
 	return w.err
 }
 
@@ -449,6 +456,9 @@ func (w *Writer) add(e Event) {
 		w.rotate()
 		w.buf = append(w.buf[:0], rec...)
 		line = w.buf
+	}
+	if w.cfg.Forwarder != nil {
+		w.cfg.Forwarder.Send(e, line)
 	}
 	w.seq = e.Seq
 	w.prev = sha256.Sum256(line)
