@@ -448,6 +448,8 @@ func TestPatientID(t *testing.T) {
 	file := filepath.Join(dir, "audit.jsonl")
 	hash := openT(t, Config{File: file, PatientIDs: "hash"})
 	h1 := hash.PatientID("PAT-001 ")
+	h2 := hash.PatientID("PAT-002")
+	hash.Close()
 	cases := []struct {
 		name, mode, raw, want string
 	}{
@@ -460,6 +462,7 @@ func TestPatientID(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			w := openT(t, Config{File: file, PatientIDs: tc.mode})
+			defer w.Close()
 			if got := w.PatientID(tc.raw); got != tc.want {
 				t.Fatalf("PatientID(%q) = %q; want %q", tc.raw, got, tc.want)
 			}
@@ -468,7 +471,7 @@ func TestPatientID(t *testing.T) {
 	if !strings.HasPrefix(h1, "hmac-sha256:") || len(h1) != len("hmac-sha256:")+64 || strings.Contains(h1, "PAT") {
 		t.Fatalf("hash form %q", h1)
 	}
-	if hash.PatientID("PAT-002") == h1 {
+	if h2 == h1 {
 		t.Fatal("different IDs hash equal")
 	}
 	st, err := os.Stat(file + ".key")
@@ -480,6 +483,37 @@ func TestPatientID(t *testing.T) {
 	if other.PatientID("PAT-001") == h1 {
 		t.Fatal("two keys gave the same hash")
 	}
+}
+
+func TestSecondWriterOnTheSameFileIsRefused(t *testing.T) {
+	w := openT(t, Config{})
+	if w2, err := Open(Config{File: w.cfg.File}); err == nil || !strings.Contains(err.Error(), "another process") {
+		if w2 != nil {
+			w2.Close()
+		}
+		t.Fatalf("second Open = %v; want a lock error", err)
+	}
+	w.Close()
+	w3, err := Open(Config{File: w.cfg.File})
+	if err != nil {
+		t.Fatalf("Open after Close: %v", err)
+	}
+	w3.Close()
+}
+
+func TestHeadFollowsPerBatchFsync(t *testing.T) {
+	// Fsync 0 syncs every batch but refreshes the anchor at most every
+	// 250 ms; the ticker must still bring it up to date without Close.
+	w := openT(t, Config{Fsync: 0})
+	writeN(t, w, 20)
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if h, _ := readHead(w.cfg.File); h != nil && h.Seq == 20 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("head never reached seq 20 with per-batch fsync")
 }
 
 func TestOpenRejectsBadConfig(t *testing.T) {
