@@ -567,3 +567,34 @@ func TestEncodingMatchesEncodingJSON(t *testing.T) {
 		})
 	}
 }
+
+func TestReaderSkipsNonRecordsIncludingHugeLines(t *testing.T) {
+	w := openT(t, Config{})
+	writeN(t, w, 3)
+	w.Close()
+	lines := readLinesT(t, w.cfg.File)
+	huge := bytes.Repeat([]byte("x"), maxLine+maxLine/2)
+	var b bytes.Buffer
+	b.Write(lines[0])
+	b.Write(huge)
+	b.WriteByte('\n')
+	b.WriteString("not json\n")
+	b.Write(lines[1])
+	b.Write(lines[2])
+	os.WriteFile(w.cfg.File, b.Bytes(), 0o600)
+
+	var seqs []uint64
+	err := ReadFiles(Files(w.cfg.File), Filter{}, func(e Event, _ []byte) error { seqs = append(seqs, e.Seq); return nil })
+	var bad *BadLinesError
+	if !errors.As(err, &bad) || bad.Count != 2 || !strings.HasPrefix(bad.First, w.cfg.File+":2: longer than") {
+		t.Fatalf("ReadFiles error = %v; want 2 bad lines, first at line 2", err)
+	}
+	if !reflect.DeepEqual(seqs, []uint64{1, 2, 3}) {
+		t.Fatalf("records around the bad lines: %v", seqs)
+	}
+	_, err = Verify(Files(w.cfg.File))
+	var ve *VerifyError
+	if !errors.As(err, &ve) || ve.Line != 2 || !strings.Contains(ve.Reason, "longer than") {
+		t.Fatalf("Verify = %v; want line 2 too long", err)
+	}
+}

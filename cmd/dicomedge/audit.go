@@ -193,10 +193,10 @@ func (o *auditOpts) list(cmd *cobra.Command) error {
 		return followLog(ctx, file, f, o.json, out)
 	}
 	if o.json {
-		return audit.ReadFiles(audit.Files(file), f, func(_ audit.Event, line []byte) error {
+		return warnBadLines(cmd, audit.ReadFiles(audit.Files(file), f, func(_ audit.Event, line []byte) error {
 			_, err := fmt.Fprintf(out, "%s\n", line)
 			return err
-		})
+		}))
 	}
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, strings.Join(tableHeader, "\t"))
@@ -204,8 +204,19 @@ func (o *auditOpts) list(cmd *cobra.Command) error {
 		_, err := fmt.Fprintln(tw, strings.Join(tableRow(&e), "\t"))
 		return err
 	})
-	if ferr := tw.Flush(); err == nil {
-		err = ferr
+	if ferr := tw.Flush(); ferr != nil {
+		return ferr
+	}
+	return warnBadLines(cmd, err)
+}
+
+// warnBadLines turns skipped non-record lines into a warning: the records
+// around them were shown, and verify is the command that fails on them.
+func warnBadLines(cmd *cobra.Command, err error) error {
+	var bad *audit.BadLinesError
+	if errors.As(err, &bad) {
+		fmt.Fprintln(cmd.ErrOrStderr(), "dicomedge: warning:", bad)
+		return nil
 	}
 	return err
 }
@@ -428,7 +439,7 @@ func (o *auditOpts) summary(cmd *cobra.Command) error {
 		}
 		return nil
 	})
-	if err != nil {
+	if err = warnBadLines(cmd, err); err != nil {
 		return err
 	}
 	out := cmd.OutOrStdout()
