@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -71,7 +72,7 @@ func globEscape(s string) string {
 // fields accept * and ? wildcards and compare case-insensitively.
 type Filter struct {
 	Since, Until time.Time // Since inclusive, Until exclusive
-	Client       string    // matches the client's CN, subject, a DNS/URI/email SAN or the fingerprint
+	Client       string    // matches the client's CN, subject, a DNS/URI/email SAN, the fingerprint or the remote IP
 	CallingAE    string
 	CalledAE     string
 	Event        string // e.g. "dimse", "association.*"
@@ -134,14 +135,16 @@ func (f *Filter) match(e *Event) bool {
 		}
 	}
 	if f.Client != "" {
-		c := e.Client
-		if c == nil {
-			return false
+		ok := false
+		if host, _, err := net.SplitHostPort(e.Remote); err == nil {
+			ok = glob(f.Client, host)
 		}
-		ok := glob(f.Client, c.CN) || glob(f.Client, c.Subject) || glob(f.Client, c.Fingerprint)
-		for _, l := range [][]string{c.DNS, c.URI, c.Email} {
-			for _, v := range l {
-				ok = ok || glob(f.Client, v)
+		if c := e.Client; c != nil {
+			ok = ok || glob(f.Client, c.CN) || glob(f.Client, c.Subject) || glob(f.Client, c.Fingerprint)
+			for _, l := range [][]string{c.DNS, c.URI, c.Email} {
+				for _, v := range l {
+					ok = ok || glob(f.Client, v)
+				}
 			}
 		}
 		if !ok {
@@ -182,8 +185,8 @@ func glob(pattern, s string) bool {
 // events (DIMSE, release) match --client and AE filters and show in the
 // table even when the proxy did not repeat those fields on every record.
 type assocContext struct {
-	client            *Client
-	callingAE, called string
+	client                    *Client
+	callingAE, called, remote string
 }
 
 // maxTracked bounds the association map against hostile or huge logs.
@@ -201,7 +204,7 @@ func (tr tracker) fill(e *Event) {
 			if len(tr) >= maxTracked {
 				clear(tr)
 			}
-			tr[e.Assoc] = assocContext{e.Client, e.CallingAE, e.CalledAE}
+			tr[e.Assoc] = assocContext{e.Client, e.CallingAE, e.CalledAE, e.Remote}
 		}
 	} else {
 		if e.Client == nil {
@@ -212,6 +215,9 @@ func (tr tracker) fill(e *Event) {
 		}
 		if e.CalledAE == "" {
 			e.CalledAE = ctx.called
+		}
+		if e.Remote == "" {
+			e.Remote = ctx.remote
 		}
 	}
 	switch e.Event {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -84,7 +85,7 @@ func filterFlags(cmd *cobra.Command, o *auditOpts) {
 	f := cmd.Flags()
 	f.StringVar(&o.since, "since", "", "only records at or after this time, or this long ago (e.g. 1h, 2026-11-25T08:00:00Z)")
 	f.StringVar(&o.until, "until", "", "only records before this time (or this long ago)")
-	f.StringVar(&o.client, "client", "", "client certificate CN, subject, DNS/URI/email SAN or fingerprint")
+	f.StringVar(&o.client, "client", "", "client certificate CN, subject, DNS/URI/email SAN or fingerprint, or remote IP")
 	f.StringVar(&o.callingAE, "calling-ae", "", "calling AE title")
 	f.StringVar(&o.calledAE, "called-ae", "", "called AE title")
 	f.StringVar(&o.event, "event", "", "event name, e.g. dimse, association.*, tls.failed")
@@ -256,7 +257,7 @@ var tableHeader = []string{"TIME", "CLIENT", "AE (CALLING→CALLED)", "EVENT", "
 func tableRow(e *audit.Event) []string {
 	row := []string{
 		e.Time.UTC().Format("2006-01-02T15:04:05.000Z"),
-		clientName(e.Client),
+		who(e),
 		aePair(e),
 		e.Event,
 		"", "", "",
@@ -302,6 +303,22 @@ func tableRow(e *audit.Event) []string {
 		row[i] = printable(c)
 	}
 	return row
+}
+
+// who names the peer: its certificate identity, or, when it has none (a
+// failed handshake), its address in brackets.
+func who(e *audit.Event) string {
+	if n := clientName(e.Client); n != "" {
+		return n
+	}
+	if e.Remote == "" {
+		return ""
+	}
+	host, _, err := net.SplitHostPort(e.Remote)
+	if err != nil {
+		host = e.Remote
+	}
+	return "[" + host + "]"
 }
 
 func clientName(c *audit.Client) string {
@@ -408,7 +425,12 @@ func (o *auditOpts) summary(cmd *cobra.Command) error {
 		if d := audit.Decision(&e); d != "" {
 			byDecision[d]++
 		}
-		rows := []*row{get(byClient, printable(clientName(e.Client))), get(byPair, printable(aePair(&e)))}
+		var rows []*row
+		switch e.Event {
+		case audit.EventAccepted, audit.EventRejected, audit.EventTLSFailed, audit.EventDIMSE, audit.EventReleased, audit.EventAborted:
+			// Edge-wide events (policy, certificates) belong to no client.
+			rows = []*row{get(byClient, printable(who(&e))), get(byPair, printable(aePair(&e)))}
+		}
 		for _, r := range rows {
 			switch e.Event {
 			case audit.EventAccepted:

@@ -104,6 +104,7 @@ func TestAuditCLI(t *testing.T) {
 		{"table", nil},
 		{"client", []string{"--client", "mod1.*"}},
 		{"client_by_uri_san", []string{"--client", "spiffe://example.org/clinic-b/*"}},
+		{"client_by_ip", []string{"--client", "203.0.113.*"}},
 		{"calling_ae", []string{"--calling-ae", "clina_*"}},
 		{"called_ae", []string{"--called-ae", "DICOMEDGE"}},
 		{"decision_reject", []string{"--decision", "reject"}},
