@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -596,5 +597,31 @@ func TestReaderSkipsNonRecordsIncludingHugeLines(t *testing.T) {
 	var ve *VerifyError
 	if !errors.As(err, &ve) || ve.Line != 2 || !strings.Contains(ve.Reason, "longer than") {
 		t.Fatalf("Verify = %v; want line 2 too long", err)
+	}
+}
+
+func TestCloseLeavesNoGoroutines(t *testing.T) {
+	before := runtime.NumGoroutine()
+	for range 3 {
+		fwd, err := NewForwarder(SyslogConfig{Address: "127.0.0.1:1", Format: "json", CloseTimeout: 50 * time.Millisecond, DialTimeout: 50 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := Open(Config{File: filepath.Join(t.TempDir(), "a.jsonl"), Fsync: 10 * time.Millisecond, Forwarder: fwd})
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeN(t, w, 10)
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		buf := make([]byte, 1<<16)
+		t.Fatalf("%d goroutines after Close, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
 	}
 }
