@@ -1,0 +1,277 @@
+package audit
+
+import (
+	"encoding/json"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// Event names, exactly as CONTRACT.md's audit table spells them.
+const (
+	EventTLSFailed          = "tls.failed"
+	EventAccepted           = "association.accepted"
+	EventRejected           = "association.rejected"
+	EventDIMSE              = "dimse"
+	EventReleased           = "association.released"
+	EventAborted            = "association.aborted"
+	EventPolicyReloaded     = "policy.reloaded"
+	EventPolicyReloadFailed = "policy.reload_failed"
+	EventCertRenewed        = "cert.renewed"
+)
+
+// ZeroHash is the prev of the very first record of a chain.
+const ZeroHash = "0000000000000000000000000000000000000000000000000000000000000000"
+
+// TimeFormat is RFC 3339 in UTC with a fixed nine-digit fraction, so records
+// sort and align as text.
+const TimeFormat = "2006-01-02T15:04:05.000000000Z07:00"
+
+// Client is the verified TLS identity of the peer, copied from the
+// certificate (audit stays a leaf: the proxy converts tlslayer.Identity).
+type Client struct {
+	Subject     string   `json:"subject,omitempty"`
+	CN          string   `json:"cn,omitempty"`
+	DNS         []string `json:"dns,omitempty"`
+	URI         []string `json:"uri,omitempty"`
+	Email       []string `json:"email,omitempty"`
+	Fingerprint string   `json:"fingerprint,omitempty"` // "sha256:<hex>"
+	Issuer      string   `json:"issuer,omitempty"`
+}
+
+// UserIdentity is the A-ASSOCIATE-RQ user identity sub-item: its type and
+// user name only, never the password, Kerberos ticket, SAML assertion or JWT.
+type UserIdentity struct {
+	Type string `json:"type,omitempty"`
+	User string `json:"user,omitempty"`
+}
+
+// Event is one audit record. Zero-valued fields are omitted from the line.
+// Time, Seq and Prev are set by the Writer.
+type Event struct {
+	Time  time.Time `json:"time"`
+	Event string    `json:"event"`
+	Seq   uint64    `json:"seq"`
+	Prev  string    `json:"prev"`
+
+	Conn      string  `json:"conn,omitempty"`
+	Assoc     string  `json:"assoc,omitempty"`
+	Remote    string  `json:"remote,omitempty"` // ip:port (the PROXY header's source when trusted)
+	Client    *Client `json:"client,omitempty"`
+	CallingAE string  `json:"calling_ae,omitempty"`
+	CalledAE  string  `json:"called_ae,omitempty"`
+
+	// Reason is the failure class for tls.failed and the reject reason name
+	// (e.g. "calling-ae-not-recognized") for association.rejected.
+	Reason string `json:"reason,omitempty"`
+
+	// association.accepted / association.rejected
+	Rule         string        `json:"rule,omitempty"`
+	Action       string        `json:"action,omitempty"` // "answer" | "relay"
+	Backend      string        `json:"backend,omitempty"`
+	Contexts     []string      `json:"contexts,omitempty"`
+	UserIdentity *UserIdentity `json:"user_identity,omitempty"`
+	Result       int           `json:"result,omitempty"`      // PS3.8 A-ASSOCIATE-RJ result (1 permanent, 2 transient)
+	Source       int           `json:"source,omitempty"`      // PS3.8 A-ASSOCIATE-RJ source (1, 2, 3)
+	ReasonCode   int           `json:"reason_code,omitempty"` // PS3.8 A-ASSOCIATE-RJ reason/diag.
+	ResultName   string        `json:"result_name,omitempty"`
+	SourceName   string        `json:"source_name,omitempty"`
+
+	// dimse
+	Service         string `json:"service,omitempty"` // "C-STORE", ...
+	SOPClass        string `json:"sop_class,omitempty"`
+	SOPInstance     string `json:"sop_instance,omitempty"`
+	MessageID       int    `json:"message_id,omitempty"`
+	Status          string `json:"status,omitempty"` // "0x0000"
+	MoveDestination string `json:"move_destination,omitempty"`
+	PatientID       string `json:"patient_id,omitempty"` // already formatted by Writer.PatientID
+	Bytes           int64  `json:"bytes,omitempty"`
+	MS              int64  `json:"ms,omitempty"`
+	Allowed         *bool  `json:"allowed,omitempty"`
+
+	// association.released / association.aborted
+	BytesIn     int64  `json:"bytes_in,omitempty"`
+	BytesOut    int64  `json:"bytes_out,omitempty"`
+	AbortSource string `json:"abort_source,omitempty"`
+	AbortReason string `json:"abort_reason,omitempty"`
+
+	// policy.reloaded / policy.reload_failed / cert.renewed
+	Detail string `json:"detail,omitempty"`
+}
+
+// Bool returns a pointer to b, for Event.Allowed.
+func Bool(b bool) *bool { return &b }
+
+// MarshalJSON encodes the record exactly as the Writer writes it.
+func (e Event) MarshalJSON() ([]byte, error) { return e.appendJSON(nil), nil }
+
+// UnmarshalJSON is the default decoding; it exists only so that the
+// MarshalJSON method above does not hide the struct tags' meaning.
+func (e *Event) UnmarshalJSON(b []byte) error {
+	type plain Event
+	return json.Unmarshal(b, (*plain)(e))
+}
+
+// appendJSON writes the record by hand: the writer goroutine encodes every
+// event, and reflection-based encoding/json costs several allocations each.
+// The field order is fixed (time, event, seq, prev first) so lines read well.
+func (e *Event) appendJSON(b []byte) []byte {
+	b = append(b, `{"time":"`...)
+	b = e.Time.UTC().AppendFormat(b, TimeFormat)
+	b = append(b, `","event":`...)
+	b = appendString(b, e.Event)
+	b = append(b, `,"seq":`...)
+	b = strconv.AppendUint(b, e.Seq, 10)
+	b = append(b, `,"prev":`...)
+	b = appendString(b, e.Prev)
+	b = optString(b, "conn", e.Conn)
+	b = optString(b, "assoc", e.Assoc)
+	b = optString(b, "remote", e.Remote)
+	if c := e.Client; c != nil {
+		b = append(b, `,"client":{`...)
+		n := len(b)
+		b = optString(b, "subject", c.Subject)
+		b = optString(b, "cn", c.CN)
+		b = optStrings(b, "dns", c.DNS)
+		b = optStrings(b, "uri", c.URI)
+		b = optStrings(b, "email", c.Email)
+		b = optString(b, "fingerprint", c.Fingerprint)
+		b = optString(b, "issuer", c.Issuer)
+		if len(b) > n {
+			b = append(b[:n], b[n+1:]...) // drop the leading comma of the first member
+		}
+		b = append(b, '}')
+	}
+	b = optString(b, "calling_ae", e.CallingAE)
+	b = optString(b, "called_ae", e.CalledAE)
+	b = optString(b, "reason", e.Reason)
+	b = optString(b, "rule", e.Rule)
+	b = optString(b, "action", e.Action)
+	b = optString(b, "backend", e.Backend)
+	b = optStrings(b, "contexts", e.Contexts)
+	if u := e.UserIdentity; u != nil {
+		b = append(b, `,"user_identity":{`...)
+		n := len(b)
+		b = optString(b, "type", u.Type)
+		b = optString(b, "user", u.User)
+		if len(b) > n {
+			b = append(b[:n], b[n+1:]...)
+		}
+		b = append(b, '}')
+	}
+	b = optInt(b, "result", int64(e.Result))
+	b = optInt(b, "source", int64(e.Source))
+	b = optInt(b, "reason_code", int64(e.ReasonCode))
+	b = optString(b, "result_name", e.ResultName)
+	b = optString(b, "source_name", e.SourceName)
+	b = optString(b, "service", e.Service)
+	b = optString(b, "sop_class", e.SOPClass)
+	b = optString(b, "sop_instance", e.SOPInstance)
+	b = optInt(b, "message_id", int64(e.MessageID))
+	b = optString(b, "status", e.Status)
+	b = optString(b, "move_destination", e.MoveDestination)
+	b = optString(b, "patient_id", e.PatientID)
+	b = optInt(b, "bytes", e.Bytes)
+	b = optInt(b, "ms", e.MS)
+	if e.Allowed != nil {
+		b = append(b, `,"allowed":`...)
+		b = strconv.AppendBool(b, *e.Allowed)
+	}
+	b = optInt(b, "bytes_in", e.BytesIn)
+	b = optInt(b, "bytes_out", e.BytesOut)
+	b = optString(b, "abort_source", e.AbortSource)
+	b = optString(b, "abort_reason", e.AbortReason)
+	b = optString(b, "detail", e.Detail)
+	return append(b, '}')
+}
+
+func optString(b []byte, key, v string) []byte {
+	if v == "" {
+		return b
+	}
+	b = append(b, ',', '"')
+	b = append(b, key...)
+	b = append(b, '"', ':')
+	return appendString(b, v)
+}
+
+func optStrings(b []byte, key string, v []string) []byte {
+	if len(v) == 0 {
+		return b
+	}
+	b = append(b, ',', '"')
+	b = append(b, key...)
+	b = append(b, `":[`...)
+	for i, s := range v {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, s)
+	}
+	return append(b, ']')
+}
+
+func optInt(b []byte, key string, v int64) []byte {
+	if v == 0 {
+		return b
+	}
+	b = append(b, ',', '"')
+	b = append(b, key...)
+	b = append(b, '"', ':')
+	return strconv.AppendInt(b, v, 10)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString writes s as a JSON string. Invalid UTF-8 (AE titles and
+// certificate fields come from the network) becomes U+FFFD, as encoding/json
+// does, so every line stays valid JSON and one line per record: control
+// characters, including newlines, are always escaped.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != 0x7f {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i++
+			start = i
+			continue
+		}
+		// U+2028/U+2029 end lines in JavaScript; escape them like encoding/json.
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}

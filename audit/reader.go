@@ -1,0 +1,407 @@
+package audit
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Files returns the chain for file in order: the rotated files File.1,
+// File.2, ... (numeric order, oldest first), then File itself. File is
+// included when it exists or when nothing was rotated (so that readers
+// report it missing).
+func Files(file string) []string {
+	matches, _ := filepath.Glob(globEscape(file) + ".*")
+	type rf struct {
+		path string
+		n    int
+	}
+	var rot []rf
+	for _, m := range matches {
+		if ok, n := rotatedIndex(file, m); ok {
+			rot = append(rot, rf{m, n})
+		}
+	}
+	sort.Slice(rot, func(i, j int) bool { return rot[i].n < rot[j].n })
+	out := make([]string, 0, len(rot)+1)
+	for _, r := range rot {
+		out = append(out, r.path)
+	}
+	if _, err := os.Stat(file); err == nil || len(out) == 0 {
+		out = append(out, file)
+	}
+	return out
+}
+
+// rotatedIndex reports whether path is file.N (N a positive decimal) and N.
+func rotatedIndex(file, path string) (bool, int) {
+	suf, ok := strings.CutPrefix(path, file+".")
+	if !ok || suf == "" || suf[0] == '0' {
+		return false, 0
+	}
+	n, err := strconv.Atoi(suf)
+	if err != nil || n <= 0 {
+		return false, 0
+	}
+	return true, n
+}
+
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// Filter selects records for review. Empty fields match everything; text
+// fields accept * and ? wildcards and compare case-insensitively.
+type Filter struct {
+	Since, Until time.Time // Since inclusive, Until exclusive
+	Client       string    // matches the client's CN, subject, a DNS/URI/email SAN or the fingerprint
+	CallingAE    string
+	CalledAE     string
+	Event        string // e.g. "dimse", "association.*"
+	Decision     string // see Decision; also "accept", "rejected", "refused", ...
+}
+
+// Decision names what the edge decided for e: the action ("relay" or
+// "answer") for an accepted association, "reject" for a rejected one or a
+// failed TLS handshake, "allow" or "refuse" for a DIMSE request, and "" for
+// events that carry no decision.
+func Decision(e *Event) string {
+	switch e.Event {
+	case EventAccepted:
+		if e.Action != "" {
+			return e.Action
+		}
+		return "accept"
+	case EventRejected, EventTLSFailed:
+		return "reject"
+	case EventDIMSE:
+		if e.Allowed != nil && !*e.Allowed {
+			return "refuse"
+		}
+		return "allow"
+	}
+	return ""
+}
+
+var decisionAliases = map[string][]string{
+	"accept": {"relay", "answer", "accept"}, "accepted": {"relay", "answer", "accept"},
+	"rejected": {"reject"}, "deny": {"reject", "refuse"}, "denied": {"reject", "refuse"},
+	"allowed": {"allow"}, "refused": {"refuse"},
+}
+
+func (f *Filter) match(e *Event) bool {
+	if !f.Since.IsZero() && e.Time.Before(f.Since) {
+		return false
+	}
+	if !f.Until.IsZero() && !e.Time.Before(f.Until) {
+		return false
+	}
+	if f.Event != "" && !glob(f.Event, e.Event) {
+		return false
+	}
+	if f.CallingAE != "" && !glob(strings.TrimSpace(f.CallingAE), strings.TrimSpace(e.CallingAE)) {
+		return false
+	}
+	if f.CalledAE != "" && !glob(strings.TrimSpace(f.CalledAE), strings.TrimSpace(e.CalledAE)) {
+		return false
+	}
+	if f.Decision != "" {
+		d := Decision(e)
+		want := strings.ToLower(f.Decision)
+		ok := d == want
+		for _, a := range decisionAliases[want] {
+			ok = ok || d == a
+		}
+		if !ok {
+			return false
+		}
+	}
+	if f.Client != "" {
+		c := e.Client
+		if c == nil {
+			return false
+		}
+		ok := glob(f.Client, c.CN) || glob(f.Client, c.Subject) || glob(f.Client, c.Fingerprint)
+		for _, l := range [][]string{c.DNS, c.URI, c.Email} {
+			for _, v := range l {
+				ok = ok || glob(f.Client, v)
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// glob matches s against pattern with * (any run) and ? (one byte),
+// case-insensitively. Iterative with one backtrack point: linear time.
+func glob(pattern, s string) bool {
+	p, t := strings.ToLower(pattern), strings.ToLower(s)
+	pi, ti, star, mark := 0, 0, -1, 0
+	for ti < len(t) {
+		switch {
+		case pi < len(p) && (p[pi] == '?' || p[pi] == t[ti]):
+			pi++
+			ti++
+		case pi < len(p) && p[pi] == '*':
+			star, mark = pi, ti
+			pi++
+		case star >= 0:
+			pi = star + 1
+			mark++
+			ti = mark
+		default:
+			return false
+		}
+	}
+	for pi < len(p) && p[pi] == '*' {
+		pi++
+	}
+	return pi == len(p)
+}
+
+// assocContext remembers who an association belongs to, so that its later
+// events (DIMSE, release) match --client and AE filters and show in the
+// table even when the proxy did not repeat those fields on every record.
+type assocContext struct {
+	client            *Client
+	callingAE, called string
+}
+
+// maxTracked bounds the association map against hostile or huge logs.
+const maxTracked = 1 << 16
+
+type tracker map[string]assocContext
+
+func (tr tracker) fill(e *Event) {
+	if e.Assoc == "" {
+		return
+	}
+	ctx, ok := tr[e.Assoc]
+	if !ok {
+		if e.Client != nil || e.CallingAE != "" {
+			if len(tr) >= maxTracked {
+				clear(tr)
+			}
+			tr[e.Assoc] = assocContext{e.Client, e.CallingAE, e.CalledAE}
+		}
+	} else {
+		if e.Client == nil {
+			e.Client = ctx.client
+		}
+		if e.CallingAE == "" {
+			e.CallingAE = ctx.callingAE
+		}
+		if e.CalledAE == "" {
+			e.CalledAE = ctx.called
+		}
+	}
+	switch e.Event {
+	case EventReleased, EventAborted, EventRejected:
+		delete(tr, e.Assoc)
+	}
+}
+
+// ReadFiles reads the records of paths in order and calls fn for each one
+// that f selects, with the decoded event and its raw line (no newline).
+// Fields an event inherits from its association (client, AE titles) are
+// filled in from the association's earlier records. An incomplete last line
+// (a record still being written) is not returned. A line that is not a JSON
+// record is an error naming file and line; fn's error stops the read.
+func ReadFiles(paths []string, f Filter, fn func(Event, []byte) error) error {
+	tr := tracker{}
+	for _, p := range paths {
+		fh, err := os.Open(p)
+		if err != nil {
+			return fmt.Errorf("audit: %w", err)
+		}
+		_, err = readLines(fh, p, 0, func(line []byte, n int) error {
+			var e Event
+			if err := json.Unmarshal(line, &e); err != nil {
+				return fmt.Errorf("%s:%d: not an audit record: %v", p, n, err)
+			}
+			tr.fill(&e)
+			if !f.match(&e) {
+				return nil
+			}
+			return fn(e, line)
+		})
+		fh.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readLines calls fn for each complete line of r (numbered from firstLine+1)
+// and returns the number of bytes consumed, which stops before a trailing
+// incomplete line. Lines longer than maxLine are an error.
+func readLines(r io.Reader, name string, firstLine int, fn func(line []byte, n int) error) (int64, error) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	var consumed int64
+	n := firstLine
+	var long []byte
+	for {
+		chunk, err := br.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			if len(long)+len(chunk) > maxLine {
+				return consumed, fmt.Errorf("%s:%d: line longer than %d bytes", name, n+1, maxLine)
+			}
+			long = append(long, chunk...)
+			continue
+		}
+		if err == io.EOF {
+			return consumed, nil // incomplete tail (or nothing) left for later
+		}
+		if err != nil {
+			return consumed, fmt.Errorf("audit: %s: %w", name, err)
+		}
+		line := chunk
+		if long != nil {
+			line = append(long, chunk...)
+			long = nil
+		}
+		consumed += int64(len(line))
+		n++
+		if err := fn(line[:len(line)-1], n); err != nil {
+			return consumed, err
+		}
+	}
+}
+
+// VerifyError locates the first record at which a chain is broken.
+type VerifyError struct {
+	File   string
+	Line   int    // 1-based; 0 when the problem is the file as a whole
+	Seq    uint64 // the seq this line should carry
+	Reason string
+}
+
+func (e *VerifyError) Error() string {
+	if e.Line == 0 {
+		return fmt.Sprintf("%s: %s", e.File, e.Reason)
+	}
+	return fmt.Sprintf("%s:%d: seq %d: %s", e.File, e.Line, e.Seq, e.Reason)
+}
+
+// Verify checks the hash chain across paths (in order, as Files returns
+// them) and, when the last path has one, against its head anchor
+// (File.head), which catches records deleted from the end and an edited
+// last record. It returns the number of records checked and a *VerifyError
+// for the first bad record: an edit shows as the next record's prev not
+// matching, a deletion or insertion as a seq or prev mismatch, a cut as an
+// incomplete last line or a chain that ends before the anchor.
+func Verify(paths []string) (int, error) {
+	if len(paths) == 0 {
+		return 0, errors.New("audit: no files to verify")
+	}
+	var (
+		n       int
+		want    uint64 = 1
+		prev           = ZeroHash
+		prevLoc string
+		anchor  struct {
+			found      bool
+			hash, file string
+			line       int
+		}
+		h        *head
+		err      error
+		lastFile = paths[len(paths)-1]
+	)
+	if h, err = readHead(lastFile); err != nil {
+		return 0, &VerifyError{File: headPath(lastFile), Reason: err.Error()}
+	}
+	for fi, p := range paths {
+		fh, err := os.Open(p)
+		if err != nil {
+			return n, &VerifyError{File: p, Reason: err.Error()}
+		}
+		st, _ := fh.Stat()
+		lineNo := 0
+		consumed, err := readLines(fh, p, 0, func(line []byte, ln int) error {
+			lineNo = ln
+			var r struct {
+				Seq   *uint64 `json:"seq"`
+				Prev  *string `json:"prev"`
+				Event string  `json:"event"`
+				Time  string  `json:"time"`
+			}
+			if err := json.Unmarshal(line, &r); err != nil {
+				return &VerifyError{p, ln, want, "not a JSON record (" + err.Error() + ")"}
+			}
+			if r.Seq == nil || r.Prev == nil || r.Event == "" || r.Time == "" {
+				return &VerifyError{p, ln, want, "record lacks seq, prev, event or time"}
+			}
+			if *r.Seq != want {
+				what := "records are missing before it (deleted?)"
+				if *r.Seq < want {
+					what = "a record was inserted or duplicated"
+				}
+				if n == 0 && fi == 0 && want == 1 {
+					what = "the chain does not start at seq 1 (earlier files or records are missing)"
+				}
+				return &VerifyError{p, ln, want, fmt.Sprintf("has seq %d, expected %d: %s", *r.Seq, want, what)}
+			}
+			if *r.Prev != prev {
+				what := "the previous record " + prevLoc + " was altered, or a record between them was deleted or inserted"
+				if prevLoc == "" {
+					what = "the first record must have prev of 64 zeros"
+				}
+				return &VerifyError{p, ln, want, "prev does not match the hash of the previous line: " + what}
+			}
+			sum := sha256.Sum256(line)
+			prev = hex.EncodeToString(sum[:])
+			prevLoc = fmt.Sprintf("(%s:%d seq %d)", p, ln, want)
+			if h != nil && want == h.Seq {
+				anchor.found, anchor.hash, anchor.file, anchor.line = true, prev, p, ln
+			}
+			n++
+			want++
+			return nil
+		})
+		fh.Close()
+		if err != nil {
+			var ve *VerifyError
+			if errors.As(err, &ve) {
+				return n, ve
+			}
+			return n, &VerifyError{File: p, Line: lineNo + 1, Seq: want, Reason: err.Error()}
+		}
+		if st != nil && consumed < st.Size() {
+			return n, &VerifyError{p, lineNo + 1, want, "incomplete last record: the file was truncated or a write was cut short"}
+		}
+	}
+	switch {
+	case h == nil && n > 0:
+		return n, &VerifyError{File: headPath(lastFile),
+			Reason: "missing: without the head anchor, records deleted from the end cannot be ruled out"}
+	case h == nil || h.Seq == 0:
+	case !anchor.found:
+		return n, &VerifyError{File: lastFile, Line: 0, Seq: want,
+			Reason: fmt.Sprintf("truncated: the chain ends at seq %d but %s records seq %d", want-1, headPath(lastFile), h.Seq)}
+	case anchor.hash != h.Hash:
+		return n, &VerifyError{File: anchor.file, Line: anchor.line, Seq: h.Seq,
+			Reason: "does not match the hash recorded in " + headPath(lastFile) + ": the record was altered"}
+	}
+	return n, nil
+}

@@ -1,0 +1,569 @@
+package audit
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// Defaults applied by Open to zero Config fields.
+const (
+	DefaultFile       = "audit/audit.jsonl"
+	DefaultQueueSize  = 4096
+	DefaultRotateSize = 256 << 20
+	// maxLine bounds one record when reading a log back; the writer never
+	// produces lines near it (the largest are a few KiB).
+	maxLine = 1 << 20
+)
+
+// Config configures a Writer. The policy's audit block maps onto it.
+type Config struct {
+	File string // the current log file; rotated files are File.1, File.2, ... (oldest first)
+	// Fsync is how often written records are synced to disk; zero syncs
+	// after every batch. Records are always synced at Close and rotation.
+	Fsync time.Duration
+	// OnFull is "block" (default: Log waits, nothing is lost) or "drop"
+	// (Log returns false at once and the event is counted in Dropped).
+	OnFull     string
+	QueueSize  int    // events buffered between Log and the writer; default DefaultQueueSize
+	RotateSize int64  // rotate before a write would exceed this many bytes; default DefaultRotateSize, <0 never
+	PatientIDs string // "omit" | "hash" (default) | "plain"
+	Logger     hclog.Logger
+
+	// Now replaces time.Now for record timestamps (tests use a fixed clock).
+	Now func() time.Time
+
+	// wrap, when set by in-package tests, wraps the file writer (slow disks).
+	wrap func(io.Writer) io.Writer
+}
+
+// Writer appends hash-chained records to the audit file from one goroutine,
+// fed through a bounded queue so that the PDU path never waits on the disk
+// unless the queue is full and OnFull is "block".
+type Writer struct {
+	cfg  Config
+	log  hclog.Logger
+	drop bool
+	key  []byte // HMAC key for patient IDs in "hash" mode
+
+	mu     sync.RWMutex // guards closed against sends on a closed queue
+	closed bool
+	queue  chan Event
+	done   chan struct{}
+
+	dropped     atomic.Uint64
+	writeErrors atomic.Uint64
+	lastDropLog atomic.Int64
+
+	// owned by the writer goroutine
+	f       *os.File
+	out     io.Writer
+	size    int64
+	seq     uint64
+	prev    [sha256.Size]byte
+	prevHex []byte
+	dirty   bool
+	buf     []byte
+	err     error // first write error, returned by Close
+}
+
+// Open opens (or creates) the audit file and starts the writer goroutine. It
+// reads the last record of the file, or of the newest rotated file when the
+// current one is empty, so that seq and prev continue the existing chain.
+func Open(cfg Config) (*Writer, error) {
+	if cfg.File == "" {
+		cfg.File = DefaultFile
+	}
+	if cfg.QueueSize <= 0 {
+		cfg.QueueSize = DefaultQueueSize
+	}
+	if cfg.RotateSize == 0 {
+		cfg.RotateSize = DefaultRotateSize
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	w := &Writer{cfg: cfg, log: cfg.Logger}
+	switch cfg.OnFull {
+	case "", "block":
+	case "drop":
+		w.drop = true
+	default:
+		return nil, fmt.Errorf("audit: on_full %q: want block or drop", cfg.OnFull)
+	}
+	switch cfg.PatientIDs {
+	case "", "hash":
+		w.cfg.PatientIDs = "hash"
+	case "omit", "plain":
+	default:
+		return nil, fmt.Errorf("audit: patient_ids %q: want omit, hash or plain", cfg.PatientIDs)
+	}
+	if err := os.MkdirAll(filepath.Dir(cfg.File), 0o750); err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	if w.cfg.PatientIDs == "hash" {
+		key, err := loadOrCreateKey(cfg.File + ".key")
+		if err != nil {
+			return nil, err
+		}
+		w.key = key
+	}
+	if err := w.openCurrent(); err != nil {
+		return nil, err
+	}
+	w.queue = make(chan Event, cfg.QueueSize)
+	w.done = make(chan struct{})
+	go w.run()
+	return w, nil
+}
+
+// loadOrCreateKey reads the HMAC key, creating it once with 32 random bytes.
+// O_EXCL makes two starting processes agree on one key.
+func loadOrCreateKey(path string) ([]byte, error) {
+	key, err := os.ReadFile(path)
+	if err == nil {
+		if len(key) < 16 {
+			return nil, fmt.Errorf("audit: patient ID key %s is too short (%d bytes)", path, len(key))
+		}
+		return key, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	key = make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		return loadOrCreateKey(path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	if _, err := f.Write(key); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	return key, nil
+}
+
+// openCurrent opens cfg.File for appending and loads the chain state from
+// its last record (or the newest rotated file's).
+func (w *Writer) openCurrent() error {
+	f, err := os.OpenFile(w.cfg.File, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("audit: %w", err)
+	}
+	w.f, w.size = f, st.Size()
+	w.seq, w.prev = 0, [sha256.Size]byte{}
+	w.prevHex = append(w.prevHex[:0], ZeroHash...)
+
+	last, torn, err := lastLine(f, st.Size())
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("audit: %s: %w", w.cfg.File, err)
+	}
+	if torn {
+		// A crash cut the last write short. Keep the evidence, end it with a
+		// newline so new records start cleanly; verify reports the torn line.
+		w.log.Warn("audit file ends with an incomplete record; continuing after the last complete one", "file", w.cfg.File)
+		if _, err := f.Write([]byte{'\n'}); err != nil {
+			f.Close()
+			return fmt.Errorf("audit: %w", err)
+		}
+		w.size++
+	}
+	if last == nil {
+		// Empty current file: the chain may continue from the newest rotated file.
+		if files := Files(w.cfg.File); len(files) > 1 {
+			rf, err := os.Open(files[len(files)-2])
+			if err != nil {
+				f.Close()
+				return fmt.Errorf("audit: %w", err)
+			}
+			rst, err := rf.Stat()
+			if err == nil {
+				last, _, err = lastLine(rf, rst.Size())
+			}
+			rf.Close()
+			if err != nil {
+				f.Close()
+				return fmt.Errorf("audit: %s: %w", files[len(files)-2], err)
+			}
+		}
+	}
+	if last != nil {
+		var r struct {
+			Seq *uint64 `json:"seq"`
+		}
+		if err := json.Unmarshal(last, &r); err != nil || r.Seq == nil {
+			f.Close()
+			return fmt.Errorf("audit: %s: the last record is not a valid audit record, so the chain cannot be continued (run `dicomedge audit verify`)", w.cfg.File)
+		}
+		w.seq = *r.Seq
+		w.prev = sha256.Sum256(last)
+		w.prevHex = hex.AppendEncode(w.prevHex[:0], w.prev[:])
+	}
+	if err := checkHead(w.cfg.File, w.seq, string(w.prevHex)); err != nil {
+		f.Close()
+		return err
+	}
+	w.out = f
+	if w.cfg.wrap != nil {
+		w.out = w.cfg.wrap(f)
+	}
+	return w.writeHead()
+}
+
+// checkHead refuses to continue a chain that ends before the anchor written
+// by the previous run: overwriting the anchor would hide the truncation.
+func checkHead(file string, seq uint64, hash string) error {
+	h, err := readHead(file)
+	if err != nil || h == nil {
+		return err
+	}
+	if h.Seq > seq || (h.Seq == seq && h.Hash != hash) {
+		return fmt.Errorf("audit: %s ends at seq %d but %s records seq %d: the log was truncated or its last record altered; run `dicomedge audit verify`, then move the damaged files aside", file, seq, headPath(file), h.Seq)
+	}
+	return nil
+}
+
+func readHead(file string) (*head, error) {
+	b, err := os.ReadFile(headPath(file))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	var h head
+	if err := json.Unmarshal(b, &h); err != nil || len(h.Hash) != 64 {
+		return nil, fmt.Errorf("audit: %s is not a valid head anchor", headPath(file))
+	}
+	return &h, nil
+}
+
+// lastLine returns the last complete line of f (without its newline) and
+// whether bytes follow it that do not end in a newline (a torn write).
+func lastLine(f *os.File, size int64) (line []byte, torn bool, err error) {
+	if size == 0 {
+		return nil, false, nil
+	}
+	const chunk = 64 << 10
+	var tail []byte
+	end := size
+	for {
+		start := max(end-chunk, 0)
+		b := make([]byte, end-start)
+		if _, err := f.ReadAt(b, start); err != nil && err != io.EOF {
+			return nil, false, err
+		}
+		tail = append(b, tail...)
+		end = start
+		// Look for the newline ending the last complete line, then the one before it.
+		if i := bytes.LastIndexByte(tail, '\n'); i >= 0 {
+			torn = i != len(tail)-1
+			if j := bytes.LastIndexByte(tail[:i], '\n'); j >= 0 || start == 0 {
+				return tail[j+1 : i], torn, nil
+			}
+		} else if start == 0 {
+			return nil, true, nil // one torn line and nothing else
+		}
+		if int64(len(tail)) > maxLine+chunk {
+			return nil, false, errors.New("last record is longer than 1 MiB")
+		}
+	}
+}
+
+// Log queues e for writing and reports whether it was accepted. The writer
+// goroutine sets Time, Seq and Prev, so file order is seq order. With
+// OnFull "drop" a full queue makes Log return false at once.
+func (w *Writer) Log(e Event) bool {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	if w.closed {
+		w.dropped.Add(1)
+		return false
+	}
+	if !w.drop {
+		w.queue <- e
+		return true
+	}
+	select {
+	case w.queue <- e:
+		return true
+	default:
+	}
+	n := w.dropped.Add(1)
+	// Rate-limit the warning to one every 10 s: a full queue means a flood.
+	now := time.Now().UnixNano()
+	last := w.lastDropLog.Load()
+	if now-last >= int64(10*time.Second) && w.lastDropLog.CompareAndSwap(last, now) {
+		w.log.Warn("audit queue full: dropping events", "dropped_total", n, "queue_size", cap(w.queue), "event", e.Event)
+	}
+	return false
+}
+
+// PatientID formats a raw Patient ID (0010,0020) per PatientIDs: "" for
+// omit, "hmac-sha256:<hex>" (keyed, so equal IDs correlate without being
+// revealed) for hash, the trimmed value for plain.
+func (w *Writer) PatientID(raw string) string {
+	raw = strings.TrimRight(raw, " \x00")
+	if raw == "" {
+		return ""
+	}
+	switch w.cfg.PatientIDs {
+	case "plain":
+		return raw
+	case "hash":
+		m := hmac.New(sha256.New, w.key)
+		m.Write([]byte(raw))
+		return "hmac-sha256:" + hex.EncodeToString(m.Sum(nil))
+	default:
+		return ""
+	}
+}
+
+// QueueDepth is the number of events waiting to be written.
+func (w *Writer) QueueDepth() int { return len(w.queue) }
+
+// Dropped is the number of events Log refused (queue full in drop mode, or
+// after Close).
+func (w *Writer) Dropped() uint64 { return w.dropped.Load() }
+
+// WriteErrors counts batches the disk refused; those records are lost.
+func (w *Writer) WriteErrors() uint64 { return w.writeErrors.Load() }
+
+// Close stops accepting events, writes everything queued, syncs and closes
+// the file. It returns the first write error, if any.
+func (w *Writer) Close() error {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		<-w.done
+		return w.err
+	}
+	w.closed = true
+	close(w.queue)
+	w.mu.Unlock()
+	<-w.done
+	return w.err
+}
+
+// run is the writer goroutine: it batches whatever is queued into one write,
+// and syncs on the Fsync interval.
+func (w *Writer) run() {
+	defer close(w.done)
+	var tick <-chan time.Time
+	if w.cfg.Fsync > 0 {
+		t := time.NewTicker(w.cfg.Fsync)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case e, ok := <-w.queue:
+			if !ok {
+				w.finish()
+				return
+			}
+			w.add(e)
+			// Take what else is already queued, up to a bound, for one write.
+		batch:
+			for len(w.buf) < 256<<10 {
+				select {
+				case e, ok := <-w.queue:
+					if !ok {
+						w.flush()
+						w.finish()
+						return
+					}
+					w.add(e)
+				default:
+					break batch
+				}
+			}
+			w.flush()
+			if w.cfg.Fsync <= 0 {
+				w.sync()
+			}
+		case <-tick:
+			w.sync()
+		}
+	}
+}
+
+// add encodes e as the next record into the batch, rotating first when the
+// record would push the file past RotateSize.
+func (w *Writer) add(e Event) {
+	e.Time = w.cfg.Now()
+	e.Seq = w.seq + 1
+	e.Prev = string(w.prevHex) // string() copies: prevHex is reused
+	start := len(w.buf)
+	w.buf = e.appendJSON(w.buf)
+	line := w.buf[start:]
+	if w.cfg.RotateSize > 0 && w.size > 0 && w.size+int64(len(w.buf))+1 > w.cfg.RotateSize {
+		// Write what precedes this record into the old file, then rotate.
+		rec := append([]byte(nil), line...)
+		w.buf = w.buf[:start]
+		w.flush()
+		w.rotate()
+		w.buf = append(w.buf[:0], rec...)
+		line = w.buf
+	}
+	w.seq = e.Seq
+	w.prev = sha256.Sum256(line)
+	w.prevHex = hex.AppendEncode(w.prevHex[:0], w.prev[:])
+	w.buf = append(w.buf, '\n')
+}
+
+func (w *Writer) flush() {
+	if len(w.buf) == 0 {
+		return
+	}
+	n, err := w.out.Write(w.buf)
+	w.size += int64(n)
+	w.buf = w.buf[:0]
+	w.dirty = true
+	if err != nil {
+		w.writeErrors.Add(1)
+		if w.err == nil {
+			w.err = fmt.Errorf("audit: write %s: %w", w.cfg.File, err)
+		}
+		w.log.Error("audit write failed", "file", w.cfg.File, "error", err)
+	}
+}
+
+func (w *Writer) sync() {
+	if !w.dirty {
+		return
+	}
+	w.dirty = false
+	if err := w.f.Sync(); err != nil {
+		w.log.Error("audit fsync failed", "file", w.cfg.File, "error", err)
+		if w.err == nil {
+			w.err = fmt.Errorf("audit: fsync %s: %w", w.cfg.File, err)
+		}
+		return
+	}
+	if err := w.writeHead(); err != nil {
+		w.log.Error("audit head update failed", "error", err)
+	}
+}
+
+// rotate renames the current file to the next free File.N and starts a new
+// current file; the chain (seq, prev) simply continues into it.
+func (w *Writer) rotate() {
+	w.sync()
+	next := 1
+	if files := Files(w.cfg.File); len(files) > 1 {
+		_, n := rotatedIndex(w.cfg.File, files[len(files)-2])
+		next = n + 1
+	}
+	name := fmt.Sprintf("%s.%d", w.cfg.File, next)
+	if err := w.f.Close(); err != nil {
+		w.log.Error("audit close before rotation failed", "error", err)
+	}
+	if err := os.Rename(w.cfg.File, name); err != nil {
+		w.log.Error("audit rotation failed; continuing in the same file", "error", err)
+	}
+	f, err := os.OpenFile(w.cfg.File, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		// Nowhere to write: keep counting failures rather than crash the edge.
+		w.log.Error("audit reopen after rotation failed", "error", err)
+		w.out, w.f = failWriter{err}, nil
+		return
+	}
+	st, _ := f.Stat()
+	w.f, w.size = f, 0
+	if st != nil {
+		w.size = st.Size()
+	}
+	w.out = f
+	if w.cfg.wrap != nil {
+		w.out = w.cfg.wrap(f)
+	}
+	w.log.Info("audit file rotated", "rotated_to", name, "seq", w.seq)
+}
+
+type failWriter struct{ err error }
+
+func (f failWriter) Write([]byte) (int, error) { return 0, f.err }
+
+func (w *Writer) finish() {
+	w.flush()
+	w.sync()
+	if w.f != nil {
+		if err := w.f.Close(); err != nil && w.err == nil {
+			w.err = fmt.Errorf("audit: close %s: %w", w.cfg.File, err)
+		}
+	}
+}
+
+// head is the anchor kept next to the log (File.head): the seq and hash of
+// the last record known to be synced. Without it, deleting the newest
+// records at a line boundary, or editing the very last record, would leave a
+// chain that still verifies. It is replaced atomically after each fsync.
+type head struct {
+	Seq  uint64 `json:"seq"`
+	Hash string `json:"hash"`
+}
+
+func headPath(file string) string { return file + ".head" }
+
+func (w *Writer) writeHead() error {
+	if w.f == nil {
+		return nil
+	}
+	b, _ := json.Marshal(head{Seq: w.seq, Hash: string(w.prevHex)})
+	// The batch in the file may be ahead of the last synced state only
+	// between a flush and its sync; sync() calls us after f.Sync, and
+	// openCurrent before any write, so head never claims unsynced records.
+	tmp := headPath(w.cfg.File) + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(append(b, '\n')); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, headPath(w.cfg.File))
+}

@@ -1,0 +1,161 @@
+package policy
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+)
+
+// Config is the whole of policy.hcl after decoding, validation and
+// compilation. Relative file paths in it are already resolved against the
+// directory of the file they came from. A Config is immutable once returned:
+// share it between goroutines and replace it as a whole on reload.
+type Config struct {
+	Filename string // the file it was loaded from
+	Edge     Edge
+	TLS      TLS
+	Audit    Audit
+	Backends map[string]*Backend // by name
+	Policy   *Policy             // compiled rules
+	Files    map[string]*hcl.File // parsed sources, for WriteDiagnostics
+}
+
+// Edge is the edge block: the listener and its limits.
+type Edge struct {
+	AETitle         string         // default "DICOMEDGE"
+	Listen          string         // default ":2762"
+	AdminListen     string         // "" = no admin listener
+	MaxPDULength    uint32         // default 1 MiB
+	MaxAssociations int            // default 512
+	ARTIMTimeout    time.Duration  // default 30s
+	IdleTimeout     time.Duration  // default 10m
+	DrainTimeout    time.Duration  // default 30s
+	ProxyProtocol   []netip.Prefix // load balancers allowed to send a PROXY header; empty = none
+}
+
+// TLS is the tls block: the edge's certificate and how clients are verified.
+type TLS struct {
+	Profile  string   // PS3.15 Annex B profile name, default "bcp195-rfc8996"
+	ClientCA []string // PEM files, at least one
+	CRL      []string // PEM or DER files, optional
+	CertFile string   // set together with KeyFile, or ACME is set instead
+	KeyFile  string
+	ACME     *ACME // nil when the certificate comes from files
+}
+
+// ACME is the tls.acme block: the edge's certificate from an ACME CA.
+type ACME struct {
+	Domains   []string
+	Email     string
+	Directory string   // default Let's Encrypt's production directory
+	CARoots   []string // PEM files of roots that sign the ACME server itself
+	Storage   string   // certmagic storage directory; "" = certmagic's default
+	HTTPPort  int      // 0 = no HTTP-01 challenge listener (TLS-ALPN-01 on the listener)
+}
+
+// Audit is the audit block.
+type Audit struct {
+	File       string        // default "audit/audit.jsonl" next to the config file
+	PatientIDs string        // "omit" | "hash" | "plain", default "hash"
+	Fsync      time.Duration // default 1s; 0 = after every record
+	OnFull     string        // "block" | "drop", default "block"
+	Syslog     *Syslog       // nil = no collector
+}
+
+// Syslog is the audit.syslog block: RFC 5424 over TLS to a collector.
+type Syslog struct {
+	Address string   // host:port
+	Format  string   // "atna" | "json", default "atna"
+	CA      []string // PEM files; empty = the system roots
+}
+
+// Backend is a backend "<name>" block: a PACS the edge relays to.
+type Backend struct {
+	Name    string
+	Address string // host:port
+	AETitle string
+	TLS     *BackendTLS // nil = plain DICOM
+}
+
+// BackendTLS is the backend.tls block.
+type BackendTLS struct {
+	CA         []string // PEM files; empty = the system roots
+	CertFile   string   // client certificate the edge presents, optional
+	KeyFile    string
+	ServerName string // "" = the host part of Address
+}
+
+// Input is what a decision is made on: the verified client certificate,
+// where the connection came from and what the A-ASSOCIATE-RQ claims.
+type Input struct {
+	CN          string
+	DNS         []string
+	URI         []string
+	Email       []string
+	Fingerprint string // "sha256:<hex>" of the leaf certificate
+	SourceIP    netip.Addr
+	CallingAE   string
+	CalledAE    string
+}
+
+// Action is what a rule does with an association.
+type Action uint8
+
+const (
+	ActionReject Action = iota // A-ASSOCIATE-RJ
+	ActionAnswer               // the edge answers as SCP (Verification)
+	ActionRelay                // relay to a backend
+)
+
+func (a Action) String() string {
+	switch a {
+	case ActionReject:
+		return "reject"
+	case ActionAnswer:
+		return "answer"
+	case ActionRelay:
+		return "relay"
+	}
+	return "unknown"
+}
+
+// Reject holds the A-ASSOCIATE-RJ fields (PS3.8 9.3.4): Result 1 permanent
+// or 2 transient, Source 1 (service user) and its Reason.
+type Reject struct {
+	Result     uint8
+	Source     uint8
+	Reason     uint8
+	ReasonName string // the policy.hcl name, e.g. "calling-ae-not-recognized"
+}
+
+// Decision is the outcome of Evaluate. It shares the compiled policy's
+// memory: callers must not modify its slices.
+type Decision struct {
+	Rule    string // "" when no rule matched
+	Action  Action
+	Backend *Backend // relay only
+	Reject  Reject   // reject only
+
+	// Relay permissions as written in the rule, for logs and explain output.
+	// Services nil = every service; SOPClasses nil = every SOP class;
+	// MoveDestinations nil = no C-MOVE destination at all.
+	Services         []string
+	SOPClasses       []string
+	MoveDestinations []string
+
+	rule *rule // compiled permissions; nil when no rule matched
+}
+
+// Step is one rule considered by Explain.
+type Step struct {
+	Rule    string
+	Matched bool
+	Why     string // e.g. `rule "clinic-a": calling_ae "CT9" does not match ["CLINA_*"]`
+}
+
+// Explanation is a decision with the reasons for it.
+type Explanation struct {
+	Decision Decision
+	Steps    []Step // every rule tried, in file order, up to and including the match
+}

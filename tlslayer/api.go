@@ -1,0 +1,114 @@
+package tlslayer
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// Profile names (DICOM PS3.15 Annex B; DCMTK 3.6.8 --tls-profile uses the same set).
+const (
+	ProfileBCP195RFC8996         = "bcp195-rfc8996" // default
+	ProfileBCP195RFC8996Modified = "bcp195-rfc8996-modified"
+	ProfileBCP195ND              = "bcp195-nd"
+	ProfileBCP195                = "bcp195"
+	ProfileBCP195Extended        = "bcp195-extended"
+)
+
+// Config is everything the layer needs; tlslayer takes its own Config so that
+// it does not depend on the policy package.
+type Config struct {
+	Profile       string   // one of the Profile* names; empty means ProfileBCP195RFC8996
+	ClientCAFiles []string // PEM bundles; every client must chain to one of these (required)
+	CRLFiles      []string // PEM or DER CRLs, each signed by a CA in ClientCAFiles
+	// AllowExpiredCRL accepts a CRL whose NextUpdate has passed; by default an
+	// expired CRL fails the handshake closed (reason "revoked-unknown" is not a
+	// category: it is reported as "other" with a clear error).
+	AllowExpiredCRL bool
+	CertFile        string // the edge's certificate chain (PEM) ...
+	KeyFile         string // ... and its key; or ACME instead of both
+	ACME            *ACMEConfig
+	// PollInterval is how often CertFile/KeyFile/CA/CRL mtimes are checked;
+	// 0 means 2s, negative disables polling.
+	PollInterval time.Duration
+	Logger       hclog.Logger
+}
+
+// ACMEConfig obtains and renews the edge certificate from an ACME CA through
+// certmagic. TLS-ALPN-01 is answered on the DICOM listener itself (its
+// ServerConfig advertises acme-tls/1); HTTP-01 is served on HTTPPort when set.
+type ACMEConfig struct {
+	Domains     []string
+	Email       string
+	Directory   string
+	CARootFiles []string // roots that sign the ACME server's HTTPS certificate (private ACME CAs)
+	Storage     string   // certmagic FileStorage path
+	HTTPPort    int      // HTTP-01 challenge port; 0 disables HTTP-01
+	// TLSALPNPort is the port the ACME CA connects to for TLS-ALPN-01 (the
+	// DICOM listener's port); 0 means 443 (certmagic's default); only used to
+	// tell certmagic where the challenge is solved, the listener is the caller's.
+	TLSALPNPort int
+	// RenewalWindowRatio overrides certmagic's renewal window (fraction of the
+	// lifetime left when renewal starts); 0 keeps certmagic's default.
+	RenewalWindowRatio float64
+}
+
+// Handshake failure reasons (Classify's results; label values of
+// dicomedge_tls_handshake_failures_total{reason}).
+const (
+	ReasonNoClientCertificate = "no-client-certificate"
+	ReasonUnknownCA           = "unknown-ca"
+	ReasonExpired             = "expired"
+	ReasonNotYetValid         = "not-yet-valid"
+	ReasonRevoked             = "revoked"
+	ReasonBadKeyUsage         = "bad-key-usage"
+	ReasonProtocolVersion     = "protocol-version"
+	ReasonNoCipherSuite       = "no-cipher-suite"
+	ReasonBadCertificate      = "bad-certificate"
+	ReasonTimeout             = "timeout"
+	ReasonEOF                 = "eof"
+	ReasonOther               = "other"
+)
+
+// HandshakeError is a failed handshake with its classification.
+type HandshakeError struct {
+	Reason string
+	Err    error
+}
+
+func (e *HandshakeError) Error() string {
+	if e.Err == nil {
+		return "tls handshake failed: " + e.Reason
+	}
+	return "tls handshake failed (" + e.Reason + "): " + e.Err.Error()
+}
+
+func (e *HandshakeError) Unwrap() error { return e.Err }
+
+// Layer is the listener's TLS state; it is safe for concurrent use.
+type Layer struct {
+	impl
+}
+
+var errNotImplemented = errors.New("tlslayer: not implemented yet")
+
+// New loads everything cfg names (and, with ACME, obtains a certificate or
+// loads it from storage) and starts the file watcher.
+func New(ctx context.Context, cfg Config) (*Layer, error) { return newLayer(ctx, cfg) }
+
+// ServerConfig returns the tls.Config for tls.NewListener / tls.Server. Its
+// callbacks read the current state, so Reload needs no new listener.
+func (l *Layer) ServerConfig() *tls.Config { return l.serverConfig() }
+
+// Reload re-reads certificates, CAs and CRLs and swaps them in atomically; on
+// error the old state stays in force.
+func (l *Layer) Reload(cfg Config) error { return l.reload(cfg) }
+
+// CertificateNotAfter is the NotAfter of the edge certificate now served.
+func (l *Layer) CertificateNotAfter() time.Time { return l.notAfter() }
+
+// Close stops the file watcher and ACME maintenance.
+func (l *Layer) Close() error { return l.close() }
