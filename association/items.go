@@ -1,0 +1,366 @@
+package association
+
+import (
+	"golang.org/x/crypto/cryptobyte"
+)
+
+// assocFields lets one decoder and one encoder serve both A-ASSOCIATE-RQ and
+// -AC, which differ only in their presentation context items.
+type assocFields struct {
+	version         *uint16
+	called, calling *string
+	appCtx          *string
+	ui              *UserInfo
+	extra           *[]RawItem
+	pcRQ            *[]PresentationContextRQ
+	pcAC            *[]PresentationContextAC
+}
+
+func rqFields(p *AssociateRQ) *assocFields {
+	return &assocFields{&p.ProtocolVersion, &p.CalledAE, &p.CallingAE, &p.ApplicationContext, &p.UserInfo, &p.Extra, &p.PresentationContexts, nil}
+}
+
+func acFields(p *AssociateAC) *assocFields {
+	return &assocFields{&p.ProtocolVersion, &p.CalledAE, &p.CallingAE, &p.ApplicationContext, &p.UserInfo, &p.Extra, nil, &p.PresentationContexts}
+}
+
+func invalid(format string, args ...any) *ProtocolError {
+	return protoErr(AbortInvalidPDUParameterValue, format, args...)
+}
+
+// readItem reads one item header and body: type, reserved, 2-byte length.
+func readItem(s *cryptobyte.String) (typ uint8, body cryptobyte.String, ok bool) {
+	ok = s.ReadUint8(&typ) && s.Skip(1) && s.ReadUint16LengthPrefixed(&body)
+	return typ, body, ok
+}
+
+func clone(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return append([]byte(nil), b...)
+}
+
+func decodeAssociate(body []byte, f *assocFields, isAC bool) error {
+	s := cryptobyte.String(body)
+	var called, calling []byte
+	// Protocol version, 2 reserved, called AE (16), calling AE (16), 32 reserved.
+	if !s.ReadUint16(f.version) || !s.Skip(2) || !s.ReadBytes(&called, 16) || !s.ReadBytes(&calling, 16) || !s.Skip(32) {
+		return invalid("A-ASSOCIATE fixed fields truncated (%d bytes)", len(body))
+	}
+	*f.called, *f.calling = trimAE(called), trimAE(calling)
+	var seenCtx, seenUI bool
+	for !s.Empty() {
+		typ, item, ok := readItem(&s)
+		if !ok {
+			return invalid("item header or length overruns the PDU")
+		}
+		switch {
+		case typ == ItemApplicationContext:
+			if seenCtx {
+				return protoErr(AbortUnexpectedPDUParameter, "second application context item")
+			}
+			seenCtx = true
+			*f.appCtx = trimUID(item)
+		case typ == ItemPresentationContextRQ && !isAC:
+			pc, err := decodePCRQ(item)
+			if err != nil {
+				return err
+			}
+			*f.pcRQ = append(*f.pcRQ, pc)
+		case typ == ItemPresentationContextAC && isAC:
+			pc, err := decodePCAC(item)
+			if err != nil {
+				return err
+			}
+			*f.pcAC = append(*f.pcAC, pc)
+		case typ == ItemUserInfo:
+			if seenUI {
+				return protoErr(AbortUnexpectedPDUParameter, "second user information item")
+			}
+			seenUI = true
+			if err := decodeUserInfo(item, f.ui); err != nil {
+				return err
+			}
+		default:
+			*f.extra = append(*f.extra, RawItem{Type: typ, Data: clone(item)})
+		}
+	}
+	return nil
+}
+
+func decodePCRQ(item cryptobyte.String) (PresentationContextRQ, error) {
+	var pc PresentationContextRQ
+	if !item.ReadUint8(&pc.ID) || !item.Skip(3) {
+		return pc, invalid("presentation context item truncated")
+	}
+	seenAS := false
+	for !item.Empty() {
+		typ, sub, ok := readItem(&item)
+		if !ok {
+			return pc, invalid("presentation context %d: sub-item overruns its item", pc.ID)
+		}
+		switch typ {
+		case ItemAbstractSyntax:
+			if seenAS {
+				return pc, protoErr(AbortUnexpectedPDUParameter, "presentation context %d: second abstract syntax", pc.ID)
+			}
+			seenAS = true
+			pc.AbstractSyntax = trimUID(sub)
+		case ItemTransferSyntax:
+			pc.TransferSyntaxes = append(pc.TransferSyntaxes, trimUID(sub))
+		default:
+			pc.Extra = append(pc.Extra, RawItem{Type: typ, Data: clone(sub)})
+		}
+	}
+	return pc, nil
+}
+
+func decodePCAC(item cryptobyte.String) (PresentationContextAC, error) {
+	var pc PresentationContextAC
+	var res uint8
+	if !item.ReadUint8(&pc.ID) || !item.Skip(1) || !item.ReadUint8(&res) || !item.Skip(1) {
+		return pc, invalid("presentation context item truncated")
+	}
+	pc.Result = PCResult(res)
+	seenTS := false
+	for !item.Empty() {
+		typ, sub, ok := readItem(&item)
+		if !ok {
+			return pc, invalid("presentation context %d: sub-item overruns its item", pc.ID)
+		}
+		switch typ {
+		case ItemTransferSyntax:
+			if seenTS {
+				return pc, protoErr(AbortUnexpectedPDUParameter, "presentation context %d: second transfer syntax", pc.ID)
+			}
+			seenTS = true
+			pc.TransferSyntax = trimUID(sub)
+		default:
+			pc.Extra = append(pc.Extra, RawItem{Type: typ, Data: clone(sub)})
+		}
+	}
+	return pc, nil
+}
+
+// readUID reads a 2-byte length-prefixed UID, the form used inside the
+// role-selection and extended-negotiation sub-items.
+func readUID(s *cryptobyte.String, out *string) bool {
+	var v cryptobyte.String
+	if !s.ReadUint16LengthPrefixed(&v) {
+		return false
+	}
+	*out = trimUID(v)
+	return true
+}
+
+func decodeUserInfo(item cryptobyte.String, ui *UserInfo) error {
+	var seen uint16 // sub-items 0x50..0x5f that may appear at most once
+	for !item.Empty() {
+		typ, sub, ok := readItem(&item)
+		if !ok {
+			return invalid("user information sub-item overruns its item")
+		}
+		single := typ >= ItemMaxLength && typ <= ItemImplementationVersionName && typ != ItemRoleSelection ||
+			typ == ItemUserIdentityRQ || typ == ItemUserIdentityAC
+		if single {
+			bit := uint16(1) << (typ - ItemUserInfo)
+			if seen&bit != 0 {
+				return protoErr(AbortUnexpectedPDUParameter, "user information: sub-item 0x%02x repeated", typ)
+			}
+			seen |= bit
+		}
+		switch typ {
+		case ItemMaxLength:
+			if !sub.ReadUint32(&ui.MaxLength) || !sub.Empty() {
+				return invalid("maximum length sub-item is not 4 bytes")
+			}
+			ui.HasMaxLength = true
+		case ItemImplementationClassUID:
+			ui.ImplementationClassUID = trimUID(sub)
+		case ItemImplementationVersionName:
+			ui.ImplementationVersionName = trimAE(sub)
+		case ItemAsyncOpsWindow:
+			w := new(AsyncOpsWindow)
+			if !sub.ReadUint16(&w.MaxInvoked) || !sub.ReadUint16(&w.MaxPerformed) || !sub.Empty() {
+				return invalid("asynchronous operations window sub-item is not 4 bytes")
+			}
+			ui.AsyncOps = w
+		case ItemRoleSelection:
+			var r RoleSelection
+			var scu, scp uint8
+			if !readUID(&sub, &r.SOPClassUID) || !sub.ReadUint8(&scu) || !sub.ReadUint8(&scp) || !sub.Empty() {
+				return invalid("malformed SCP/SCU role selection sub-item")
+			}
+			r.SCU, r.SCP = scu != 0, scp != 0
+			ui.RoleSelections = append(ui.RoleSelections, r)
+		case ItemExtendedNegotiation:
+			var e ExtendedNegotiation
+			if !readUID(&sub, &e.SOPClassUID) {
+				return invalid("malformed SOP class extended negotiation sub-item")
+			}
+			e.Info = clone(sub)
+			ui.ExtendedNegotiations = append(ui.ExtendedNegotiations, e)
+		case ItemCommonExtendedNegotiation:
+			var c CommonExtendedNegotiation
+			var related cryptobyte.String
+			if !readUID(&sub, &c.SOPClassUID) || !readUID(&sub, &c.ServiceClassUID) ||
+				!sub.ReadUint16LengthPrefixed(&related) || !sub.Empty() {
+				return invalid("malformed SOP class common extended negotiation sub-item")
+			}
+			for !related.Empty() {
+				var uid string
+				if !readUID(&related, &uid) {
+					return invalid("malformed related general SOP class identification")
+				}
+				c.RelatedGeneralSOPClasses = append(c.RelatedGeneralSOPClasses, uid)
+			}
+			ui.CommonExtendedNegotiations = append(ui.CommonExtendedNegotiations, c)
+		case ItemUserIdentityRQ:
+			var typ, pos uint8
+			var prim, sec cryptobyte.String
+			if !sub.ReadUint8(&typ) || !sub.ReadUint8(&pos) || !sub.ReadUint16LengthPrefixed(&prim) ||
+				!sub.ReadUint16LengthPrefixed(&sec) || !sub.Empty() {
+				return invalid("malformed user identity negotiation sub-item")
+			}
+			ui.UserIdentityRQ = &UserIdentityRQ{Type: UserIdentityType(typ), PositiveResponseRequested: pos == 1,
+				Primary: clone(prim), Secondary: clone(sec)}
+		case ItemUserIdentityAC:
+			var resp cryptobyte.String
+			if !sub.ReadUint16LengthPrefixed(&resp) || !sub.Empty() {
+				return invalid("malformed user identity server response sub-item")
+			}
+			ui.UserIdentityAC = &UserIdentityAC{ServerResponse: clone(resp)}
+		default:
+			ui.Extra = append(ui.Extra, RawItem{Type: typ, Data: clone(sub)})
+		}
+	}
+	return nil
+}
+
+func addItem(b *cryptobyte.Builder, typ uint8, body func(*cryptobyte.Builder)) {
+	b.AddUint8(typ)
+	b.AddUint8(0)
+	b.AddUint16LengthPrefixed(body)
+}
+
+func addString(s string) func(*cryptobyte.Builder) {
+	return func(b *cryptobyte.Builder) { b.AddBytes([]byte(s)) }
+}
+
+func addUID16(b *cryptobyte.Builder, uid string) { b.AddUint16LengthPrefixed(addString(uid)) }
+
+func addAE(b *cryptobyte.Builder, ae string) {
+	if len(ae) > 16 {
+		b.SetError(errEncode)
+		return
+	}
+	var f [16]byte
+	copy(f[:], ae)
+	for i := len(ae); i < 16; i++ {
+		f[i] = ' '
+	}
+	b.AddBytes(f[:])
+}
+
+func addRaw(b *cryptobyte.Builder, items []RawItem) {
+	for _, it := range items {
+		addItem(b, it.Type, func(b *cryptobyte.Builder) { b.AddBytes(it.Data) })
+	}
+}
+
+// encodeAssociate writes the A-ASSOCIATE-RQ/AC body: items in the order
+// PS3.8 lists them, unknown items after the presentation contexts.
+func encodeAssociate(b *cryptobyte.Builder, f *assocFields) {
+	b.AddUint16(*f.version)
+	b.AddUint16(0)
+	addAE(b, *f.called)
+	addAE(b, *f.calling)
+	b.AddBytes(make([]byte, 32))
+	addItem(b, ItemApplicationContext, addString(*f.appCtx))
+	if f.pcRQ != nil {
+		for _, pc := range *f.pcRQ {
+			addItem(b, ItemPresentationContextRQ, func(b *cryptobyte.Builder) {
+				b.AddBytes([]byte{pc.ID, 0, 0, 0})
+				addItem(b, ItemAbstractSyntax, addString(pc.AbstractSyntax))
+				for _, ts := range pc.TransferSyntaxes {
+					addItem(b, ItemTransferSyntax, addString(ts))
+				}
+				addRaw(b, pc.Extra)
+			})
+		}
+	}
+	if f.pcAC != nil {
+		for _, pc := range *f.pcAC {
+			addItem(b, ItemPresentationContextAC, func(b *cryptobyte.Builder) {
+				b.AddBytes([]byte{pc.ID, 0, uint8(pc.Result), 0})
+				// Always present, even empty on a rejection: PS3.8 requires
+				// the sub-item, and the acceptor does not test its value.
+				addItem(b, ItemTransferSyntax, addString(pc.TransferSyntax))
+				addRaw(b, pc.Extra)
+			})
+		}
+	}
+	addRaw(b, *f.extra)
+	addItem(b, ItemUserInfo, func(b *cryptobyte.Builder) { encodeUserInfo(b, f.ui) })
+}
+
+func bool8(v bool) uint8 {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+func encodeUserInfo(b *cryptobyte.Builder, ui *UserInfo) {
+	if ui.HasMaxLength {
+		addItem(b, ItemMaxLength, func(b *cryptobyte.Builder) { b.AddUint32(ui.MaxLength) })
+	}
+	if ui.ImplementationClassUID != "" {
+		addItem(b, ItemImplementationClassUID, addString(ui.ImplementationClassUID))
+	}
+	if w := ui.AsyncOps; w != nil {
+		addItem(b, ItemAsyncOpsWindow, func(b *cryptobyte.Builder) { b.AddUint16(w.MaxInvoked); b.AddUint16(w.MaxPerformed) })
+	}
+	for _, r := range ui.RoleSelections {
+		addItem(b, ItemRoleSelection, func(b *cryptobyte.Builder) {
+			addUID16(b, r.SOPClassUID)
+			b.AddUint8(bool8(r.SCU))
+			b.AddUint8(bool8(r.SCP))
+		})
+	}
+	if ui.ImplementationVersionName != "" {
+		addItem(b, ItemImplementationVersionName, addString(ui.ImplementationVersionName))
+	}
+	for _, e := range ui.ExtendedNegotiations {
+		addItem(b, ItemExtendedNegotiation, func(b *cryptobyte.Builder) {
+			addUID16(b, e.SOPClassUID)
+			b.AddBytes(e.Info)
+		})
+	}
+	for _, c := range ui.CommonExtendedNegotiations {
+		addItem(b, ItemCommonExtendedNegotiation, func(b *cryptobyte.Builder) {
+			addUID16(b, c.SOPClassUID)
+			addUID16(b, c.ServiceClassUID)
+			b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) {
+				for _, uid := range c.RelatedGeneralSOPClasses {
+					addUID16(b, uid)
+				}
+			})
+		})
+	}
+	if u := ui.UserIdentityRQ; u != nil {
+		addItem(b, ItemUserIdentityRQ, func(b *cryptobyte.Builder) {
+			b.AddUint8(uint8(u.Type))
+			b.AddUint8(bool8(u.PositiveResponseRequested))
+			b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(u.Primary) })
+			b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(u.Secondary) })
+		})
+	}
+	if u := ui.UserIdentityAC; u != nil {
+		addItem(b, ItemUserIdentityAC, func(b *cryptobyte.Builder) {
+			b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(u.ServerResponse) })
+		})
+	}
+	addRaw(b, ui.Extra)
+}
