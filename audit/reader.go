@@ -227,29 +227,54 @@ func (tr tracker) fill(e *Event) {
 // (a record still being written) is not returned. A line that is not a JSON
 // record is an error naming file and line; fn's error stops the read.
 func ReadFiles(paths []string, f Filter, fn func(Event, []byte) error) error {
-	tr := tracker{}
+	s := newScanner(f, fn)
 	for _, p := range paths {
-		fh, err := os.Open(p)
-		if err != nil {
-			return fmt.Errorf("audit: %w", err)
-		}
-		_, err = readLines(fh, p, 0, func(line []byte, n int) error {
-			var e Event
-			if err := json.Unmarshal(line, &e); err != nil {
-				return fmt.Errorf("%s:%d: not an audit record: %v", p, n, err)
-			}
-			tr.fill(&e)
-			if !f.match(&e) {
-				return nil
-			}
-			return fn(e, line)
-		})
-		fh.Close()
-		if err != nil {
+		if err := s.readFile(p); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// scanner decodes, filters and hands on records, keeping the association
+// context across files.
+type scanner struct {
+	f  Filter
+	fn func(Event, []byte) error
+	tr tracker
+}
+
+func newScanner(f Filter, fn func(Event, []byte) error) *scanner {
+	return &scanner{f: f, fn: fn, tr: tracker{}}
+}
+
+func (s *scanner) readFile(p string) error {
+	fh, err := os.Open(p)
+	if err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	defer fh.Close()
+	_, _, err = s.read(fh, p, 0)
+	return err
+}
+
+// read consumes the complete lines of r, numbered after firstLine, and
+// returns the bytes and lines consumed.
+func (s *scanner) read(r io.Reader, name string, firstLine int) (int64, int, error) {
+	last := firstLine
+	n, err := readLines(r, name, firstLine, func(line []byte, ln int) error {
+		last = ln
+		var e Event
+		if err := json.Unmarshal(line, &e); err != nil {
+			return fmt.Errorf("%s:%d: not an audit record: %v", name, ln, err)
+		}
+		s.tr.fill(&e)
+		if !s.f.match(&e) {
+			return nil
+		}
+		return s.fn(e, line)
+	})
+	return n, last, err
 }
 
 // readLines calls fn for each complete line of r (numbered from firstLine+1)

@@ -432,7 +432,8 @@ func (w *Writer) add(e Event) {
 	start := len(w.buf)
 	w.buf = e.appendJSON(w.buf)
 	line := w.buf[start:]
-	if w.cfg.RotateSize > 0 && w.size > 0 && w.size+int64(len(w.buf))+1 > w.cfg.RotateSize {
+	// pending: bytes the current file holds once the batch so far is written.
+	if pending := w.size + int64(start); w.cfg.RotateSize > 0 && pending > 0 && pending+int64(len(line))+1 > w.cfg.RotateSize {
 		// Write what precedes this record into the old file, then rotate.
 		rec := append([]byte(nil), line...)
 		w.buf = w.buf[:start]

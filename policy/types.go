@@ -16,8 +16,8 @@ type Config struct {
 	Edge     Edge
 	TLS      TLS
 	Audit    Audit
-	Backends map[string]*Backend // by name
-	Policy   *Policy             // compiled rules
+	Backends map[string]*Backend  // by name
+	Policy   *Policy              // compiled rules
 	Files    map[string]*hcl.File // parsed sources, for WriteDiagnostics
 }
 
@@ -151,7 +151,8 @@ type Decision struct {
 type Step struct {
 	Rule    string
 	Matched bool
-	Why     string // e.g. `rule "clinic-a": calling_ae "CT9" does not match ["CLINA_*"]`
+	Why     string    // e.g. `rule "clinic-a": calling_ae "CT9" does not match ["CLINA_*"]`
+	Range   hcl.Range // where the rule is defined
 }
 
 // Explanation is a decision with the reasons for it.

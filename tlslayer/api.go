@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -24,9 +26,9 @@ type Config struct {
 	Profile       string   // one of the Profile* names; empty means ProfileBCP195RFC8996
 	ClientCAFiles []string // PEM bundles; every client must chain to one of these (required)
 	CRLFiles      []string // PEM or DER CRLs, each signed by a CA in ClientCAFiles
-	// AllowExpiredCRL accepts a CRL whose NextUpdate has passed; by default an
-	// expired CRL fails the handshake closed (reason "revoked-unknown" is not a
-	// category: it is reported as "other" with a clear error).
+	// AllowExpiredCRL keeps using a CRL whose NextUpdate has passed; by
+	// default such a CRL fails closed: handshakes of certificates from that
+	// issuer fail with reason "crl-expired" until a fresh CRL is loaded.
 	AllowExpiredCRL bool
 	CertFile        string // the edge's certificate chain (PEM) ...
 	KeyFile         string // ... and its key; or ACME instead of both
@@ -35,6 +37,10 @@ type Config struct {
 	// 0 means 2s, negative disables polling.
 	PollInterval time.Duration
 	Logger       hclog.Logger
+	// OnCertRenewed, if set, is called (from a background goroutine) when the
+	// edge certificate served changes: files rotated on disk, Reload with a
+	// new pair, or an ACME certificate obtained or renewed. detail says which.
+	OnCertRenewed func(detail string)
 }
 
 // ACMEConfig obtains and renews the edge certificate from an ACME CA through
@@ -51,9 +57,16 @@ type ACMEConfig struct {
 	// DICOM listener's port); 0 means 443 (certmagic's default); only used to
 	// tell certmagic where the challenge is solved, the listener is the caller's.
 	TLSALPNPort int
+	// ListenHost is the address certmagic's own challenge listeners bind
+	// (HTTP-01 on HTTPPort; TLS-ALPN-01 on TLSALPNPort while the DICOM
+	// listener is not up yet, e.g. the first order at start). "" = all.
+	ListenHost string
 	// RenewalWindowRatio overrides certmagic's renewal window (fraction of the
-	// lifetime left when renewal starts); 0 keeps certmagic's default.
+	// lifetime left when renewal starts); 0 keeps certmagic's default (1/3).
 	RenewalWindowRatio float64
+	// RenewCheckInterval is how often certmagic looks for certificates to
+	// renew; 0 keeps its default (10 minutes).
+	RenewCheckInterval time.Duration
 }
 
 // Handshake failure reasons (Classify's results; label values of
@@ -70,8 +83,16 @@ const (
 	ReasonBadCertificate      = "bad-certificate"
 	ReasonTimeout             = "timeout"
 	ReasonEOF                 = "eof"
+	ReasonCRLExpired          = "crl-expired"    // the issuer's CRL is past NextUpdate (fail closed)
+	ReasonACMEChallenge       = "acme-challenge" // a TLS-ALPN-01 validation connection, not a client
 	ReasonOther               = "other"
 )
+
+// ErrACMEChallenge is returned (wrapped in a *HandshakeError) by Handshake for
+// an ACME CA's TLS-ALPN-01 validation connection: the handshake served the
+// challenge certificate and the connection must simply be closed; it is not
+// a client and not a failure worth auditing.
+var ErrACMEChallenge = errors.New("tls-alpn-01 challenge connection")
 
 // HandshakeError is a failed handshake with its classification.
 type HandshakeError struct {
@@ -90,14 +111,25 @@ func (e *HandshakeError) Unwrap() error { return e.Err }
 
 // Layer is the listener's TLS state; it is safe for concurrent use.
 type Layer struct {
-	impl
+	log     hclog.Logger
+	st      atomic.Pointer[state]
+	base    *tls.Config
+	acme    *acmeManager // nil without ACME
+	mu      sync.Mutex   // serialises loads (Reload, the file watcher)
+	stop    chan struct{}
+	done    chan struct{}
+	closeMu sync.Once
 }
-
-var errNotImplemented = errors.New("tlslayer: not implemented yet")
 
 // New loads everything cfg names (and, with ACME, obtains a certificate or
 // loads it from storage) and starts the file watcher.
 func New(ctx context.Context, cfg Config) (*Layer, error) { return newLayer(ctx, cfg) }
+
+// Handshake runs the server handshake under ctx (its deadline is the ARTIM
+// bound: it is set on the connection and left in place, so that the same
+// bound covers the A-ASSOCIATE-RQ that follows; clear it when the RQ is read)
+// and returns the verified client's Identity. Errors are *HandshakeError.
+func Handshake(ctx context.Context, c *tls.Conn) (Identity, error) { return handshake(ctx, c) }
 
 // ServerConfig returns the tls.Config for tls.NewListener / tls.Server. Its
 // callbacks read the current state, so Reload needs no new listener.

@@ -1,18 +1,521 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
 
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/spf13/cobra"
+	"github.com/zclconf/go-cty/cty"
+
+	"github.com/dicomedge/dicomedge/audit"
 )
 
-// Placeholder until the audit command lands; it says so instead of pretending.
+// auditNow is the clock for relative --since/--until; tests pin it.
+var auditNow = time.Now
+
+// followPoll is how often --follow looks for new records.
+var followPoll = 250 * time.Millisecond
+
+type auditOpts struct {
+	file, config                string
+	since, until                string
+	client, callingAE, calledAE string
+	event, decision             string
+	json, follow                bool
+}
+
 func newAuditCmd() *cobra.Command {
-	return &cobra.Command{
+	o := &auditOpts{}
+	cmd := &cobra.Command{
 		Use:   "audit",
-		Short: "not yet implemented",
-		RunE: func(*cobra.Command, []string) error {
-			return withExit(1, errors.New("audit: not yet implemented"))
-		},
+		Short: "review the audit log: a table, --json lines, or --follow live",
+		Long: `Reviews the hash-chained audit log. The log is the file named by --file, or by
+audit.file in the policy given with --config (relative to that file), or
+audit/audit.jsonl; rotated files (FILE.1, FILE.2, ... oldest first) are read
+before it. Text filters take * and ? wildcards and ignore case.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return o.list(cmd) },
 	}
+	fileFlags(cmd, o)
+	filterFlags(cmd, o)
+	cmd.Flags().BoolVar(&o.json, "json", false, "print the raw JSON lines")
+	cmd.Flags().BoolVar(&o.follow, "follow", false, "keep printing new records until interrupted")
+
+	summary := &cobra.Command{
+		Use:   "summary",
+		Short: "counts by client, AE pair, decision and reject reason, and bytes moved",
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return o.summary(cmd) },
+	}
+	fileFlags(summary, o)
+	filterFlags(summary, o)
+
+	verify := &cobra.Command{
+		Use:   "verify",
+		Short: "check the hash chain; exit 1 naming the first broken record",
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return o.verify(cmd) },
+	}
+	fileFlags(verify, o)
+	cmd.AddCommand(summary, verify)
+	return cmd
+}
+
+func fileFlags(cmd *cobra.Command, o *auditOpts) {
+	cmd.Flags().StringVar(&o.file, "file", "", "audit log file (default "+audit.DefaultFile+")")
+	cmd.Flags().StringVar(&o.config, "config", "", "policy file whose audit.file names the log")
+	cmd.MarkFlagsMutuallyExclusive("file", "config")
+}
+
+func filterFlags(cmd *cobra.Command, o *auditOpts) {
+	f := cmd.Flags()
+	f.StringVar(&o.since, "since", "", "only records at or after this time, or this long ago (e.g. 1h, 2026-11-25T08:00:00Z)")
+	f.StringVar(&o.until, "until", "", "only records before this time (or this long ago)")
+	f.StringVar(&o.client, "client", "", "client certificate CN, subject, DNS/URI/email SAN or fingerprint")
+	f.StringVar(&o.callingAE, "calling-ae", "", "calling AE title")
+	f.StringVar(&o.calledAE, "called-ae", "", "called AE title")
+	f.StringVar(&o.event, "event", "", "event name, e.g. dimse, association.*, tls.failed")
+	f.StringVar(&o.decision, "decision", "", "relay, answer, accept, reject, allow or refuse")
+}
+
+// logFile resolves which file to read.
+func (o *auditOpts) logFile() (string, error) {
+	switch {
+	case o.file != "":
+		return o.file, nil
+	case o.config != "":
+		return auditFileFromConfig(o.config)
+	}
+	return audit.DefaultFile, nil
+}
+
+// auditFileFromConfig reads just audit.file from a policy file with a
+// partial schema, so that this command works without the full policy
+// (and the audit package stays a leaf). Like the policy loader, a relative
+// path is taken relative to the policy file's directory.
+func auditFileFromConfig(path string) (string, error) {
+	p := hclparse.NewParser()
+	f, diags := p.ParseHCLFile(path)
+	if diags.HasErrors() {
+		return "", withExit(2, diags)
+	}
+	content, _, diags := f.Body.PartialContent(&hcl.BodySchema{
+		Blocks: []hcl.BlockHeaderSchema{{Type: "audit"}},
+	})
+	if diags.HasErrors() {
+		return "", withExit(2, diags)
+	}
+	file := audit.DefaultFile
+	for _, b := range content.Blocks {
+		attrs, _, diags := b.Body.PartialContent(&hcl.BodySchema{
+			Attributes: []hcl.AttributeSchema{{Name: "file"}},
+		})
+		if diags.HasErrors() {
+			return "", withExit(2, diags)
+		}
+		if a, ok := attrs.Attributes["file"]; ok {
+			v, diags := a.Expr.Value(nil)
+			if diags.HasErrors() {
+				return "", withExit(2, diags)
+			}
+			if !v.IsKnown() || v.IsNull() || v.Type() != cty.String {
+				return "", withExit(2, fmt.Errorf("%s: audit.file must be a string", a.Range))
+			}
+			file = v.AsString()
+		}
+	}
+	if !filepath.IsAbs(file) {
+		file = filepath.Join(filepath.Dir(path), file)
+	}
+	return file, nil
+}
+
+func (o *auditOpts) filter() (audit.Filter, error) {
+	f := audit.Filter{
+		Client: o.client, CallingAE: o.callingAE, CalledAE: o.calledAE,
+		Event: o.event, Decision: o.decision,
+	}
+	var err error
+	if f.Since, err = parseWhen(o.since); err != nil {
+		return f, withExit(2, fmt.Errorf("--since: %w", err))
+	}
+	if f.Until, err = parseWhen(o.until); err != nil {
+		return f, withExit(2, fmt.Errorf("--until: %w", err))
+	}
+	return f, nil
+}
+
+var whenLayouts = []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02 15:04:05", "2006-01-02 15:04", "2006-01-02"}
+
+// parseWhen takes a duration (that long before now) or a time; times
+// without a zone are UTC, like the log.
+func parseWhen(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil {
+		return auditNow().Add(-d), nil
+	}
+	for _, l := range whenLayouts {
+		if t, err := time.Parse(l, s); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%q is neither a duration (1h30m) nor a time (2006-01-02T15:04:05Z)", s)
+}
+
+func (o *auditOpts) list(cmd *cobra.Command) error {
+	file, err := o.logFile()
+	if err != nil {
+		return err
+	}
+	f, err := o.filter()
+	if err != nil {
+		return err
+	}
+	out := cmd.OutOrStdout()
+	if o.follow {
+		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return followLog(ctx, file, f, o.json, out)
+	}
+	if o.json {
+		return audit.ReadFiles(audit.Files(file), f, func(_ audit.Event, line []byte) error {
+			_, err := fmt.Fprintf(out, "%s\n", line)
+			return err
+		})
+	}
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(tableHeader, "\t"))
+	err = audit.ReadFiles(audit.Files(file), f, func(e audit.Event, _ []byte) error {
+		_, err := fmt.Fprintln(tw, strings.Join(tableRow(&e), "\t"))
+		return err
+	})
+	if ferr := tw.Flush(); err == nil {
+		err = ferr
+	}
+	return err
+}
+
+// followLog prints existing then new records until ctx is done. The table
+// uses fixed minimum widths, since later rows cannot realign earlier ones.
+func followLog(ctx context.Context, file string, f audit.Filter, asJSON bool, out io.Writer) error {
+	widths := []int{24, 20, 26, 20, 24, 26, 0}
+	printRow := func(cols []string) error {
+		var b strings.Builder
+		for i, c := range cols {
+			if i == len(cols)-1 {
+				b.WriteString(c)
+				break
+			}
+			fmt.Fprintf(&b, "%-*s  ", widths[i], c)
+		}
+		_, err := fmt.Fprintln(out, strings.TrimRight(b.String(), " "))
+		return err
+	}
+	if !asJSON {
+		if err := printRow(tableHeader); err != nil {
+			return err
+		}
+	}
+	return audit.Follow(ctx, file, f, followPoll, func(e audit.Event, line []byte) error {
+		if asJSON {
+			_, err := fmt.Fprintf(out, "%s\n", line)
+			return err
+		}
+		return printRow(tableRow(&e))
+	})
+}
+
+var tableHeader = []string{"TIME", "CLIENT", "AE (CALLING→CALLED)", "EVENT", "DECISION/SERVICE", "STATUS", "BYTES"}
+
+func tableRow(e *audit.Event) []string {
+	row := []string{
+		e.Time.UTC().Format("2006-01-02T15:04:05.000Z"),
+		clientName(e.Client),
+		aePair(e),
+		e.Event,
+		"", "", "",
+	}
+	switch e.Event {
+	case audit.EventTLSFailed:
+		row[4], row[5] = "reject", e.Reason
+	case audit.EventAccepted:
+		row[4] = join(e.Action, e.Backend)
+		if e.Rule != "" {
+			row[5] = "rule " + e.Rule
+		}
+	case audit.EventRejected:
+		row[4] = "reject"
+		row[5] = e.Reason
+		if e.Result != 0 {
+			row[5] = join(e.Reason, fmt.Sprintf("(%d/%d/%d)", e.Result, e.Source, e.ReasonCode))
+		}
+		if e.Rule != "" {
+			row[5] = join(row[5], "rule "+e.Rule)
+		}
+	case audit.EventDIMSE:
+		row[4] = e.Service
+		if e.Allowed != nil && !*e.Allowed {
+			row[4] = join(e.Service, "refused")
+		}
+		row[5] = e.Status
+		if e.Bytes != 0 {
+			row[6] = humanBytes(e.Bytes)
+		}
+	case audit.EventReleased, audit.EventAborted:
+		row[5] = join(e.AbortSource, e.AbortReason)
+		if e.BytesIn != 0 || e.BytesOut != 0 {
+			row[6] = "in " + humanBytes(e.BytesIn) + " out " + humanBytes(e.BytesOut)
+		}
+	default:
+		row[5] = e.Detail
+	}
+	for i, c := range row {
+		if c == "" {
+			c = "-"
+		}
+		row[i] = printable(c)
+	}
+	return row
+}
+
+func clientName(c *audit.Client) string {
+	switch {
+	case c == nil:
+		return ""
+	case c.CN != "":
+		return c.CN
+	case len(c.DNS) > 0:
+		return c.DNS[0]
+	case len(c.URI) > 0:
+		return c.URI[0]
+	case len(c.Email) > 0:
+		return c.Email[0]
+	case c.Subject != "":
+		return c.Subject
+	}
+	return c.Fingerprint
+}
+
+func aePair(e *audit.Event) string {
+	calling, called := strings.TrimSpace(e.CallingAE), strings.TrimSpace(e.CalledAE)
+	if calling == "" && called == "" {
+		return ""
+	}
+	return calling + "→" + called
+}
+
+func join(a, b string) string {
+	switch {
+	case a == "":
+		return b
+	case b == "":
+		return a
+	}
+	return a + " " + b
+}
+
+// printable keeps terminal control sequences that arrived in AE titles or
+// certificate fields from reaching the reviewer's terminal.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || (r >= 0x7f && r < 0xa0) {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit && n > -unit {
+		return strconv.FormatInt(n, 10) + " B"
+	}
+	v, i := float64(n), 0
+	for ; (v >= unit || v <= -unit) && i < 5; i++ {
+		v /= unit
+	}
+	return strconv.FormatFloat(v, 'f', 1, 64) + " " + "KMGTPE"[i-1:i] + "iB"
+}
+
+// summary aggregates the selected records.
+func (o *auditOpts) summary(cmd *cobra.Command) error {
+	file, err := o.logFile()
+	if err != nil {
+		return err
+	}
+	f, err := o.filter()
+	if err != nil {
+		return err
+	}
+	type row struct {
+		assoc, rejected, dimse, refused int
+		in, out, stored                 int64
+	}
+	var (
+		n                       int
+		first, last             time.Time
+		byClient, byPair        = map[string]*row{}, map[string]*row{}
+		byDecision, byReason    = map[string]int{}, map[string]int{}
+		byEvent                 = map[string]int{}
+		totalIn, totalOut, data int64
+	)
+	get := func(m map[string]*row, k string) *row {
+		if k == "" {
+			k = "(none)"
+		}
+		r := m[k]
+		if r == nil {
+			r = &row{}
+			m[k] = r
+		}
+		return r
+	}
+	err = audit.ReadFiles(audit.Files(file), f, func(e audit.Event, _ []byte) error {
+		n++
+		if first.IsZero() || e.Time.Before(first) {
+			first = e.Time
+		}
+		if e.Time.After(last) {
+			last = e.Time
+		}
+		byEvent[e.Event]++
+		if d := audit.Decision(&e); d != "" {
+			byDecision[d]++
+		}
+		rows := []*row{get(byClient, printable(clientName(e.Client))), get(byPair, printable(aePair(&e)))}
+		for _, r := range rows {
+			switch e.Event {
+			case audit.EventAccepted:
+				r.assoc++
+			case audit.EventRejected, audit.EventTLSFailed:
+				r.rejected++
+			case audit.EventDIMSE:
+				r.dimse++
+				r.stored += e.Bytes
+				if e.Allowed != nil && !*e.Allowed {
+					r.refused++
+				}
+			case audit.EventReleased, audit.EventAborted:
+				r.in += e.BytesIn
+				r.out += e.BytesOut
+			}
+		}
+		switch e.Event {
+		case audit.EventRejected:
+			byReason[printable(e.Reason)]++
+		case audit.EventTLSFailed:
+			byReason["tls: "+printable(e.Reason)]++
+		case audit.EventDIMSE:
+			data += e.Bytes
+		case audit.EventReleased, audit.EventAborted:
+			totalIn += e.BytesIn
+			totalOut += e.BytesOut
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	out := cmd.OutOrStdout()
+	if n == 0 {
+		fmt.Fprintln(out, "no matching records")
+		return nil
+	}
+	fmt.Fprintf(out, "%d records from %s to %s\n", n, first.UTC().Format(time.RFC3339), last.UTC().Format(time.RFC3339))
+	fmt.Fprintf(out, "bytes moved: in %s, out %s (association totals); DIMSE data sets %s\n",
+		humanBytes(totalIn), humanBytes(totalOut), humanBytes(data))
+
+	// Each section is its own aligned table, introduced by a heading line.
+	section := func(title string, rows [][]string) error {
+		fmt.Fprintf(out, "\n%s\n", title)
+		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+		for _, r := range rows {
+			fmt.Fprintln(tw, "  "+strings.Join(r, "\t"))
+		}
+		return tw.Flush()
+	}
+	table := func(m map[string]*row) [][]string {
+		rows := [][]string{{"", "ACCEPTED", "REJECTED", "DIMSE", "REFUSED", "IN", "OUT"}}
+		for _, k := range sortedKeys(m, func(k string) int { return m[k].assoc + m[k].rejected + m[k].dimse }) {
+			r := m[k]
+			rows = append(rows, []string{k, strconv.Itoa(r.assoc), strconv.Itoa(r.rejected), strconv.Itoa(r.dimse),
+				strconv.Itoa(r.refused), humanBytes(r.in), humanBytes(r.out)})
+		}
+		return rows
+	}
+	counts := func(m map[string]int) [][]string {
+		var rows [][]string
+		for _, k := range sortedKeys(m, func(k string) int { return m[k] }) {
+			rows = append(rows, []string{k, strconv.Itoa(m[k])})
+		}
+		return rows
+	}
+	sections := []struct {
+		title string
+		rows  [][]string
+	}{
+		{"By client:", table(byClient)},
+		{"By AE pair (calling→called):", table(byPair)},
+		{"By decision:", counts(byDecision)},
+		{"Reject reasons:", counts(byReason)},
+		{"By event:", counts(byEvent)},
+	}
+	for _, s := range sections {
+		if len(s.rows) == 0 {
+			continue
+		}
+		if err := section(s.title, s.rows); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sortedKeys orders by count descending, then name, so output is stable.
+func sortedKeys[V any](m map[string]V, count func(string) int) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		ci, cj := count(keys[i]), count(keys[j])
+		if ci != cj {
+			return ci > cj
+		}
+		return keys[i] < keys[j]
+	})
+	return keys
+}
+
+func (o *auditOpts) verify(cmd *cobra.Command) error {
+	file, err := o.logFile()
+	if err != nil {
+		return err
+	}
+	files := audit.Files(file)
+	n, err := audit.Verify(files)
+	if err != nil {
+		var ve *audit.VerifyError
+		if errors.As(err, &ve) {
+			return withExit(1, fmt.Errorf("audit chain broken after %d good records: %w", n, err))
+		}
+		return withExit(1, err)
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "ok: %d records in %d file(s), hash chain intact\n", n, len(files))
+	return nil
 }

@@ -1,0 +1,535 @@
+package audit
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// openT opens a writer in a temp dir (unless cfg.File is set) and closes it
+// at cleanup if the test did not.
+func openT(t *testing.T, cfg Config) *Writer {
+	t.Helper()
+	if cfg.File == "" {
+		cfg.File = filepath.Join(t.TempDir(), "audit", "audit.jsonl")
+	}
+	w, err := Open(cfg)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { w.Close() })
+	return w
+}
+
+func sampleEvent(i int) Event {
+	return Event{
+		Event: EventDIMSE, Conn: fmt.Sprintf("c%d", i/10), Assoc: fmt.Sprintf("a%d", i/10),
+		Remote: "127.0.0.1:40000", CallingAE: "MODALITY1", CalledAE: "MAINPACS",
+		Client:  &Client{CN: "mod1.clinic-a.example.org", DNS: []string{"mod1.clinic-a.example.org"}, Fingerprint: "sha256:ab"},
+		Service: "C-STORE", SOPClass: "1.2.840.10008.5.1.4.1.1.7", SOPInstance: fmt.Sprintf("1.2.3.%d", i),
+		MessageID: i + 1, Status: "0x0000", Bytes: 524288, MS: 3, Allowed: Bool(true),
+	}
+}
+
+func readLinesT(t *testing.T, path string) [][]byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bytes.SplitAfter(b, []byte("\n"))
+}
+
+func writeN(t *testing.T, w *Writer, n int) {
+	t.Helper()
+	for i := range n {
+		if !w.Log(sampleEvent(i)) {
+			t.Fatalf("Log(%d) refused", i)
+		}
+	}
+}
+
+func TestChainVerifiesAndRecordsAreWellFormed(t *testing.T) {
+	w := openT(t, Config{Fsync: time.Second})
+	writeN(t, w, 50)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n, err := Verify(Files(w.cfg.File))
+	if err != nil || n != 50 {
+		t.Fatalf("Verify = %d, %v; want 50, nil", n, err)
+	}
+	prev := ZeroHash
+	var last time.Time
+	for i, l := range readLinesT(t, w.cfg.File) {
+		if len(l) == 0 {
+			continue
+		}
+		line := bytes.TrimSuffix(l, []byte("\n"))
+		var e Event
+		if err := json.Unmarshal(line, &e); err != nil {
+			t.Fatalf("line %d: %v", i+1, err)
+		}
+		if e.Seq != uint64(i+1) || e.Prev != prev {
+			t.Fatalf("line %d: seq %d prev %s; want seq %d prev %s", i+1, e.Seq, e.Prev, i+1, prev)
+		}
+		if e.Time.Location() != time.UTC || e.Time.Before(last) {
+			t.Fatalf("line %d: time %v not UTC or before %v", i+1, e.Time, last)
+		}
+		// The exact bytes: RFC 3339 with nine fraction digits and a Z.
+		if !bytes.Contains(line, []byte(e.Time.Format(TimeFormat))) || !strings.HasSuffix(e.Time.Format(TimeFormat), "Z") {
+			t.Fatalf("line %d: time not in %s: %s", i+1, TimeFormat, line)
+		}
+		last = e.Time
+		want := sampleEvent(i)
+		want.Time, want.Seq, want.Prev = e.Time, e.Seq, e.Prev
+		if !reflect.DeepEqual(e, want) {
+			t.Fatalf("line %d round trip:\n got %+v\nwant %+v", i+1, e, want)
+		}
+		sum := sha256.Sum256(line)
+		prev = hex.EncodeToString(sum[:])
+	}
+}
+
+// tamper functions edit a log of 10 records (lines "1".."10") in place.
+func TestVerifyDetectsAndLocatesTampering(t *testing.T) {
+	cases := []struct {
+		name     string
+		edit     func(lines []string) []string
+		wantLine int    // 0: the file as a whole
+		wantSeq  uint64 //
+		wantIn   string
+	}{
+		{"edit a field", func(l []string) []string {
+			l[4] = strings.Replace(l[4], `"calling_ae":"MODALITY1"`, `"calling_ae":"MODALITY2"`, 1)
+			return l
+		}, 6, 6, "previous record (" /* names line 5 */},
+		{"edit the status of the last record", func(l []string) []string {
+			l[9] = strings.Replace(l[9], `"status":"0x0000"`, `"status":"0xA700"`, 1)
+			return l
+		}, 10, 10, "altered"},
+		{"delete a line", func(l []string) []string { return append(l[:4], l[5:]...) }, 5, 5, "has seq 6, expected 5"},
+		{"insert a copied line", func(l []string) []string {
+			return append(l[:5], append([]string{l[2]}, l[5:]...)...)
+		}, 6, 6, "has seq 3, expected 6"},
+		{"insert a forged line with the right seq", func(l []string) []string {
+			forged := strings.Replace(l[5], `"seq":6`, `"seq":6`, 1)
+			out := append([]string{}, l[:5]...)
+			out = append(out, forged)
+			for _, s := range l[5:] {
+				out = append(out, strings.Replace(s, fmt.Sprintf(`"seq":%d`, seqOf(s)), fmt.Sprintf(`"seq":%d`, seqOf(s)+1), 1))
+			}
+			return out
+		}, 7, 7, "prev does not match"},
+		{"swap two lines", func(l []string) []string { l[3], l[4] = l[4], l[3]; return l }, 4, 4, "has seq 5, expected 4"},
+		{"truncate mid-record", func(l []string) []string {
+			l[9] = l[9][:len(l[9])/2]
+			return l
+		}, 10, 10, "incomplete last record"},
+		{"truncate at a line boundary", func(l []string) []string { return l[:7] }, 0, 8, "truncated: the chain ends at seq 7"},
+		{"delete the first line", func(l []string) []string { return l[1:] }, 1, 1, "does not start at seq 1"},
+		{"garbage line", func(l []string) []string { l[2] = "hello"; return l }, 3, 3, "not a JSON record"},
+		{"empty the file", func(l []string) []string { return nil }, 0, 1, "truncated"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			w := openT(t, Config{})
+			writeN(t, w, 10)
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			raw, _ := os.ReadFile(w.cfg.File)
+			lines := strings.SplitAfter(strings.TrimSuffix(string(raw), "\n"), "\n")
+			for i := range lines {
+				lines[i] = strings.TrimSuffix(lines[i], "\n")
+			}
+			lines = tc.edit(lines)
+			out := strings.Join(lines, "\n")
+			if len(lines) > 0 && !strings.Contains(tc.name, "mid-record") {
+				out += "\n"
+			}
+			if err := os.WriteFile(w.cfg.File, []byte(out), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Verify(Files(w.cfg.File))
+			var ve *VerifyError
+			if !errors.As(err, &ve) {
+				t.Fatalf("Verify = %v; want a *VerifyError", err)
+			}
+			if ve.Line != tc.wantLine || ve.Seq != tc.wantSeq || !strings.Contains(ve.Error(), tc.wantIn) {
+				t.Fatalf("Verify error %q (line %d seq %d); want line %d seq %d containing %q",
+					ve, ve.Line, ve.Seq, tc.wantLine, tc.wantSeq, tc.wantIn)
+			}
+			if tc.wantLine > 0 && !strings.HasPrefix(ve.Error(), fmt.Sprintf("%s:%d: seq %d: ", w.cfg.File, tc.wantLine, tc.wantSeq)) {
+				t.Fatalf("error %q does not start with file:line: seq N:", ve)
+			}
+		})
+	}
+}
+
+func seqOf(line string) uint64 {
+	var r struct{ Seq uint64 }
+	json.Unmarshal([]byte(line), &r)
+	return r.Seq
+}
+
+func TestVerifyNamesThePreviousRecordOnAnEdit(t *testing.T) {
+	w := openT(t, Config{})
+	writeN(t, w, 3)
+	w.Close()
+	raw, _ := os.ReadFile(w.cfg.File)
+	os.WriteFile(w.cfg.File, bytes.Replace(raw, []byte(`"1.2.3.1"`), []byte(`"1.2.3.9"`), 1), 0o600)
+	_, err := Verify(Files(w.cfg.File))
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("(%s:2 seq 2) was altered", w.cfg.File)) {
+		t.Fatalf("Verify = %v; want it to name line 2 seq 2 as altered", err)
+	}
+}
+
+func TestRestartContinuesChain(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "audit.jsonl")
+	for run := range 3 {
+		w := openT(t, Config{File: file})
+		writeN(t, w, 4)
+		if err := w.Close(); err != nil {
+			t.Fatalf("run %d: %v", run, err)
+		}
+	}
+	n, err := Verify(Files(file))
+	if err != nil || n != 12 {
+		t.Fatalf("Verify = %d, %v; want 12, nil", n, err)
+	}
+}
+
+func TestRestartAfterTornWrite(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "audit.jsonl")
+	w := openT(t, Config{File: file})
+	writeN(t, w, 3)
+	w.Close()
+	f, _ := os.OpenFile(file, os.O_WRONLY|os.O_APPEND, 0)
+	f.WriteString(`{"time":"2026-01-01T00:00:00.000000000Z","event":"dim`) // power cut mid-write
+	f.Close()
+
+	w = openT(t, Config{File: file})
+	writeN(t, w, 2)
+	w.Close()
+	lines := readLinesT(t, file)
+	if len(lines) != 7 || seqOf(string(lines[4])) != 4 || seqOf(string(lines[5])) != 5 {
+		t.Fatalf("after a torn write the chain should continue at seq 4 on a new line; got %q", lines)
+	}
+	_, err := Verify(Files(file))
+	var ve *VerifyError
+	if !errors.As(err, &ve) || ve.Line != 4 || !strings.Contains(ve.Reason, "not a JSON record") {
+		t.Fatalf("Verify = %v; want the torn line 4 reported", err)
+	}
+}
+
+func TestOpenRefusesLogTruncatedSinceLastRun(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "audit.jsonl")
+	w := openT(t, Config{File: file})
+	writeN(t, w, 5)
+	w.Close()
+	lines := readLinesT(t, file)
+	os.WriteFile(file, bytes.Join(lines[:3], nil), 0o600)
+	if _, err := Open(Config{File: file}); err == nil || !strings.Contains(err.Error(), "truncated") {
+		t.Fatalf("Open after truncation = %v; want a refusal naming truncation", err)
+	}
+	// The anchor was not overwritten: verify still sees the truncation.
+	if _, err := Verify(Files(file)); err == nil || !strings.Contains(err.Error(), "truncated") {
+		t.Fatalf("Verify = %v; want truncated", err)
+	}
+}
+
+func TestRotationKeepsChainVerifiable(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "audit.jsonl")
+	probe := sampleEvent(99)
+	probe.Seq, probe.Prev = 99, ZeroHash
+	line := len(probe.appendJSON(nil)) + 1 // about one record
+	w := openT(t, Config{File: file, RotateSize: int64(line * 5)})
+	writeN(t, w, 23)
+	w.Close()
+	// Restart: the chain continues in the current file.
+	w = openT(t, Config{File: file, RotateSize: int64(line * 5)})
+	writeN(t, w, 7)
+	w.Close()
+
+	files := Files(file)
+	if len(files) < 5 {
+		t.Fatalf("Files = %v; want at least 5 files for 30 records of about 5 per file", files)
+	}
+	for i, f := range files[:len(files)-1] {
+		if want := fmt.Sprintf("%s.%d", file, i+1); f != want {
+			t.Fatalf("Files[%d] = %s; want %s (oldest first)", i, f, want)
+		}
+		if st, _ := os.Stat(f); st.Size() > int64(line*5) {
+			t.Fatalf("%s is %d bytes, over RotateSize %d", f, st.Size(), line*5)
+		}
+	}
+	if files[len(files)-1] != file {
+		t.Fatalf("last of Files = %s; want the current file", files[len(files)-1])
+	}
+	n, err := Verify(files)
+	if err != nil || n != 30 {
+		t.Fatalf("Verify = %d, %v; want 30, nil", n, err)
+	}
+	var seqs []uint64
+	if err := ReadFiles(files, Filter{}, func(e Event, _ []byte) error { seqs = append(seqs, e.Seq); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range seqs {
+		if s != uint64(i+1) {
+			t.Fatalf("ReadFiles seq order %v", seqs)
+		}
+	}
+
+	// Removing a middle file breaks the chain at the next file's first line.
+	os.Remove(files[2])
+	_, err = Verify(Files(file))
+	var ve *VerifyError
+	if !errors.As(err, &ve) || ve.File != files[3] || ve.Line != 1 || !strings.Contains(ve.Reason, "missing") {
+		t.Fatalf("Verify after removing %s = %v; want %s:1 missing records", files[2], err, files[3])
+	}
+}
+
+func TestRestartAfterRotationWithEmptyCurrentFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "audit.jsonl")
+	w := openT(t, Config{File: file})
+	writeN(t, w, 3)
+	w.Close()
+	// An operator (or logrotate-like tool) moved the file aside.
+	if err := os.Rename(file, file+".1"); err != nil {
+		t.Fatal(err)
+	}
+	w = openT(t, Config{File: file})
+	writeN(t, w, 2)
+	w.Close()
+	if n, err := Verify(Files(file)); err != nil || n != 5 {
+		t.Fatalf("Verify = %d, %v; want 5, nil", n, err)
+	}
+}
+
+// gate is a slow disk: every Write waits until the gate opens (or a delay).
+type gate struct {
+	w     io.Writer
+	open  chan struct{}
+	delay time.Duration
+}
+
+func (g *gate) Write(b []byte) (int, error) {
+	<-g.open
+	time.Sleep(g.delay)
+	return g.w.Write(b)
+}
+
+// TestQueueModesNeverLoseOrReorderAcceptedRecords drives several producers
+// against a writer whose disk is stalled, so the queue fills: "block" must
+// accept everything, "drop" must refuse some, and in both modes the file must
+// hold exactly the accepted events, each producer's in its own order, with
+// an intact chain.
+func TestQueueModesNeverLoseOrReorderAcceptedRecords(t *testing.T) {
+	for _, mode := range []string{"block", "drop"} {
+		t.Run(mode, func(t *testing.T) {
+			const producers, each = 4, 200
+			g := &gate{open: make(chan struct{}), delay: 200 * time.Microsecond}
+			cfg := Config{OnFull: mode, QueueSize: 8, Fsync: 10 * time.Millisecond}
+			cfg.wrap = func(w io.Writer) io.Writer { g.w = w; return g }
+			w := openT(t, cfg)
+
+			accepted := make([][]string, producers)
+			var wg sync.WaitGroup
+			for p := range producers {
+				wg.Go(func() {
+					for i := range each {
+						e := sampleEvent(i)
+						e.Detail = fmt.Sprintf("p%d-%04d", p, i)
+						if w.Log(e) {
+							accepted[p] = append(accepted[p], e.Detail)
+						}
+					}
+				})
+			}
+			// Hold the disk until the queue is full, then let it drain slowly.
+			deadline := time.Now().Add(5 * time.Second)
+			for w.QueueDepth() < cfg.QueueSize && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+			if w.QueueDepth() != cfg.QueueSize {
+				t.Fatalf("queue depth %d; the stalled writer should have filled it to %d", w.QueueDepth(), cfg.QueueSize)
+			}
+			close(g.open)
+			wg.Wait()
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+
+			total := 0
+			for _, a := range accepted {
+				total += len(a)
+			}
+			switch mode {
+			case "block":
+				if total != producers*each || w.Dropped() != 0 {
+					t.Fatalf("block accepted %d of %d, dropped %d", total, producers*each, w.Dropped())
+				}
+			case "drop":
+				if w.Dropped() == 0 || total+int(w.Dropped()) != producers*each {
+					t.Fatalf("drop: accepted %d + dropped %d != %d (and some must drop)", total, w.Dropped(), producers*each)
+				}
+			}
+
+			got := make([][]string, producers)
+			n := 0
+			err := ReadFiles(Files(w.cfg.File), Filter{}, func(e Event, _ []byte) error {
+				n++
+				var p, i int
+				fmt.Sscanf(e.Detail, "p%d-%d", &p, &i)
+				got[p] = append(got[p], e.Detail)
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n != total {
+				t.Fatalf("file holds %d records; %d were accepted", n, total)
+			}
+			for p := range producers {
+				if !reflect.DeepEqual(got[p], accepted[p]) {
+					t.Fatalf("producer %d: file order %v\nwant accepted order %v", p, got[p], accepted[p])
+				}
+			}
+			if vn, err := Verify(Files(w.cfg.File)); err != nil || vn != total {
+				t.Fatalf("Verify = %d, %v", vn, err)
+			}
+		})
+	}
+}
+
+func TestLogAfterCloseIsRefused(t *testing.T) {
+	w := openT(t, Config{})
+	w.Close()
+	if w.Log(sampleEvent(0)) {
+		t.Fatal("Log after Close returned true")
+	}
+	if w.Dropped() != 1 {
+		t.Fatalf("Dropped = %d; want 1", w.Dropped())
+	}
+	if err := w.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}
+
+func TestFsyncIntervalAdvancesHeadWithoutClose(t *testing.T) {
+	w := openT(t, Config{Fsync: 20 * time.Millisecond})
+	writeN(t, w, 3)
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if h, _ := readHead(w.cfg.File); h != nil && h.Seq == 3 {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	h, err := readHead(w.cfg.File)
+	t.Fatalf("head after fsync interval = %+v, %v; want seq 3", h, err)
+}
+
+func TestPatientID(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "audit.jsonl")
+	hash := openT(t, Config{File: file, PatientIDs: "hash"})
+	h1 := hash.PatientID("PAT-001 ")
+	cases := []struct {
+		name, mode, raw, want string
+	}{
+		{"omit", "omit", "PAT-001", ""},
+		{"plain trims DICOM padding", "plain", "PAT-001 \x00", "PAT-001"},
+		{"plain empty", "plain", "", ""},
+		{"hash empty", "hash", "  ", ""},
+		{"hash is stable across opens (key persisted)", "hash", "PAT-001", h1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			w := openT(t, Config{File: file, PatientIDs: tc.mode})
+			if got := w.PatientID(tc.raw); got != tc.want {
+				t.Fatalf("PatientID(%q) = %q; want %q", tc.raw, got, tc.want)
+			}
+		})
+	}
+	if !strings.HasPrefix(h1, "hmac-sha256:") || len(h1) != len("hmac-sha256:")+64 || strings.Contains(h1, "PAT") {
+		t.Fatalf("hash form %q", h1)
+	}
+	if hash.PatientID("PAT-002") == h1 {
+		t.Fatal("different IDs hash equal")
+	}
+	st, err := os.Stat(file + ".key")
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v, mode %v; want 0600", err, st.Mode())
+	}
+	// Another log (another key) does not correlate with this one.
+	other := openT(t, Config{PatientIDs: "hash"})
+	if other.PatientID("PAT-001") == h1 {
+		t.Fatal("two keys gave the same hash")
+	}
+}
+
+func TestOpenRejectsBadConfig(t *testing.T) {
+	for _, cfg := range []Config{{OnFull: "wait"}, {PatientIDs: "encrypt"}} {
+		cfg.File = filepath.Join(t.TempDir(), "a.jsonl")
+		if _, err := Open(cfg); err == nil {
+			t.Errorf("Open(%+v) succeeded", cfg)
+		}
+	}
+}
+
+func TestOpenRefusesUnreadableLastRecord(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "audit.jsonl")
+	os.WriteFile(file, []byte("not json\n"), 0o600)
+	if _, err := Open(Config{File: file}); err == nil || !strings.Contains(err.Error(), "not a valid audit record") {
+		t.Fatalf("Open = %v", err)
+	}
+}
+
+func TestEncodingMatchesEncodingJSON(t *testing.T) {
+	cases := map[string]Event{
+		"empty":          {},
+		"full":           sampleEvent(7),
+		"rejected":       {Event: EventRejected, Result: 1, Source: 1, ReasonCode: 3, Reason: "calling-ae-not-recognized", ResultName: "rejected-permanent", SourceName: "service-user"},
+		"accepted":       {Event: EventAccepted, Rule: "r", Action: "relay", Backend: "pacs", Contexts: []string{"1.2", "1.3"}, UserIdentity: &UserIdentity{Type: "username", User: "bob"}},
+		"empty client":   {Client: &Client{}, UserIdentity: &UserIdentity{}},
+		"hostile text":   {CallingAE: "A\"B\\C\n\r\t\x00\x1f\x7f", Detail: "caf\xe9 \u2028 \u2029 <&> ☃"},
+		"refused":        {Allowed: Bool(false), BytesIn: -1, AbortSource: "service-user"},
+		"client members": {Client: &Client{Subject: "CN=x,O=y", Email: []string{"a@b"}, URI: []string{"spiffe://x/y"}, Issuer: "CN=ca"}},
+	}
+	for name, e := range cases {
+		t.Run(name, func(t *testing.T) {
+			e.Time = time.Date(2026, 11, 25, 1, 2, 3, 4, time.UTC)
+			b := e.appendJSON(nil)
+			if !json.Valid(b) || bytes.ContainsAny(b, "\n\r") {
+				t.Fatalf("invalid or multi-line JSON: %s", b)
+			}
+			var back Event
+			if err := json.Unmarshal(b, &back); err != nil {
+				t.Fatal(err)
+			}
+			want := e
+			want.CallingAE = strings.ToValidUTF8(want.CallingAE, "\ufffd")
+			want.Detail = strings.ToValidUTF8(want.Detail, "\ufffd")
+			if !reflect.DeepEqual(back, want) {
+				t.Fatalf("round trip:\n got %+v\nwant %+v\nline %s", back, want, b)
+			}
+			if !bytes.Contains(b, []byte(`"time":"2026-11-25T01:02:03.000000004Z"`)) {
+				t.Fatalf("time not nanosecond RFC 3339 UTC: %s", b)
+			}
+		})
+	}
+}

@@ -1,0 +1,123 @@
+package policy
+
+import "github.com/hashicorp/hcl/v2"
+
+// The gohcl schema of policy.hcl. Attributes are *hcl.Attribute so that the
+// loader knows whether each was given and where, and can point a diagnostic at
+// the exact value (or list element) that is wrong; gohcl still refuses
+// unknown attributes and blocks because no struct here has a remain field.
+
+type fileSchema struct {
+	Edge     *edgeSchema      `hcl:"edge,block"`
+	TLS      *tlsSchema       `hcl:"tls,block"`
+	Audit    *auditSchema     `hcl:"audit,block"`
+	Backends []*backendSchema `hcl:"backend,block"`
+	Rules    []*ruleSchema    `hcl:"rule,block"`
+}
+
+type edgeSchema struct {
+	AETitle         *hcl.Attribute `hcl:"ae_title,optional"`
+	Listen          *hcl.Attribute `hcl:"listen,optional"`
+	AdminListen     *hcl.Attribute `hcl:"admin_listen,optional"`
+	MaxPDULength    *hcl.Attribute `hcl:"max_pdu_length,optional"`
+	MaxAssociations *hcl.Attribute `hcl:"max_associations,optional"`
+	ARTIMTimeout    *hcl.Attribute `hcl:"artim_timeout,optional"`
+	IdleTimeout     *hcl.Attribute `hcl:"idle_timeout,optional"`
+	DrainTimeout    *hcl.Attribute `hcl:"drain_timeout,optional"`
+	ProxyProtocol   *hcl.Attribute `hcl:"proxy_protocol,optional"`
+	DefRange        hcl.Range      `hcl:",def_range"`
+}
+
+type tlsSchema struct {
+	Profile  *hcl.Attribute `hcl:"profile,optional"`
+	ClientCA *hcl.Attribute `hcl:"client_ca,optional"`
+	CRL      *hcl.Attribute `hcl:"crl,optional"`
+	CertFile *hcl.Attribute `hcl:"cert_file,optional"`
+	KeyFile  *hcl.Attribute `hcl:"key_file,optional"`
+	ACME     *acmeSchema    `hcl:"acme,block"`
+	DefRange hcl.Range      `hcl:",def_range"`
+}
+
+type acmeSchema struct {
+	Domains   *hcl.Attribute `hcl:"domains,optional"`
+	Email     *hcl.Attribute `hcl:"email,optional"`
+	Directory *hcl.Attribute `hcl:"directory,optional"`
+	CARoots   *hcl.Attribute `hcl:"ca_roots,optional"`
+	Storage   *hcl.Attribute `hcl:"storage,optional"`
+	HTTPPort  *hcl.Attribute `hcl:"http_port,optional"`
+	DefRange  hcl.Range      `hcl:",def_range"`
+}
+
+type auditSchema struct {
+	File       *hcl.Attribute `hcl:"file,optional"`
+	PatientIDs *hcl.Attribute `hcl:"patient_ids,optional"`
+	Fsync      *hcl.Attribute `hcl:"fsync,optional"`
+	OnFull     *hcl.Attribute `hcl:"on_full,optional"`
+	Syslog     *syslogSchema  `hcl:"syslog,block"`
+	DefRange   hcl.Range      `hcl:",def_range"`
+}
+
+type syslogSchema struct {
+	Address  *hcl.Attribute `hcl:"address,optional"`
+	Format   *hcl.Attribute `hcl:"format,optional"`
+	CA       *hcl.Attribute `hcl:"ca,optional"`
+	DefRange hcl.Range      `hcl:",def_range"`
+}
+
+type backendSchema struct {
+	Name      string            `hcl:"name,label"`
+	NameRange hcl.Range         `hcl:"name,label_range"`
+	Address   *hcl.Attribute    `hcl:"address,optional"`
+	AETitle   *hcl.Attribute    `hcl:"ae_title,optional"`
+	TLS       *backendTLSSchema `hcl:"tls,block"`
+	DefRange  hcl.Range         `hcl:",def_range"`
+}
+
+type backendTLSSchema struct {
+	CA         *hcl.Attribute `hcl:"ca,optional"`
+	CertFile   *hcl.Attribute `hcl:"cert_file,optional"`
+	KeyFile    *hcl.Attribute `hcl:"key_file,optional"`
+	ServerName *hcl.Attribute `hcl:"server_name,optional"`
+	DefRange   hcl.Range      `hcl:",def_range"`
+}
+
+type ruleSchema struct {
+	Name      string        `hcl:"name,label"`
+	NameRange hcl.Range     `hcl:"name,label_range"`
+	When      *whenSchema   `hcl:"when,block"`
+	Relay     *relaySchema  `hcl:"relay,block"`
+	Answer    *answerSchema `hcl:"answer,block"`
+	Reject    *rejectSchema `hcl:"reject,block"`
+	DefRange  hcl.Range     `hcl:",def_range"`
+}
+
+// whenSchema's attributes are listed in the order Explain reports them.
+type whenSchema struct {
+	ClientCN          *hcl.Attribute `hcl:"client_cn,optional"`
+	ClientDNS         *hcl.Attribute `hcl:"client_dns,optional"`
+	ClientURI         *hcl.Attribute `hcl:"client_uri,optional"`
+	ClientEmail       *hcl.Attribute `hcl:"client_email,optional"`
+	ClientFingerprint *hcl.Attribute `hcl:"client_fingerprint,optional"`
+	SourceCIDR        *hcl.Attribute `hcl:"source_cidr,optional"`
+	CallingAE         *hcl.Attribute `hcl:"calling_ae,optional"`
+	CalledAE          *hcl.Attribute `hcl:"called_ae,optional"`
+	DefRange          hcl.Range      `hcl:",def_range"`
+}
+
+type relaySchema struct {
+	Backend          *hcl.Attribute `hcl:"backend,optional"`
+	Services         *hcl.Attribute `hcl:"services,optional"`
+	SOPClasses       *hcl.Attribute `hcl:"sop_classes,optional"`
+	MoveDestinations *hcl.Attribute `hcl:"move_destinations,optional"`
+	DefRange         hcl.Range      `hcl:",def_range"`
+}
+
+type answerSchema struct {
+	DefRange hcl.Range `hcl:",def_range"`
+}
+
+type rejectSchema struct {
+	Reason    *hcl.Attribute `hcl:"reason,optional"`
+	Transient *hcl.Attribute `hcl:"transient,optional"`
+	DefRange  hcl.Range      `hcl:",def_range"`
+}

@@ -1,0 +1,116 @@
+package tlslayer
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func handshake(ctx context.Context, c *tls.Conn) (Identity, error) {
+	if dl, ok := ctx.Deadline(); ok {
+		if err := c.SetDeadline(dl); err != nil {
+			return Identity{}, &HandshakeError{Reason: ReasonOther, Err: err}
+		}
+	}
+	if err := c.HandshakeContext(ctx); err != nil {
+		reason := Classify(err)
+		if ctx.Err() != nil && reason != ReasonEOF {
+			reason = ReasonTimeout
+		}
+		return Identity{}, &HandshakeError{Reason: reason, Err: err}
+	}
+	cs := c.ConnectionState()
+	if cs.NegotiatedProtocol == acmeTLSALPN {
+		return Identity{}, &HandshakeError{Reason: ReasonACMEChallenge, Err: ErrACMEChallenge}
+	}
+	if len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
+		// Only reachable with a tls.Config that does not verify clients:
+		// refuse rather than hand out an empty identity.
+		return Identity{}, &HandshakeError{Reason: ReasonNoClientCertificate, Err: errors.New("connection has no verified client certificate")}
+	}
+	return IdentityFromCertificate(cs.VerifiedChains[0][0]), nil
+}
+
+// Classify maps an error from a server-side handshake to one of the Reason*
+// values (never empty).
+func Classify(err error) string {
+	if err == nil {
+		return ""
+	}
+	if he, ok := errors.AsType[*HandshakeError](err); ok && he.Reason != "" {
+		return he.Reason
+	}
+	if cve, ok := errors.AsType[*tls.CertificateVerificationError](err); ok {
+		return classifyX509(cve.Err, cve.UnverifiedCertificates)
+	}
+	if r := classifyX509(err, nil); r != ReasonBadCertificate {
+		return r
+	}
+	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+		return ReasonTimeout
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return ReasonTimeout
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed) {
+		return ReasonEOF
+	}
+	// crypto/tls reports these as plain errors; its messages are stable
+	// across releases (they are matched by its own tests).
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "didn't provide a certificate"):
+		return ReasonNoClientCertificate
+	case strings.Contains(msg, "unsupported versions"), strings.Contains(msg, "protocol version"),
+		strings.Contains(msg, "client offered only"):
+		return ReasonProtocolVersion
+	case strings.Contains(msg, "no cipher suite supported"), strings.Contains(msg, "no ECDHE curve supported"),
+		strings.Contains(msg, "no mutually supported group"):
+		return ReasonNoCipherSuite
+	case strings.Contains(msg, "bad certificate"), strings.Contains(msg, "client certificate contains an unsupported public key"):
+		return ReasonBadCertificate
+	}
+	return ReasonOther
+}
+
+// classifyX509 names an x509 verification failure; certs are the client's
+// unverified certificates (leaf first), used to tell expired from not yet
+// valid, which x509 reports with the same Reason.
+func classifyX509(err error, certs []*x509.Certificate) string {
+	if _, ok := errors.AsType[x509.UnknownAuthorityError](err); ok {
+		return ReasonUnknownCA
+	}
+	if ci, ok := errors.AsType[x509.CertificateInvalidError](err); ok {
+		switch ci.Reason {
+		case x509.Expired:
+			c := ci.Cert
+			if c == nil && len(certs) > 0 {
+				c = certs[0]
+			}
+			if c != nil && time.Now().Before(c.NotBefore) {
+				return ReasonNotYetValid
+			}
+			if strings.Contains(ci.Detail, "before") {
+				return ReasonNotYetValid
+			}
+			return ReasonExpired
+		case x509.IncompatibleUsage:
+			return ReasonBadKeyUsage
+		}
+		return ReasonBadCertificate
+	}
+	if _, ok := errors.AsType[x509.HostnameError](err); ok {
+		return ReasonBadCertificate
+	}
+	if _, ok := errors.AsType[x509.SystemRootsError](err); ok {
+		return ReasonUnknownCA
+	}
+	return ReasonBadCertificate
+}

@@ -1,0 +1,203 @@
+package tlslayer
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+)
+
+// maxPKIFile bounds what is read from a certificate, key, CA or CRL file, so
+// a wrong path (a disk image, /dev/zero) cannot exhaust memory.
+const maxPKIFile = 64 << 20
+
+func readBounded(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxPKIFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(data) > maxPKIFile {
+		return nil, fmt.Errorf("%s: larger than %d bytes", path, maxPKIFile)
+	}
+	return data, nil
+}
+
+// parseCertificates accepts a PEM bundle (CERTIFICATE blocks; other blocks
+// are skipped) or one DER certificate.
+func parseCertificates(data []byte) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	rest := data
+	sawPEM := false
+	for {
+		var blk *pem.Block
+		blk, rest = pem.Decode(rest)
+		if blk == nil {
+			break
+		}
+		sawPEM = true
+		if blk.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		certs = append(certs, c)
+	}
+	if !sawPEM {
+		c, err := x509.ParseCertificate(data)
+		if err != nil {
+			return nil, fmt.Errorf("neither PEM nor a DER certificate: %w", err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, errors.New("no CERTIFICATE in PEM data")
+	}
+	return certs, nil
+}
+
+// parseCRLs accepts PEM (one or more X509 CRL blocks) or one DER CRL.
+func parseCRLs(data []byte) ([]*x509.RevocationList, error) {
+	var out []*x509.RevocationList
+	rest := data
+	sawPEM := false
+	for {
+		var blk *pem.Block
+		blk, rest = pem.Decode(rest)
+		if blk == nil {
+			break
+		}
+		sawPEM = true
+		if blk.Type != "X509 CRL" {
+			continue
+		}
+		crl, err := x509.ParseRevocationList(blk.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, crl)
+	}
+	if !sawPEM {
+		crl, err := x509.ParseRevocationList(data)
+		if err != nil {
+			return nil, fmt.Errorf("neither PEM nor a DER CRL: %w", err)
+		}
+		out = append(out, crl)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no X509 CRL in PEM data")
+	}
+	return out, nil
+}
+
+// crlSet is the revocation state of one issuing CA, merged from every CRL it
+// signed that was loaded.
+type crlSet struct {
+	issuer     *x509.Certificate
+	revoked    map[string]struct{} // serial numbers, decimal
+	nextUpdate time.Time           // the latest NextUpdate among its CRLs
+}
+
+// buildCRLSets verifies each CRL's signature against the CA that issued it
+// (matched by subject, then signature) and indexes revoked serials by the
+// issuer's raw subject.
+func buildCRLSets(cas []*x509.Certificate, crls []*x509.RevocationList) (map[string]*crlSet, error) {
+	sets := make(map[string]*crlSet)
+	for _, crl := range crls {
+		var issuer *x509.Certificate
+		var lastErr error
+		for _, ca := range cas {
+			if !bytes.Equal(ca.RawSubject, crl.RawIssuer) {
+				continue
+			}
+			if err := crl.CheckSignatureFrom(ca); err != nil {
+				lastErr = err
+				continue
+			}
+			issuer = ca
+			break
+		}
+		if issuer == nil {
+			if lastErr != nil {
+				return nil, fmt.Errorf("CRL issued by %q: signature does not verify against that client CA: %w", crl.Issuer, lastErr)
+			}
+			return nil, fmt.Errorf("CRL issued by %q: no such CA among client_ca", crl.Issuer)
+		}
+		key := string(issuer.RawSubject)
+		s := sets[key]
+		if s == nil {
+			s = &crlSet{issuer: issuer, revoked: make(map[string]struct{})}
+			sets[key] = s
+		}
+		for _, e := range crl.RevokedCertificateEntries {
+			if e.SerialNumber != nil {
+				s.revoked[e.SerialNumber.String()] = struct{}{}
+			}
+		}
+		if crl.NextUpdate.After(s.nextUpdate) {
+			s.nextUpdate = crl.NextUpdate
+		}
+	}
+	return sets, nil
+}
+
+// checkChain applies what crypto/tls's own verification does not: the CRLs,
+// the key usage bits and the profile's key sizes. chains are the verified
+// chains (leaf first, root last).
+func (st *state) checkChain(chains [][]*x509.Certificate, now time.Time) error {
+	if len(chains) == 0 || len(chains[0]) == 0 {
+		return &HandshakeError{Reason: ReasonNoClientCertificate, Err: errors.New("no verified client chain")}
+	}
+	leaf := chains[0][0]
+	// RFC 5280 4.2.1.3 / RFC 8446 4.4.2.4: a TLS client certificate signs the
+	// handshake, so if the key usage extension is present it must allow that.
+	if leaf.KeyUsage != 0 && leaf.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
+		return &HandshakeError{Reason: ReasonBadKeyUsage, Err: fmt.Errorf("client certificate key usage %#x lacks digitalSignature", leaf.KeyUsage)}
+	}
+	if err := st.prof.checkKeySize(leaf); err != nil {
+		return &HandshakeError{Reason: ReasonBadCertificate, Err: err}
+	}
+	for _, chain := range chains {
+		// Every certificate but the trust anchor can be revoked by its issuer.
+		for i := 0; i+1 < len(chain); i++ {
+			c := chain[i]
+			set := st.crls[string(c.RawIssuer)]
+			if set == nil {
+				continue
+			}
+			if !set.nextUpdate.IsZero() && now.After(set.nextUpdate) && !st.cfg.AllowExpiredCRL {
+				return &HandshakeError{Reason: ReasonCRLExpired, Err: fmt.Errorf("CRL of %q expired at %s: revocation status unknown, failing closed", set.issuer.Subject, set.nextUpdate.UTC().Format(time.RFC3339))}
+			}
+			if _, revoked := set.revoked[c.SerialNumber.String()]; revoked {
+				return &HandshakeError{Reason: ReasonRevoked, Err: fmt.Errorf("certificate %q serial %s is revoked by %q", c.Subject, serialHex(c.SerialNumber), set.issuer.Subject)}
+			}
+		}
+	}
+	return nil
+}
+
+func (p profile) checkKeySize(c *x509.Certificate) error {
+	switch k := c.PublicKey.(type) {
+	case *rsa.PublicKey:
+		if p.minRSABits > 0 && k.N.BitLen() < p.minRSABits {
+			return fmt.Errorf("RSA key of %d bits; profile %s requires %d", k.N.BitLen(), p.name, p.minRSABits)
+		}
+	case *ecdsa.PublicKey:
+		if p.minECBits > 0 && k.Curve.Params().BitSize < p.minECBits {
+			return fmt.Errorf("ECDSA key of %d bits; profile %s requires %d", k.Curve.Params().BitSize, p.name, p.minECBits)
+		}
+	}
+	return nil
+}
