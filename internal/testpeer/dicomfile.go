@@ -3,6 +3,7 @@ package testpeer
 import (
 	"bytes"
 	"encoding/binary"
+	"hash/fnv"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -121,7 +122,9 @@ func WriteDICOMFiles(t testing.TB, dir, patientID string, n, rows, cols int) (pa
 		t.Fatal(err)
 	}
 	datasets = make(map[string][]byte, n)
-	base := fmt.Sprintf("2.25.%d", 1000000+len(patientID)*7919)
+	h := fnv.New64a()
+	h.Write([]byte(patientID))
+	base := fmt.Sprintf("2.25.%d", h.Sum64())
 	for i := 0; i < n; i++ {
 		f := DICOMFile{
 			PatientID:      patientID,
