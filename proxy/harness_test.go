@@ -26,15 +26,15 @@ import (
 // certificate and a few client certificates; making it costs ~1 s, so the
 // tests share it.
 type testPKI struct {
-	ca               string
+	ca                string
 	edgeCert, edgeKey string
-	clientCert       string // CN "client"
-	clientKey        string
-	otherCert        string // CN "intruder": verifies, but no rule lets it in
-	otherKey         string
-	rogueCert        string // from a CA the edge does not trust
-	rogueKey         string
-	rogueCA          string
+	clientCert        string // CN "client"
+	clientKey         string
+	otherCert         string // CN "intruder": verifies, but no rule lets it in
+	otherKey          string
+	rogueCert         string // from a CA the edge does not trust
+	rogueKey          string
+	rogueCA           string
 }
 
 var (

@@ -42,10 +42,10 @@ type relay struct {
 	mu      sync.Mutex
 	pending map[uint16]*pendingOp // client requests awaiting the backend's final response
 
-	last      atomic.Int64 // unix nanos of the last PDU in either direction (idle timer)
-	endOnce   sync.Once
-	outcome   endOutcome
-	ended     atomic.Bool
+	last    atomic.Int64 // unix nanos of the last PDU in either direction (idle timer)
+	endOnce sync.Once
+	outcome endOutcome
+	ended   atomic.Bool
 
 	inBytes, outBytes prometheus.Counter
 }

@@ -24,11 +24,11 @@ var ErrServerClosed = errors.New("proxy: server closed")
 // Server is the running edge. Set the exported fields, then call Serve or
 // ListenAndServe; Config may be replaced later with Reload.
 type Server struct {
-	Config  *policy.Config   // required: edge limits, backends, rules
-	TLS     *tlslayer.Layer  // required: the listener's TLS state
-	Audit   *audit.Writer    // optional: nil writes no audit trail
-	Logger  hclog.Logger     // optional: nil discards
-	Metrics *Metrics         // optional: nil creates one
+	Config  *policy.Config  // required: edge limits, backends, rules
+	TLS     *tlslayer.Layer // required: the listener's TLS state
+	Audit   *audit.Writer   // optional: nil writes no audit trail
+	Logger  hclog.Logger    // optional: nil discards
+	Metrics *Metrics        // optional: nil creates one
 	// Dialer dials backends; nil uses a net.Dialer. Tests use it to observe
 	// or break backend connections.
 	Dialer func(ctx context.Context, network, addr string) (net.Conn, error)

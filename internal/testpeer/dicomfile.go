@@ -3,8 +3,8 @@ package testpeer
 import (
 	"bytes"
 	"encoding/binary"
-	"hash/fnv"
 	"fmt"
+	"hash/fnv"
 	"os"
 	"path/filepath"
 	"testing"
