@@ -78,7 +78,8 @@ func StartOrthanc(t testing.TB, aet string, modalities map[string]OrthancModalit
 	}
 	conf := filepath.Join(dir, "orthanc.json")
 	writeFile(t, conf, string(b))
-	o.Process = Start(t, bin, conf)
+	// --verbose logs each incoming request, which tests use to prove what reached the PACS.
+	o.Process = Start(t, bin, "--verbose", conf)
 	WaitListening(t, o.DICOM, 30*time.Second, o.Process)
 	return o
 }
