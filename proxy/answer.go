@@ -87,6 +87,11 @@ func (a *answerer) run() {
 	c.log.Trace("A-ASSOCIATE-AC", "accepted", len(accepted), "proposed", len(rq.PresentationContexts))
 
 	outcome := a.serve()
+	if outcome.abortSource == "service-provider" {
+		// PS3.8 AA-1/Sta13: after our A-ABORT, wait (bounded) for the peer
+		// to close, so it reads the A-ABORT rather than a reset.
+		c.waitPeerClose(c.tc)
+	}
 	a.finish(outcome)
 }
 

@@ -130,21 +130,27 @@ func (c *conn) serve(ctx context.Context) {
 
 	c.in = &countingReader{r: c.tc}
 	r := association.NewReader(c.in, cfg.Edge.MaxPDULength)
-	p, err := r.ReadPDU()
+	typ, raw, err := r.Next()
 	if err != nil {
 		c.preAssociationError(err)
 		return
 	}
-	rq, ok := p.(*association.AssociateRQ)
-	if !ok {
+	if typ != association.TypeAssociateRQ {
 		// PS3.8 state Sta2: any PDU but A-ASSOCIATE-RQ is unexpected (AA-1),
 		// except A-ABORT, which just closes (AA-2).
-		if _, isAbort := p.(*association.Abort); !isAbort {
+		if typ != association.TypeAbort {
 			c.sendAbort(c.tc, association.AbortSourceServiceProvider, association.AbortUnexpectedPDU)
-			c.log.Info("unexpected PDU before A-ASSOCIATE-RQ; aborted", "type", p.Type())
+			c.log.Info("unexpected PDU before A-ASSOCIATE-RQ; aborted", "type", typ)
+			c.waitPeerClose(c.tc)
 		}
 		return
 	}
+	p, err := association.Decode(typ, raw[association.HeaderLen:])
+	if err != nil {
+		c.preAssociationError(err)
+		return
+	}
+	rq := p.(*association.AssociateRQ)
 	c.rq = rq
 	c.log = c.log.With("calling_ae", rq.CallingAE, "called_ae", rq.CalledAE)
 	c.log.Trace("A-ASSOCIATE-RQ", "contexts", len(rq.PresentationContexts), "max_length", rq.UserInfo.MaxLength,
@@ -190,6 +196,7 @@ func (c *conn) preAssociationError(err error) {
 		ab := association.AbortFor(err)
 		c.writePDU(c.tc, ab)
 		c.log.Info("malformed PDU before association; aborted", "error", err, "reason", ab.Reason)
+		c.waitPeerClose(c.tc) // PS3.8 Sta13: wait (ARTIM) for the peer to close
 	case isTimeout(err):
 		c.log.Info("ARTIM expired before A-ASSOCIATE-RQ; closed")
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
