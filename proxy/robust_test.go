@@ -109,7 +109,7 @@ func TestAnswerAssociateAC(t *testing.T) {
 
 // Bad input gets the A-ABORT the PS3.8 state machine prescribes.
 func TestProtocolErrorsGetAbort(t *testing.T) {
-	e := startEdge(t, edgeOptions{MaxPDU: 16384})
+	e := startEdge(t, edgeOptions{MaxPDU: 16384, ARTIM: "1s"})
 	pdata := func(n int) []byte {
 		b := make([]byte, 6, 6+n)
 		b[0] = byte(association.TypePDataTF)
@@ -267,7 +267,9 @@ func TestBackendKilledMidTransfer(t *testing.T) {
 	testpeer.Require(t, "storescu", "storescp", "echoscu")
 	scp := testpeer.StartStoreSCP(t, "STORESCP")
 	e := startEdge(t, edgeOptions{Backends: backendBlock("pacs", scp.Addr, "STORESCP"), Rules: storeRules(`"C-ECHO", "C-STORE"`)})
-	paths, _ := testpeer.WriteDICOMFiles(t, filepath.Join(t.TempDir(), "kill"), "KILL", 40, 1024, 1024)
+	t0 := time.Now()
+	paths, _ := testpeer.WriteDICOMFiles(t, filepath.Join(t.TempDir(), "kill"), "KILL", 20, 1024, 1024)
+	t.Logf("generated in %v", time.Since(t0))
 	ctx := testpeer.Context(t, 2*time.Minute)
 	type result struct {
 		out string
@@ -281,19 +283,21 @@ func TestBackendKilledMidTransfer(t *testing.T) {
 	}()
 	// Kill once the backend has stored a couple of instances.
 	deadline := time.Now().Add(30 * time.Second)
-	for len(scp.Received(t)) < 2 {
+	for scp.Count() < 3 {
 		if time.Now().After(deadline) {
 			t.Fatal("storescp received nothing")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	_ = scp.Cmd.Process.Kill()
+	t.Logf("killed at %v", time.Since(t0))
 	var res result
 	select {
 	case res = <-done:
 	case <-time.After(60 * time.Second):
 		t.Fatal("storescu did not end after the backend died")
 	}
+	t.Logf("storescu ended at %v", time.Since(t0))
 	if res.err == nil {
 		t.Fatalf("storescu succeeded although the backend died:\n%s", res.out)
 	}

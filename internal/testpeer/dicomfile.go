@@ -59,6 +59,7 @@ func us(v int) []byte { return binary.LittleEndian.AppendUint16(nil, uint16(v)) 
 // from Seed so that a corrupted or reordered transfer shows.
 func (f DICOMFile) DataSet() []byte {
 	var b bytes.Buffer
+	b.Grow(f.Rows*f.Columns*2 + 1024)
 	element(&b, 0x0008, 0x0016, "UI", []byte(SecondaryCaptureImageStorage))
 	element(&b, 0x0008, 0x0018, "UI", []byte(f.SOPInstanceUID))
 	element(&b, 0x0008, 0x0020, "DA", []byte("20260101"))
@@ -83,13 +84,13 @@ func (f DICOMFile) DataSet() []byte {
 	element(&b, 0x0028, 0x0102, "US", us(15))
 	element(&b, 0x0028, 0x0103, "US", us(0))
 	pixels := make([]byte, f.Rows*f.Columns*2)
-	x := uint32(f.Seed)*2654435761 + 1
-	for i := range pixels {
-		// xorshift: cheap, deterministic, not compressible by accident
+	x := uint64(f.Seed)*0x9E3779B97F4A7C15 + 1
+	for i := 0; i+8 <= len(pixels); i += 8 {
+		// xorshift64: cheap, deterministic, not compressible by accident
 		x ^= x << 13
-		x ^= x >> 17
-		x ^= x << 5
-		pixels[i] = byte(x)
+		x ^= x >> 7
+		x ^= x << 17
+		binary.LittleEndian.PutUint64(pixels[i:], x)
 	}
 	element(&b, 0x7FE0, 0x0010, "OW", pixels)
 	return b.Bytes()
@@ -97,7 +98,9 @@ func (f DICOMFile) DataSet() []byte {
 
 // Bytes returns the whole Part 10 file: preamble, "DICM", the file meta
 // information group (PS3.10 7.1) and the data set.
-func (f DICOMFile) Bytes() []byte {
+func (f DICOMFile) Bytes() []byte { return f.part10(f.DataSet()) }
+
+func (f DICOMFile) part10(dataset []byte) []byte {
 	var meta bytes.Buffer
 	element(&meta, 0x0002, 0x0001, "OB", []byte{0, 1})
 	element(&meta, 0x0002, 0x0002, "UI", []byte(SecondaryCaptureImageStorage))
@@ -106,11 +109,12 @@ func (f DICOMFile) Bytes() []byte {
 	element(&meta, 0x0002, 0x0012, "UI", []byte(testImplementationClassUID))
 	element(&meta, 0x0002, 0x0013, "SH", []byte("DICOMEDGE_TEST"))
 	var out bytes.Buffer
+	out.Grow(len(dataset) + 512)
 	out.Write(make([]byte, 128))
 	out.WriteString("DICM")
 	element(&out, 0x0002, 0x0000, "UL", binary.LittleEndian.AppendUint32(nil, uint32(meta.Len())))
 	out.Write(meta.Bytes())
-	out.Write(f.DataSet())
+	out.Write(dataset)
 	return out.Bytes()
 }
 
@@ -137,11 +141,12 @@ func WriteDICOMFiles(t testing.TB, dir, patientID string, n, rows, cols int) (pa
 			Seed:           byte(i),
 		}
 		p := filepath.Join(dir, fmt.Sprintf("img%04d.dcm", i+1))
-		if err := os.WriteFile(p, f.Bytes(), 0o600); err != nil {
+		ds := f.DataSet()
+		if err := os.WriteFile(p, f.part10(ds), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		paths = append(paths, p)
-		datasets[f.SOPInstanceUID] = f.DataSet()
+		datasets[f.SOPInstanceUID] = ds
 	}
 	return paths, datasets
 }

@@ -209,3 +209,9 @@ func (s *StoreSCP) Received(t testing.TB) map[string][]byte {
 }
 
 func itoa(n int) string { return fmt.Sprint(n) }
+
+// Count returns how many files storescp has started writing.
+func (s *StoreSCP) Count() int {
+	entries, _ := os.ReadDir(s.Dir)
+	return len(entries)
+}
