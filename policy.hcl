@@ -2,42 +2,66 @@
 #
 # `go run ./cmd/dicomedge serve --dev` runs this file as it is: --dev first creates a development PKI in
 # certs/ (a CA, the edge's certificate and a client certificate named "client") when it is missing.
-# Try it with DCMTK:
+# Try it with DCMTK (the edge answers C-ECHO itself, rule "echo"):
 #
 #   TCP_NODELAY=1 echoscu +tls certs/client-key.pem certs/client.pem +cf certs/ca.pem \
 #       -aet MODALITY1 -aec DICOMEDGE localhost 2762
+#
+# `dicomedge policy check` validates this file; `dicomedge policy explain --cert certs/client.pem
+# --calling-ae MODALITY1 --called-ae MAINPACS` shows which rule decides and why the others do not.
+# Relative file names are read from the directory this file is in.
 
 edge {
-  ae_title         = "DICOMEDGE"
+  ae_title         = "DICOMEDGE"        # the edge's own AE title, when it answers as SCP
   listen           = "127.0.0.1:2762"   # DICOM over TLS; use ":2762" to accept from the network
-  admin_listen     = "127.0.0.1:9102"   # /metrics, /healthz, /readyz
-  max_pdu_length   = 1048576
-  max_associations = 512
-  artim_timeout    = "30s"
-  idle_timeout     = "10m"
-  drain_timeout    = "30s"
+  admin_listen     = "127.0.0.1:9102"   # /metrics, /healthz, /readyz; leave out for none
+  max_pdu_length   = 1048576            # bytes; larger PDUs are refused with an A-ABORT
+  max_associations = 512                # all clients together
+  artim_timeout    = "30s"              # TLS handshake + A-ASSOCIATE-RQ must arrive within this
+  idle_timeout     = "10m"              # an association silent this long is aborted
+  drain_timeout    = "30s"              # on SIGTERM, open associations may finish for this long
+  proxy_protocol   = []                 # load balancers (CIDRs) allowed to send a PROXY protocol header
 }
 
 tls {
-  profile   = "bcp195-rfc8996"
-  client_ca = ["certs/ca.pem"]          # every client must present a certificate chaining to this CA
-  cert_file = "certs/edge.pem"
+  profile   = "bcp195-rfc8996"          # DICOM PS3.15 Annex B: TLS 1.2+, BCP 195 cipher suites
+  client_ca = ["certs/ca.pem"]          # required: every client must present a certificate chaining to this CA
+  # crl     = ["certs/ca.crl"]          # revoked client certificates then fail the handshake
+  cert_file = "certs/edge.pem"          # the edge's own certificate and key ...
   key_file  = "certs/edge-key.pem"
+  # ... or, instead of cert_file/key_file, from an ACME CA such as Let's Encrypt:
+  # acme {
+  #   domains = ["edge.example.org"]
+  #   email   = "pacs-admins@example.org"
+  #   storage = "/var/lib/dicomedge/acme"
+  # }
 }
 
 audit {
-  file        = "audit/audit.jsonl"
-  patient_ids = "hash"
+  file        = "audit/audit.jsonl"     # append-only, hash-chained; `dicomedge audit verify` checks it
+  patient_ids = "hash"                  # omit | hash | plain
   fsync       = "1s"
+  on_full     = "block"                 # block: never lose a record | drop: never stall DICOM traffic
+  # syslog {                            # also send every event to the hospital's collector
+  #   address = "siem.example.org:6514" # RFC 5424 over TLS
+  #   format  = "atna"                  # DICOM PS3.15 A.5 audit messages, or "json"
+  #   ca      = ["certs/siem-ca.pem"]
+  # }
 }
 
 # The PACS inside the hospital network. It speaks plain DICOM; the edge adds TLS on the outside.
+# A relayed association's called AE title is rewritten to ae_title.
 backend "pacs" {
   address  = "127.0.0.1:11112"
   ae_title = "MAINPACS"
 }
 
-# Development clients may verify connectivity with the edge itself.
+# Rules are tried from top to bottom; the first whose `when` matches decides. In `when`, every
+# attribute is a list (any element may match) and all attributes given must match; `*` and `?`
+# are wildcards; certificate names compare case-insensitively, AE titles after trimming spaces.
+# An association that no rule matches is rejected (permanent, calling AE title not recognized).
+
+# Development clients may verify connectivity with the edge itself: C-ECHO, answered by the edge.
 rule "echo" {
   when {
     client_cn = ["client"]
@@ -46,7 +70,8 @@ rule "echo" {
   answer {}
 }
 
-# Modalities of the development clients may store to the PACS and query it.
+# Modalities of the development clients may store to the PACS and query it; anything else they
+# send on the association (C-MOVE, C-GET, N-...) is refused with status 0x0124.
 rule "modalities-to-pacs" {
   when {
     client_cn  = ["client"]
@@ -59,7 +84,26 @@ rule "modalities-to-pacs" {
   }
 }
 
+# What a partner site looks like in production: its CA is in tls.client_ca, its modalities hold
+# certificates named *.clinic-a.example.org and connect from its network. They may send images
+# and retrieve prior studies to their own workstation only.
+rule "clinic-a" {
+  when {
+    client_cn   = ["*.clinic-a.example.org"]
+    source_cidr = ["203.0.113.0/24"]
+    calling_ae  = ["CLINA_*"]
+    called_ae   = ["MAINPACS"]
+  }
+  relay {
+    backend           = "pacs"
+    services          = ["C-ECHO", "C-STORE", "C-FIND", "C-MOVE"]
+    move_destinations = ["CLINA_WS1"]
+  }
+}
+
 # Everything else is refused: A-ASSOCIATE-RJ, permanent, calling AE title not recognized.
+# Other reasons: no-reason, application-context-not-supported, called-ae-not-recognized;
+# `transient = true` asks the caller to try again later.
 rule "deny" {
   reject { reason = "calling-ae-not-recognized" }
 }

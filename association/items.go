@@ -94,6 +94,17 @@ func decodePCRQ(item cryptobyte.String) (PresentationContextRQ, error) {
 	if !item.ReadUint8(&pc.ID) || !item.Skip(3) {
 		return pc, invalid("presentation context item truncated")
 	}
+	// Count transfer syntaxes first so the slice is allocated once: a
+	// modality's RQ has a hundred contexts of several syntaxes each.
+	n := 0
+	for scan := item; !scan.Empty(); n++ {
+		if _, _, ok := readItem(&scan); !ok {
+			break
+		}
+	}
+	if n > 1 {
+		pc.TransferSyntaxes = make([]string, 0, n-1)
+	}
 	seenAS := false
 	for !item.Empty() {
 		typ, sub, ok := readItem(&item)

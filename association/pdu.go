@@ -256,6 +256,9 @@ func EachPDV(body []byte, fn func(PDV) error) error {
 
 // Append appends the whole encoded PDU, header included, to dst.
 func Append(dst []byte, p PDU) ([]byte, error) {
+	if p == nil {
+		return dst, errEncode
+	}
 	b := cryptobyte.NewBuilder(dst)
 	b.AddUint8(uint8(p.Type()))
 	b.AddUint8(0)
@@ -312,5 +315,47 @@ func WritePDU(w io.Writer, p PDU) error {
 // are not significant, PS3.5 6.2) and any NUL padding some peers use.
 func trimAE(b []byte) string { return strings.Trim(string(b), " \x00") }
 
-// trimUID drops a trailing NUL pad (and stray spaces) from a UID.
-func trimUID(b []byte) string { return strings.TrimRight(string(b), "\x00 ") }
+// trimUID drops a trailing NUL pad (and stray spaces) from a UID. Common
+// UIDs come from a table, so a 120-context RQ does not allocate a string
+// per transfer syntax.
+func trimUID(b []byte) string {
+	for len(b) > 0 && (b[len(b)-1] == 0 || b[len(b)-1] == ' ') {
+		b = b[:len(b)-1]
+	}
+	if s, ok := commonUIDs[string(b)]; ok { // no allocation for the lookup
+		return s
+	}
+	return string(b)
+}
+
+var commonUIDs = func() map[string]string {
+	m := map[string]string{}
+	for _, uid := range []string{DICOMApplicationContext, VerificationSOPClass, ImplicitVRLittleEndian, ExplicitVRLittleEndian,
+		DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, JPEGBaseline8Bit, JPEGLosslessSV1, JPEG2000Lossless, JPEG2000,
+		RLELossless, "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"} {
+		m[uid] = uid
+	}
+	return m
+}()
+
+// ClampMaxLength lowers the maximum-length sub-item to limit when it is
+// absent, 0 (unlimited) or larger, as the edge does in both directions so
+// neither peer sends PDUs over what the edge accepts. limit 0 does nothing.
+func (u *UserInfo) ClampMaxLength(limit uint32) {
+	if limit == 0 {
+		return
+	}
+	if !u.HasMaxLength || u.MaxLength == 0 || u.MaxLength > limit {
+		u.MaxLength, u.HasMaxLength = limit, true
+	}
+}
+
+// User returns the user name of a username or username-passcode identity,
+// the only part fit for logs and the audit trail; "" for the other types,
+// whose primary field is a ticket, assertion or token.
+func (u *UserIdentityRQ) User() string {
+	if u.Type == UserIdentityUsername || u.Type == UserIdentityUsernamePasscode {
+		return string(u.Primary)
+	}
+	return ""
+}

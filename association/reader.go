@@ -96,3 +96,8 @@ func (r *Reader) ReadPDU() (PDU, error) {
 	}
 	return Decode(typ, raw[HeaderLen:])
 }
+
+// Release drops the Reader's buffer (the last raw PDU becomes invalid), so
+// an association that goes idle after large PDUs holds no more than a small
+// header buffer; the next Next allocates again as bytes arrive.
+func (r *Reader) Release() { r.buf = nil }

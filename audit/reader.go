@@ -158,12 +158,12 @@ func glob(pattern, s string) bool {
 	pi, ti, star, mark := 0, 0, -1, 0
 	for ti < len(t) {
 		switch {
-		case pi < len(p) && (p[pi] == '?' || p[pi] == t[ti]):
-			pi++
-			ti++
 		case pi < len(p) && p[pi] == '*':
 			star, mark = pi, ti
 			pi++
+		case pi < len(p) && (p[pi] == '?' || p[pi] == t[ti]):
+			pi++
+			ti++
 		case star >= 0:
 			pi = star + 1
 			mark++
@@ -339,6 +339,36 @@ func Verify(paths []string) (int, error) {
 	if len(paths) == 0 {
 		return 0, errors.New("audit: no files to verify")
 	}
+	lastFile := paths[len(paths)-1]
+	h, err := readHead(lastFile)
+	if err != nil {
+		return 0, &VerifyError{File: headPath(lastFile), Reason: err.Error()}
+	}
+	srcs := make([]source, 0, len(paths))
+	for _, p := range paths {
+		fh, err := os.Open(p)
+		if err != nil {
+			return 0, &VerifyError{File: p, Reason: err.Error()}
+		}
+		defer fh.Close()
+		st, err := fh.Stat()
+		if err != nil {
+			return 0, &VerifyError{File: p, Reason: err.Error()}
+		}
+		srcs = append(srcs, source{p, fh, st.Size()})
+	}
+	return verify(srcs, h, headPath(lastFile))
+}
+
+// source is one file of a chain, opened.
+type source struct {
+	name string
+	r    io.Reader
+	size int64
+}
+
+// verify is Verify on open sources (the fuzzer feeds it from memory).
+func verify(srcs []source, h *head, headName string) (int, error) {
 	var (
 		n       int
 		want    uint64 = 1
@@ -349,21 +379,12 @@ func Verify(paths []string) (int, error) {
 			hash, file string
 			line       int
 		}
-		h        *head
-		err      error
-		lastFile = paths[len(paths)-1]
+		lastFile = srcs[len(srcs)-1].name
 	)
-	if h, err = readHead(lastFile); err != nil {
-		return 0, &VerifyError{File: headPath(lastFile), Reason: err.Error()}
-	}
-	for fi, p := range paths {
-		fh, err := os.Open(p)
-		if err != nil {
-			return n, &VerifyError{File: p, Reason: err.Error()}
-		}
-		st, _ := fh.Stat()
+	for fi, src := range srcs {
+		p := src.name
 		lineNo := 0
-		consumed, err := readLines(fh, p, 0, func(line []byte, ln int) error {
+		consumed, err := readLines(src.r, p, 0, func(line []byte, ln int) error {
 			lineNo = ln
 			var r struct {
 				Seq   *uint64 `json:"seq"`
@@ -404,7 +425,6 @@ func Verify(paths []string) (int, error) {
 			want++
 			return nil
 		})
-		fh.Close()
 		if err != nil {
 			var ve *VerifyError
 			if errors.As(err, &ve) {
@@ -412,21 +432,21 @@ func Verify(paths []string) (int, error) {
 			}
 			return n, &VerifyError{File: p, Line: lineNo + 1, Seq: want, Reason: err.Error()}
 		}
-		if st != nil && consumed < st.Size() {
+		if consumed < src.size {
 			return n, &VerifyError{p, lineNo + 1, want, "incomplete last record: the file was truncated or a write was cut short"}
 		}
 	}
 	switch {
 	case h == nil && n > 0:
-		return n, &VerifyError{File: headPath(lastFile),
+		return n, &VerifyError{File: headName,
 			Reason: "missing: without the head anchor, records deleted from the end cannot be ruled out"}
 	case h == nil || h.Seq == 0:
 	case !anchor.found:
 		return n, &VerifyError{File: lastFile, Line: 0, Seq: want,
-			Reason: fmt.Sprintf("truncated: the chain ends at seq %d but %s records seq %d", want-1, headPath(lastFile), h.Seq)}
+			Reason: fmt.Sprintf("truncated: the chain ends at seq %d but %s records seq %d", want-1, headName, h.Seq)}
 	case anchor.hash != h.Hash:
 		return n, &VerifyError{File: anchor.file, Line: anchor.line, Seq: h.Seq,
-			Reason: "does not match the hash recorded in " + headPath(lastFile) + ": the record was altered"}
+			Reason: "does not match the hash recorded in " + headName + ": the record was altered"}
 	}
 	return n, nil
 }

@@ -47,6 +47,10 @@ type Config struct {
 	// Now replaces time.Now for record timestamps (tests use a fixed clock).
 	Now func() time.Time
 
+	// Forwarder, when set, also receives every record as written (with
+	// seq and prev), without ever blocking the writer; Close closes it.
+	Forwarder *Forwarder
+
 	// wrap, when set by in-package tests, wraps the file writer (slow disks).
 	wrap func(io.Writer) io.Writer
 }
@@ -266,9 +270,17 @@ func readHead(file string) (*head, error) {
 	if err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
+	h, err := parseHead(b)
+	if err != nil {
+		return nil, fmt.Errorf("audit: %s: %w", headPath(file), err)
+	}
+	return h, nil
+}
+
+func parseHead(b []byte) (*head, error) {
 	var h head
 	if err := json.Unmarshal(b, &h); err != nil || len(h.Hash) != 64 {
-		return nil, fmt.Errorf("audit: %s is not a valid head anchor", headPath(file))
+		return nil, errors.New("not a valid head anchor")
 	}
 	return &h, nil
 }
@@ -377,6 +389,9 @@ func (w *Writer) Close() error {
 	close(w.queue)
 	w.mu.Unlock()
 	<-w.done
+	if w.cfg.Forwarder != nil {
+		w.cfg.Forwarder.Close()
+	}
 	return w.err
 }
 
@@ -441,6 +456,9 @@ func (w *Writer) add(e Event) {
 		w.rotate()
 		w.buf = append(w.buf[:0], rec...)
 		line = w.buf
+	}
+	if w.cfg.Forwarder != nil {
+		w.cfg.Forwarder.Send(e, line)
 	}
 	w.seq = e.Seq
 	w.prev = sha256.Sum256(line)

@@ -125,7 +125,17 @@ func (l *loader) warnf(rng hcl.Range, summary, format string, args ...any) {
 }
 
 func (l *loader) decode(a *hcl.Attribute, target any) bool {
-	ds := gohcl.DecodeExpression(a.Expr, nil, target)
+	return l.decodeExpr(a.Expr, target)
+}
+
+// decodeExpr evaluates first, so that an expression hcl refuses (variables,
+// function calls) is reported once rather than again as an unknown value.
+func (l *loader) decodeExpr(e hcl.Expression, target any) bool {
+	if _, ds := e.Value(nil); ds.HasErrors() {
+		l.diags = append(l.diags, ds...)
+		return false
+	}
+	ds := gohcl.DecodeExpression(e, nil, target)
 	l.diags = append(l.diags, ds...)
 	return !ds.HasErrors()
 }
@@ -165,9 +175,7 @@ func (l *loader) strList(a *hcl.Attribute) []val {
 	out := make([]val, 0, len(exprs))
 	for _, e := range exprs {
 		var s string
-		ds := gohcl.DecodeExpression(e, nil, &s)
-		l.diags = append(l.diags, ds...)
-		if !ds.HasErrors() {
+		if l.decodeExpr(e, &s) {
 			out = append(out, val{s: s, rng: e.Range()})
 		}
 	}
@@ -369,12 +377,25 @@ func (l *loader) namePattern(v val, what string, spaces bool) (string, bool) {
 
 func (l *loader) build(fs *fileSchema) *Config {
 	cfg := &Config{Backends: map[string]*Backend{}}
-	l.edge(fs.Edge, &cfg.Edge)
-	l.tls(fs.TLS, &cfg.TLS)
-	l.audit(fs.Audit, &cfg.Audit)
+	l.edge(first(l, fs.Edge, "edge"), &cfg.Edge)
+	l.tls(first(l, fs.TLS, "tls"), &cfg.TLS)
+	l.audit(first(l, fs.Audit, "audit"), &cfg.Audit)
 	order := l.backends(fs.Backends, cfg.Backends)
 	cfg.Policy = l.rules(fs.Rules, cfg.Backends, order)
 	return cfg
+}
+
+// first returns the first of blocks that may appear only once, reporting
+// any others.
+func first[T ranged](l *loader, blocks []T, typ string) T {
+	var zero T
+	if len(blocks) == 0 {
+		return zero
+	}
+	for _, b := range blocks[1:] {
+		l.errorf(b.defRange(), "Duplicate "+typ+" block", "Only one %s block is allowed here; the first is at %s.", typ, at(blocks[0].defRange()))
+	}
+	return blocks[0]
 }
 
 func (l *loader) edge(s *edgeSchema, e *Edge) {
@@ -469,27 +490,31 @@ func (l *loader) tls(s *tlsSchema, t *TLS) {
 	case s.KeyFile != nil && s.CertFile == nil:
 		l.errorf(s.KeyFile.Range, "Missing cert_file", "tls.key_file needs tls.cert_file, the certificate it belongs to.")
 	}
+	acme := first(l, s.ACME, "acme")
 	switch {
-	case s.ACME != nil && (s.CertFile != nil || s.KeyFile != nil):
-		l.errorf(s.ACME.DefRange, "Both cert_file and acme", "The edge's certificate comes either from files (cert_file and key_file) or from an ACME CA (acme block), not both.")
-	case s.ACME == nil && s.CertFile == nil && s.KeyFile == nil:
+	case acme != nil && (s.CertFile != nil || s.KeyFile != nil):
+		l.errorf(acme.DefRange, "Both cert_file and acme", "The edge's certificate comes either from files (cert_file and key_file) or from an ACME CA (acme block), not both.")
+	case acme == nil && s.CertFile == nil && s.KeyFile == nil:
 		l.errorf(s.DefRange, "No certificate for the edge", "Give tls.cert_file and tls.key_file, or an acme block to obtain a certificate from an ACME CA.")
 	}
-	if s.ACME != nil {
-		t.ACME = l.acme(s.ACME)
+	if acme != nil {
+		t.ACME = l.acme(acme)
 	}
 }
 
 func (l *loader) acme(s *acmeSchema) *ACME {
 	a := &ACME{}
-	for _, v := range l.strList(s.Domains) {
+	before := len(l.diags)
+	domains := l.strList(s.Domains)
+	for _, v := range domains {
 		if validDomain(v.s) {
 			a.Domains = append(a.Domains, strings.ToLower(v.s))
 		} else {
 			l.errorf(v.rng, "Invalid domain", "tls.acme.domains: %q is not a DNS name.", v.s)
 		}
 	}
-	if s.Domains == nil || (len(a.Domains) == 0 && !l.diags.HasErrors()) {
+	// An empty list is missing domains; a list that did not decode was reported already.
+	if s.Domains == nil || (len(domains) == 0 && len(l.diags) == before) {
 		l.errorf(s.DefRange, "Missing domains", "tls.acme.domains must list the DNS names the edge's certificate is for.")
 	}
 	if v, ok := l.str(s.Email, ""); ok {
@@ -554,20 +579,20 @@ func (l *loader) audit(s *auditSchema, a *Audit) {
 		v.s = "block"
 	}
 	a.OnFull = v.s
-	if s.Syslog != nil {
+	if syslog := first(l, s.Syslog, "syslog"); syslog != nil {
 		sl := &Syslog{}
-		if v, ok := l.str(s.Syslog.Address, ""); ok {
+		if v, ok := l.str(syslog.Address, ""); ok {
 			l.hostPort(v, "audit.syslog.address", false)
 			sl.Address = v.s
-		} else if s.Syslog.Address == nil {
-			l.errorf(s.Syslog.DefRange, "Missing address", "audit.syslog needs address = \"host:port\" of the collector (RFC 5425, usually port 6514).")
+		} else if syslog.Address == nil {
+			l.errorf(syslog.DefRange, "Missing address", "audit.syslog needs address = \"host:port\" of the collector (RFC 5425, usually port 6514).")
 		}
-		v, ok := l.str(s.Syslog.Format, "atna")
+		v, ok := l.str(syslog.Format, "atna")
 		if ok {
 			l.enum(v, "syslog format", syslogFormats)
 		}
 		sl.Format = v.s
-		sl.CA = l.paths(s.Syslog.CA, "audit.syslog.ca")
+		sl.CA = l.paths(syslog.CA, "audit.syslog.ca")
 		a.Syslog = sl
 	}
 }
@@ -598,7 +623,7 @@ func (l *loader) backends(list []*backendSchema, out map[string]*Backend) []stri
 		} else if s.AETitle == nil {
 			l.errorf(s.DefRange, "Missing ae_title", "backend %q needs ae_title, the PACS's AE title: the edge rewrites the called AE title to it.", s.Name)
 		}
-		if t := s.TLS; t != nil {
+		if t := first(l, s.TLS, "tls"); t != nil {
 			what := fmt.Sprintf("backend %q tls", s.Name)
 			bt := &BackendTLS{
 				CA:       l.paths(t.CA, what+".ca"),
@@ -638,8 +663,8 @@ func (l *loader) rules(list []*ruleSchema, backends map[string]*Backend, backend
 			l.warnf(s.NameRange, "Unreachable rule", "rule %q can never match: rule %q before it (at %s) matches every association.", s.Name, catchAll.Name, at(catchAll.NameRange))
 		}
 		r := &rule{name: s.Name, rng: s.DefRange}
-		if s.When != nil {
-			r.conds = l.when(s.When)
+		if when := first(l, s.When, "when"); when != nil {
+			r.conds = l.when(when)
 		}
 		if len(r.conds) == 0 && catchAll == nil {
 			catchAll = s
@@ -720,15 +745,18 @@ func (l *loader) fingerprint(v val) (string, bool) {
 }
 
 func (l *loader) action(s *ruleSchema, r *rule, backends map[string]*Backend, backendOrder []string) {
+	relay := first(l, s.Relay, "relay")
+	answer := first(l, s.Answer, "answer")
+	reject := first(l, s.Reject, "reject")
 	var ranges []hcl.Range
-	if s.Relay != nil {
-		ranges = append(ranges, s.Relay.DefRange)
+	if relay != nil {
+		ranges = append(ranges, relay.DefRange)
 	}
-	if s.Answer != nil {
-		ranges = append(ranges, s.Answer.DefRange)
+	if answer != nil {
+		ranges = append(ranges, answer.DefRange)
 	}
-	if s.Reject != nil {
-		ranges = append(ranges, s.Reject.DefRange)
+	if reject != nil {
+		ranges = append(ranges, reject.DefRange)
 	}
 	sort.Slice(ranges, func(i, j int) bool { return ranges[i].Start.Byte < ranges[j].Start.Byte })
 	switch len(ranges) {
@@ -742,9 +770,9 @@ func (l *loader) action(s *ruleSchema, r *rule, backends map[string]*Backend, ba
 	}
 	// Every action block present is checked, so that a rule with two
 	// actions still gets its other mistakes reported.
-	if s.Reject != nil {
+	if reject != nil {
 		r.decision.Action = ActionReject
-		v, ok := l.str(s.Reject.Reason, "no-reason")
+		v, ok := l.str(reject.Reason, "no-reason")
 		rj, known := rejectReasons[v.s]
 		if ok && !known {
 			l.enum(v, "reject reason", rejectReasonNames)
@@ -752,18 +780,18 @@ func (l *loader) action(s *ruleSchema, r *rule, backends map[string]*Backend, ba
 		if !known {
 			rj = rejectReasons["no-reason"]
 		}
-		if l.boolean(s.Reject.Transient) {
+		if l.boolean(reject.Transient) {
 			rj.Result = 2
 		}
 		r.decision.Reject = rj
 	}
-	if s.Answer != nil {
+	if answer != nil {
 		r.decision.Action = ActionAnswer
 		r.services = svcCEcho
 		r.decision.Services = []string{"C-ECHO"}
 	}
-	if s.Relay != nil {
-		l.relay(s.Name, s.Relay, r, backends, backendOrder)
+	if relay != nil {
+		l.relay(s.Name, relay, r, backends, backendOrder)
 	}
 }
 
@@ -784,8 +812,9 @@ func (l *loader) relay(name string, s *relaySchema, r *rule, backends map[string
 	if s.Services == nil {
 		r.services = svcAll
 	} else {
+		before := len(l.diags)
 		vals := l.strList(s.Services)
-		if len(vals) == 0 && !l.diags.HasErrors() {
+		if len(vals) == 0 && len(l.diags) == before {
 			l.errorf(s.Services.Expr.Range(), "Empty services", "rule %q: services = [] would allow no DIMSE service at all; name the services, or leave the attribute out to allow every one.", name)
 		}
 		for _, v := range vals {

@@ -28,6 +28,8 @@ func TestRepoPolicy(t *testing.T) {
 	}{
 		{"dev client echoes the edge", Input{CN: "client", CallingAE: "MODALITY1", CalledAE: "DICOMEDGE"}, "answer", "echo"},
 		{"dev modality stores to pacs", Input{CN: "client", CallingAE: "MODALITY1", CalledAE: "MAINPACS"}, "relay pacs", "modalities-to-pacs"},
+		{"dev client with another AE is refused", Input{CN: "client", CallingAE: "WS1", CalledAE: "MAINPACS"}, "reject calling-ae-not-recognized", "deny"},
+		{"clinic-a example", Input{CN: "ct.clinic-a.example.org", SourceIP: netip.MustParseAddr("203.0.113.9"), CallingAE: "CLINA_CT", CalledAE: "MAINPACS"}, "relay pacs", "clinic-a"},
 		{"other client is refused", Input{CN: "intruder", CallingAE: "MODALITY1", CalledAE: "DICOMEDGE", SourceIP: netip.MustParseAddr("127.0.0.1")}, "reject calling-ae-not-recognized", "deny"},
 	}
 	for _, tc := range cases {

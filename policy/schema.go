@@ -2,15 +2,17 @@ package policy
 
 import "github.com/hashicorp/hcl/v2"
 
-// The gohcl schema of policy.hcl. Attributes are *hcl.Attribute so that the
+// The gohcl schema of policy.hcl. Blocks that may appear once are still
+// slices, so that the loader reports a duplicate itself and goes on checking
+// the first one instead of losing it (gohcl drops both). Attributes are *hcl.Attribute so that the
 // loader knows whether each was given and where, and can point a diagnostic at
 // the exact value (or list element) that is wrong; gohcl still refuses
 // unknown attributes and blocks because no struct here has a remain field.
 
 type fileSchema struct {
-	Edge     *edgeSchema      `hcl:"edge,block"`
-	TLS      *tlsSchema       `hcl:"tls,block"`
-	Audit    *auditSchema     `hcl:"audit,block"`
+	Edge     []*edgeSchema    `hcl:"edge,block"`
+	TLS      []*tlsSchema     `hcl:"tls,block"`
+	Audit    []*auditSchema   `hcl:"audit,block"`
 	Backends []*backendSchema `hcl:"backend,block"`
 	Rules    []*ruleSchema    `hcl:"rule,block"`
 }
@@ -34,7 +36,7 @@ type tlsSchema struct {
 	CRL      *hcl.Attribute `hcl:"crl,optional"`
 	CertFile *hcl.Attribute `hcl:"cert_file,optional"`
 	KeyFile  *hcl.Attribute `hcl:"key_file,optional"`
-	ACME     *acmeSchema    `hcl:"acme,block"`
+	ACME     []*acmeSchema  `hcl:"acme,block"`
 	DefRange hcl.Range      `hcl:",def_range"`
 }
 
@@ -49,12 +51,12 @@ type acmeSchema struct {
 }
 
 type auditSchema struct {
-	File       *hcl.Attribute `hcl:"file,optional"`
-	PatientIDs *hcl.Attribute `hcl:"patient_ids,optional"`
-	Fsync      *hcl.Attribute `hcl:"fsync,optional"`
-	OnFull     *hcl.Attribute `hcl:"on_full,optional"`
-	Syslog     *syslogSchema  `hcl:"syslog,block"`
-	DefRange   hcl.Range      `hcl:",def_range"`
+	File       *hcl.Attribute  `hcl:"file,optional"`
+	PatientIDs *hcl.Attribute  `hcl:"patient_ids,optional"`
+	Fsync      *hcl.Attribute  `hcl:"fsync,optional"`
+	OnFull     *hcl.Attribute  `hcl:"on_full,optional"`
+	Syslog     []*syslogSchema `hcl:"syslog,block"`
+	DefRange   hcl.Range       `hcl:",def_range"`
 }
 
 type syslogSchema struct {
@@ -65,12 +67,12 @@ type syslogSchema struct {
 }
 
 type backendSchema struct {
-	Name      string            `hcl:"name,label"`
-	NameRange hcl.Range         `hcl:"name,label_range"`
-	Address   *hcl.Attribute    `hcl:"address,optional"`
-	AETitle   *hcl.Attribute    `hcl:"ae_title,optional"`
-	TLS       *backendTLSSchema `hcl:"tls,block"`
-	DefRange  hcl.Range         `hcl:",def_range"`
+	Name      string              `hcl:"name,label"`
+	NameRange hcl.Range           `hcl:"name,label_range"`
+	Address   *hcl.Attribute      `hcl:"address,optional"`
+	AETitle   *hcl.Attribute      `hcl:"ae_title,optional"`
+	TLS       []*backendTLSSchema `hcl:"tls,block"`
+	DefRange  hcl.Range           `hcl:",def_range"`
 }
 
 type backendTLSSchema struct {
@@ -82,13 +84,13 @@ type backendTLSSchema struct {
 }
 
 type ruleSchema struct {
-	Name      string        `hcl:"name,label"`
-	NameRange hcl.Range     `hcl:"name,label_range"`
-	When      *whenSchema   `hcl:"when,block"`
-	Relay     *relaySchema  `hcl:"relay,block"`
-	Answer    *answerSchema `hcl:"answer,block"`
-	Reject    *rejectSchema `hcl:"reject,block"`
-	DefRange  hcl.Range     `hcl:",def_range"`
+	Name      string          `hcl:"name,label"`
+	NameRange hcl.Range       `hcl:"name,label_range"`
+	When      []*whenSchema   `hcl:"when,block"`
+	Relay     []*relaySchema  `hcl:"relay,block"`
+	Answer    []*answerSchema `hcl:"answer,block"`
+	Reject    []*rejectSchema `hcl:"reject,block"`
+	DefRange  hcl.Range       `hcl:",def_range"`
 }
 
 // whenSchema's attributes are listed in the order Explain reports them.
@@ -121,3 +123,17 @@ type rejectSchema struct {
 	Transient *hcl.Attribute `hcl:"transient,optional"`
 	DefRange  hcl.Range      `hcl:",def_range"`
 }
+
+// ranged is a block with a definition range, for duplicate-block reports.
+type ranged interface{ defRange() hcl.Range }
+
+func (s *edgeSchema) defRange() hcl.Range       { return s.DefRange }
+func (s *tlsSchema) defRange() hcl.Range        { return s.DefRange }
+func (s *auditSchema) defRange() hcl.Range      { return s.DefRange }
+func (s *acmeSchema) defRange() hcl.Range       { return s.DefRange }
+func (s *syslogSchema) defRange() hcl.Range     { return s.DefRange }
+func (s *backendTLSSchema) defRange() hcl.Range { return s.DefRange }
+func (s *whenSchema) defRange() hcl.Range       { return s.DefRange }
+func (s *relaySchema) defRange() hcl.Range      { return s.DefRange }
+func (s *answerSchema) defRange() hcl.Range     { return s.DefRange }
+func (s *rejectSchema) defRange() hcl.Range     { return s.DefRange }

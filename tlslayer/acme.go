@@ -21,6 +21,7 @@ type acmeManager struct {
 	cache           *certmagic.Cache
 	cm              *certmagic.Config
 	challengeConfig *tls.Config
+	stopAsync       context.CancelFunc // ends ManageAsync's retries; nil after ManageSync
 }
 
 func newACMEManager(ctx context.Context, cfg Config, log hclog.Logger) (*acmeManager, error) {
@@ -32,6 +33,8 @@ func newACMEManager(ctx context.Context, cfg Config, log hclog.Logger) (*acmeMan
 		return nil, errors.New("tls: acme: directory is required")
 	case a.Storage == "":
 		return nil, errors.New("tls: acme: storage is required")
+	case a.DisableTLSALPN && a.HTTPPort == 0:
+		return nil, errors.New("tls: acme: with TLS-ALPN-01 disabled an HTTP-01 port is required")
 	}
 	var roots *x509.CertPool
 	if len(a.CARootFiles) > 0 {
@@ -51,6 +54,7 @@ func newACMEManager(ctx context.Context, cfg Config, log hclog.Logger) (*acmeMan
 		}
 	}
 	m := &acmeManager{domains: append([]string(nil), a.Domains...)}
+	failed := make(chan error, 1)
 	nop := zap.NewNop()
 	m.cache = certmagic.NewCache(certmagic.CacheOptions{
 		GetConfigForCert:   func(certmagic.Certificate) (*certmagic.Config, error) { return m.cm, nil },
@@ -78,21 +82,30 @@ func newACMEManager(ctx context.Context, cfg Config, log hclog.Logger) (*acmeMan
 				}
 			case "cert_failed":
 				log.Error("ACME certificate order failed", "identifier", data["identifier"], "renewal", data["renewal"], "error", data["error"])
+				err, _ := data["error"].(error)
+				if err == nil {
+					err = fmt.Errorf("%v", data["error"])
+				}
+				select {
+				case failed <- err:
+				default:
+				}
 			}
 			return nil
 		},
 	})
 	issuer := certmagic.NewACMEIssuer(m.cm, certmagic.ACMEIssuer{
-		CA:                   a.Directory,
-		TestCA:               a.Directory, // never fall back to Let's Encrypt staging
-		Email:                a.Email,
-		Agreed:               true,
-		DisableHTTPChallenge: a.HTTPPort == 0,
-		AltHTTPPort:          a.HTTPPort,
-		AltTLSALPNPort:       a.TLSALPNPort,
-		ListenHost:           a.ListenHost,
-		TrustedRoots:         roots,
-		Logger:               nop,
+		CA:                      a.Directory,
+		TestCA:                  a.Directory, // never fall back to Let's Encrypt staging
+		Email:                   a.Email,
+		Agreed:                  true,
+		DisableHTTPChallenge:    a.HTTPPort == 0,
+		DisableTLSALPNChallenge: a.DisableTLSALPN,
+		AltHTTPPort:             a.HTTPPort,
+		AltTLSALPNPort:          a.TLSALPNPort,
+		ListenHost:              a.ListenHost,
+		TrustedRoots:            roots,
+		Logger:                  nop,
 	})
 	m.cm.Issuers = []certmagic.Issuer{issuer}
 	m.challengeConfig = &tls.Config{
@@ -103,11 +116,40 @@ func newACMEManager(ctx context.Context, cfg Config, log hclog.Logger) (*acmeMan
 	}
 	// Obtain (or load from storage) before the listener serves anyone; from
 	// here on certmagic's maintenance goroutine renews in the background.
-	if err := m.cm.ManageSync(ctx, m.domains); err != nil {
-		m.cache.Stop()
+	if err := m.obtain(ctx, a.Email != "", failed); err != nil {
+		m.close()
 		return nil, fmt.Errorf("tls: acme: %w", err)
 	}
 	return m, nil
+}
+
+// obtain gets the certificates at start. certmagic's synchronous path is
+// "interactive": without an email address it would prompt on stdin, which a
+// server must never do, so without one it manages asynchronously and waits
+// for the certificate (or the first failure, or ctx).
+func (m *acmeManager) obtain(ctx context.Context, haveEmail bool, failed <-chan error) error {
+	if haveEmail {
+		return m.cm.ManageSync(ctx, m.domains)
+	}
+	mctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	m.stopAsync = cancel
+	if err := m.cm.ManageAsync(mctx, m.domains); err != nil {
+		return err
+	}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if !m.notAfter().IsZero() {
+			return nil // mctx lives until close: it bounds the async retries
+		}
+		select {
+		case err := <-failed:
+			return err
+		case <-ctx.Done():
+			return fmt.Errorf("no certificate before the start deadline: %w", ctx.Err())
+		case <-tick.C:
+		}
+	}
 }
 
 func (m *acmeManager) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
@@ -124,4 +166,9 @@ func (m *acmeManager) notAfter() time.Time {
 	return na
 }
 
-func (m *acmeManager) close() { m.cache.Stop() }
+func (m *acmeManager) close() {
+	if m.stopAsync != nil {
+		m.stopAsync()
+	}
+	m.cache.Stop()
+}

@@ -53,6 +53,9 @@ type ACMEConfig struct {
 	CARootFiles []string // roots that sign the ACME server's HTTPS certificate (private ACME CAs)
 	Storage     string   // certmagic FileStorage path
 	HTTPPort    int      // HTTP-01 challenge port; 0 disables HTTP-01
+	// DisableTLSALPN turns TLS-ALPN-01 off (HTTP-01 only), for sites where
+	// the ACME CA cannot reach the DICOM port.
+	DisableTLSALPN bool
 	// TLSALPNPort is the port the ACME CA connects to for TLS-ALPN-01 (the
 	// DICOM listener's port); 0 means 443 (certmagic's default); only used to
 	// tell certmagic where the challenge is solved, the listener is the caller's.
@@ -85,6 +88,7 @@ const (
 	ReasonEOF                 = "eof"
 	ReasonCRLExpired          = "crl-expired"    // the issuer's CRL is past NextUpdate (fail closed)
 	ReasonACMEChallenge       = "acme-challenge" // a TLS-ALPN-01 validation connection, not a client
+	ReasonPeerAlert           = "peer-alert"     // the client aborted with an alert, e.g. it does not trust the edge
 	ReasonOther               = "other"
 )
 

@@ -52,6 +52,11 @@ func Classify(err error) string {
 	if r := classifyX509(err, nil); r != ReasonBadCertificate {
 		return r
 	}
+	// The client aborted with an alert of its own, typically because it does
+	// not trust the edge's certificate: not a fault of the client's certificate.
+	if oe, ok := errors.AsType[*net.OpError](err); ok && oe.Op == "remote error" {
+		return ReasonPeerAlert
+	}
 	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
 		return ReasonTimeout
 	}

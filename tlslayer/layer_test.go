@@ -426,3 +426,22 @@ func writePEM(t *testing.T, path, typ string, der []byte) {
 		t.Fatal(err)
 	}
 }
+
+// TestClientDistrustsEdge: a client that does not trust the edge's
+// certificate aborts with an alert; that is the edge's problem to report,
+// not a bad client certificate.
+func TestClientDistrustsEdge(t *testing.T) {
+	f := newFixture(t, false)
+	cert, key := f.pki.Issue(t, "client", testpeer.CertOptions{})
+	srv := startServer(t, newLayerT(t, f.config()), 2*time.Second)
+	other := testpeer.NewPKI(t, "unrelated-ca")
+	c, err := dial(srv.addr, &tls.Config{RootCAs: pool(t, other.CACert), ServerName: "localhost",
+		Certificates: []tls.Certificate{keyPair(t, cert, key)}})
+	if err == nil {
+		c.Close()
+		t.Fatal("client accepted an edge it does not trust")
+	}
+	if r := srv.next(t); Classify(r.err) != ReasonPeerAlert {
+		t.Fatalf("reason %q (%v), want peer-alert", Classify(r.err), r.err)
+	}
+}

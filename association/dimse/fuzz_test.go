@@ -1,0 +1,76 @@
+package dimse
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"testing"
+
+	"github.com/dicomedge/dicomedge/association"
+)
+
+// FuzzDecodeCommand: no panic, only ProtocolErrors, and what decodes
+// re-encodes to bytes that decode to the same command and re-encode
+// identically.
+func FuzzDecodeCommand(f *testing.F) {
+	for _, name := range []string{"testdata/c-echo-rq-echoscu.bin", "testdata/c-store-rq-storescu-xs.bin"} {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add((&Command{CommandField: CMoveRSP, MessageIDBeingRespondedTo: 1, HasStatus: true, Status: StatusPending,
+		NumberOfRemainingSuboperations: Uint16(3), MoveDestination: "X", ErrorComment: "e",
+		Elements: []Element{{TagActionTypeID, []byte{1, 0}}}}).Encode())
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := DecodeCommand(b)
+		if err != nil {
+			var pe *association.ProtocolError
+			if !errors.As(err, &pe) {
+				t.Fatalf("error type %T: %v", err, err)
+			}
+			return
+		}
+		e1 := c.Encode()
+		c2, err := DecodeCommand(e1)
+		if err != nil {
+			t.Fatalf("re-encoded command does not decode: %v\n% x", err, e1)
+		}
+		if !typedEqual(c, c2) {
+			t.Fatalf("round trip differs\n got %+v\nwant %+v", c2, c)
+		}
+		if e2 := c2.Encode(); !bytes.Equal(e1, e2) {
+			t.Fatalf("encoding not stable\n% x\n% x", e1, e2)
+		}
+	})
+}
+
+// FuzzPatientIDScanner: no panic, and the answer does not depend on how
+// the data set is fragmented.
+func FuzzPatientIDScanner(f *testing.F) {
+	f.Add([]byte(ex(0x0010, 0x0020, "LO", []byte("P1"))), uint16(3), false)
+	f.Add(join(im(0x0008, 0x1032, nil, u), delim(0xE000, u), im(0x0008, 0x0100, []byte("C ")), delim(0xE00D, 0), delim(0xE0DD, 0),
+		im(0x0010, 0x0020, []byte("IMPL"))), uint16(17), true)
+	f.Add(join(ex(0x0008, 0x1032, "SQ", nil, u), delim(0xE000, 8), []byte("abcdefgh"), delim(0xE0DD, 0), ex(0x0010, 0x0020, "LO", []byte("Q"))), uint16(1), false)
+	f.Fuzz(func(t *testing.T, data []byte, split uint16, implicit bool) {
+		ts := association.ExplicitVRLittleEndian
+		if implicit {
+			ts = association.ImplicitVRLittleEndian
+		}
+		whole := NewPatientIDScanner(ts)
+		whole.Feed(data)
+		parts := NewPatientIDScanner(ts)
+		k := min(int(split), len(data))
+		parts.Feed(data[:k])
+		parts.Feed(data[k:])
+		id1, ok1 := whole.PatientID()
+		id2, ok2 := parts.PatientID()
+		if id1 != id2 || ok1 != ok2 || whole.Done() != parts.Done() {
+			t.Fatalf("whole %q %v %v, split at %d %q %v %v", id1, ok1, whole.Done(), k, id2, ok2, parts.Done())
+		}
+		if len(id1) > maxPatientIDLen {
+			t.Fatalf("patient ID of %d bytes", len(id1))
+		}
+	})
+}

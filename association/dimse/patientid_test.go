@@ -1,0 +1,179 @@
+package dimse
+
+import (
+	"bytes"
+	"encoding/binary"
+	"strings"
+	"testing"
+
+	"github.com/dicomedge/dicomedge/association"
+)
+
+// Data-set builders, Little Endian. ex writes an explicit-VR element, im an
+// implicit one; u marks an undefined length.
+const u = 0xFFFFFFFF
+
+func tagBytes(g, e uint16) []byte {
+	return binary.LittleEndian.AppendUint16(binary.LittleEndian.AppendUint16(nil, g), e)
+}
+
+func ex(g, e uint16, vr string, v []byte, length ...uint32) []byte {
+	n := uint32(len(v))
+	if len(length) > 0 {
+		n = length[0]
+	}
+	b := append(tagBytes(g, e), vr...)
+	switch vr {
+	case "OB", "OW", "SQ", "UN", "UT":
+		b = append(b, 0, 0)
+		b = binary.LittleEndian.AppendUint32(b, n)
+	default:
+		b = binary.LittleEndian.AppendUint16(b, uint16(n))
+	}
+	return append(b, v...)
+}
+
+func im(g, e uint16, v []byte, length ...uint32) []byte {
+	n := uint32(len(v))
+	if len(length) > 0 {
+		n = length[0]
+	}
+	return append(binary.LittleEndian.AppendUint32(tagBytes(g, e), n), v...)
+}
+
+// delim is an item or delimitation tag with its 4-byte length (no VR).
+func delim(e uint16, n uint32) []byte { return im(0xFFFE, e, nil, n) }
+
+func join(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+
+func TestPatientIDScanner(t *testing.T) {
+	pixels := ex(0x7FE0, 0x0010, "OW", make([]byte, 4000))
+	codeItemEx := join(ex(0x0008, 0x0100, "SH", []byte("CODE1 ")), ex(0x0008, 0x0102, "SH", []byte("L ")))
+	codeItemIm := join(im(0x0008, 0x0100, []byte("CODE1 ")), im(0x0008, 0x0102, []byte("L ")))
+	cases := []struct {
+		name      string
+		ts        string
+		data      []byte
+		want      string
+		found     bool
+		doneEarly bool // done before the end of the data
+	}{
+		{
+			name: "explicit VR, plain", ts: association.ExplicitVRLittleEndian,
+			data: join(ex(0x0008, 0x0060, "CS", []byte("OT")), ex(0x0010, 0x0010, "PN", []byte("Doe^Jane")), ex(0x0010, 0x0020, "LO", []byte("PAT-1 ")), pixels),
+			want: "PAT-1", found: true, doneEarly: true,
+		},
+		{
+			name: "explicit VR, defined-length sequence and OB before", ts: association.JPEGBaseline8Bit,
+			data: join(ex(0x0008, 0x0016, "UI", []byte("1.2\x00\x00")), ex(0x0008, 0x0030, "OB", make([]byte, 300)),
+				ex(0x0008, 0x1032, "SQ", join(delim(0xE000, uint32(len(codeItemEx))), codeItemEx)),
+				ex(0x0010, 0x0020, "LO", []byte("ABC")), pixels),
+			want: "ABC", found: true, doneEarly: true,
+		},
+		{
+			name: "explicit VR, undefined-length sequence and items, nested", ts: association.ExplicitVRLittleEndian,
+			data: join(
+				ex(0x0008, 0x1032, "SQ", nil, u), delim(0xE000, u), codeItemEx,
+				ex(0x0008, 0x1110, "SQ", nil, u), delim(0xE000, u),
+				ex(0x0010, 0x0020, "LO", []byte("NOT-TOP")), // inside a sequence: not the patient's
+				delim(0xE00D, 0), delim(0xE0DD, 0),
+				delim(0xE00D, 0), delim(0xE000, uint32(len(codeItemEx))), codeItemEx, delim(0xE0DD, 0),
+				ex(0x0010, 0x0020, "LO", []byte("TOP-LEVEL ")), pixels),
+			want: "TOP-LEVEL", found: true, doneEarly: true,
+		},
+		{
+			name: "implicit VR, undefined-length sequence", ts: association.ImplicitVRLittleEndian,
+			data: join(im(0x0008, 0x0060, []byte("OT")), im(0x0008, 0x1032, nil, u), delim(0xE000, u), codeItemIm, delim(0xE00D, 0), delim(0xE0DD, 0),
+				im(0x0010, 0x0010, []byte("Doe^Jane")), im(0x0010, 0x0020, []byte("IMPL-7")), im(0x7FE0, 0x0010, make([]byte, 4000))),
+			want: "IMPL-7", found: true, doneEarly: true,
+		},
+		{
+			name: "implicit VR, defined-length sequence", ts: association.ImplicitVRLittleEndian,
+			data: join(im(0x0008, 0x1032, join(delim(0xE000, uint32(len(codeItemIm))), codeItemIm)), im(0x0010, 0x0020, []byte("D2"))),
+			want: "D2", found: true,
+		},
+		{
+			name: "no patient ID: gives up at group 0020", ts: association.ExplicitVRLittleEndian,
+			data:      join(ex(0x0010, 0x0010, "PN", []byte("Doe^Jane")), ex(0x0020, 0x000D, "UI", []byte("1.2.3\x00")), pixels),
+			doneEarly: true,
+		},
+		{
+			name: "empty patient ID", ts: association.ExplicitVRLittleEndian,
+			data: join(ex(0x0010, 0x0020, "LO", nil), pixels), found: true, doneEarly: true,
+		},
+		{
+			name: "data set ends before group 0010", ts: association.ExplicitVRLittleEndian,
+			data: ex(0x0008, 0x0060, "CS", []byte("OT")),
+		},
+		{
+			name: "patient ID value too long", ts: association.ImplicitVRLittleEndian,
+			data: join(im(0x0010, 0x0020, []byte(strings.Repeat("x", 300))), pixels), doneEarly: true,
+		},
+		{
+			name: "UN of undefined length before: given up", ts: association.ExplicitVRLittleEndian,
+			data:      join(ex(0x0009, 0x1010, "UN", nil, u), delim(0xE000, u), im(0x0009, 0x0001, []byte("xx")), delim(0xE00D, 0), delim(0xE0DD, 0), ex(0x0010, 0x0020, "LO", []byte("P"))),
+			doneEarly: true,
+		},
+		{
+			name: "stray item at top level: given up", ts: association.ExplicitVRLittleEndian,
+			data: join(delim(0xE000, 4), []byte{0, 0, 0, 0}, ex(0x0010, 0x0020, "LO", []byte("P"))), doneEarly: true,
+		},
+		{
+			name: "deflated: not scanned", ts: association.DeflatedExplicitVRLittleEndian,
+			data: ex(0x0010, 0x0020, "LO", []byte("P")), doneEarly: true,
+		},
+		{
+			name: "big endian: not scanned", ts: association.ExplicitVRBigEndian,
+			data: ex(0x0010, 0x0020, "LO", []byte("P")), doneEarly: true,
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			// Every split into two fragments, then one byte at a time.
+			for split := 0; split <= len(tc.data); split += max(1, len(tc.data)/200) {
+				s := NewPatientIDScanner(tc.ts)
+				s.Feed(tc.data[:split])
+				s.Feed(tc.data[split:])
+				checkScan(t, s, tc.want, tc.found, split)
+			}
+			s := NewPatientIDScanner(tc.ts)
+			doneAt := -1
+			for i := range tc.data {
+				if s.Feed(tc.data[i : i+1]) {
+					doneAt = i
+					break
+				}
+			}
+			checkScan(t, s, tc.want, tc.found, -1)
+			if tc.doneEarly != (doneAt >= 0 && doneAt < len(tc.data)-1) {
+				t.Fatalf("done at byte %d of %d, want early=%v", doneAt, len(tc.data), tc.doneEarly)
+			}
+		})
+	}
+}
+
+func checkScan(t *testing.T, s *PatientIDScanner, want string, found bool, split int) {
+	t.Helper()
+	if id, ok := s.PatientID(); id != want || ok != found {
+		t.Fatalf("split %d: PatientID() = %q, %v; want %q, %v", split, id, ok, want, found)
+	}
+}
+
+// The scanner holds nothing of the data set beyond the Patient ID: feeding
+// it megabytes of pixel data allocates nothing.
+func TestPatientIDScannerDoesNotBuffer(t *testing.T) {
+	head := ex(0x0008, 0x0060, "CS", []byte("OT"))
+	big := ex(0x0009, 0x0010, "OB", nil, 8<<20)
+	chunk := make([]byte, 64<<10)
+	allocs := testing.AllocsPerRun(5, func() {
+		s := NewPatientIDScanner(association.ExplicitVRLittleEndian)
+		s.Feed(head)
+		s.Feed(big)
+		for range 128 {
+			s.Feed(chunk)
+		}
+	})
+	if allocs > 1 {
+		t.Fatalf("%.0f allocations while skipping 8 MiB", allocs)
+	}
+}

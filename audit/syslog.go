@@ -1,0 +1,490 @@
+package audit
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// SyslogConfig configures a Forwarder (the policy's audit.syslog block).
+type SyslogConfig struct {
+	Address string   // host:port of the collector (RFC 5425: 6514)
+	Format  string   // "atna" (default: DICOM PS3.15 A.5 AuditMessage XML) | "json" (the chained line)
+	CA      []string // PEM files with the roots that sign the collector; empty = system roots
+	// RootCAs, when set, is used instead of CA.
+	RootCAs      *x509.CertPool
+	ServerName   string            // default: the host part of Address
+	Certificates []tls.Certificate // optional client certificate for mutual TLS
+	Hostname     string            // HOSTNAME field and AuditSourceID; default os.Hostname()
+	QueueSize    int               // events buffered while the collector is slow or away; default 4096
+	DialTimeout  time.Duration     // default 5s
+	// CloseTimeout bounds how long Close keeps trying to deliver what is
+	// queued; default 5s.
+	CloseTimeout time.Duration
+	Logger       hclog.Logger
+}
+
+// Forwarder sends audit events to a central collector as RFC 5424 syslog
+// messages over TLS with RFC 5425 octet-counting framing. The local
+// hash-chained file stays the record of truth; the forwarder is best effort
+// with a bounded queue (full: the event is counted in Dropped, never waited
+// for) and reconnects with backoff, so a collector outage never stalls the
+// edge. Delivery is at least once: a message cut by a broken connection is
+// sent again whole.
+type Forwarder struct {
+	cfg     SyslogConfig
+	tlsConf *tls.Config
+	log     hclog.Logger
+	pid     string
+
+	mu     sync.RWMutex
+	closed bool
+	queue  chan fwdItem
+	done   chan struct{}
+	stop   chan struct{} // closed when Close's deadline passes
+
+	dropped atomic.Uint64
+	sent    atomic.Uint64
+	conn    net.Conn
+}
+
+type fwdItem struct {
+	e    Event
+	line []byte
+}
+
+// NewForwarder checks cfg, loads the CA roots and starts the sender. It does
+// not connect yet: the collector may come up after the edge.
+func NewForwarder(cfg SyslogConfig) (*Forwarder, error) {
+	if cfg.Address == "" {
+		return nil, errors.New("audit: syslog address is empty")
+	}
+	host, _, err := net.SplitHostPort(cfg.Address)
+	if err != nil {
+		return nil, fmt.Errorf("audit: syslog address %q: %w", cfg.Address, err)
+	}
+	switch cfg.Format {
+	case "":
+		cfg.Format = "atna"
+	case "atna", "json":
+	default:
+		return nil, fmt.Errorf("audit: syslog format %q: want atna or json", cfg.Format)
+	}
+	roots := cfg.RootCAs
+	if roots == nil && len(cfg.CA) > 0 {
+		roots = x509.NewCertPool()
+		for _, f := range cfg.CA {
+			pem, err := os.ReadFile(f)
+			if err != nil {
+				return nil, fmt.Errorf("audit: syslog ca: %w", err)
+			}
+			if !roots.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("audit: syslog ca %s: no PEM certificates", f)
+			}
+		}
+	}
+	if cfg.ServerName == "" {
+		cfg.ServerName = host
+	}
+	if cfg.Hostname == "" {
+		cfg.Hostname, _ = os.Hostname()
+	}
+	if cfg.QueueSize <= 0 {
+		cfg.QueueSize = 4096
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 5 * time.Second
+	}
+	if cfg.CloseTimeout <= 0 {
+		cfg.CloseTimeout = 5 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	f := &Forwarder{
+		cfg: cfg,
+		tlsConf: &tls.Config{
+			RootCAs: roots, ServerName: cfg.ServerName, Certificates: cfg.Certificates,
+			MinVersion: tls.VersionTLS12,
+		},
+		log:   cfg.Logger,
+		pid:   strconv.Itoa(os.Getpid()),
+		queue: make(chan fwdItem, cfg.QueueSize),
+		done:  make(chan struct{}),
+		stop:  make(chan struct{}),
+	}
+	go f.run()
+	return f, nil
+}
+
+// Send queues a record for the collector without waiting; line is copied.
+// It returns false (and counts a drop) when the queue is full or closed.
+func (f *Forwarder) Send(e Event, line []byte) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		f.dropped.Add(1)
+		return false
+	}
+	select {
+	case f.queue <- fwdItem{e, bytes.Clone(line)}:
+		return true
+	default:
+		f.dropped.Add(1)
+		return false
+	}
+}
+
+// Dropped counts events that never reached the collector's socket.
+func (f *Forwarder) Dropped() uint64 { return f.dropped.Load() }
+
+// Sent counts messages written to the collector.
+func (f *Forwarder) Sent() uint64 { return f.sent.Load() }
+
+// Close delivers what is queued, trying for up to CloseTimeout, then closes
+// the connection.
+func (f *Forwarder) Close() error {
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		<-f.done
+		return nil
+	}
+	f.closed = true
+	close(f.queue)
+	f.mu.Unlock()
+	t := time.AfterFunc(f.cfg.CloseTimeout, func() { close(f.stop) })
+	<-f.done
+	if t.Stop() {
+		close(f.stop)
+	}
+	return nil
+}
+
+func (f *Forwarder) run() {
+	defer close(f.done)
+	defer func() {
+		if f.conn != nil {
+			f.conn.Close()
+		}
+	}()
+	backoff := 100 * time.Millisecond
+	var frame []byte
+	for it := range f.queue {
+		frame = f.frame(frame[:0], &it)
+		for {
+			if err := f.write(frame); err == nil {
+				f.sent.Add(1)
+				backoff = 100 * time.Millisecond
+				break
+			} else {
+				f.log.Warn("audit syslog delivery failed; retrying", "address", f.cfg.Address, "error", err, "retry_in", backoff)
+			}
+			select {
+			case <-f.stop:
+				// Close gave up: count this and everything still queued.
+				f.dropped.Add(1)
+				for range f.queue {
+					f.dropped.Add(1)
+				}
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 30*time.Second)
+		}
+	}
+}
+
+func (f *Forwarder) write(frame []byte) error {
+	if f.conn == nil {
+		d := &net.Dialer{Timeout: f.cfg.DialTimeout}
+		c, err := tls.DialWithDialer(d, "tcp", f.cfg.Address, f.tlsConf)
+		if err != nil {
+			return err
+		}
+		f.conn = c
+	}
+	f.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	if _, err := f.conn.Write(frame); err != nil {
+		f.conn.Close()
+		f.conn = nil
+		return err
+	}
+	return nil
+}
+
+// frame appends one RFC 5425 frame: MSG-LEN SP SYSLOG-MSG, where the
+// message is RFC 5424: <PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID SD MSG.
+func (f *Forwarder) frame(b []byte, it *fwdItem) []byte {
+	// Facility 10 (security/authorization), as IHE ATNA uses; severity 4
+	// (warning) for failures, 5 (notice) otherwise.
+	sev := 5
+	if outcome(&it.e) != 0 {
+		sev = 4
+	}
+	msgID := sdName(it.e.Event, 32)
+	var msg []byte
+	if f.cfg.Format == "atna" {
+		msgID = "IHE+RFC-3881"
+		msg = ATNA(&it.e, f.cfg.Hostname)
+	} else {
+		msg = it.line
+	}
+	var m bytes.Buffer
+	fmt.Fprintf(&m, "<%d>1 %s %s dicomedge %s %s - ", 10*8+sev,
+		it.e.Time.UTC().Format("2006-01-02T15:04:05.000000Z07:00"), // RFC 5424 allows at most 6 fraction digits
+		orNil(sdName(f.cfg.Hostname, 255)), f.pid, orNil(msgID))
+	m.Write(msg)
+	b = strconv.AppendInt(b, int64(m.Len()), 10)
+	b = append(b, ' ')
+	return append(b, m.Bytes()...)
+}
+
+// sdName keeps the PRINTUSASCII characters RFC 5424 allows in header fields.
+func sdName(s string, max int) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 33 || r > 126 {
+			return -1
+		}
+		return r
+	}, s)
+	if len(s) > max {
+		s = s[:max]
+	}
+	return s
+}
+
+func orNil(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// outcome is the RFC 3881 EventOutcomeIndicator: 0 success, 4 minor
+// failure (a refused request, a rejected or aborted association, a failed
+// handshake or reload).
+func outcome(e *Event) int {
+	switch e.Event {
+	case EventTLSFailed, EventRejected, EventAborted, EventPolicyReloadFailed:
+		return 4
+	case EventDIMSE:
+		if e.Allowed != nil && !*e.Allowed {
+			return 4
+		}
+		// PS3.7 status: 0x0000 success, 0xFF00/0xFF01 pending, 0x0001 and
+		// 0xBxxx warnings; everything else is a failure.
+		st, err := strconv.ParseUint(strings.TrimPrefix(strings.ToLower(e.Status), "0x"), 16, 16)
+		if err == nil && !(st == 0 || st == 1 || st == 0xff00 || st == 0xff01 || st&0xf000 == 0xb000) {
+			return 4
+		}
+	}
+	return 0
+}
+
+// Coded values from DICOM PS3.16: CID 400 (Audit Event ID), CID 401-ish
+// event type codes (Login/Logout, Node Authentication, Security
+// Configuration), CID 402 (Audit Active Participant Role ID); RFC 3881
+// participant object codes as PS3.15 A.5.1.2 uses them.
+var (
+	codeApplicationActivity = atnaCode{"110100", "DCM", "Application Activity"}
+	codeInstancesTransfer   = atnaCode{"110104", "DCM", "DICOM Instances Transferred"}
+	codeQuery               = atnaCode{"110112", "DCM", "Query"}
+	codeSecurityAlert       = atnaCode{"110113", "DCM", "Security Alert"}
+	codeUserAuthentication  = atnaCode{"110114", "DCM", "User Authentication"}
+	codeLogin               = atnaCode{"110122", "DCM", "Login"}
+	codeLogout              = atnaCode{"110123", "DCM", "Logout"}
+	codeNodeAuthentication  = atnaCode{"110126", "DCM", "Node Authentication"}
+	codeSecurityConfig      = atnaCode{"110129", "DCM", "Security Configuration"}
+	codeApplication         = atnaCode{"110150", "DCM", "Application"}
+	codeDestinationRole     = atnaCode{"110152", "DCM", "Destination Role ID"}
+	codeSourceRole          = atnaCode{"110153", "DCM", "Source Role ID"}
+	codeSOPClassUID         = atnaCode{"110181", "DCM", "SOP Class UID"}
+	codePatientNumber       = atnaCode{"2", "RFC-3881", "Patient Number"}
+)
+
+type atnaCode struct {
+	Code   string `xml:"csd-code,attr"`
+	System string `xml:"codeSystemName,attr"`
+	Text   string `xml:"originalText,attr,omitempty"`
+}
+
+type atnaMessage struct {
+	XMLName      xml.Name          `xml:"AuditMessage"`
+	Event        atnaEvent         `xml:"EventIdentification"`
+	Participants []atnaParticipant `xml:"ActiveParticipant"`
+	Source       atnaSource        `xml:"AuditSourceIdentification"`
+	Objects      []atnaObject      `xml:"ParticipantObjectIdentification,omitempty"`
+}
+
+type atnaEvent struct {
+	Action   string     `xml:"EventActionCode,attr"`
+	DateTime string     `xml:"EventDateTime,attr"`
+	Outcome  int        `xml:"EventOutcomeIndicator,attr"`
+	ID       atnaCode   `xml:"EventID"`
+	Types    []atnaCode `xml:"EventTypeCode,omitempty"`
+	Desc     string     `xml:"EventOutcomeDescription,omitempty"`
+}
+
+type atnaParticipant struct {
+	UserID      string   `xml:"UserID,attr"`
+	AltUserID   string   `xml:"AlternativeUserID,attr,omitempty"`
+	UserName    string   `xml:"UserName,attr,omitempty"`
+	IsRequestor bool     `xml:"UserIsRequestor,attr"`
+	NAPID       string   `xml:"NetworkAccessPointID,attr,omitempty"`
+	NAPType     string   `xml:"NetworkAccessPointTypeCode,attr,omitempty"` // 1 machine name, 2 IP address
+	Role        atnaCode `xml:"RoleIDCode"`
+}
+
+type atnaSource struct {
+	ID   string `xml:"AuditSourceID,attr"`
+	Type struct {
+		Code string `xml:"code,attr"`
+	} `xml:"AuditSourceTypeCode"`
+}
+
+type atnaObject struct {
+	ID       string        `xml:"ParticipantObjectID,attr"`
+	Type     int           `xml:"ParticipantObjectTypeCode,attr"`     // 1 person, 2 system object
+	Role     int           `xml:"ParticipantObjectTypeCodeRole,attr"` // 1 patient, 3 report, 24 query
+	IDType   atnaCode      `xml:"ParticipantObjectIDTypeCode"`
+	SOPClass *atnaSOPClass `xml:"ParticipantObjectDescription>SOPClass,omitempty"`
+}
+
+type atnaSOPClass struct {
+	UID       string `xml:"UID,attr"`
+	Count     int    `xml:"NumberOfInstances,attr"`
+	Instances []struct {
+		UID string `xml:"UID,attr"`
+	} `xml:"Instance,omitempty"`
+}
+
+// ATNA renders e as a DICOM PS3.15 A.5 AuditMessage (RFC 3881 structure
+// with DICOM codes). host names the edge (AuditSourceID, its network
+// access point).
+func ATNA(e *Event, host string) []byte {
+	m := atnaMessage{}
+	m.Event.DateTime = e.Time.UTC().Format(TimeFormat)
+	m.Event.Outcome = outcome(e)
+	m.Event.Action = "E"
+	m.Source.ID = host
+	m.Source.Type.Code = "4" // application server process
+	edgeAE := strings.TrimSpace(e.CalledAE)
+	edge := atnaParticipant{UserID: orDefault(edgeAE, "dicomedge"), IsRequestor: false,
+		NAPID: host, NAPType: "1", Role: codeDestinationRole}
+	if edgeAE != "" {
+		edge.AltUserID = "AETITLES=" + edgeAE
+	}
+	peer := atnaParticipant{IsRequestor: true, Role: codeSourceRole}
+	peer.UserID = orDefault(clientID(e.Client), e.Remote)
+	if ae := strings.TrimSpace(e.CallingAE); ae != "" {
+		peer.AltUserID = "AETITLES=" + ae
+	}
+	if e.Client != nil {
+		peer.UserName = e.Client.CN
+	}
+	if h, _, err := net.SplitHostPort(e.Remote); err == nil {
+		peer.NAPID, peer.NAPType = h, "2"
+	}
+	if peer.UserID == "" {
+		peer.UserID = "unknown"
+	}
+
+	switch e.Event {
+	case EventTLSFailed:
+		m.Event.ID, m.Event.Types = codeSecurityAlert, []atnaCode{codeNodeAuthentication}
+		m.Event.Desc = "TLS handshake failed: " + e.Reason
+		m.Participants = []atnaParticipant{peer, edge}
+	case EventAccepted, EventRejected:
+		m.Event.ID, m.Event.Types = codeUserAuthentication, []atnaCode{codeLogin}
+		if e.Event == EventRejected {
+			m.Event.Desc = fmt.Sprintf("association rejected: %s (result %d, source %d, reason %d)", e.Reason, e.Result, e.Source, e.ReasonCode)
+		}
+		m.Participants = []atnaParticipant{peer, edge}
+	case EventReleased, EventAborted:
+		m.Event.ID, m.Event.Types = codeUserAuthentication, []atnaCode{codeLogout}
+		if e.Event == EventAborted {
+			m.Event.Desc = strings.TrimSpace("association aborted " + e.AbortSource + " " + e.AbortReason)
+		}
+		m.Participants = []atnaParticipant{peer, edge}
+	case EventDIMSE:
+		switch e.Service {
+		case "C-STORE":
+			m.Event.ID, m.Event.Action = codeInstancesTransfer, "C"
+		case "C-GET", "C-MOVE":
+			m.Event.ID, m.Event.Action = codeInstancesTransfer, "R"
+		case "C-FIND":
+			m.Event.ID = codeQuery
+		default:
+			m.Event.ID = codeApplicationActivity
+		}
+		if m.Event.Outcome != 0 {
+			m.Event.Desc = strings.TrimSpace(e.Service + " status " + e.Status)
+			if e.Allowed != nil && !*e.Allowed {
+				m.Event.Desc = e.Service + " refused by policy"
+			}
+		}
+		m.Participants = []atnaParticipant{peer, edge}
+		if e.SOPClass != "" {
+			o := atnaObject{ID: e.SOPClass, Type: 2, Role: 3, IDType: codeSOPClassUID}
+			if e.Service == "C-FIND" {
+				o.Role = 24
+			}
+			if e.SOPInstance != "" {
+				o.SOPClass = &atnaSOPClass{UID: e.SOPClass, Count: 1}
+				o.SOPClass.Instances = append(o.SOPClass.Instances, struct {
+					UID string `xml:"UID,attr"`
+				}{e.SOPInstance})
+			}
+			m.Objects = append(m.Objects, o)
+		}
+		if e.PatientID != "" {
+			m.Objects = append(m.Objects, atnaObject{ID: e.PatientID, Type: 1, Role: 1, IDType: codePatientNumber})
+		}
+	default: // policy.reloaded, policy.reload_failed, cert.renewed
+		m.Event.ID, m.Event.Types = codeSecurityAlert, []atnaCode{codeSecurityConfig}
+		m.Event.Desc = strings.TrimSpace(e.Event + " " + e.Detail)
+		m.Participants = []atnaParticipant{{UserID: "dicomedge", IsRequestor: true, NAPID: host, NAPType: "1", Role: codeApplication}}
+	}
+	b, err := xml.Marshal(m)
+	if err != nil {
+		// Only invalid UTF-8 can fail here; encoding/xml escapes the rest.
+		b = []byte("<AuditMessage/>")
+	}
+	return append([]byte(xml.Header[:len(xml.Header)-1]), b...)
+}
+
+func clientID(c *Client) string {
+	switch {
+	case c == nil:
+		return ""
+	case c.Subject != "":
+		return c.Subject
+	case c.CN != "":
+		return c.CN
+	case len(c.URI) > 0:
+		return c.URI[0]
+	case len(c.DNS) > 0:
+		return c.DNS[0]
+	}
+	return c.Fingerprint
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
