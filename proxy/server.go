@@ -404,3 +404,25 @@ func AuditConfig(cfg *policy.Config, logger hclog.Logger) audit.Config {
 	}
 	return a
 }
+
+// OpenAudit opens the audit writer for cfg's audit block, with a syslog
+// forwarder when audit.syslog is set (the writer closes it).
+func OpenAudit(cfg *policy.Config, logger hclog.Logger) (*audit.Writer, error) {
+	ac := AuditConfig(cfg, logger)
+	if sl := cfg.Audit.Syslog; sl != nil {
+		sc := audit.SyslogConfig{Address: sl.Address, Format: sl.Format, CA: sl.CA}
+		if logger != nil {
+			sc.Logger = logger.Named("syslog")
+		}
+		f, err := audit.NewForwarder(sc)
+		if err != nil {
+			return nil, fmt.Errorf("audit.syslog: %w", err)
+		}
+		ac.Forwarder = f
+	}
+	w, err := audit.Open(ac)
+	if err != nil && ac.Forwarder != nil {
+		ac.Forwarder.Close()
+	}
+	return w, err
+}

@@ -17,7 +17,6 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/spf13/cobra"
 
-	"github.com/dicomedge/dicomedge/audit"
 	"github.com/dicomedge/dicomedge/policy"
 	"github.com/dicomedge/dicomedge/proxy"
 	"github.com/dicomedge/dicomedge/tlslayer"
@@ -98,7 +97,7 @@ func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
 		return withExit(1, fmt.Errorf("tls: %w", err))
 	}
 	defer layer.Close()
-	aw, err := audit.Open(proxy.AuditConfig(cfg, logger))
+	aw, err := proxy.OpenAudit(cfg, logger)
 	if err != nil {
 		return withExit(1, fmt.Errorf("audit: %w", err))
 	}
