@@ -47,7 +47,7 @@ var (
 // t.TempDir would vanish with the first test).
 type pkiHolder struct{ dir string }
 
-func sharedPKI(t *testing.T) *testPKI {
+func sharedPKI(t testing.TB) *testPKI {
 	t.Helper()
 	testpeer.Require(t, "openssl")
 	pkiOnce.Do(func() {
@@ -56,7 +56,7 @@ func sharedPKI(t *testing.T) *testPKI {
 			t.Fatal(err)
 		}
 		pkiT.dir = dir
-		tb := &dirTB{T: t, dir: dir}
+		tb := &dirTB{TB: t, dir: dir}
 		p := testpeer.NewPKI(tb, "edge-ca")
 		r := testpeer.NewPKI(tb, "rogue-ca")
 		pki = &testPKI{ca: p.CACert, rogueCA: r.CACert}
@@ -73,7 +73,7 @@ func sharedPKI(t *testing.T) *testPKI {
 
 // dirTB redirects TempDir to a directory that outlives the first test.
 type dirTB struct {
-	*testing.T
+	testing.TB
 	dir string
 	n   int
 }
@@ -82,15 +82,17 @@ func (d *dirTB) TempDir() string {
 	d.n++
 	p := filepath.Join(d.dir, fmt.Sprint(d.n))
 	if err := os.MkdirAll(p, 0o700); err != nil {
-		d.T.Fatal(err)
+		d.TB.Fatal(err)
 	}
 	return p
 }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if pkiT.dir != "" {
-		os.RemoveAll(pkiT.dir)
+	for _, d := range []string{pkiT.dir, benchDir} {
+		if d != "" {
+			os.RemoveAll(d)
+		}
 	}
 	os.Exit(code)
 }
@@ -106,6 +108,8 @@ type edgeOptions struct {
 	AdminListen     bool
 	ProxyProtocol   []string
 	PatientIDs      string
+	NoAudit         bool
+	Quiet           bool // log at warn only (benchmarks)
 }
 
 // testEdge is a running in-process edge with its audit trail.
@@ -135,7 +139,7 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func startEdge(t *testing.T, o edgeOptions) *testEdge {
+func startEdge(t testing.TB, o edgeOptions) *testEdge {
 	t.Helper()
 	p := sharedPKI(t)
 	dir := t.TempDir()
@@ -211,7 +215,11 @@ rule "deny" {
 		t.Fatalf("test policy invalid:\n%s\n%s", b.String(), src)
 	}
 	logs := &syncBuffer{}
-	logger := hclog.New(&hclog.LoggerOptions{Name: "dicomedge", Level: hclog.Debug, Output: logs})
+	level := hclog.Debug
+	if o.Quiet {
+		level = hclog.Warn
+	}
+	logger := hclog.New(&hclog.LoggerOptions{Name: "dicomedge", Level: level, Output: logs})
 	layer, err := tlslayer.New(context.Background(), TLSConfig(cfg, logger))
 	if err != nil {
 		t.Fatalf("tls layer: %v", err)
@@ -222,6 +230,9 @@ rule "deny" {
 		t.Fatalf("audit: %v", err)
 	}
 	s := &Server{Config: cfg, TLS: layer, Audit: aw, Logger: logger}
+	if o.NoAudit {
+		s.Audit = nil
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -263,12 +274,12 @@ func (e *testEdge) tlsArgs(cert, key string) []string {
 }
 
 // dcmtk runs a DCMTK client against the edge with the "client" identity.
-func (e *testEdge) dcmtk(t *testing.T, tool string, args ...string) (string, error) {
+func (e *testEdge) dcmtk(t testing.TB, tool string, args ...string) (string, error) {
 	t.Helper()
 	return e.dcmtkAs(t, e.pki.clientCert, e.pki.clientKey, tool, args...)
 }
 
-func (e *testEdge) dcmtkAs(t *testing.T, cert, key, tool string, args ...string) (string, error) {
+func (e *testEdge) dcmtkAs(t testing.TB, cert, key, tool string, args ...string) (string, error) {
 	t.Helper()
 	testpeer.Require(t, tool)
 	ctx := testpeer.Context(t, 2*time.Minute)
@@ -277,7 +288,7 @@ func (e *testEdge) dcmtkAs(t *testing.T, cert, key, tool string, args ...string)
 }
 
 // events reads the audit trail so far.
-func (e *testEdge) events(t *testing.T) []audit.Event {
+func (e *testEdge) events(t testing.TB) []audit.Event {
 	t.Helper()
 	var out []audit.Event
 	err := audit.ReadFiles(audit.Files(e.AuditFile), audit.Filter{}, func(ev audit.Event, _ []byte) error {
@@ -292,7 +303,7 @@ func (e *testEdge) events(t *testing.T) []audit.Event {
 
 // waitEvent waits (bounded) until the audit trail holds an event matching
 // pred, and returns it.
-func (e *testEdge) waitEvent(t *testing.T, what string, pred func(audit.Event) bool) audit.Event {
+func (e *testEdge) waitEvent(t testing.TB, what string, pred func(audit.Event) bool) audit.Event {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -315,7 +326,7 @@ func (e *testEdge) waitEvent(t *testing.T, what string, pred func(audit.Event) b
 
 // goClient opens a TLS connection to the edge as the given identity, for
 // tests that must send exact bytes.
-func (e *testEdge) goClient(t *testing.T, cert, key string) *tls.Conn {
+func (e *testEdge) goClient(t testing.TB, cert, key string) *tls.Conn {
 	t.Helper()
 	pair, err := tls.LoadX509KeyPair(cert, key)
 	if err != nil {
@@ -348,7 +359,7 @@ func echoRQ(calling, called string) *association.AssociateRQ {
 }
 
 // readPDU reads one PDU from the edge with a deadline.
-func readPDU(t *testing.T, c net.Conn, d time.Duration) (association.PDU, error) {
+func readPDU(t testing.TB, c net.Conn, d time.Duration) (association.PDU, error) {
 	t.Helper()
 	_ = c.SetReadDeadline(time.Now().Add(d))
 	return association.NewReader(c, 4<<20).ReadPDU()
