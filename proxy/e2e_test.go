@@ -6,6 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/dicomedge/dicomedge/association"
 
 	"github.com/dicomedge/dicomedge/audit"
 	"github.com/dicomedge/dicomedge/internal/testpeer"
@@ -116,5 +119,82 @@ func TestRelayStoreFiftyLargeInstances(t *testing.T) {
 	}
 	if stores != 50 {
 		t.Errorf("%d C-STORE audit records, want 50", stores)
+	}
+}
+
+// The relay's rewriting of the negotiation, seen from a Go client: called
+// AE restored, max length clamped both ways, a context whose SOP class the
+// rule does not allow answered with result 1 and never proposed to the
+// backend, user identity carried through.
+func TestRelayNegotiationRewrite(t *testing.T) {
+	testpeer.Require(t, "storescp")
+	scp := testpeer.StartStoreSCP(t, "STORESCP", "-d", "--max-pdu", "131072")
+	e := startEdge(t, edgeOptions{MaxPDU: 65536, Backends: backendBlock("pacs", scp.Addr, "STORESCP"), Rules: `
+rule "sc-only" {
+  when {
+    client_cn = ["client"]
+    called_ae = ["MAINPACS"]
+  }
+  relay {
+    backend     = "pacs"
+    services    = ["C-ECHO", "C-STORE"]
+    sop_classes = ["1.2.840.10008.1.1", "1.2.840.10008.5.1.4.1.1.7"]
+  }
+}
+`})
+	c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
+	rq := echoRQ("MODALITY1", "MAINPACS")
+	rq.UserInfo.MaxLength = 0 // unlimited: the edge must clamp what the backend may send
+	rq.PresentationContexts = []association.PresentationContextRQ{
+		{ID: 1, AbstractSyntax: association.VerificationSOPClass, TransferSyntaxes: []string{association.ImplicitVRLittleEndian}},
+		{ID: 3, AbstractSyntax: association.CTImageStorage, TransferSyntaxes: []string{association.ExplicitVRLittleEndian}},
+		{ID: 5, AbstractSyntax: association.SecondaryCaptureImageStorage, TransferSyntaxes: []string{association.ExplicitVRLittleEndian}},
+	}
+	rq.UserInfo.UserIdentityRQ = &association.UserIdentityRQ{Type: association.UserIdentityUsernamePasscode, Primary: []byte("alice"), Secondary: []byte("secret")}
+	if err := association.WritePDU(c, rq); err != nil {
+		t.Fatal(err)
+	}
+	p, err := readPDU(t, c, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac, ok := p.(*association.AssociateAC)
+	if !ok {
+		t.Fatalf("got %T, want AC", p)
+	}
+	if ac.CalledAE != "MAINPACS" || ac.CallingAE != "MODALITY1" {
+		t.Errorf("AE titles in AC: called %q calling %q, want the client's own", ac.CalledAE, ac.CallingAE)
+	}
+	if ac.UserInfo.MaxLength != 65536 {
+		t.Errorf("AC max length %d, want storescp's 131072 clamped to 65536", ac.UserInfo.MaxLength)
+	}
+	res := map[uint8]association.PCResult{}
+	for _, pc := range ac.PresentationContexts {
+		res[pc.ID] = pc.Result
+	}
+	if res[1] != association.PCAcceptance || res[3] != association.PCUserRejection || res[5] != association.PCAcceptance || len(res) != 3 {
+		t.Errorf("context results %v, want 1 accepted, 3 user-rejection (rule), 5 accepted", res)
+	}
+	if err := association.WritePDU(c, &association.ReleaseRQ{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readPDU(t, c, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	acc := e.waitEvent(t, "accepted", func(ev audit.Event) bool { return ev.Event == audit.EventAccepted })
+	if acc.UserIdentity == nil || acc.UserIdentity.User != "alice" || strings.Contains(fmt.Sprint(acc), "secret") {
+		t.Errorf("user identity in audit = %+v (never the passcode)", acc.UserIdentity)
+	}
+	e.waitEvent(t, "released", func(ev audit.Event) bool { return ev.Event == audit.EventReleased })
+	// storescp -d prints the RQ it received.
+	out := scp.Output()
+	if !strings.Contains(out, "SecondaryCaptureImageStorage") || !strings.Contains(out, "Max Send PDV: 65524") {
+		t.Fatalf("storescp debug output lacks the relayed RQ:\n%s", out)
+	}
+	if strings.Contains(out, "CTImageStorage") {
+		t.Errorf("the backend was offered the CT context the rule forbids:\n%s", out)
+	}
+	if strings.Contains(out, "MAINPACS") {
+		t.Errorf("the backend saw the client's called AE instead of its own:\n%s", out)
 	}
 }
