@@ -112,12 +112,19 @@ func (c *conn) serve(ctx context.Context) {
 	}
 	c.log = c.log.With("remote", c.remote)
 
-	c.tc = tls.Server(c.raw, c.s.TLS.ServerConfig())
+	pre := &probeConn{Conn: c.raw}
+	c.tc = tls.Server(pre, c.s.TLS.ServerConfig())
 	hctx, cancel := context.WithDeadline(ctx, deadline)
 	id, err := tlslayer.Handshake(hctx, c.tc)
 	cancel()
 	if err != nil {
 		reason := tlslayer.Classify(err)
+		if !pre.read.Load() && reason == tlslayer.ReasonEOF {
+			// Closed without sending a byte: a load balancer's or monitor's
+			// TCP check, not a failed handshake; not worth an audit record.
+			c.log.Debug("connection closed before any byte (TCP check)")
+			return
+		}
 		c.s.Metrics.TLSFailures.WithLabelValues(reason).Inc()
 		c.log.Info("tls handshake failed", "reason", reason, "error", err)
 		c.s.auditEvent(audit.Event{Event: audit.EventTLSFailed, Conn: c.id, Remote: c.remote, Reason: reason})
@@ -330,4 +337,19 @@ func (c *conn) bytesIn() int64 {
 		return 0
 	}
 	return c.in.n.Load()
+}
+
+// probeConn notes whether the peer sent anything before the handshake
+// ended, to tell TCP health checks from failed handshakes.
+type probeConn struct {
+	net.Conn
+	read atomic.Bool
+}
+
+func (p *probeConn) Read(b []byte) (int, error) {
+	n, err := p.Conn.Read(b)
+	if n > 0 && !p.read.Load() {
+		p.read.Store(true)
+	}
+	return n, err
 }
