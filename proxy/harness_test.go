@@ -120,6 +120,8 @@ type testEdge struct {
 	Dir       string
 	Logs      *syncBuffer
 	pki       *testPKI
+	opts      edgeOptions // defaults filled in
+	file      string      // the policy file
 }
 
 type syncBuffer struct {
@@ -169,41 +171,7 @@ func startEdge(t testing.TB, o edgeOptions) *testEdge {
 	if len(o.ProxyProtocol) > 0 {
 		pp = fmt.Sprintf("proxy_protocol = [%q]", strings.Join(o.ProxyProtocol, `", "`))
 	}
-	src := fmt.Sprintf(`
-edge {
-  ae_title         = "DICOMEDGE"
-  listen           = "127.0.0.1:0"
-  %s
-  max_pdu_length   = %d
-  max_associations = %d
-  artim_timeout    = %q
-  idle_timeout     = %q
-  drain_timeout    = %q
-  %s
-}
-tls {
-  client_ca = [%q]
-  cert_file = %q
-  key_file  = %q
-}
-audit {
-  file        = "audit/audit.jsonl"
-  patient_ids = %q
-  fsync       = "100ms"
-}
-%s
-%s
-rule "echo" {
-  when {
-    client_cn = ["client"]
-    called_ae = ["DICOMEDGE"]
-  }
-  answer {}
-}
-rule "deny" {
-  reject { reason = "calling-ae-not-recognized" }
-}
-`, admin, o.MaxPDU, o.MaxAssociations, o.ARTIM, o.Idle, o.Drain, pp, p.ca, p.edgeCert, p.edgeKey, o.PatientIDs, o.Backends, o.Rules)
+	src := o.source(p, admin, pp)
 	file := filepath.Join(dir, "policy.hcl")
 	if err := os.WriteFile(file, []byte(src), 0o600); err != nil {
 		t.Fatal(err)
@@ -242,7 +210,7 @@ rule "deny" {
 	}
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ln) }()
-	e := &testEdge{Addr: ln.Addr().String(), Server: s, AuditFile: cfg.Audit.File, Dir: dir, Logs: logs, pki: p}
+	e := &testEdge{Addr: ln.Addr().String(), Server: s, AuditFile: cfg.Audit.File, Dir: dir, Logs: logs, pki: p, opts: o, file: file}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
@@ -368,4 +336,43 @@ func readPDU(t testing.TB, c net.Conn, d time.Duration) (association.PDU, error)
 // storeBackend is a backend block for a storescp.
 func backendBlock(name, addr, aet string) string {
 	return fmt.Sprintf("backend %q {\n  address = %q\n  ae_title = %q\n}\n", name, addr, aet)
+}
+
+// source renders the test policy.hcl.
+func (o edgeOptions) source(p *testPKI, admin, pp string) string {
+	return fmt.Sprintf(`
+edge {
+  ae_title         = "DICOMEDGE"
+  listen           = "127.0.0.1:0"
+  %s
+  max_pdu_length   = %d
+  max_associations = %d
+  artim_timeout    = %q
+  idle_timeout     = %q
+  drain_timeout    = %q
+  %s
+}
+tls {
+  client_ca = [%q]
+  cert_file = %q
+  key_file  = %q
+}
+audit {
+  file        = "audit/audit.jsonl"
+  patient_ids = %q
+  fsync       = "100ms"
+}
+%s
+%s
+rule "echo" {
+  when {
+    client_cn = ["client"]
+    called_ae = ["DICOMEDGE"]
+  }
+  answer {}
+}
+rule "deny" {
+  reject { reason = "calling-ae-not-recognized" }
+}
+`, admin, o.MaxPDU, o.MaxAssociations, o.ARTIM, o.Idle, o.Drain, pp, p.ca, p.edgeCert, p.edgeKey, o.PatientIDs, o.Backends, o.Rules)
 }
