@@ -48,6 +48,7 @@ type relay struct {
 	ended   atomic.Bool
 
 	inBytes, outBytes prometheus.Counter
+	trace             bool // PDU detail at trace level, decided once
 }
 
 type pcInfo struct {
@@ -203,6 +204,7 @@ func (r *relay) accepted(rq *association.AssociateRQ, ac *association.AssociateA
 		}
 	}
 	r.clientMax = clampMax(rq.UserInfo.MaxLength, maxLen)
+	r.trace = c.log.IsTrace()
 	r.pending = map[uint16]*pendingOp{}
 	r.touch()
 	if !c.establish(func() { r.abortBoth("shutdown") }) {
@@ -304,6 +306,9 @@ func (r *relay) pumpClient() {
 		r.touch()
 		_ = c.tc.SetReadDeadline(time.Now().Add(r.idle()))
 		r.inBytes.Add(float64(len(raw)))
+		if r.trace {
+			c.log.Trace("PDU", "from", "client", "type", typ, "length", len(raw))
+		}
 		switch typ {
 		case association.TypePDataTF:
 			if err := r.clientPData(raw, asm, st); err != nil {
@@ -316,6 +321,12 @@ func (r *relay) pumpClient() {
 			c.log.Trace("release", "from", "client", "type", typ)
 			if err := r.bw.writeRaw(raw); err != nil {
 				r.sideFailed("backend", err, r.bw, r.cw)
+				return
+			}
+			if typ == association.TypeReleaseRP && r.end(endOutcome{released: true}) {
+				// The backend asked for the release and is the one to close
+				// (PS3.8); give it a moment, then end both.
+				_ = r.b.SetReadDeadline(time.Now().Add(2 * time.Second))
 				return
 			}
 		case association.TypeAbort:
@@ -524,6 +535,9 @@ func (r *relay) pumpBackend() {
 		}
 		r.touch()
 		_ = r.b.SetReadDeadline(time.Now().Add(r.idle()))
+		if r.trace {
+			c.log.Trace("PDU", "from", "backend", "type", typ, "length", len(raw))
+		}
 		switch typ {
 		case association.TypePDataTF:
 			if err := association.EachPDV(raw[association.HeaderLen:], func(p association.PDV) error {
