@@ -12,7 +12,7 @@ import (
 func seedFiles(f *testing.F) [][]byte {
 	f.Helper()
 	var out [][]byte
-	for _, name := range []string{"testdata/echoscu-rq.bin", "testdata/storescu-xs-rq.bin"} {
+	for _, name := range []string{"testdata/echoscu-rq.bin", "testdata/storescu-xs-rq.bin", "testdata/getscu-rq.bin"} {
 		b, err := os.ReadFile(name)
 		if err != nil {
 			f.Fatal(err)

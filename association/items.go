@@ -97,13 +97,17 @@ func decodePCRQ(item cryptobyte.String) (PresentationContextRQ, error) {
 	// Count transfer syntaxes first so the slice is allocated once: a
 	// modality's RQ has a hundred contexts of several syntaxes each.
 	n := 0
-	for scan := item; !scan.Empty(); n++ {
-		if _, _, ok := readItem(&scan); !ok {
+	for scan := item; !scan.Empty(); {
+		typ, _, ok := readItem(&scan)
+		if !ok {
 			break
 		}
+		if typ == ItemTransferSyntax {
+			n++
+		}
 	}
-	if n > 1 {
-		pc.TransferSyntaxes = make([]string, 0, n-1)
+	if n > 0 {
+		pc.TransferSyntaxes = make([]string, 0, n)
 	}
 	seenAS := false
 	for !item.Empty() {

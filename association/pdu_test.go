@@ -315,15 +315,20 @@ func TestAbortFor(t *testing.T) {
 }
 
 // TestDCMTKCapturedRQ decodes A-ASSOCIATE-RQ bytes DCMTK 3.6.7 produced
-// (echoscu, and storescu -xs with its 128 contexts), kept as testdata and as
-// fuzz seeds; TestDCMTKLiveRQ repeats this against the installed tools.
+// (echoscu; storescu -xs with its 128 contexts; getscu with 121 contexts and
+// 120 role selections), kept as testdata and as fuzz seeds; the tests in
+// scp_test.go and qr_test.go repeat this against the installed tools and
+// rewrite the files with -update-seeds.
 func TestDCMTKCapturedRQ(t *testing.T) {
 	cases := []struct {
 		file, called, calling string
-		contexts              int
+		contexts, roles       int
 	}{
-		{"testdata/echoscu-rq.bin", "ANY-SCP", "ECHOSCU", 1},
-		{"testdata/storescu-xs-rq.bin", "STORESCP", "STORESCU", 128},
+		{"testdata/echoscu-rq.bin", "ANY-SCP", "ECHOSCU", 1, 0},
+		{"testdata/storescu-xs-rq.bin", "STORESCP", "STORESCU", 128, 0},
+		// getscu: one C-GET context and 120 storage contexts, each with an
+		// SCP/SCU role selection asking for the SCP role.
+		{"testdata/getscu-rq.bin", "DICOMEDGE", "QRSCU", 121, 120},
 	}
 	for _, tc := range cases {
 		t.Run(tc.file, func(t *testing.T) {
@@ -335,7 +340,16 @@ func TestDCMTKCapturedRQ(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			checkDCMTKRQ(t, p.(*AssociateRQ), tc.called, tc.calling, tc.contexts)
+			rq := p.(*AssociateRQ)
+			checkDCMTKRQ(t, rq, tc.called, tc.calling, tc.contexts)
+			if n := len(rq.UserInfo.RoleSelections); n != tc.roles {
+				t.Errorf("%d role selections, want %d", n, tc.roles)
+			}
+			for _, r := range rq.UserInfo.RoleSelections {
+				if r.SCU || !r.SCP {
+					t.Errorf("role selection %+v", r)
+				}
+			}
 			enc, err := Append(nil, p)
 			if err != nil {
 				t.Fatal(err)

@@ -20,8 +20,9 @@ import (
 	"github.com/dicomedge/dicomedge/internal/testpeer"
 )
 
-// -update-seeds rewrites dimse/testdata with the command sets DCMTK sent.
-var updateSeeds = flag.Bool("update-seeds", false, "write DCMTK command sets to dimse/testdata")
+// -update-seeds rewrites the DCMTK captures kept as testdata and fuzz seeds:
+// getscu's RQ here, the command sets in dimse/testdata.
+var updateSeeds = flag.Bool("update-seeds", false, "rewrite DCMTK captures in testdata and dimse/testdata")
 
 // testSCP is a minimal acceptor built only from association and dimse: a
 // listener, a Reader, Negotiate, and the Verification response. It also
@@ -32,11 +33,13 @@ type testSCP struct {
 	ln     net.Listener
 	acc    *association.Acceptor
 	reject *association.AssociateRJ // answer every RQ with this when set
+	refuse uint16                   // status for requests other than C-ECHO/C-STORE (0: unrecognized operation)
 	maxPDU uint32
 
 	mu     sync.Mutex
 	rqs    []*association.AssociateRQ
 	rawRQs [][]byte
+	acs    []*association.AssociateAC
 	cmds   []*dimse.Command
 	rawCmd [][]byte // single-fragment command PDVs as received
 	stores []storeSeen
@@ -50,13 +53,17 @@ type storeSeen struct {
 	bytes, pdus                            int
 }
 
-func startSCP(t *testing.T, acc *association.Acceptor, reject *association.AssociateRJ) *testSCP {
+// startSCP starts the SCP; opts adjust it before it accepts anything.
+func startSCP(t *testing.T, acc *association.Acceptor, reject *association.AssociateRJ, opts ...func(*testSCP)) *testSCP {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := &testSCP{t: t, ln: ln, acc: acc, reject: reject, maxPDU: 16384}
+	for _, o := range opts {
+		o(s)
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -87,6 +94,9 @@ func (s *testSCP) serve(c net.Conn) {
 	r := association.NewReader(c, 64<<10)
 	typ, raw, err := r.Next()
 	if err != nil {
+		if !errors.Is(err, io.EOF) {
+			abortAndClose(c, association.AbortFor(err))
+		}
 		s.end("read RQ: " + err.Error())
 		return
 	}
@@ -96,7 +106,10 @@ func (s *testSCP) serve(c net.Conn) {
 	p, err := association.Decode(typ, raw[association.HeaderLen:])
 	rq, ok := p.(*association.AssociateRQ)
 	if err != nil || !ok {
-		_ = association.WritePDU(c, association.AbortFor(err))
+		if err == nil {
+			err = association.Unexpected(typ)
+		}
+		abortAndClose(c, association.AbortFor(err))
 		s.end(fmt.Sprintf("first PDU %v: %v", typ, err))
 		return
 	}
@@ -112,6 +125,9 @@ func (s *testSCP) serve(c net.Conn) {
 		return
 	}
 	ac := s.acc.Accept(rq, association.UserInfo{HasMaxLength: true, MaxLength: s.maxPDU})
+	s.mu.Lock()
+	s.acs = append(s.acs, ac)
+	s.mu.Unlock()
 	if err := association.WritePDU(c, ac); err != nil {
 		s.end("write AC: " + err.Error())
 		return
@@ -121,12 +137,26 @@ func (s *testSCP) serve(c net.Conn) {
 	var asm dimse.Assembler
 	var store *storeSeen
 	var scan *dimse.PatientIDScanner
-	var storeRQ *dimse.Command
+	var pending *dimse.Command // request whose data set is arriving
+	respond := func(ctx uint8, cmd *dimse.Command) error {
+		var rsp *dimse.Command
+		switch {
+		case cmd.CommandField == dimse.CEchoRQ:
+			rsp = dimse.VerificationResponse(cmd)
+		case cmd.CommandField == dimse.CStoreRQ:
+			rsp = dimse.NewResponse(cmd, dimse.StatusSuccess)
+		case s.refuse != 0:
+			rsp = dimse.NewResponse(cmd, s.refuse)
+		default:
+			rsp = dimse.NewResponse(cmd, dimse.StatusUnrecognizedOperation)
+		}
+		return dimse.WriteMessage(c, ctx, rsp, nil, peerMax)
+	}
 	for {
 		p, err := r.ReadPDU()
 		if err != nil {
-			if a := association.AbortFor(err); !errors.Is(err, io.EOF) {
-				_ = association.WritePDU(c, a)
+			if !errors.Is(err, io.EOF) {
+				abortAndClose(c, association.AbortFor(err))
 			}
 			s.end("read: " + err.Error())
 			return
@@ -136,7 +166,7 @@ func (s *testSCP) serve(c net.Conn) {
 			for _, v := range p.PDVs {
 				pc, ok := ac.AcceptedContext(v.ContextID)
 				if !ok {
-					_ = association.WritePDU(c, &association.Abort{Source: association.AbortSourceServiceProvider, Reason: association.AbortInvalidPDUParameterValue})
+					abortAndClose(c, &association.Abort{Source: association.AbortSourceServiceProvider, Reason: association.AbortInvalidPDUParameterValue})
 					s.end("PDV on a context not accepted")
 					return
 				}
@@ -147,30 +177,36 @@ func (s *testSCP) serve(c net.Conn) {
 				}
 				cmd, done, err := asm.Add(v)
 				if err != nil {
-					_ = association.WritePDU(c, association.AbortFor(err))
+					abortAndClose(c, association.AbortFor(err))
 					s.end("assemble: " + err.Error())
 					return
 				}
 				if !v.Command {
-					if store == nil {
-						s.end("data set without a C-STORE")
+					if pending == nil {
+						abortAndClose(c, association.AbortFor(&association.ProtocolError{Reason: association.AbortUnexpectedPDUParameter, Msg: "data set without a command"}))
+						s.end("data set without a command")
 						return
 					}
-					scan.Feed(v.Data)
-					store.bytes += len(v.Data)
-					store.pdus++
-					if v.Last {
+					if store != nil {
+						scan.Feed(v.Data)
+						store.bytes += len(v.Data)
+						store.pdus++
+					}
+					if !v.Last {
+						continue
+					}
+					if store != nil {
 						store.patientID, store.found = scan.PatientID()
 						s.mu.Lock()
 						s.stores = append(s.stores, *store)
 						s.mu.Unlock()
-						rsp := dimse.NewResponse(storeRQ, dimse.StatusSuccess)
-						if err := dimse.WriteMessage(c, v.ContextID, rsp, nil, peerMax); err != nil {
-							s.end("write C-STORE-RSP: " + err.Error())
-							return
-						}
 						store = nil
 					}
+					if err := respond(v.ContextID, pending); err != nil {
+						s.end("write response: " + err.Error())
+						return
+					}
+					pending = nil
 					continue
 				}
 				if !done {
@@ -179,19 +215,17 @@ func (s *testSCP) serve(c net.Conn) {
 				s.mu.Lock()
 				s.cmds = append(s.cmds, cmd)
 				s.mu.Unlock()
-				switch cmd.CommandField {
-				case dimse.CEchoRQ:
-					if err := dimse.WriteMessage(c, v.ContextID, dimse.VerificationResponse(cmd), nil, peerMax); err != nil {
-						s.end("write C-ECHO-RSP: " + err.Error())
+				if !cmd.HasDataSet() {
+					if err := respond(v.ContextID, cmd); err != nil {
+						s.end("write response: " + err.Error())
 						return
 					}
-				case dimse.CStoreRQ:
-					storeRQ = cmd
+					continue
+				}
+				pending = cmd
+				if cmd.CommandField == dimse.CStoreRQ {
 					store = &storeSeen{sopInstance: cmd.AffectedSOPInstanceUID, transferSyntax: pc.TransferSyntax}
 					scan = dimse.NewPatientIDScanner(pc.TransferSyntax)
-				default:
-					rsp := dimse.NewResponse(cmd, dimse.StatusUnrecognizedOperation)
-					_ = dimse.WriteMessage(c, v.ContextID, rsp, nil, peerMax)
 				}
 			}
 		case *association.ReleaseRQ:
@@ -207,6 +241,10 @@ func (s *testSCP) serve(c net.Conn) {
 			return
 		}
 	}
+}
+
+func abortAndClose(c net.Conn, a *association.Abort) {
+	_ = association.CloseWithAbort(c, a, 500*time.Millisecond)
 }
 
 func (s *testSCP) snapshot() (rqs []*association.AssociateRQ, cmds []*dimse.Command, stores []storeSeen, ends []string) {

@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -54,4 +55,27 @@ func BenchmarkPatientIDHash(b *testing.B) {
 	for b.Loop() {
 		w.PatientID("PAT-0012345")
 	}
+}
+
+// BenchmarkVerify is the cost of `dicomedge audit verify` per record.
+func BenchmarkVerify(b *testing.B) {
+	file := filepath.Join(b.TempDir(), "audit.jsonl")
+	w, err := Open(Config{File: file, Fsync: time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	const n = 10000
+	for i := range n {
+		w.Log(sampleEvent(i))
+	}
+	w.Close()
+	st, _ := os.Stat(file)
+	b.SetBytes(st.Size())
+	b.ReportAllocs()
+	for b.Loop() {
+		if got, err := Verify(Files(file)); err != nil || got != n {
+			b.Fatal(got, err)
+		}
+	}
+	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "records/s")
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -71,7 +72,7 @@ func globEscape(s string) string {
 // fields accept * and ? wildcards and compare case-insensitively.
 type Filter struct {
 	Since, Until time.Time // Since inclusive, Until exclusive
-	Client       string    // matches the client's CN, subject, a DNS/URI/email SAN or the fingerprint
+	Client       string    // matches the client's CN, subject, a DNS/URI/email SAN, the fingerprint or the remote IP
 	CallingAE    string
 	CalledAE     string
 	Event        string // e.g. "dimse", "association.*"
@@ -134,14 +135,16 @@ func (f *Filter) match(e *Event) bool {
 		}
 	}
 	if f.Client != "" {
-		c := e.Client
-		if c == nil {
-			return false
+		ok := false
+		if host, _, err := net.SplitHostPort(e.Remote); err == nil {
+			ok = glob(f.Client, host)
 		}
-		ok := glob(f.Client, c.CN) || glob(f.Client, c.Subject) || glob(f.Client, c.Fingerprint)
-		for _, l := range [][]string{c.DNS, c.URI, c.Email} {
-			for _, v := range l {
-				ok = ok || glob(f.Client, v)
+		if c := e.Client; c != nil {
+			ok = ok || glob(f.Client, c.CN) || glob(f.Client, c.Subject) || glob(f.Client, c.Fingerprint)
+			for _, l := range [][]string{c.DNS, c.URI, c.Email} {
+				for _, v := range l {
+					ok = ok || glob(f.Client, v)
+				}
 			}
 		}
 		if !ok {
@@ -182,8 +185,8 @@ func glob(pattern, s string) bool {
 // events (DIMSE, release) match --client and AE filters and show in the
 // table even when the proxy did not repeat those fields on every record.
 type assocContext struct {
-	client            *Client
-	callingAE, called string
+	client                    *Client
+	callingAE, called, remote string
 }
 
 // maxTracked bounds the association map against hostile or huge logs.
@@ -201,7 +204,7 @@ func (tr tracker) fill(e *Event) {
 			if len(tr) >= maxTracked {
 				clear(tr)
 			}
-			tr[e.Assoc] = assocContext{e.Client, e.CallingAE, e.CalledAE}
+			tr[e.Assoc] = assocContext{e.Client, e.CallingAE, e.CalledAE, e.Remote}
 		}
 	} else {
 		if e.Client == nil {
@@ -212,6 +215,9 @@ func (tr tracker) fill(e *Event) {
 		}
 		if e.CalledAE == "" {
 			e.CalledAE = ctx.called
+		}
+		if e.Remote == "" {
+			e.Remote = ctx.remote
 		}
 	}
 	switch e.Event {
@@ -224,8 +230,9 @@ func (tr tracker) fill(e *Event) {
 // that f selects, with the decoded event and its raw line (no newline).
 // Fields an event inherits from its association (client, AE titles) are
 // filled in from the association's earlier records. An incomplete last line
-// (a record still being written) is not returned. A line that is not a JSON
-// record is an error naming file and line; fn's error stops the read.
+// (a record still being written) is not returned. Lines that are not JSON
+// records are skipped and reported at the end as a *BadLinesError; fn's
+// error stops the read.
 func ReadFiles(paths []string, f Filter, fn func(Event, []byte) error) error {
 	s := newScanner(f, fn)
 	for _, p := range paths {
@@ -233,15 +240,38 @@ func ReadFiles(paths []string, f Filter, fn func(Event, []byte) error) error {
 			return err
 		}
 	}
+	if s.bad.Count > 0 {
+		return &s.bad
+	}
 	return nil
 }
 
+// BadLinesError reports lines ReadFiles skipped because they are not audit
+// records (a torn write, an edit); every good record was still delivered.
+type BadLinesError struct {
+	Count int
+	First string // file:line: why
+}
+
+func (e *BadLinesError) Error() string {
+	return fmt.Sprintf("skipped %d line(s) that are not audit records, first %s (run `dicomedge audit verify`)", e.Count, e.First)
+}
+
+func (e *BadLinesError) add(file string, line int, why string) {
+	if e.Count == 0 {
+		e.First = fmt.Sprintf("%s:%d: %s", file, line, why)
+	}
+	e.Count++
+}
+
 // scanner decodes, filters and hands on records, keeping the association
-// context across files.
+// context across files. Lines that are not records are counted and skipped:
+// one torn write after a crash must not hide everything after it.
 type scanner struct {
-	f  Filter
-	fn func(Event, []byte) error
-	tr tracker
+	f   Filter
+	fn  func(Event, []byte) error
+	tr  tracker
+	bad BadLinesError
 }
 
 func newScanner(f Filter, fn func(Event, []byte) error) *scanner {
@@ -265,8 +295,13 @@ func (s *scanner) read(r io.Reader, name string, firstLine int) (int64, int, err
 	n, err := readLines(r, name, firstLine, func(line []byte, ln int) error {
 		last = ln
 		var e Event
+		if line == nil {
+			s.bad.add(name, ln, fmt.Sprintf("longer than %d bytes", maxLine))
+			return nil
+		}
 		if err := json.Unmarshal(line, &e); err != nil {
-			return fmt.Errorf("%s:%d: not an audit record: %v", name, ln, err)
+			s.bad.add(name, ln, err.Error())
+			return nil
 		}
 		s.tr.fill(&e)
 		if !s.f.match(&e) {
@@ -277,21 +312,27 @@ func (s *scanner) read(r io.Reader, name string, firstLine int) (int64, int, err
 	return n, last, err
 }
 
-// readLines calls fn for each complete line of r (numbered from firstLine+1)
-// and returns the number of bytes consumed, which stops before a trailing
-// incomplete line. Lines longer than maxLine are an error.
+// readLines calls fn for each complete line of r (numbered from firstLine+1,
+// without its newline) and returns the number of bytes consumed, which stops
+// before a trailing incomplete line. A line longer than maxLine is skipped
+// without buffering it and passed to fn as nil.
 func readLines(r io.Reader, name string, firstLine int, fn func(line []byte, n int) error) (int64, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
-	var consumed int64
+	var consumed, skipped int64
 	n := firstLine
 	var long []byte
+	skipping := false
 	for {
 		chunk, err := br.ReadSlice('\n')
 		if err == bufio.ErrBufferFull {
-			if len(long)+len(chunk) > maxLine {
-				return consumed, fmt.Errorf("%s:%d: line longer than %d bytes", name, n+1, maxLine)
+			switch {
+			case skipping:
+				skipped += int64(len(chunk))
+			case len(long)+len(chunk) > maxLine:
+				skipping, skipped, long = true, int64(len(long)+len(chunk)), nil
+			default:
+				long = append(long, chunk...)
 			}
-			long = append(long, chunk...)
 			continue
 		}
 		if err == io.EOF {
@@ -300,13 +341,21 @@ func readLines(r io.Reader, name string, firstLine int, fn func(line []byte, n i
 		if err != nil {
 			return consumed, fmt.Errorf("audit: %s: %w", name, err)
 		}
+		n++
+		if skipping {
+			consumed += skipped + int64(len(chunk))
+			skipping, skipped = false, 0
+			if err := fn(nil, n); err != nil {
+				return consumed, err
+			}
+			continue
+		}
 		line := chunk
 		if long != nil {
 			line = append(long, chunk...)
 			long = nil
 		}
 		consumed += int64(len(line))
-		n++
 		if err := fn(line[:len(line)-1], n); err != nil {
 			return consumed, err
 		}
@@ -386,6 +435,9 @@ func verify(srcs []source, h *head, headName string) (int, error) {
 		lineNo := 0
 		consumed, err := readLines(src.r, p, 0, func(line []byte, ln int) error {
 			lineNo = ln
+			if line == nil {
+				return &VerifyError{p, ln, want, fmt.Sprintf("line longer than %d bytes", maxLine)}
+			}
 			var r struct {
 				Seq   *uint64 `json:"seq"`
 				Prev  *string `json:"prev"`

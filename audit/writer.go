@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"path/filepath"
@@ -62,7 +63,9 @@ type Writer struct {
 	cfg  Config
 	log  hclog.Logger
 	drop bool
-	key  []byte // HMAC key for patient IDs in "hash" mode
+	key  []byte    // HMAC key for patient IDs in "hash" mode
+	macs sync.Pool // of hash.Hash keyed with key: PatientID runs per C-STORE
+	lock *os.File  // holds File.lock while open
 
 	mu     sync.RWMutex // guards closed against sends on a closed queue
 	closed bool
@@ -74,15 +77,17 @@ type Writer struct {
 	lastDropLog atomic.Int64
 
 	// owned by the writer goroutine
-	f       *os.File
-	out     io.Writer
-	size    int64
-	seq     uint64
-	prev    [sha256.Size]byte
-	prevHex []byte
-	dirty   bool
-	buf     []byte
-	err     error // first write error, returned by Close
+	f         *os.File
+	out       io.Writer
+	size      int64
+	seq       uint64
+	prev      [sha256.Size]byte
+	prevHex   []byte
+	dirty     bool
+	lastHead  time.Time
+	headStale bool // records synced since the anchor was written
+	buf       []byte
+	err       error // first write error, returned by Close
 }
 
 // Open opens (or creates) the audit file and starts the writer goroutine. It
@@ -122,14 +127,22 @@ func Open(cfg Config) (*Writer, error) {
 	if err := os.MkdirAll(filepath.Dir(cfg.File), 0o750); err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
+	lock, err := lockFile(cfg.File + ".lock")
+	if err != nil {
+		return nil, err
+	}
+	w.lock = lock
 	if w.cfg.PatientIDs == "hash" {
 		key, err := loadOrCreateKey(cfg.File + ".key")
 		if err != nil {
+			lock.Close()
 			return nil, err
 		}
 		w.key = key
+		w.macs.New = func() any { return hmac.New(sha256.New, key) }
 	}
 	if err := w.openCurrent(); err != nil {
+		lock.Close()
 		return nil, err
 	}
 	w.queue = make(chan Event, cfg.QueueSize)
@@ -358,9 +371,13 @@ func (w *Writer) PatientID(raw string) string {
 	case "plain":
 		return raw
 	case "hash":
-		m := hmac.New(sha256.New, w.key)
+		m := w.macs.Get().(hash.Hash)
+		m.Reset()
 		m.Write([]byte(raw))
-		return "hmac-sha256:" + hex.EncodeToString(m.Sum(nil))
+		var sum [sha256.Size]byte
+		out := hex.AppendEncode([]byte("hmac-sha256:"), m.Sum(sum[:0]))
+		w.macs.Put(m)
+		return string(out)
 	default:
 		return ""
 	}
@@ -399,12 +416,13 @@ func (w *Writer) Close() error {
 // and syncs on the Fsync interval.
 func (w *Writer) run() {
 	defer close(w.done)
-	var tick <-chan time.Time
-	if w.cfg.Fsync > 0 {
-		t := time.NewTicker(w.cfg.Fsync)
-		defer t.Stop()
-		tick = t.C
+	// Without an fsync interval the ticker only refreshes a stale anchor.
+	every := w.cfg.Fsync
+	if every <= 0 {
+		every = 250 * time.Millisecond
 	}
+	t := time.NewTicker(every)
+	defer t.Stop()
 	for {
 		select {
 		case e, ok := <-w.queue:
@@ -432,8 +450,11 @@ func (w *Writer) run() {
 			if w.cfg.Fsync <= 0 {
 				w.sync()
 			}
-		case <-tick:
+		case <-t.C:
 			w.sync()
+			if w.headStale {
+				w.updateHead()
+			}
 		}
 	}
 }
@@ -495,9 +516,21 @@ func (w *Writer) sync() {
 		}
 		return
 	}
+	// The anchor costs a write, an fsync and a rename: with a per-batch
+	// fsync, refresh it at most every 250 ms (finish writes it regardless).
+	if time.Since(w.lastHead) < 250*time.Millisecond && w.cfg.Fsync < 250*time.Millisecond {
+		w.headStale = true
+		return
+	}
+	w.updateHead()
+}
+
+func (w *Writer) updateHead() {
 	if err := w.writeHead(); err != nil {
 		w.log.Error("audit head update failed", "error", err)
+		return
 	}
+	w.lastHead, w.headStale = time.Now(), false
 }
 
 // rotate renames the current file to the next free File.N and starts a new
@@ -542,6 +575,12 @@ func (f failWriter) Write([]byte) (int, error) { return 0, f.err }
 func (w *Writer) finish() {
 	w.flush()
 	w.sync()
+	if w.headStale {
+		w.updateHead()
+	}
+	if w.lock != nil {
+		defer w.lock.Close()
+	}
 	if w.f != nil {
 		if err := w.f.Close(); err != nil && w.err == nil {
 			w.err = fmt.Errorf("audit: close %s: %w", w.cfg.File, err)

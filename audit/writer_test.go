@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -448,6 +449,8 @@ func TestPatientID(t *testing.T) {
 	file := filepath.Join(dir, "audit.jsonl")
 	hash := openT(t, Config{File: file, PatientIDs: "hash"})
 	h1 := hash.PatientID("PAT-001 ")
+	h2 := hash.PatientID("PAT-002")
+	hash.Close()
 	cases := []struct {
 		name, mode, raw, want string
 	}{
@@ -460,6 +463,7 @@ func TestPatientID(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			w := openT(t, Config{File: file, PatientIDs: tc.mode})
+			defer w.Close()
 			if got := w.PatientID(tc.raw); got != tc.want {
 				t.Fatalf("PatientID(%q) = %q; want %q", tc.raw, got, tc.want)
 			}
@@ -468,7 +472,7 @@ func TestPatientID(t *testing.T) {
 	if !strings.HasPrefix(h1, "hmac-sha256:") || len(h1) != len("hmac-sha256:")+64 || strings.Contains(h1, "PAT") {
 		t.Fatalf("hash form %q", h1)
 	}
-	if hash.PatientID("PAT-002") == h1 {
+	if h2 == h1 {
 		t.Fatal("different IDs hash equal")
 	}
 	st, err := os.Stat(file + ".key")
@@ -480,6 +484,37 @@ func TestPatientID(t *testing.T) {
 	if other.PatientID("PAT-001") == h1 {
 		t.Fatal("two keys gave the same hash")
 	}
+}
+
+func TestSecondWriterOnTheSameFileIsRefused(t *testing.T) {
+	w := openT(t, Config{})
+	if w2, err := Open(Config{File: w.cfg.File}); err == nil || !strings.Contains(err.Error(), "another process") {
+		if w2 != nil {
+			w2.Close()
+		}
+		t.Fatalf("second Open = %v; want a lock error", err)
+	}
+	w.Close()
+	w3, err := Open(Config{File: w.cfg.File})
+	if err != nil {
+		t.Fatalf("Open after Close: %v", err)
+	}
+	w3.Close()
+}
+
+func TestHeadFollowsPerBatchFsync(t *testing.T) {
+	// Fsync 0 syncs every batch but refreshes the anchor at most every
+	// 250 ms; the ticker must still bring it up to date without Close.
+	w := openT(t, Config{Fsync: 0})
+	writeN(t, w, 20)
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if h, _ := readHead(w.cfg.File); h != nil && h.Seq == 20 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("head never reached seq 20 with per-batch fsync")
 }
 
 func TestOpenRejectsBadConfig(t *testing.T) {
@@ -531,5 +566,62 @@ func TestEncodingMatchesEncodingJSON(t *testing.T) {
 				t.Fatalf("time not nanosecond RFC 3339 UTC: %s", b)
 			}
 		})
+	}
+}
+
+func TestReaderSkipsNonRecordsIncludingHugeLines(t *testing.T) {
+	w := openT(t, Config{})
+	writeN(t, w, 3)
+	w.Close()
+	lines := readLinesT(t, w.cfg.File)
+	huge := bytes.Repeat([]byte("x"), maxLine+maxLine/2)
+	var b bytes.Buffer
+	b.Write(lines[0])
+	b.Write(huge)
+	b.WriteByte('\n')
+	b.WriteString("not json\n")
+	b.Write(lines[1])
+	b.Write(lines[2])
+	os.WriteFile(w.cfg.File, b.Bytes(), 0o600)
+
+	var seqs []uint64
+	err := ReadFiles(Files(w.cfg.File), Filter{}, func(e Event, _ []byte) error { seqs = append(seqs, e.Seq); return nil })
+	var bad *BadLinesError
+	if !errors.As(err, &bad) || bad.Count != 2 || !strings.HasPrefix(bad.First, w.cfg.File+":2: longer than") {
+		t.Fatalf("ReadFiles error = %v; want 2 bad lines, first at line 2", err)
+	}
+	if !reflect.DeepEqual(seqs, []uint64{1, 2, 3}) {
+		t.Fatalf("records around the bad lines: %v", seqs)
+	}
+	_, err = Verify(Files(w.cfg.File))
+	var ve *VerifyError
+	if !errors.As(err, &ve) || ve.Line != 2 || !strings.Contains(ve.Reason, "longer than") {
+		t.Fatalf("Verify = %v; want line 2 too long", err)
+	}
+}
+
+func TestCloseLeavesNoGoroutines(t *testing.T) {
+	before := runtime.NumGoroutine()
+	for range 3 {
+		fwd, err := NewForwarder(SyslogConfig{Address: "127.0.0.1:1", Format: "json", CloseTimeout: 50 * time.Millisecond, DialTimeout: 50 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := Open(Config{File: filepath.Join(t.TempDir(), "a.jsonl"), Fsync: 10 * time.Millisecond, Forwarder: fwd})
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeN(t, w, 10)
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		buf := make([]byte, 1<<16)
+		t.Fatalf("%d goroutines after Close, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
 	}
 }

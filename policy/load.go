@@ -402,22 +402,18 @@ func (l *loader) edge(s *edgeSchema, e *Edge) {
 	if s == nil {
 		s = &edgeSchema{}
 	}
+	e.AETitle = DefaultAETitle
 	if v, ok := l.str(s.AETitle, DefaultAETitle); ok {
 		if ae, ok := l.aeTitle(v, "edge.ae_title"); ok {
-			v.s = ae
-		} else {
-			v.s = DefaultAETitle
+			e.AETitle = ae
 		}
-		e.AETitle = v.s
-	} else {
-		e.AETitle = v.s
 	}
-	if v, ok := l.str(s.Listen, DefaultListen); ok {
+	// Port 0 is allowed for the listeners: tests ask the kernel for a free port.
+	v, ok := l.str(s.Listen, DefaultListen)
+	if ok {
 		l.hostPort(v, "edge.listen", true)
-		e.Listen = v.s
-	} else {
-		e.Listen = v.s
 	}
+	e.Listen = v.s
 	if v, ok := l.str(s.AdminListen, ""); ok && v.s != "" {
 		l.hostPort(v, "edge.admin_listen", true)
 		e.AdminListen = v.s
@@ -606,11 +602,13 @@ func (l *loader) backends(list []*backendSchema, out map[string]*Backend) []stri
 			l.errorf(s.NameRange, "Empty backend name", "A backend needs a name, like backend \"pacs\".")
 			continue
 		}
-		if prev, dup := seen[s.Name]; dup {
+		// A duplicate is still checked, so its own mistakes are reported too.
+		prev, dup := seen[s.Name]
+		if dup {
 			l.errorf(s.NameRange, "Duplicate backend name", "A backend named %q is already defined at %s.", s.Name, at(prev))
-			continue
+		} else {
+			seen[s.Name] = s.NameRange
 		}
-		seen[s.Name] = s.NameRange
 		b := &Backend{Name: s.Name}
 		if v, ok := l.str(s.Address, ""); ok {
 			l.hostPort(v, fmt.Sprintf("backend %q address", s.Name), false)
@@ -641,8 +639,10 @@ func (l *loader) backends(list []*backendSchema, out map[string]*Backend) []stri
 			}
 			b.TLS = bt
 		}
-		out[s.Name] = b
-		order = append(order, s.Name)
+		if !dup {
+			out[s.Name] = b
+			order = append(order, s.Name)
+		}
 	}
 	return order
 }

@@ -202,6 +202,14 @@ func TestValidation(t *testing.T) {
   syslog { address = "siem.example.org" }
 }`, []string{"8:22 error: Invalid address"}},
 		{"backend without address and AE", minimalTLS + `backend "p" {}`, []string{"7:1 error: Missing address", "7:1 error: Missing ae_title"}},
+		{"duplicate backend is still checked", minimalTLS + `backend "p" {
+  address = "h:104"
+  ae_title = "P"
+}
+backend "p" {
+  address = "h"
+  ae_title = "P"
+}`, []string{"11:9 error: Duplicate backend name", "12:13 error: Invalid address"}},
 		{"backend port zero", minimalTLS + `backend "p" {
   address = "10.0.0.1:0"
   ae_title = "P"
@@ -357,6 +365,10 @@ rule "host" {
   when { source_cidr = ["192.0.2.7", "::ffff:198.51.100.0/120"] }
   relay { backend = "p" }
 }
+rule "link-local" {
+  when { source_cidr = ["fe80::/10"] }
+  answer {}
+}
 rule "default-reason" {
   when { calling_ae = ["X"] }
   reject {}
@@ -375,6 +387,7 @@ rule "default-reason" {
 		{"fingerprint normalised", Input{Fingerprint: "sha256:" + strings.Repeat("ab", 32)}, "fp", [3]uint8{2, 1, 2}},
 		{"bare IPv4 is a /32", Input{SourceIP: netip.MustParseAddr("192.0.2.7")}, "host", [3]uint8{}},
 		{"neighbour of the /32", Input{SourceIP: netip.MustParseAddr("192.0.2.8"), CallingAE: "X"}, "default-reason", [3]uint8{1, 1, 1}},
+		{"zoned IPv6 client matches its network", Input{SourceIP: netip.MustParseAddr("fe80::1%eth0")}, "link-local", [3]uint8{}},
 		{"mapped prefix matches IPv4 client", Input{SourceIP: netip.MustParseAddr("198.51.100.9")}, "host", [3]uint8{}},
 		{"no match at all", Input{}, "", [3]uint8{1, 1, 3}},
 	}
@@ -387,7 +400,7 @@ rule "default-reason" {
 			t.Errorf("%s: reject %v, want %v", tc.name, got, tc.reject)
 		}
 	}
-	if got := strings.Join(cfg.Policy.Rules(), ","); got != "fp,host,default-reason" {
+	if got := strings.Join(cfg.Policy.Rules(), ","); got != "fp,host,link-local,default-reason" {
 		t.Errorf("Rules() = %s", got)
 	}
 }

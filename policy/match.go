@@ -216,7 +216,9 @@ func (c *cond) match(in *Input) bool {
 	case condFingerprint:
 		return in.Fingerprint != "" && c.anyPattern(in.Fingerprint)
 	case condSourceCIDR:
-		ip := in.SourceIP.Unmap() // an IPv4 client on a dual-stack socket arrives as ::ffff:a.b.c.d
+		// An IPv4 client on a dual-stack socket arrives as ::ffff:a.b.c.d, and
+		// a link-local one with a zone, which Prefix.Contains would refuse.
+		ip := in.SourceIP.Unmap().WithZone("")
 		if !ip.IsValid() {
 			return false
 		}

@@ -37,7 +37,7 @@ type Config struct {
 	// 0 means 2s, negative disables polling.
 	PollInterval time.Duration
 	Logger       hclog.Logger
-	// OnCertRenewed, if set, is called (from a background goroutine) when the
+	// OnCertRenewed, if set, is called (possibly from a background goroutine; keep it quick) when the
 	// edge certificate served changes: files rotated on disk, Reload with a
 	// new pair, or an ACME certificate obtained or renewed. detail says which.
 	OnCertRenewed func(detail string)
@@ -56,9 +56,12 @@ type ACMEConfig struct {
 	// DisableTLSALPN turns TLS-ALPN-01 off (HTTP-01 only), for sites where
 	// the ACME CA cannot reach the DICOM port.
 	DisableTLSALPN bool
-	// TLSALPNPort is the port the ACME CA connects to for TLS-ALPN-01 (the
-	// DICOM listener's port); 0 means 443 (certmagic's default); only used to
-	// tell certmagic where the challenge is solved, the listener is the caller's.
+	// TLSALPNPort is the local port where TLS-ALPN-01 is answered: set it to
+	// the DICOM listener's port. RFC 8737 has the CA connect to port 443, so
+	// 443 must reach that listener (forwarding, or listen on 443); otherwise
+	// use HTTP-01. 0 means 443. While the DICOM listener is not up yet (the
+	// first order in New) certmagic briefly serves the challenge on this port
+	// itself; afterwards the listener's ServerConfig does.
 	TLSALPNPort int
 	// ListenHost is the address certmagic's own challenge listeners bind
 	// (HTTP-01 on HTTPPort; TLS-ALPN-01 on TLSALPNPort while the DICOM
@@ -140,7 +143,8 @@ func Handshake(ctx context.Context, c *tls.Conn) (Identity, error) { return hand
 func (l *Layer) ServerConfig() *tls.Config { return l.serverConfig() }
 
 // Reload re-reads certificates, CAs and CRLs and swaps them in atomically; on
-// error the old state stays in force.
+// error the old state stays in force. With ACME, the profile, CAs and CRLs
+// reload; the acme block itself (domains, directory...) needs a restart.
 func (l *Layer) Reload(cfg Config) error { return l.reload(cfg) }
 
 // CertificateNotAfter is the NotAfter of the edge certificate now served.

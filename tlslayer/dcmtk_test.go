@@ -125,3 +125,40 @@ func TestDCMTKEchoscuHandshake(t *testing.T) {
 		})
 	}
 }
+
+// TestDCMTKEchoscuRefused: DCMTK clients whose certificates must not pass
+// never reach the DICOM layer, and the edge says why.
+func TestDCMTKEchoscuRefused(t *testing.T) {
+	testpeer.Require(t, "echoscu", "openssl")
+	f := newFixture(t, false)
+	now := time.Now()
+	revoked, revokedKey := f.pki.Issue(t, "revoked", testpeer.CertOptions{})
+	expired, expiredKey := f.pki.Issue(t, "expired", testpeer.CertOptions{NotBefore: now.Add(-72 * time.Hour), NotAfter: now.Add(-time.Hour)})
+	rogue := testpeer.NewPKI(t, "rogue-ca")
+	rogueCert, rogueKey := rogue.Issue(t, "rogue", testpeer.CertOptions{})
+	f.pki.Revoke(t, revoked)
+	cfg := f.config()
+	cfg.CRLFiles = []string{f.pki.CRL(t)}
+	srv := startServer(t, newLayerT(t, cfg), 10*time.Second)
+	port := srv.addr[strings.LastIndexByte(srv.addr, ':')+1:]
+	cases := []struct {
+		name, cert, key, reason string
+	}{
+		{"revoked", revoked, revokedKey, ReasonRevoked},
+		{"expired", expired, expiredKey, ReasonExpired},
+		{"unknown CA", rogueCert, rogueKey, ReasonUnknownCA},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			args := []string{"-aet", "CLINA_CT1", "+tls", tc.key, tc.cert, "+cf", f.pki.CACert, "127.0.0.1", port}
+			out, err := testpeer.Run(testpeer.Context(t, 30*time.Second), "echoscu", args...)
+			r := srv.next(t)
+			if got := Classify(r.err); got != tc.reason {
+				t.Fatalf("reason %q (%v), want %q\n%s", got, r.err, tc.reason, testpeer.Describe("echoscu", args, out))
+			}
+			if err == nil || strings.Contains(strings.ToLower(out), "reject") {
+				t.Fatalf("echoscu got past TLS\n%s", testpeer.Describe("echoscu", args, out))
+			}
+		})
+	}
+}

@@ -225,6 +225,9 @@ func (l *Layer) reload(cfg Config) error {
 		return errors.New("tls: switching between certificate files and ACME needs a restart")
 	}
 	old := l.st.Load()
+	if cfg.ACME != nil && old.cfg.ACME != nil && !sameACME(*cfg.ACME, *old.cfg.ACME) {
+		l.log.Warn("changed acme settings take effect after a restart; CAs, CRLs and profile are reloaded now")
+	}
 	st, err := l.load(cfg)
 	if err != nil {
 		l.log.Error("TLS reload failed; the previous certificates, CAs and CRLs stay in force", "error", err)
@@ -310,4 +313,10 @@ func (l *Layer) close() error {
 		}
 	})
 	return nil
+}
+
+func sameACME(a, b ACMEConfig) bool {
+	return slices.Equal(a.Domains, b.Domains) && slices.Equal(a.CARootFiles, b.CARootFiles) &&
+		a.Email == b.Email && a.Directory == b.Directory && a.Storage == b.Storage &&
+		a.HTTPPort == b.HTTPPort && a.TLSALPNPort == b.TLSALPNPort && a.DisableTLSALPN == b.DisableTLSALPN
 }

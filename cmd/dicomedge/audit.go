@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -84,7 +85,7 @@ func filterFlags(cmd *cobra.Command, o *auditOpts) {
 	f := cmd.Flags()
 	f.StringVar(&o.since, "since", "", "only records at or after this time, or this long ago (e.g. 1h, 2026-11-25T08:00:00Z)")
 	f.StringVar(&o.until, "until", "", "only records before this time (or this long ago)")
-	f.StringVar(&o.client, "client", "", "client certificate CN, subject, DNS/URI/email SAN or fingerprint")
+	f.StringVar(&o.client, "client", "", "client certificate CN, subject, DNS/URI/email SAN or fingerprint, or remote IP")
 	f.StringVar(&o.callingAE, "calling-ae", "", "calling AE title")
 	f.StringVar(&o.calledAE, "called-ae", "", "called AE title")
 	f.StringVar(&o.event, "event", "", "event name, e.g. dimse, association.*, tls.failed")
@@ -193,10 +194,10 @@ func (o *auditOpts) list(cmd *cobra.Command) error {
 		return followLog(ctx, file, f, o.json, out)
 	}
 	if o.json {
-		return audit.ReadFiles(audit.Files(file), f, func(_ audit.Event, line []byte) error {
+		return warnBadLines(cmd, audit.ReadFiles(audit.Files(file), f, func(_ audit.Event, line []byte) error {
 			_, err := fmt.Fprintf(out, "%s\n", line)
 			return err
-		})
+		}))
 	}
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, strings.Join(tableHeader, "\t"))
@@ -204,8 +205,19 @@ func (o *auditOpts) list(cmd *cobra.Command) error {
 		_, err := fmt.Fprintln(tw, strings.Join(tableRow(&e), "\t"))
 		return err
 	})
-	if ferr := tw.Flush(); err == nil {
-		err = ferr
+	if ferr := tw.Flush(); ferr != nil {
+		return ferr
+	}
+	return warnBadLines(cmd, err)
+}
+
+// warnBadLines turns skipped non-record lines into a warning: the records
+// around them were shown, and verify is the command that fails on them.
+func warnBadLines(cmd *cobra.Command, err error) error {
+	var bad *audit.BadLinesError
+	if errors.As(err, &bad) {
+		fmt.Fprintln(cmd.ErrOrStderr(), "dicomedge: warning:", bad)
+		return nil
 	}
 	return err
 }
@@ -245,7 +257,7 @@ var tableHeader = []string{"TIME", "CLIENT", "AE (CALLING→CALLED)", "EVENT", "
 func tableRow(e *audit.Event) []string {
 	row := []string{
 		e.Time.UTC().Format("2006-01-02T15:04:05.000Z"),
-		clientName(e.Client),
+		who(e),
 		aePair(e),
 		e.Event,
 		"", "", "",
@@ -291,6 +303,22 @@ func tableRow(e *audit.Event) []string {
 		row[i] = printable(c)
 	}
 	return row
+}
+
+// who names the peer: its certificate identity, or, when it has none (a
+// failed handshake), its address in brackets.
+func who(e *audit.Event) string {
+	if n := clientName(e.Client); n != "" {
+		return n
+	}
+	if e.Remote == "" {
+		return ""
+	}
+	host, _, err := net.SplitHostPort(e.Remote)
+	if err != nil {
+		host = e.Remote
+	}
+	return "[" + host + "]"
 }
 
 func clientName(c *audit.Client) string {
@@ -397,7 +425,12 @@ func (o *auditOpts) summary(cmd *cobra.Command) error {
 		if d := audit.Decision(&e); d != "" {
 			byDecision[d]++
 		}
-		rows := []*row{get(byClient, printable(clientName(e.Client))), get(byPair, printable(aePair(&e)))}
+		var rows []*row
+		switch e.Event {
+		case audit.EventAccepted, audit.EventRejected, audit.EventTLSFailed, audit.EventDIMSE, audit.EventReleased, audit.EventAborted:
+			// Edge-wide events (policy, certificates) belong to no client.
+			rows = []*row{get(byClient, printable(who(&e))), get(byPair, printable(aePair(&e)))}
+		}
 		for _, r := range rows {
 			switch e.Event {
 			case audit.EventAccepted:
@@ -428,7 +461,7 @@ func (o *auditOpts) summary(cmd *cobra.Command) error {
 		}
 		return nil
 	})
-	if err != nil {
+	if err = warnBadLines(cmd, err); err != nil {
 		return err
 	}
 	out := cmd.OutOrStdout()

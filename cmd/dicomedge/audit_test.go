@@ -104,6 +104,7 @@ func TestAuditCLI(t *testing.T) {
 		{"table", nil},
 		{"client", []string{"--client", "mod1.*"}},
 		{"client_by_uri_san", []string{"--client", "spiffe://example.org/clinic-b/*"}},
+		{"client_by_ip", []string{"--client", "203.0.113.*"}},
 		{"calling_ae", []string{"--calling-ae", "clina_*"}},
 		{"called_ae", []string{"--called-ae", "DICOMEDGE"}},
 		{"decision_reject", []string{"--decision", "reject"}},
@@ -192,6 +193,19 @@ func lineOf(t *testing.T, file string, n int) string {
 	t.Helper()
 	b, _ := os.ReadFile(file)
 	return strings.SplitAfter(string(b), "\n")[n-1]
+}
+
+func TestAuditShowsRecordsAroundATornLine(t *testing.T) {
+	file := writeFixtureLog(t, t.TempDir())
+	replaceIn(t, file, lineOf(t, file, 4), `{"time":"2026-11-25T08:04:00.000000000Z","event":"dim`+"\n")
+	code, out, errOut := runAudit(t, "--file", file, "--json")
+	if code != 0 || strings.Count(out, "\n") != 11 || !strings.Contains(errOut, "warning: skipped 1 line(s) that are not audit records, first "+file+":4:") {
+		t.Fatalf("exit %d, %d lines, stderr %q", code, strings.Count(out, "\n"), errOut)
+	}
+	code, _, errOut = runAudit(t, "verify", "--file", file)
+	if code != 1 || !strings.Contains(errOut, file+":4: seq 4: not a JSON record") {
+		t.Fatalf("verify: exit %d, stderr %q", code, errOut)
+	}
 }
 
 func TestAuditConfigNamesTheFile(t *testing.T) {
