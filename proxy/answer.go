@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 	"time"
 
 	"github.com/dicomedge/dicomedge/association"
@@ -22,6 +23,7 @@ type answerer struct {
 	w        *pduWriter
 	contexts map[uint8]string // accepted context id → abstract syntax
 	peerMax  uint32
+	stopped  atomic.Bool // aborted by Shutdown
 }
 
 func (a *answerer) run() {
@@ -73,7 +75,10 @@ func (a *answerer) run() {
 	}
 	a.peerMax = rq.UserInfo.MaxLength
 	a.w = &pduWriter{c: c.tc, timeout: a.idle()}
-	if !c.establish(func() { a.abort(association.AbortSourceServiceProvider, association.AbortReasonNotSpecified) }) {
+	if !c.establish(func() {
+		a.stopped.Store(true)
+		a.abort(association.AbortSourceServiceProvider, association.AbortReasonNotSpecified)
+	}) {
 		return // shutting down
 	}
 	if err := a.w.write(ac); err != nil {
@@ -87,7 +92,7 @@ func (a *answerer) run() {
 	c.log.Trace("A-ASSOCIATE-AC", "accepted", len(accepted), "proposed", len(rq.PresentationContexts))
 
 	outcome := a.serve()
-	if outcome.abortSource == "service-provider" {
+	if outcome.abortSource == "service-provider" && !a.stopped.Load() {
 		// PS3.8 AA-1/Sta13: after our A-ABORT, wait (bounded) for the peer
 		// to close, so it reads the A-ABORT rather than a reset.
 		c.waitPeerClose(c.tc)
@@ -119,6 +124,9 @@ func (a *answerer) serve() endOutcome {
 		_ = c.tc.SetReadDeadline(time.Now().Add(a.idle()))
 		p, err := a.r.ReadPDU()
 		if err != nil {
+			if a.stopped.Load() {
+				return endOutcome{abortSource: "service-provider", abortReason: "shutdown", err: err}
+			}
 			return a.readFailed(err)
 		}
 		switch p := p.(type) {

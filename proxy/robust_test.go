@@ -361,6 +361,10 @@ func TestShutdownDrainsAndLeavesNoGoroutines(t *testing.T) {
 		if _, err := net.DialTimeout("tcp", e.Addr, time.Second); err == nil {
 			t.Errorf("edge still accepting after Shutdown")
 		}
+		ev := e.waitEvent(t, "aborted by shutdown", func(ev audit.Event) bool { return ev.Event == audit.EventAborted })
+		if ev.AbortSource != "service-provider" || ev.AbortReason != "shutdown" {
+			t.Errorf("shutdown abort audited as %q/%q", ev.AbortSource, ev.AbortReason)
+		}
 	}()
 	// Bounded wait for goroutines of the closed connections to finish.
 	deadline := time.Now().Add(5 * time.Second)
