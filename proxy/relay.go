@@ -31,8 +31,9 @@ type relay struct {
 	d   policy.Decision
 	cr  *association.Reader // client side (already read the RQ)
 
-	b  net.Conn
-	br *association.Reader
+	b   net.Conn
+	br  *association.Reader
+	bin *countingReader // backend bytes read, to tell a PDU boundary
 	cw *pduWriter // to the client
 	bw *pduWriter // to the backend
 
@@ -107,7 +108,8 @@ func (r *relay) run(ctx context.Context, artimDeadline time.Time) {
 	}
 	r.b = b
 	defer b.Close()
-	r.br = association.NewReader(b, maxLen)
+	r.bin = &countingReader{r: b}
+	r.br = association.NewReader(r.bin, maxLen)
 	r.bw = &pduWriter{c: b, timeout: r.idle()}
 	r.cw = &pduWriter{c: c.tc, timeout: r.idle()}
 	r.inBytes = c.s.Metrics.RelayBytes.WithLabelValues("in")
@@ -292,12 +294,16 @@ func (r *relay) pumpClient() {
 	st := &clientState{}
 	_ = c.tc.SetReadDeadline(time.Now().Add(r.idle()))
 	for {
+		at := c.in.n.Load()
 		typ, raw, err := r.cr.Next()
 		if err != nil {
 			if r.ended.Load() {
 				return
 			}
-			if isTimeout(err) && !r.idleExpired(c.tc) {
+			// Only a timeout between PDUs may be resumed; inside one the
+			// stream position is lost, and a peer stalled mid-PDU that long
+			// is dead anyway.
+			if isTimeout(err) && c.in.n.Load() == at && !r.idleExpired(c.tc) {
 				continue
 			}
 			r.sideFailed("client", err, r.cw, r.bw)
@@ -522,12 +528,13 @@ func (r *relay) pumpBackend() {
 	asm := &dimse.Assembler{}
 	_ = r.b.SetReadDeadline(time.Now().Add(r.idle()))
 	for {
+		at := r.bin.n.Load()
 		typ, raw, err := r.br.Next()
 		if err != nil {
 			if r.ended.Load() {
 				return
 			}
-			if isTimeout(err) && !r.idleExpired(r.b) {
+			if isTimeout(err) && r.bin.n.Load() == at && !r.idleExpired(r.b) {
 				continue
 			}
 			r.sideFailed("backend", err, r.bw, r.cw)

@@ -383,3 +383,44 @@ func TestShutdownDrainsAndLeavesNoGoroutines(t *testing.T) {
 		t.Errorf("goroutines: %d before, %d after Shutdown\n%s", before, now, buf[:n])
 	}
 }
+
+// A relayed association with no PDU in either direction for idle_timeout
+// is aborted towards both sides.
+func TestRelayIdleAborted(t *testing.T) {
+	testpeer.Require(t, "storescp")
+	scp := testpeer.StartStoreSCP(t, "STORESCP", "-v")
+	e := startEdge(t, edgeOptions{Idle: "500ms", Backends: backendBlock("pacs", scp.Addr, "STORESCP"), Rules: storeRules(`"C-ECHO"`)})
+	c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
+	if err := association.WritePDU(c, echoRQ("MODALITY1", "MAINPACS")); err != nil {
+		t.Fatal(err)
+	}
+	r := association.NewReader(c, 1<<20)
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if p, err := r.ReadPDU(); err != nil {
+		t.Fatal(err)
+	} else if _, ok := p.(*association.AssociateAC); !ok {
+		t.Fatalf("got %T, want AC", p)
+	}
+	start := time.Now()
+	p, err := r.ReadPDU()
+	if err != nil {
+		t.Fatalf("want A-ABORT, got %v", err)
+	}
+	if _, ok := p.(*association.Abort); !ok {
+		t.Fatalf("got %T, want A-ABORT", p)
+	}
+	if d := time.Since(start); d < 400*time.Millisecond || d > 5*time.Second {
+		t.Errorf("aborted after %v, want about idle_timeout (500ms)", d)
+	}
+	ev := e.waitEvent(t, "relay aborted idle", func(ev audit.Event) bool { return ev.Event == audit.EventAborted })
+	if ev.AbortReason != "idle-timeout" {
+		t.Errorf("abort reason %q, want idle-timeout", ev.AbortReason)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(scp.Output(), "Abort") && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(scp.Output(), "Abort") {
+		t.Errorf("storescp was not told about the abort:\n%s", scp.Output())
+	}
+}
