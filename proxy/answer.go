@@ -252,11 +252,23 @@ func (a *answerer) finish(o endOutcome) {
 	c.s.Metrics.RelayBytes.WithLabelValues("in").Add(float64(in))
 	c.s.Metrics.RelayBytes.WithLabelValues("out").Add(float64(out))
 	e := c.event(name)
+	e.Rule = a.rule
 	e.BytesIn, e.BytesOut, e.MS = in, out, time.Since(c.start).Milliseconds()
 	e.AbortSource, e.AbortReason = o.abortSource, o.abortReason
 	c.s.auditEvent(e)
-	c.log.Info("association ended", "decision", "answer", "rule", a.rule, "end", name,
-		"bytes_in", in, "bytes_out", out, "duration", time.Since(c.start), "error", o.err)
+	c.log.Info("association ended", o.logArgs("decision", "answer", "rule", a.rule, "end", name,
+		"bytes_in", in, "bytes_out", out, "duration", time.Since(c.start))...)
+}
+
+// logArgs appends how the association ended, leaving out what is empty.
+func (o endOutcome) logArgs(args ...any) []any {
+	if o.abortSource != "" {
+		args = append(args, "abort_source", o.abortSource, "abort_reason", o.abortReason)
+	}
+	if o.err != nil {
+		args = append(args, "error", o.err)
+	}
+	return args
 }
 
 // writerFunc adapts a function to io.Writer.

@@ -668,9 +668,8 @@ func (r *relay) finish() {
 	e.BytesIn, e.BytesOut, e.MS = in, out, time.Since(c.start).Milliseconds()
 	e.AbortSource, e.AbortReason = o.abortSource, o.abortReason
 	c.s.auditEvent(e)
-	c.log.Info("association ended", "decision", "relay", "rule", r.d.Rule, "backend", r.d.Backend.Name, "end", name,
-		"abort_source", o.abortSource, "abort_reason", o.abortReason,
-		"bytes_in", in, "bytes_out", out, "duration", time.Since(c.start), "error", o.err)
+	c.log.Info("association ended", o.logArgs("decision", "relay", "rule", r.d.Rule, "backend", r.d.Backend.Name,
+		"end", name, "bytes_in", in, "bytes_out", out, "duration", time.Since(c.start))...)
 }
 
 // dial connects to the backend within the connect timeout (bounded by
