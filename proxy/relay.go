@@ -34,8 +34,8 @@ type relay struct {
 	b   net.Conn
 	br  *association.Reader
 	bin *countingReader // backend bytes read, to tell a PDU boundary
-	cw *pduWriter // to the client
-	bw *pduWriter // to the backend
+	cw  *pduWriter      // to the client
+	bw  *pduWriter      // to the backend
 
 	contexts  map[uint8]pcInfo // accepted presentation contexts
 	clientMax uint32           // largest PDU the client accepts (for the edge's own messages)
