@@ -198,3 +198,34 @@ rule "sc-only" {
 		t.Errorf("the backend saw the client's called AE instead of its own:\n%s", out)
 	}
 }
+
+// A backend with a tls block: the edge dials it with TLS and its own client
+// certificate (DCMTK storescp +tls requiring one).
+func TestRelayToTLSBackend(t *testing.T) {
+	testpeer.Require(t, "echoscu", "storescu", "storescp")
+	p := sharedPKI(t)
+	scp := testpeer.StartStoreSCP(t, "STORESCP", "+tls", p.edgeKey, p.edgeCert, "+cf", p.ca, "--require-peer-cert")
+	backend := fmt.Sprintf(`backend "pacs" {
+  address  = %q
+  ae_title = "STORESCP"
+  tls {
+    ca          = [%q]
+    cert_file   = %q
+    key_file    = %q
+    server_name = "localhost"
+  }
+}
+`, scp.Addr, p.ca, p.clientCert, p.clientKey)
+	e := startEdge(t, edgeOptions{Backends: backend, Rules: storeRules(`"C-ECHO", "C-STORE"`)})
+	paths, want := testpeer.WriteDICOMFiles(t, t.TempDir(), "TLSPAT", 3, 128, 128)
+	args := append([]string{"-aet", "MODALITY1", "-aec", "MAINPACS", e.host(), e.port()}, paths...)
+	if out, err := e.dcmtk(t, "storescu", args...); err != nil {
+		t.Fatalf("storescu through the edge to a TLS backend: %v\n%s", err, out)
+	}
+	got := scp.Received(t)
+	for uid, ds := range want {
+		if !bytes.Equal(got[uid], ds) {
+			t.Errorf("instance %s differs or missing", uid)
+		}
+	}
+}
