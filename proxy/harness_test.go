@@ -35,6 +35,7 @@ type testPKI struct {
 	rogueCert         string // from a CA the edge does not trust
 	rogueKey          string
 	rogueCA           string
+	issuer            *testpeer.PKI // to issue more certificates
 }
 
 var (
@@ -59,7 +60,7 @@ func sharedPKI(t testing.TB) *testPKI {
 		tb := &dirTB{TB: t, dir: dir}
 		p := testpeer.NewPKI(tb, "edge-ca")
 		r := testpeer.NewPKI(tb, "rogue-ca")
-		pki = &testPKI{ca: p.CACert, rogueCA: r.CACert}
+		pki = &testPKI{ca: p.CACert, rogueCA: r.CACert, issuer: p}
 		pki.edgeCert, pki.edgeKey = p.Issue(tb, "edge", testpeer.CertOptions{CN: "localhost", DNS: []string{"localhost"}, IPs: []string{"127.0.0.1"}, Server: true})
 		pki.clientCert, pki.clientKey = p.Issue(tb, "client", testpeer.CertOptions{CN: "client", DNS: []string{"modality.clinic-a.example.org"}})
 		pki.otherCert, pki.otherKey = p.Issue(tb, "intruder", testpeer.CertOptions{CN: "intruder"})
@@ -109,6 +110,8 @@ type edgeOptions struct {
 	ProxyProtocol   []string
 	PatientIDs      string
 	NoAudit         bool
+	CertFile        string // the edge's certificate instead of the shared one
+	KeyFile         string
 	Quiet           bool // log at warn only (benchmarks)
 }
 
@@ -163,6 +166,9 @@ func startEdge(t testing.TB, o edgeOptions) *testEdge {
 	if o.PatientIDs == "" {
 		o.PatientIDs = "plain"
 	}
+	if o.CertFile == "" {
+		o.CertFile, o.KeyFile = p.edgeCert, p.edgeKey
+	}
 	admin := ""
 	if o.AdminListen {
 		admin = fmt.Sprintf("admin_listen = %q", testpeer.FreeAddr(t))
@@ -188,19 +194,22 @@ func startEdge(t testing.TB, o edgeOptions) *testEdge {
 		level = hclog.Warn
 	}
 	logger := hclog.New(&hclog.LoggerOptions{Name: "dicomedge", Level: level, Output: logs})
-	layer, err := tlslayer.New(context.Background(), TLSConfig(cfg, logger))
-	if err != nil {
-		t.Fatalf("tls layer: %v", err)
-	}
-	t.Cleanup(func() { layer.Close() })
 	aw, err := audit.Open(AuditConfig(cfg, logger))
 	if err != nil {
 		t.Fatalf("audit: %v", err)
 	}
-	s := &Server{Config: cfg, TLS: layer, Audit: aw, Logger: logger}
+	s := &Server{Config: cfg, Audit: aw, Logger: logger}
 	if o.NoAudit {
 		s.Audit = nil
 	}
+	tc := s.TLSConfigFor(cfg)
+	tc.PollInterval = 200 * time.Millisecond
+	layer, err := tlslayer.New(context.Background(), tc)
+	if err != nil {
+		t.Fatalf("tls layer: %v", err)
+	}
+	t.Cleanup(func() { layer.Close() })
+	s.TLS = layer
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -374,5 +383,5 @@ rule "echo" {
 rule "deny" {
   reject { reason = "calling-ae-not-recognized" }
 }
-`, admin, o.MaxPDU, o.MaxAssociations, o.ARTIM, o.Idle, o.Drain, pp, p.ca, p.edgeCert, p.edgeKey, o.PatientIDs, o.Backends, o.Rules)
+`, admin, o.MaxPDU, o.MaxAssociations, o.ARTIM, o.Idle, o.Drain, pp, p.ca, o.CertFile, o.KeyFile, o.PatientIDs, o.Backends, o.Rules)
 }

@@ -65,9 +65,12 @@ func (s *Server) init() {
 			w := s.Audit
 			s.Metrics.SetAuditSource(w.QueueDepth, w.Dropped)
 		}
-		if s.TLS != nil {
-			s.Metrics.SetCertificateSource(s.TLS.CertificateNotAfter)
-		}
+		s.Metrics.SetCertificateSource(func() time.Time {
+			if s.TLS == nil {
+				return time.Time{}
+			}
+			return s.TLS.CertificateNotAfter()
+		})
 		s.listeners = map[net.Listener]struct{}{}
 		s.conns = map[*conn]struct{}{}
 	})
@@ -321,7 +324,7 @@ func (s *Server) Reload(cfg *policy.Config) error {
 		return errors.New("proxy: Reload with nil config")
 	}
 	if s.TLS != nil {
-		if err := s.TLS.Reload(TLSConfig(cfg, s.Logger)); err != nil {
+		if err := s.TLS.Reload(s.TLSConfigFor(cfg)); err != nil {
 			s.ReloadFailed(fmt.Sprintf("tls: %v", err))
 			return fmt.Errorf("reload tls: %w", err)
 		}
@@ -358,6 +361,21 @@ func (s *Server) auditEvent(e audit.Event) {
 	if s.Audit != nil {
 		s.Audit.Log(e)
 	}
+}
+
+// TLSConfigFor is TLSConfig with the server's hooks: a changed edge
+// certificate (rotated files, reload, ACME renewal) is logged and audited as
+// cert.renewed. Use it to create the Layer given as Server.TLS.
+func (s *Server) TLSConfigFor(cfg *policy.Config) tlslayer.Config {
+	t := TLSConfig(cfg, s.Logger)
+	t.OnCertRenewed = s.certRenewed
+	return t
+}
+
+func (s *Server) certRenewed(detail string) {
+	s.init()
+	s.log.Info("edge certificate changed", "detail", detail)
+	s.auditEvent(audit.Event{Event: audit.EventCertRenewed, Detail: detail})
 }
 
 // TLSConfig maps the policy's tls block to the TLS layer's configuration.

@@ -92,18 +92,18 @@ func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
 		return withExit(2, fmt.Errorf("%s: invalid configuration", o.config))
 	}
 
-	layer, err := tlslayer.New(ctx, proxy.TLSConfig(cfg, logger))
-	if err != nil {
-		return withExit(1, fmt.Errorf("tls: %w", err))
-	}
-	defer layer.Close()
 	aw, err := proxy.OpenAudit(cfg, logger)
 	if err != nil {
 		return withExit(1, fmt.Errorf("audit: %w", err))
 	}
 	defer aw.Close()
-
-	s := &proxy.Server{Config: cfg, TLS: layer, Audit: aw, Logger: logger}
+	s := &proxy.Server{Config: cfg, Audit: aw, Logger: logger}
+	layer, err := tlslayer.New(ctx, s.TLSConfigFor(cfg))
+	if err != nil {
+		return withExit(1, fmt.Errorf("tls: %w", err))
+	}
+	defer layer.Close()
+	s.TLS = layer
 	ln, err := net.Listen("tcp", cfg.Edge.Listen)
 	if err != nil {
 		return withExit(1, fmt.Errorf("listen %s: %w", cfg.Edge.Listen, err))
