@@ -316,20 +316,28 @@ func TestBackendKilledMidTransfer(t *testing.T) {
 // Shutdown with open associations: they are aborted after drain_timeout
 // and no goroutine is left behind.
 func TestShutdownDrainsAndLeavesNoGoroutines(t *testing.T) {
-	e := startEdge(t, edgeOptions{Drain: "300ms"})
+	testpeer.Require(t, "storescp")
+	scp := testpeer.StartStoreSCP(t, "STORESCP")
+	e := startEdge(t, edgeOptions{Drain: "300ms", Backends: backendBlock("pacs", scp.Addr, "STORESCP"), Rules: storeRules(`"C-ECHO"`)})
 	// Baseline with the edge serving (its accept loop, the audit writer and
 	// the TLS file watcher are running and stay until cleanup, except the
 	// accept loop, which Shutdown ends).
 	before := runtime.NumGoroutine()
 	func() {
 		var conns []net.Conn
-		for i := 0; i < 3; i++ {
+		for i := 0; i < 4; i++ {
+			called := "DICOMEDGE"
+			if i == 3 {
+				called = "MAINPACS" // one relayed: both pumps must end too
+			}
 			c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
-			if err := association.WritePDU(c, echoRQ("GOCLIENT", "DICOMEDGE")); err != nil {
+			if err := association.WritePDU(c, echoRQ("MODALITY1", called)); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := readPDU(t, c, 5*time.Second); err != nil {
+			if p, err := readPDU(t, c, 5*time.Second); err != nil {
 				t.Fatal(err)
+			} else if _, ok := p.(*association.AssociateAC); !ok {
+				t.Fatalf("%s: got %T, want AC", called, p)
 			}
 			conns = append(conns, c)
 		}
