@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -228,4 +229,78 @@ func TestRelayToTLSBackend(t *testing.T) {
 			t.Errorf("instance %s differs or missing", uid)
 		}
 	}
+}
+
+// The audit trail of a real DCMTK session through the edge: the expected
+// events in order, with the certificate identity, AE titles, each
+// C-STORE's SOP instance UID and status, the reject reason, and a hash
+// chain that verifies.
+func TestAuditSequenceOfADCMTKSession(t *testing.T) {
+	testpeer.Require(t, "storescu", "storescp", "echoscu")
+	scp := testpeer.StartStoreSCP(t, "STORESCP")
+	e := startEdge(t, edgeOptions{Backends: backendBlock("pacs", scp.Addr, "STORESCP"), Rules: storeRules(`"C-ECHO", "C-STORE"`)})
+	paths, _ := testpeer.WriteDICOMFiles(t, t.TempDir(), "AUDITPAT", 3, 64, 64)
+	args := append([]string{"-aet", "MODALITY1", "-aec", "MAINPACS", e.host(), e.port()}, paths...)
+	if out, err := e.dcmtk(t, "storescu", args...); err != nil {
+		t.Fatalf("storescu: %v\n%s", err, out)
+	}
+	e.waitEvent(t, "released", func(ev audit.Event) bool { return ev.Event == audit.EventReleased })
+	_, _ = e.dcmtkAs(t, e.pki.otherCert, e.pki.otherKey, "echoscu", "-aet", "MODALITY1", "-aec", "MAINPACS", e.host(), e.port())
+	e.waitEvent(t, "rejected", func(ev audit.Event) bool { return ev.Event == audit.EventRejected })
+
+	evs := e.events(t)
+	var got []string
+	for _, ev := range evs {
+		s := ev.Event
+		switch ev.Event {
+		case audit.EventDIMSE:
+			s += " " + ev.Service + " " + ev.SOPInstance + " " + ev.Status
+		case audit.EventRejected:
+			s += " " + ev.Reason
+		}
+		got = append(got, s)
+	}
+	uid := func(i int) string {
+		ds, u, err := testpeer.SplitPart10(mustRead(t, paths[i]))
+		_ = ds
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u
+	}
+	want := []string{
+		"association.accepted",
+		"dimse C-STORE " + uid(0) + " 0x0000",
+		"dimse C-STORE " + uid(1) + " 0x0000",
+		"dimse C-STORE " + uid(2) + " 0x0000",
+		"association.released",
+		"association.rejected calling-ae-not-recognized",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("audit sequence:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	for i, ev := range evs {
+		if ev.Client == nil || ev.Client.Fingerprint == "" || !strings.HasPrefix(ev.Client.Fingerprint, "sha256:") {
+			t.Errorf("event %d without the client's certificate identity: %+v", i, ev.Client)
+		}
+		if ev.CallingAE != "MODALITY1" || ev.CalledAE != "MAINPACS" || ev.Remote == "" || ev.Seq != uint64(i+1) {
+			t.Errorf("event %d: calling %q called %q remote %q seq %d", i, ev.CallingAE, ev.CalledAE, ev.Remote, ev.Seq)
+		}
+	}
+	if evs[0].Client.CN != "client" || evs[5].Client.CN != "intruder" {
+		t.Errorf("client CNs %q / %q", evs[0].Client.CN, evs[5].Client.CN)
+	}
+	e.Server.Audit.Close() // flush; the cleanup's second Close is harmless
+	if n, err := audit.Verify(audit.Files(e.AuditFile)); err != nil || n != len(want) {
+		t.Errorf("audit.Verify = %d, %v; want %d records intact", n, err, len(want))
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
