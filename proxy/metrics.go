@@ -18,14 +18,14 @@ import (
 type Metrics struct {
 	Registry *prometheus.Registry
 
-	Associations     *prometheus.CounterVec // decision, rule
-	TLSFailures      *prometheus.CounterVec // reason
-	Active           prometheus.Gauge
-	RelayBytes       *prometheus.CounterVec // direction: in (client→edge), out (edge→client)
-	DIMSERequests    *prometheus.CounterVec // service, status_class
-	AuditQueueDepth  prometheus.GaugeFunc
-	AuditDropped     prometheus.CounterFunc
-	CertificateNotAf prometheus.GaugeFunc
+	Associations      *prometheus.CounterVec // decision, rule
+	TLSFailures       *prometheus.CounterVec // reason
+	Active            prometheus.Gauge
+	RelayBytes        *prometheus.CounterVec // direction: in (client→edge), out (edge→client)
+	DIMSERequests     *prometheus.CounterVec // service, status_class
+	AuditQueueDepth   prometheus.GaugeFunc
+	AuditDropped      prometheus.CounterFunc
+	CertificateExpiry prometheus.GaugeFunc
 
 	// read by the func metrics; set by the server
 	auditDepth   atomic.Pointer[func() int]
@@ -74,7 +74,7 @@ func NewMetrics() *Metrics {
 		}
 		return 0
 	})
-	m.CertificateNotAf = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+	m.CertificateExpiry = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "dicomedge_certificate_expiry_timestamp_seconds",
 		Help: "NotAfter of the edge's current server certificate, Unix seconds.",
 	}, func() float64 {
@@ -86,7 +86,7 @@ func NewMetrics() *Metrics {
 		return 0
 	})
 	m.Registry.MustRegister(m.Associations, m.TLSFailures, m.Active, m.RelayBytes, m.DIMSERequests,
-		m.AuditQueueDepth, m.AuditDropped, m.CertificateNotAf,
+		m.AuditQueueDepth, m.AuditDropped, m.CertificateExpiry,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
