@@ -1,0 +1,201 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dicomedge/dicomedge/internal/testpeer"
+)
+
+// buildBinary builds dicomedge once per test run.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "dicomedge")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func servePolicy(listen, admin, extraRule string) string {
+	return fmt.Sprintf(`
+edge {
+  ae_title      = "DICOMEDGE"
+  listen        = %q
+  admin_listen  = %q
+  artim_timeout = "5s"
+  drain_timeout = "2s"
+}
+tls {
+  client_ca = ["certs/ca.pem"]
+  cert_file = "certs/edge.pem"
+  key_file  = "certs/edge-key.pem"
+}
+audit {
+  file  = "audit/audit.jsonl"
+  fsync = "50ms"
+}
+%s
+rule "echo" {
+  when {
+    client_cn = ["client"]
+    called_ae = ["DICOMEDGE"]
+  }
+  answer {}
+}
+rule "deny" {
+  reject { reason = "calling-ae-not-recognized" }
+}
+`, listen, admin, extraRule)
+}
+
+func auditEvents(t *testing.T, file string) []string {
+	t.Helper()
+	f, err := os.Open(file)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var ev struct {
+			Event string `json:"event"`
+		}
+		if json.Unmarshal(sc.Bytes(), &ev) == nil {
+			out = append(out, ev.Event)
+		}
+	}
+	return out
+}
+
+func waitAudit(t *testing.T, file, event string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		c := 0
+		for _, e := range auditEvents(t, file) {
+			if e == event {
+				c++
+			}
+		}
+		if c >= n {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("audit has no %d× %s: %v", n, event, auditEvents(t, file))
+}
+
+// serve --dev end to end as an operator runs it: development PKI created,
+// echoscu +tls answered, /readyz, SIGHUP with a broken then a good policy,
+// SIGTERM → exit 0; and an invalid configuration → exit 2.
+func TestServeCommand(t *testing.T) {
+	testpeer.Require(t, "echoscu")
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	cfgFile := filepath.Join(dir, "policy.hcl")
+	listen, admin := testpeer.FreeAddr(t), testpeer.FreeAddr(t)
+	if err := os.WriteFile(cfgFile, []byte(servePolicy(listen, admin, "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("invalid config exits 2 with positions", func(t *testing.T) {
+		bad := filepath.Join(dir, "bad.hcl")
+		if err := os.WriteFile(bad, []byte("edge {\n  max_associations = \"many\"\n}\nrule \"x\" {}\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(bin, "serve", "--config", bad).CombinedOutput()
+		if code := testpeer.ExitCode(err); code != 2 {
+			t.Fatalf("exit %d, want 2\n%s", code, out)
+		}
+		if !strings.Contains(string(out), "bad.hcl:2:") {
+			t.Errorf("diagnostics lack file:line:col:\n%s", out)
+		}
+	})
+
+	p := testpeer.Start(t, bin, "serve", "--dev", "--config", cfgFile, "--log-level", "debug", "--log-format", "json")
+	testpeer.WaitListening(t, listen, 30*time.Second, p)
+	for _, f := range []string{"ca.pem", "edge.pem", "edge-key.pem", "client.pem", "client-key.pem"} {
+		if _, err := os.Stat(filepath.Join(dir, "certs", f)); err != nil {
+			t.Errorf("--dev did not create certs/%s: %v", f, err)
+		}
+	}
+	certs := filepath.Join(dir, "certs")
+	echo := func(called string) (string, error) {
+		ctx := testpeer.Context(t, time.Minute)
+		return testpeer.Run(ctx, "echoscu", "+tls", filepath.Join(certs, "client-key.pem"), filepath.Join(certs, "client.pem"),
+			"+cf", filepath.Join(certs, "ca.pem"), "-aet", "MODALITY1", "-aec", called, testpeer.Host(listen), fmt.Sprint(testpeer.Port(listen)))
+	}
+	if out, err := echo("DICOMEDGE"); err != nil {
+		t.Fatalf("echoscu +tls against serve --dev: %v\n%s", err, out)
+	}
+	resp, err := http.Get("http://" + admin + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("/readyz = %d", resp.StatusCode)
+	}
+	auditFile := filepath.Join(dir, "audit", "audit.jsonl")
+	waitAudit(t, auditFile, "association.released", 1)
+
+	// SIGHUP with a broken policy: refused, the old policy stays.
+	if err := os.WriteFile(cfgFile, []byte("rule {\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.Cmd.Process.Signal(syscall.SIGHUP)
+	waitAudit(t, auditFile, "policy.reload_failed", 1)
+	if out, err := echo("DICOMEDGE"); err != nil {
+		t.Fatalf("echo after a refused reload: %v\n%s", err, out)
+	}
+	// SIGHUP with a good policy that answers a second AE title.
+	extra := "rule \"echo2\" {\n  when { called_ae = [\"OTHEREDGE\"] }\n  answer {}\n}\n"
+	if err := os.WriteFile(cfgFile, []byte(servePolicy(listen, admin, extra)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := echo("OTHEREDGE"); err == nil {
+		t.Fatalf("OTHEREDGE answered before the reload:\n%s", out)
+	}
+	_ = p.Cmd.Process.Signal(syscall.SIGHUP)
+	waitAudit(t, auditFile, "policy.reloaded", 1)
+	if out, err := echo("OTHEREDGE"); err != nil {
+		t.Fatalf("OTHEREDGE after the reload: %v\n%s", err, out)
+	}
+
+	_ = p.Cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatal("serve did not stop after SIGTERM")
+	}
+	if code := testpeer.ExitCode(p.Err()); code != 0 {
+		t.Fatalf("exit %d after SIGTERM, want 0\n%s", code, p.Output())
+	}
+	// JSON logs: one object per line, one info line per association.
+	var assocLines int
+	for _, line := range strings.Split(strings.TrimSpace(p.Output()), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Errorf("--log-format json printed a non-JSON line: %q", line)
+			continue
+		}
+		if m["@message"] == "association ended" {
+			assocLines++
+		}
+	}
+	if assocLines < 3 {
+		t.Errorf("%d association log lines, want one per association\n%s", assocLines, p.Output())
+	}
+}

@@ -1,0 +1,217 @@
+package testpeer
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Orthanc is a running Orthanc PACS with its DICOM and HTTP ports on
+// loopback and its storage in a temporary directory.
+type Orthanc struct {
+	AETitle string
+	DICOM   string // host:port
+	HTTP    string // host:port
+	Storage string
+	*Process
+}
+
+// OrthancModality is a remote AE Orthanc knows (C-MOVE destinations, and
+// callers allowed to query and retrieve).
+type OrthancModality struct {
+	AETitle string
+	Host    string
+	Port    int
+}
+
+// StartOrthanc runs /usr/sbin/Orthanc with a JSON configuration in a
+// temporary directory. Every AE in modalities may find, get and move, and is
+// a valid C-MOVE destination.
+func StartOrthanc(t testing.TB, aet string, modalities map[string]OrthancModality) *Orthanc {
+	t.Helper()
+	bin := "Orthanc"
+	if _, err := exec.LookPath(bin); err != nil {
+		if _, err2 := os.Stat("/usr/sbin/Orthanc"); err2 == nil {
+			bin = "/usr/sbin/Orthanc"
+		}
+	}
+	Require(t, bin)
+	dir := t.TempDir()
+	o := &Orthanc{AETitle: aet, DICOM: FreeAddr(t), HTTP: FreeAddr(t), Storage: filepath.Join(dir, "storage")}
+	mods := map[string]any{}
+	for name, m := range modalities {
+		mods[name] = map[string]any{
+			"AET": m.AETitle, "Host": m.Host, "Port": m.Port,
+			"AllowEcho": true, "AllowFind": true, "AllowGet": true, "AllowMove": true, "AllowStore": true,
+		}
+	}
+	cfg := map[string]any{
+		"Name":                  "dicomedge-test",
+		"StorageDirectory":      o.Storage,
+		"IndexDirectory":        o.Storage,
+		"DicomAet":              aet,
+		"DicomPort":             port(o.DICOM),
+		"HttpPort":              port(o.HTTP),
+		"RemoteAccessAllowed":   false,
+		"AuthenticationEnabled": false,
+		"DicomCheckCalledAet":   false,
+		"DicomAlwaysAllowEcho":  true,
+		"DicomAlwaysAllowStore": true,
+		"DicomAlwaysAllowFind":  true,
+		"DicomAlwaysAllowGet":   true,
+		"DicomAlwaysAllowMove":  true,
+		"DicomModalities":       mods,
+		"Plugins":               []string{},
+		"HttpServerEnabled":     true,
+		"StableAge":             1,
+		// Without TCP_NODELAY Orthanc's DCMTK core waits on delayed ACKs too.
+		"DicomScpTimeout": 30,
+	}
+	b, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "orthanc.json")
+	writeFile(t, conf, string(b))
+	// --verbose logs each incoming request, which tests use to prove what reached the PACS.
+	o.Process = Start(t, bin, "--verbose", conf)
+	WaitListening(t, o.DICOM, 30*time.Second, o.Process)
+	return o
+}
+
+func port(addr string) int {
+	var p int
+	i := strings.LastIndexByte(addr, ':')
+	fmt.Sscanf(addr[i+1:], "%d", &p)
+	return p
+}
+
+// Port returns the numeric port of a host:port address.
+func Port(addr string) int { return port(addr) }
+
+// Host returns the host part of a host:port address.
+func Host(addr string) string {
+	i := strings.LastIndexByte(addr, ':')
+	return strings.Trim(addr[:i], "[]")
+}
+
+// StunnelClient runs stunnel4 in client mode: plain TCP on Accept (loopback),
+// TLS with the given client certificate to Connect, verifying the server
+// against caFile. This is how a site puts movescu/getscu (no +tls in Debian's
+// DCMTK 3.6.7) in front of a TLS-only edge.
+type StunnelClient struct {
+	Accept string
+	*Process
+}
+
+// StartStunnelClient starts the client-mode tunnel and waits for it.
+func StartStunnelClient(t testing.TB, connect, certFile, keyFile, caFile string) *StunnelClient {
+	t.Helper()
+	Require(t, "stunnel4")
+	dir := t.TempDir()
+	s := &StunnelClient{Accept: FreeAddr(t)}
+	conf := filepath.Join(dir, "stunnel.conf")
+	writeFile(t, conf, fmt.Sprintf(`foreground = yes
+pid =
+debug = 4
+socket = l:TCP_NODELAY=1
+socket = r:TCP_NODELAY=1
+[dicom]
+client = yes
+accept = %s
+connect = %s
+cert = %s
+key = %s
+CAfile = %s
+verifyChain = yes
+`, s.Accept, connect, certFile, keyFile, caFile))
+	s.Process = Start(t, "stunnel4", conf)
+	WaitListening(t, s.Accept, 15*time.Second, s.Process)
+	return s
+}
+
+// StunnelServer runs stunnel4 in server mode: TLS on Accept requiring a
+// client certificate from caFile, plain TCP to Connect. It is the baseline a
+// site would otherwise deploy in front of a plain PACS.
+func StartStunnelServer(t testing.TB, connect, certFile, keyFile, caFile string) *StunnelClient {
+	t.Helper()
+	Require(t, "stunnel4")
+	dir := t.TempDir()
+	s := &StunnelClient{Accept: FreeAddr(t)}
+	conf := filepath.Join(dir, "stunnel.conf")
+	writeFile(t, conf, fmt.Sprintf(`foreground = yes
+pid =
+debug = 4
+socket = l:TCP_NODELAY=1
+socket = r:TCP_NODELAY=1
+[dicom]
+accept = %s
+connect = %s
+cert = %s
+key = %s
+CAfile = %s
+verifyChain = yes
+`, s.Accept, connect, certFile, keyFile, caFile))
+	s.Process = Start(t, "stunnel4", conf)
+	WaitListening(t, s.Accept, 15*time.Second, s.Process)
+	return s
+}
+
+// StoreSCP is a running DCMTK storescp writing received instances, exactly as
+// received (+B, bit-preserving), into Dir.
+type StoreSCP struct {
+	AETitle string
+	Addr    string
+	Dir     string
+	*Process
+}
+
+// StartStoreSCP runs storescp on a free loopback port. extra arguments are
+// added before the port (e.g. "--max-pdu", "16384").
+func StartStoreSCP(t testing.TB, aet string, extra ...string) *StoreSCP {
+	t.Helper()
+	Require(t, "storescp")
+	s := &StoreSCP{AETitle: aet, Addr: FreeAddr(t), Dir: t.TempDir()}
+	args := []string{"-aet", aet, "-od", s.Dir, "+B", "--accept-all"}
+	args = append(args, extra...)
+	args = append(args, fmt.Sprint(port(s.Addr)))
+	s.Process = Start(t, "storescp", args...)
+	WaitListening(t, s.Addr, 15*time.Second, s.Process)
+	return s
+}
+
+// Received returns the data sets of every file storescp has written, keyed
+// by SOP instance UID.
+func (s *StoreSCP) Received(t testing.TB) map[string][]byte {
+	t.Helper()
+	out := map[string][]byte{}
+	entries, err := os.ReadDir(s.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(s.Dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ds, uid, err := SplitPart10(b)
+		if err != nil {
+			t.Fatalf("%s: %v", e.Name(), err)
+		}
+		out[uid] = ds
+	}
+	return out
+}
+
+func itoa(n int) string { return fmt.Sprint(n) }
+
+// Count returns how many files storescp has started writing.
+func (s *StoreSCP) Count() int {
+	entries, _ := os.ReadDir(s.Dir)
+	return len(entries)
+}

@@ -1,0 +1,299 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sync/atomic"
+	"time"
+
+	"github.com/dicomedge/dicomedge/association"
+	"github.com/dicomedge/dicomedge/association/dimse"
+	"github.com/dicomedge/dicomedge/audit"
+	"github.com/dicomedge/dicomedge/policy"
+)
+
+// answerer is the answer path: the edge is the SCP (Verification only).
+type answerer struct {
+	c    *conn
+	cfg  *policy.Config
+	r    *association.Reader
+	rule string
+
+	w        *pduWriter
+	contexts map[uint8]string // accepted context id → abstract syntax
+	peerMax  uint32
+	stopped  atomic.Bool // aborted by Shutdown
+}
+
+func (a *answerer) run() {
+	c, rq := a.c, a.c.rq
+	if rj := association.CheckRQ(rq); rj != nil {
+		c.reject(a.rule, rj.Result, rj.Source, rj.Reason, "")
+		return
+	}
+	acc := association.Acceptor{
+		AbstractSyntaxes: []string{association.VerificationSOPClass},
+		// Explicit VR LE first: it carries VRs, so nothing depends on a data dictionary.
+		TransferSyntaxes: []string{association.ExplicitVRLittleEndian, association.ImplicitVRLittleEndian},
+		// PS3.7 D.3.3.4: the edge may be the SCP of Verification; it never
+		// acts as SCU, so a proposed SCP role for the requestor is refused.
+		Roles: map[string]association.RoleSelection{
+			association.VerificationSOPClass: {SOPClassUID: association.VerificationSOPClass, SCU: true, SCP: false},
+		},
+	}
+	pcs, roles := acc.Negotiate(rq)
+	ac := &association.AssociateAC{
+		ProtocolVersion:      1,
+		CalledAE:             a.cfg.Edge.AETitle,
+		CallingAE:            rq.CallingAE,
+		ApplicationContext:   association.DICOMApplicationContext,
+		PresentationContexts: pcs,
+		UserInfo: association.UserInfo{
+			MaxLength:                 a.cfg.Edge.MaxPDULength,
+			HasMaxLength:              true,
+			ImplementationClassUID:    association.ImplementationClassUID,
+			ImplementationVersionName: association.ImplementationVersionName,
+			RoleSelections:            roles,
+		},
+	}
+	if rq.UserInfo.AsyncOps != nil {
+		// PS3.7 D.3.3.3: operations are performed one at a time.
+		ac.UserInfo.AsyncOps = &association.AsyncOpsWindow{MaxInvoked: 1, MaxPerformed: 1}
+	}
+	a.contexts = map[uint8]string{}
+	var accepted []string
+	for _, pc := range pcs {
+		if pc.Result == association.PCAcceptance {
+			for _, p := range rq.PresentationContexts {
+				if p.ID == pc.ID {
+					a.contexts[pc.ID] = p.AbstractSyntax
+					accepted = append(accepted, p.AbstractSyntax)
+				}
+			}
+		}
+	}
+	a.peerMax = rq.UserInfo.MaxLength
+	a.w = &pduWriter{c: c.tc, timeout: a.idle()}
+	if !c.establish(func() {
+		a.stopped.Store(true)
+		a.abort(association.AbortSourceServiceProvider, association.AbortReasonNotSpecified)
+	}) {
+		return // shutting down
+	}
+	if err := a.w.write(ac); err != nil {
+		c.log.Info("write A-ASSOCIATE-AC failed", "error", err)
+		return
+	}
+	c.s.Metrics.Associations.WithLabelValues("answer", a.rule).Inc()
+	e := c.event(audit.EventAccepted)
+	e.Rule, e.Action, e.Contexts, e.UserIdentity = a.rule, "answer", accepted, userIdentity(rq)
+	c.s.auditEvent(e)
+	c.log.Trace("A-ASSOCIATE-AC", "accepted", len(accepted), "proposed", len(rq.PresentationContexts))
+
+	outcome := a.serve()
+	if outcome.abortSource == "service-provider" && !a.stopped.Load() {
+		// PS3.8 AA-1/Sta13: after our A-ABORT, wait (bounded) for the peer
+		// to close, so it reads the A-ABORT rather than a reset.
+		c.waitPeerClose(c.tc)
+	}
+	a.finish(outcome)
+}
+
+func (a *answerer) idle() time.Duration {
+	if d := a.cfg.Edge.IdleTimeout; d > 0 {
+		return d
+	}
+	return 10 * time.Minute
+}
+
+// endOutcome is how an association ended, for the audit record and log.
+type endOutcome struct {
+	released    bool
+	abortSource string
+	abortReason string
+	err         error
+}
+
+// serve runs the established association until release or abort.
+func (a *answerer) serve() endOutcome {
+	c := a.c
+	asm := &dimse.Assembler{MaxCommandSize: 64 << 10}
+	var skipData bool // data set PDVs of a request the edge refused
+	for {
+		_ = c.tc.SetReadDeadline(time.Now().Add(a.idle()))
+		p, err := a.r.ReadPDU()
+		if err != nil {
+			if a.stopped.Load() {
+				return endOutcome{abortSource: "service-provider", abortReason: "shutdown", err: err}
+			}
+			return a.readFailed(err)
+		}
+		switch p := p.(type) {
+		case *association.PDataTF:
+			for _, pdv := range p.PDVs {
+				if _, ok := a.contexts[pdv.ContextID]; !ok {
+					// PS3.8 9.3.5: PDVs must use an accepted presentation context.
+					a.abort(association.AbortSourceServiceProvider, association.AbortInvalidPDUParameterValue)
+					return endOutcome{abortSource: "service-provider", abortReason: "invalid-pdu-parameter-value",
+						err: fmt.Errorf("PDV on presentation context %d which was not accepted", pdv.ContextID)}
+				}
+				if !pdv.Command {
+					if !skipData {
+						c.log.Trace("data PDV without a request that takes one; ignored", "context", pdv.ContextID)
+					}
+					continue
+				}
+				cmd, done, err := asm.Add(pdv)
+				if err != nil {
+					// A command set we cannot parse: the peer must hear about it.
+					a.abort(association.AbortSourceServiceProvider, association.AbortInvalidPDUParameterValue)
+					return endOutcome{abortSource: "service-provider", abortReason: "invalid-pdu-parameter-value", err: err}
+				}
+				if !done {
+					continue
+				}
+				skipData = cmd.HasDataSet()
+				if err := a.handle(pdv.ContextID, cmd); err != nil {
+					return endOutcome{abortSource: "transport", err: err}
+				}
+			}
+		case *association.ReleaseRQ:
+			if err := a.w.write(&association.ReleaseRP{}); err != nil {
+				return endOutcome{abortSource: "transport", err: err}
+			}
+			c.waitPeerClose(c.tc)
+			return endOutcome{released: true}
+		case *association.Abort:
+			return endOutcome{abortSource: p.Source.String(), abortReason: p.Reason.String()}
+		default:
+			// PS3.8 state machine, Sta6: A-ASSOCIATE-RQ/AC/RJ or A-RELEASE-RP
+			// from the requestor are unexpected (AA-8: A-ABORT source 2).
+			a.abort(association.AbortSourceServiceProvider, association.AbortUnexpectedPDU)
+			return endOutcome{abortSource: "service-provider", abortReason: "unexpected-pdu",
+				err: fmt.Errorf("unexpected %v in an established association", p.Type())}
+		}
+	}
+}
+
+// handle answers one complete DIMSE request.
+func (a *answerer) handle(ctxID uint8, cmd *dimse.Command) error {
+	c := a.c
+	if !cmd.CommandField.IsRequest() {
+		c.log.Debug("DIMSE response from the requestor ignored", "command", cmd.CommandField.String())
+		return nil
+	}
+	start := time.Now()
+	var rsp *dimse.Command
+	if cmd.CommandField == dimse.CEchoRQ {
+		rsp = dimse.VerificationResponse(cmd)
+	} else {
+		rsp = dimse.NewResponse(cmd, dimse.StatusUnrecognizedOperation)
+	}
+	if err := a.writeMessage(ctxID, rsp); err != nil {
+		return err
+	}
+	service := cmd.CommandField.Service()
+	c.s.Metrics.DIMSERequests.WithLabelValues(service, dimse.ClassOf(rsp.Status).String()).Inc()
+	e := c.event(audit.EventDIMSE)
+	e.Service, e.SOPClass, e.SOPInstance = service, cmd.SOPClassUID(), cmd.AffectedSOPInstanceUID
+	e.MessageID, e.Status = int(cmd.MessageID), statusHex(rsp.Status)
+	e.MS, e.Allowed = time.Since(start).Milliseconds(), audit.Bool(cmd.CommandField == dimse.CEchoRQ)
+	c.s.auditEvent(e)
+	c.log.Trace("DIMSE", "request", cmd.CommandField.String(), "status", statusHex(rsp.Status))
+	return nil
+}
+
+func (a *answerer) writeMessage(ctxID uint8, cmd *dimse.Command) error {
+	a.w.mu.Lock()
+	defer a.w.mu.Unlock()
+	max := a.peerMax
+	if max == 0 || max > a.cfg.Edge.MaxPDULength {
+		max = a.cfg.Edge.MaxPDULength
+	}
+	return dimse.WriteMessage(writerFunc(a.w.writeLocked), ctxID, cmd, nil, max)
+}
+
+// readFailed maps a read error in an established association to the PS3.8
+// action: a protocol error gets the codec's A-ABORT, the idle timer an
+// A-ABORT (reason not specified), a dropped connection nothing.
+func (a *answerer) readFailed(err error) endOutcome {
+	var pe *association.ProtocolError
+	switch {
+	case errors.As(err, &pe):
+		ab := association.AbortFor(err)
+		a.abort(ab.Source, ab.Reason)
+		return endOutcome{abortSource: "service-provider", abortReason: ab.Reason.String(), err: err}
+	case isTimeout(err):
+		a.abort(association.AbortSourceServiceProvider, association.AbortReasonNotSpecified)
+		return endOutcome{abortSource: "service-provider", abortReason: "idle-timeout", err: err}
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return endOutcome{abortSource: "transport", abortReason: "connection-closed", err: err}
+	default:
+		return endOutcome{abortSource: "transport", abortReason: "connection-error", err: err}
+	}
+}
+
+func (a *answerer) abort(src association.AbortSource, reason association.AbortReason) {
+	a.w.mu.Lock()
+	defer a.w.mu.Unlock()
+	_ = a.w.c.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	b, _ := association.Append(nil, &association.Abort{Source: src, Reason: reason})
+	_, _ = a.w.c.Write(b)
+}
+
+func (a *answerer) finish(o endOutcome) {
+	c := a.c
+	name := audit.EventReleased
+	if !o.released {
+		name = audit.EventAborted
+	}
+	in, out := c.bytesIn(), a.w.bytes.Load()
+	c.s.Metrics.RelayBytes.WithLabelValues("in").Add(float64(in))
+	c.s.Metrics.RelayBytes.WithLabelValues("out").Add(float64(out))
+	e := c.event(name)
+	e.Rule = a.rule
+	e.BytesIn, e.BytesOut, e.MS = in, out, time.Since(c.start).Milliseconds()
+	e.AbortSource, e.AbortReason = o.abortSource, o.abortReason
+	c.s.auditEvent(e)
+	c.log.Info("association ended", o.logArgs("decision", "answer", "rule", a.rule, "end", name,
+		"bytes_in", in, "bytes_out", out, "duration", time.Since(c.start))...)
+}
+
+// logArgs appends how the association ended, leaving out what is empty.
+func (o endOutcome) logArgs(args ...any) []any {
+	if o.abortSource != "" {
+		args = append(args, "abort_source", o.abortSource, "abort_reason", o.abortReason)
+	}
+	if o.err != nil {
+		args = append(args, "error", o.err)
+	}
+	return args
+}
+
+// writerFunc adapts a function to io.Writer.
+type writerFunc func([]byte) error
+
+func (f writerFunc) Write(b []byte) (int, error) {
+	if err := f(b); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+func statusHex(s uint16) string { return fmt.Sprintf("0x%04X", s) }
+
+func userIdentity(rq *association.AssociateRQ) *audit.UserIdentity {
+	u := rq.UserInfo.UserIdentityRQ
+	if u == nil {
+		return nil
+	}
+	// PS3.7 D.3.3.7: 1 username, 2 username+passcode, 3 Kerberos, 4 SAML, 5 JWT.
+	// Only a user name is recorded; never the passcode, ticket or token.
+	ui := &audit.UserIdentity{}
+	ui.Type = u.Type.String()
+	if u.Type == association.UserIdentityUsername || u.Type == association.UserIdentityUsernamePasscode {
+		ui.User = string(u.Primary)
+	}
+	return ui
+}

@@ -1,0 +1,355 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/dicomedge/dicomedge/association"
+	"github.com/dicomedge/dicomedge/audit"
+	"github.com/dicomedge/dicomedge/policy"
+	"github.com/dicomedge/dicomedge/tlslayer"
+)
+
+// processID distinguishes connection ids of this process from those of an
+// earlier run in the same audit file.
+var processID = func() string {
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}()
+
+// conn is one client connection: TLS handshake, A-ASSOCIATE-RQ, decision,
+// then the answer or relay path.
+type conn struct {
+	s      *Server
+	raw    net.Conn
+	tc     *tls.Conn
+	id     string
+	log    hclog.Logger
+	start  time.Time
+	remote string
+	source netip.Addr
+
+	in       *countingReader // client bytes read (PDUs, after TLS)
+	identity tlslayer.Identity
+	client   *audit.Client
+	rq       *association.AssociateRQ
+
+	// state moves pre (0) → established (1) or closing (2) exactly once
+	state atomic.Int32
+	// abortFn aborts the established association (both sides); set by the
+	// answer or relay path before it becomes established.
+	abortFn atomic.Pointer[func()]
+
+	closeOnce sync.Once
+}
+
+const (
+	statePre = iota
+	stateEstablished
+	stateClosing
+)
+
+func (s *Server) newConn(raw net.Conn) *conn {
+	n := s.connID.Add(1)
+	id := fmt.Sprintf("%s-%d", processID, n)
+	return &conn{s: s, raw: raw, id: id, start: time.Now(), log: s.log.With("conn", id)}
+}
+
+// drain is called by Shutdown: a connection that has no association yet is
+// closed now; an established one may finish.
+func (c *conn) drain() {
+	if c.state.CompareAndSwap(statePre, stateClosing) {
+		c.raw.Close()
+	}
+}
+
+// abort ends an established association with A-ABORT to both sides.
+func (c *conn) abort() {
+	if f := c.abortFn.Load(); f != nil {
+		(*f)()
+	}
+	c.raw.Close()
+}
+
+func (c *conn) close() {
+	c.closeOnce.Do(func() { c.raw.Close() })
+}
+
+// establish marks the association established unless Shutdown got here
+// first.
+func (c *conn) establish(abort func()) bool {
+	c.abortFn.Store(&abort)
+	return c.state.CompareAndSwap(statePre, stateEstablished)
+}
+
+func (c *conn) serve(ctx context.Context) {
+	defer c.close()
+	cfg := c.s.current()
+	artim := cfg.Edge.ARTIMTimeout
+	if artim <= 0 {
+		artim = 30 * time.Second
+	}
+	// ARTIM covers the PROXY header, the TLS handshake and the A-ASSOCIATE-RQ.
+	deadline := time.Now().Add(artim)
+	_ = c.raw.SetDeadline(deadline)
+	c.remote = c.raw.RemoteAddr().String()
+	if ap, err := netip.ParseAddrPort(c.remote); err == nil {
+		c.source = ap.Addr().Unmap()
+	}
+	c.log = c.log.With("remote", c.remote)
+
+	pre := &probeConn{Conn: c.raw}
+	c.tc = tls.Server(pre, c.s.TLS.ServerConfig())
+	hctx, cancel := context.WithDeadline(ctx, deadline)
+	id, err := tlslayer.Handshake(hctx, c.tc)
+	cancel()
+	if err != nil {
+		reason := tlslayer.Classify(err)
+		if !pre.read.Load() && reason == tlslayer.ReasonEOF {
+			// Closed without sending a byte: a load balancer's or monitor's
+			// TCP check, not a failed handshake; not worth an audit record.
+			c.log.Debug("connection closed before any byte (TCP check)")
+			return
+		}
+		c.s.Metrics.TLSFailures.WithLabelValues(reason).Inc()
+		c.log.Info("tls handshake failed", "reason", reason, "error", err)
+		c.s.auditEvent(audit.Event{Event: audit.EventTLSFailed, Conn: c.id, Remote: c.remote, Reason: reason})
+		return
+	}
+	c.identity = id
+	c.client = &audit.Client{Subject: id.Subject, CN: id.CN, DNS: id.DNS, URI: id.URI, Email: id.Email,
+		Fingerprint: id.Fingerprint, Issuer: id.Issuer}
+	c.log = c.log.With("client_cn", id.CN)
+
+	c.in = &countingReader{r: c.tc}
+	r := association.NewReader(c.in, cfg.Edge.MaxPDULength)
+	typ, raw, err := r.Next()
+	if err != nil {
+		c.preAssociationError(err)
+		return
+	}
+	if typ != association.TypeAssociateRQ {
+		// PS3.8 state Sta2: any PDU but A-ASSOCIATE-RQ is unexpected (AA-1),
+		// except A-ABORT, which just closes (AA-2).
+		if typ != association.TypeAbort {
+			c.sendAbort(c.tc, association.AbortSourceServiceProvider, association.AbortUnexpectedPDU)
+			c.log.Info("unexpected PDU before A-ASSOCIATE-RQ; aborted", "type", typ)
+			c.waitPeerClose(c.tc)
+		}
+		return
+	}
+	p, err := association.Decode(typ, raw[association.HeaderLen:])
+	if err != nil {
+		c.preAssociationError(err)
+		return
+	}
+	rq := p.(*association.AssociateRQ)
+	c.rq = rq
+	c.log = c.log.With("calling_ae", rq.CallingAE, "called_ae", rq.CalledAE)
+	c.log.Trace("A-ASSOCIATE-RQ", "contexts", len(rq.PresentationContexts), "max_length", rq.UserInfo.MaxLength,
+		"implementation", rq.UserInfo.ImplementationClassUID)
+
+	in := policy.Input{
+		CN: id.CN, DNS: id.DNS, URI: id.URI, Email: id.Email, Fingerprint: id.Fingerprint,
+		SourceIP: c.source, CallingAE: strings.TrimSpace(rq.CallingAE), CalledAE: strings.TrimSpace(rq.CalledAE),
+	}
+	d := cfg.Policy.Evaluate(&in)
+	switch d.Action {
+	case policy.ActionReject:
+		c.reject(d.Rule, association.RejectResult(d.Reject.Result), association.RejectSource(d.Reject.Source),
+			association.RejectReason(d.Reject.Reason), d.Reject.ReasonName)
+		return
+	case policy.ActionAnswer, policy.ActionRelay:
+	default:
+		c.reject(d.Rule, association.RejectPermanent, association.RejectSourceServiceUser, association.RejectUserNoReason, "")
+		return
+	}
+	if !c.s.tryAcquire(cfg.Edge.MaxAssociations) {
+		c.reject(d.Rule, association.RejectTransient, association.RejectSourceServiceProviderPresentation, association.RejectPresentationLocalLimitExceeded, "")
+		return
+	}
+	defer c.s.release()
+	_ = c.raw.SetDeadline(time.Time{})
+	if d.Action == policy.ActionAnswer {
+		a := &answerer{c: c, cfg: cfg, r: r, rule: d.Rule}
+		a.run()
+		return
+	}
+	rl := &relay{c: c, cfg: cfg, d: d, cr: r}
+	rl.run(ctx, deadline)
+}
+
+// preAssociationError handles a failure to read the A-ASSOCIATE-RQ: a
+// protocol error gets the A-ABORT PS3.8 prescribes; a timeout (ARTIM) or a
+// closed connection just closes.
+func (c *conn) preAssociationError(err error) {
+	var pe *association.ProtocolError
+	switch {
+	case errors.As(err, &pe):
+		ab := association.AbortFor(err)
+		c.writePDU(c.tc, ab)
+		c.log.Info("malformed PDU before association; aborted", "error", err, "reason", ab.Reason)
+		c.waitPeerClose(c.tc) // PS3.8 Sta13: wait (ARTIM) for the peer to close
+	case isTimeout(err):
+		c.log.Info("ARTIM expired before A-ASSOCIATE-RQ; closed")
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		c.log.Debug("closed before A-ASSOCIATE-RQ")
+	default:
+		c.log.Debug("read A-ASSOCIATE-RQ failed", "error", err)
+	}
+}
+
+// reject sends A-ASSOCIATE-RJ, audits it, and waits briefly for the peer to
+// close first (PS3.8 AA-... : the requestor closes the transport after an
+// RJ; closing at once could lose the RJ in a TCP reset).
+func (c *conn) reject(rule string, result association.RejectResult, source association.RejectSource, reason association.RejectReason, name string) {
+	if name == "" {
+		name = association.RejectReasonName(source, reason)
+	}
+	rj := &association.AssociateRJ{Result: result, Source: source, Reason: reason}
+	c.writePDU(c.tc, rj)
+	c.s.Metrics.Associations.WithLabelValues("reject", rule).Inc()
+	e := c.event(audit.EventRejected)
+	e.Rule = rule
+	e.Result, e.Source, e.ReasonCode = int(result), int(source), int(reason)
+	e.Reason = name
+	e.ResultName, e.SourceName = result.String(), source.String()
+	c.s.auditEvent(e)
+	c.log.Info("association rejected", "decision", "reject", "rule", rule, "result", int(result),
+		"source", int(source), "reason", name, "duration", time.Since(c.start))
+	c.waitPeerClose(c.tc)
+}
+
+// waitPeerClose reads (and discards, bounded) until the peer closes or a
+// short timer expires.
+func (c *conn) waitPeerClose(r net.Conn) {
+	wait := 2 * time.Second
+	if a := c.s.current().Edge.ARTIMTimeout; a > 0 && a < wait {
+		wait = a
+	}
+	_ = r.SetReadDeadline(time.Now().Add(wait))
+	_, _ = io.Copy(io.Discard, io.LimitReader(r, 1<<20))
+}
+
+// event starts an audit record with what is known about the connection.
+func (c *conn) event(name string) audit.Event {
+	e := audit.Event{Event: name, Conn: c.id, Remote: c.remote, Client: c.client}
+	if c.rq != nil {
+		e.Assoc = c.id
+		e.CallingAE = strings.TrimSpace(c.rq.CallingAE)
+		e.CalledAE = strings.TrimSpace(c.rq.CalledAE)
+	}
+	return e
+}
+
+// writePDU writes one PDU with a short write deadline (so a peer that does
+// not read cannot hold the goroutine) and ignores the error: it is only used
+// for final PDUs (RJ, A-ABORT) before closing.
+func (c *conn) writePDU(w net.Conn, p association.PDU) {
+	b, err := association.Append(nil, p)
+	if err != nil {
+		c.log.Error("encode PDU", "error", err)
+		return
+	}
+	_ = w.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	_, _ = w.Write(b)
+}
+
+func (c *conn) sendAbort(w net.Conn, src association.AbortSource, reason association.AbortReason) {
+	c.writePDU(w, &association.Abort{Source: src, Reason: reason})
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// pduWriter serializes whole PDUs onto one connection: the relay's two
+// pumps (and the edge's own refusal responses) share the client side.
+type pduWriter struct {
+	mu    sync.Mutex
+	c     net.Conn
+	buf   []byte
+	bytes atomic.Int64
+	// timeout bounds each write so a peer that stops reading cannot hold
+	// the association forever; the idle timeout is the natural bound.
+	timeout time.Duration
+}
+
+func (w *pduWriter) writeRaw(b []byte) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.writeLocked(b)
+}
+
+func (w *pduWriter) writeLocked(b []byte) error {
+	if w.timeout > 0 {
+		_ = w.c.SetWriteDeadline(time.Now().Add(w.timeout))
+	}
+	n, err := w.c.Write(b)
+	w.bytes.Add(int64(n))
+	return err
+}
+
+func (w *pduWriter) write(p association.PDU) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var err error
+	w.buf, err = association.Append(w.buf[:0], p)
+	if err != nil {
+		return err
+	}
+	err = w.writeLocked(w.buf)
+	if cap(w.buf) > 64<<10 {
+		w.buf = nil // do not keep a large buffer per idle association
+	}
+	return err
+}
+
+// countingReader counts the bytes read through it (bytes_in of the audit).
+type countingReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (cr *countingReader) Read(b []byte) (int, error) {
+	n, err := cr.r.Read(b)
+	cr.n.Add(int64(n))
+	return n, err
+}
+
+func (c *conn) bytesIn() int64 {
+	if c.in == nil {
+		return 0
+	}
+	return c.in.n.Load()
+}
+
+// probeConn notes whether the peer sent anything before the handshake
+// ended, to tell TCP health checks from failed handshakes.
+type probeConn struct {
+	net.Conn
+	read atomic.Bool
+}
+
+func (p *probeConn) Read(b []byte) (int, error) {
+	n, err := p.Conn.Read(b)
+	if n > 0 && !p.read.Load() {
+		p.read.Store(true)
+	}
+	return n, err
+}

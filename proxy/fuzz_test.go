@@ -1,0 +1,169 @@
+package proxy
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/dicomedge/dicomedge/association"
+	"github.com/dicomedge/dicomedge/association/dimse"
+	"github.com/dicomedge/dicomedge/policy"
+)
+
+// discardConn is a net.Conn that swallows writes and counts the PDUs.
+type discardConn struct {
+	net.Conn
+	writes int
+	last   []byte
+}
+
+func (d *discardConn) Write(b []byte) (int, error) {
+	d.writes++
+	d.last = append(d.last[:0], b...)
+	return len(b), nil
+}
+func (d *discardConn) Close() error                     { return nil }
+func (d *discardConn) SetWriteDeadline(time.Time) error { return nil }
+func (d *discardConn) SetReadDeadline(time.Time) error  { return nil }
+func (d *discardConn) RemoteAddr() net.Addr             { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
+
+// fuzzRelay is a relay in its established state, not connected to
+// anything: the client side's P-DATA inspection can run on arbitrary bytes.
+func fuzzRelay(t testing.TB) (*relay, *discardConn, *discardConn) {
+	t.Helper()
+	cfg, diags := policy.Load("fuzz.hcl", []byte(`
+tls {
+  client_ca = ["ca.pem"]
+  cert_file = "edge.pem"
+  key_file  = "edge-key.pem"
+}
+backend "pacs" {
+  address  = "127.0.0.1:104"
+  ae_title = "PACS"
+}
+rule "store-only" {
+  relay {
+    backend  = "pacs"
+    services = ["C-ECHO", "C-STORE"]
+  }
+}
+`))
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	s := &Server{Config: cfg, Logger: hclog.NewNullLogger()}
+	s.init()
+	toClient, toBackend := &discardConn{}, &discardConn{}
+	c := &conn{s: s, raw: toClient, log: s.log, rq: echoRQ("FUZZ", "PACS")}
+	d := cfg.Policy.Evaluate(&policy.Input{CallingAE: "FUZZ", CalledAE: "PACS"})
+	r := &relay{c: c, cfg: cfg, d: d, b: toBackend,
+		cw: &pduWriter{c: toClient}, bw: &pduWriter{c: toBackend},
+		contexts: map[uint8]pcInfo{
+			1: {abstract: association.SecondaryCaptureImageStorage, transfer: association.ExplicitVRLittleEndian},
+			3: {abstract: association.StudyRootQueryRetrieveFind, transfer: association.ImplicitVRLittleEndian},
+		},
+		clientMax: 16384, pending: map[uint16]*pendingOp{},
+		inBytes:  s.Metrics.RelayBytes.WithLabelValues("in"),
+		outBytes: s.Metrics.RelayBytes.WithLabelValues("out"),
+	}
+	return r, toClient, toBackend
+}
+
+func pdvItem(ctx uint8, mch byte, data []byte) []byte {
+	b := binary.BigEndian.AppendUint32(nil, uint32(len(data)+2))
+	return append(append(b, ctx, mch), data...)
+}
+
+func pdataPDU(body []byte) []byte {
+	b := []byte{byte(association.TypePDataTF), 0, 0, 0, 0, 0}
+	binary.BigEndian.PutUint32(b[2:], uint32(len(body)))
+	return append(b, body...)
+}
+
+func FuzzRelayClientPData(f *testing.F) {
+	store := (&dimse.Command{CommandField: dimse.CStoreRQ, MessageID: 1, AffectedSOPClassUID: association.SecondaryCaptureImageStorage,
+		AffectedSOPInstanceUID: "1.2.3", CommandDataSetType: 0}).Encode()
+	find := (&dimse.Command{CommandField: dimse.CFindRQ, MessageID: 2, AffectedSOPClassUID: association.StudyRootQueryRetrieveFind,
+		CommandDataSetType: 0}).Encode()
+	f.Add(pdvItem(1, 3, store), []byte{})
+	f.Add(append(pdvItem(1, 3, store), pdvItem(1, 2, []byte{0x10, 0, 0x20, 0, 'L', 'O', 4, 0, 'P', 'A', 'T', '1'})...), []byte{})
+	f.Add(pdvItem(3, 3, find), pdvItem(3, 2, []byte{1, 2, 3, 4}))
+	f.Add(pdvItem(1, 1, store[:10]), pdvItem(1, 3, store[10:]))
+	f.Add(pdvItem(9, 3, store), []byte{})
+	f.Add([]byte{0, 0, 0, 1, 1}, []byte{0xff, 0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, a, b []byte) {
+		r, _, _ := fuzzRelay(t)
+		asm := &dimse.Assembler{}
+		st := &clientState{}
+		for _, body := range [][]byte{a, b} {
+			err := r.clientPData(pdataPDU(body), asm, st)
+			var pe *association.ProtocolError
+			if err != nil && !errors.As(err, &pe) && !errors.Is(err, errEnded) {
+				t.Fatalf("non-protocol error %T %v", err, err)
+			}
+			if err != nil {
+				return
+			}
+		}
+		if len(st.held) > 0 && !asm.Pending() {
+			t.Fatalf("held command fragments with no command pending")
+		}
+	})
+}
+
+// The refusal path decided by clientPData: a C-FIND under a store-only rule
+// is answered 0x0124 to the client and its PDUs are not forwarded; a C-STORE
+// is forwarded unchanged (one Write of the raw PDU).
+func TestRelayClientPDataDecisions(t *testing.T) {
+	find := (&dimse.Command{CommandField: dimse.CFindRQ, MessageID: 2, AffectedSOPClassUID: association.StudyRootQueryRetrieveFind}).Encode()
+	store := (&dimse.Command{CommandField: dimse.CStoreRQ, MessageID: 3, AffectedSOPClassUID: association.SecondaryCaptureImageStorage,
+		AffectedSOPInstanceUID: "1.2.3"}).Encode()
+	cases := []struct {
+		name              string
+		pdus              [][]byte
+		wantBackendWrites int
+		wantRefusal       bool
+	}{
+		{"C-FIND refused, identifier dropped", [][]byte{pdvItem(3, 3, find), pdvItem(3, 2, []byte{1, 2, 3, 4})}, 0, true},
+		{"C-STORE forwarded raw", [][]byte{pdvItem(1, 3, store), pdvItem(1, 2, make([]byte, 100))}, 2, false},
+		{"fragmented C-STORE command held then forwarded", [][]byte{pdvItem(1, 1, store[:12]), pdvItem(1, 3, store[12:]), pdvItem(1, 2, []byte{0, 0})}, 3, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r, toClient, toBackend := fuzzRelay(t)
+			asm, st := &dimse.Assembler{}, &clientState{}
+			for _, body := range tc.pdus {
+				if err := r.clientPData(pdataPDU(body), asm, st); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if toBackend.writes != tc.wantBackendWrites {
+				t.Errorf("%d writes to the backend, want %d", toBackend.writes, tc.wantBackendWrites)
+			}
+			if !tc.wantRefusal {
+				if toClient.writes != 0 {
+					t.Errorf("%d writes to the client, want none", toClient.writes)
+				}
+				return
+			}
+			if toClient.writes != 1 {
+				t.Fatalf("%d writes to the client, want one refusal", toClient.writes)
+			}
+			p, err := association.Decode(association.PDUType(toClient.last[0]), toClient.last[association.HeaderLen:])
+			if err != nil {
+				t.Fatal(err)
+			}
+			rsp, err := dimse.DecodeCommand(p.(*association.PDataTF).PDVs[0].Data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rsp.CommandField != dimse.CFindRSP || rsp.MessageIDBeingRespondedTo != 2 || rsp.Status != dimse.StatusRefusedNotAuthorized {
+				t.Errorf("refusal = %+v", rsp)
+			}
+		})
+	}
+}

@@ -1,0 +1,387 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/dicomedge/dicomedge/association"
+	"github.com/dicomedge/dicomedge/audit"
+	"github.com/dicomedge/dicomedge/internal/testpeer"
+	"github.com/dicomedge/dicomedge/policy"
+	"github.com/dicomedge/dicomedge/tlslayer"
+)
+
+// testPKI is one openssl CA per test binary run with the edge's server
+// certificate and a few client certificates; making it costs ~1 s, so the
+// tests share it.
+type testPKI struct {
+	ca                string
+	edgeCert, edgeKey string
+	clientCert        string // CN "client"
+	clientKey         string
+	otherCert         string // CN "intruder": verifies, but no rule lets it in
+	otherKey          string
+	rogueCert         string // from a CA the edge does not trust
+	rogueKey          string
+	rogueCA           string
+	issuer            *testpeer.PKI // to issue more certificates
+}
+
+var (
+	pkiOnce sync.Once
+	pki     *testPKI
+	pkiT    = &pkiHolder{}
+)
+
+// pkiHolder keeps the shared PKI's temp dir alive for the whole run (a
+// t.TempDir would vanish with the first test).
+type pkiHolder struct{ dir string }
+
+func sharedPKI(t testing.TB) *testPKI {
+	t.Helper()
+	testpeer.Require(t, "openssl")
+	pkiOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "dicomedge-proxy-pki-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pkiT.dir = dir
+		tb := &dirTB{TB: t, dir: dir}
+		p := testpeer.NewPKI(tb, "edge-ca")
+		r := testpeer.NewPKI(tb, "rogue-ca")
+		pki = &testPKI{ca: p.CACert, rogueCA: r.CACert, issuer: p}
+		pki.edgeCert, pki.edgeKey = p.Issue(tb, "edge", testpeer.CertOptions{CN: "localhost", DNS: []string{"localhost"}, IPs: []string{"127.0.0.1"}, Server: true})
+		pki.clientCert, pki.clientKey = p.Issue(tb, "client", testpeer.CertOptions{CN: "client", DNS: []string{"modality.clinic-a.example.org"}})
+		pki.otherCert, pki.otherKey = p.Issue(tb, "intruder", testpeer.CertOptions{CN: "intruder"})
+		pki.rogueCert, pki.rogueKey = r.Issue(tb, "client", testpeer.CertOptions{CN: "client"})
+	})
+	if pki == nil {
+		t.Fatal("shared PKI could not be made")
+	}
+	return pki
+}
+
+// dirTB redirects TempDir to a directory that outlives the first test.
+type dirTB struct {
+	testing.TB
+	dir string
+	n   int
+}
+
+func (d *dirTB) TempDir() string {
+	d.n++
+	p := filepath.Join(d.dir, fmt.Sprint(d.n))
+	if err := os.MkdirAll(p, 0o700); err != nil {
+		d.TB.Fatal(err)
+	}
+	return p
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	for _, d := range []string{pkiT.dir, benchDir} {
+		if d != "" {
+			os.RemoveAll(d)
+		}
+	}
+	os.Exit(code)
+}
+
+// edgeOptions are the parts of policy.hcl a test varies.
+type edgeOptions struct {
+	MaxAssociations int
+	MaxPDU          int
+	ARTIM, Idle     string
+	Drain           string
+	Backends        string // backend blocks
+	Rules           string // rule blocks before the default answer/deny rules
+	AdminListen     bool
+	ProxyProtocol   []string
+	PatientIDs      string
+	NoAudit         bool
+	CertFile        string // the edge's certificate instead of the shared one
+	KeyFile         string
+	Quiet           bool // log at warn only (benchmarks)
+}
+
+// testEdge is a running in-process edge with its audit trail.
+type testEdge struct {
+	Addr      string
+	Server    *Server
+	AuditFile string
+	Dir       string
+	Logs      *syncBuffer
+	pki       *testPKI
+	opts      edgeOptions // defaults filled in
+	file      string      // the policy file
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func startEdge(t testing.TB, o edgeOptions) *testEdge {
+	t.Helper()
+	p := sharedPKI(t)
+	dir := t.TempDir()
+	if o.MaxAssociations == 0 {
+		o.MaxAssociations = 64
+	}
+	if o.MaxPDU == 0 {
+		o.MaxPDU = 1 << 20
+	}
+	if o.ARTIM == "" {
+		o.ARTIM = "5s"
+	}
+	if o.Idle == "" {
+		o.Idle = "30s"
+	}
+	if o.Drain == "" {
+		o.Drain = "5s"
+	}
+	if o.PatientIDs == "" {
+		o.PatientIDs = "plain"
+	}
+	if o.CertFile == "" {
+		o.CertFile, o.KeyFile = p.edgeCert, p.edgeKey
+	}
+	admin := ""
+	if o.AdminListen {
+		admin = fmt.Sprintf("admin_listen = %q", testpeer.FreeAddr(t))
+	}
+	pp := ""
+	if len(o.ProxyProtocol) > 0 {
+		pp = fmt.Sprintf("proxy_protocol = [%q]", strings.Join(o.ProxyProtocol, `", "`))
+	}
+	src := o.source(p, admin, pp)
+	file := filepath.Join(dir, "policy.hcl")
+	if err := os.WriteFile(file, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, diags := policy.LoadFile(file)
+	if diags.HasErrors() {
+		var b strings.Builder
+		policy.WriteDiagnostics(&b, diags, cfg.Files)
+		t.Fatalf("test policy invalid:\n%s\n%s", b.String(), src)
+	}
+	logs := &syncBuffer{}
+	level := hclog.Debug
+	if o.Quiet {
+		level = hclog.Warn
+	}
+	logger := hclog.New(&hclog.LoggerOptions{Name: "dicomedge", Level: level, Output: logs})
+	aw, err := audit.Open(AuditConfig(cfg, logger))
+	if err != nil {
+		t.Fatalf("audit: %v", err)
+	}
+	s := &Server{Config: cfg, Audit: aw, Logger: logger}
+	if o.NoAudit {
+		s.Audit = nil
+	}
+	tc := s.TLSConfigFor(cfg)
+	tc.PollInterval = 200 * time.Millisecond
+	layer, err := tlslayer.New(context.Background(), tc)
+	if err != nil {
+		t.Fatalf("tls layer: %v", err)
+	}
+	t.Cleanup(func() { layer.Close() })
+	s.TLS = layer
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.StartAdmin(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	e := &testEdge{Addr: ln.Addr().String(), Server: s, AuditFile: cfg.Audit.File, Dir: dir, Logs: logs, pki: p, opts: o, file: file}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		select {
+		case err := <-done:
+			if err != ErrServerClosed {
+				t.Errorf("Serve returned %v, want ErrServerClosed", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("Serve did not return after Shutdown")
+		}
+		aw.Close()
+		if t.Failed() {
+			t.Logf("edge log:\n%s", logs.String())
+		}
+	})
+	return e
+}
+
+func (e *testEdge) host() string { return testpeer.Host(e.Addr) }
+func (e *testEdge) port() string { return fmt.Sprint(testpeer.Port(e.Addr)) }
+
+// tlsArgs are DCMTK's options for a TLS client with the given identity.
+func (e *testEdge) tlsArgs(cert, key string) []string {
+	return []string{"+tls", key, cert, "+cf", e.pki.ca}
+}
+
+// dcmtk runs a DCMTK client against the edge with the "client" identity.
+func (e *testEdge) dcmtk(t testing.TB, tool string, args ...string) (string, error) {
+	t.Helper()
+	return e.dcmtkAs(t, e.pki.clientCert, e.pki.clientKey, tool, args...)
+}
+
+func (e *testEdge) dcmtkAs(t testing.TB, cert, key, tool string, args ...string) (string, error) {
+	t.Helper()
+	testpeer.Require(t, tool)
+	ctx := testpeer.Context(t, 2*time.Minute)
+	full := append(e.tlsArgs(cert, key), args...)
+	return testpeer.Run(ctx, tool, full...)
+}
+
+// events reads the audit trail so far.
+func (e *testEdge) events(t testing.TB) []audit.Event {
+	t.Helper()
+	var out []audit.Event
+	err := audit.ReadFiles(audit.Files(e.AuditFile), audit.Filter{}, func(ev audit.Event, _ []byte) error {
+		out = append(out, ev)
+		return nil
+	})
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatalf("read audit: %v", err)
+	}
+	return out
+}
+
+// waitEvent waits (bounded) until the audit trail holds an event matching
+// pred, and returns it.
+func (e *testEdge) waitEvent(t testing.TB, what string, pred func(audit.Event) bool) audit.Event {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		evs := e.events(t)
+		for _, ev := range evs {
+			if pred(ev) {
+				return ev
+			}
+		}
+		if time.Now().After(deadline) {
+			var b strings.Builder
+			for _, ev := range evs {
+				fmt.Fprintf(&b, "  %s %s rule=%s reason=%s service=%s status=%s\n", ev.Event, ev.CalledAE, ev.Rule, ev.Reason, ev.Service, ev.Status)
+			}
+			t.Fatalf("no audit event %s after 10s; have:\n%s", what, b.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// goClient opens a TLS connection to the edge as the given identity, for
+// tests that must send exact bytes.
+func (e *testEdge) goClient(t testing.TB, cert, key string) *tls.Conn {
+	t.Helper()
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pem, err := os.ReadFile(e.pki.ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	c, err := tls.DialWithDialer(d, "tcp", e.Addr, &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: pool, ServerName: "localhost"})
+	if err != nil {
+		t.Fatalf("dial edge: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// echoRQ is a minimal A-ASSOCIATE-RQ proposing Verification.
+func echoRQ(calling, called string) *association.AssociateRQ {
+	return &association.AssociateRQ{
+		ProtocolVersion: 1, CallingAE: calling, CalledAE: called,
+		ApplicationContext: association.DICOMApplicationContext,
+		PresentationContexts: []association.PresentationContextRQ{{ID: 1, AbstractSyntax: association.VerificationSOPClass,
+			TransferSyntaxes: []string{association.ImplicitVRLittleEndian}}},
+		UserInfo: association.UserInfo{MaxLength: 16384, HasMaxLength: true, ImplementationClassUID: "1.2.3.4", ImplementationVersionName: "GOTEST"},
+	}
+}
+
+// readPDU reads one PDU from the edge with a deadline.
+func readPDU(t testing.TB, c net.Conn, d time.Duration) (association.PDU, error) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(d))
+	return association.NewReader(c, 4<<20).ReadPDU()
+}
+
+// storeBackend is a backend block for a storescp.
+func backendBlock(name, addr, aet string) string {
+	return fmt.Sprintf("backend %q {\n  address = %q\n  ae_title = %q\n}\n", name, addr, aet)
+}
+
+// source renders the test policy.hcl.
+func (o edgeOptions) source(p *testPKI, admin, pp string) string {
+	return fmt.Sprintf(`
+edge {
+  ae_title         = "DICOMEDGE"
+  listen           = "127.0.0.1:0"
+  %s
+  max_pdu_length   = %d
+  max_associations = %d
+  artim_timeout    = %q
+  idle_timeout     = %q
+  drain_timeout    = %q
+  %s
+}
+tls {
+  client_ca = [%q]
+  cert_file = %q
+  key_file  = %q
+}
+audit {
+  file        = "audit/audit.jsonl"
+  patient_ids = %q
+  fsync       = "100ms"
+}
+%s
+%s
+rule "echo" {
+  when {
+    client_cn = ["client"]
+    called_ae = ["DICOMEDGE"]
+  }
+  answer {}
+}
+rule "deny" {
+  reject { reason = "calling-ae-not-recognized" }
+}
+`, admin, o.MaxPDU, o.MaxAssociations, o.ARTIM, o.Idle, o.Drain, pp, p.ca, o.CertFile, o.KeyFile, o.PatientIDs, o.Backends, o.Rules)
+}

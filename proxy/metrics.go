@@ -1,0 +1,150 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics are the edge's Prometheus metrics, on their own registry so that
+// tests can run several servers in one process.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	Associations      *prometheus.CounterVec // decision, rule
+	TLSFailures       *prometheus.CounterVec // reason
+	Active            prometheus.Gauge
+	RelayBytes        *prometheus.CounterVec // direction: in (client→edge), out (edge→client)
+	DIMSERequests     *prometheus.CounterVec // service, status_class
+	AuditQueueDepth   prometheus.GaugeFunc
+	AuditDropped      prometheus.CounterFunc
+	CertificateExpiry prometheus.GaugeFunc
+
+	// read by the func metrics; set by the server
+	auditDepth   atomic.Pointer[func() int]
+	auditDropped atomic.Pointer[func() uint64]
+	certExpiry   atomic.Pointer[func() time.Time]
+}
+
+// NewMetrics registers every metric of CONTRACT.md on a fresh registry.
+func NewMetrics() *Metrics {
+	m := &Metrics{Registry: prometheus.NewRegistry()}
+	m.Associations = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dicomedge_associations_total",
+		Help: "Association requests by decision (answer, relay, reject) and the rule that decided.",
+	}, []string{"decision", "rule"})
+	m.TLSFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dicomedge_tls_handshake_failures_total",
+		Help: "Failed TLS handshakes by classification.",
+	}, []string{"reason"})
+	m.Active = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "dicomedge_associations_active",
+		Help: "Associations currently established (answered or relayed).",
+	})
+	m.RelayBytes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dicomedge_relay_bytes_total",
+		Help: "PDU bytes by direction: in = received from clients, out = sent to clients.",
+	}, []string{"direction"})
+	m.DIMSERequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dicomedge_dimse_requests_total",
+		Help: "DIMSE requests from clients by service and the status class of the response.",
+	}, []string{"service", "status_class"})
+	m.AuditQueueDepth = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "dicomedge_audit_queue_depth",
+		Help: "Audit events waiting to be written.",
+	}, func() float64 {
+		if f := m.auditDepth.Load(); f != nil {
+			return float64((*f)())
+		}
+		return 0
+	})
+	m.AuditDropped = prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "dicomedge_audit_dropped_total",
+		Help: "Audit events dropped because the queue was full (audit.on_full = \"drop\").",
+	}, func() float64 {
+		if f := m.auditDropped.Load(); f != nil {
+			return float64((*f)())
+		}
+		return 0
+	})
+	m.CertificateExpiry = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "dicomedge_certificate_expiry_timestamp_seconds",
+		Help: "NotAfter of the edge's current server certificate, Unix seconds.",
+	}, func() float64 {
+		if f := m.certExpiry.Load(); f != nil {
+			if t := (*f)(); !t.IsZero() {
+				return float64(t.Unix())
+			}
+		}
+		return 0
+	})
+	m.Registry.MustRegister(m.Associations, m.TLSFailures, m.Active, m.RelayBytes, m.DIMSERequests,
+		m.AuditQueueDepth, m.AuditDropped, m.CertificateExpiry,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// SetAuditSource makes the audit gauges read from the given functions.
+func (m *Metrics) SetAuditSource(depth func() int, dropped func() uint64) {
+	m.auditDepth.Store(&depth)
+	m.auditDropped.Store(&dropped)
+}
+
+// SetCertificateSource makes the expiry gauge read from f.
+func (m *Metrics) SetCertificateSource(f func() time.Time) { m.certExpiry.Store(&f) }
+
+// Readiness says whether /readyz answers 200.
+type Readiness func() bool
+
+// AdminHandler serves /metrics, /healthz (always 200: the process is alive)
+// and /readyz (200 only when ready() says the listener is up and
+// certificates and policy are loaded).
+func AdminHandler(m *Metrics, ready Readiness) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if ready == nil || !ready() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("not ready\n"))
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	return mux
+}
+
+// adminServer runs the admin HTTP listener.
+type adminServer struct {
+	srv *http.Server
+	ln  net.Listener
+}
+
+func startAdmin(addr string, h http.Handler) (*adminServer, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	a := &adminServer{ln: ln, srv: &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}}
+	go func() {
+		if err := a.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			_ = err // the listener was closed under us; Shutdown reports the rest
+		}
+	}()
+	return a, nil
+}
+
+func (a *adminServer) Addr() net.Addr { return a.ln.Addr() }
+
+func (a *adminServer) shutdown(ctx context.Context) error { return a.srv.Shutdown(ctx) }

@@ -1,0 +1,144 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	proxyproto "github.com/pires/go-proxyproto"
+
+	"github.com/dicomedge/dicomedge/association"
+	"github.com/dicomedge/dicomedge/audit"
+	"github.com/dicomedge/dicomedge/internal/testpeer"
+)
+
+// dialWithProxyHeader connects from loopback, sends a PROXY v2 header
+// claiming src, then speaks TLS.
+func (e *testEdge) dialWithProxyHeader(t *testing.T, src string, header bool) (*tls.Conn, error) {
+	t.Helper()
+	raw, err := net.DialTimeout("tcp", e.Addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	if header {
+		srcAddr, _ := net.ResolveTCPAddr("tcp", src)
+		h := proxyproto.HeaderProxyFromAddrs(2, srcAddr, raw.RemoteAddr())
+		if _, err := h.WriteTo(raw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pair, err := tls.LoadX509KeyPair(e.pki.clientCert, e.pki.clientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pem, _ := os.ReadFile(e.pki.ca)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	c := tls.Client(raw, &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: pool, ServerName: "localhost"})
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	return c, c.Handshake()
+}
+
+const proxyRules = `
+rule "via-lb-clinic" {
+  when {
+    client_cn   = ["client"]
+    source_cidr = ["203.0.113.0/24"]
+    called_ae   = ["CLINICEDGE"]
+  }
+  answer {}
+}
+`
+
+// From a trusted load balancer the PROXY header's source stands for the
+// client in policy and audit; without a header, or from an untrusted
+// address, the connection is refused.
+func TestProxyProtocolTrustedSource(t *testing.T) {
+	e := startEdge(t, edgeOptions{ProxyProtocol: []string{"127.0.0.1/32"}, Rules: proxyRules, ARTIM: "2s"})
+	c, err := e.dialWithProxyHeader(t, "203.0.113.7:40000", true)
+	if err != nil {
+		t.Fatalf("handshake through a PROXY header: %v", err)
+	}
+	if err := association.WritePDU(c, echoRQ("CLIN", "CLINICEDGE")); err != nil {
+		t.Fatal(err)
+	}
+	p, err := readPDU(t, c, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := p.(*association.AssociateAC); !ok {
+		t.Fatalf("got %T, want AC: the source_cidr rule should match the PROXY source", p)
+	}
+	ev := e.waitEvent(t, "accepted via PROXY", func(ev audit.Event) bool { return ev.Event == audit.EventAccepted })
+	if ev.Remote != "203.0.113.7:40000" || ev.Rule != "via-lb-clinic" {
+		t.Errorf("audit remote %q rule %q, want 203.0.113.7:40000 via-lb-clinic", ev.Remote, ev.Rule)
+	}
+
+	// A trusted balancer must send the header: a bare TLS hello is refused.
+	if _, err := e.dialWithProxyHeader(t, "", false); err == nil {
+		t.Errorf("handshake without a PROXY header from a trusted balancer succeeded")
+	}
+}
+
+func TestProxyProtocolUntrustedSourceRefused(t *testing.T) {
+	e := startEdge(t, edgeOptions{ProxyProtocol: []string{"10.0.0.0/8"}, Rules: proxyRules, ARTIM: "2s"})
+	if _, err := e.dialWithProxyHeader(t, "203.0.113.7:40000", true); err == nil {
+		t.Fatalf("a PROXY header from an untrusted address was accepted")
+	}
+	// Without a header the same client is served normally.
+	c, err := e.dialWithProxyHeader(t, "", false)
+	if err != nil {
+		t.Fatalf("plain TLS from a non-balancer: %v", err)
+	}
+	if err := association.WritePDU(c, echoRQ("CLIN", "DICOMEDGE")); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := readPDU(t, c, 5*time.Second); err != nil {
+		t.Fatal(err)
+	} else if _, ok := p.(*association.AssociateAC); !ok {
+		t.Fatalf("got %T, want AC", p)
+	}
+}
+
+// HAProxy in front of the edge with send-proxy-v2: echoscu +tls through it.
+func TestBehindHAProxy(t *testing.T) {
+	testpeer.Require(t, "echoscu")
+	hap := "haproxy"
+	if _, err := os.Stat("/usr/sbin/haproxy"); err == nil {
+		hap = "/usr/sbin/haproxy"
+	}
+	testpeer.Require(t, hap)
+	e := startEdge(t, edgeOptions{ProxyProtocol: []string{"127.0.0.1/32"}})
+	front := testpeer.FreeAddr(t)
+	conf := filepath.Join(t.TempDir(), "haproxy.cfg")
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf(`global
+  maxconn 64
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+frontend dicom
+  bind %s
+  default_backend edges
+backend edges
+  server edge1 %s send-proxy-v2
+`, front, e.Addr)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := testpeer.Start(t, hap, "-db", "-f", conf)
+	testpeer.WaitListening(t, front, 15*time.Second, p)
+	ctx := testpeer.Context(t, time.Minute)
+	args := append(e.tlsArgs(e.pki.clientCert, e.pki.clientKey), "-aet", "MODALITY1", "-aec", "DICOMEDGE",
+		testpeer.Host(front), fmt.Sprint(testpeer.Port(front)))
+	if out, err := testpeer.Run(ctx, "echoscu", args...); err != nil {
+		t.Fatalf("echoscu through HAProxy: %v\n%s", err, out)
+	}
+	e.waitEvent(t, "accepted through HAProxy", func(ev audit.Event) bool { return ev.Event == audit.EventAccepted && ev.Rule == "echo" })
+}

@@ -1,0 +1,446 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	proxyproto "github.com/pires/go-proxyproto"
+
+	"github.com/dicomedge/dicomedge/audit"
+	"github.com/dicomedge/dicomedge/policy"
+	"github.com/dicomedge/dicomedge/tlslayer"
+)
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("proxy: server closed")
+
+// Server is the running edge. Set the exported fields, then call Serve or
+// ListenAndServe; Config may be replaced later with Reload.
+type Server struct {
+	Config  *policy.Config  // required: edge limits, backends, rules
+	TLS     *tlslayer.Layer // required: the listener's TLS state
+	Audit   *audit.Writer   // optional: nil writes no audit trail
+	Logger  hclog.Logger    // optional: nil discards
+	Metrics *Metrics        // optional: nil creates one
+	// Dialer dials backends; nil uses a net.Dialer. Tests use it to observe
+	// or break backend connections.
+	Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	cfg    atomic.Pointer[policy.Config]
+	once   sync.Once
+	log    hclog.Logger
+	active atomic.Int64 // established associations, against max_associations
+	connID atomic.Uint64
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	admin     *adminServer
+	shutdown  atomic.Bool
+	listening atomic.Int32
+	wg        sync.WaitGroup // one per conn goroutine
+}
+
+func (s *Server) init() {
+	s.once.Do(func() {
+		if s.Config != nil {
+			s.cfg.Store(s.Config)
+		}
+		s.log = s.Logger
+		if s.log == nil {
+			s.log = hclog.NewNullLogger()
+		}
+		s.log = s.log.Named("proxy")
+		if s.Metrics == nil {
+			s.Metrics = NewMetrics()
+		}
+		if s.Audit != nil {
+			w := s.Audit
+			s.Metrics.SetAuditSource(w.QueueDepth, w.Dropped)
+		}
+		s.Metrics.SetCertificateSource(func() time.Time {
+			if s.TLS == nil {
+				return time.Time{}
+			}
+			return s.TLS.CertificateNotAfter()
+		})
+		s.listeners = map[net.Listener]struct{}{}
+		s.conns = map[*conn]struct{}{}
+	})
+}
+
+// current returns the configuration in force.
+func (s *Server) current() *policy.Config { return s.cfg.Load() }
+
+// ListenAndServe listens on edge.listen (and serves edge.admin_listen when
+// set), then serves until Shutdown.
+func (s *Server) ListenAndServe() error {
+	s.init()
+	cfg := s.current()
+	if cfg == nil {
+		return errors.New("proxy: no configuration")
+	}
+	if err := s.StartAdmin(); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Edge.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Edge.Listen, err)
+	}
+	return s.Serve(ln)
+}
+
+// StartAdmin starts the admin listener (/metrics, /healthz, /readyz) on
+// edge.admin_listen if it is set and not yet running.
+func (s *Server) StartAdmin() error {
+	s.init()
+	cfg := s.current()
+	if cfg == nil || cfg.Edge.AdminListen == "" {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.admin != nil {
+		return nil
+	}
+	a, err := startAdmin(cfg.Edge.AdminListen, AdminHandler(s.Metrics, s.Ready))
+	if err != nil {
+		return fmt.Errorf("admin listen %s: %w", cfg.Edge.AdminListen, err)
+	}
+	s.admin = a
+	s.log.Info("admin listener up", "addr", a.Addr().String())
+	return nil
+}
+
+// AdminAddr is the admin listener's address, nil when there is none.
+func (s *Server) AdminAddr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.admin == nil {
+		return nil
+	}
+	return s.admin.Addr()
+}
+
+// Ready reports whether a listener is up and certificates and policy are
+// loaded: what /readyz answers.
+func (s *Server) Ready() bool {
+	if s.shutdown.Load() || s.listening.Load() == 0 || s.current() == nil || s.TLS == nil {
+		return false
+	}
+	return !s.TLS.CertificateNotAfter().IsZero()
+}
+
+// Serve accepts connections on ln until Shutdown. When edge.proxy_protocol
+// lists load balancers, ln is wrapped so that a PROXY v1/v2 header from one
+// of them stands for the client's address; others may not send one.
+func (s *Server) Serve(ln net.Listener) error {
+	s.init()
+	if s.current() == nil || s.TLS == nil {
+		return errors.New("proxy: Server needs Config and TLS")
+	}
+	if s.shutdown.Load() {
+		return ErrServerClosed
+	}
+	if cidrs := s.current().Edge.ProxyProtocol; len(cidrs) > 0 {
+		ln = &proxyproto.Listener{
+			Listener:          ln,
+			ConnPolicy:        proxyPolicy(cidrs),
+			ReadHeaderTimeout: s.current().Edge.ARTIMTimeout,
+		}
+	}
+	s.mu.Lock()
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	s.listening.Add(1)
+	defer func() {
+		s.listening.Add(-1)
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+		ln.Close()
+	}()
+	s.log.Info("listening", "addr", ln.Addr().String())
+
+	var backoff time.Duration
+	for {
+		raw, err := ln.Accept()
+		if err != nil {
+			if s.shutdown.Load() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				// Temporary accept errors (EMFILE and the like): back off as net/http does.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept failed; retrying", "error", err, "delay", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		c := s.newConn(raw)
+		s.mu.Lock()
+		if s.shutdown.Load() {
+			s.mu.Unlock()
+			raw.Close()
+			return ErrServerClosed
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer s.wg.Done()
+			defer func() {
+				s.mu.Lock()
+				delete(s.conns, c)
+				s.mu.Unlock()
+			}()
+			c.serve(context.Background())
+		}()
+	}
+}
+
+// proxyPolicy trusts a PROXY header only from the configured load
+// balancers: from them it is required (so a client cannot bypass the
+// balancer's address), from anyone else it is refused.
+func proxyPolicy(cidrs []netip.Prefix) proxyproto.ConnPolicyFunc {
+	return func(o proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) {
+		ap, err := netip.ParseAddrPort(o.Upstream.String())
+		if err != nil {
+			return proxyproto.REJECT, nil
+		}
+		ip := ap.Addr().Unmap()
+		for _, p := range cidrs {
+			if p.Contains(ip) {
+				return proxyproto.REQUIRE, nil
+			}
+		}
+		return proxyproto.REJECT, nil
+	}
+}
+
+// tryAcquire takes an association slot unless max_associations are in use.
+func (s *Server) tryAcquire(limit int) bool {
+	for {
+		n := s.active.Load()
+		if limit > 0 && n >= int64(limit) {
+			return false
+		}
+		if s.active.CompareAndSwap(n, n+1) {
+			s.Metrics.Active.Set(float64(n + 1))
+			return true
+		}
+	}
+}
+
+func (s *Server) release() {
+	n := s.active.Add(-1)
+	s.Metrics.Active.Set(float64(n))
+}
+
+// Shutdown stops accepting, lets open associations finish for up to
+// edge.drain_timeout (or until ctx ends, whichever is first), then aborts
+// the rest with A-ABORT and waits for their goroutines. It returns ctx's
+// error if ctx ended before every goroutine was gone.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.init()
+	s.shutdown.Store(true)
+	s.mu.Lock()
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	for c := range s.conns {
+		c.drain() // connections still before their association need not wait
+	}
+	admin := s.admin
+	s.mu.Unlock()
+
+	drain := 30 * time.Second
+	if cfg := s.current(); cfg != nil && cfg.Edge.DrainTimeout > 0 {
+		drain = cfg.Edge.DrainTimeout
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	timer := time.NewTimer(drain)
+	defer timer.Stop()
+	var err error
+	select {
+	case <-done:
+	case <-timer.C:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	select {
+	case <-done:
+	default:
+		s.mu.Lock()
+		n := len(s.conns)
+		for c := range s.conns {
+			c.abort()
+		}
+		s.mu.Unlock()
+		s.log.Warn("drain timeout: aborted open associations", "count", n)
+		// Aborting closes the sockets, so the goroutines end promptly.
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			err = errors.New("proxy: connections did not end after abort")
+		}
+	}
+	if admin != nil {
+		actx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = admin.shutdown(actx)
+		cancel()
+	}
+	return err
+}
+
+// Close aborts everything at once: Shutdown with no drain.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := s.Shutdown(ctx)
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// Reload puts cfg in force for new associations (established ones keep
+// their decision), reloads the TLS layer's certificates, CAs and CRLs, and
+// audits the outcome. On a TLS error the old configuration stays.
+func (s *Server) Reload(cfg *policy.Config) error {
+	s.init()
+	if cfg == nil {
+		return errors.New("proxy: Reload with nil config")
+	}
+	if s.TLS != nil {
+		if err := s.TLS.Reload(s.TLSConfigFor(cfg)); err != nil {
+			s.ReloadFailed(fmt.Sprintf("tls: %v", err))
+			return fmt.Errorf("reload tls: %w", err)
+		}
+	}
+	old := s.cfg.Swap(cfg)
+	detail := fmt.Sprintf("%s: %d backends", cfg.Filename, len(cfg.Backends))
+	if old != nil && old.Edge.Listen != cfg.Edge.Listen {
+		detail += "; edge.listen changed: takes effect on restart"
+	}
+	s.log.Info("policy reloaded", "file", cfg.Filename)
+	s.auditEvent(audit.Event{Event: audit.EventPolicyReloaded, Detail: detail})
+	return nil
+}
+
+// ReloadFailed records a refused reload (the old policy stays in force).
+func (s *Server) ReloadFailed(detail string) {
+	s.init()
+	s.log.Warn("reload refused; the old policy stays in force", "detail", detail)
+	s.auditEvent(audit.Event{Event: audit.EventPolicyReloadFailed, Detail: detail})
+}
+
+// ReloadFile loads path and reloads it; an invalid file is refused, audited
+// and its diagnostics returned.
+func (s *Server) ReloadFile(path string) (*policy.Config, error) {
+	cfg, diags := policy.LoadFile(path)
+	if diags.HasErrors() {
+		s.ReloadFailed(diags.Error())
+		return cfg, diags
+	}
+	return cfg, s.Reload(cfg)
+}
+
+func (s *Server) auditEvent(e audit.Event) {
+	if s.Audit != nil {
+		s.Audit.Log(e)
+	}
+}
+
+// TLSConfigFor is TLSConfig with the server's hooks: a changed edge
+// certificate (rotated files, reload, ACME renewal) is logged and audited as
+// cert.renewed. Use it to create the Layer given as Server.TLS.
+func (s *Server) TLSConfigFor(cfg *policy.Config) tlslayer.Config {
+	t := TLSConfig(cfg, s.Logger)
+	t.OnCertRenewed = s.certRenewed
+	return t
+}
+
+func (s *Server) certRenewed(detail string) {
+	s.init()
+	s.log.Info("edge certificate changed", "detail", detail)
+	s.auditEvent(audit.Event{Event: audit.EventCertRenewed, Detail: detail})
+}
+
+// TLSConfig maps the policy's tls block to the TLS layer's configuration.
+func TLSConfig(cfg *policy.Config, logger hclog.Logger) tlslayer.Config {
+	t := tlslayer.Config{
+		Profile:       cfg.TLS.Profile,
+		ClientCAFiles: cfg.TLS.ClientCA,
+		CRLFiles:      cfg.TLS.CRL,
+		CertFile:      cfg.TLS.CertFile,
+		KeyFile:       cfg.TLS.KeyFile,
+	}
+	if logger != nil {
+		t.Logger = logger.Named("tls")
+	}
+	if a := cfg.TLS.ACME; a != nil {
+		t.ACME = &tlslayer.ACMEConfig{
+			Domains: a.Domains, Email: a.Email, Directory: a.Directory,
+			CARootFiles: a.CARoots, Storage: a.Storage, HTTPPort: a.HTTPPort,
+		}
+		if ap, err := netip.ParseAddrPort(normalizeListen(cfg.Edge.Listen)); err == nil {
+			t.ACME.TLSALPNPort = int(ap.Port())
+		}
+	}
+	return t
+}
+
+func normalizeListen(l string) string {
+	if len(l) > 0 && l[0] == ':' {
+		return "0.0.0.0" + l
+	}
+	return l
+}
+
+// AuditConfig maps the policy's audit block to the audit writer's.
+func AuditConfig(cfg *policy.Config, logger hclog.Logger) audit.Config {
+	a := audit.Config{
+		File:       cfg.Audit.File,
+		Fsync:      cfg.Audit.Fsync,
+		OnFull:     cfg.Audit.OnFull,
+		PatientIDs: cfg.Audit.PatientIDs,
+	}
+	if logger != nil {
+		a.Logger = logger.Named("audit")
+	}
+	return a
+}
+
+// OpenAudit opens the audit writer for cfg's audit block, with a syslog
+// forwarder when audit.syslog is set (the writer closes it).
+func OpenAudit(cfg *policy.Config, logger hclog.Logger) (*audit.Writer, error) {
+	ac := AuditConfig(cfg, logger)
+	if sl := cfg.Audit.Syslog; sl != nil {
+		sc := audit.SyslogConfig{Address: sl.Address, Format: sl.Format, CA: sl.CA}
+		if logger != nil {
+			sc.Logger = logger.Named("syslog")
+		}
+		f, err := audit.NewForwarder(sc)
+		if err != nil {
+			return nil, fmt.Errorf("audit.syslog: %w", err)
+		}
+		ac.Forwarder = f
+	}
+	w, err := audit.Open(ac)
+	if err != nil && ac.Forwarder != nil {
+		ac.Forwarder.Close()
+	}
+	return w, err
+}
