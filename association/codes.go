@@ -106,25 +106,26 @@ const (
 // String gives the number only: the name depends on the source.
 func (r RejectReason) String() string { return fmt.Sprintf("reason-%d", uint8(r)) }
 
-// RejectReasonName names a reason in the context of its source, as PS3.8
-// Table 9-21 does; unassigned values are "reserved-N".
+// RejectReasonName names a reason in the context of its source (PS3.8
+// Table 9-21), spelled as policy.hcl's reject reasons are, so the audit trail
+// and the configuration use one vocabulary; unassigned values are "reserved-N".
 func RejectReasonName(src RejectSource, r RejectReason) string {
 	switch src {
 	case RejectSourceServiceUser:
 		switch r {
 		case RejectUserNoReason:
-			return "no-reason-given"
+			return "no-reason"
 		case RejectUserApplicationContextNotSupported:
-			return "application-context-name-not-supported"
+			return "application-context-not-supported"
 		case RejectUserCallingAENotRecognized:
-			return "calling-AE-title-not-recognized"
+			return "calling-ae-not-recognized"
 		case RejectUserCalledAENotRecognized:
-			return "called-AE-title-not-recognized"
+			return "called-ae-not-recognized"
 		}
 	case RejectSourceServiceProviderACSE:
 		switch r {
 		case RejectACSENoReason:
-			return "no-reason-given"
+			return "no-reason"
 		case RejectACSEProtocolVersionNotSupport:
 			return "protocol-version-not-supported"
 		}
@@ -179,17 +180,17 @@ func (r AbortReason) String() string {
 	case AbortReasonNotSpecified:
 		return "reason-not-specified"
 	case AbortUnrecognizedPDU:
-		return "unrecognized-PDU"
+		return "unrecognized-pdu"
 	case AbortUnexpectedPDU:
-		return "unexpected-PDU"
+		return "unexpected-pdu"
 	case AbortReserved3:
 		return "reserved"
 	case AbortUnrecognizedPDUParameter:
-		return "unrecognized-PDU-parameter"
+		return "unrecognized-pdu-parameter"
 	case AbortUnexpectedPDUParameter:
-		return "unexpected-PDU-parameter"
+		return "unexpected-pdu-parameter"
 	case AbortInvalidPDUParameterValue:
-		return "invalid-PDU-parameter-value"
+		return "invalid-pdu-parameter-value"
 	}
 	return fmt.Sprintf("reason-%d", uint8(r))
 }

@@ -22,7 +22,7 @@ const (
 	pduAssociateRJ       = 0x03
 	rjResultPermanent    = 1 // PS3.8 9.3.4: rejected-permanent
 	rjSourceServiceUser  = 1 // DICOM UL service-user
-	rjReasonCallingAENot = 3 // calling-AE-title-not-recognized (source 1)
+	rjReasonCallingAENot = 3 // calling-ae-not-recognized (source 1)
 	maxTestPDU           = 64 << 10
 )
 
