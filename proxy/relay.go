@@ -142,7 +142,7 @@ func (r *relay) run(ctx context.Context, artimDeadline time.Time) {
 		c.log.Info("backend rejected the association", "result", p.Result, "source", p.Source, "reason", p.ReasonName())
 		c.reject(r.d.Rule, p.Result, p.Source, p.Reason, "")
 	case *association.Abort:
-		c.sendAbort(c.tc, association.AbortSourceServiceProvider, association.AbortReasonNotSpecified)
+		c.sendAbort(c.tc, p.Source, p.Reason) // carried through unchanged
 		e := c.event(audit.EventAborted)
 		e.Rule, e.Backend, e.AbortSource, e.AbortReason = r.d.Rule, be.Name, "backend:"+p.Source.String(), p.Reason.String()
 		c.s.auditEvent(e)
@@ -271,6 +271,11 @@ func (r *relay) abortBoth(why string) {
 
 func (r *relay) abortTo(w *pduWriter, reason association.AbortReason) {
 	b, _ := association.Append(nil, &association.Abort{Source: association.AbortSourceServiceProvider, Reason: reason})
+	r.writeAbort(w, b)
+}
+
+// writeAbort writes an encoded A-ABORT PDU b.
+func (r *relay) writeAbort(w *pduWriter, b []byte) {
 	// Do not wait behind a blocked writer forever: TryLock, then a short deadline.
 	locked := w.mu.TryLock()
 	if !locked {
@@ -578,9 +583,13 @@ func (r *relay) pumpBackend() {
 				src, reason = a.Source.String(), a.Reason.String()
 			}
 			if r.end(endOutcome{abortSource: "backend:" + src, abortReason: reason}) {
-				// The backend's abort reaches the client from the edge, the
-				// client's UL provider.
-				r.abortTo(r.cw, association.AbortReasonNotSpecified)
+				// Carried through unchanged (as the client's is); a
+				// malformed one is replaced by the edge's own.
+				if _, ok := ab.(*association.Abort); ok {
+					r.writeAbort(r.cw, raw)
+				} else {
+					r.abortTo(r.cw, association.AbortReasonNotSpecified)
+				}
 			}
 			r.closeBoth()
 			return
