@@ -418,14 +418,18 @@ func (r *relay) clientPData(raw []byte, asm *dimse.Assembler, st *clientState) e
 			return nil
 		}
 		if len(held) > 0 {
-			// Send what came before, then the held fragments in their own
-			// PDU (together they could exceed what the backend accepts).
+			// Send what came before, then each held fragment in a PDU of its
+			// own: each came in a client PDU no larger than the backend's
+			// max, but together they could exceed it.
 			modified = true
-			for _, pdvs := range [][]association.PDV{out, held} {
-				if len(pdvs) == 0 {
-					continue
+			if len(out) > 0 {
+				if err := r.bw.write(&association.PDataTF{PDVs: out}); err != nil {
+					r.sideFailed("backend", err, r.bw, r.cw)
+					return errEnded
 				}
-				if err := r.bw.write(&association.PDataTF{PDVs: pdvs}); err != nil {
+			}
+			for i := range held {
+				if err := r.bw.write(&association.PDataTF{PDVs: held[i : i+1]}); err != nil {
 					r.sideFailed("backend", err, r.bw, r.cw)
 					return errEnded
 				}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"crypto/tls"
+	"encoding/binary"
 	"fmt"
 	"net"
 	"testing"
@@ -284,6 +285,39 @@ func dimseEvents(t *testing.T, e *testEdge) []audit.Event {
 		}
 	}
 	return out
+}
+
+// Finding 12: a command the client fragments over several PDUs reaches the
+// backend in PDUs no larger than the backend's maximum.
+func TestRelayHeldFragmentsFitBackendMax(t *testing.T) {
+	const backendMax = 4096
+	be := startScriptBackend(t, backendMax, nil)
+	e := inspectEdge(t, be, `services = ["C-ECHO", "N-GET"]`)
+	c := inspectClient(t, e)
+	// N-GET with 2,500 attribute tags: a 10 KB command set.
+	var ids []byte
+	for i := range 2500 {
+		ids = binary.LittleEndian.AppendUint16(ids, 0x0010)
+		ids = binary.LittleEndian.AppendUint16(ids, uint16(i))
+	}
+	nget := &dimse.Command{CommandField: dimse.NGetRQ, MessageID: 1, RequestedSOPClassUID: modalityPPSClass,
+		RequestedSOPInstanceUID: "2.25.9", CommandDataSetType: dimse.NoDataSet,
+		Elements: []dimse.Element{{Tag: dimse.TagAttributeIdentifierList, Value: ids}}}
+	if err := dimse.WriteMessage(c, pcNGet, nget, nil, backendMax); err != nil {
+		t.Fatal(err)
+	}
+	got, pdus := be.nextCommand(t)
+	if got.CommandField != dimse.NGetRQ {
+		t.Fatalf("backend got %v", got.CommandField)
+	}
+	for _, p := range pdus {
+		if p.length > backendMax+association.HeaderLen {
+			t.Errorf("backend received a %d-byte PDU, its maximum is %d (+%d header)", p.length, backendMax, association.HeaderLen)
+		}
+	}
+	if len(pdus) < 3 {
+		t.Errorf("command arrived in %d PDUs, want at least 3", len(pdus))
+	}
 }
 
 // Finding 16: the backend's A-ABORT reaches the client unchanged (source
