@@ -9,6 +9,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,6 +44,7 @@ type relay struct {
 
 	mu      sync.Mutex
 	pending map[uint16]*pendingOp // client requests awaiting the backend's final response
+	cst     clientState           // the client pump's inspection state (finish reads it after both pumps)
 
 	last    atomic.Int64 // unix nanos of the last PDU in either direction (idle timer)
 	endOnce sync.Once
@@ -57,12 +60,21 @@ type pcInfo struct {
 }
 
 // pendingOp is one forwarded client request, for the dimse audit record.
+// bytes and scanner belong to the client pump until dataDone is set under
+// relay.mu; the record is written once, by whichever pump completes the
+// pair (final response, last data PDV), so it never races the data set.
 type pendingOp struct {
 	service, sopClass, sopInstance, moveDest string
 	msgID                                    uint16
 	start                                    time.Time
 	bytes                                    int64
 	scanner                                  *dimse.PatientIDScanner
+
+	// Guarded by relay.mu.
+	dataDone  bool   // the last data PDV was seen, or the request has none
+	responded bool   // the final (non-pending) response arrived
+	status    uint16 // its status
+	audited   bool   // the dimse record was written
 }
 
 func (r *relay) run(ctx context.Context, artimDeadline time.Time) {
@@ -296,7 +308,7 @@ func (r *relay) closeBoth() {
 func (r *relay) pumpClient() {
 	c := r.c
 	asm := &dimse.Assembler{}
-	st := &clientState{}
+	st := &r.cst
 	_ = c.tc.SetReadDeadline(time.Now().Add(r.idle()))
 	for {
 		at := c.in.n.Load()
@@ -394,6 +406,7 @@ func (r *relay) clientPData(raw []byte, asm *dimse.Assembler, st *clientState) e
 				}
 				if p.Last {
 					st.current = nil
+					r.dataDone(op)
 				}
 			}
 			out = append(out, p)
@@ -413,9 +426,15 @@ func (r *relay) clientPData(raw []byte, asm *dimse.Assembler, st *clientState) e
 		}
 		held := st.held
 		st.held = nil
-		if cmd.CommandField.IsRequest() && !r.allow(p.ContextID, cmd, st) {
-			modified = true
-			return nil
+		if cmd.CommandField.IsRequest() {
+			ok, err := r.allow(p.ContextID, cmd, st)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				modified = true
+				return nil
+			}
 		}
 		if len(held) > 0 {
 			// Send what came before, then each held fragment in a PDU of its
@@ -462,24 +481,47 @@ func (r *relay) clientPData(raw []byte, asm *dimse.Assembler, st *clientState) e
 var errEnded = errors.New("association ended")
 
 // allow decides on a complete client request: forwarded (registered for
-// the audit) or refused with 0x0124 by the edge itself.
-func (r *relay) allow(ctxID uint8, cmd *dimse.Command, st *clientState) bool {
+// the audit) or refused by the edge itself with a failure status and its
+// data set dropped. An error is a protocol violation (A-ABORT).
+func (r *relay) allow(ctxID uint8, cmd *dimse.Command, st *clientState) (bool, error) {
 	c := r.c
-	service := cmd.CommandField.Service()
 	if cmd.CommandField == dimse.CCancelRQ {
-		return true // cancels a request already allowed
+		return r.allowCancel(cmd)
 	}
-	reason := ""
+	service := cmd.CommandField.Service()
+	uid, abstract := cmd.SOPClassUID(), trimUID(r.contexts[ctxID].abstract)
+	op := &pendingOp{service: service, sopClass: uid, sopInstance: cmd.AffectedSOPInstanceUID,
+		moveDest: cmd.MoveDestination, msgID: cmd.MessageID, start: time.Now(), dataDone: !cmd.HasDataSet()}
+	status, reason := dimse.StatusRefusedNotAuthorized, ""
 	switch {
 	case !r.d.AllowsService(service):
 		reason = "service not allowed by rule " + r.d.Rule
 	case cmd.CommandField == dimse.CMoveRQ && !r.d.AllowsMoveDestination(cmd.MoveDestination):
 		reason = fmt.Sprintf("move destination %q not allowed by rule %s", cmd.MoveDestination, r.d.Rule)
+	case !r.d.AllowsSOPClass(uid):
+		// The rule's sop_classes bind the command, not only the context
+		// it travels on.
+		reason = fmt.Sprintf("SOP class %q not allowed by rule %s", uid, r.d.Rule)
+	case isCService(cmd.CommandField) && uid != abstract:
+		// PS3.7 9.1: a C-service's Affected SOP Class is the abstract syntax
+		// of its presentation context. N-services may name a SOP class of a
+		// Meta SOP Class context (PS3.4 H, print), so only the rule binds them.
+		status = dimse.StatusSOPClassNotSupported
+		reason = fmt.Sprintf("SOP class %q is not the abstract syntax %q of presentation context %d", uid, abstract, ctxID)
 	}
-	op := &pendingOp{service: service, sopClass: cmd.SOPClassUID(), sopInstance: cmd.AffectedSOPInstanceUID,
-		moveDest: cmd.MoveDestination, msgID: cmd.MessageID, start: time.Now()}
+	if reason == "" {
+		r.mu.Lock()
+		if _, dup := r.pending[cmd.MessageID]; dup {
+			// PS3.7 C.5.6: a Message ID already outstanding is a duplicate
+			// invocation; forwarding it would hide one operation from the audit.
+			status, reason = dimse.StatusDuplicateInvocation, fmt.Sprintf("message ID %d already outstanding", cmd.MessageID)
+		} else {
+			r.pending[cmd.MessageID] = op
+		}
+		r.mu.Unlock()
+	}
 	if reason != "" {
-		rsp := dimse.NewResponse(cmd, dimse.StatusRefusedNotAuthorized)
+		rsp := dimse.NewResponse(cmd, status)
 		if cmd.CommandField == dimse.CGetRQ || cmd.CommandField == dimse.CMoveRQ {
 			zero := uint16(0)
 			rsp.NumberOfCompletedSuboperations, rsp.NumberOfFailedSuboperations, rsp.NumberOfWarningSuboperations = &zero, &zero, &zero
@@ -496,9 +538,10 @@ func (r *relay) allow(ctxID uint8, cmd *dimse.Command, st *clientState) bool {
 			c.log.Info("write refusal failed", "error", err)
 		}
 		st.dropping = cmd.HasDataSet()
-		c.log.Info("DIMSE request refused", "request", cmd.CommandField.String(), "message_id", cmd.MessageID, "why", reason)
-		r.auditDIMSE(op, dimse.StatusRefusedNotAuthorized, false)
-		return false
+		c.log.Info("DIMSE request refused", "request", cmd.CommandField.String(), "message_id", cmd.MessageID,
+			"status", statusHex(status), "why", reason)
+		r.auditDIMSE(op, statusHex(status), dimse.ClassOf(status).String(), false)
+		return false, nil
 	}
 	if cmd.CommandField == dimse.CStoreRQ && c.s.Audit != nil && r.cfg.Audit.PatientIDs != "omit" {
 		op.scanner = dimse.NewPatientIDScanner(r.contexts[ctxID].transfer)
@@ -506,22 +549,49 @@ func (r *relay) allow(ctxID uint8, cmd *dimse.Command, st *clientState) bool {
 	if cmd.HasDataSet() {
 		st.current = op
 	}
-	r.mu.Lock()
-	r.pending[cmd.MessageID] = op
-	r.mu.Unlock()
 	c.log.Trace("DIMSE request", "request", cmd.CommandField.String(), "message_id", cmd.MessageID, "sop_class", op.sopClass)
-	return true
+	return true, nil
 }
 
-func (r *relay) auditDIMSE(op *pendingOp, status uint16, allowed bool) {
+// allowCancel: a C-CANCEL-RQ cancels a request already allowed.
+func (r *relay) allowCancel(cmd *dimse.Command) (bool, error) {
+	return true, nil
+}
+
+func isCService(f dimse.CommandField) bool {
+	switch f {
+	case dimse.CStoreRQ, dimse.CFindRQ, dimse.CGetRQ, dimse.CMoveRQ, dimse.CEchoRQ:
+		return true
+	}
+	return false
+}
+
+func trimUID(s string) string { return strings.TrimRight(s, "\x00 ") }
+
+// dataDone marks op's data set complete; if the final response came first,
+// the record is written now.
+func (r *relay) dataDone(op *pendingOp) {
+	r.mu.Lock()
+	op.dataDone = true
+	report := op.responded && !op.audited
+	op.audited = op.audited || report
+	r.mu.Unlock()
+	if report {
+		r.auditDIMSE(op, statusHex(op.status), dimse.ClassOf(op.status).String(), true)
+	}
+}
+
+// auditDIMSE writes op's dimse record; status is empty for an operation
+// the association ended before it completed.
+func (r *relay) auditDIMSE(op *pendingOp, status, class string, allowed bool) {
 	c := r.c
-	c.s.Metrics.DIMSERequests.WithLabelValues(op.service, dimse.ClassOf(status).String()).Inc()
+	c.s.Metrics.DIMSERequests.WithLabelValues(op.service, class).Inc()
 	if c.s.Audit == nil {
 		return
 	}
 	e := c.event(audit.EventDIMSE)
 	e.Service, e.SOPClass, e.SOPInstance, e.MessageID = op.service, op.sopClass, op.sopInstance, int(op.msgID)
-	e.Status, e.MoveDestination, e.Bytes, e.MS = statusHex(status), op.moveDest, op.bytes, time.Since(op.start).Milliseconds()
+	e.Status, e.MoveDestination, e.Bytes, e.MS = status, op.moveDest, op.bytes, time.Since(op.start).Milliseconds()
 	e.Allowed = audit.Bool(allowed)
 	if op.scanner != nil {
 		if id, ok := op.scanner.PatientID(); ok {
@@ -621,11 +691,18 @@ func (r *relay) backendResponse(cmd *dimse.Command) {
 	r.mu.Lock()
 	op := r.pending[cmd.MessageIDBeingRespondedTo]
 	delete(r.pending, cmd.MessageIDBeingRespondedTo)
-	r.mu.Unlock()
-	if op == nil {
-		return // a response to a backend request (C-GET sub-operation) or unknown
+	report := false
+	if op != nil {
+		op.responded, op.status = true, cmd.Status
+		report = op.dataDone && !op.audited
+		op.audited = op.audited || report
 	}
-	r.auditDIMSE(op, cmd.Status, true)
+	r.mu.Unlock()
+	if report {
+		r.auditDIMSE(op, statusHex(cmd.Status), cls.String(), true)
+	}
+	// Otherwise: a response to a backend request (C-GET sub-operation), an
+	// unknown ID, or one whose data set is still arriving (dataDone writes it).
 }
 
 // sideFailed handles a read or write failure on one side: the other side
@@ -670,6 +747,7 @@ func (r *relay) protocolFailure(side string, err error) {
 
 func (r *relay) finish() {
 	c := r.c
+	r.flushPending()
 	o := r.outcome
 	name := audit.EventReleased
 	if !o.released {
@@ -683,6 +761,30 @@ func (r *relay) finish() {
 	c.s.auditEvent(e)
 	c.log.Info("association ended", o.logArgs("decision", "relay", "rule", r.d.Rule, "backend", r.d.Backend.Name,
 		"end", name, "bytes_in", in, "bytes_out", out, "duration", time.Since(c.start))...)
+}
+
+// flushPending writes the dimse record of every forwarded operation the
+// association ended before completing (no final response, or a data set
+// cut short), with no status: an abort must not hide what was sent.
+func (r *relay) flushPending() {
+	r.mu.Lock()
+	var ops []*pendingOp
+	for _, op := range r.pending {
+		if !op.audited {
+			op.audited = true
+			ops = append(ops, op)
+		}
+	}
+	if op := r.cst.current; op != nil && !op.audited {
+		op.audited = true
+		ops = append(ops, op)
+	}
+	r.pending = map[uint16]*pendingOp{}
+	r.mu.Unlock()
+	slices.SortFunc(ops, func(a, b *pendingOp) int { return a.start.Compare(b.start) })
+	for _, op := range ops {
+		r.auditDIMSE(op, "", "incomplete", true)
+	}
 }
 
 // dial connects to the backend within the connect timeout (bounded by

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -285,6 +286,250 @@ func dimseEvents(t *testing.T, e *testEdge) []audit.Event {
 		}
 	}
 	return out
+}
+
+// Finding 1: the command's SOP class must be the context's abstract syntax
+// (C-services) and allowed by the rule; otherwise the edge answers and the
+// backend never sees the request or its data set.
+func TestRelayChecksCommandSOPClass(t *testing.T) {
+	cases := []struct {
+		name       string
+		sopClasses string // the rule's sop_classes
+		ctx        uint8
+		cmd        *dimse.Command
+		status     uint16 // 0: forwarded
+	}{
+		{"CT store on the Verification context", "", pcEcho, storeRQ(1, association.CTImageStorage), dimse.StatusSOPClassNotSupported},
+		{"SC store on the Verification context", "", pcEcho, storeRQ(1, association.SecondaryCaptureImageStorage), dimse.StatusSOPClassNotSupported},
+		{"CT store on the SC context", "", pcSC, storeRQ(1, association.CTImageStorage), dimse.StatusSOPClassNotSupported},
+		{"CT store, sop_classes without CT", `sop_classes = ["1.2.840.10008.1.1", "` + association.SecondaryCaptureImageStorage + `", "` + studyRootFind + `", "` + modalityPPSClass + `"]`,
+			pcEcho, storeRQ(1, association.CTImageStorage), dimse.StatusRefusedNotAuthorized},
+		{"echo naming the find model", "", pcEcho, &dimse.Command{CommandField: dimse.CEchoRQ, MessageID: 1,
+			AffectedSOPClassUID: studyRootFind, CommandDataSetType: dimse.NoDataSet}, dimse.StatusSOPClassNotSupported},
+		{"N-GET of a class outside sop_classes", `sop_classes = ["1.2.840.10008.1.1", "` + association.SecondaryCaptureImageStorage + `", "` + studyRootFind + `", "` + modalityPPSClass + `"]`,
+			pcNGet, &dimse.Command{CommandField: dimse.NGetRQ, MessageID: 1, RequestedSOPClassUID: association.CTImageStorage,
+				RequestedSOPInstanceUID: "2.25.7", CommandDataSetType: dimse.NoDataSet}, dimse.StatusRefusedNotAuthorized},
+		{"SC store on the SC context", "", pcSC, storeRQ(1, association.SecondaryCaptureImageStorage), 0},
+		{"echo on the Verification context", "", pcEcho, echoCmd(1), 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			be := startScriptBackend(t, 16384, nil)
+			e := inspectEdge(t, be, `services = ["C-ECHO", "C-STORE", "C-FIND", "N-GET"]
+    `+tc.sopClasses)
+			c := inspectClient(t, e)
+			var ds []byte
+			if tc.cmd.HasDataSet() {
+				ds = storeDataSet(t)
+			}
+			if err := dimse.WriteMessage(c, tc.ctx, tc.cmd, ds, 16384); err != nil {
+				t.Fatal(err)
+			}
+			// A C-ECHO after it shows what the backend received before.
+			if err := dimse.WriteMessage(c, pcEcho, echoCmd(2), nil, 16384); err != nil {
+				t.Fatal(err)
+			}
+			got, _ := be.nextCommand(t)
+			if tc.status != 0 {
+				rsp := readResponse(t, c)
+				if rsp.Status != tc.status || rsp.MessageIDBeingRespondedTo != 1 {
+					t.Errorf("edge answered status 0x%04X to message %d, want 0x%04X to 1", rsp.Status, rsp.MessageIDBeingRespondedTo, tc.status)
+				}
+				if got.MessageID != 2 {
+					t.Fatalf("backend received message %d (%v), want only the later C-ECHO", got.MessageID, got.CommandField)
+				}
+			} else if got.MessageID != 1 || got.CommandField != tc.cmd.CommandField {
+				t.Fatalf("backend received %v message %d, want the forwarded request", got.CommandField, got.MessageID)
+			}
+			_ = association.WritePDU(c, &association.Abort{})
+			evs := dimseEvents(t, e)
+			if tc.status != 0 {
+				if len(evs) == 0 || evs[0].Status != fmt.Sprintf("0x%04X", tc.status) || evs[0].Allowed == nil || *evs[0].Allowed {
+					t.Errorf("audit dimse records %+v, want the refusal first", evs)
+				}
+			}
+		})
+	}
+}
+
+// Finding 1 with a real backend: the reviewer's CT C-STORE on the accepted
+// Verification context no longer reaches storescp.
+func TestRelaySOPClassBypassStoreSCP(t *testing.T) {
+	testpeer.Require(t, "storescp")
+	scp := testpeer.StartStoreSCP(t, "STORESCP")
+	e := startEdge(t, edgeOptions{Backends: backendBlock("pacs", scp.Addr, "STORESCP"), Rules: `
+rule "sc-only" {
+  when {
+    client_cn = ["client"]
+    called_ae = ["MAINPACS"]
+  }
+  relay {
+    backend     = "pacs"
+    services    = ["C-ECHO", "C-STORE"]
+    sop_classes = ["1.2.840.10008.1.1", "1.2.840.10008.5.1.4.1.1.7"]
+  }
+}
+`})
+	c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
+	if err := association.WritePDU(c, echoRQ("MODALITY1", "MAINPACS")); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := readPDU(t, c, 5*time.Second); err != nil {
+		t.Fatal(err)
+	} else if _, ok := p.(*association.AssociateAC); !ok {
+		t.Fatalf("got %T", p)
+	}
+	ct := storeRQ(1, association.CTImageStorage)
+	if err := dimse.WriteMessage(c, pcEcho, ct, storeDataSet(t), 16384); err != nil {
+		t.Fatal(err)
+	}
+	if rsp := readResponse(t, c); rsp.Status != dimse.StatusRefusedNotAuthorized {
+		t.Errorf("status 0x%04X, want 0x0124", rsp.Status)
+	}
+	if err := dimse.WriteMessage(c, pcEcho, echoCmd(2), nil, 16384); err != nil {
+		t.Fatal(err)
+	}
+	if rsp := readResponse(t, c); rsp.Status != dimse.StatusSuccess || rsp.MessageIDBeingRespondedTo != 2 {
+		t.Errorf("echo after the refusal: status 0x%04X for %d", rsp.Status, rsp.MessageIDBeingRespondedTo)
+	}
+	_ = association.WritePDU(c, &association.ReleaseRQ{})
+	_, _ = readPDU(t, c, 5*time.Second)
+	e.waitEvent(t, "released", func(ev audit.Event) bool { return ev.Event == audit.EventReleased })
+	if n := scp.Count(); n != 0 {
+		t.Errorf("storescp stored %d files, want 0", n)
+	}
+}
+
+// Finding 2: a request reusing an outstanding Message ID is refused with
+// 0x0210 and not forwarded; operations the association ends before
+// completing still get a dimse record (no status).
+func TestRelayDuplicateMessageID(t *testing.T) {
+	be := startScriptBackend(t, 16384, nil)
+	e := inspectEdge(t, be, `services = ["C-ECHO", "C-STORE"]`)
+	c := inspectClient(t, e)
+	if err := dimse.WriteMessage(c, pcSC, storeRQ(1, association.SecondaryCaptureImageStorage), storeDataSet(t), 16384); err != nil {
+		t.Fatal(err)
+	}
+	if err := dimse.WriteMessage(c, pcEcho, echoCmd(1), nil, 16384); err != nil {
+		t.Fatal(err)
+	}
+	rsp := readResponse(t, c)
+	if rsp.CommandField != dimse.CEchoRSP || rsp.Status != dimse.StatusDuplicateInvocation {
+		t.Fatalf("edge answered %v status 0x%04X, want C-ECHO-RSP 0x0210", rsp.CommandField, rsp.Status)
+	}
+	got, _ := be.nextCommand(t)
+	if got.CommandField != dimse.CStoreRQ {
+		t.Fatalf("backend got %v first", got.CommandField)
+	}
+	// The store's data set, then nothing else (the duplicate was not forwarded).
+	for range 100 {
+		g := be.next(t, noResponseDeadline)
+		if g == nil {
+			break
+		}
+		if pd, ok := g.pdu.(*association.PDataTF); ok && len(pd.PDVs) > 0 && pd.PDVs[0].Command {
+			t.Fatal("backend received another command: the duplicate was forwarded")
+		}
+	}
+	// Once answered, ID 1 is free again.
+	be.send(t, pcSC, dimse.NewResponse(storeRQ(1, association.SecondaryCaptureImageStorage), dimse.StatusSuccess))
+	if rsp := readResponse(t, c); rsp.CommandField != dimse.CStoreRSP {
+		t.Fatalf("got %v, want the backend's C-STORE-RSP", rsp.CommandField)
+	}
+	if err := dimse.WriteMessage(c, pcEcho, echoCmd(1), nil, 16384); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := be.nextCommand(t); got.CommandField != dimse.CEchoRQ || got.MessageID != 1 {
+		t.Fatalf("backend got %v %d, want the C-ECHO reusing the answered ID", got.CommandField, got.MessageID)
+	}
+	// The echo is never answered: the client aborts.
+	_ = association.WritePDU(c, &association.Abort{})
+	evs := dimseEvents(t, e)
+	var summary []string
+	for _, ev := range evs {
+		summary = append(summary, fmt.Sprintf("%s/%d/%s", ev.Service, ev.MessageID, ev.Status))
+	}
+	want := "C-ECHO/1/0x0210 C-STORE/1/0x0000 C-ECHO/1/"
+	if strings.Join(summary, " ") != want {
+		t.Errorf("dimse records %q, want %q", strings.Join(summary, " "), want)
+	}
+}
+
+// Finding 2 with a real backend: the reviewer's C-STORE 1 then C-ECHO 1.
+// Whatever the timing, every instance storescp stored has its record.
+func TestRelayMessageIDReuseStoreSCP(t *testing.T) {
+	testpeer.Require(t, "storescp")
+	scp := testpeer.StartStoreSCP(t, "STORESCP")
+	e := startEdge(t, edgeOptions{Backends: backendBlock("pacs", scp.Addr, "STORESCP"), Rules: storeRules(`"C-ECHO", "C-STORE"`)})
+	c := inspectClient(t, e)
+	if err := dimse.WriteMessage(c, pcSC, storeRQ(1, association.SecondaryCaptureImageStorage), storeDataSet(t), 16384); err != nil {
+		t.Fatal(err)
+	}
+	if err := dimse.WriteMessage(c, pcEcho, echoCmd(1), nil, 16384); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		readResponse(t, c)
+	}
+	_ = association.WritePDU(c, &association.ReleaseRQ{})
+	_, _ = readPDU(t, c, 5*time.Second)
+	stores := 0
+	for _, ev := range dimseEvents(t, e) {
+		if ev.Service == "C-STORE" && ev.SOPInstance == testInstanceUID && ev.Status == "0x0000" && ev.PatientID == testPatientID {
+			stores++
+		}
+	}
+	if n := scp.Count(); n != 1 || stores != 1 {
+		t.Errorf("storescp stored %d, audit has %d successful C-STORE records; want 1 and 1", n, stores)
+	}
+}
+
+// Finding 11: a backend answering before the data set has all arrived
+// (allowed: e.g. an early failure) must not get a record written without
+// the data set's bytes and patient ID, nor race the client pump.
+func TestRelayRecordWaitsForDataSet(t *testing.T) {
+	be := startScriptBackend(t, 16384, nil)
+	e := inspectEdge(t, be, `services = ["C-ECHO", "C-STORE"]`)
+	c := inspectClient(t, e)
+	store := storeRQ(1, association.SecondaryCaptureImageStorage)
+	ds := storeDataSet(t)
+	if err := dimse.WriteMessage(c, pcSC, store, nil, 16384); err != nil { // the command alone
+		t.Fatal(err)
+	}
+	if got, _ := be.nextCommand(t); got.CommandField != dimse.CStoreRQ {
+		t.Fatalf("backend got %v", got.CommandField)
+	}
+	be.send(t, pcSC, dimse.NewResponse(store, dimse.StatusProcessingFailure))
+	if rsp := readResponse(t, c); rsp.Status != dimse.StatusProcessingFailure {
+		t.Fatalf("status 0x%04X", rsp.Status)
+	}
+	// Now the data set, in three PDUs.
+	third := len(ds) / 3
+	for i, part := range [][]byte{ds[:third], ds[third : 2*third], ds[2*third:]} {
+		pd := &association.PDataTF{PDVs: []association.PDV{{ContextID: pcSC, Last: i == 2, Data: part}}}
+		if err := association.WritePDU(c, pd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 3 {
+		if be.next(t, 5*time.Second) == nil {
+			t.Fatal("data set not forwarded")
+		}
+	}
+	_ = association.WritePDU(c, &association.ReleaseRQ{})
+	if g := be.next(t, 5*time.Second); g == nil || g.typ != association.TypeReleaseRQ {
+		t.Fatal("release not forwarded")
+	}
+	be.write(t, &association.ReleaseRP{})
+	_, _ = readPDU(t, c, 5*time.Second)
+	evs := dimseEvents(t, e)
+	if len(evs) != 1 {
+		t.Fatalf("%d dimse records, want 1", len(evs))
+	}
+	ev := evs[0]
+	if ev.Status != "0x0110" || ev.Bytes != int64(len(ds)) || ev.PatientID != testPatientID {
+		t.Errorf("record status %s bytes %d patient %q, want 0x0110, %d, %q", ev.Status, ev.Bytes, ev.PatientID, len(ds), testPatientID)
+	}
 }
 
 // Finding 12: a command the client fragments over several PDUs reaches the
