@@ -553,8 +553,29 @@ func (r *relay) allow(ctxID uint8, cmd *dimse.Command, st *clientState) (bool, e
 	return true, nil
 }
 
-// allowCancel: a C-CANCEL-RQ cancels a request already allowed.
+// allowCancel forwards a C-CANCEL-RQ only when the rule allows C-CANCEL and
+// it names an operation the edge forwarded; PS3.7 9.3.2.3 gives it no data
+// set and no response, so one carrying a data set is a protocol violation
+// and any other is dropped silently.
 func (r *relay) allowCancel(cmd *dimse.Command) (bool, error) {
+	if cmd.HasDataSet() {
+		return false, &association.ProtocolError{Reason: association.AbortInvalidPDUParameterValue,
+			Msg: "C-CANCEL-RQ with a data set"}
+	}
+	why := ""
+	r.mu.Lock()
+	_, outstanding := r.pending[cmd.MessageIDBeingRespondedTo]
+	r.mu.Unlock()
+	switch {
+	case !r.d.AllowsService("C-CANCEL"):
+		why = "C-CANCEL not allowed by rule " + r.d.Rule
+	case !outstanding:
+		why = "no forwarded operation has this message ID"
+	}
+	if why != "" {
+		r.c.log.Info("C-CANCEL-RQ dropped", "message_id_being_responded_to", cmd.MessageIDBeingRespondedTo, "why", why)
+		return false, nil
+	}
 	return true, nil
 }
 

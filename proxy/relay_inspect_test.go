@@ -565,6 +565,72 @@ func TestRelayHeldFragmentsFitBackendMax(t *testing.T) {
 	}
 }
 
+// Finding 13: C-CANCEL is forwarded only when the rule allows it and it
+// names a forwarded operation; one with a data set is a protocol error.
+func TestRelayCancel(t *testing.T) {
+	find := &dimse.Command{CommandField: dimse.CFindRQ, MessageID: 5, AffectedSOPClassUID: studyRootFind,
+		CommandDataSetType: dimse.DataSetPresent}
+	cancel := func(id uint16, ds uint16) *dimse.Command {
+		return &dimse.Command{CommandField: dimse.CCancelRQ, MessageIDBeingRespondedTo: id, CommandDataSetType: ds}
+	}
+	// A minimal identifier: QueryRetrieveLevel STUDY (Explicit VR LE).
+	ident := []byte{0x08, 0x00, 0x52, 0x00, 'C', 'S', 6, 0, 'S', 'T', 'U', 'D', 'Y', ' '}
+	cases := []struct {
+		name      string
+		services  string
+		startFind bool
+		cancel    *dimse.Command
+		forwarded bool
+		aborted   bool
+	}{
+		{"rule without C-FIND/GET/MOVE", `"C-ECHO", "C-STORE"`, false, cancel(5, dimse.NoDataSet), false, false},
+		{"names no forwarded operation", `"C-ECHO", "C-FIND"`, true, cancel(9, dimse.NoDataSet), false, false},
+		{"cancels the outstanding find", `"C-ECHO", "C-FIND"`, true, cancel(5, dimse.NoDataSet), true, false},
+		{"with a data set", `"C-ECHO", "C-FIND"`, true, cancel(5, dimse.DataSetPresent), false, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			be := startScriptBackend(t, 16384, nil)
+			e := inspectEdge(t, be, "services = ["+tc.services+"]")
+			c := inspectClient(t, e)
+			if tc.startFind {
+				if err := dimse.WriteMessage(c, pcFind, find, ident, 16384); err != nil {
+					t.Fatal(err)
+				}
+				if got, _ := be.nextCommand(t); got.CommandField != dimse.CFindRQ {
+					t.Fatalf("backend got %v", got.CommandField)
+				}
+				be.next(t, 5*time.Second) // the identifier
+			}
+			var ds []byte
+			if tc.cancel.HasDataSet() {
+				ds = ident
+			}
+			if err := dimse.WriteMessage(c, pcFind, tc.cancel, ds, 16384); err != nil {
+				t.Fatal(err)
+			}
+			if tc.aborted {
+				p, err := readPDU(t, c, 5*time.Second)
+				ab, ok := p.(*association.Abort)
+				if err != nil || !ok || ab.Source != association.AbortSourceServiceProvider {
+					t.Fatalf("client got %T %v, want A-ABORT from the edge", p, err)
+				}
+				return
+			}
+			if err := dimse.WriteMessage(c, pcEcho, echoCmd(7), nil, 16384); err != nil {
+				t.Fatal(err)
+			}
+			got, _ := be.nextCommand(t)
+			switch {
+			case tc.forwarded && got.CommandField != dimse.CCancelRQ:
+				t.Errorf("backend got %v, want the C-CANCEL-RQ", got.CommandField)
+			case !tc.forwarded && got.CommandField != dimse.CEchoRQ:
+				t.Errorf("backend got %v, want the C-CANCEL dropped", got.CommandField)
+			}
+		})
+	}
+}
+
 // Finding 16: the backend's A-ABORT reaches the client unchanged (source
 // and reason), both in an established association and in answer to the RQ.
 func TestRelayBackendAbortCarriedThrough(t *testing.T) {
