@@ -104,3 +104,20 @@ func ValidateProfile(name string) error {
 	_, err := lookupProfile(name)
 	return err
 }
+
+// ClientConfig returns a tls.Config for the edge as a TLS client (towards a
+// backend PACS) limited to the named profile's protocol versions, TLS 1.2
+// cipher suites and key-exchange groups, the same ones the listener
+// offers. The caller adds roots, certificates and ServerName.
+func ClientConfig(name string) (*tls.Config, error) {
+	p, err := lookupProfile(name)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{
+		MinVersion:       p.minVersion,
+		MaxVersion:       p.maxVersion,
+		CipherSuites:     append([]uint16(nil), p.suites...),
+		CurvePreferences: append([]tls.CurveID(nil), p.curves...),
+	}, nil
+}
