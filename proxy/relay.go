@@ -21,6 +21,7 @@ import (
 	"github.com/dicomedge/dicomedge/association/dimse"
 	"github.com/dicomedge/dicomedge/audit"
 	"github.com/dicomedge/dicomedge/policy"
+	"github.com/dicomedge/dicomedge/tlslayer"
 )
 
 // relay is the relay path: the edge stands between the client and one
@@ -829,7 +830,7 @@ func (r *relay) dial(ctx context.Context, be *policy.Backend, artimDeadline time
 	if be.TLS == nil {
 		return nc, nil
 	}
-	tcfg, err := backendTLSConfig(be)
+	tcfg, err := r.c.s.backendTLS.get(r.cfg, r.c.s.current(), be)
 	if err != nil {
 		nc.Close()
 		return nil, err
@@ -842,16 +843,54 @@ func (r *relay) dial(ctx context.Context, be *policy.Backend, artimDeadline time
 	return tc, nil
 }
 
-// backendTLSConfigs caches one tls.Config per backend block; a reload makes
-// new *policy.Backend values, so the cache never serves a stale block.
-var backendTLSConfigs sync.Map // *policy.Backend → *tls.Config
+// backendTLSCache holds one tls.Config per backend block of the policy in
+// force. A reload makes a new *policy.Config with new *policy.Backend values:
+// the first dial under it empties the cache, so the cache stays bounded by
+// the current policy's backends and a SIGHUP re-reads the certificate files.
+type backendTLSCache struct {
+	mu  sync.Mutex
+	cfg *policy.Config
+	m   map[*policy.Backend]*tls.Config
+}
 
-func backendTLSConfig(be *policy.Backend) (*tls.Config, error) {
-	if v, ok := backendTLSConfigs.Load(be); ok {
-		return v.(*tls.Config), nil
+// get returns be's tls.Config under cfg; current is the policy in force (an
+// association established before a reload builds its config uncached).
+func (c *backendTLSCache) get(cfg, current *policy.Config, be *policy.Backend) (*tls.Config, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cfg != c.cfg {
+		if cfg != current {
+			return backendTLSConfig(cfg.TLS.Profile, be)
+		}
+		c.cfg, c.m = cfg, map[*policy.Backend]*tls.Config{}
 	}
+	if tc, ok := c.m[be]; ok {
+		return tc, nil
+	}
+	tc, err := backendTLSConfig(cfg.TLS.Profile, be)
+	if err != nil {
+		return nil, err
+	}
+	c.m[be] = tc
+	return tc, nil
+}
+
+func (c *backendTLSCache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.m)
+}
+
+// backendTLSConfig builds the client side of the edge towards be: the
+// tls.profile's versions, suites and groups (the same PS3.15 profile the
+// listener enforces), be's roots, client certificate and server name.
+func backendTLSConfig(profile string, be *policy.Backend) (*tls.Config, error) {
 	t := be.TLS
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName}
+	cfg, err := tlslayer.ClientConfig(profile)
+	if err != nil {
+		return nil, err
+	}
+	cfg.ServerName = t.ServerName
 	if cfg.ServerName == "" {
 		host, _, err := net.SplitHostPort(be.Address)
 		if err != nil {
@@ -879,6 +918,5 @@ func backendTLSConfig(be *policy.Backend) (*tls.Config, error) {
 		}
 		cfg.Certificates = []tls.Certificate{pair}
 	}
-	v, _ := backendTLSConfigs.LoadOrStore(be, cfg)
-	return v.(*tls.Config), nil
+	return cfg, nil
 }

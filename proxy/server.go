@@ -46,6 +46,8 @@ type Server struct {
 	shutdown  atomic.Bool
 	listening atomic.Int32
 	wg        sync.WaitGroup // one per conn goroutine
+
+	backendTLS backendTLSCache // relay.go: per-backend TLS client configs of the policy in force
 }
 
 func (s *Server) init() {
