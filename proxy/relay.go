@@ -32,6 +32,7 @@ type relay struct {
 	cr  *association.Reader // client side (already read the RQ)
 
 	b   net.Conn
+	bh  *hookConn // beneath the backend's TLS, if any: its reads flush cw
 	br  *association.Reader
 	bin *countingReader // backend bytes read, to tell a PDU boundary
 	cw  *pduWriter      // to the client
@@ -99,16 +100,20 @@ func (r *relay) run(ctx context.Context, artimDeadline time.Time) {
 		return
 	}
 
-	b, err := r.dial(ctx, be, artimDeadline)
+	b, bh, err := r.dial(ctx, be, artimDeadline)
 	if err != nil {
 		c.log.Warn("backend unreachable", "address", be.Address, "error", err)
 		c.reject(r.d.Rule, association.RejectTransient, association.RejectSourceServiceProviderPresentation,
 			association.RejectPresentationTemporaryCongestion, "backend-unreachable")
 		return
 	}
-	r.b = b
+	r.b, r.bh = b, bh
 	defer b.Close()
-	r.bin = &countingReader{r: b}
+	var rd io.Reader = b
+	if be.TLS == nil {
+		rd = bh
+	}
+	r.bin = &countingReader{r: rd}
 	r.br = association.NewReader(r.bin, maxLen)
 	r.bw = &pduWriter{c: b, timeout: r.idle()}
 	r.cw = &pduWriter{c: c.tc, timeout: r.idle()}
@@ -226,6 +231,17 @@ func (r *relay) accepted(rq *association.AssociateRQ, ac *association.AssociateA
 	c.log.Trace("A-ASSOCIATE-AC relayed", "accepted", len(accepted), "proposed", len(rq.PresentationContexts),
 		"removed", len(removed), "client_max", cac.UserInfo.MaxLength, "backend_max", ac.UserInfo.MaxLength)
 
+	// Each pump, before it waits for its side, sends what it queued for
+	// the other side and gives its PDU buffer back (an idle association
+	// holds neither).
+	c.pre.wait = newWaitHook(c.raw, func() {
+		_ = r.bw.flush() // a failure is sticky: the next write reports it
+		r.cr.Release()
+	})
+	r.bh.wait = newWaitHook(r.bh.Conn, func() {
+		_ = r.cw.flush()
+		r.br.Release()
+	})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -278,6 +294,8 @@ func (r *relay) abortTo(w *pduWriter, reason association.AbortReason) {
 		w.mu.Lock()
 	}
 	defer w.mu.Unlock()
+	w.dropQueue() // moot after A-ABORT
+	w.err = errEnded
 	_ = w.c.SetWriteDeadline(time.Now().Add(2 * time.Second))
 	_, _ = w.c.Write(b)
 }
@@ -357,6 +375,7 @@ func (r *relay) pumpClient() {
 // clientState is the client→backend DIMSE inspection state.
 type clientState struct {
 	held     []association.PDV // command fragments awaiting their last fragment (copied)
+	out      []association.PDV // reused by clientPData
 	dropping bool              // discarding the data set of a refused request
 	current  *pendingOp        // the request whose data set is flowing
 }
@@ -364,7 +383,8 @@ type clientState struct {
 // clientPData forwards one client P-DATA-TF, except the command and data
 // set of a request the rule refuses, which the edge answers itself.
 func (r *relay) clientPData(raw []byte, asm *dimse.Assembler, st *clientState) error {
-	var out []association.PDV
+	out := st.out[:0]
+	defer func() { clear(out); st.out = out[:0] }() // no reference into the reader's buffer
 	modified := false
 	err := association.EachPDV(raw[association.HeaderLen:], func(p association.PDV) error {
 		if _, ok := r.contexts[p.ContextID]; !ok {
@@ -434,7 +454,7 @@ func (r *relay) clientPData(raw []byte, asm *dimse.Assembler, st *clientState) e
 		return err
 	}
 	if !modified {
-		if err := r.bw.writeRaw(raw); err != nil {
+		if err := r.bw.writeQueued(raw); err != nil {
 			r.sideFailed("backend", err, r.bw, r.cw)
 			return errEnded
 		}
@@ -588,7 +608,11 @@ func (r *relay) pumpBackend() {
 			r.protocolFailure("backend", association.Unexpected(typ))
 			return
 		}
-		if err := r.cw.writeRaw(raw); err != nil {
+		write := r.cw.writeRaw
+		if typ == association.TypePDataTF {
+			write = r.cw.writeQueued
+		}
+		if err := write(raw); err != nil {
 			if !r.ended.Load() {
 				r.sideFailed("client", err, r.cw, r.bw)
 			}
@@ -674,7 +698,7 @@ func (r *relay) finish() {
 
 // dial connects to the backend within the connect timeout (bounded by
 // ARTIM), with TLS when the backend has a tls block.
-func (r *relay) dial(ctx context.Context, be *policy.Backend, artimDeadline time.Time) (net.Conn, error) {
+func (r *relay) dial(ctx context.Context, be *policy.Backend, artimDeadline time.Time) (net.Conn, *hookConn, error) {
 	timeout := 10 * time.Second
 	if d := time.Until(artimDeadline); d > time.Second && d < timeout {
 		timeout = d
@@ -688,22 +712,23 @@ func (r *relay) dial(ctx context.Context, be *policy.Backend, artimDeadline time
 	}
 	nc, err := dial(dctx, "tcp", be.Address)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	hc := &hookConn{Conn: nc}
 	if be.TLS == nil {
-		return nc, nil
+		return nc, hc, nil
 	}
 	tcfg, err := backendTLSConfig(be)
 	if err != nil {
 		nc.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	tc := tls.Client(nc, tcfg)
+	tc := tls.Client(hc, tcfg)
 	if err := tc.HandshakeContext(dctx); err != nil {
 		nc.Close()
-		return nil, fmt.Errorf("backend TLS handshake: %w", err)
+		return nil, nil, fmt.Errorf("backend TLS handshake: %w", err)
 	}
-	return tc, nil
+	return tc, hc, nil
 }
 
 // backendTLSConfigs caches one tls.Config per backend block; a reload makes
