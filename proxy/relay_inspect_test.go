@@ -263,7 +263,7 @@ func storeDataSet(t *testing.T) []byte {
 		SOPInstanceUID: testInstanceUID, Rows: 8, Columns: 8}.DataSet()
 }
 
-func storeRQ(id uint16, class string) *dimse.Command {
+func storeCmd(id uint16, class string) *dimse.Command {
 	return &dimse.Command{CommandField: dimse.CStoreRQ, MessageID: id, AffectedSOPClassUID: class,
 		AffectedSOPInstanceUID: testInstanceUID, CommandDataSetType: dimse.DataSetPresent}
 }
@@ -299,17 +299,17 @@ func TestRelayChecksCommandSOPClass(t *testing.T) {
 		cmd        *dimse.Command
 		status     uint16 // 0: forwarded
 	}{
-		{"CT store on the Verification context", "", pcEcho, storeRQ(1, association.CTImageStorage), dimse.StatusSOPClassNotSupported},
-		{"SC store on the Verification context", "", pcEcho, storeRQ(1, association.SecondaryCaptureImageStorage), dimse.StatusSOPClassNotSupported},
-		{"CT store on the SC context", "", pcSC, storeRQ(1, association.CTImageStorage), dimse.StatusSOPClassNotSupported},
+		{"CT store on the Verification context", "", pcEcho, storeCmd(1, association.CTImageStorage), dimse.StatusSOPClassNotSupported},
+		{"SC store on the Verification context", "", pcEcho, storeCmd(1, association.SecondaryCaptureImageStorage), dimse.StatusSOPClassNotSupported},
+		{"CT store on the SC context", "", pcSC, storeCmd(1, association.CTImageStorage), dimse.StatusSOPClassNotSupported},
 		{"CT store, sop_classes without CT", `sop_classes = ["1.2.840.10008.1.1", "` + association.SecondaryCaptureImageStorage + `", "` + studyRootFind + `", "` + modalityPPSClass + `"]`,
-			pcEcho, storeRQ(1, association.CTImageStorage), dimse.StatusRefusedNotAuthorized},
+			pcEcho, storeCmd(1, association.CTImageStorage), dimse.StatusRefusedNotAuthorized},
 		{"echo naming the find model", "", pcEcho, &dimse.Command{CommandField: dimse.CEchoRQ, MessageID: 1,
 			AffectedSOPClassUID: studyRootFind, CommandDataSetType: dimse.NoDataSet}, dimse.StatusSOPClassNotSupported},
 		{"N-GET of a class outside sop_classes", `sop_classes = ["1.2.840.10008.1.1", "` + association.SecondaryCaptureImageStorage + `", "` + studyRootFind + `", "` + modalityPPSClass + `"]`,
 			pcNGet, &dimse.Command{CommandField: dimse.NGetRQ, MessageID: 1, RequestedSOPClassUID: association.CTImageStorage,
 				RequestedSOPInstanceUID: "2.25.7", CommandDataSetType: dimse.NoDataSet}, dimse.StatusRefusedNotAuthorized},
-		{"SC store on the SC context", "", pcSC, storeRQ(1, association.SecondaryCaptureImageStorage), 0},
+		{"SC store on the SC context", "", pcSC, storeCmd(1, association.SecondaryCaptureImageStorage), 0},
 		{"echo on the Verification context", "", pcEcho, echoCmd(1), 0},
 	}
 	for _, tc := range cases {
@@ -379,7 +379,7 @@ rule "sc-only" {
 	} else if _, ok := p.(*association.AssociateAC); !ok {
 		t.Fatalf("got %T", p)
 	}
-	ct := storeRQ(1, association.CTImageStorage)
+	ct := storeCmd(1, association.CTImageStorage)
 	if err := dimse.WriteMessage(c, pcEcho, ct, storeDataSet(t), 16384); err != nil {
 		t.Fatal(err)
 	}
@@ -407,7 +407,7 @@ func TestRelayDuplicateMessageID(t *testing.T) {
 	be := startScriptBackend(t, 16384, nil)
 	e := inspectEdge(t, be, `services = ["C-ECHO", "C-STORE"]`)
 	c := inspectClient(t, e)
-	if err := dimse.WriteMessage(c, pcSC, storeRQ(1, association.SecondaryCaptureImageStorage), storeDataSet(t), 16384); err != nil {
+	if err := dimse.WriteMessage(c, pcSC, storeCmd(1, association.SecondaryCaptureImageStorage), storeDataSet(t), 16384); err != nil {
 		t.Fatal(err)
 	}
 	if err := dimse.WriteMessage(c, pcEcho, echoCmd(1), nil, 16384); err != nil {
@@ -432,7 +432,7 @@ func TestRelayDuplicateMessageID(t *testing.T) {
 		}
 	}
 	// Once answered, ID 1 is free again.
-	be.send(t, pcSC, dimse.NewResponse(storeRQ(1, association.SecondaryCaptureImageStorage), dimse.StatusSuccess))
+	be.send(t, pcSC, dimse.NewResponse(storeCmd(1, association.SecondaryCaptureImageStorage), dimse.StatusSuccess))
 	if rsp := readResponse(t, c); rsp.CommandField != dimse.CStoreRSP {
 		t.Fatalf("got %v, want the backend's C-STORE-RSP", rsp.CommandField)
 	}
@@ -462,7 +462,7 @@ func TestRelayMessageIDReuseStoreSCP(t *testing.T) {
 	scp := testpeer.StartStoreSCP(t, "STORESCP")
 	e := startEdge(t, edgeOptions{Backends: backendBlock("pacs", scp.Addr, "STORESCP"), Rules: storeRules(`"C-ECHO", "C-STORE"`)})
 	c := inspectClient(t, e)
-	if err := dimse.WriteMessage(c, pcSC, storeRQ(1, association.SecondaryCaptureImageStorage), storeDataSet(t), 16384); err != nil {
+	if err := dimse.WriteMessage(c, pcSC, storeCmd(1, association.SecondaryCaptureImageStorage), storeDataSet(t), 16384); err != nil {
 		t.Fatal(err)
 	}
 	if err := dimse.WriteMessage(c, pcEcho, echoCmd(1), nil, 16384); err != nil {
@@ -491,7 +491,7 @@ func TestRelayRecordWaitsForDataSet(t *testing.T) {
 	be := startScriptBackend(t, 16384, nil)
 	e := inspectEdge(t, be, `services = ["C-ECHO", "C-STORE"]`)
 	c := inspectClient(t, e)
-	store := storeRQ(1, association.SecondaryCaptureImageStorage)
+	store := storeCmd(1, association.SecondaryCaptureImageStorage)
 	ds := storeDataSet(t)
 	if err := dimse.WriteMessage(c, pcSC, store, nil, 16384); err != nil { // the command alone
 		t.Fatal(err)
