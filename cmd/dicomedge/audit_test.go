@@ -331,3 +331,43 @@ func TestAuditFollowPrintsNewRecords(t *testing.T) {
 		}
 	}
 }
+
+func TestParseWhenDurations(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	old := auditNow
+	auditNow = func() time.Time { return now }
+	t.Cleanup(func() { auditNow = old })
+	cases := []struct {
+		name, in string
+		want     time.Time
+		bad      bool
+	}{
+		{"hours", "24h", now.Add(-24 * time.Hour), false},
+		{"minutes and seconds", "1m30s", now.Add(-90 * time.Second), false},
+		{"days", "7d", now.Add(-7 * 24 * time.Hour), false},
+		{"days and hours", "1d12h", now.Add(-36 * time.Hour), false},
+		{"RFC 3339", "2026-11-24T08:00:00Z", time.Date(2026, 11, 24, 8, 0, 0, 0, time.UTC), false},
+		{"date only", "2026-11-24", time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC), false},
+		{"no day count", "d", time.Time{}, true},
+		{"fractional days", "1.5d", time.Time{}, true},
+		{"signed days", "+2d", time.Time{}, true},
+		{"days then garbage", "2dx", time.Time{}, true},
+		{"days then negative", "2d-1h", time.Time{}, true},
+		{"huge day count", "99999999999d", time.Time{}, true},
+		{"word", "yesterday", time.Time{}, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseWhen(tc.in)
+			if tc.bad {
+				if err == nil {
+					t.Fatalf("parseWhen(%q) = %v, want an error", tc.in, got)
+				}
+				return
+			}
+			if err != nil || !got.Equal(tc.want) {
+				t.Fatalf("parseWhen(%q) = %v, %v; want %v", tc.in, got, err, tc.want)
+			}
+		})
+	}
+}
