@@ -161,6 +161,18 @@ func TestAuditVerifyExitCodes(t *testing.T) {
 			b, _ := os.ReadFile(f)
 			os.WriteFile(f, b[:len(b)-40], 0o600)
 		}, 1, "$F:12: seq 12: incomplete last record"},
+		// A copy without the head sidecar still verifies; stderr warns (below).
+		{"head anchor missing", func(t *testing.T, f string) {
+			if err := os.Remove(f + ".head"); err != nil {
+				t.Fatal(err)
+			}
+		}, 0, "ok: 12 records in 1 file(s), hash chain intact"},
+		{"head anchor missing and edited", func(t *testing.T, f string) {
+			os.Remove(f + ".head")
+			replaceIn(t, f, `"status":"0x0124"`, `"status":"0x0000"`)
+		}, 1, "$F:6: seq 6: prev does not match"},
+		{"last record cut with head kept", func(t *testing.T, f string) { replaceIn(t, f, lineOf(t, f, 12), "") }, 1,
+			"truncated: the chain ends at seq 11 but $F.head records seq 12"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -175,6 +187,10 @@ func TestAuditVerifyExitCodes(t *testing.T) {
 			}
 			if code != tc.wantCode || !strings.Contains(got, want) {
 				t.Fatalf("exit %d, stdout %q, stderr %q; want exit %d with %q", code, out, errOut, tc.wantCode, want)
+			}
+			if _, err := os.Stat(file + ".head"); os.IsNotExist(err) && tc.wantCode == 0 &&
+				!strings.Contains(errOut, "warning: "+file+".head: missing") {
+				t.Errorf("no warning about the missing head anchor on stderr: %q", errOut)
 			}
 		})
 	}
