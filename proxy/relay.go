@@ -222,7 +222,7 @@ func (r *relay) accepted(rq *association.AssociateRQ, ac *association.AssociateA
 				cac.PresentationContexts = append(cac.PresentationContexts, bpc)
 				if bpc.Result == association.PCAcceptance {
 					r.contexts[pc.ID] = pcInfo{abstract: pc.AbstractSyntax, transfer: bpc.TransferSyntax}
-					accepted = append(accepted, pc.AbstractSyntax)
+					accepted = appendUnique(accepted, pc.AbstractSyntax)
 				}
 			}
 		}
