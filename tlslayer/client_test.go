@@ -16,26 +16,26 @@ func TestClientConfig(t *testing.T) {
 	roots := pool(t, f.pki.CACert)
 	backends := []struct {
 		name string
-		cfg  tls.Config
+		cfg  *tls.Config
 		want map[string]bool // profile → handshake succeeds
 	}{
-		{"TLS 1.2 ECDHE CBC only", tls.Config{MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12,
+		{"TLS 1.2 ECDHE CBC only", &tls.Config{MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12,
 			CipherSuites: []uint16{tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA}}, map[string]bool{}},
-		{"TLS 1.2 ECDHE AES-GCM", tls.Config{MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12,
+		{"TLS 1.2 ECDHE AES-GCM", &tls.Config{MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12,
 			CipherSuites: []uint16{tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256}},
 			map[string]bool{ProfileBCP195RFC8996: true, ProfileBCP195RFC8996Modified: true, ProfileBCP195ND: true,
 				ProfileBCP195: true, ProfileBCP195Extended: true}},
-		{"TLS 1.3", tls.Config{MinVersion: tls.VersionTLS13},
+		{"TLS 1.3", &tls.Config{MinVersion: tls.VersionTLS13},
 			map[string]bool{ProfileBCP195RFC8996: true, ProfileBCP195RFC8996Modified: true, ProfileBCP195ND: true,
 				ProfileBCP195: true}},
-		{"TLS 1.2 P-521 only", tls.Config{MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12,
+		{"TLS 1.2 P-521 only", &tls.Config{MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12,
 			CurvePreferences: []tls.CurveID{tls.CurveP521}},
 			map[string]bool{ProfileBCP195: true}},
 	}
 	for _, b := range backends {
-		srv := b.cfg
+		srv := b.cfg.Clone()
 		srv.Certificates = []tls.Certificate{cert}
-		ln, err := tls.Listen("tcp", "127.0.0.1:0", &srv)
+		ln, err := tls.Listen("tcp", "127.0.0.1:0", srv)
 		if err != nil {
 			t.Fatal(err)
 		}
