@@ -99,6 +99,15 @@ func FuzzRelayClientPData(f *testing.F) {
 	f.Add(pdvItem(1, 1, store[:10]), pdvItem(1, 3, store[10:]))
 	f.Add(pdvItem(9, 3, store), []byte{})
 	f.Add([]byte{0, 0, 0, 1, 1}, []byte{0xff, 0xff, 0xff, 0xff})
+	// Review findings 1, 2, 13: a C-service naming another context's SOP
+	// class, a reused Message ID, C-CANCEL with and without a data set.
+	f.Add(pdvItem(3, 3, store), []byte{})
+	f.Add(pdvItem(1, 3, store), pdvItem(1, 3, store))
+	cancel := func(ds uint16) []byte {
+		return (&dimse.Command{CommandField: dimse.CCancelRQ, MessageIDBeingRespondedTo: 1, CommandDataSetType: ds}).Encode()
+	}
+	f.Add(pdvItem(1, 3, store), pdvItem(1, 3, cancel(dimse.NoDataSet)))
+	f.Add(pdvItem(1, 3, store), pdvItem(1, 3, cancel(0)))
 	f.Fuzz(func(t *testing.T, a, b []byte) {
 		r, _, _ := fuzzRelay(t)
 		asm := &dimse.Assembler{}
