@@ -1,12 +1,16 @@
 package proxy
 
 import (
+	"bytes"
 	"crypto/tls"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/dicomedge/dicomedge/association"
+	"github.com/dicomedge/dicomedge/internal/testpeer"
 	"github.com/dicomedge/dicomedge/policy"
 )
 
@@ -100,5 +104,56 @@ func TestBackendTLSCacheBoundedAcrossReloads(t *testing.T) {
 		if n := s.backendTLS.len(); n != 1 {
 			t.Fatalf("after reload %d the cache holds %d configs, want 1", i, n)
 		}
+	}
+}
+
+// Review finding 18: a rotated backend client certificate is used from the
+// next dial, without a SIGHUP.
+func TestBackendTLSCacheRereadsRotatedFiles(t *testing.T) {
+	p := sharedPKI(t)
+	dir := t.TempDir()
+	cert, key := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
+	copyFile := func(from, to string, mtime time.Time) {
+		t.Helper()
+		if err := os.WriteFile(to, mustRead(t, from), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(to, mtime, mtime); err != nil {
+			t.Fatal(err)
+		}
+	}
+	then := time.Now().Add(-time.Hour)
+	copyFile(p.clientCert, cert, then)
+	copyFile(p.clientKey, key, then)
+	e := startEdge(t, edgeOptions{Backends: fmt.Sprintf(`backend "pacs" {
+  address  = "127.0.0.1:1"
+  ae_title = "PACS"
+  tls {
+    ca        = [%q]
+    cert_file = %q
+    key_file  = %q
+  }
+}
+`, p.ca, cert, key), Rules: storeRules(`"C-ECHO"`)})
+	s := e.Server
+	cfg := s.current()
+	be := cfg.Backends["pacs"]
+	first, err := s.backendTLS.get(cfg, cfg, be)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := s.backendTLS.get(cfg, cfg, be); again != first {
+		t.Fatal("unchanged files: config rebuilt")
+	}
+	newCert, newKey := p.issuer.Issue(t, "rotated-backend-client", testpeer.CertOptions{CN: "edge-rotated"})
+	copyFile(newCert, cert, time.Now())
+	copyFile(newKey, key, time.Now())
+	rotated, err := s.backendTLS.get(cfg, cfg, be)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rotated == first || len(rotated.Certificates) != 1 ||
+		bytes.Equal(rotated.Certificates[0].Certificate[0], first.Certificates[0].Certificate[0]) {
+		t.Error("the rotated client certificate is not used")
 	}
 }

@@ -1042,11 +1042,35 @@ func (r *relay) dial(ctx context.Context, be *policy.Backend, artimDeadline time
 // backendTLSCache holds one tls.Config per backend block of the policy in
 // force. A reload makes a new *policy.Config with new *policy.Backend values:
 // the first dial under it empties the cache, so the cache stays bounded by
-// the current policy's backends and a SIGHUP re-reads the certificate files.
+// the current policy's backends. An entry is rebuilt when its files' size or
+// modification time changed, so a rotated client certificate or CA bundle
+// is used from the next dial without a SIGHUP.
 type backendTLSCache struct {
 	mu  sync.Mutex
 	cfg *policy.Config
-	m   map[*policy.Backend]*tls.Config
+	m   map[*policy.Backend]backendTLSEntry
+}
+
+type backendTLSEntry struct {
+	tc    *tls.Config
+	files string // backendTLSFiles when tc was built
+}
+
+// backendTLSFiles is the name, size and modification time of be's CA,
+// certificate and key files.
+func backendTLSFiles(be *policy.Backend) string {
+	var b strings.Builder
+	for _, f := range append(append([]string(nil), be.TLS.CA...), be.TLS.CertFile, be.TLS.KeyFile) {
+		if f == "" {
+			continue
+		}
+		b.WriteString(f)
+		if fi, err := os.Stat(f); err == nil {
+			fmt.Fprintf(&b, "|%d|%d", fi.Size(), fi.ModTime().UnixNano())
+		}
+		b.WriteByte(';')
+	}
+	return b.String()
 }
 
 // get returns be's tls.Config under cfg; current is the policy in force (an
@@ -1058,16 +1082,17 @@ func (c *backendTLSCache) get(cfg, current *policy.Config, be *policy.Backend) (
 		if cfg != current {
 			return backendTLSConfig(cfg.TLS.Profile, be)
 		}
-		c.cfg, c.m = cfg, map[*policy.Backend]*tls.Config{}
+		c.cfg, c.m = cfg, map[*policy.Backend]backendTLSEntry{}
 	}
-	if tc, ok := c.m[be]; ok {
-		return tc, nil
+	files := backendTLSFiles(be)
+	if e, ok := c.m[be]; ok && e.files == files {
+		return e.tc, nil
 	}
 	tc, err := backendTLSConfig(cfg.TLS.Profile, be)
 	if err != nil {
 		return nil, err
 	}
-	c.m[be] = tc
+	c.m[be] = backendTLSEntry{tc: tc, files: files}
 	return tc, nil
 }
 
