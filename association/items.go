@@ -81,6 +81,11 @@ func decodeAssociate(body []byte, f *assocFields, isAC bool) error {
 		return invalid("A-ASSOCIATE fixed fields truncated (%d bytes)", len(body))
 	}
 	*f.called, *f.calling = trimAE(called), trimAE(calling)
+	// An AC's AE fields are not to be tested (PS3.8 9.3.3); an RQ's are
+	// what policy matches and the backend reads, so they must be AE values.
+	if !isAC && (!ValidAE(*f.called) || !ValidAE(*f.calling)) {
+		return invalid("AE title %q or %q has a control character, backslash or non-ASCII byte", *f.called, *f.calling)
+	}
 	var seenCtx, seenUI bool
 	var seenID [256]bool // context IDs, odd and unique (PS3.8 9.3.2.2, 9.3.3.2)
 	checkID := func(id uint8) error {

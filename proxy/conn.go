@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -165,7 +164,7 @@ func (c *conn) serve(ctx context.Context) {
 
 	in := policy.Input{
 		CN: id.CN, DNS: id.DNS, URI: id.URI, Email: id.Email, Fingerprint: id.Fingerprint,
-		SourceIP: c.source, CallingAE: strings.TrimSpace(rq.CallingAE), CalledAE: strings.TrimSpace(rq.CalledAE),
+		SourceIP: c.source, CallingAE: association.TrimAE(rq.CallingAE), CalledAE: association.TrimAE(rq.CalledAE),
 	}
 	d := cfg.Policy.Evaluate(&in)
 	switch d.Action {
@@ -250,8 +249,8 @@ func (c *conn) event(name string) audit.Event {
 	e := audit.Event{Event: name, Conn: c.id, Remote: c.remote, Client: c.client}
 	if c.rq != nil {
 		e.Assoc = c.id
-		e.CallingAE = strings.TrimSpace(c.rq.CallingAE)
-		e.CalledAE = strings.TrimSpace(c.rq.CalledAE)
+		e.CallingAE = association.TrimAE(c.rq.CallingAE)
+		e.CalledAE = association.TrimAE(c.rq.CalledAE)
 	}
 	return e
 }

@@ -1,0 +1,105 @@
+package proxy
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/dicomedge/dicomedge/association"
+)
+
+// Findings 5, 6 and 15 end to end: an A-ASSOCIATE-RQ with even or repeated
+// context IDs, more contexts than PS3.8 allows, a length past the RQ bound,
+// or an AE title that is not a VR AE value, and a DIMSE command with
+// repeated tags, each get A-ABORT (service provider, invalid PDU parameter
+// value) instead of being decoded, matched or forwarded.
+func TestHostilePDUsAborted(t *testing.T) {
+	e := startEdge(t, edgeOptions{MaxPDU: 1 << 20, ARTIM: "1s"})
+	rqWith := func(f func(rq *association.AssociateRQ)) []byte {
+		rq := echoRQ("GOCLIENT", "DICOMEDGE")
+		f(rq)
+		return mustAppend(t, rq)
+	}
+	pc := func(id uint8) association.PresentationContextRQ {
+		return association.PresentationContextRQ{ID: id, AbstractSyntax: association.VerificationSOPClass,
+			TransferSyntaxes: []string{association.ImplicitVRLittleEndian}}
+	}
+	// 1 MiB of 8-byte context items: within max_pdu_length, over the RQ bound.
+	bigRQ := mustAppend(t, echoRQ("GOCLIENT", "DICOMEDGE"))
+	for len(bigRQ) < 1<<20-8 {
+		bigRQ = append(bigRQ, association.ItemPresentationContextRQ, 0, 0, 4, 1, 0, 0, 0)
+	}
+	binary.BigEndian.PutUint32(bigRQ[2:], uint32(len(bigRQ)-association.HeaderLen))
+	// A C-ECHO-RQ whose MessageID appears twice (tags not ascending).
+	el := func(elem uint16, v []byte) []byte {
+		b := binary.LittleEndian.AppendUint16(nil, 0)
+		b = binary.LittleEndian.AppendUint16(b, elem)
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(v)))
+		return append(b, v...)
+	}
+	var cmd []byte
+	cmd = append(cmd, el(0x0002, []byte(association.VerificationSOPClass+"\x00"))...)
+	cmd = append(cmd, el(0x0100, []byte{0x30, 0})...)
+	cmd = append(cmd, el(0x0110, []byte{1, 0})...)
+	cmd = append(cmd, el(0x0800, []byte{0x01, 0x01})...)
+	cmd = append(cmd, el(0x0110, []byte{2, 0})...)
+	dupEcho := mustAppend(t, &association.PDataTF{PDVs: []association.PDV{{ContextID: 1, Command: true, Last: true, Data: cmd}}})
+
+	cases := []struct {
+		name        string
+		established bool
+		send        []byte
+	}{
+		{"even context ID", false, rqWith(func(rq *association.AssociateRQ) { rq.PresentationContexts[0].ID = 2 })},
+		{"repeated context ID", false, rqWith(func(rq *association.AssociateRQ) {
+			rq.PresentationContexts = append(rq.PresentationContexts, pc(1))
+		})},
+		{"1 MiB RQ of 131,000 contexts", false, bigRQ},
+		{"tab in the called AE title", false, rqWith(func(rq *association.AssociateRQ) { rq.CalledAE = "\tDICOMEDGE" })},
+		{"NUL inside the calling AE title", false, rqWith(func(rq *association.AssociateRQ) { rq.CallingAE = "GO\x00CLIENT" })},
+		{"backslash in the calling AE title", false, rqWith(func(rq *association.AssociateRQ) { rq.CallingAE = `GO\CLIENT` })},
+		{"C-ECHO with a repeated MessageID", true, dupEcho},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
+			if tc.established {
+				if err := association.WritePDU(c, echoRQ("GOCLIENT", "DICOMEDGE")); err != nil {
+					t.Fatal(err)
+				}
+				if p, err := readPDU(t, c, 5*time.Second); err != nil {
+					t.Fatal(err)
+				} else if _, ok := p.(*association.AssociateAC); !ok {
+					t.Fatalf("got %T, want AC", p)
+				}
+			}
+			if _, err := c.Write(tc.send); err != nil {
+				t.Fatal(err)
+			}
+			expectAbort(t, c, association.AbortInvalidPDUParameterValue)
+		})
+	}
+}
+
+// expectAbort reads an A-ABORT with the given reason from the edge, then EOF.
+func expectAbort(t *testing.T, c net.Conn, reason association.AbortReason) {
+	t.Helper()
+	p, err := readPDU(t, c, 5*time.Second)
+	if err != nil {
+		t.Fatalf("want A-ABORT, read error %v", err)
+	}
+	ab, ok := p.(*association.Abort)
+	if !ok {
+		t.Fatalf("got %T %+v, want A-ABORT", p, p)
+	}
+	if ab.Source != association.AbortSourceServiceProvider || ab.Reason != reason {
+		t.Errorf("A-ABORT source %v reason %v, want service-provider %v", ab.Source, ab.Reason, reason)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Errorf("after A-ABORT: read %v, want EOF", err)
+	}
+}
