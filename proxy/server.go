@@ -64,6 +64,7 @@ func (s *Server) init() {
 		if s.Audit != nil {
 			w := s.Audit
 			s.Metrics.SetAuditSource(w.QueueDepth, w.Dropped)
+			s.Metrics.SetAuditWriteErrors(w.WriteErrors)
 		}
 		s.Metrics.SetCertificateSource(func() time.Time {
 			if s.TLS == nil {
@@ -129,10 +130,15 @@ func (s *Server) AdminAddr() net.Addr {
 	return s.admin.Addr()
 }
 
-// Ready reports whether a listener is up and certificates and policy are
-// loaded: what /readyz answers.
+// Ready reports whether a listener is up, certificates and policy are
+// loaded, and the audit trail is being written: what /readyz answers. While
+// the trail's disk fails, associations would stall on the audit queue or
+// go unrecorded, so a load balancer should send them elsewhere.
 func (s *Server) Ready() bool {
 	if s.shutdown.Load() || s.listening.Load() == 0 || s.current() == nil || s.TLS == nil {
+		return false
+	}
+	if s.Audit != nil && s.Audit.Failing() {
 		return false
 	}
 	return !s.TLS.CertificateNotAfter().IsZero()
