@@ -17,8 +17,10 @@
 // can write the directory, root on the host above all, can recompute every
 // hash and the anchor after an edit, and verify will pass. The protection
 // against a host-level attacker is the syslog forwarder: records leave the
-// host as they are written, carrying seq and prev, so a collector holds a
-// copy the attacker cannot reach and a rewritten chain no longer matches it.
+// host as they are written (with format "json" the chained line itself,
+// seq and prev included), so a collector holds a copy the attacker cannot
+// reach and a rewritten chain no longer matches it. The forwarder never
+// blocks the writer; what it cannot send is counted (Forwarder.Dropped).
 //
 // A batch the disk refuses is kept and retried with back-off, never
 // skipped: the queue stalls (OnFull "block" makes Log wait, "drop" counts),
