@@ -159,7 +159,6 @@ func TestRelayBenchmarkReport(t *testing.T) {
 	fmt.Printf("audit on vs off: %.2fx\n", med[2].Seconds()/med[3].Seconds())
 
 	setupReport(t)
-	memoryReport(t, 1000)
 }
 
 // setupLatency measures TLS handshake + A-ASSOCIATE-RQ → AC (+ release) n

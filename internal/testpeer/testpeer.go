@@ -127,6 +127,12 @@ func Start(t testing.TB, name string, args ...string) *Process {
 	return p
 }
 
+// StartupTimeout bounds the wait for a peer to listen. It is generous
+// because WaitListening returns as soon as the port answers (or the peer
+// exits): on a loaded 2-core CI machine rsyslogd with gtls was seen taking
+// 8 s to listen, and a tighter bound made the test fail, not faster.
+const StartupTimeout = 60 * time.Second
+
 // WaitListening waits until addr accepts TCP connections or the process
 // exits, failing the test after timeout.
 func WaitListening(t testing.TB, addr string, timeout time.Duration, p *Process) {
