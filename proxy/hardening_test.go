@@ -5,10 +5,12 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"testing"
 	"time"
 
 	"github.com/dicomedge/dicomedge/association"
+	"github.com/dicomedge/dicomedge/association/dimse"
 )
 
 // Findings 5, 6 and 15 end to end: an A-ASSOCIATE-RQ with even or repeated
@@ -102,4 +104,60 @@ func expectAbort(t *testing.T, c net.Conn, reason association.AbortReason) {
 	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
 		t.Errorf("after A-ABORT: read %v, want EOF", err)
 	}
+}
+
+// Finding 5, answer path: a P-DATA-TF of 6-byte PDV items used to be
+// decoded into a slice of 32-byte PDVs (over 5x the PDU). The answerer now
+// walks the items in place, so a 4 MiB PDU of ~700,000 empty data PDVs
+// costs about its read buffer (grown in steps: up to twice its size), not
+// 22 MiB more.
+func TestAnswerPDataTinyPDVsNotAmplified(t *testing.T) {
+	const size = 4 << 20
+	e := startEdge(t, edgeOptions{MaxPDU: size, Quiet: true})
+	c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
+	if err := association.WritePDU(c, echoRQ("GOCLIENT", "DICOMEDGE")); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := readPDU(t, c, 5*time.Second); err != nil {
+		t.Fatal(err)
+	} else if _, ok := p.(*association.AssociateAC); !ok {
+		t.Fatalf("got %T, want AC", p)
+	}
+	echo := mustAppend(t, &association.PDataTF{PDVs: []association.PDV{{ContextID: 1, Command: true, Last: true,
+		Data: cEchoRQ(t, 7)}}})
+	pdu := make([]byte, association.HeaderLen, association.HeaderLen+size+len(echo))
+	pdu[0] = byte(association.TypePDataTF)
+	for len(pdu)+6 <= association.HeaderLen+size {
+		pdu = append(pdu, 0, 0, 0, 2, 1, 0) // data PDV, context 1, no bytes
+	}
+	binary.BigEndian.PutUint32(pdu[2:], uint32(len(pdu)-association.HeaderLen))
+	wire := append(pdu, echo...)
+
+	var m0, m1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m0)
+	if _, err := c.Write(wire); err != nil {
+		t.Fatal(err)
+	}
+	// The C-ECHO-RSP after it shows the edge has walked every PDV.
+	p, err := readPDU(t, c, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&m1)
+	if _, ok := p.(*association.PDataTF); !ok {
+		t.Fatalf("got %T %+v, want the C-ECHO-RSP", p, p)
+	}
+	alloc := m1.TotalAlloc - m0.TotalAlloc
+	t.Logf("a %d-byte P-DATA-TF of %d PDVs: %.1f MiB allocated in the process", len(pdu), (len(pdu)-6)/6, float64(alloc)/(1<<20))
+	if alloc > 4*size {
+		t.Fatalf("%d bytes allocated for a %d-byte PDU: PDVs decoded into a slice?", alloc, len(pdu))
+	}
+}
+
+// cEchoRQ is a C-ECHO-RQ command set.
+func cEchoRQ(t *testing.T, id uint16) []byte {
+	t.Helper()
+	return (&dimse.Command{CommandField: dimse.CEchoRQ, MessageID: id, AffectedSOPClassUID: association.VerificationSOPClass,
+		CommandDataSetType: dimse.NoDataSet}).Encode()
 }
