@@ -161,3 +161,61 @@ func cEchoRQ(t *testing.T, id uint16) []byte {
 	return (&dimse.Command{CommandField: dimse.CEchoRQ, MessageID: id, AffectedSOPClassUID: association.VerificationSOPClass,
 		CommandDataSetType: dimse.NoDataSet}).Encode()
 }
+
+// Finding 6 on the relay path: a command whose tags repeat is refused with
+// an A-ABORT to the client and never reaches the backend, which could read
+// the first of two values where the edge read the last.
+func TestRelayRefusesAmbiguousCommand(t *testing.T) {
+	el := func(elem uint16, v []byte) []byte {
+		b := binary.LittleEndian.AppendUint16(nil, 0)
+		b = binary.LittleEndian.AppendUint16(b, elem)
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(v)))
+		return append(b, v...)
+	}
+	cases := []struct {
+		name string
+		cmd  []byte
+	}{
+		{"repeated MessageID", append(append(append(append(
+			el(0x0002, []byte(association.VerificationSOPClass+"\x00")),
+			el(0x0100, []byte{0x30, 0})...), el(0x0110, []byte{1, 0})...), el(0x0800, []byte{0x01, 0x01})...),
+			el(0x0110, []byte{2, 0})...)},
+		{"group length short of the elements", append(el(0x0000, []byte{10, 0, 0, 0}), cEchoRQ(t, 1)[12:]...)},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, backendDone := goBackend(t, func(c net.Conn, r *association.Reader) error {
+				p, err := r.ReadPDU()
+				if err != nil {
+					return nil // closed: nothing forwarded
+				}
+				if _, ok := p.(*association.PDataTF); ok {
+					return errors.New("the backend received the ambiguous command")
+				}
+				return nil
+			})
+			e := startEdge(t, edgeOptions{Backends: backendBlock("pacs", addr, "GOSCP"), Rules: storeRules(`"C-ECHO"`), ARTIM: "1s"})
+			c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
+			if err := association.WritePDU(c, echoRQ("MODALITY1", "MAINPACS")); err != nil {
+				t.Fatal(err)
+			}
+			if p, err := readPDU(t, c, 5*time.Second); err != nil {
+				t.Fatal(err)
+			} else if _, ok := p.(*association.AssociateAC); !ok {
+				t.Fatalf("got %T, want AC", p)
+			}
+			if err := association.WritePDU(c, &association.PDataTF{PDVs: []association.PDV{{ContextID: 1, Command: true, Last: true, Data: tc.cmd}}}); err != nil {
+				t.Fatal(err)
+			}
+			expectAbort(t, c, association.AbortInvalidPDUParameterValue)
+			select {
+			case err := <-backendDone:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(15 * time.Second):
+				t.Fatal("backend did not see the association end")
+			}
+		})
+	}
+}
