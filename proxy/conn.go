@@ -421,17 +421,7 @@ func newWaitHook(nc net.Conn, hook func()) *waitHook {
 
 func (h *waitHook) read(nc net.Conn, b []byte) (int, error) {
 	if h.rc != nil && len(b) > 0 {
-		n := 0
-		_ = h.rc.Read(func(fd uintptr) bool {
-			for {
-				m, err := syscall.Read(int(fd), b)
-				if err != syscall.EINTR {
-					n = max(m, 0)
-					return true // never wait here: EAGAIN means nothing is waiting
-				}
-			}
-		})
-		if n > 0 {
+		if n := probeRead(h.rc, b); n > 0 {
 			return n, nil
 		}
 		// Nothing waiting, end of stream, an error or a deadline: the
