@@ -146,6 +146,16 @@ func TestServeCommand(t *testing.T) {
 		}
 	})
 
+	t.Run("missing certificates exit 1 with a hint", func(t *testing.T) {
+		out, err := exec.Command(bin, "serve", "--config", cfgFile).CombinedOutput()
+		if code := testpeer.ExitCode(err); code != 1 {
+			t.Fatalf("exit %d, want 1\n%s", code, out)
+		}
+		if s := string(out); !strings.Contains(s, "certs/ca.pem") || !strings.Contains(s, "certs init") || strings.Contains(s, "tls: tls:") {
+			t.Errorf("want the missing file named once under tls: and a certs init hint:\n%s", s)
+		}
+	})
+
 	p := testpeer.Start(t, bin, "serve", "--dev", "--config", cfgFile, "--log-level", "debug", "--log-format", "json")
 	testpeer.WaitListening(t, listen, 30*time.Second, p)
 	for _, f := range []string{"ca.pem", "edge.pem", "edge-key.pem", "client.pem", "client-key.pem"} {
