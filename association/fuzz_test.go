@@ -131,6 +131,12 @@ func FuzzDecodeAssociateRQ(f *testing.F) {
 		b, _ := Append(nil, p)
 		f.Add(b[HeaderLen:])
 	}
+	// At and just past the count bounds (finding 5), and AE titles at the
+	// edge of VR AE (finding 15).
+	f.Add(assocBody(repeat(128, func(i int) []byte { return pcRQ(oddIDs(i)) })))
+	f.Add(assocBody(cat(pcRQ(1), pcRQ(3), pcRQ(1))))
+	f.Add(assocBody(pcRQ(1), repeat(129, func(int) []byte { return item(0x54, lp16("1.2"), []byte{1, 0}) })))
+	f.Add(cat(u16(1), u16(0), aeField("PACS\x00EVIL"), ae("A\\B"), make([]byte, 32), item(0x10, str(DICOMApplicationContext)), pcRQ(1), item(0x50)))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		for _, typ := range []PDUType{TypeAssociateRQ, TypeAssociateAC} {
 			p, err := Decode(typ, body)

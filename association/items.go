@@ -24,6 +24,35 @@ func acFields(p *AssociateAC) *assocFields {
 	return &assocFields{&p.ProtocolVersion, &p.CalledAE, &p.CallingAE, &p.ApplicationContext, &p.UserInfo, &p.Extra, nil, &p.PresentationContexts}
 }
 
+// MaxPresentationContexts is the most presentation context items an
+// A-ASSOCIATE-RQ or -AC may hold: their IDs are odd integers from 1 to 255
+// and unique (PS3.8 9.3.2.2), so no valid PDU has more.
+const MaxPresentationContexts = 128
+
+// MaxAssociateLength bounds the length field of an A-ASSOCIATE-RQ or -AC,
+// which the negotiated maximum PDU length does not cover (it applies to
+// P-DATA-TF). 128 contexts of a dozen transfer syntaxes each take about
+// 40 KiB, and the user information item at most 64 KiB (its length field
+// is 16 bits), so a real peer's PDU fits; a larger one is a peer trying to
+// make the edge decode and hold more than any negotiation needs.
+const MaxAssociateLength = 128 << 10
+
+// maxListItems bounds every other list an A-ASSOCIATE PDU decodes into:
+// transfer syntaxes per context, role-selection and (common) extended
+// negotiation sub-items (at most one per proposed SOP class, PS3.7 D.3.3.4),
+// and unknown items kept raw. Each entry costs 16 to 72 bytes for a 4-byte
+// item, so without a count a peer could multiply its bytes in our memory.
+const maxListItems = 128
+
+// appendBounded appends v to *list unless that would exceed maxListItems.
+func appendBounded[T any](list *[]T, v T, what string) error {
+	if len(*list) >= maxListItems {
+		return invalid("more than %d %s", maxListItems, what)
+	}
+	*list = append(*list, v)
+	return nil
+}
+
 func invalid(format string, args ...any) *ProtocolError {
 	return protoErr(AbortInvalidPDUParameterValue, format, args...)
 }
@@ -42,6 +71,9 @@ func clone(b []byte) []byte {
 }
 
 func decodeAssociate(body []byte, f *assocFields, isAC bool) error {
+	if len(body) > MaxAssociateLength {
+		return invalid("A-ASSOCIATE length %d exceeds %d", len(body), MaxAssociateLength)
+	}
 	s := cryptobyte.String(body)
 	var called, calling []byte
 	// Protocol version, 2 reserved, called AE (16), calling AE (16), 32 reserved.
@@ -49,7 +81,20 @@ func decodeAssociate(body []byte, f *assocFields, isAC bool) error {
 		return invalid("A-ASSOCIATE fixed fields truncated (%d bytes)", len(body))
 	}
 	*f.called, *f.calling = trimAE(called), trimAE(calling)
+	// An AC's AE fields are not to be tested (PS3.8 9.3.3); an RQ's are
+	// what policy matches and the backend reads, so they must be AE values.
+	if !isAC && (!ValidAE(*f.called) || !ValidAE(*f.calling)) {
+		return invalid("AE title %q or %q has a control character, backslash or non-ASCII byte", *f.called, *f.calling)
+	}
 	var seenCtx, seenUI bool
+	var seenID [256]bool // context IDs, odd and unique (PS3.8 9.3.2.2, 9.3.3.2)
+	checkID := func(id uint8) error {
+		if id%2 == 0 || seenID[id] {
+			return invalid("presentation context ID %d is even or repeated", id)
+		}
+		seenID[id] = true
+		return nil
+	}
 	for !s.Empty() {
 		typ, item, ok := readItem(&s)
 		if !ok {
@@ -67,10 +112,16 @@ func decodeAssociate(body []byte, f *assocFields, isAC bool) error {
 			if err != nil {
 				return err
 			}
+			if err := checkID(pc.ID); err != nil {
+				return err
+			}
 			*f.pcRQ = append(*f.pcRQ, pc)
 		case typ == ItemPresentationContextAC && isAC:
 			pc, err := decodePCAC(item)
 			if err != nil {
+				return err
+			}
+			if err := checkID(pc.ID); err != nil {
 				return err
 			}
 			*f.pcAC = append(*f.pcAC, pc)
@@ -83,7 +134,9 @@ func decodeAssociate(body []byte, f *assocFields, isAC bool) error {
 				return err
 			}
 		default:
-			*f.extra = append(*f.extra, RawItem{Type: typ, Data: clone(item)})
+			if err := appendBounded(f.extra, RawItem{Type: typ, Data: clone(item)}, "unknown items"); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -106,6 +159,9 @@ func decodePCRQ(item cryptobyte.String) (PresentationContextRQ, error) {
 			n++
 		}
 	}
+	if n > maxListItems {
+		return pc, invalid("presentation context %d: %d transfer syntaxes, more than %d", pc.ID, n, maxListItems)
+	}
 	if n > 0 {
 		pc.TransferSyntaxes = make([]string, 0, n)
 	}
@@ -125,7 +181,9 @@ func decodePCRQ(item cryptobyte.String) (PresentationContextRQ, error) {
 		case ItemTransferSyntax:
 			pc.TransferSyntaxes = append(pc.TransferSyntaxes, trimUID(sub))
 		default:
-			pc.Extra = append(pc.Extra, RawItem{Type: typ, Data: clone(sub)})
+			if err := appendBounded(&pc.Extra, RawItem{Type: typ, Data: clone(sub)}, "unknown presentation context sub-items"); err != nil {
+				return pc, err
+			}
 		}
 	}
 	return pc, nil
@@ -152,7 +210,9 @@ func decodePCAC(item cryptobyte.String) (PresentationContextAC, error) {
 			seenTS = true
 			pc.TransferSyntax = trimUID(sub)
 		default:
-			pc.Extra = append(pc.Extra, RawItem{Type: typ, Data: clone(sub)})
+			if err := appendBounded(&pc.Extra, RawItem{Type: typ, Data: clone(sub)}, "unknown presentation context sub-items"); err != nil {
+				return pc, err
+			}
 		}
 	}
 	return pc, nil
@@ -208,14 +268,18 @@ func decodeUserInfo(item cryptobyte.String, ui *UserInfo) error {
 				return invalid("malformed SCP/SCU role selection sub-item")
 			}
 			r.SCU, r.SCP = scu != 0, scp != 0
-			ui.RoleSelections = append(ui.RoleSelections, r)
+			if err := appendBounded(&ui.RoleSelections, r, "role selection sub-items"); err != nil {
+				return err
+			}
 		case ItemExtendedNegotiation:
 			var e ExtendedNegotiation
 			if !readUID(&sub, &e.SOPClassUID) {
 				return invalid("malformed SOP class extended negotiation sub-item")
 			}
 			e.Info = clone(sub)
-			ui.ExtendedNegotiations = append(ui.ExtendedNegotiations, e)
+			if err := appendBounded(&ui.ExtendedNegotiations, e, "extended negotiation sub-items"); err != nil {
+				return err
+			}
 		case ItemCommonExtendedNegotiation:
 			var c CommonExtendedNegotiation
 			var related cryptobyte.String
@@ -228,9 +292,13 @@ func decodeUserInfo(item cryptobyte.String, ui *UserInfo) error {
 				if !readUID(&related, &uid) {
 					return invalid("malformed related general SOP class identification")
 				}
-				c.RelatedGeneralSOPClasses = append(c.RelatedGeneralSOPClasses, uid)
+				if err := appendBounded(&c.RelatedGeneralSOPClasses, uid, "related general SOP classes"); err != nil {
+					return err
+				}
 			}
-			ui.CommonExtendedNegotiations = append(ui.CommonExtendedNegotiations, c)
+			if err := appendBounded(&ui.CommonExtendedNegotiations, c, "common extended negotiation sub-items"); err != nil {
+				return err
+			}
 		case ItemUserIdentityRQ:
 			var typ, pos uint8
 			var prim, sec cryptobyte.String
@@ -247,7 +315,9 @@ func decodeUserInfo(item cryptobyte.String, ui *UserInfo) error {
 			}
 			ui.UserIdentityAC = &UserIdentityAC{ServerResponse: clone(resp)}
 		default:
-			ui.Extra = append(ui.Extra, RawItem{Type: typ, Data: clone(sub)})
+			if err := appendBounded(&ui.Extra, RawItem{Type: typ, Data: clone(sub)}, "unknown user information sub-items"); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -311,9 +311,30 @@ func WritePDU(w io.Writer, p PDU) error {
 	return err
 }
 
-// trimAE drops the space padding of an AE title (leading and trailing spaces
-// are not significant, PS3.5 6.2) and any NUL padding some peers use.
-func trimAE(b []byte) string { return strings.Trim(string(b), " \x00") }
+// TrimAE is the one normalisation of an AE title, used wherever titles are
+// compared: it drops the space padding (leading and trailing spaces are not
+// significant, PS3.5 6.2, VR AE) and the NUL padding some peers use.
+func TrimAE(s string) string { return strings.Trim(s, " \x00") }
+
+func trimAE(b []byte) string { return TrimAE(string(b)) }
+
+// ValidAE reports whether s, as TrimAE returns it, is a value of VR AE
+// (PS3.5 6.2): at most 16 characters of the default repertoire (printable
+// ASCII) other than backslash, which is the multi-value delimiter. Control
+// characters, NULs inside the title and bytes over 0x7e are refused, so two
+// parsers cannot read the same bytes as two different titles. An empty
+// title is valid here; whether it matches anything is policy's business.
+func ValidAE(s string) bool {
+	if len(s) > 16 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
 
 // trimUID drops a trailing NUL pad (and stray spaces) from a UID. Common
 // UIDs come from a table, so a 120-context RQ does not allocate a string

@@ -101,6 +101,9 @@ func (r *Reader) Next() (PDUType, []byte, error) {
 	if n > r.max {
 		return typ, nil, protoErr(AbortInvalidPDUParameterValue, "%v length %d exceeds the limit %d", typ, n, r.max)
 	}
+	if (typ == TypeAssociateRQ || typ == TypeAssociateAC) && n > MaxAssociateLength {
+		return typ, nil, protoErr(AbortInvalidPDUParameterValue, "%v length %d exceeds %d", typ, n, MaxAssociateLength)
+	}
 	need := HeaderLen + int(n)
 	if cap(r.buf) < need {
 		// A pooled buffer is memory already held, so taking one as large as

@@ -9,4 +9,22 @@
 // (seq and hash of the last synced record) rewritten after every fsync, so
 // that deleting records from the end or editing the last record is
 // detected too. File.key is the HMAC key for patient IDs in "hash" mode.
+//
+// What the chain proves, honestly: it is unkeyed (plain SHA-256) and the
+// anchor sits beside the log, so it detects edits, deletions and truncation
+// by anyone who can change the files but not rewrite them wholesale (a
+// careless admin, a backup restore, a tool that edits one line). Whoever
+// can write the directory, root on the host above all, can recompute every
+// hash and the anchor after an edit, and verify will pass. The protection
+// against a host-level attacker is the syslog forwarder: records leave the
+// host as they are written (with format "json" the chained line itself,
+// seq and prev included), so a collector holds a copy the attacker cannot
+// reach and a rewritten chain no longer matches it. The forwarder never
+// blocks the writer; what it cannot send is counted (Forwarder.Dropped).
+//
+// A batch the disk refuses is kept and retried with back-off, never
+// skipped: the queue stalls (OnFull "block" makes Log wait, "drop" counts),
+// Failing reports it and WriteErrors counts the attempts. Only Close gives
+// records up, after a grace period, and then leaves the anchor at what the
+// file really holds.
 package audit

@@ -54,6 +54,9 @@ type Config struct {
 
 	// wrap, when set by in-package tests, wraps the file writer (slow disks).
 	wrap func(io.Writer) io.Writer
+	// closeGrace is how long Close keeps retrying a failing disk before it
+	// gives the queued records up; zero means defaultCloseGrace.
+	closeGrace time.Duration
 }
 
 // Writer appends hash-chained records to the audit file from one goroutine,
@@ -74,6 +77,9 @@ type Writer struct {
 
 	dropped     atomic.Uint64
 	writeErrors atomic.Uint64
+	failing     atomic.Bool   // the last write or fsync failed; records wait in buf
+	stop        chan struct{} // closed by Close: stop retrying a failing disk
+	stopOnce    sync.Once
 	lastDropLog atomic.Int64
 
 	// owned by the writer goroutine
@@ -88,7 +94,17 @@ type Writer struct {
 	headStale bool // records synced since the anchor was written
 	buf       []byte
 	err       error // first write error, returned by Close
+	lost      bool  // records given up at Close: the anchor must not claim them
+	giveUpAt  time.Time
 }
+
+// Retry bounds for a failing disk: the batch is kept and written again after
+// retryMin, doubling to retryMax, until it succeeds or Close gives up.
+const (
+	retryMin          = 10 * time.Millisecond
+	retryMax          = 2 * time.Second
+	defaultCloseGrace = 5 * time.Second
+)
 
 // Open opens (or creates) the audit file and starts the writer goroutine. It
 // reads the last record of the file, or of the newest rotated file when the
@@ -147,6 +163,7 @@ func Open(cfg Config) (*Writer, error) {
 	}
 	w.queue = make(chan Event, cfg.QueueSize)
 	w.done = make(chan struct{})
+	w.stop = make(chan struct{})
 	go w.run()
 	return w, nil
 }
@@ -390,12 +407,23 @@ func (w *Writer) QueueDepth() int { return len(w.queue) }
 // after Close).
 func (w *Writer) Dropped() uint64 { return w.dropped.Load() }
 
-// WriteErrors counts batches the disk refused; those records are lost.
+// WriteErrors counts failed attempts to write or sync the trail. A failed
+// batch is kept and retried with back-off, so the queue stalls (Log blocks
+// with OnFull "block", drops with "drop") rather than losing records.
 func (w *Writer) WriteErrors() uint64 { return w.writeErrors.Load() }
+
+// Failing reports whether the trail cannot be written right now: the last
+// write or fsync attempt failed and records wait for a retry. Readiness
+// checks use it so that a load balancer stops sending associations that
+// could not be audited.
+func (w *Writer) Failing() bool { return w.failing.Load() }
 
 // Close stops accepting events, writes everything queued, syncs and closes
 // the file. It returns the first write error, if any.
 func (w *Writer) Close() error {
+	// First stop retrying a failing disk: Log calls blocked on a full queue
+	// hold w.mu, and only a writer that moves on can free them.
+	w.stopOnce.Do(func() { close(w.stop) })
 	w.mu.Lock()
 	if w.closed {
 		w.mu.Unlock()
@@ -487,20 +515,103 @@ func (w *Writer) add(e Event) {
 	w.buf = append(w.buf, '\n')
 }
 
+// flush writes the batch. On failure it keeps what was not written and
+// retries with back-off: the records are already chained (seq, prev), so
+// dropping them would leave a hole that verify reports as tampering, and
+// with OnFull "block" the operator chose to stall rather than lose records.
+// Once Close is called it tries once more and then gives the batch up.
 func (w *Writer) flush() {
-	if len(w.buf) == 0 {
+	delay := retryMin
+	buf := w.buf
+	for len(buf) > 0 {
+		if w.out == nil {
+			w.reopen()
+		}
+		var n int
+		var err error
+		if w.out != nil {
+			n, err = w.out.Write(buf)
+		} else {
+			err = errNoFile
+		}
+		w.size += int64(n)
+		buf = buf[n:]
+		if n > 0 {
+			w.dirty = true
+		}
+		if err == nil {
+			if len(buf) == 0 {
+				break
+			}
+			err = io.ErrShortWrite
+		}
+		w.writeErrors.Add(1)
+		if !w.failing.Swap(true) {
+			w.log.Error("audit write failed; keeping the records and retrying", "file", w.cfg.File, "error", err)
+		}
+		if w.stopping() {
+			left := time.Until(w.giveUpAt)
+			if left <= 0 {
+				if w.err == nil {
+					w.err = fmt.Errorf("audit: write %s: %w", w.cfg.File, err)
+				}
+				w.log.Error("audit write failed at shutdown; records lost", "file", w.cfg.File, "bytes", len(buf), "error", err)
+				w.lost = true
+				w.buf = w.buf[:0]
+				return
+			}
+			time.Sleep(min(delay, left))
+		} else {
+			t := time.NewTimer(delay)
+			select {
+			case <-t.C:
+			case <-w.stop: // Close: retry now, then until giveUpAt
+				t.Stop()
+			}
+		}
+		delay = min(2*delay, retryMax)
+	}
+	w.buf = w.buf[:0]
+	if w.failing.Swap(false) {
+		w.log.Info("audit writes succeed again", "file", w.cfg.File)
+	}
+}
+
+var errNoFile = errors.New("audit file not open")
+
+// stopping reports whether Close was called, and fixes the moment after
+// which a failing disk's records are given up.
+func (w *Writer) stopping() bool {
+	select {
+	case <-w.stop:
+	default:
+		return false
+	}
+	if w.giveUpAt.IsZero() {
+		grace := w.cfg.closeGrace
+		if grace <= 0 {
+			grace = defaultCloseGrace
+		}
+		w.giveUpAt = time.Now().Add(grace)
+	}
+	return true
+}
+
+// reopen retries opening the current file after a failed rotation left the
+// writer without one.
+func (w *Writer) reopen() {
+	f, err := os.OpenFile(w.cfg.File, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
 		return
 	}
-	n, err := w.out.Write(w.buf)
-	w.size += int64(n)
-	w.buf = w.buf[:0]
-	w.dirty = true
-	if err != nil {
-		w.writeErrors.Add(1)
-		if w.err == nil {
-			w.err = fmt.Errorf("audit: write %s: %w", w.cfg.File, err)
-		}
-		w.log.Error("audit write failed", "file", w.cfg.File, "error", err)
+	st, _ := f.Stat()
+	w.f, w.size = f, 0
+	if st != nil {
+		w.size = st.Size()
+	}
+	w.out = f
+	if w.cfg.wrap != nil {
+		w.out = w.cfg.wrap(f)
 	}
 }
 
@@ -509,12 +620,22 @@ func (w *Writer) sync() {
 		return
 	}
 	w.dirty = false
+	if w.f == nil {
+		return
+	}
 	if err := w.f.Sync(); err != nil {
+		w.writeErrors.Add(1)
+		w.failing.Store(true)
+		w.dirty = true // try again on the next tick
 		w.log.Error("audit fsync failed", "file", w.cfg.File, "error", err)
 		if w.err == nil {
 			w.err = fmt.Errorf("audit: fsync %s: %w", w.cfg.File, err)
 		}
 		return
+	}
+	w.failing.Store(false)
+	if w.lost {
+		return // the anchor keeps the last state the file really holds
 	}
 	// The anchor costs a write, an fsync and a rename: with a per-batch
 	// fsync, refresh it at most every 250 ms (finish writes it regardless).
@@ -551,9 +672,9 @@ func (w *Writer) rotate() {
 	}
 	f, err := os.OpenFile(w.cfg.File, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
-		// Nowhere to write: keep counting failures rather than crash the edge.
+		// Nowhere to write: flush keeps the records and retries the open.
 		w.log.Error("audit reopen after rotation failed", "error", err)
-		w.out, w.f = failWriter{err}, nil
+		w.out, w.f = nil, nil
 		return
 	}
 	st, _ := f.Stat()
@@ -568,14 +689,12 @@ func (w *Writer) rotate() {
 	w.log.Info("audit file rotated", "rotated_to", name, "seq", w.seq)
 }
 
-type failWriter struct{ err error }
-
-func (f failWriter) Write([]byte) (int, error) { return 0, f.err }
-
 func (w *Writer) finish() {
 	w.flush()
 	w.sync()
-	if w.headStale {
+	if w.headStale && !w.lost {
+		// With records given up the chain in memory is ahead of the file;
+		// the anchor keeps the last state the file really holds.
 		w.updateHead()
 	}
 	if w.lock != nil {

@@ -6,6 +6,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/hashicorp/hcl/v2"
+
+	"github.com/dicomedge/dicomedge/association"
 )
 
 // pattern is one compiled glob: '*' matches any run of characters, '?'
@@ -147,9 +149,9 @@ func lowerASCII(s string) string {
 	return s
 }
 
-// trimAE drops the leading and trailing spaces of an AE title, which PS3.5
-// (VR AE) declares not significant.
-func trimAE(s string) string { return strings.Trim(s, " ") }
+// trimAE is association.TrimAE: policy must compare titles normalised
+// exactly as the codec normalises what it decodes and forwards.
+func trimAE(s string) string { return association.TrimAE(s) }
 
 // condKind names a when attribute; the order is the order Explain reports in.
 type condKind uint8
@@ -362,6 +364,11 @@ func (d *Decision) AllowsMoveDestination(ae string) bool {
 		return false
 	}
 	ae = trimAE(ae)
+	if !association.ValidAE(ae) {
+		// A destination with a control character or backslash could be read
+		// as another title by the backend; no pattern may admit it.
+		return false
+	}
 	for i := range d.rule.moveDest {
 		if d.rule.moveDest[i].match(ae) {
 			return true

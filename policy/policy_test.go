@@ -244,6 +244,11 @@ func TestPermissions(t *testing.T) {
 		{"ai wildcard move destination", ai.AllowsMoveDestination("AI_GPU1_SCP"), true},
 		{"ai other move destination", ai.AllowsMoveDestination("PACS"), false},
 		{"ai move destination is case-sensitive", ai.AllowsMoveDestination("ai_store"), false},
+		// Finding 15: one AE normalisation (association.TrimAE) and only VR AE values.
+		{"ai NUL-padded move destination", ai.AllowsMoveDestination("AI_STORE\x00\x00"), true},
+		{"ai destination with a control character", ai.AllowsMoveDestination("AI_GPU1\t_SCP"), false},
+		{"ai destination with an inner NUL", ai.AllowsMoveDestination("AI_\x00_SCP"), false},
+		{"ai destination with a backslash", ai.AllowsMoveDestination(`AI_X\Y_SCP`), false},
 		{"telerad all services when none listed", telerad.AllowsService("N-ACTION"), true},
 		{"telerad unknown service name", telerad.AllowsService("C-FETCH"), false},
 		{"telerad no move destinations", telerad.AllowsMoveDestination("AI_STORE"), false},

@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -168,7 +167,7 @@ func (c *conn) serve(ctx context.Context) {
 
 	in := policy.Input{
 		CN: id.CN, DNS: id.DNS, URI: id.URI, Email: id.Email, Fingerprint: id.Fingerprint,
-		SourceIP: c.source, CallingAE: strings.TrimSpace(rq.CallingAE), CalledAE: strings.TrimSpace(rq.CalledAE),
+		SourceIP: c.source, CallingAE: association.TrimAE(rq.CallingAE), CalledAE: association.TrimAE(rq.CalledAE),
 	}
 	d := cfg.Policy.Evaluate(&in)
 	switch d.Action {
@@ -253,8 +252,8 @@ func (c *conn) event(name string) audit.Event {
 	e := audit.Event{Event: name, Conn: c.id, Remote: c.remote, Client: c.client}
 	if c.rq != nil {
 		e.Assoc = c.id
-		e.CallingAE = strings.TrimSpace(c.rq.CallingAE)
-		e.CalledAE = strings.TrimSpace(c.rq.CalledAE)
+		e.CallingAE = association.TrimAE(c.rq.CallingAE)
+		e.CalledAE = association.TrimAE(c.rq.CalledAE)
 	}
 	return e
 }
@@ -422,17 +421,7 @@ func newWaitHook(nc net.Conn, hook func()) *waitHook {
 
 func (h *waitHook) read(nc net.Conn, b []byte) (int, error) {
 	if h.rc != nil && len(b) > 0 {
-		n := 0
-		_ = h.rc.Read(func(fd uintptr) bool {
-			for {
-				m, err := syscall.Read(int(fd), b)
-				if err != syscall.EINTR {
-					n = max(m, 0)
-					return true // never wait here: EAGAIN means nothing is waiting
-				}
-			}
-		})
-		if n > 0 {
+		if n := probeRead(h.rc, b); n > 0 {
 			return n, nil
 		}
 		// Nothing waiting, end of stream, an error or a deadline: the

@@ -113,6 +113,9 @@ type edgeOptions struct {
 	CertFile        string // the edge's certificate instead of the shared one
 	KeyFile         string
 	Quiet           bool // log at warn only (benchmarks)
+	// Prepare, when set, runs on the edge's directory before the audit
+	// trail is opened (e.g. to put the audit file on a failing device).
+	Prepare func(dir string)
 }
 
 // testEdge is a running in-process edge with its audit trail.
@@ -178,6 +181,9 @@ func startEdge(t testing.TB, o edgeOptions) *testEdge {
 		pp = fmt.Sprintf("proxy_protocol = [%q]", strings.Join(o.ProxyProtocol, `", "`))
 	}
 	src := o.source(p, admin, pp)
+	if o.Prepare != nil {
+		o.Prepare(dir)
+	}
 	file := filepath.Join(dir, "policy.hcl")
 	if err := os.WriteFile(file, []byte(src), 0o600); err != nil {
 		t.Fatal(err)

@@ -27,11 +27,13 @@ type Metrics struct {
 	DIMSERequests     *prometheus.CounterVec // service, status_class
 	AuditQueueDepth   prometheus.GaugeFunc
 	AuditDropped      prometheus.CounterFunc
+	AuditWriteErrors  prometheus.CounterFunc
 	CertificateExpiry prometheus.GaugeFunc
 
 	// read by the func metrics; set by the server
 	auditDepth   atomic.Pointer[func() int]
 	auditDropped atomic.Pointer[func() uint64]
+	auditErrors  atomic.Pointer[func() uint64]
 	certExpiry   atomic.Pointer[func() time.Time]
 }
 
@@ -85,6 +87,15 @@ func NewMetrics() *Metrics {
 		}
 		return 0
 	})
+	m.AuditWriteErrors = prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "dicomedge_audit_write_errors_total",
+		Help: "Failed attempts to write or sync the audit trail; the records are kept and retried, and /readyz fails meanwhile.",
+	}, func() float64 {
+		if f := m.auditErrors.Load(); f != nil {
+			return float64((*f)())
+		}
+		return 0
+	})
 	m.CertificateExpiry = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "dicomedge_certificate_expiry_timestamp_seconds",
 		Help: "NotAfter of the edge's current server certificate, Unix seconds.",
@@ -97,7 +108,7 @@ func NewMetrics() *Metrics {
 		return 0
 	})
 	m.Registry.MustRegister(m.Associations, m.TLSFailures, m.Active, m.RelayBytes, m.DIMSERequests,
-		m.AuditQueueDepth, m.AuditDropped, m.CertificateExpiry,
+		m.AuditQueueDepth, m.AuditDropped, m.AuditWriteErrors, m.CertificateExpiry,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -108,6 +119,9 @@ func (m *Metrics) SetAuditSource(depth func() int, dropped func() uint64) {
 	m.auditDropped.Store(&dropped)
 }
 
+// SetAuditWriteErrors makes dicomedge_audit_write_errors_total read from f.
+func (m *Metrics) SetAuditWriteErrors(f func() uint64) { m.auditErrors.Store(&f) }
+
 // SetCertificateSource makes the expiry gauge read from f.
 func (m *Metrics) SetCertificateSource(f func() time.Time) { m.certExpiry.Store(&f) }
 
@@ -115,8 +129,8 @@ func (m *Metrics) SetCertificateSource(f func() time.Time) { m.certExpiry.Store(
 type Readiness func() bool
 
 // AdminHandler serves /metrics, /healthz (always 200: the process is alive)
-// and /readyz (200 only when ready() says the listener is up and
-// certificates and policy are loaded).
+// and /readyz (200 only when ready() says the listener is up, certificates
+// and policy are loaded, and the audit trail can be written).
 func AdminHandler(m *Metrics, ready Readiness) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))

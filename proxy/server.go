@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/hcl/v2"
 	proxyproto "github.com/pires/go-proxyproto"
 
 	"github.com/dicomedge/dicomedge/audit"
@@ -66,6 +68,7 @@ func (s *Server) init() {
 		if s.Audit != nil {
 			w := s.Audit
 			s.Metrics.SetAuditSource(w.QueueDepth, w.Dropped)
+			s.Metrics.SetAuditWriteErrors(w.WriteErrors)
 		}
 		s.Metrics.SetCertificateSource(func() time.Time {
 			if s.TLS == nil {
@@ -131,10 +134,15 @@ func (s *Server) AdminAddr() net.Addr {
 	return s.admin.Addr()
 }
 
-// Ready reports whether a listener is up and certificates and policy are
-// loaded: what /readyz answers.
+// Ready reports whether a listener is up, certificates and policy are
+// loaded, and the audit trail is being written: what /readyz answers. While
+// the trail's disk fails, associations would stall on the audit queue or
+// go unrecorded, so a load balancer should send them elsewhere.
 func (s *Server) Ready() bool {
 	if s.shutdown.Load() || s.listening.Load() == 0 || s.current() == nil || s.TLS == nil {
+		return false
+	}
+	if s.Audit != nil && s.Audit.Failing() {
 		return false
 	}
 	return !s.TLS.CertificateNotAfter().IsZero()
@@ -354,7 +362,17 @@ func (s *Server) ReloadFailed(detail string) {
 func (s *Server) ReloadFile(path string) (*policy.Config, error) {
 	cfg, diags := policy.LoadFile(path)
 	if diags.HasErrors() {
-		s.ReloadFailed(diags.Error())
+		// The same file:line:col: form as policy check (not HCL's
+		// "file:70,12-17"), one problem after another on one line.
+		var errs hcl.Diagnostics
+		for _, d := range diags {
+			if d.Severity == hcl.DiagError {
+				errs = append(errs, d)
+			}
+		}
+		var b strings.Builder
+		policy.WriteDiagnostics(&b, errs, nil)
+		s.ReloadFailed(strings.ReplaceAll(strings.TrimSpace(b.String()), "\n", "; "))
 		return cfg, diags
 	}
 	return cfg, s.Reload(cfg)

@@ -75,6 +75,13 @@ func invalid(format string, args ...any) error {
 // elements to the end of b rather than trusting CommandGroupLength, refuses
 // elements outside group 0000 or running past b, and requires a
 // CommandField. Strings are trimmed of their padding.
+//
+// Tags must be strictly ascending (PS3.5 7.1: elements in increasing tag
+// order, each at most once), and a CommandGroupLength, when present, must
+// count exactly the bytes after it. The relay forwards the original bytes
+// while policy reads the decoded fields, so any command a peer could read
+// differently (first of two MoveDestinations rather than the last, say) is
+// refused rather than interpreted.
 func DecodeCommand(b []byte) (*Command, error) {
 	c := &Command{}
 	n := 0
@@ -90,7 +97,7 @@ func DecodeCommand(b []byte) (*Command, error) {
 	}
 	c.Elements = make([]Element, 0, n)
 	hasField := false
-	for len(b) > 0 {
+	for i := 0; len(b) > 0; i++ {
 		group := binary.LittleEndian.Uint16(b[0:2])
 		elem := binary.LittleEndian.Uint16(b[2:4])
 		l := binary.LittleEndian.Uint32(b[4:8])
@@ -100,6 +107,17 @@ func DecodeCommand(b []byte) (*Command, error) {
 			return nil, invalid("element (%04x,%04x) outside group 0000", group, elem)
 		}
 		tag := uint32(elem)
+		if i > 0 && tag <= c.Elements[i-1].Tag {
+			return nil, invalid("element (0000,%04x) after (0000,%04x): tags repeated or out of order", elem, c.Elements[i-1].Tag)
+		}
+		if tag == TagCommandGroupLength {
+			if len(v) != 4 {
+				return nil, invalid("CommandGroupLength has length %d, want 4", len(v))
+			}
+			if g := binary.LittleEndian.Uint32(v); uint64(g) != uint64(len(b)) {
+				return nil, invalid("CommandGroupLength %d, but %d bytes follow it", g, len(b))
+			}
+		}
 		c.Elements = append(c.Elements, Element{Tag: tag, Value: slices.Clone(v)})
 		var err error
 		switch tag {

@@ -201,19 +201,76 @@ func TestDecodeCommandErrors(t *testing.T) {
 	}
 }
 
-// Group length is recomputed rather than trusted: a wrong one on input is
-// ignored and corrected on output.
-func TestCommandGroupLengthNotTrusted(t *testing.T) {
-	wire := append(el(0x0000, []byte{1, 0, 0, 0}), el(0x0100, us16(0x0030))...)
-	wire = append(wire, el(0x0110, us16(2))...)
-	wire = append(wire, el(0x0800, us16(NoDataSet))...)
-	c, err := DecodeCommand(wire)
+// Group length is checked, not trusted to delimit the command (finding 6):
+// a backend that stops reading at a short group length would see a
+// different command than the edge checked, so a mismatch is refused. A
+// correct one decodes, and Encode recomputes it.
+func TestCommandGroupLengthChecked(t *testing.T) {
+	body := append(el(0x0100, us16(0x0030)), el(0x0110, us16(2))...)
+	body = append(body, el(0x0800, us16(NoDataSet))...)
+	for _, g := range []uint32{1, uint32(len(body)) - 1, uint32(len(body)) + 1} {
+		wire := append(el(0x0000, binary.LittleEndian.AppendUint32(nil, g)), body...)
+		var pe *association.ProtocolError
+		if c, err := DecodeCommand(wire); !errors.As(err, &pe) || pe.Reason != association.AbortInvalidPDUParameterValue {
+			t.Fatalf("group length %d for %d bytes: %+v, %v; want invalid-PDU-parameter-value", g, len(body), c, err)
+		}
+	}
+	c, err := DecodeCommand(withLength(body))
 	if err != nil || c.MessageID != 2 {
 		t.Fatalf("%+v %v", c, err)
 	}
 	enc := c.Encode()
 	if got := binary.LittleEndian.Uint32(enc[8:12]); int(got) != len(enc)-12 {
 		t.Fatalf("group length %d for %d bytes", got, len(enc)-12)
+	}
+}
+
+// Finding 6: with repeated or out-of-order tags the edge kept the last value
+// while DCMTK keeps the first, and the relay forwards the original bytes, so
+// policy (MoveDestination, CommandField) was enforced on a reading the
+// backend might not share. Such commands are now a protocol error.
+func TestCommandTagOrder(t *testing.T) {
+	move := func(extra ...[]byte) []byte {
+		els := [][]byte{
+			el(0x0002, []byte("1.2.840.10008.5.1.4.1.2.2.2\x00")),
+			el(0x0100, us16(uint16(CMoveRQ))),
+			el(0x0110, us16(7)),
+			el(0x0600, []byte("CLINA_WS")),
+			el(0x0700, us16(0)),
+			el(0x0800, us16(NoDataSet)),
+		}
+		for i := 0; i+1 < len(extra); i += 2 {
+			at := int(extra[i][0])
+			els = append(els[:at], append([][]byte{extra[i+1]}, els[at:]...)...)
+		}
+		return withLength(els...)
+	}
+	cases := []struct {
+		name string
+		wire []byte
+		ok   bool
+	}{
+		{"ascending tags decode", move(), true},
+		{"MoveDestination twice", move([]byte{3}, el(0x0600, []byte("EVIL_AE "))), false},
+		{"CommandField repeated at the end", move([]byte{6}, el(0x0100, us16(uint16(CEchoRQ)))), false},
+		{"MessageID before CommandField", move([]byte{1}, el(0x0110, us16(9))), false},
+		{"CommandGroupLength twice", append(el(0x0000, binary.LittleEndian.AppendUint32(nil, uint32(len(move())))), move()...), false},
+		{"CommandGroupLength not first", append(move()[12:], el(0x0000, binary.LittleEndian.AppendUint32(nil, 0))...), false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := DecodeCommand(tc.wire)
+			if tc.ok {
+				if err != nil || c.MoveDestination != "CLINA_WS" {
+					t.Fatalf("DecodeCommand = %+v, %v", c, err)
+				}
+				return
+			}
+			var pe *association.ProtocolError
+			if !errors.As(err, &pe) || pe.Reason != association.AbortInvalidPDUParameterValue {
+				t.Fatalf("DecodeCommand = %+v, %v; want invalid-PDU-parameter-value", c, err)
+			}
+		})
 	}
 }
 
