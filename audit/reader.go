@@ -377,6 +377,17 @@ func (e *VerifyError) Error() string {
 	return fmt.Sprintf("%s:%d: seq %d: %s", e.File, e.Line, e.Seq, e.Reason)
 }
 
+// ErrNoHeadAnchor is matched (errors.Is) by Verify's error when every
+// record chained but the head anchor file is missing, as for a copy of the
+// log made without it: records cut from the end cannot be ruled out, but
+// nothing shows tampering either. The error is also a *VerifyError.
+var ErrNoHeadAnchor = errors.New("audit: no head anchor")
+
+type anchorMissing struct{ ve *VerifyError }
+
+func (a anchorMissing) Error() string   { return a.ve.Error() }
+func (a anchorMissing) Unwrap() []error { return []error{a.ve, ErrNoHeadAnchor} }
+
 // Verify checks the hash chain across paths (in order, as Files returns
 // them) and, when the last path has one, against its head anchor
 // (File.head), which catches records deleted from the end and an edited
@@ -490,8 +501,8 @@ func verify(srcs []source, h *head, headName string) (int, error) {
 	}
 	switch {
 	case h == nil && n > 0:
-		return n, &VerifyError{File: headName,
-			Reason: "missing: without the head anchor, records deleted from the end cannot be ruled out"}
+		return n, anchorMissing{&VerifyError{File: headName,
+			Reason: "missing: without the head anchor, records deleted from the end cannot be ruled out"}}
 	case h == nil || h.Seq == 0:
 	case !anchor.found:
 		return n, &VerifyError{File: lastFile, Line: 0, Seq: want,

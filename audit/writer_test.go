@@ -197,6 +197,27 @@ func TestVerifyNamesThePreviousRecordOnAnEdit(t *testing.T) {
 	}
 }
 
+// A copy without its head anchor: an intact chain is ErrNoHeadAnchor (and a
+// *VerifyError naming the head file), a broken one is the break, not that.
+func TestVerifyWithoutHeadAnchor(t *testing.T) {
+	w := openT(t, Config{})
+	writeN(t, w, 4)
+	w.Close()
+	if err := os.Remove(headPath(w.cfg.File)); err != nil {
+		t.Fatal(err)
+	}
+	n, err := Verify(Files(w.cfg.File))
+	var ve *VerifyError
+	if n != 4 || !errors.Is(err, ErrNoHeadAnchor) || !errors.As(err, &ve) || ve.File != headPath(w.cfg.File) {
+		t.Fatalf("Verify = %d, %v; want 4 records and ErrNoHeadAnchor naming %s", n, err, headPath(w.cfg.File))
+	}
+	raw, _ := os.ReadFile(w.cfg.File)
+	os.WriteFile(w.cfg.File, bytes.Replace(raw, []byte(`"1.2.3.1"`), []byte(`"1.2.3.9"`), 1), 0o600)
+	if _, err := Verify(Files(w.cfg.File)); err == nil || errors.Is(err, ErrNoHeadAnchor) || !strings.Contains(err.Error(), "was altered") {
+		t.Fatalf("Verify of an edited copy without head = %v; want the edit, not the missing anchor", err)
+	}
+}
+
 func TestRestartContinuesChain(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "audit.jsonl")
 	for run := range 3 {

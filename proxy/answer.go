@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -68,7 +69,7 @@ func (a *answerer) run() {
 			for _, p := range rq.PresentationContexts {
 				if p.ID == pc.ID {
 					a.contexts[pc.ID] = p.AbstractSyntax
-					accepted = append(accepted, p.AbstractSyntax)
+					accepted = appendUnique(accepted, p.AbstractSyntax)
 				}
 			}
 		}
@@ -296,4 +297,15 @@ func userIdentity(rq *association.AssociateRQ) *audit.UserIdentity {
 		ui.User = string(u.Primary)
 	}
 	return ui
+}
+
+// appendUnique adds s to the audit's list of accepted abstract syntaxes
+// once: callers such as storescu propose each SOP class in several
+// presentation contexts (one per transfer syntax), and the audit's
+// `contexts` lists abstract syntaxes, not context IDs (CONTRACT.md).
+func appendUnique(list []string, s string) []string {
+	if slices.Contains(list, s) {
+		return list
+	}
+	return append(list, s)
 }

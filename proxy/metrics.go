@@ -11,6 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/dicomedge/dicomedge/tlslayer"
 )
 
 // Metrics are the edge's Prometheus metrics, on their own registry so that
@@ -44,6 +46,15 @@ func NewMetrics() *Metrics {
 		Name: "dicomedge_tls_handshake_failures_total",
 		Help: "Failed TLS handshakes by classification.",
 	}, []string{"reason"})
+	// Every reason a client can cause is exported from the start at 0, so
+	// that /metrics names the series before the first failure and an alert
+	// on its rate has a baseline (acme-challenge is not counted as a failure).
+	for _, r := range []string{tlslayer.ReasonNoClientCertificate, tlslayer.ReasonUnknownCA, tlslayer.ReasonExpired,
+		tlslayer.ReasonNotYetValid, tlslayer.ReasonRevoked, tlslayer.ReasonBadKeyUsage, tlslayer.ReasonProtocolVersion,
+		tlslayer.ReasonNoCipherSuite, tlslayer.ReasonBadCertificate, tlslayer.ReasonTimeout, tlslayer.ReasonEOF,
+		tlslayer.ReasonCRLExpired, tlslayer.ReasonPeerAlert, tlslayer.ReasonOther} {
+		m.TLSFailures.WithLabelValues(r)
+	}
 	m.Active = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "dicomedge_associations_active",
 		Help: "Associations currently established (answered or relayed).",

@@ -67,7 +67,9 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 	if before[`dicomedge_certificate_expiry_timestamp_seconds`] < float64(time.Now().Unix()) {
 		t.Errorf("certificate expiry = %v, want a future Unix time", before[`dicomedge_certificate_expiry_timestamp_seconds`])
 	}
-	for _, name := range []string{"dicomedge_associations_active", "dicomedge_audit_queue_depth", "dicomedge_audit_dropped_total"} {
+	// The TLS failure series exist before the first failure (a baseline for alerts).
+	for _, name := range []string{"dicomedge_associations_active", "dicomedge_audit_queue_depth", "dicomedge_audit_dropped_total",
+		`dicomedge_tls_handshake_failures_total{reason="unknown-ca"}`, `dicomedge_tls_handshake_failures_total{reason="revoked"}`} {
 		if _, ok := before[name]; !ok {
 			t.Errorf("metric %s missing", name)
 		}

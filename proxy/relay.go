@@ -200,7 +200,7 @@ func (r *relay) accepted(rq *association.AssociateRQ, ac *association.AssociateA
 				cac.PresentationContexts = append(cac.PresentationContexts, bpc)
 				if bpc.Result == association.PCAcceptance {
 					r.contexts[pc.ID] = pcInfo{abstract: pc.AbstractSyntax, transfer: bpc.TransferSyntax}
-					accepted = append(accepted, pc.AbstractSyntax)
+					accepted = appendUnique(accepted, pc.AbstractSyntax)
 				}
 			}
 		}
@@ -235,6 +235,11 @@ func (r *relay) accepted(rq *association.AssociateRQ, ac *association.AssociateA
 	<-done
 	r.finish()
 }
+
+// testHookReleaseRPForwarded, when set by a test, runs right after an
+// A-RELEASE-RP has been forwarded, to widen the window in which the peer
+// that received it closes its connection.
+var testHookReleaseRPForwarded func(*relay)
 
 func (r *relay) touch() { r.last.Store(time.Now().UnixNano()) }
 
@@ -325,14 +330,25 @@ func (r *relay) pumpClient() {
 			}
 		case association.TypeReleaseRQ, association.TypeReleaseRP:
 			c.log.Trace("release", "from", "client", "type", typ)
+			if typ == association.TypeReleaseRP {
+				// Recorded before the RP is forwarded: the backend closes as
+				// soon as it has it, and its pump must then see an ended
+				// association, not a lost connection.
+				if !r.end(endOutcome{released: true}) {
+					return
+				}
+				// The backend asked for the release and is the one to close
+				// (PS3.8); give it a moment, then end both.
+				_ = r.b.SetReadDeadline(time.Now().Add(2 * time.Second))
+			}
 			if err := r.bw.writeRaw(raw); err != nil {
 				r.sideFailed("backend", err, r.bw, r.cw)
 				return
 			}
-			if typ == association.TypeReleaseRP && r.end(endOutcome{released: true}) {
-				// The backend asked for the release and is the one to close
-				// (PS3.8); give it a moment, then end both.
-				_ = r.b.SetReadDeadline(time.Now().Add(2 * time.Second))
+			if testHookReleaseRPForwarded != nil && typ == association.TypeReleaseRP {
+				testHookReleaseRPForwarded(r)
+			}
+			if typ == association.TypeReleaseRP {
 				return
 			}
 		case association.TypeAbort:
@@ -561,13 +577,19 @@ func (r *relay) pumpBackend() {
 		case association.TypeReleaseRQ:
 			c.log.Trace("release", "from", "backend")
 		case association.TypeReleaseRP:
-			if err := r.cw.writeRaw(raw); err == nil {
-				r.outBytes.Add(float64(len(raw)))
-			}
+			// Recorded before the RP is forwarded: the client closes as soon
+			// as it has it, and its pump must then see an ended association,
+			// not a lost connection.
 			if r.end(endOutcome{released: true}) {
 				// PS3.8: the requestor closes the transport after A-RELEASE-RP;
 				// give the client a moment, then stop its pump.
 				_ = c.tc.SetReadDeadline(time.Now().Add(2 * time.Second))
+				if err := r.cw.writeRaw(raw); err == nil {
+					r.outBytes.Add(float64(len(raw)))
+				}
+				if testHookReleaseRPForwarded != nil {
+					testHookReleaseRPForwarded(r)
+				}
 			}
 			r.b.Close()
 			return

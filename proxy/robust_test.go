@@ -105,6 +105,12 @@ func TestAnswerAssociateAC(t *testing.T) {
 	} else if _, ok := p.(*association.ReleaseRP); !ok {
 		t.Fatalf("got %T, want A-RELEASE-RP", p)
 	}
+	// CONTRACT.md: the audit's contexts are the accepted abstract syntaxes;
+	// Verification, accepted in contexts 1 and 7, is listed once.
+	ev := e.waitEvent(t, "association.accepted", func(ev audit.Event) bool { return ev.Event == audit.EventAccepted })
+	if len(ev.Contexts) != 1 || ev.Contexts[0] != association.VerificationSOPClass {
+		t.Errorf("audit contexts = %q, want [%s]", ev.Contexts, association.VerificationSOPClass)
+	}
 }
 
 // Bad input gets the A-ABORT the PS3.8 state machine prescribes.
@@ -399,6 +405,10 @@ func TestRelayIdleAborted(t *testing.T) {
 	scp := testpeer.StartStoreSCP(t, "STORESCP", "-v")
 	e := startEdge(t, edgeOptions{Idle: "500ms", Backends: backendBlock("pacs", scp.Addr, "STORESCP"), Rules: storeRules(`"C-ECHO"`)})
 	c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
+	// Timed from before the RQ: the edge starts its idle timer before it
+	// sends the AC, so a test slow to read the AC on a loaded machine would
+	// otherwise see the abort sooner than idle_timeout after "start".
+	start := time.Now()
 	if err := association.WritePDU(c, echoRQ("MODALITY1", "MAINPACS")); err != nil {
 		t.Fatal(err)
 	}
@@ -409,7 +419,6 @@ func TestRelayIdleAborted(t *testing.T) {
 	} else if _, ok := p.(*association.AssociateAC); !ok {
 		t.Fatalf("got %T, want AC", p)
 	}
-	start := time.Now()
 	p, err := r.ReadPDU()
 	if err != nil {
 		t.Fatalf("want A-ABORT, got %v", err)

@@ -330,11 +330,12 @@ func (s *Server) Reload(cfg *policy.Config) error {
 		}
 	}
 	old := s.cfg.Swap(cfg)
-	detail := fmt.Sprintf("%s: %d backends", cfg.Filename, len(cfg.Backends))
+	// What an administrator checks after a reload: which file, how many rules.
+	detail := fmt.Sprintf("%s: %s, %s", cfg.Filename, count(len(cfg.Policy.Rules()), "rule"), count(len(cfg.Backends), "backend"))
 	if old != nil && old.Edge.Listen != cfg.Edge.Listen {
 		detail += "; edge.listen changed: takes effect on restart"
 	}
-	s.log.Info("policy reloaded", "file", cfg.Filename)
+	s.log.Info("policy reloaded", "file", cfg.Filename, "rules", len(cfg.Policy.Rules()), "backends", len(cfg.Backends))
 	s.auditEvent(audit.Event{Event: audit.EventPolicyReloaded, Detail: detail})
 	return nil
 }
@@ -443,4 +444,12 @@ func OpenAudit(cfg *policy.Config, logger hclog.Logger) (*audit.Writer, error) {
 		ac.Forwarder.Close()
 	}
 	return w, err
+}
+
+// count spells "1 rule", "4 rules".
+func count(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

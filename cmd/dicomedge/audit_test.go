@@ -161,6 +161,18 @@ func TestAuditVerifyExitCodes(t *testing.T) {
 			b, _ := os.ReadFile(f)
 			os.WriteFile(f, b[:len(b)-40], 0o600)
 		}, 1, "$F:12: seq 12: incomplete last record"},
+		// A copy without the head sidecar still verifies; stderr warns (below).
+		{"head anchor missing", func(t *testing.T, f string) {
+			if err := os.Remove(f + ".head"); err != nil {
+				t.Fatal(err)
+			}
+		}, 0, "ok: 12 records in 1 file(s), hash chain intact"},
+		{"head anchor missing and edited", func(t *testing.T, f string) {
+			os.Remove(f + ".head")
+			replaceIn(t, f, `"status":"0x0124"`, `"status":"0x0000"`)
+		}, 1, "$F:6: seq 6: prev does not match"},
+		{"last record cut with head kept", func(t *testing.T, f string) { replaceIn(t, f, lineOf(t, f, 12), "") }, 1,
+			"truncated: the chain ends at seq 11 but $F.head records seq 12"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -175,6 +187,10 @@ func TestAuditVerifyExitCodes(t *testing.T) {
 			}
 			if code != tc.wantCode || !strings.Contains(got, want) {
 				t.Fatalf("exit %d, stdout %q, stderr %q; want exit %d with %q", code, out, errOut, tc.wantCode, want)
+			}
+			if _, err := os.Stat(file + ".head"); os.IsNotExist(err) && tc.wantCode == 0 &&
+				!strings.Contains(errOut, "warning: "+file+".head: missing") {
+				t.Errorf("no warning about the missing head anchor on stderr: %q", errOut)
 			}
 		})
 	}
@@ -329,5 +345,45 @@ func TestAuditFollowPrintsNewRecords(t *testing.T) {
 			}
 			last = i
 		}
+	}
+}
+
+func TestParseWhenDurations(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	old := auditNow
+	auditNow = func() time.Time { return now }
+	t.Cleanup(func() { auditNow = old })
+	cases := []struct {
+		name, in string
+		want     time.Time
+		bad      bool
+	}{
+		{"hours", "24h", now.Add(-24 * time.Hour), false},
+		{"minutes and seconds", "1m30s", now.Add(-90 * time.Second), false},
+		{"days", "7d", now.Add(-7 * 24 * time.Hour), false},
+		{"days and hours", "1d12h", now.Add(-36 * time.Hour), false},
+		{"RFC 3339", "2026-11-24T08:00:00Z", time.Date(2026, 11, 24, 8, 0, 0, 0, time.UTC), false},
+		{"date only", "2026-11-24", time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC), false},
+		{"no day count", "d", time.Time{}, true},
+		{"fractional days", "1.5d", time.Time{}, true},
+		{"signed days", "+2d", time.Time{}, true},
+		{"days then garbage", "2dx", time.Time{}, true},
+		{"days then negative", "2d-1h", time.Time{}, true},
+		{"huge day count", "99999999999d", time.Time{}, true},
+		{"word", "yesterday", time.Time{}, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseWhen(tc.in)
+			if tc.bad {
+				if err == nil {
+					t.Fatalf("parseWhen(%q) = %v, want an error", tc.in, got)
+				}
+				return
+			}
+			if err != nil || !got.Equal(tc.want) {
+				t.Fatalf("parseWhen(%q) = %v, %v; want %v", tc.in, got, err, tc.want)
+			}
+		})
 	}
 }

@@ -205,15 +205,17 @@ func verifyNote(leaf *x509.Certificate, caFiles []string) string {
 
 func writeExplanation(w io.Writer, in *policy.Input, e policy.Explanation) {
 	d := e.Decision
-	line := d.String()
+	// The first line is exactly the decision (CONTRACT.md: answer, relay
+	// <backend>, reject <reason>) so that scripts can compare it whole; the
+	// A-ASSOCIATE-RJ codes follow on a line of their own.
+	fmt.Fprintln(w, d.String())
 	if d.Action == policy.ActionReject {
 		kind := "permanent"
 		if d.Reject.Result == 2 {
 			kind = "transient"
 		}
-		line += fmt.Sprintf(" (A-ASSOCIATE-RJ result %d %s, source %d, reason %d)", d.Reject.Result, kind, d.Reject.Source, d.Reject.Reason)
+		fmt.Fprintf(w, "A-ASSOCIATE-RJ: result %d (%s), source %d, reason %d\n", d.Reject.Result, kind, d.Reject.Source, d.Reject.Reason)
 	}
-	fmt.Fprintln(w, line)
 	fmt.Fprintf(w, "request: %s\n", describeInput(in))
 
 	var matched *policy.Step

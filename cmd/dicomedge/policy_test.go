@@ -113,6 +113,13 @@ rule "clinic-a" {
     services = ["C-STORE"]
   }
 }
+rule "busy" {
+  when { called_ae = ["LATER"] }
+  reject {
+    reason    = "called-ae-not-recognized"
+    transient = true
+  }
+}
 rule "deny" {
   reject { reason = "calling-ae-not-recognized" }
 }
@@ -143,9 +150,19 @@ rule "deny" {
 			name: "wrong calling AE falls through to deny, saying why",
 			args: []string{"--cert", modality, "--calling-ae", "CT9", "--called-ae", "MAINPACS", "--source-ip", "203.0.113.5"},
 			lines: []string{
-				"reject calling-ae-not-recognized (A-ASSOCIATE-RJ result 1 permanent, source 1, reason 3)",
-				`rule: "deny" at ` + config + ":33:1",
+				"reject calling-ae-not-recognized",
+				"A-ASSOCIATE-RJ: result 1 (permanent), source 1, reason 3",
+				`rule: "deny" at ` + config + ":40:1",
 				`rule "clinic-a": calling_ae "CT9" does not match ["CLINA_*"]`,
+			},
+		},
+		{
+			name: "transient reject is result 2",
+			args: []string{"--cn", "someone", "--calling-ae", "A", "--called-ae", "LATER"},
+			lines: []string{
+				"reject called-ae-not-recognized",
+				"A-ASSOCIATE-RJ: result 2 (transient), source 1, reason 7",
+				`rule: "busy" at ` + config + ":33:1",
 			},
 		},
 		{
