@@ -45,8 +45,10 @@ func (a *answerer) run() {
 	}
 	pcs, roles := acc.Negotiate(rq)
 	ac := &association.AssociateAC{
-		ProtocolVersion:      1,
-		CalledAE:             a.cfg.Edge.AETitle,
+		ProtocolVersion: 1,
+		// PS3.8 9.3.3: the AC's AE title fields echo the RQ's (the edge may
+		// answer under any called AE title a rule matched, not only its own).
+		CalledAE:             rq.CalledAE,
 		CallingAE:            rq.CallingAE,
 		ApplicationContext:   association.DICOMApplicationContext,
 		PresentationContexts: pcs,
@@ -182,6 +184,12 @@ func (a *answerer) handle(ctxID uint8, cmd *dimse.Command) error {
 	c := a.c
 	if !cmd.CommandField.IsRequest() {
 		c.log.Debug("DIMSE response from the requestor ignored", "command", cmd.CommandField.String())
+		return nil
+	}
+	if cmd.CommandField == dimse.CCancelRQ {
+		// PS3.7 9.3.2.3: C-CANCEL has no response; a C-ECHO is answered at
+		// once, so there is never an operation left to cancel.
+		c.log.Debug("C-CANCEL-RQ ignored: no operation outstanding", "message_id", cmd.MessageIDBeingRespondedTo)
 		return nil
 	}
 	start := time.Now()
