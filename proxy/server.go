@@ -149,12 +149,17 @@ func (s *Server) Serve(ln net.Listener) error {
 	if s.shutdown.Load() {
 		return ErrServerClosed
 	}
-	if cidrs := s.current().Edge.ProxyProtocol; len(cidrs) > 0 {
-		ln = &proxyproto.Listener{
-			Listener:          ln,
-			ConnPolicy:        proxyPolicy(cidrs),
-			ReadHeaderTimeout: s.current().Edge.ARTIMTimeout,
-		}
+	// Always wrapped, and the policy reads the configuration in force at
+	// each accept, so a reload that changes edge.proxy_protocol applies to
+	// new connections (with none configured a connection passes through
+	// unwrapped). No header timeout of its own: conn.serve sets the ARTIM
+	// deadline before the header is read, and that deadline bounds it.
+	ln = &proxyproto.Listener{
+		Listener: ln,
+		ConnPolicy: func(o proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) {
+			return proxyPolicy(s.current().Edge.ProxyProtocol, o)
+		},
+		ReadHeaderTimeout: -1,
 	}
 	s.mu.Lock()
 	s.listeners[ln] = struct{}{}
@@ -211,21 +216,23 @@ func (s *Server) Serve(ln net.Listener) error {
 
 // proxyPolicy trusts a PROXY header only from the configured load
 // balancers: from them it is required (so a client cannot bypass the
-// balancer's address), from anyone else it is refused.
-func proxyPolicy(cidrs []netip.Prefix) proxyproto.ConnPolicyFunc {
-	return func(o proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) {
-		ap, err := netip.ParseAddrPort(o.Upstream.String())
-		if err != nil {
-			return proxyproto.REJECT, nil
-		}
-		ip := ap.Addr().Unmap()
-		for _, p := range cidrs {
-			if p.Contains(ip) {
-				return proxyproto.REQUIRE, nil
-			}
-		}
+// balancer's address), from anyone else it is refused. With no balancer
+// configured the connection is not wrapped at all.
+func proxyPolicy(cidrs []netip.Prefix, o proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) {
+	if len(cidrs) == 0 {
+		return proxyproto.SKIP, nil
+	}
+	ap, err := netip.ParseAddrPort(o.Upstream.String())
+	if err != nil {
 		return proxyproto.REJECT, nil
 	}
+	ip := ap.Addr().Unmap()
+	for _, p := range cidrs {
+		if p.Contains(ip) {
+			return proxyproto.REQUIRE, nil
+		}
+	}
+	return proxyproto.REJECT, nil
 }
 
 // tryAcquire takes an association slot unless max_associations are in use.
