@@ -158,6 +158,10 @@ func (a *answerer) serve() endOutcome {
 				}
 				skipData = cmd.HasDataSet()
 				if err := a.handle(pdv.ContextID, cmd); err != nil {
+					if a.stopped.Load() {
+						// Shutdown's abort cut the response's write short.
+						return endOutcome{abortSource: "service-provider", abortReason: "shutdown", err: err}
+					}
 					return endOutcome{abortSource: "transport", err: err}
 				}
 			}
@@ -244,11 +248,7 @@ func (a *answerer) readFailed(err error) endOutcome {
 }
 
 func (a *answerer) abort(src association.AbortSource, reason association.AbortReason) {
-	a.w.mu.Lock()
-	defer a.w.mu.Unlock()
-	_ = a.w.c.SetWriteDeadline(time.Now().Add(2 * time.Second))
-	b, _ := association.Append(nil, &association.Abort{Source: src, Reason: reason})
-	_, _ = a.w.c.Write(b)
+	a.w.abort(src, reason)
 }
 
 func (a *answerer) finish(o endOutcome) {

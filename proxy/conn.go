@@ -288,7 +288,19 @@ type pduWriter struct {
 	// timeout bounds each write so a peer that stops reading cannot hold
 	// the association forever; the idle timeout is the natural bound.
 	timeout time.Duration
+	// aborting is set by abort: no PDU is written after the A-ABORT.
+	aborting atomic.Bool
 }
+
+// errAborting is what a write returns once abort has begun.
+var errAborting = errors.New("proxy: association is being aborted")
+
+// abortGrace is how long a write in progress may still run when abort
+// wants the connection; abortWriteTimeout bounds the A-ABORT's own write.
+const (
+	abortGrace        = 100 * time.Millisecond
+	abortWriteTimeout = 2 * time.Second
+)
 
 func (w *pduWriter) writeRaw(b []byte) error {
 	w.mu.Lock()
@@ -300,9 +312,34 @@ func (w *pduWriter) writeLocked(b []byte) error {
 	if w.timeout > 0 {
 		_ = w.c.SetWriteDeadline(time.Now().Add(w.timeout))
 	}
+	// Checked after the deadline is set: abort sets the flag before it
+	// shortens the deadline, so either this write sees the flag or abort's
+	// deadline is the one in force.
+	if w.aborting.Load() {
+		return errAborting
+	}
 	n, err := w.c.Write(b)
 	w.bytes.Add(int64(n))
 	return err
+}
+
+// abort writes a final A-ABORT; no PDU follows it. A write in progress,
+// which may be blocked on a peer that has stopped reading for up to the
+// idle timeout, gets abortGrace to finish and is then cut short, so
+// Shutdown and failures elsewhere never wait behind it.
+func (w *pduWriter) abort(src association.AbortSource, reason association.AbortReason) {
+	w.aborting.Store(true)
+	if !w.mu.TryLock() {
+		_ = w.c.SetWriteDeadline(time.Now().Add(abortGrace))
+		w.mu.Lock()
+	}
+	defer w.mu.Unlock()
+	b, err := association.Append(nil, &association.Abort{Source: src, Reason: reason})
+	if err != nil {
+		return
+	}
+	_ = w.c.SetWriteDeadline(time.Now().Add(abortWriteTimeout))
+	_, _ = w.c.Write(b)
 }
 
 func (w *pduWriter) write(p association.PDU) error {

@@ -275,16 +275,7 @@ func (r *relay) abortBoth(why string) {
 }
 
 func (r *relay) abortTo(w *pduWriter, reason association.AbortReason) {
-	b, _ := association.Append(nil, &association.Abort{Source: association.AbortSourceServiceProvider, Reason: reason})
-	// Do not wait behind a blocked writer forever: TryLock, then a short deadline.
-	locked := w.mu.TryLock()
-	if !locked {
-		_ = w.c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-		w.mu.Lock()
-	}
-	defer w.mu.Unlock()
-	_ = w.c.SetWriteDeadline(time.Now().Add(2 * time.Second))
-	_, _ = w.c.Write(b)
+	w.abort(association.AbortSourceServiceProvider, reason)
 }
 
 func (r *relay) closeBoth() {

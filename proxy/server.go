@@ -290,12 +290,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-done:
 	default:
 		s.mu.Lock()
-		n := len(s.conns)
+		conns := make([]*conn, 0, len(s.conns))
 		for c := range s.conns {
-			c.abort()
+			conns = append(conns, c)
 		}
 		s.mu.Unlock()
-		s.log.Warn("drain timeout: aborted open associations", "count", n)
+		// Outside s.mu and all at once: each abort may wait (bounded) for a
+		// peer that does not read, and those waits must not add up.
+		var aborts sync.WaitGroup
+		for _, c := range conns {
+			aborts.Go(c.abort)
+		}
+		aborts.Wait()
+		s.log.Warn("drain timeout: aborted open associations", "count", len(conns))
 		// Aborting closes the sockets, so the goroutines end promptly.
 		select {
 		case <-done:
