@@ -55,6 +55,12 @@ type conn struct {
 	abortFn atomic.Pointer[func()]
 
 	closeOnce sync.Once
+	preOnce   sync.Once // gives back the pre-association slot once
+}
+
+// releasePre gives back the pre-association slot taken by Serve.
+func (c *conn) releasePre() {
+	c.preOnce.Do(func() { c.s.preActive.Add(-1) })
 }
 
 const (
@@ -98,6 +104,7 @@ func (c *conn) establish(abort func()) bool {
 
 func (c *conn) serve(ctx context.Context) {
 	defer c.close()
+	defer c.releasePre()
 	cfg := c.s.current()
 	artim := cfg.Edge.ARTIMTimeout
 	if artim <= 0 {
@@ -183,6 +190,7 @@ func (c *conn) serve(ctx context.Context) {
 		return
 	}
 	defer c.s.release()
+	c.releasePre() // now counted against max_associations instead
 	_ = c.raw.SetDeadline(time.Time{})
 	if d.Action == policy.ActionAnswer {
 		a := &answerer{c: c, cfg: cfg, r: r, rule: d.Rule}

@@ -37,7 +37,12 @@ type Server struct {
 	once   sync.Once
 	log    hclog.Logger
 	active atomic.Int64 // established associations, against max_associations
-	connID atomic.Uint64
+	// preActive counts connections in the TLS handshake or before their
+	// A-ASSOCIATE-RQ's decision (preAssociationLimit).
+	preActive     atomic.Int64
+	preRefusedN   atomic.Int64
+	preRefusedLog atomic.Int64 // unix nanos of the last "refused" log line
+	connID        atomic.Uint64
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -181,21 +186,31 @@ func (s *Server) Serve(ln net.Listener) error {
 			if s.shutdown.Load() {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				// Temporary accept errors (EMFILE and the like): back off as net/http does.
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.log.Warn("accept failed; retrying", "error", err, "delay", backoff)
-				time.Sleep(backoff)
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return err
 			}
-			return err
+			// Anything else (EMFILE/ENFILE when descriptors run out, ENOBUFS,
+			// ECONNABORTED, ...) is the host's or one client's trouble, not a
+			// reason for the edge to exit: back off and retry, as net/http does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed; retrying", "error", err, "delay", backoff)
+			time.Sleep(backoff)
+			continue
 		}
 		backoff = 0
+		// A slot for the TLS handshake and A-ASSOCIATE-RQ, taken before any
+		// work is done: connections that have not yet associated cannot pile
+		// up (descriptors, handshake state, goroutines) beyond the limit.
+		if !s.tryAcquirePre(s.current().Edge.MaxAssociations) {
+			raw.Close()
+			s.preRefused(raw)
+			continue
+		}
 		c := s.newConn(raw)
 		s.mu.Lock()
 		if s.shutdown.Load() {
 			s.mu.Unlock()
+			c.releasePre()
 			raw.Close()
 			return ErrServerClosed
 		}
@@ -247,6 +262,44 @@ func (s *Server) tryAcquire(limit int) bool {
 			return true
 		}
 	}
+}
+
+// preAssociationLimit is how many connections may be in the TLS
+// handshake or before their A-ASSOCIATE-RQ at once: as many as
+// max_associations (at least 16), so a burst of genuine clients is never
+// refused while an unauthenticated flood is bounded.
+func preAssociationLimit(maxAssociations int) int64 {
+	if maxAssociations <= 0 {
+		maxAssociations = 512
+	}
+	return int64(max(maxAssociations, 16))
+}
+
+// tryAcquirePre takes a pre-association slot unless all are in use.
+func (s *Server) tryAcquirePre(maxAssociations int) bool {
+	limit := preAssociationLimit(maxAssociations)
+	for {
+		n := s.preActive.Load()
+		if n >= limit {
+			return false
+		}
+		if s.preActive.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// preRefused logs a connection closed because the pre-association slots
+// were full, at most once a second (a flood must not flood the log).
+func (s *Server) preRefused(raw net.Conn) {
+	n := s.preRefusedN.Add(1)
+	now := time.Now().UnixNano()
+	last := s.preRefusedLog.Load()
+	if now-last < int64(time.Second) || !s.preRefusedLog.CompareAndSwap(last, now) {
+		return
+	}
+	s.log.Warn("too many connections before association; closed new ones", "limit",
+		preAssociationLimit(s.current().Edge.MaxAssociations), "refused_total", n, "last_remote", raw.RemoteAddr().String())
 }
 
 func (s *Server) release() {
