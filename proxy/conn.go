@@ -132,7 +132,11 @@ func (c *conn) serve(ctx context.Context) {
 			c.log.Debug("connection closed before any byte (TCP check)")
 			return
 		}
-		c.s.Metrics.TLSFailures.WithLabelValues(reason).Inc()
+		c.s.Metrics.TLSFailures.WithLabelValues(reason).Inc() // every one is metered
+		if !c.s.tlsFail.allow(c.source, reason) {
+			c.log.Debug("tls handshake failed; record suppressed (rate limit)", "reason", reason, "error", err)
+			return
+		}
 		c.log.Info("tls handshake failed", "reason", reason, "error", err)
 		c.s.auditEvent(audit.Event{Event: audit.EventTLSFailed, Conn: c.id, Remote: c.remote, Reason: reason})
 		return

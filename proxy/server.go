@@ -44,6 +44,8 @@ type Server struct {
 	preRefusedLog atomic.Int64 // unix nanos of the last "refused" log line
 	connID        atomic.Uint64
 
+	tlsFail *tlsFailLimiter // bounds unauthenticated tls.failed records
+
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
@@ -78,6 +80,7 @@ func (s *Server) init() {
 		})
 		s.listeners = map[net.Listener]struct{}{}
 		s.conns = map[*conn]struct{}{}
+		s.tlsFail = newTLSFailLimiter(s.auditEvent)
 	})
 }
 
@@ -363,6 +366,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			err = errors.New("proxy: connections did not end after abort")
 		}
 	}
+	s.tlsFail.flush() // what was held back is summarised before the trail closes
 	if admin != nil {
 		actx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_ = admin.shutdown(actx)
