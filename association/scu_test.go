@@ -40,7 +40,7 @@ func TestGoSCUAgainstDCMTKStorescp(t *testing.T) {
 	addr := testpeer.FreeAddr(t)
 	_, port, _ := net.SplitHostPort(addr)
 	scp := testpeer.Start(t, "storescp", "-aet", "STORESCP", "-od", dir, port)
-	testpeer.WaitListening(t, addr, 10*time.Second, scp)
+	testpeer.WaitListening(t, addr, testpeer.StartupTimeout, scp)
 
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {

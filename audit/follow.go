@@ -15,12 +15,6 @@ import (
 // once its successor appears.
 func Follow(ctx context.Context, file string, f Filter, poll time.Duration, fn func(Event, []byte) error) error {
 	s := newScanner(f, fn)
-	files := Files(file)
-	for _, p := range files[:len(files)-1] {
-		if err := s.readFile(p); err != nil {
-			return err
-		}
-	}
 	var (
 		cur    *os.File
 		curSt  os.FileInfo
@@ -32,6 +26,29 @@ func Follow(ctx context.Context, file string, f Filter, poll time.Duration, fn f
 			cur.Close()
 		}
 	}()
+	// The current file is opened before the rotated ones are listed and
+	// read: a rotation meanwhile then leaves it readable through cur (and
+	// the loop below follows it), where opening it afterwards would skip
+	// the file rotated away in between.
+	if fh, err := os.Open(file); err == nil {
+		cur = fh
+		if curSt, err = fh.Stat(); err != nil {
+			return err
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	files := Files(file)
+	for _, p := range files[:len(files)-1] {
+		if cur != nil {
+			if pst, err := os.Stat(p); err == nil && os.SameFile(pst, curSt) {
+				break // cur was rotated already; the loop reads it and what followed
+			}
+		}
+		if err := s.readFile(p); err != nil {
+			return err
+		}
+	}
 	// drain reads cur from off to its current end.
 	drain := func() error {
 		n, last, err := s.read(io.NewSectionReader(cur, off, 1<<62), cur.Name(), lineNo)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -49,7 +50,7 @@ template(name="line" type="string" string="%%pri%%|%%msgid%%|%%hostname%%|%%app-
 action(type="omfile" file=%q template="line")
 `, dir, pki.CACert, cert, key, port, c.out)), 0o600)
 	c.proc = testpeer.Start(t, "rsyslogd", "-n", "-f", conf, "-i", filepath.Join(dir, "rsyslogd.pid"))
-	testpeer.WaitListening(t, addr, 10*time.Second, c.proc)
+	testpeer.WaitListening(t, addr, testpeer.StartupTimeout, c.proc)
 	return c
 }
 
@@ -85,7 +86,8 @@ func syslogEvents() []Event {
 
 func TestSyslogJSONToRsyslog(t *testing.T) {
 	c := startRsyslog(t, testpeer.FreeAddr(t))
-	fwd, err := NewForwarder(SyslogConfig{Address: c.addr, Format: "json", CA: []string{c.ca}, ServerName: "localhost", Hostname: "edge-1"})
+	fwd, err := NewForwarder(SyslogConfig{Address: c.addr, Format: "json", CA: []string{c.ca}, ServerName: "localhost", Hostname: "edge-1",
+		CloseTimeout: 30 * time.Second}) // Close waits only until delivered; 5s of dial+TLS can pass on a loaded machine
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +125,8 @@ func TestSyslogJSONToRsyslog(t *testing.T) {
 
 func TestSyslogATNAToRsyslog(t *testing.T) {
 	c := startRsyslog(t, testpeer.FreeAddr(t))
-	fwd, err := NewForwarder(SyslogConfig{Address: c.addr, CA: []string{c.ca}, ServerName: "localhost", Hostname: "edge-1"})
+	fwd, err := NewForwarder(SyslogConfig{Address: c.addr, CA: []string{c.ca}, ServerName: "localhost", Hostname: "edge-1",
+		CloseTimeout: 30 * time.Second}) // Close waits only until delivered; 5s of dial+TLS can pass on a loaded machine
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,11 +189,33 @@ func TestSyslogATNAToRsyslog(t *testing.T) {
 // The collector is down when events happen; they wait in the queue and
 // arrive once it is up, while Log never blocks on it.
 func TestSyslogDeliversAfterCollectorComesUp(t *testing.T) {
-	addr := testpeer.FreeAddr(t)
+	// The collector's port is held by a listener that hangs up on every
+	// connection (a collector that is down) until rsyslogd takes it: a port
+	// merely "free a moment ago" could be taken by someone else during the
+	// seconds a loaded machine needs to get there.
+	hold, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := hold.Addr().String()
+	var refused atomic.Int32
+	holdDone := make(chan struct{})
+	go func() {
+		defer close(holdDone)
+		for {
+			c, err := hold.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+			refused.Add(1)
+		}
+	}()
+	t.Cleanup(func() { hold.Close(); <-holdDone })
 	// Certificates are needed before the collector exists: make them via a
 	// first collector start on another port, then reuse its CA.
 	pre := startRsyslog(t, testpeer.FreeAddr(t))
-	fwd, err := NewForwarder(SyslogConfig{Address: addr, Format: "json", CA: []string{pre.ca}, ServerName: "localhost", CloseTimeout: 20 * time.Second})
+	fwd, err := NewForwarder(SyslogConfig{Address: addr, Format: "json", CA: []string{pre.ca}, ServerName: "localhost", CloseTimeout: 30 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +227,16 @@ func TestSyslogDeliversAfterCollectorComesUp(t *testing.T) {
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("Log took %v with the collector down", d) // not a benchmark: a stall would be seconds of dial timeouts
 	}
-	time.Sleep(300 * time.Millisecond) // let the first dials fail
+	// Let the first dials fail, then hand the port to rsyslogd.
+	deadline := time.Now().Add(30 * time.Second)
+	for refused.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if refused.Load() == 0 {
+		t.Fatal("the forwarder never tried the collector's address")
+	}
+	hold.Close()
+	<-holdDone
 	c := startRsyslogWithCA(t, addr, pre)
 	w.Close()
 	got := c.lines(t, 5)
@@ -232,7 +266,7 @@ func startRsyslogWithCA(t *testing.T, addr string, pre *collector) *collector {
 	conf = strings.Replace(conf, fmt.Sprintf("workDirectory=%q", filepath.Dir(pre.out)), fmt.Sprintf("workDirectory=%q", dir), 1)
 	os.WriteFile(filepath.Join(dir, "rsyslog.conf"), []byte(conf), 0o600)
 	c.proc = testpeer.Start(t, "rsyslogd", "-n", "-f", filepath.Join(dir, "rsyslog.conf"), "-i", filepath.Join(dir, "rsyslogd.pid"))
-	testpeer.WaitListening(t, addr, 10*time.Second, c.proc)
+	testpeer.WaitListening(t, addr, testpeer.StartupTimeout, c.proc)
 	return c
 }
 

@@ -125,6 +125,7 @@ func (a *answerer) serve() endOutcome {
 	var skipData bool // data set PDVs of a request the edge refused
 	for {
 		_ = c.tc.SetReadDeadline(time.Now().Add(a.idle()))
+		a.r.Release() // nothing of the last PDU is used now: an idle association holds no PDU buffer
 		p, err := a.r.ReadPDU()
 		if err != nil {
 			if a.stopped.Load() {

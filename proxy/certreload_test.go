@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dicomedge/dicomedge/association"
+	"github.com/dicomedge/dicomedge/association/dimse"
 	"github.com/dicomedge/dicomedge/audit"
 	"github.com/dicomedge/dicomedge/internal/testpeer"
 )
@@ -33,7 +34,18 @@ func TestEdgeCertificateRotationAudited(t *testing.T) {
 	copyFile(t, p.edgeCert, cert)
 	copyFile(t, p.edgeKey, key)
 	e := startEdge(t, edgeOptions{CertFile: cert, KeyFile: key})
+	// Established before the rotation: a bare TLS connection would be
+	// closed at ARTIM (5s), which issuing a certificate and waiting for the
+	// watcher can exceed on a loaded machine.
 	old := e.goClient(t, p.clientCert, p.clientKey)
+	if err := writeEchoRQ(old); err != nil {
+		t.Fatal(err)
+	}
+	if pdu, err := readPDU(t, old, 5*time.Second); err != nil {
+		t.Fatal(err)
+	} else if _, ok := pdu.(*association.AssociateAC); !ok {
+		t.Fatalf("got %T, want A-ASSOCIATE-AC", pdu)
+	}
 
 	newCert, newKey := p.issuer.Issue(t, "edge-rotated-"+filepath.Base(dir), testpeer.CertOptions{
 		CN: "localhost", DNS: []string{"localhost"}, IPs: []string{"127.0.0.1"}, Server: true})
@@ -53,12 +65,15 @@ func TestEdgeCertificateRotationAudited(t *testing.T) {
 	if got := c.ConnectionState().PeerCertificates[0].SerialNumber; got.Cmp(want.SerialNumber) != 0 {
 		t.Errorf("new handshake presents serial %v, want the rotated %v", got, want.SerialNumber)
 	}
-	// The connection opened before the rotation still works.
-	if err := writeEchoRQ(old); err != nil {
-		t.Fatalf("old connection: %v", err)
+	// The association established before the rotation still works.
+	echo := &dimse.Command{CommandField: dimse.CEchoRQ, MessageID: 1, AffectedSOPClassUID: association.VerificationSOPClass, CommandDataSetType: dimse.NoDataSet}
+	if err := dimse.WriteMessage(old, 1, echo, nil, 16384); err != nil {
+		t.Fatalf("old association: %v", err)
 	}
-	if _, err := readPDU(t, old, 5*time.Second); err != nil {
-		t.Fatalf("old connection after rotation: %v", err)
+	if pdu, err := readPDU(t, old, 5*time.Second); err != nil {
+		t.Fatalf("old association after rotation: %v", err)
+	} else if _, ok := pdu.(*association.PDataTF); !ok {
+		t.Fatalf("old association after rotation: got %T, want the C-ECHO-RSP", pdu)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -43,6 +44,7 @@ type conn struct {
 	remote string
 	source netip.Addr
 
+	pre      *probeConn      // beneath TLS: the relay hooks its reads
 	in       *countingReader // client bytes read (PDUs, after TLS)
 	identity tlslayer.Identity
 	client   *audit.Client
@@ -120,6 +122,7 @@ func (c *conn) serve(ctx context.Context) {
 	c.log = c.log.With("remote", c.remote)
 
 	pre := &probeConn{Conn: c.raw}
+	c.pre = pre
 	c.tc = tls.Server(pre, c.s.TLS.ServerConfig())
 	hctx, cancel := context.WithDeadline(ctx, deadline)
 	id, err := tlslayer.Handshake(hctx, c.tc)
@@ -292,10 +295,19 @@ func isTimeout(err error) bool {
 
 // pduWriter serializes whole PDUs onto one connection: the relay's two
 // pumps (and the edge's own refusal responses) share the client side.
+//
+// A pump forwarding P-DATA-TF queues them (writeQueued) and the queue goes
+// out in one write when the pump's own input has nothing more waiting (its
+// waitHook calls flush), when it is full, or before any other PDU: fewer
+// write syscalls and fewer wake-ups of the receiver, and never a PDU held
+// back waiting for more input.
 type pduWriter struct {
 	mu    sync.Mutex
 	c     net.Conn
 	buf   []byte
+	q     []byte  // queued whole PDUs, not yet written
+	qbox  *[]byte // q's box from queuePool
+	err   error   // a failed flush; later writes return it
 	bytes atomic.Int64
 	// timeout bounds each write so a peer that stops reading cannot hold
 	// the association forever; the idle timeout is the natural bound.
@@ -304,9 +316,6 @@ type pduWriter struct {
 	aborting atomic.Bool
 }
 
-// errAborting is what a write returns once abort has begun.
-var errAborting = errors.New("proxy: association is being aborted")
-
 // abortGrace is how long a write in progress may still run when abort
 // wants the connection; abortWriteTimeout bounds the A-ABORT's own write.
 const (
@@ -314,13 +323,28 @@ const (
 	abortWriteTimeout = 2 * time.Second
 )
 
+// queueMax bounds the queue (memory per direction of a busy association)
+// and so the size of one write; PDUs of more than half of it are written
+// directly, without a copy.
+const queueMax = 256 << 10
+
+var queuePool = sync.Pool{New: func() any { b := make([]byte, 0, queueMax); return &b }}
+
 func (w *pduWriter) writeRaw(b []byte) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.writeLocked(b)
 }
 
+// writeLocked writes what is queued, then b.
 func (w *pduWriter) writeLocked(b []byte) error {
+	if err := w.flushLocked(); err != nil {
+		return err
+	}
+	return w.send(b)
+}
+
+func (w *pduWriter) send(b []byte) error {
 	if w.timeout > 0 {
 		_ = w.c.SetWriteDeadline(time.Now().Add(w.timeout))
 	}
@@ -328,7 +352,7 @@ func (w *pduWriter) writeLocked(b []byte) error {
 	// shortens the deadline, so either this write sees the flag or abort's
 	// deadline is the one in force.
 	if w.aborting.Load() {
-		return errAborting
+		return errEnded
 	}
 	n, err := w.c.Write(b)
 	w.bytes.Add(int64(n))
@@ -346,12 +370,69 @@ func (w *pduWriter) abort(src association.AbortSource, reason association.AbortR
 		w.mu.Lock()
 	}
 	defer w.mu.Unlock()
+	w.dropQueue() // moot after A-ABORT
+	w.err = errEnded
 	b, err := association.Append(nil, &association.Abort{Source: src, Reason: reason})
 	if err != nil {
 		return
 	}
 	_ = w.c.SetWriteDeadline(time.Now().Add(abortWriteTimeout))
 	_, _ = w.c.Write(b)
+}
+
+// writeQueued queues one whole PDU (copied: b is the reader's buffer).
+func (w *pduWriter) writeQueued(b []byte) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil {
+		return w.err
+	}
+	if len(b) > queueMax/2 {
+		return w.writeLocked(b) // after what is queued, without a copy
+	}
+	if len(w.q)+len(b) > queueMax {
+		if err := w.flushLocked(); err != nil {
+			return err
+		}
+	}
+	if w.qbox == nil {
+		w.qbox = queuePool.Get().(*[]byte)
+		w.q = (*w.qbox)[:0]
+	}
+	w.q = append(w.q, b...)
+	return nil
+}
+
+// flush writes what is queued and gives the queue's buffer back, so an
+// association waiting for input holds none.
+func (w *pduWriter) flush() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.flushLocked()
+}
+
+func (w *pduWriter) flushLocked() error {
+	if w.err != nil || w.qbox == nil {
+		return w.err
+	}
+	var err error
+	if len(w.q) > 0 {
+		err = w.send(w.q)
+	}
+	w.dropQueue()
+	if err != nil {
+		w.err = err
+	}
+	return err
+}
+
+// dropQueue discards what is queued (an A-ABORT makes it moot).
+func (w *pduWriter) dropQueue() {
+	if w.qbox != nil {
+		*w.qbox = w.q[:0]
+		queuePool.Put(w.qbox)
+		w.qbox, w.q = nil, nil
+	}
 }
 
 func (w *pduWriter) write(p association.PDU) error {
@@ -367,6 +448,49 @@ func (w *pduWriter) write(p association.PDU) error {
 		w.buf = nil // do not keep a large buffer per idle association
 	}
 	return err
+}
+
+// waitHook runs a function before a read of a connection would block: a
+// non-blocking read is tried first (TCP connections only), and only when
+// nothing is waiting does hook run (flush queued output, release buffers)
+// before the ordinary, blocking read. On other connections (PROXY protocol
+// wrappers, test pipes) hook runs before every read.
+type waitHook struct {
+	rc   syscall.RawConn
+	hook func()
+}
+
+func newWaitHook(nc net.Conn, hook func()) *waitHook {
+	h := &waitHook{hook: hook}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		h.rc, _ = tc.SyscallConn()
+	}
+	return h
+}
+
+func (h *waitHook) read(nc net.Conn, b []byte) (int, error) {
+	if h.rc != nil && len(b) > 0 {
+		if n := probeRead(h.rc, b); n > 0 {
+			return n, nil
+		}
+		// Nothing waiting, end of stream, an error or a deadline: the
+		// ordinary read below reports the latter three as net does.
+	}
+	h.hook()
+	return nc.Read(b)
+}
+
+// hookConn is a connection whose reads go through a waitHook once set.
+type hookConn struct {
+	net.Conn
+	wait *waitHook // set before the pumps start, by the goroutine that reads
+}
+
+func (h *hookConn) Read(b []byte) (int, error) {
+	if h.wait != nil {
+		return h.wait.read(h.Conn, b)
+	}
+	return h.Conn.Read(b)
 }
 
 // countingReader counts the bytes read through it (bytes_in of the audit).
@@ -393,9 +517,13 @@ func (c *conn) bytesIn() int64 {
 type probeConn struct {
 	net.Conn
 	read atomic.Bool
+	wait *waitHook // set by the relay before its pumps start
 }
 
 func (p *probeConn) Read(b []byte) (int, error) {
+	if p.wait != nil {
+		return p.wait.read(p.Conn, b) // after the handshake: read is set
+	}
 	n, err := p.Conn.Read(b)
 	if n > 0 && !p.read.Load() {
 		p.read.Store(true)

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"runtime"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"github.com/dicomedge/dicomedge/association"
+	"github.com/dicomedge/dicomedge/association/dimse"
+	"github.com/dicomedge/dicomedge/internal/testpeer"
 )
 
 // TestHelperHoldAssociations is not a test: run by memoryReport as a child
@@ -34,18 +37,37 @@ func TestHelperHoldAssociations(t *testing.T) {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)
 	cfg := &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: pool, ServerName: "localhost"}
+	// Relayed: this process is also the backend, and each association
+	// stores one instance in a single large PDU before it goes idle, so
+	// that buffers kept after traffic would show.
+	relayed := os.Getenv("DICOMEDGE_HOLD_BACKEND") != ""
+	if relayed {
+		startHoldBackend(t, os.Getenv("DICOMEDGE_HOLD_BACKEND"))
+	}
 	var conns []*tls.Conn
 	for i := 0; i < n; i++ {
 		c, err := tls.Dial("tcp", addr, cfg)
 		if err != nil {
 			t.Fatalf("association %d: %v", i, err)
 		}
-		if err := association.WritePDU(c, echoRQ("HOLDER", "DICOMEDGE")); err != nil {
+		rq := echoRQ("HOLDER", "DICOMEDGE")
+		if relayed {
+			rq = storeRQ("MODALITY1", "MAINPACS")
+		}
+		if err := association.WritePDU(c, rq); err != nil {
 			t.Fatal(err)
 		}
 		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		if _, err := association.NewReader(c, 1<<20).ReadPDU(); err != nil {
+		r := association.NewReader(c, 1<<20)
+		p, err := r.ReadPDU()
+		if err != nil {
 			t.Fatal(err)
+		}
+		if _, ok := p.(*association.AssociateAC); !ok {
+			t.Fatalf("association %d: %T", i, p)
+		}
+		if relayed {
+			holdStore(t, c, r, uint16(i+1))
 		}
 		conns = append(conns, c)
 	}
@@ -64,13 +86,139 @@ func heapNow() uint64 {
 	return m.HeapInuse + m.StackInuse
 }
 
-// memoryReport prints the edge's memory per idle answered association.
+// holdPDU is the size of the one P-DATA-TF each relayed association sends
+// before it goes idle (the edge accepts PDUs up to 1 MiB).
+const holdPDU = 256 << 10
+
+func storeRQ(calling, called string) *association.AssociateRQ {
+	rq := echoRQ(calling, called)
+	rq.PresentationContexts = append(rq.PresentationContexts, association.PresentationContextRQ{ID: 3,
+		AbstractSyntax: association.SecondaryCaptureImageStorage, TransferSyntaxes: []string{association.ImplicitVRLittleEndian}})
+	return rq
+}
+
+// holdStore sends one C-STORE whose data set fills one holdPDU-byte PDU
+// and waits for the C-STORE-RSP.
+func holdStore(t *testing.T, c *tls.Conn, r *association.Reader, id uint16) {
+	cmd := &dimse.Command{CommandField: dimse.CStoreRQ, MessageID: id, AffectedSOPClassUID: association.SecondaryCaptureImageStorage,
+		AffectedSOPInstanceUID: fmt.Sprintf("1.2.826.0.1.3680043.2.1143.%d", id), CommandDataSetType: 0}
+	if err := dimse.WriteMessage(c, 3, cmd, make([]byte, holdPDU-12), holdPDU); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		p, err := r.ReadPDU()
+		if err != nil {
+			t.Fatalf("C-STORE %d: %v", id, err)
+		}
+		if pd, ok := p.(*association.PDataTF); ok && pd.PDVs[len(pd.PDVs)-1].Last {
+			return
+		}
+	}
+}
+
+// startHoldBackend is a minimal SCP for the relayed memory report: it
+// accepts every proposed context and answers each complete request with
+// status 0x0000, for any number of associations at once.
+func startHoldBackend(t *testing.T, addr string) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go holdBackendConn(nc)
+		}
+	}()
+}
+
+func holdBackendConn(nc net.Conn) {
+	defer nc.Close()
+	r := association.NewReader(nc, 4<<20)
+	p, err := r.ReadPDU()
+	if err != nil {
+		return
+	}
+	rq, ok := p.(*association.AssociateRQ)
+	if !ok {
+		return
+	}
+	ac := &association.AssociateAC{ProtocolVersion: 1, CalledAE: rq.CalledAE, CallingAE: rq.CallingAE,
+		ApplicationContext: rq.ApplicationContext,
+		UserInfo:           association.UserInfo{MaxLength: 1 << 20, HasMaxLength: true, ImplementationClassUID: "1.2.3.4"}}
+	for _, pc := range rq.PresentationContexts {
+		ac.PresentationContexts = append(ac.PresentationContexts,
+			association.PresentationContextAC{ID: pc.ID, Result: association.PCAcceptance, TransferSyntax: pc.TransferSyntaxes[0]})
+	}
+	if association.WritePDU(nc, ac) != nil {
+		return
+	}
+	asm := &dimse.Assembler{}
+	var req *dimse.Command
+	var ctx uint8
+	for {
+		p, err := r.ReadPDU()
+		if err != nil {
+			return
+		}
+		pd, ok := p.(*association.PDataTF)
+		if !ok {
+			if _, rel := p.(*association.ReleaseRQ); rel {
+				_ = association.WritePDU(nc, &association.ReleaseRP{})
+			}
+			return
+		}
+		for _, v := range pd.PDVs {
+			cmd, done, err := asm.Add(v)
+			if err != nil {
+				return
+			}
+			if done {
+				req, ctx = cmd, v.ContextID
+			}
+			if req != nil && (done && !req.HasDataSet() || !v.Command && v.Last) {
+				if dimse.WriteMessage(nc, ctx, dimse.NewResponse(req, dimse.StatusSuccess), nil, 16384) != nil {
+					return
+				}
+				req = nil
+			}
+		}
+	}
+}
+
+// TestIdleMemoryReport prints the idle-association memory figures;
+// scripts/bench sets DICOMEDGE_BENCH=1.
+func TestIdleMemoryReport(t *testing.T) {
+	if os.Getenv("DICOMEDGE_BENCH") == "" {
+		t.Skip("set DICOMEDGE_BENCH=1 (scripts/bench) to measure idle-association memory")
+	}
+	memoryReport(t, 1000)
+}
+
+// memoryReport prints the edge's memory per idle association, answered by
+// the edge (after A-ASSOCIATE-AC) and relayed (after one C-STORE in a
+// 256 KiB PDU).
 func memoryReport(t *testing.T, n int) {
-	e := startEdge(t, edgeOptions{Quiet: true, MaxAssociations: n + 10})
+	memoryReportOne(t, n, false)
+	memoryReportOne(t, n, true)
+}
+
+func memoryReportOne(t *testing.T, n int, relayed bool) {
+	o := edgeOptions{Quiet: true, MaxAssociations: n + 10}
+	backend := ""
+	if relayed {
+		backend = testpeer.FreeAddr(t)
+		o.Backends, o.Rules = backendBlock("pacs", backend, "STORESCP"), storeRules(`"C-ECHO", "C-STORE"`)
+	}
+	e := startEdge(t, o)
 	before := heapNow()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperHoldAssociations$")
 	cmd.Env = append(os.Environ(), "DICOMEDGE_HOLD_ADDR="+e.Addr, "DICOMEDGE_HOLD_N="+strconv.Itoa(n),
-		"DICOMEDGE_HOLD_CERT="+e.pki.clientCert, "DICOMEDGE_HOLD_KEY="+e.pki.clientKey, "DICOMEDGE_HOLD_CA="+e.pki.ca)
+		"DICOMEDGE_HOLD_CERT="+e.pki.clientCert, "DICOMEDGE_HOLD_KEY="+e.pki.clientKey, "DICOMEDGE_HOLD_CA="+e.pki.ca,
+		"DICOMEDGE_HOLD_BACKEND="+backend)
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
@@ -87,6 +235,10 @@ func memoryReport(t *testing.T, n int) {
 	}
 	after := heapNow()
 	per := float64(after-before) / float64(n)
-	fmt.Printf("\nIdle answered TLS associations held open: %d; edge heap+stacks grew %.1f MiB = %.1f KiB per association\n",
-		e.Server.active.Load(), float64(after-before)/(1<<20), per/1024)
+	what := "answered"
+	if relayed {
+		what = fmt.Sprintf("relayed (after one %d KiB PDU each)", holdPDU>>10)
+	}
+	fmt.Printf("\nIdle %s TLS associations held open: %d; edge heap+stacks grew %.1f MiB = %.1f KiB per association\n",
+		what, e.Server.active.Load(), float64(after-before)/(1<<20), per/1024)
 }

@@ -84,6 +84,9 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 	_, _ = e.dcmtkAs(t, p.otherCert, p.otherKey, "echoscu", "-aet", "MODALITY1", "-aec", "DICOMEDGE", e.host(), e.port())
 	_, _ = e.dcmtkAs(t, p.rogueCert, p.rogueKey, "echoscu", "-aet", "MODALITY1", "-aec", "DICOMEDGE", e.host(), e.port())
 	e.waitEvent(t, "tls.failed", func(ev audit.Event) bool { return ev.Event == audit.EventTLSFailed })
+	// The edge counts a reject after writing the RJ, so echoscu may be gone
+	// before the counter moves; the audit record comes after the counter.
+	e.waitEvent(t, "rejected", func(ev audit.Event) bool { return ev.Event == audit.EventRejected })
 	e.waitEvent(t, "second release", func(ev audit.Event) bool { return ev.Event == audit.EventReleased && ev.Seq > 5 })
 
 	after := scrape(t, base+"/metrics")

@@ -133,7 +133,7 @@ backend edges
 		t.Fatal(err)
 	}
 	p := testpeer.Start(t, hap, "-db", "-f", conf)
-	testpeer.WaitListening(t, front, 15*time.Second, p)
+	testpeer.WaitListening(t, front, testpeer.StartupTimeout, p)
 	ctx := testpeer.Context(t, time.Minute)
 	args := append(e.tlsArgs(e.pki.clientCert, e.pki.clientKey), "-aet", "MODALITY1", "-aec", "DICOMEDGE",
 		testpeer.Host(front), fmt.Sprint(testpeer.Port(front)))

@@ -110,6 +110,38 @@ func TestQueryRetrieveThroughTheEdge(t *testing.T) {
 		if ev.Status != "0x0000" {
 			t.Errorf("C-GET audit status %s", ev.Status)
 		}
+		// What was fetched: one dimse record per C-STORE sub-operation,
+		// with the client's status, before the C-GET's own record.
+		var subs []audit.Event
+		for _, x := range e.events(t) {
+			if x.Event == audit.EventDIMSE && x.Service == "C-STORE" && x.Assoc == ev.Assoc {
+				subs = append(subs, x)
+			}
+		}
+		if len(subs) != len(q.want) {
+			t.Fatalf("%d C-STORE sub-operation records for the C-GET, want %d: %+v", len(subs), len(q.want), subs)
+		}
+		seen := map[string]bool{}
+		for _, x := range subs {
+			want, ok := q.want[x.SOPInstance]
+			switch {
+			case !ok || seen[x.SOPInstance]:
+				t.Errorf("sub-operation record for unexpected or repeated instance %q", x.SOPInstance)
+			case x.Status != "0x0000" || x.Allowed == nil || !*x.Allowed:
+				t.Errorf("sub-operation %s: status %q allowed %v", x.SOPInstance, x.Status, x.Allowed)
+			case x.SOPClass != testpeer.SecondaryCaptureImageStorage:
+				t.Errorf("sub-operation %s: sop_class %q", x.SOPInstance, x.SOPClass)
+			case x.Detail != fmt.Sprintf("C-GET sub-operation of message %d", ev.MessageID):
+				t.Errorf("sub-operation %s: detail %q, want the C-GET's message %d", x.SOPInstance, x.Detail, ev.MessageID)
+			case x.PatientID != "PATQR":
+				t.Errorf("sub-operation %s: patient_id %q", x.SOPInstance, x.PatientID)
+			case x.Bytes != int64(len(want)):
+				t.Errorf("sub-operation %s: bytes %d, want the data set's %d", x.SOPInstance, x.Bytes, len(want))
+			case x.Seq > ev.Seq:
+				t.Errorf("sub-operation %s recorded after the C-GET (seq %d > %d)", x.SOPInstance, x.Seq, ev.Seq)
+			}
+			seen[x.SOPInstance] = true
+		}
 	})
 
 	t.Run("movescu via stunnel to an allowed destination", func(t *testing.T) {

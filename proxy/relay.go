@@ -9,6 +9,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,6 +34,7 @@ type relay struct {
 	cr  *association.Reader // client side (already read the RQ)
 
 	b   net.Conn
+	bh  *hookConn // beneath the backend's TLS, if any: its reads flush cw
 	br  *association.Reader
 	bin *countingReader // backend bytes read, to tell a PDU boundary
 	cw  *pduWriter      // to the client
@@ -42,6 +45,7 @@ type relay struct {
 
 	mu      sync.Mutex
 	pending map[uint16]*pendingOp // client requests awaiting the backend's final response
+	subOps  map[uint16]*pendingOp // backend C-STORE-RQs (C-GET sub-operations) awaiting the client's C-STORE-RSP, by the backend's message ID
 
 	last    atomic.Int64 // unix nanos of the last PDU in either direction (idle timer)
 	endOnce sync.Once
@@ -63,6 +67,7 @@ type pendingOp struct {
 	start                                    time.Time
 	bytes                                    int64
 	scanner                                  *dimse.PatientIDScanner
+	detail                                   string // e.g. which C-GET a sub-operation belongs to
 }
 
 func (r *relay) run(ctx context.Context, artimDeadline time.Time) {
@@ -99,16 +104,20 @@ func (r *relay) run(ctx context.Context, artimDeadline time.Time) {
 		return
 	}
 
-	b, err := r.dial(ctx, be, artimDeadline)
+	b, bh, err := r.dial(ctx, be, artimDeadline)
 	if err != nil {
 		c.log.Warn("backend unreachable", "address", be.Address, "error", err)
 		c.reject(r.d.Rule, association.RejectTransient, association.RejectSourceServiceProviderPresentation,
 			association.RejectPresentationTemporaryCongestion, "backend-unreachable")
 		return
 	}
-	r.b = b
+	r.b, r.bh = b, bh
 	defer b.Close()
-	r.bin = &countingReader{r: b}
+	var rd io.Reader = b
+	if be.TLS == nil {
+		rd = bh
+	}
+	r.bin = &countingReader{r: rd}
 	r.br = association.NewReader(r.bin, maxLen)
 	r.bw = &pduWriter{c: b, timeout: r.idle()}
 	r.cw = &pduWriter{c: c.tc, timeout: r.idle()}
@@ -208,6 +217,7 @@ func (r *relay) accepted(rq *association.AssociateRQ, ac *association.AssociateA
 	r.clientMax = clampMax(rq.UserInfo.MaxLength, maxLen)
 	r.trace = c.log.IsTrace()
 	r.pending = map[uint16]*pendingOp{}
+	r.subOps = map[uint16]*pendingOp{}
 	r.touch()
 	if !c.establish(func() { r.abortBoth("shutdown") }) {
 		c.sendAbort(r.b, association.AbortSourceServiceProvider, association.AbortReasonNotSpecified)
@@ -226,6 +236,17 @@ func (r *relay) accepted(rq *association.AssociateRQ, ac *association.AssociateA
 	c.log.Trace("A-ASSOCIATE-AC relayed", "accepted", len(accepted), "proposed", len(rq.PresentationContexts),
 		"removed", len(removed), "client_max", cac.UserInfo.MaxLength, "backend_max", ac.UserInfo.MaxLength)
 
+	// Each pump, before it waits for its side, sends what it queued for
+	// the other side and gives its PDU buffer back (an idle association
+	// holds neither).
+	c.pre.wait = newWaitHook(c.raw, func() {
+		_ = r.bw.flush() // a failure is sticky: the next write reports it
+		r.cr.Release()
+	})
+	r.bh.wait = newWaitHook(r.bh.Conn, func() {
+		_ = r.cw.flush()
+		r.br.Release()
+	})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -364,6 +385,7 @@ func (r *relay) pumpClient() {
 // clientState is the client→backend DIMSE inspection state.
 type clientState struct {
 	held     []association.PDV // command fragments awaiting their last fragment (copied)
+	out      []association.PDV // reused by clientPData
 	dropping bool              // discarding the data set of a refused request
 	current  *pendingOp        // the request whose data set is flowing
 }
@@ -371,7 +393,8 @@ type clientState struct {
 // clientPData forwards one client P-DATA-TF, except the command and data
 // set of a request the rule refuses, which the edge answers itself.
 func (r *relay) clientPData(raw []byte, asm *dimse.Assembler, st *clientState) error {
-	var out []association.PDV
+	out := st.out[:0]
+	defer func() { clear(out); st.out = out[:0] }() // no reference into the reader's buffer
 	modified := false
 	err := association.EachPDV(raw[association.HeaderLen:], func(p association.PDV) error {
 		if _, ok := r.contexts[p.ContextID]; !ok {
@@ -415,7 +438,9 @@ func (r *relay) clientPData(raw []byte, asm *dimse.Assembler, st *clientState) e
 		}
 		held := st.held
 		st.held = nil
-		if cmd.CommandField.IsRequest() && !r.allow(p.ContextID, cmd, st) {
+		if !cmd.CommandField.IsRequest() {
+			r.clientResponse(cmd)
+		} else if !r.allow(p.ContextID, cmd, st) {
 			modified = true
 			return nil
 		}
@@ -441,7 +466,7 @@ func (r *relay) clientPData(raw []byte, asm *dimse.Assembler, st *clientState) e
 		return err
 	}
 	if !modified {
-		if err := r.bw.writeRaw(raw); err != nil {
+		if err := r.bw.writeQueued(raw); err != nil {
 			r.sideFailed("backend", err, r.bw, r.cw)
 			return errEnded
 		}
@@ -521,6 +546,7 @@ func (r *relay) auditDIMSE(op *pendingOp, status uint16, allowed bool) {
 	e.Service, e.SOPClass, e.SOPInstance, e.MessageID = op.service, op.sopClass, op.sopInstance, int(op.msgID)
 	e.Status, e.MoveDestination, e.Bytes, e.MS = statusHex(status), op.moveDest, op.bytes, time.Since(op.start).Milliseconds()
 	e.Allowed = audit.Bool(allowed)
+	e.Detail = op.detail
 	if op.scanner != nil {
 		if id, ok := op.scanner.PatientID(); ok {
 			e.PatientID = c.s.Audit.PatientID(id)
@@ -533,6 +559,7 @@ func (r *relay) auditDIMSE(op *pendingOp, status uint16, allowed bool) {
 func (r *relay) pumpBackend() {
 	c := r.c
 	asm := &dimse.Assembler{}
+	st := &backendState{}
 	_ = r.b.SetReadDeadline(time.Now().Add(r.idle()))
 	for {
 		at := r.bin.n.Load()
@@ -554,14 +581,7 @@ func (r *relay) pumpBackend() {
 		}
 		switch typ {
 		case association.TypePDataTF:
-			if err := association.EachPDV(raw[association.HeaderLen:], func(p association.PDV) error {
-				cmd, done, err := asm.Add(p)
-				if err != nil || !done || cmd.CommandField.IsRequest() {
-					return err
-				}
-				r.backendResponse(cmd)
-				return nil
-			}); err != nil {
+			if err := r.backendPData(raw, asm, st); err != nil {
 				r.protocolFailure("backend", err)
 				return
 			}
@@ -601,7 +621,11 @@ func (r *relay) pumpBackend() {
 			r.protocolFailure("backend", association.Unexpected(typ))
 			return
 		}
-		if err := r.cw.writeRaw(raw); err != nil {
+		write := r.cw.writeRaw
+		if typ == association.TypePDataTF {
+			write = r.cw.writeQueued
+		}
+		if err := write(raw); err != nil {
 			if !r.ended.Load() {
 				r.sideFailed("client", err, r.cw, r.bw)
 			}
@@ -609,6 +633,126 @@ func (r *relay) pumpBackend() {
 		}
 		r.outBytes.Add(float64(len(raw)))
 	}
+}
+
+// backendState is the backend→client DIMSE inspection state.
+type backendState struct {
+	current *pendingOp // the sub-operation whose data set is flowing
+}
+
+// backendPData inspects one backend P-DATA-TF (forwarded unchanged):
+// responses complete the client's requests; C-STORE requests (the C-GET
+// sub-operations) are registered, with their data set's size and patient
+// ID, until the client answers them.
+func (r *relay) backendPData(raw []byte, asm *dimse.Assembler, st *backendState) error {
+	return association.EachPDV(raw[association.HeaderLen:], func(p association.PDV) error {
+		cmd, done, err := asm.Add(p)
+		if err != nil {
+			return err
+		}
+		if !p.Command {
+			if op := st.current; op != nil {
+				op.bytes += int64(len(p.Data))
+				if op.scanner != nil && !op.scanner.Done() {
+					op.scanner.Feed(p.Data)
+				}
+				if p.Last {
+					st.current = nil
+				}
+			}
+			return nil
+		}
+		if !done {
+			return nil
+		}
+		if !cmd.CommandField.IsRequest() {
+			r.backendResponse(cmd)
+			return nil
+		}
+		if cmd.CommandField == dimse.CStoreRQ {
+			r.subOperation(p.ContextID, cmd, st)
+		}
+		return nil
+	})
+}
+
+// subOperation registers a C-STORE-RQ from the backend: on a relayed
+// association that is a C-GET sub-operation (PS3.4 C.4.3), the instance
+// the client fetches.
+func (r *relay) subOperation(ctxID uint8, cmd *dimse.Command, st *backendState) {
+	op := &pendingOp{service: cmd.CommandField.Service(), sopClass: cmd.SOPClassUID(), sopInstance: cmd.AffectedSOPInstanceUID,
+		msgID: cmd.MessageID, start: time.Now()}
+	if r.c.s.Audit != nil && r.cfg.Audit.PatientIDs != "omit" {
+		op.scanner = dimse.NewPatientIDScanner(r.contexts[ctxID].transfer)
+	}
+	r.mu.Lock()
+	// Which C-GET: the Move Originator Message ID when the backend gives
+	// one that matches, else the C-GET(s) outstanding.
+	var gets []int
+	for id, p := range r.pending {
+		if p.service == "C-GET" {
+			gets = append(gets, int(id))
+		}
+	}
+	if g, ok := r.pending[cmd.MoveOriginatorMessageID]; ok && cmd.MoveOriginatorMessageID != 0 && g.service == "C-GET" {
+		gets = []int{int(cmd.MoveOriginatorMessageID)}
+	}
+	sort.Ints(gets)
+	switch len(gets) {
+	case 0:
+		op.detail = "C-STORE request from the backend outside any C-GET"
+	case 1:
+		op.detail = fmt.Sprintf("C-GET sub-operation of message %d", gets[0])
+	default:
+		op.detail = fmt.Sprintf("C-GET sub-operation of one of messages %s", strings.Trim(strings.Join(strings.Fields(fmt.Sprint(gets)), ", "), "[]"))
+	}
+	if old := r.subOps[cmd.MessageID]; old != nil {
+		// The backend reused a message ID the client has not answered:
+		// record the first as unanswered rather than lose it.
+		defer r.auditUnanswered(old)
+	}
+	if r.subOps == nil {
+		r.subOps = map[uint16]*pendingOp{}
+	}
+	r.subOps[cmd.MessageID] = op
+	r.mu.Unlock()
+	if cmd.HasDataSet() {
+		st.current = op
+	}
+	r.c.log.Trace("DIMSE sub-operation", "request", cmd.CommandField.String(), "message_id", cmd.MessageID, "detail", op.detail)
+}
+
+// clientResponse completes a backend request with the client's answer.
+func (r *relay) clientResponse(cmd *dimse.Command) {
+	if cmd.CommandField != dimse.CStoreRSP || dimse.ClassOf(cmd.Status) == dimse.ClassPending {
+		return
+	}
+	r.mu.Lock()
+	op := r.subOps[cmd.MessageIDBeingRespondedTo]
+	delete(r.subOps, cmd.MessageIDBeingRespondedTo)
+	r.mu.Unlock()
+	if op != nil {
+		r.auditDIMSE(op, cmd.Status, true)
+	}
+}
+
+// auditUnanswered records a sub-operation whose data went to the client
+// but which the client never answered: no status.
+func (r *relay) auditUnanswered(op *pendingOp) {
+	c := r.c
+	if c.s.Audit == nil {
+		return
+	}
+	e := c.event(audit.EventDIMSE)
+	e.Service, e.SOPClass, e.SOPInstance, e.MessageID = op.service, op.sopClass, op.sopInstance, int(op.msgID)
+	e.Bytes, e.MS, e.Allowed = op.bytes, time.Since(op.start).Milliseconds(), audit.Bool(true)
+	e.Detail = op.detail + "; no C-STORE-RSP from the client"
+	if op.scanner != nil {
+		if id, ok := op.scanner.PatientID(); ok {
+			e.PatientID = c.s.Audit.PatientID(id)
+		}
+	}
+	c.s.auditEvent(e)
 }
 
 // backendResponse matches a backend response to the client's request; the
@@ -671,6 +815,17 @@ func (r *relay) protocolFailure(side string, err error) {
 func (r *relay) finish() {
 	c := r.c
 	o := r.outcome
+	r.mu.Lock()
+	left := make([]*pendingOp, 0, len(r.subOps))
+	for _, op := range r.subOps {
+		left = append(left, op)
+	}
+	r.subOps = nil
+	r.mu.Unlock()
+	sort.Slice(left, func(i, j int) bool { return left[i].msgID < left[j].msgID })
+	for _, op := range left {
+		r.auditUnanswered(op)
+	}
 	name := audit.EventReleased
 	if !o.released {
 		name = audit.EventAborted
@@ -687,7 +842,7 @@ func (r *relay) finish() {
 
 // dial connects to the backend within the connect timeout (bounded by
 // ARTIM), with TLS when the backend has a tls block.
-func (r *relay) dial(ctx context.Context, be *policy.Backend, artimDeadline time.Time) (net.Conn, error) {
+func (r *relay) dial(ctx context.Context, be *policy.Backend, artimDeadline time.Time) (net.Conn, *hookConn, error) {
 	timeout := 10 * time.Second
 	if d := time.Until(artimDeadline); d > time.Second && d < timeout {
 		timeout = d
@@ -701,22 +856,23 @@ func (r *relay) dial(ctx context.Context, be *policy.Backend, artimDeadline time
 	}
 	nc, err := dial(dctx, "tcp", be.Address)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	hc := &hookConn{Conn: nc}
 	if be.TLS == nil {
-		return nc, nil
+		return nc, hc, nil
 	}
 	tcfg, err := backendTLSConfig(be)
 	if err != nil {
 		nc.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	tc := tls.Client(nc, tcfg)
+	tc := tls.Client(hc, tcfg)
 	if err := tc.HandshakeContext(dctx); err != nil {
 		nc.Close()
-		return nil, fmt.Errorf("backend TLS handshake: %w", err)
+		return nil, nil, fmt.Errorf("backend TLS handshake: %w", err)
 	}
-	return tc, nil
+	return tc, hc, nil
 }
 
 // backendTLSConfigs caches one tls.Config per backend block; a reload makes

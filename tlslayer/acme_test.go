@@ -74,8 +74,8 @@ func startPebble(t *testing.T, tlsPort, httpPort int, validity time.Duration) *p
 	t.Setenv("PEBBLE_WFE_NONCEREJECT", "0")
 	t.Setenv("PEBBLE_AUTHZREUSE", "0")
 	p := testpeer.Start(t, "pebble", "-config", confPath, "-dnsserver", fakeDNS(t))
-	testpeer.WaitListening(t, listen, 20*time.Second, p)
-	testpeer.WaitListening(t, mgmt, 20*time.Second, p)
+	testpeer.WaitListening(t, listen, testpeer.StartupTimeout, p)
+	testpeer.WaitListening(t, mgmt, testpeer.StartupTimeout, p)
 	return &pebble{dir: "https://" + listen + "/dir", mgmt: mgmt, httpsCA: https.CACert}
 }
 

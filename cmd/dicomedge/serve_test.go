@@ -125,7 +125,7 @@ func TestServeCommand(t *testing.T) {
 	})
 
 	p := testpeer.Start(t, bin, "serve", "--dev", "--config", cfgFile, "--log-level", "debug", "--log-format", "json")
-	testpeer.WaitListening(t, listen, 30*time.Second, p)
+	testpeer.WaitListening(t, listen, testpeer.StartupTimeout, p)
 	for _, f := range []string{"ca.pem", "edge.pem", "edge-key.pem", "client.pem", "client-key.pem"} {
 		if _, err := os.Stat(filepath.Join(dir, "certs", f)); err != nil {
 			t.Errorf("--dev did not create certs/%s: %v", f, err)

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 // Orthanc is a running Orthanc PACS with its DICOM and HTTP ports on
@@ -80,7 +79,7 @@ func StartOrthanc(t testing.TB, aet string, modalities map[string]OrthancModalit
 	writeFile(t, conf, string(b))
 	// --verbose logs each incoming request, which tests use to prove what reached the PACS.
 	o.Process = Start(t, bin, "--verbose", conf)
-	WaitListening(t, o.DICOM, 30*time.Second, o.Process)
+	WaitListening(t, o.DICOM, StartupTimeout, o.Process)
 	return o
 }
 
@@ -131,7 +130,7 @@ CAfile = %s
 verifyChain = yes
 `, s.Accept, connect, certFile, keyFile, caFile))
 	s.Process = Start(t, "stunnel4", conf)
-	WaitListening(t, s.Accept, 15*time.Second, s.Process)
+	WaitListening(t, s.Accept, StartupTimeout, s.Process)
 	return s
 }
 
@@ -158,7 +157,7 @@ CAfile = %s
 verifyChain = yes
 `, s.Accept, connect, certFile, keyFile, caFile))
 	s.Process = Start(t, "stunnel4", conf)
-	WaitListening(t, s.Accept, 15*time.Second, s.Process)
+	WaitListening(t, s.Accept, StartupTimeout, s.Process)
 	return s
 }
 
@@ -181,7 +180,7 @@ func StartStoreSCP(t testing.TB, aet string, extra ...string) *StoreSCP {
 	args = append(args, extra...)
 	args = append(args, fmt.Sprint(port(s.Addr)))
 	s.Process = Start(t, "storescp", args...)
-	WaitListening(t, s.Addr, 15*time.Second, s.Process)
+	WaitListening(t, s.Addr, StartupTimeout, s.Process)
 	return s
 }
 

@@ -61,8 +61,13 @@ func Env(extra ...string) []string {
 func Run(ctx context.Context, name string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = Env()
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := startOrphanProof(cmd); err != nil {
+		return "", err
+	}
+	err := cmd.Wait()
+	return out.String(), err
 }
 
 // Process is a long-running peer whose output is kept for failure messages.
@@ -104,7 +109,7 @@ func Start(t testing.TB, name string, args ...string) *Process {
 	p.Cmd.Env = Env()
 	p.Cmd.Stdout = lockedWriter{p}
 	p.Cmd.Stderr = lockedWriter{p}
-	if err := p.Cmd.Start(); err != nil {
+	if err := startOrphanProof(p.Cmd); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
 	go func() { p.err = p.Cmd.Wait(); close(p.done) }()
@@ -121,6 +126,12 @@ func Start(t testing.TB, name string, args ...string) *Process {
 	})
 	return p
 }
+
+// StartupTimeout bounds the wait for a peer to listen. It is generous
+// because WaitListening returns as soon as the port answers (or the peer
+// exits): on a loaded 2-core CI machine rsyslogd with gtls was seen taking
+// 8 s to listen, and a tighter bound made the test fail, not faster.
+const StartupTimeout = 60 * time.Second
 
 // WaitListening waits until addr accepts TCP connections or the process
 // exits, failing the test after timeout.

@@ -1,0 +1,87 @@
+package audit
+
+import (
+	"context"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// A rotation while Follow is still reading the rotated files it started
+// with must not lose the file that was current when it listed them: the
+// callback itself rotates the log on the first record, which is exactly
+// "audit follow" started on a busy edge. Every record must arrive once, in
+// order.
+func TestFollowStartedDuringRotation(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "audit", "audit.jsonl")
+	w := openT(t, Config{File: file, RotateSize: 2048, Fsync: time.Millisecond})
+	var logged atomic.Int64 // written by the callback's rotation, read by the test
+	logUntilRotated := func() {
+		t.Helper()
+		n := len(Files(file))
+		deadline := time.Now().Add(10 * time.Second)
+		for len(Files(file)) == n {
+			if time.Now().After(deadline) {
+				t.Errorf("no rotation after %d records", logged.Load())
+				return
+			}
+			if !w.Log(sampleEvent(int(logged.Load()))) {
+				t.Errorf("Log(%d) refused", logged.Load())
+				return
+			}
+			logged.Add(1)
+			time.Sleep(time.Millisecond)
+		}
+	}
+	logUntilRotated()
+	logUntilRotated() // two rotated files, and records in the current one
+	if !w.Log(sampleEvent(int(logged.Load()))) {
+		t.Fatal("Log refused")
+	}
+	logged.Add(1)
+
+	var mu sync.Mutex
+	var seqs []uint64
+	first := true
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- Follow(ctx, file, Filter{}, 5*time.Millisecond, func(e Event, _ []byte) error {
+			if first {
+				first = false
+				logUntilRotated()
+			}
+			mu.Lock()
+			seqs = append(seqs, e.Seq)
+			mu.Unlock()
+			return nil
+		})
+	}()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		mu.Lock()
+		n := len(seqs)
+		mu.Unlock()
+		if int64(n) >= logged.Load() || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if int64(len(seqs)) != logged.Load() {
+		t.Errorf("followed %d records, want %d", len(seqs), logged.Load())
+	}
+	for i, s := range seqs {
+		if i > 0 && s != seqs[i-1]+1 {
+			t.Fatalf("record %d has seq %d after %d: records lost or repeated", i, s, seqs[i-1])
+		}
+	}
+}
