@@ -145,7 +145,18 @@ func (e *Event) appendJSON(b []byte) []byte {
 	b = optString(b, "calling_ae", e.CallingAE)
 	b = optString(b, "called_ae", e.CalledAE)
 	b = optString(b, "reason", e.Reason)
-	b = optString(b, "rule", e.Rule)
+	// Measured values and the rejecting rule are written even when zero or
+	// empty, so that every record of an event type carries the fields
+	// CONTRACT.md lists for it: a 0 ms C-ECHO has "ms":0, and a reject no
+	// rule matched has "rule":"" (not a missing key).
+	dimseEv := e.Event == EventDIMSE
+	ended := e.Event == EventReleased || e.Event == EventAborted
+	if e.Event == EventRejected {
+		b = append(b, `,"rule":`...)
+		b = appendString(b, e.Rule)
+	} else {
+		b = optString(b, "rule", e.Rule)
+	}
 	b = optString(b, "action", e.Action)
 	b = optString(b, "backend", e.Backend)
 	b = optStrings(b, "contexts", e.Contexts)
@@ -171,14 +182,14 @@ func (e *Event) appendJSON(b []byte) []byte {
 	b = optString(b, "status", e.Status)
 	b = optString(b, "move_destination", e.MoveDestination)
 	b = optString(b, "patient_id", e.PatientID)
-	b = optInt(b, "bytes", e.Bytes)
-	b = optInt(b, "ms", e.MS)
+	b = intIf(b, "bytes", e.Bytes, dimseEv)
+	b = intIf(b, "ms", e.MS, dimseEv || ended)
 	if e.Allowed != nil {
 		b = append(b, `,"allowed":`...)
 		b = strconv.AppendBool(b, *e.Allowed)
 	}
-	b = optInt(b, "bytes_in", e.BytesIn)
-	b = optInt(b, "bytes_out", e.BytesOut)
+	b = intIf(b, "bytes_in", e.BytesIn, ended)
+	b = intIf(b, "bytes_out", e.BytesOut, ended)
 	b = optString(b, "abort_source", e.AbortSource)
 	b = optString(b, "abort_reason", e.AbortReason)
 	b = optString(b, "detail", e.Detail)
@@ -209,6 +220,16 @@ func optStrings(b []byte, key string, v []string) []byte {
 		b = appendString(b, s)
 	}
 	return append(b, ']')
+}
+
+// intIf writes key when always is set, and otherwise only when v is not 0.
+func intIf(b []byte, key string, v int64, always bool) []byte {
+	if always && v == 0 {
+		b = append(b, ',', '"')
+		b = append(b, key...)
+		return append(b, '"', ':', '0')
+	}
+	return optInt(b, key, v)
 }
 
 func optInt(b []byte, key string, v int64) []byte {

@@ -3,6 +3,7 @@ package audit
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -49,7 +50,8 @@ func FuzzVerify(f *testing.F) {
 		}
 		n, verr := verify([]source{{"audit.jsonl", bytes.NewReader(log), int64(len(log))}}, h, "audit.jsonl.head")
 		if verr != nil {
-			if _, ok := verr.(*VerifyError); !ok {
+			var ve *VerifyError
+			if !errors.As(verr, &ve) {
 				t.Fatalf("verify error %T %v is not a *VerifyError", verr, verr)
 			}
 		}

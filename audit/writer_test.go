@@ -646,3 +646,44 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 		t.Fatalf("%d goroutines after Close, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
 	}
 }
+
+// CONTRACT.md lists fields per event; measured zeros and the empty rule of
+// an unmatched reject are written, not left out.
+func TestPerEventFieldsPresentWhenZero(t *testing.T) {
+	cases := []struct {
+		name string
+		e    Event
+		want []string
+		not  []string
+	}{
+		{"fast C-ECHO", Event{Event: EventDIMSE, Service: "C-ECHO", MessageID: 1, Status: "0x0000", Allowed: Bool(true)},
+			[]string{`"ms":0`, `"bytes":0`, `"allowed":true`}, []string{`"bytes_in"`, `"rule"`}},
+		{"no rule matched", Event{Event: EventRejected, Result: 1, Source: 1, ReasonCode: 3, Reason: "calling-ae-not-recognized"},
+			[]string{`"rule":""`, `"result":1`, `"source":1`}, []string{`"ms"`}},
+		{"instant release", Event{Event: EventReleased, Rule: "echo"},
+			[]string{`"ms":0`, `"bytes_in":0`, `"bytes_out":0`}, []string{`"bytes":`}},
+		{"abort", Event{Event: EventAborted, AbortSource: "service-user", AbortReason: "reason-not-specified", BytesIn: 5},
+			[]string{`"ms":0`, `"bytes_in":5`, `"bytes_out":0`, `"abort_source":"service-user"`}, nil},
+		{"accepted keeps omitting", Event{Event: EventAccepted, Rule: "echo", Action: "answer"},
+			[]string{`"rule":"echo"`}, []string{`"ms"`, `"bytes"`}},
+		{"tls.failed", Event{Event: EventTLSFailed, Reason: "unknown-ca"}, []string{`"reason":"unknown-ca"`}, []string{`"rule"`, `"ms"`}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := tc.e.appendJSON(nil)
+			if !json.Valid(b) {
+				t.Fatalf("invalid JSON %s", b)
+			}
+			for _, w := range tc.want {
+				if !bytes.Contains(b, []byte(w)) {
+					t.Errorf("%s lacks %s", b, w)
+				}
+			}
+			for _, n := range tc.not {
+				if bytes.Contains(b, []byte(n)) {
+					t.Errorf("%s has %s", b, n)
+				}
+			}
+		})
+	}
+}

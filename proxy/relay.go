@@ -836,7 +836,8 @@ func (r *relay) finish() {
 	e.BytesIn, e.BytesOut, e.MS = in, out, time.Since(c.start).Milliseconds()
 	e.AbortSource, e.AbortReason = o.abortSource, o.abortReason
 	c.s.auditEvent(e)
-	c.log.Info("association ended", o.logArgs("decision", "relay", "rule", r.d.Rule, "backend", r.d.Backend.Name,
+	// c.log already carries backend (relay setup), so it is not repeated here.
+	c.log.Info("association ended", o.logArgs("decision", "relay", "rule", r.d.Rule,
 		"end", name, "bytes_in", in, "bytes_out", out, "duration", time.Since(c.start))...)
 }
 

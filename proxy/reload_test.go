@@ -32,7 +32,11 @@ func TestReloadKeepsEstablishedDecisions(t *testing.T) {
 	if _, err := e.Server.ReloadFile(e.file); err == nil {
 		t.Fatal("reload of an invalid file succeeded")
 	}
-	e.waitEvent(t, "policy.reload_failed", func(ev audit.Event) bool { return ev.Event == audit.EventPolicyReloadFailed })
+	failed := e.waitEvent(t, "policy.reload_failed", func(ev audit.Event) bool { return ev.Event == audit.EventPolicyReloadFailed })
+	// The detail locates the problem as policy check does: file:line:col: error: ...
+	if !strings.Contains(failed.Detail, e.file+":2:22: error: Value out of range") || strings.Contains(failed.Detail, "\n") {
+		t.Errorf("reload_failed detail %q, want %s:2:22: error: ... on one line", failed.Detail, e.file)
+	}
 
 	// A valid policy that closes the edge's AE title.
 	o := e.opts

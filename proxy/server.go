@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/hcl/v2"
 	proxyproto "github.com/pires/go-proxyproto"
 
 	"github.com/dicomedge/dicomedge/audit"
@@ -423,7 +425,17 @@ func (s *Server) ReloadFailed(detail string) {
 func (s *Server) ReloadFile(path string) (*policy.Config, error) {
 	cfg, diags := policy.LoadFile(path)
 	if diags.HasErrors() {
-		s.ReloadFailed(diags.Error())
+		// The same file:line:col: form as policy check (not HCL's
+		// "file:70,12-17"), one problem after another on one line.
+		var errs hcl.Diagnostics
+		for _, d := range diags {
+			if d.Severity == hcl.DiagError {
+				errs = append(errs, d)
+			}
+		}
+		var b strings.Builder
+		policy.WriteDiagnostics(&b, errs, nil)
+		s.ReloadFailed(strings.ReplaceAll(strings.TrimSpace(b.String()), "\n", "; "))
 		return cfg, diags
 	}
 	return cfg, s.Reload(cfg)

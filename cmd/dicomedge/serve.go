@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"os/signal"
@@ -100,7 +101,14 @@ func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
 	s := &proxy.Server{Config: cfg, Audit: aw, Logger: logger}
 	layer, err := tlslayer.New(ctx, s.TLSConfigFor(cfg))
 	if err != nil {
-		return withExit(1, fmt.Errorf("tls: %w", err))
+		if !strings.HasPrefix(err.Error(), "tls:") {
+			err = fmt.Errorf("tls: %w", err)
+		}
+		if errors.Is(err, fs.ErrNotExist) && !o.dev {
+			// The first run of a fresh checkout ends here; say how to go on.
+			err = fmt.Errorf("%w (for a development PKI run 'dicomedge certs init' in the configuration's directory, or serve --dev)", err)
+		}
+		return withExit(1, err)
 	}
 	defer layer.Close()
 	s.TLS = layer

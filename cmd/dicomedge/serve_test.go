@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -16,15 +17,36 @@ import (
 	"github.com/dicomedge/dicomedge/internal/testpeer"
 )
 
-// buildBinary builds dicomedge once per test run.
+var build struct {
+	once     sync.Once
+	dir, bin string
+	err      error
+	out      []byte
+}
+
+// buildBinary builds dicomedge once per test process (TestMain removes it):
+// the serve and acceptance tests run the same binary.
 func buildBinary(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "dicomedge")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	build.once.Do(func() {
+		if build.dir, build.err = os.MkdirTemp("", "dicomedge-bin-"); build.err != nil {
+			return
+		}
+		build.bin = filepath.Join(build.dir, "dicomedge")
+		build.out, build.err = exec.Command("go", "build", "-o", build.bin, ".").CombinedOutput()
+	})
+	if build.err != nil {
+		t.Fatalf("go build: %v\n%s", build.err, build.out)
 	}
-	return bin
+	return build.bin
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if build.dir != "" {
+		os.RemoveAll(build.dir)
+	}
+	os.Exit(code)
 }
 
 func servePolicy(listen, admin, extraRule string) string {
@@ -121,6 +143,16 @@ func TestServeCommand(t *testing.T) {
 		}
 		if !strings.Contains(string(out), "bad.hcl:2:") {
 			t.Errorf("diagnostics lack file:line:col:\n%s", out)
+		}
+	})
+
+	t.Run("missing certificates exit 1 with a hint", func(t *testing.T) {
+		out, err := exec.Command(bin, "serve", "--config", cfgFile).CombinedOutput()
+		if code := testpeer.ExitCode(err); code != 1 {
+			t.Fatalf("exit %d, want 1\n%s", code, out)
+		}
+		if s := string(out); !strings.Contains(s, "certs/ca.pem") || !strings.Contains(s, "certs init") || strings.Contains(s, "tls: tls:") {
+			t.Errorf("want the missing file named once under tls: and a certs init hint:\n%s", s)
 		}
 	})
 
