@@ -95,6 +95,11 @@ func (a *answerer) run() {
 	c.log.Trace("A-ASSOCIATE-AC", "accepted", len(accepted), "proposed", len(rq.PresentationContexts))
 
 	outcome := a.serve()
+	if a.stopped.Load() && !outcome.released {
+		// Shutdown aborted it: a failed read or a write cut short is only
+		// the consequence.
+		outcome.abortSource, outcome.abortReason = "service-provider", "shutdown"
+	}
 	if outcome.abortSource == "service-provider" && !a.stopped.Load() {
 		// PS3.8 AA-1/Sta13: after our A-ABORT, wait (bounded) for the peer
 		// to close, so it reads the A-ABORT rather than a reset.
@@ -159,10 +164,6 @@ func (a *answerer) serve() endOutcome {
 				}
 				skipData = cmd.HasDataSet()
 				if err := a.handle(pdv.ContextID, cmd); err != nil {
-					if a.stopped.Load() {
-						// Shutdown's abort cut the response's write short.
-						return endOutcome{abortSource: "service-provider", abortReason: "shutdown", err: err}
-					}
 					return endOutcome{abortSource: "transport", err: err}
 				}
 			}

@@ -364,6 +364,15 @@ func (w *pduWriter) send(b []byte) error {
 // idle timeout, gets abortGrace to finish and is then cut short, so
 // Shutdown and failures elsewhere never wait behind it.
 func (w *pduWriter) abort(src association.AbortSource, reason association.AbortReason) {
+	b, err := association.Append(nil, &association.Abort{Source: src, Reason: reason})
+	if err != nil {
+		return
+	}
+	w.writeAbort(b)
+}
+
+// writeAbort is abort for an encoded A-ABORT PDU (one relayed unchanged).
+func (w *pduWriter) writeAbort(b []byte) {
 	w.aborting.Store(true)
 	if !w.mu.TryLock() {
 		_ = w.c.SetWriteDeadline(time.Now().Add(abortGrace))
@@ -372,10 +381,6 @@ func (w *pduWriter) abort(src association.AbortSource, reason association.AbortR
 	defer w.mu.Unlock()
 	w.dropQueue() // moot after A-ABORT
 	w.err = errEnded
-	b, err := association.Append(nil, &association.Abort{Source: src, Reason: reason})
-	if err != nil {
-		return
-	}
 	_ = w.c.SetWriteDeadline(time.Now().Add(abortWriteTimeout))
 	_, _ = w.c.Write(b)
 }
