@@ -57,12 +57,22 @@ type conn struct {
 	abortFn atomic.Pointer[func()]
 
 	closeOnce sync.Once
-	preOnce   sync.Once // gives back the pre-association slot once
+	preOnce   sync.Once // gives back the pre-association slots once
+	// srcKey is the source whose pre-association slot this conn holds
+	// (when srcHeld); only the conn's goroutine sets them.
+	srcKey  netip.Prefix
+	srcHeld bool
 }
 
-// releasePre gives back the pre-association slot taken by Serve.
+// releasePre gives back the pre-association slots taken by Serve (global)
+// and serve (per source).
 func (c *conn) releasePre() {
-	c.preOnce.Do(func() { c.s.preActive.Add(-1) })
+	c.preOnce.Do(func() {
+		c.s.preActive.Add(-1)
+		if c.srcHeld {
+			c.s.releasePreSource(c.srcKey)
+		}
+	})
 }
 
 const (
@@ -120,6 +130,15 @@ func (c *conn) serve(ctx context.Context) {
 		c.source = ap.Addr().Unmap()
 	}
 	c.log = c.log.With("remote", c.remote)
+	// The source is known only now (after a PROXY header): one source may
+	// hold only part of the pre-association slots.
+	c.srcKey = sourceKey(c.source)
+	if !c.s.acquirePreSource(c.srcKey, cfg.Edge.MaxAssociations) {
+		c.log.Debug("too many connections before association from this source; closed")
+		c.s.preRefused(c.raw)
+		return
+	}
+	c.srcHeld = true
 
 	pre := &probeConn{Conn: c.raw}
 	c.pre = pre

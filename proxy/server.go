@@ -44,6 +44,8 @@ type Server struct {
 	preActive     atomic.Int64
 	preRefusedN   atomic.Int64
 	preRefusedLog atomic.Int64 // unix nanos of the last "refused" log line
+	preMu         sync.Mutex
+	preSource     map[netip.Prefix]int // pre-association connections per source
 	connID        atomic.Uint64
 
 	tlsFail *tlsFailLimiter // bounds unauthenticated tls.failed records
@@ -291,6 +293,35 @@ func (s *Server) tryAcquirePre(maxAssociations int) bool {
 		if s.preActive.CompareAndSwap(n, n+1) {
 			return true
 		}
+	}
+}
+
+// perSourcePreLimit is how many of the pre-association slots one source
+// (an IPv4 address, an IPv6 /64) may hold: a quarter, at least 4, so one
+// host cannot take them all from everyone else.
+func perSourcePreLimit(maxAssociations int) int {
+	return int(max(preAssociationLimit(maxAssociations)/4, 4))
+}
+
+// acquirePreSource takes one of key's pre-association slots.
+func (s *Server) acquirePreSource(key netip.Prefix, maxAssociations int) bool {
+	s.preMu.Lock()
+	defer s.preMu.Unlock()
+	if s.preSource == nil {
+		s.preSource = map[netip.Prefix]int{}
+	}
+	if s.preSource[key] >= perSourcePreLimit(maxAssociations) {
+		return false
+	}
+	s.preSource[key]++ // entries ≤ pre-association slots: the map is bounded
+	return true
+}
+
+func (s *Server) releasePreSource(key netip.Prefix) {
+	s.preMu.Lock()
+	defer s.preMu.Unlock()
+	if s.preSource[key]--; s.preSource[key] <= 0 {
+		delete(s.preSource, key)
 	}
 }
 
