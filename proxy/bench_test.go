@@ -162,8 +162,8 @@ func TestRelayBenchmarkReport(t *testing.T) {
 			sec/med[0].Seconds(), sec/med[1].Seconds(), sec/med[4].Seconds(), median(cpu[i]).Seconds())
 	}
 	fmt.Printf("(ratios are time / baseline time: below 1.00x is faster than the baseline; edge CPU is user+system\n" +
-		" time of this process, which hosts the edges: it is less sensitive than wall time to load from elsewhere,\n" +
-		" and near zero for the rows without the edge)\n")
+		" time of this process, which hosts the edges, Go runtime spinning included: near zero for the rows\n" +
+		" without the edge; on a loaded machine it varies too, less than wall time)\n")
 	load, _ := os.ReadFile("/proc/loadavg")
 	fmt.Printf("load average at the end: %s", load)
 	fmt.Printf("audit on vs off: %.2fx\n", med[2].Seconds()/med[3].Seconds())
