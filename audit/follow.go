@@ -38,8 +38,7 @@ func Follow(ctx context.Context, file string, f Filter, poll time.Duration, fn f
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	files := Files(file)
-	for _, p := range files[:len(files)-1] {
+	for _, p := range rotatedFiles(file) {
 		if cur != nil {
 			if pst, err := os.Stat(p); err == nil && os.SameFile(pst, curSt) {
 				break // cur was rotated already; the loop reads it and what followed
@@ -73,21 +72,45 @@ func Follow(ctx context.Context, file string, f Filter, poll time.Duration, fn f
 			if err := drain(); err != nil {
 				return err
 			}
-			st, err := os.Stat(file)
-			if err == nil && !os.SameFile(st, curSt) || errors.Is(err, os.ErrNotExist) {
-				// Rotated: finish the old file, then any files rotated after it.
-				if err := drain(); err != nil {
+			// Rotated once the current name is another file. While the name
+			// is missing (between the writer's rename and create) wait: the
+			// successor must be open before the rotated files are listed, or
+			// a rotation in between would be skipped, as at the start.
+			next, err := os.Open(file)
+			if err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+			var nextSt os.FileInfo
+			if next != nil {
+				if nextSt, err = next.Stat(); err != nil {
+					next.Close()
 					return err
 				}
-				files := Files(file)
+				if os.SameFile(nextSt, curSt) {
+					next.Close()
+					next = nil
+				}
+			}
+			if next != nil {
+				// Finish the old file, then any files rotated after it, up to
+				// the successor (itself perhaps rotated already: the loop
+				// goes on from it).
+				if err := drain(); err != nil {
+					next.Close()
+					return err
+				}
 				seen := false
-				for _, p := range files[:len(files)-1] {
+				for _, p := range rotatedFiles(file) {
 					pst, err := os.Stat(p)
 					if err != nil {
 						continue
 					}
+					if os.SameFile(pst, nextSt) {
+						break
+					}
 					if seen {
 						if err := s.readFile(p); err != nil {
+							next.Close()
 							return err
 						}
 					} else if os.SameFile(pst, curSt) {
@@ -95,7 +118,7 @@ func Follow(ctx context.Context, file string, f Filter, poll time.Duration, fn f
 					}
 				}
 				cur.Close()
-				cur = nil
+				cur, curSt, off, lineNo = next, nextSt, 0, 0
 				continue
 			}
 		}
@@ -105,4 +128,16 @@ func Follow(ctx context.Context, file string, f Filter, poll time.Duration, fn f
 		case <-time.After(poll):
 		}
 	}
+}
+
+// rotatedFiles is Files without the current file. Files lists the current
+// file only while it exists, and the writer renames it before creating the
+// next one: dropping the last entry instead would, in that gap, drop the
+// file just rotated.
+func rotatedFiles(file string) []string {
+	files := Files(file)
+	if n := len(files); n > 0 && files[n-1] == file {
+		files = files[:n-1]
+	}
+	return files
 }

@@ -45,8 +45,10 @@ func (a *answerer) run() {
 	}
 	pcs, roles := acc.Negotiate(rq)
 	ac := &association.AssociateAC{
-		ProtocolVersion:      1,
-		CalledAE:             a.cfg.Edge.AETitle,
+		ProtocolVersion: 1,
+		// PS3.8 9.3.3: the AC's AE title fields echo the RQ's (the edge may
+		// answer under any called AE title a rule matched, not only its own).
+		CalledAE:             rq.CalledAE,
 		CallingAE:            rq.CallingAE,
 		ApplicationContext:   association.DICOMApplicationContext,
 		PresentationContexts: pcs,
@@ -93,6 +95,11 @@ func (a *answerer) run() {
 	c.log.Trace("A-ASSOCIATE-AC", "accepted", len(accepted), "proposed", len(rq.PresentationContexts))
 
 	outcome := a.serve()
+	if a.stopped.Load() && !outcome.released {
+		// Shutdown aborted it: a failed read or a write cut short is only
+		// the consequence.
+		outcome.abortSource, outcome.abortReason = "service-provider", "shutdown"
+	}
 	if outcome.abortSource == "service-provider" && !a.stopped.Load() {
 		// PS3.8 AA-1/Sta13: after our A-ABORT, wait (bounded) for the peer
 		// to close, so it reads the A-ABORT rather than a reset.
@@ -214,6 +221,12 @@ func (a *answerer) handle(ctxID uint8, cmd *dimse.Command) error {
 		c.log.Debug("DIMSE response from the requestor ignored", "command", cmd.CommandField.String())
 		return nil
 	}
+	if cmd.CommandField == dimse.CCancelRQ {
+		// PS3.7 9.3.2.3: C-CANCEL has no response; a C-ECHO is answered at
+		// once, so there is never an operation left to cancel.
+		c.log.Debug("C-CANCEL-RQ ignored: no operation outstanding", "message_id", cmd.MessageIDBeingRespondedTo)
+		return nil
+	}
 	start := time.Now()
 	var rsp *dimse.Command
 	if cmd.CommandField == dimse.CEchoRQ {
@@ -266,11 +279,7 @@ func (a *answerer) readFailed(err error) endOutcome {
 }
 
 func (a *answerer) abort(src association.AbortSource, reason association.AbortReason) {
-	a.w.mu.Lock()
-	defer a.w.mu.Unlock()
-	_ = a.w.c.SetWriteDeadline(time.Now().Add(2 * time.Second))
-	b, _ := association.Append(nil, &association.Abort{Source: src, Reason: reason})
-	_, _ = a.w.c.Write(b)
+	a.w.abort(src, reason)
 }
 
 func (a *answerer) finish(o endOutcome) {

@@ -56,6 +56,22 @@ type conn struct {
 	abortFn atomic.Pointer[func()]
 
 	closeOnce sync.Once
+	preOnce   sync.Once // gives back the pre-association slots once
+	// srcKey is the source whose pre-association slot this conn holds
+	// (when srcHeld); only the conn's goroutine sets them.
+	srcKey  netip.Prefix
+	srcHeld bool
+}
+
+// releasePre gives back the pre-association slots taken by Serve (global)
+// and serve (per source).
+func (c *conn) releasePre() {
+	c.preOnce.Do(func() {
+		c.s.preActive.Add(-1)
+		if c.srcHeld {
+			c.s.releasePreSource(c.srcKey)
+		}
+	})
 }
 
 const (
@@ -99,6 +115,7 @@ func (c *conn) establish(abort func()) bool {
 
 func (c *conn) serve(ctx context.Context) {
 	defer c.close()
+	defer c.releasePre()
 	cfg := c.s.current()
 	artim := cfg.Edge.ARTIMTimeout
 	if artim <= 0 {
@@ -112,6 +129,15 @@ func (c *conn) serve(ctx context.Context) {
 		c.source = ap.Addr().Unmap()
 	}
 	c.log = c.log.With("remote", c.remote)
+	// The source is known only now (after a PROXY header): one source may
+	// hold only part of the pre-association slots.
+	c.srcKey = sourceKey(c.source)
+	if !c.s.acquirePreSource(c.srcKey, cfg.Edge.MaxAssociations) {
+		c.log.Debug("too many connections before association from this source; closed")
+		c.s.preRefused(c.raw)
+		return
+	}
+	c.srcHeld = true
 
 	pre := &probeConn{Conn: c.raw}
 	c.pre = pre
@@ -127,7 +153,11 @@ func (c *conn) serve(ctx context.Context) {
 			c.log.Debug("connection closed before any byte (TCP check)")
 			return
 		}
-		c.s.Metrics.TLSFailures.WithLabelValues(reason).Inc()
+		c.s.Metrics.TLSFailures.WithLabelValues(reason).Inc() // every one is metered
+		if !c.s.tlsFail.allow(c.source, reason) {
+			c.log.Debug("tls handshake failed; record suppressed (rate limit)", "reason", reason, "error", err)
+			return
+		}
 		c.log.Info("tls handshake failed", "reason", reason, "error", err)
 		c.s.auditEvent(audit.Event{Event: audit.EventTLSFailed, Conn: c.id, Remote: c.remote, Reason: reason})
 		return
@@ -185,6 +215,7 @@ func (c *conn) serve(ctx context.Context) {
 		return
 	}
 	defer c.s.release()
+	c.releasePre() // now counted against max_associations instead
 	_ = c.raw.SetDeadline(time.Time{})
 	if d.Action == policy.ActionAnswer {
 		a := &answerer{c: c, cfg: cfg, r: r, rule: d.Rule}
@@ -299,7 +330,16 @@ type pduWriter struct {
 	// timeout bounds each write so a peer that stops reading cannot hold
 	// the association forever; the idle timeout is the natural bound.
 	timeout time.Duration
+	// aborting is set by abort: no PDU is written after the A-ABORT.
+	aborting atomic.Bool
 }
+
+// abortGrace is how long a write in progress may still run when abort
+// wants the connection; abortWriteTimeout bounds the A-ABORT's own write.
+const (
+	abortGrace        = 100 * time.Millisecond
+	abortWriteTimeout = 2 * time.Second
+)
 
 // queueMax bounds the queue (memory per direction of a busy association)
 // and so the size of one write; PDUs of more than half of it are written
@@ -326,9 +366,41 @@ func (w *pduWriter) send(b []byte) error {
 	if w.timeout > 0 {
 		_ = w.c.SetWriteDeadline(time.Now().Add(w.timeout))
 	}
+	// Checked after the deadline is set: abort sets the flag before it
+	// shortens the deadline, so either this write sees the flag or abort's
+	// deadline is the one in force.
+	if w.aborting.Load() {
+		return errEnded
+	}
 	n, err := w.c.Write(b)
 	w.bytes.Add(int64(n))
 	return err
+}
+
+// abort writes a final A-ABORT; no PDU follows it. A write in progress,
+// which may be blocked on a peer that has stopped reading for up to the
+// idle timeout, gets abortGrace to finish and is then cut short, so
+// Shutdown and failures elsewhere never wait behind it.
+func (w *pduWriter) abort(src association.AbortSource, reason association.AbortReason) {
+	b, err := association.Append(nil, &association.Abort{Source: src, Reason: reason})
+	if err != nil {
+		return
+	}
+	w.writeAbort(b)
+}
+
+// writeAbort is abort for an encoded A-ABORT PDU (one relayed unchanged).
+func (w *pduWriter) writeAbort(b []byte) {
+	w.aborting.Store(true)
+	if !w.mu.TryLock() {
+		_ = w.c.SetWriteDeadline(time.Now().Add(abortGrace))
+		w.mu.Lock()
+	}
+	defer w.mu.Unlock()
+	w.dropQueue() // moot after A-ABORT
+	w.err = errEnded
+	_ = w.c.SetWriteDeadline(time.Now().Add(abortWriteTimeout))
+	_, _ = w.c.Write(b)
 }
 
 // writeQueued queues one whole PDU (copied: b is the reader's buffer).

@@ -309,23 +309,7 @@ func (r *relay) abortBoth(why string) {
 }
 
 func (r *relay) abortTo(w *pduWriter, reason association.AbortReason) {
-	b, _ := association.Append(nil, &association.Abort{Source: association.AbortSourceServiceProvider, Reason: reason})
-	r.writeAbort(w, b)
-}
-
-// writeAbort writes an encoded A-ABORT PDU b.
-func (r *relay) writeAbort(w *pduWriter, b []byte) {
-	// Do not wait behind a blocked writer forever: TryLock, then a short deadline.
-	locked := w.mu.TryLock()
-	if !locked {
-		_ = w.c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-		w.mu.Lock()
-	}
-	defer w.mu.Unlock()
-	w.dropQueue() // moot after A-ABORT
-	w.err = errEnded
-	_ = w.c.SetWriteDeadline(time.Now().Add(2 * time.Second))
-	_, _ = w.c.Write(b)
+	w.abort(association.AbortSourceServiceProvider, reason)
 }
 
 func (r *relay) closeBoth() {
@@ -726,7 +710,7 @@ func (r *relay) pumpBackend() {
 				// Carried through unchanged (as the client's is); a
 				// malformed one is replaced by the edge's own.
 				if _, ok := ab.(*association.Abort); ok {
-					r.writeAbort(r.cw, raw)
+					r.cw.writeAbort(raw)
 				} else {
 					r.abortTo(r.cw, association.AbortReasonNotSpecified)
 				}

@@ -39,7 +39,16 @@ type Server struct {
 	once   sync.Once
 	log    hclog.Logger
 	active atomic.Int64 // established associations, against max_associations
-	connID atomic.Uint64
+	// preActive counts connections in the TLS handshake or before their
+	// A-ASSOCIATE-RQ's decision (preAssociationLimit).
+	preActive     atomic.Int64
+	preRefusedN   atomic.Int64
+	preRefusedLog atomic.Int64 // unix nanos of the last "refused" log line
+	preMu         sync.Mutex
+	preSource     map[netip.Prefix]int // pre-association connections per source
+	connID        atomic.Uint64
+
+	tlsFail *tlsFailLimiter // bounds unauthenticated tls.failed records
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -78,6 +87,7 @@ func (s *Server) init() {
 		})
 		s.listeners = map[net.Listener]struct{}{}
 		s.conns = map[*conn]struct{}{}
+		s.tlsFail = newTLSFailLimiter(s.auditEvent)
 	})
 }
 
@@ -159,12 +169,17 @@ func (s *Server) Serve(ln net.Listener) error {
 	if s.shutdown.Load() {
 		return ErrServerClosed
 	}
-	if cidrs := s.current().Edge.ProxyProtocol; len(cidrs) > 0 {
-		ln = &proxyproto.Listener{
-			Listener:          ln,
-			ConnPolicy:        proxyPolicy(cidrs),
-			ReadHeaderTimeout: s.current().Edge.ARTIMTimeout,
-		}
+	// Always wrapped, and the policy reads the configuration in force at
+	// each accept, so a reload that changes edge.proxy_protocol applies to
+	// new connections (with none configured a connection passes through
+	// unwrapped). No header timeout of its own: conn.serve sets the ARTIM
+	// deadline before the header is read, and that deadline bounds it.
+	ln = &proxyproto.Listener{
+		Listener: ln,
+		ConnPolicy: func(o proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) {
+			return proxyPolicy(s.current().Edge.ProxyProtocol, o)
+		},
+		ReadHeaderTimeout: -1,
 	}
 	s.mu.Lock()
 	s.listeners[ln] = struct{}{}
@@ -186,21 +201,31 @@ func (s *Server) Serve(ln net.Listener) error {
 			if s.shutdown.Load() {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				// Temporary accept errors (EMFILE and the like): back off as net/http does.
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.log.Warn("accept failed; retrying", "error", err, "delay", backoff)
-				time.Sleep(backoff)
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return err
 			}
-			return err
+			// Anything else (EMFILE/ENFILE when descriptors run out, ENOBUFS,
+			// ECONNABORTED, ...) is the host's or one client's trouble, not a
+			// reason for the edge to exit: back off and retry, as net/http does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed; retrying", "error", err, "delay", backoff)
+			time.Sleep(backoff)
+			continue
 		}
 		backoff = 0
+		// A slot for the TLS handshake and A-ASSOCIATE-RQ, taken before any
+		// work is done: connections that have not yet associated cannot pile
+		// up (descriptors, handshake state, goroutines) beyond the limit.
+		if !s.tryAcquirePre(s.current().Edge.MaxAssociations) {
+			raw.Close()
+			s.preRefused(raw)
+			continue
+		}
 		c := s.newConn(raw)
 		s.mu.Lock()
 		if s.shutdown.Load() {
 			s.mu.Unlock()
+			c.releasePre()
 			raw.Close()
 			return ErrServerClosed
 		}
@@ -221,21 +246,23 @@ func (s *Server) Serve(ln net.Listener) error {
 
 // proxyPolicy trusts a PROXY header only from the configured load
 // balancers: from them it is required (so a client cannot bypass the
-// balancer's address), from anyone else it is refused.
-func proxyPolicy(cidrs []netip.Prefix) proxyproto.ConnPolicyFunc {
-	return func(o proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) {
-		ap, err := netip.ParseAddrPort(o.Upstream.String())
-		if err != nil {
-			return proxyproto.REJECT, nil
-		}
-		ip := ap.Addr().Unmap()
-		for _, p := range cidrs {
-			if p.Contains(ip) {
-				return proxyproto.REQUIRE, nil
-			}
-		}
+// balancer's address), from anyone else it is refused. With no balancer
+// configured the connection is not wrapped at all.
+func proxyPolicy(cidrs []netip.Prefix, o proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) {
+	if len(cidrs) == 0 {
+		return proxyproto.SKIP, nil
+	}
+	ap, err := netip.ParseAddrPort(o.Upstream.String())
+	if err != nil {
 		return proxyproto.REJECT, nil
 	}
+	ip := ap.Addr().Unmap()
+	for _, p := range cidrs {
+		if p.Contains(ip) {
+			return proxyproto.REQUIRE, nil
+		}
+	}
+	return proxyproto.REJECT, nil
 }
 
 // tryAcquire takes an association slot unless max_associations are in use.
@@ -250,6 +277,73 @@ func (s *Server) tryAcquire(limit int) bool {
 			return true
 		}
 	}
+}
+
+// preAssociationLimit is how many connections may be in the TLS
+// handshake or before their A-ASSOCIATE-RQ at once: as many as
+// max_associations (at least 16), so a burst of genuine clients is never
+// refused while an unauthenticated flood is bounded.
+func preAssociationLimit(maxAssociations int) int64 {
+	if maxAssociations <= 0 {
+		maxAssociations = 512
+	}
+	return int64(max(maxAssociations, 16))
+}
+
+// tryAcquirePre takes a pre-association slot unless all are in use.
+func (s *Server) tryAcquirePre(maxAssociations int) bool {
+	limit := preAssociationLimit(maxAssociations)
+	for {
+		n := s.preActive.Load()
+		if n >= limit {
+			return false
+		}
+		if s.preActive.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// perSourcePreLimit is how many of the pre-association slots one source
+// (an IPv4 address, an IPv6 /64) may hold: a quarter, at least 4, so one
+// host cannot take them all from everyone else.
+func perSourcePreLimit(maxAssociations int) int {
+	return int(max(preAssociationLimit(maxAssociations)/4, 4))
+}
+
+// acquirePreSource takes one of key's pre-association slots.
+func (s *Server) acquirePreSource(key netip.Prefix, maxAssociations int) bool {
+	s.preMu.Lock()
+	defer s.preMu.Unlock()
+	if s.preSource == nil {
+		s.preSource = map[netip.Prefix]int{}
+	}
+	if s.preSource[key] >= perSourcePreLimit(maxAssociations) {
+		return false
+	}
+	s.preSource[key]++ // entries ≤ pre-association slots: the map is bounded
+	return true
+}
+
+func (s *Server) releasePreSource(key netip.Prefix) {
+	s.preMu.Lock()
+	defer s.preMu.Unlock()
+	if s.preSource[key]--; s.preSource[key] <= 0 {
+		delete(s.preSource, key)
+	}
+}
+
+// preRefused logs a connection closed because the pre-association slots
+// were full, at most once a second (a flood must not flood the log).
+func (s *Server) preRefused(raw net.Conn) {
+	n := s.preRefusedN.Add(1)
+	now := time.Now().UnixNano()
+	last := s.preRefusedLog.Load()
+	if now-last < int64(time.Second) || !s.preRefusedLog.CompareAndSwap(last, now) {
+		return
+	}
+	s.log.Warn("too many connections before association; closed new ones", "limit",
+		preAssociationLimit(s.current().Edge.MaxAssociations), "refused_total", n, "last_remote", raw.RemoteAddr().String())
 }
 
 func (s *Server) release() {
@@ -293,12 +387,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-done:
 	default:
 		s.mu.Lock()
-		n := len(s.conns)
+		conns := make([]*conn, 0, len(s.conns))
 		for c := range s.conns {
-			c.abort()
+			conns = append(conns, c)
 		}
 		s.mu.Unlock()
-		s.log.Warn("drain timeout: aborted open associations", "count", n)
+		// Outside s.mu and all at once: each abort may wait (bounded) for a
+		// peer that does not read, and those waits must not add up.
+		var aborts sync.WaitGroup
+		for _, c := range conns {
+			aborts.Go(c.abort)
+		}
+		aborts.Wait()
+		s.log.Warn("drain timeout: aborted open associations", "count", len(conns))
 		// Aborting closes the sockets, so the goroutines end promptly.
 		select {
 		case <-done:
@@ -306,6 +407,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			err = errors.New("proxy: connections did not end after abort")
 		}
 	}
+	s.tlsFail.flush() // what was held back is summarised before the trail closes
 	if admin != nil {
 		actx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_ = admin.shutdown(actx)

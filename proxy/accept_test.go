@@ -1,0 +1,182 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"net"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dicomedge/dicomedge/association"
+)
+
+// failingListener fails its first n Accepts with the given errno, then
+// accepts normally.
+type failingListener struct {
+	net.Listener
+	errno syscall.Errno
+	left  atomic.Int32
+}
+
+func (l *failingListener) Accept() (net.Conn, error) {
+	if l.left.Add(-1) >= 0 {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", l.errno)}
+	}
+	return l.Listener.Accept()
+}
+
+// Finding 3: running out of descriptors (EMFILE/ENFILE) or a client that
+// aborts in the backlog (ECONNABORTED) must not end Serve (and with it the
+// edge); it backs off and serves the next connection.
+func TestServeSurvivesAcceptErrors(t *testing.T) {
+	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ECONNABORTED} {
+		t.Run(errno.Error(), func(t *testing.T) {
+			e := startEdge(t, edgeOptions{})
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			fl := &failingListener{Listener: ln, errno: errno}
+			fl.left.Store(3)
+			done := make(chan error, 1)
+			go func() { done <- e.Server.Serve(fl) }()
+			t.Cleanup(func() {
+				e.Server.Close()
+				select {
+				case <-done:
+				case <-time.After(5 * time.Second):
+					t.Error("second Serve did not return after Close")
+				}
+			})
+			// Serve must still be running after the failures ...
+			select {
+			case err := <-done:
+				t.Fatalf("Serve returned %v after %v from accept", err, errno)
+			case <-time.After(200 * time.Millisecond):
+			}
+			// ... and serve a client on that listener.
+			e2 := *e
+			e2.Addr = ln.Addr().String()
+			c := e2.goClient(t, e.pki.clientCert, e.pki.clientKey)
+			if err := association.WritePDU(c, echoRQ("GOCLIENT", "DICOMEDGE")); err != nil {
+				t.Fatal(err)
+			}
+			if p, err := readPDU(t, c, 5*time.Second); err != nil {
+				t.Fatal(err)
+			} else if _, ok := p.(*association.AssociateAC); !ok {
+				t.Fatalf("got %T, want AC", p)
+			}
+		})
+	}
+}
+
+// Finding 3: connections that have not associated yet (here: TCP only,
+// never a TLS byte) are capped: one source (IPv4 address) may hold a
+// quarter of the slots (at least 4), all sources together max_associations
+// (at least 16). Connections beyond either cap are closed at once instead
+// of holding descriptors and goroutines until ARTIM; others still get in,
+// and a freed slot is usable again.
+func TestPreAssociationConnectionsCapped(t *testing.T) {
+	e := startEdge(t, edgeOptions{MaxAssociations: 16, ARTIM: "10s"})
+	limit, perSource := int(preAssociationLimit(16)), perSourcePreLimit(16)
+	if limit != 16 || perSource != 4 {
+		t.Fatalf("limits %d/%d, want 16/4", limit, perSource)
+	}
+	waitPre := func(n int) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); e.Server.preActive.Load() != int64(n); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d pre-association connections after 5s, want %d", e.Server.preActive.Load(), n)
+			}
+		}
+	}
+	idleFrom := func(src string, n int) []net.Conn {
+		t.Helper()
+		var out []net.Conn
+		for range n {
+			out = append(out, dialFrom(t, e.Addr, src))
+		}
+		return out
+	}
+	closedAtOnce := func(what, src string) {
+		t.Helper()
+		start := time.Now()
+		c := dialFrom(t, e.Addr, src)
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+			t.Fatalf("%s: read %v, want the connection closed by the edge", what, err)
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Errorf("%s closed after %v, want at once (ARTIM is 10s)", what, d)
+		}
+	}
+	associates := func(src string) {
+		t.Helper()
+		c := tlsClientFrom(t, e, src)
+		if err := association.WritePDU(c, echoRQ("GOCLIENT", "DICOMEDGE")); err != nil {
+			t.Fatal(err)
+		}
+		if p, err := readPDU(t, c, 5*time.Second); err != nil {
+			t.Fatalf("client from %s: %v", src, err)
+		} else if _, ok := p.(*association.AssociateAC); !ok {
+			t.Fatalf("client from %s: got %T, want AC", src, p)
+		}
+	}
+
+	// One source at its share: its next connection is closed, others are served.
+	idleFrom("127.0.0.2", perSource)
+	waitPre(perSource)
+	closedAtOnce("a 5th connection from one source", "127.0.0.2")
+	associates("127.0.0.1")
+	waitPre(perSource) // established: it no longer holds a pre-association slot
+
+	// All slots taken by several sources: anyone's next connection is closed.
+	var held []net.Conn
+	for _, src := range []string{"127.0.0.3", "127.0.0.4", "127.0.0.5"} {
+		held = append(held, idleFrom(src, perSource)...)
+	}
+	waitPre(limit)
+	closedAtOnce("a connection over the global limit", "127.0.0.6")
+
+	// Free one slot: a genuine client gets through.
+	held[0].Close()
+	waitPre(limit - 1)
+	associates("127.0.0.1")
+}
+
+// dialFrom opens a TCP connection to addr from the loopback address src.
+func dialFrom(t *testing.T, addr, src string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// tlsClientFrom is goClient from the loopback address src.
+func tlsClientFrom(t *testing.T, e *testEdge, src string) *tls.Conn {
+	t.Helper()
+	pair, err := tls.LoadX509KeyPair(e.pki.clientCert, e.pki.clientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pem, err := os.ReadFile(e.pki.ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	c := tls.Client(dialFrom(t, e.Addr, src), &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: pool, ServerName: "localhost"})
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := c.Handshake(); err != nil {
+		t.Fatalf("handshake from %s: %v", src, err)
+	}
+	_ = c.SetDeadline(time.Time{})
+	return c
+}
