@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"os/signal"
@@ -195,7 +196,7 @@ func parseDuration(s string) (time.Duration, error) {
 		return d, nil
 	}
 	r, err := time.ParseDuration(rest)
-	if err != nil || r < 0 {
+	if err != nil || r < 0 || r > math.MaxInt64-d {
 		return 0, fmt.Errorf("bad duration %q", s)
 	}
 	return d + r, nil

@@ -370,6 +370,7 @@ func TestParseWhenDurations(t *testing.T) {
 		{"days then garbage", "2dx", time.Time{}, true},
 		{"days then negative", "2d-1h", time.Time{}, true},
 		{"huge day count", "99999999999d", time.Time{}, true},
+		{"days plus hours overflow", "65535d2562047h", time.Time{}, true},
 		{"word", "yesterday", time.Time{}, true},
 	}
 	for _, tc := range cases {
@@ -386,4 +387,25 @@ func TestParseWhenDurations(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzParseWhen: --since/--until text never panics, and a duration (days
+// included) never lands after now.
+func FuzzParseWhen(f *testing.F) {
+	for _, s := range []string{"24h", "7d", "1d12h", "2d-1h", "d", "99999999999d", "2026-11-24", "2026-11-24T08:00:00Z", "1.5d", "+2d", "0d", "-1h"} {
+		f.Add(s)
+	}
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	old := auditNow
+	auditNow = func() time.Time { return now }
+	f.Cleanup(func() { auditNow = old })
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := parseWhen(s)
+		if err != nil {
+			return
+		}
+		if d, derr := parseDuration(s); derr == nil && d >= 0 && got.After(now) {
+			t.Fatalf("parseWhen(%q) = %v, after now for a non-negative duration", s, got)
+		}
+	})
 }
