@@ -36,41 +36,18 @@ func readBounded(path string) ([]byte, error) {
 // parseCertificates accepts a PEM bundle (CERTIFICATE blocks; other blocks
 // are skipped) or one DER certificate.
 func parseCertificates(data []byte) ([]*x509.Certificate, error) {
-	var certs []*x509.Certificate
-	rest := data
-	sawPEM := false
-	for {
-		var blk *pem.Block
-		blk, rest = pem.Decode(rest)
-		if blk == nil {
-			break
-		}
-		sawPEM = true
-		if blk.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		certs = append(certs, c)
-	}
-	if !sawPEM {
-		c, err := x509.ParseCertificate(data)
-		if err != nil {
-			return nil, fmt.Errorf("neither PEM nor a DER certificate: %w", err)
-		}
-		certs = append(certs, c)
-	}
-	if len(certs) == 0 {
-		return nil, errors.New("no CERTIFICATE in PEM data")
-	}
-	return certs, nil
+	return parsePEMOrDER(data, "CERTIFICATE", "a DER certificate", x509.ParseCertificate)
 }
 
 // parseCRLs accepts PEM (one or more X509 CRL blocks) or one DER CRL.
 func parseCRLs(data []byte) ([]*x509.RevocationList, error) {
-	var out []*x509.RevocationList
+	return parsePEMOrDER(data, "X509 CRL", "a DER CRL", x509.ParseRevocationList)
+}
+
+// parsePEMOrDER parses every PEM block of blockType in data (other blocks
+// are skipped) or, when data holds no PEM at all, data as one DER object.
+func parsePEMOrDER[T any](data []byte, blockType, derName string, parse func([]byte) (T, error)) ([]T, error) {
+	var out []T
 	rest := data
 	sawPEM := false
 	for {
@@ -80,24 +57,24 @@ func parseCRLs(data []byte) ([]*x509.RevocationList, error) {
 			break
 		}
 		sawPEM = true
-		if blk.Type != "X509 CRL" {
+		if blk.Type != blockType {
 			continue
 		}
-		crl, err := x509.ParseRevocationList(blk.Bytes)
+		v, err := parse(blk.Bytes)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, crl)
+		out = append(out, v)
 	}
 	if !sawPEM {
-		crl, err := x509.ParseRevocationList(data)
+		v, err := parse(data)
 		if err != nil {
-			return nil, fmt.Errorf("neither PEM nor a DER CRL: %w", err)
+			return nil, fmt.Errorf("neither PEM nor %s: %w", derName, err)
 		}
-		out = append(out, crl)
+		out = append(out, v)
 	}
 	if len(out) == 0 {
-		return nil, errors.New("no X509 CRL in PEM data")
+		return nil, fmt.Errorf("no %s in PEM data", blockType)
 	}
 	return out, nil
 }
