@@ -111,33 +111,20 @@ type StunnelClient struct {
 // StartStunnelClient starts the client-mode tunnel and waits for it.
 func StartStunnelClient(t testing.TB, connect, certFile, keyFile, caFile string) *StunnelClient {
 	t.Helper()
-	Require(t, "stunnel4")
-	dir := t.TempDir()
-	s := &StunnelClient{Accept: FreeAddr(t)}
-	conf := filepath.Join(dir, "stunnel.conf")
-	writeFile(t, conf, fmt.Sprintf(`foreground = yes
-pid =
-debug = 4
-socket = l:TCP_NODELAY=1
-socket = r:TCP_NODELAY=1
-[dicom]
-client = yes
-accept = %s
-connect = %s
-cert = %s
-key = %s
-CAfile = %s
-verifyChain = yes
-`, s.Accept, connect, certFile, keyFile, caFile))
-	s.Process = Start(t, "stunnel4", conf)
-	WaitListening(t, s.Accept, StartupTimeout, s.Process)
-	return s
+	return startStunnel(t, "client = yes\n", connect, certFile, keyFile, caFile)
 }
 
 // StunnelServer runs stunnel4 in server mode: TLS on Accept requiring a
 // client certificate from caFile, plain TCP to Connect. It is the baseline a
 // site would otherwise deploy in front of a plain PACS.
 func StartStunnelServer(t testing.TB, connect, certFile, keyFile, caFile string) *StunnelClient {
+	t.Helper()
+	return startStunnel(t, "", connect, certFile, keyFile, caFile)
+}
+
+// startStunnel runs one stunnel4 service; mode is the service's extra
+// configuration line ("client = yes\n" for client mode, empty for server).
+func startStunnel(t testing.TB, mode, connect, certFile, keyFile, caFile string) *StunnelClient {
 	t.Helper()
 	Require(t, "stunnel4")
 	dir := t.TempDir()
@@ -149,13 +136,13 @@ debug = 4
 socket = l:TCP_NODELAY=1
 socket = r:TCP_NODELAY=1
 [dicom]
-accept = %s
+%saccept = %s
 connect = %s
 cert = %s
 key = %s
 CAfile = %s
 verifyChain = yes
-`, s.Accept, connect, certFile, keyFile, caFile))
+`, mode, s.Accept, connect, certFile, keyFile, caFile))
 	s.Process = Start(t, "stunnel4", conf)
 	WaitListening(t, s.Accept, StartupTimeout, s.Process)
 	return s
