@@ -272,10 +272,7 @@ func (w *Writer) openCurrent() error {
 		f.Close()
 		return err
 	}
-	w.out = f
-	if w.cfg.wrap != nil {
-		w.out = w.cfg.wrap(f)
-	}
+	w.setOut(f)
 	return w.writeHead()
 }
 
@@ -600,15 +597,27 @@ func (w *Writer) stopping() bool {
 // reopen retries opening the current file after a failed rotation left the
 // writer without one.
 func (w *Writer) reopen() {
+	_ = w.openAppend()
+}
+
+// openAppend opens cfg.File for appending and makes it the current file,
+// its size taken from the file; on error the writer is left as it was.
+func (w *Writer) openAppend() error {
 	f, err := os.OpenFile(w.cfg.File, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
-		return
+		return err
 	}
 	st, _ := f.Stat()
 	w.f, w.size = f, 0
 	if st != nil {
 		w.size = st.Size()
 	}
+	w.setOut(f)
+	return nil
+}
+
+// setOut routes records to f, through the configured wrapper if any.
+func (w *Writer) setOut(f *os.File) {
 	w.out = f
 	if w.cfg.wrap != nil {
 		w.out = w.cfg.wrap(f)
@@ -670,21 +679,11 @@ func (w *Writer) rotate() {
 	if err := os.Rename(w.cfg.File, name); err != nil {
 		w.log.Error("audit rotation failed; continuing in the same file", "error", err)
 	}
-	f, err := os.OpenFile(w.cfg.File, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
+	if err := w.openAppend(); err != nil {
 		// Nowhere to write: flush keeps the records and retries the open.
 		w.log.Error("audit reopen after rotation failed", "error", err)
 		w.out, w.f = nil, nil
 		return
-	}
-	st, _ := f.Stat()
-	w.f, w.size = f, 0
-	if st != nil {
-		w.size = st.Size()
-	}
-	w.out = f
-	if w.cfg.wrap != nil {
-		w.out = w.cfg.wrap(f)
 	}
 	w.log.Info("audit file rotated", "rotated_to", name, "seq", w.seq)
 }
