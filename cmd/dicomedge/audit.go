@@ -145,6 +145,20 @@ func auditFileFromConfig(path string) (string, error) {
 	return file, nil
 }
 
+// selection resolves the file to read and the filter on its records, as
+// list and summary both need.
+func (o *auditOpts) selection() (string, audit.Filter, error) {
+	file, err := o.logFile()
+	if err != nil {
+		return "", audit.Filter{}, err
+	}
+	f, err := o.filter()
+	if err != nil {
+		return "", audit.Filter{}, err
+	}
+	return file, f, nil
+}
+
 func (o *auditOpts) filter() (audit.Filter, error) {
 	f := audit.Filter{
 		Client: o.client, CallingAE: o.callingAE, CalledAE: o.calledAE,
@@ -203,11 +217,7 @@ func parseDuration(s string) (time.Duration, error) {
 }
 
 func (o *auditOpts) list(cmd *cobra.Command) error {
-	file, err := o.logFile()
-	if err != nil {
-		return err
-	}
-	f, err := o.filter()
+	file, f, err := o.selection()
 	if err != nil {
 		return err
 	}
@@ -406,11 +416,7 @@ func humanBytes(n int64) string {
 
 // summary aggregates the selected records.
 func (o *auditOpts) summary(cmd *cobra.Command) error {
-	file, err := o.logFile()
-	if err != nil {
-		return err
-	}
-	f, err := o.filter()
+	file, f, err := o.selection()
 	if err != nil {
 		return err
 	}
