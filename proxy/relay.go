@@ -179,6 +179,8 @@ func (r *relay) run(ctx context.Context, artimDeadline time.Time) {
 	}
 }
 
+// clampMax is the maximum PDU length to offer or use towards a peer: the
+// peer's, unless it is 0 (unlimited) or above the edge's own limit.
 func clampMax(peer, edge uint32) uint32 {
 	if peer == 0 || peer > edge {
 		return edge
@@ -317,6 +319,36 @@ func (r *relay) closeBoth() {
 	r.c.raw.Close()
 }
 
+// nextPDU reads side's next PDU for its pump and renews the idle deadline
+// on nc. A timeout between PDUs is resumed while the association is not
+// idle; ok is false when the pump must stop (the association ended, or the
+// side failed and both were told).
+func (r *relay) nextPDU(side string, rd *association.Reader, nc net.Conn, in *countingReader, failed, other *pduWriter) (typ association.PDUType, raw []byte, ok bool) {
+	for {
+		at := in.n.Load()
+		typ, raw, err := rd.Next()
+		if err != nil {
+			if r.ended.Load() {
+				return 0, nil, false
+			}
+			// Only a timeout between PDUs may be resumed; inside one the
+			// stream position is lost, and a peer stalled mid-PDU that long
+			// is dead anyway.
+			if isTimeout(err) && in.n.Load() == at && !r.idleExpired(nc) {
+				continue
+			}
+			r.sideFailed(side, err, failed, other)
+			return 0, nil, false
+		}
+		r.touch()
+		_ = nc.SetReadDeadline(time.Now().Add(r.idle()))
+		if r.trace {
+			r.c.log.Trace("PDU", "from", side, "type", typ, "length", len(raw))
+		}
+		return typ, raw, true
+	}
+}
+
 // pumpClient forwards client PDUs to the backend (conn's goroutine).
 func (r *relay) pumpClient() {
 	c := r.c
@@ -324,27 +356,11 @@ func (r *relay) pumpClient() {
 	st := &r.cst
 	_ = c.tc.SetReadDeadline(time.Now().Add(r.idle()))
 	for {
-		at := c.in.n.Load()
-		typ, raw, err := r.cr.Next()
-		if err != nil {
-			if r.ended.Load() {
-				return
-			}
-			// Only a timeout between PDUs may be resumed; inside one the
-			// stream position is lost, and a peer stalled mid-PDU that long
-			// is dead anyway.
-			if isTimeout(err) && c.in.n.Load() == at && !r.idleExpired(c.tc) {
-				continue
-			}
-			r.sideFailed("client", err, r.cw, r.bw)
+		typ, raw, ok := r.nextPDU("client", r.cr, c.tc, c.in, r.cw, r.bw)
+		if !ok {
 			return
 		}
-		r.touch()
-		_ = c.tc.SetReadDeadline(time.Now().Add(r.idle()))
 		r.inBytes.Add(float64(len(raw)))
-		if r.trace {
-			c.log.Trace("PDU", "from", "client", "type", typ, "length", len(raw))
-		}
 		switch typ {
 		case association.TypePDataTF:
 			if err := r.clientPData(raw, asm, st); err != nil {
@@ -658,22 +674,9 @@ func (r *relay) pumpBackend() {
 	st := &r.bst
 	_ = r.b.SetReadDeadline(time.Now().Add(r.idle()))
 	for {
-		at := r.bin.n.Load()
-		typ, raw, err := r.br.Next()
-		if err != nil {
-			if r.ended.Load() {
-				return
-			}
-			if isTimeout(err) && r.bin.n.Load() == at && !r.idleExpired(r.b) {
-				continue
-			}
-			r.sideFailed("backend", err, r.bw, r.cw)
+		typ, raw, ok := r.nextPDU("backend", r.br, r.b, r.bin, r.bw, r.cw)
+		if !ok {
 			return
-		}
-		r.touch()
-		_ = r.b.SetReadDeadline(time.Now().Add(r.idle()))
-		if r.trace {
-			c.log.Trace("PDU", "from", "backend", "type", typ, "length", len(raw))
 		}
 		switch typ {
 		case association.TypePDataTF:
