@@ -243,8 +243,22 @@ func (s *testSCP) serve(c net.Conn) {
 	}
 }
 
+// abortAndClose sends a (if not nil) and closes c so that the peer actually
+// receives it: closing a socket with unread input makes TCP send RST, which
+// can destroy the A-ABORT in flight. It half-closes the write side (TCP FIN,
+// or TLS close_notify), discards at most 1 MiB of input for a short linger,
+// then closes; PS3.8 9.2 has the acceptor wait for the peer's close (ARTIM)
+// after an A-ABORT in the same way.
 func abortAndClose(c net.Conn, a *association.Abort) {
-	_ = association.CloseWithAbort(c, a, 500*time.Millisecond)
+	if a != nil {
+		_ = association.WritePDU(c, a)
+	}
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+		_ = c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		_, _ = io.Copy(io.Discard, io.LimitReader(c, 1<<20))
+	}
+	_ = c.Close()
 }
 
 func (s *testSCP) snapshot() (rqs []*association.AssociateRQ, cmds []*dimse.Command, stores []storeSeen, ends []string) {
