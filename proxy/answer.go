@@ -251,10 +251,7 @@ func (a *answerer) handle(ctxID uint8, cmd *dimse.Command) error {
 func (a *answerer) writeMessage(ctxID uint8, cmd *dimse.Command) error {
 	a.w.mu.Lock()
 	defer a.w.mu.Unlock()
-	max := a.peerMax
-	if max == 0 || max > a.cfg.Edge.MaxPDULength {
-		max = a.cfg.Edge.MaxPDULength
-	}
+	max := clampMax(a.peerMax, a.cfg.Edge.MaxPDULength)
 	return dimse.WriteMessage(writerFunc(a.w.writeLocked), ctxID, cmd, nil, max)
 }
 
