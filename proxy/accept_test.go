@@ -61,14 +61,7 @@ func TestServeSurvivesAcceptErrors(t *testing.T) {
 			e2 := *e
 			e2.Addr = ln.Addr().String()
 			c := e2.goClient(t, e.pki.clientCert, e.pki.clientKey)
-			if err := association.WritePDU(c, echoRQ("GOCLIENT", "DICOMEDGE")); err != nil {
-				t.Fatal(err)
-			}
-			if p, err := readPDU(t, c, 5*time.Second); err != nil {
-				t.Fatal(err)
-			} else if _, ok := p.(*association.AssociateAC); !ok {
-				t.Fatalf("got %T, want AC", p)
-			}
+			associate(t, c, echoRQ("GOCLIENT", "DICOMEDGE"))
 		})
 	}
 }

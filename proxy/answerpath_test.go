@@ -24,17 +24,7 @@ rule "alias" {
 }
 `})
 	c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
-	if err := association.WritePDU(c, echoRQ("GOCLIENT", "ALIASAE")); err != nil {
-		t.Fatal(err)
-	}
-	p, err := readPDU(t, c, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ac, ok := p.(*association.AssociateAC)
-	if !ok {
-		t.Fatalf("got %T, want A-ASSOCIATE-AC", p)
-	}
+	ac := associate(t, c, echoRQ("GOCLIENT", "ALIASAE"))
 	if ac.CalledAE != "ALIASAE" || ac.CallingAE != "GOCLIENT" {
 		t.Errorf("AC called/calling AE = %q/%q, want the RQ's ALIASAE/GOCLIENT", ac.CalledAE, ac.CallingAE)
 	}
@@ -48,7 +38,7 @@ rule "alias" {
 		t.Fatal(err)
 	}
 	// The first message back must be the C-ECHO-RSP: nothing for the cancel.
-	p, err = readPDU(t, c, 5*time.Second)
+	p, err := readPDU(t, c, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,8 +5,6 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/dicomedge/dicomedge/association"
 )
 
 // Finding 7: when the audit trail cannot be written the edge used to drop
@@ -37,14 +35,7 @@ func TestAuditWriteFailureNotReady(t *testing.T) {
 
 	// One association makes audit records, whose write fails.
 	c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
-	if err := association.WritePDU(c, echoRQ("GOCLIENT", "DICOMEDGE")); err != nil {
-		t.Fatal(err)
-	}
-	if p, err := readPDU(t, c, 5*time.Second); err != nil {
-		t.Fatal(err)
-	} else if _, ok := p.(*association.AssociateAC); !ok {
-		t.Fatalf("got %T, want AC", p)
-	}
+	associate(t, c, echoRQ("GOCLIENT", "DICOMEDGE"))
 	deadline := time.Now().Add(10 * time.Second)
 	code, body := get(t, base+"/readyz")
 	for code == 200 && time.Now().Before(deadline) {

@@ -182,16 +182,7 @@ func setupLatency(t testing.TB, n int, dial func() (net.Conn, error), called str
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := association.WritePDU(c, echoRQ("MODALITY1", called)); err != nil {
-			t.Fatal(err)
-		}
-		p, err := readPDU(t, c, 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, ok := p.(*association.AssociateAC); !ok {
-			t.Fatalf("got %T, want AC", p)
-		}
+		associate(t, c, echoRQ("MODALITY1", called))
 		out = append(out, time.Since(start))
 		_ = association.WritePDU(c, &association.ReleaseRQ{})
 		_, _ = readPDU(t, c, 5*time.Second)

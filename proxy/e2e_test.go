@@ -152,17 +152,7 @@ rule "sc-only" {
 		{ID: 5, AbstractSyntax: association.SecondaryCaptureImageStorage, TransferSyntaxes: []string{association.ExplicitVRLittleEndian}},
 	}
 	rq.UserInfo.UserIdentityRQ = &association.UserIdentityRQ{Type: association.UserIdentityUsernamePasscode, Primary: []byte("alice"), Secondary: []byte("secret")}
-	if err := association.WritePDU(c, rq); err != nil {
-		t.Fatal(err)
-	}
-	p, err := readPDU(t, c, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ac, ok := p.(*association.AssociateAC)
-	if !ok {
-		t.Fatalf("got %T, want AC", p)
-	}
+	ac := associate(t, c, rq)
 	if ac.CalledAE != "MAINPACS" || ac.CallingAE != "MODALITY1" {
 		t.Errorf("AE titles in AC: called %q calling %q, want the client's own", ac.CalledAE, ac.CallingAE)
 	}

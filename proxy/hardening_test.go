@@ -69,14 +69,7 @@ func TestHostilePDUsAborted(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
 			if tc.established {
-				if err := association.WritePDU(c, echoRQ("GOCLIENT", "DICOMEDGE")); err != nil {
-					t.Fatal(err)
-				}
-				if p, err := readPDU(t, c, 5*time.Second); err != nil {
-					t.Fatal(err)
-				} else if _, ok := p.(*association.AssociateAC); !ok {
-					t.Fatalf("got %T, want AC", p)
-				}
+				associate(t, c, echoRQ("GOCLIENT", "DICOMEDGE"))
 			}
 			if _, err := c.Write(tc.send); err != nil {
 				t.Fatal(err)
@@ -115,14 +108,7 @@ func TestAnswerPDataTinyPDVsNotAmplified(t *testing.T) {
 	const size = 4 << 20
 	e := startEdge(t, edgeOptions{MaxPDU: size, Quiet: true})
 	c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
-	if err := association.WritePDU(c, echoRQ("GOCLIENT", "DICOMEDGE")); err != nil {
-		t.Fatal(err)
-	}
-	if p, err := readPDU(t, c, 5*time.Second); err != nil {
-		t.Fatal(err)
-	} else if _, ok := p.(*association.AssociateAC); !ok {
-		t.Fatalf("got %T, want AC", p)
-	}
+	associate(t, c, echoRQ("GOCLIENT", "DICOMEDGE"))
 	echo := mustAppend(t, &association.PDataTF{PDVs: []association.PDV{{ContextID: 1, Command: true, Last: true,
 		Data: cEchoRQ(t, 7)}}})
 	pdu := make([]byte, association.HeaderLen, association.HeaderLen+size+len(echo))
@@ -196,14 +182,7 @@ func TestRelayRefusesAmbiguousCommand(t *testing.T) {
 			})
 			e := startEdge(t, edgeOptions{Backends: backendBlock("pacs", addr, "GOSCP"), Rules: storeRules(`"C-ECHO"`), ARTIM: "1s"})
 			c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
-			if err := association.WritePDU(c, echoRQ("MODALITY1", "MAINPACS")); err != nil {
-				t.Fatal(err)
-			}
-			if p, err := readPDU(t, c, 5*time.Second); err != nil {
-				t.Fatal(err)
-			} else if _, ok := p.(*association.AssociateAC); !ok {
-				t.Fatalf("got %T, want AC", p)
-			}
+			associate(t, c, echoRQ("MODALITY1", "MAINPACS"))
 			if err := association.WritePDU(c, &association.PDataTF{PDVs: []association.PDV{{ContextID: 1, Command: true, Last: true, Data: tc.cmd}}}); err != nil {
 				t.Fatal(err)
 			}

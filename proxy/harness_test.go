@@ -348,6 +348,25 @@ func readPDU(t testing.TB, c net.Conn, d time.Duration) (association.PDU, error)
 	return association.NewReader(c, 4<<20).ReadPDU()
 }
 
+// associate sends rq on c and returns the edge's A-ASSOCIATE-AC, failing
+// the test on an error or any other answer; why, if given, says why an AC
+// was expected.
+func associate(t testing.TB, c net.Conn, rq *association.AssociateRQ, why ...string) *association.AssociateAC {
+	t.Helper()
+	if err := association.WritePDU(c, rq); err != nil {
+		t.Fatal(err)
+	}
+	p, err := readPDU(t, c, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac, ok := p.(*association.AssociateAC)
+	if !ok {
+		t.Fatalf("got %T, want A-ASSOCIATE-AC %v", p, why)
+	}
+	return ac
+}
+
 // storeBackend is a backend block for a storescp.
 func backendBlock(name, addr, aet string) string {
 	return fmt.Sprintf("backend %q {\n  address = %q\n  ae_title = %q\n}\n", name, addr, aet)

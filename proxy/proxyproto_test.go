@@ -12,7 +12,6 @@ import (
 
 	proxyproto "github.com/pires/go-proxyproto"
 
-	"github.com/dicomedge/dicomedge/association"
 	"github.com/dicomedge/dicomedge/audit"
 	"github.com/dicomedge/dicomedge/internal/testpeer"
 )
@@ -65,16 +64,7 @@ func TestProxyProtocolTrustedSource(t *testing.T) {
 	if err != nil {
 		t.Fatalf("handshake through a PROXY header: %v", err)
 	}
-	if err := association.WritePDU(c, echoRQ("CLIN", "CLINICEDGE")); err != nil {
-		t.Fatal(err)
-	}
-	p, err := readPDU(t, c, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := p.(*association.AssociateAC); !ok {
-		t.Fatalf("got %T, want AC: the source_cidr rule should match the PROXY source", p)
-	}
+	associate(t, c, echoRQ("CLIN", "CLINICEDGE"), "the source_cidr rule should match the PROXY source")
 	ev := e.waitEvent(t, "accepted via PROXY", func(ev audit.Event) bool { return ev.Event == audit.EventAccepted })
 	if ev.Remote != "203.0.113.7:40000" || ev.Rule != "via-lb-clinic" {
 		t.Errorf("audit remote %q rule %q, want 203.0.113.7:40000 via-lb-clinic", ev.Remote, ev.Rule)
@@ -96,14 +86,7 @@ func TestProxyProtocolUntrustedSourceRefused(t *testing.T) {
 	if err != nil {
 		t.Fatalf("plain TLS from a non-balancer: %v", err)
 	}
-	if err := association.WritePDU(c, echoRQ("CLIN", "DICOMEDGE")); err != nil {
-		t.Fatal(err)
-	}
-	if p, err := readPDU(t, c, 5*time.Second); err != nil {
-		t.Fatal(err)
-	} else if _, ok := p.(*association.AssociateAC); !ok {
-		t.Fatalf("got %T, want AC", p)
-	}
+	associate(t, c, echoRQ("CLIN", "DICOMEDGE"))
 }
 
 // HAProxy in front of the edge with send-proxy-v2: echoscu +tls through it.

@@ -3,9 +3,7 @@ package proxy
 import (
 	"os"
 	"testing"
-	"time"
 
-	"github.com/dicomedge/dicomedge/association"
 	"github.com/dicomedge/dicomedge/audit"
 )
 
@@ -33,16 +31,7 @@ func TestReloadAppliesProxyProtocol(t *testing.T) {
 	if err != nil {
 		t.Fatalf("handshake through a PROXY header after the reload trusted 127.0.0.1: %v", err)
 	}
-	if err := association.WritePDU(c, echoRQ("CLIN", "CLINICEDGE")); err != nil {
-		t.Fatal(err)
-	}
-	p, err := readPDU(t, c, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := p.(*association.AssociateAC); !ok {
-		t.Fatalf("got %T, want AC: the source_cidr rule should match the PROXY source", p)
-	}
+	associate(t, c, echoRQ("CLIN", "CLINICEDGE"), "the source_cidr rule should match the PROXY source")
 	ev := e.waitEvent(t, "accepted via PROXY", func(ev audit.Event) bool { return ev.Event == audit.EventAccepted })
 	if ev.Remote != "203.0.113.7:40000" {
 		t.Errorf("audit remote %q, want the PROXY header's 203.0.113.7:40000", ev.Remote)

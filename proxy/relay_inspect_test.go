@@ -210,17 +210,7 @@ func inspectClient(t *testing.T, e *testEdge) *tls.Conn {
 		rq.PresentationContexts = append(rq.PresentationContexts, association.PresentationContextRQ{ID: pc.id,
 			AbstractSyntax: pc.uid, TransferSyntaxes: []string{association.ExplicitVRLittleEndian}})
 	}
-	if err := association.WritePDU(c, rq); err != nil {
-		t.Fatal(err)
-	}
-	p, err := readPDU(t, c, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ac, ok := p.(*association.AssociateAC)
-	if !ok {
-		t.Fatalf("edge answered the RQ with %T", p)
-	}
+	ac := associate(t, c, rq)
 	for _, id := range []uint8{pcEcho, pcSC} {
 		if pc, ok := ac.AcceptedContext(id); !ok || pc.Result != association.PCAcceptance {
 			t.Fatalf("context %d not accepted: %+v", id, ac.PresentationContexts)
@@ -371,14 +361,7 @@ rule "sc-only" {
 }
 `})
 	c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
-	if err := association.WritePDU(c, echoRQ("MODALITY1", "MAINPACS")); err != nil {
-		t.Fatal(err)
-	}
-	if p, err := readPDU(t, c, 5*time.Second); err != nil {
-		t.Fatal(err)
-	} else if _, ok := p.(*association.AssociateAC); !ok {
-		t.Fatalf("got %T", p)
-	}
+	associate(t, c, echoRQ("MODALITY1", "MAINPACS"))
 	ct := storeCmd(1, association.CTImageStorage)
 	if err := dimse.WriteMessage(c, pcEcho, ct, storeDataSet(t), 16384); err != nil {
 		t.Fatal(err)

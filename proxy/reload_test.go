@@ -16,14 +16,7 @@ import (
 func TestReloadKeepsEstablishedDecisions(t *testing.T) {
 	e := startEdge(t, edgeOptions{})
 	c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
-	if err := association.WritePDU(c, echoRQ("GOCLIENT", "DICOMEDGE")); err != nil {
-		t.Fatal(err)
-	}
-	if p, err := readPDU(t, c, 5*time.Second); err != nil {
-		t.Fatal(err)
-	} else if _, ok := p.(*association.AssociateAC); !ok {
-		t.Fatalf("got %T", p)
-	}
+	associate(t, c, echoRQ("GOCLIENT", "DICOMEDGE"))
 
 	// An invalid policy is refused; the old one stays.
 	if err := os.WriteFile(e.file, []byte("edge {\n  max_associations = -1\n"), 0o600); err != nil {

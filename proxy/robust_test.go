@@ -31,17 +31,7 @@ func TestAnswerAssociateAC(t *testing.T) {
 	}
 	rq.UserInfo.AsyncOps = &association.AsyncOpsWindow{MaxInvoked: 5, MaxPerformed: 5}
 	rq.UserInfo.RoleSelections = []association.RoleSelection{{SOPClassUID: association.VerificationSOPClass, SCU: true, SCP: true}}
-	if err := association.WritePDU(c, rq); err != nil {
-		t.Fatal(err)
-	}
-	p, err := readPDU(t, c, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ac, ok := p.(*association.AssociateAC)
-	if !ok {
-		t.Fatalf("got %T, want A-ASSOCIATE-AC", p)
-	}
+	ac := associate(t, c, rq)
 	if ac.CalledAE != "DICOMEDGE" || ac.CallingAE != "GOCLIENT" || ac.ApplicationContext != association.DICOMApplicationContext {
 		t.Errorf("AE titles/app context: %q %q %q", ac.CalledAE, ac.CallingAE, ac.ApplicationContext)
 	}
@@ -82,7 +72,7 @@ func TestAnswerAssociateAC(t *testing.T) {
 	if err := dimse.WriteMessage(c, 1, echo, nil, 65536); err != nil {
 		t.Fatal(err)
 	}
-	p, err = readPDU(t, c, 5*time.Second)
+	p, err := readPDU(t, c, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,16 +120,7 @@ func TestProtocolErrorsGetAbort(t *testing.T) {
 	}
 	established := func(t *testing.T, c net.Conn) {
 		t.Helper()
-		if err := association.WritePDU(c, echoRQ("GOCLIENT", "DICOMEDGE")); err != nil {
-			t.Fatal(err)
-		}
-		p, err := readPDU(t, c, 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, ok := p.(*association.AssociateAC); !ok {
-			t.Fatalf("got %T, want AC", p)
-		}
+		associate(t, c, echoRQ("GOCLIENT", "DICOMEDGE"))
 	}
 	cases := []struct {
 		name   string
@@ -184,14 +165,7 @@ func TestProtocolErrorsGetAbort(t *testing.T) {
 	}
 	// Still serving after all that.
 	c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
-	if err := association.WritePDU(c, echoRQ("GOCLIENT", "DICOMEDGE")); err != nil {
-		t.Fatal(err)
-	}
-	if p, err := readPDU(t, c, 5*time.Second); err != nil {
-		t.Fatal(err)
-	} else if _, ok := p.(*association.AssociateAC); !ok {
-		t.Fatalf("got %T, want AC", p)
-	}
+	associate(t, c, echoRQ("GOCLIENT", "DICOMEDGE"))
 }
 
 func mustAppend(t *testing.T, p association.PDU) []byte {
