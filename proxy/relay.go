@@ -832,12 +832,24 @@ func (r *relay) clientResponse(cmd *dimse.Command) {
 	if cmd.CommandField != dimse.CStoreRSP || dimse.ClassOf(cmd.Status) == dimse.ClassPending {
 		return
 	}
+	// As for the client's requests: the record waits for the data set.
+	r.completeOp(cmd, true)
+}
+
+// completeOp takes the operation cmd answers out of r.pending (or r.subOps
+// for a sub-operation, both read under r.mu) and records the response; the
+// dimse audit record is written now if its data set is complete too
+// (otherwise dataDone writes it).
+func (r *relay) completeOp(cmd *dimse.Command, subOp bool) {
 	r.mu.Lock()
-	op := r.subOps[cmd.MessageIDBeingRespondedTo]
-	delete(r.subOps, cmd.MessageIDBeingRespondedTo)
+	ops := r.pending
+	if subOp {
+		ops = r.subOps
+	}
+	op := ops[cmd.MessageIDBeingRespondedTo]
+	delete(ops, cmd.MessageIDBeingRespondedTo)
 	report := false
 	if op != nil {
-		// As for the client's requests: the record waits for the data set.
 		op.responded, op.status = true, cmd.Status
 		report = op.dataDone && !op.audited
 		op.audited = op.audited || report
@@ -870,23 +882,10 @@ func (r *relay) auditUnanswered(op *pendingOp) {
 // backendResponse matches a backend response to the client's request; the
 // final (non-pending) one completes the dimse audit record.
 func (r *relay) backendResponse(cmd *dimse.Command) {
-	cls := dimse.ClassOf(cmd.Status)
-	if cls == dimse.ClassPending {
+	if dimse.ClassOf(cmd.Status) == dimse.ClassPending {
 		return
 	}
-	r.mu.Lock()
-	op := r.pending[cmd.MessageIDBeingRespondedTo]
-	delete(r.pending, cmd.MessageIDBeingRespondedTo)
-	report := false
-	if op != nil {
-		op.responded, op.status = true, cmd.Status
-		report = op.dataDone && !op.audited
-		op.audited = op.audited || report
-	}
-	r.mu.Unlock()
-	if report {
-		r.auditDIMSE(op, statusHex(cmd.Status), cls.String(), true)
-	}
+	r.completeOp(cmd, false)
 	// Otherwise: a response to a backend request (C-GET sub-operation), an
 	// unknown ID, or one whose data set is still arriving (dataDone writes it).
 }
