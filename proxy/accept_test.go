@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"net"
 	"os"
 	"sync/atomic"
@@ -155,17 +154,7 @@ func dialFrom(t *testing.T, addr, src string) net.Conn {
 // tlsClientFrom is goClient from the loopback address src.
 func tlsClientFrom(t *testing.T, e *testEdge, src string) *tls.Conn {
 	t.Helper()
-	pair, err := tls.LoadX509KeyPair(e.pki.clientCert, e.pki.clientKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pem, err := os.ReadFile(e.pki.ca)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
-	c := tls.Client(dialFrom(t, e.Addr, src), &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: pool, ServerName: "localhost"})
+	c := tls.Client(dialFrom(t, e.Addr, src), e.clientTLS(t, e.pki.clientCert, e.pki.clientKey))
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	if err := c.Handshake(); err != nil {
 		t.Fatalf("handshake from %s: %v", src, err)

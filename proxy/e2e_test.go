@@ -130,19 +130,7 @@ func TestRelayStoreFiftyLargeInstances(t *testing.T) {
 func TestRelayNegotiationRewrite(t *testing.T) {
 	testpeer.Require(t, "storescp")
 	scp := testpeer.StartStoreSCP(t, "STORESCP", "-d", "--max-pdu", "131072")
-	e := startEdge(t, edgeOptions{MaxPDU: 65536, Backends: backendBlock("pacs", scp.Addr, "STORESCP"), Rules: `
-rule "sc-only" {
-  when {
-    client_cn = ["client"]
-    called_ae = ["MAINPACS"]
-  }
-  relay {
-    backend     = "pacs"
-    services    = ["C-ECHO", "C-STORE"]
-    sop_classes = ["1.2.840.10008.1.1", "1.2.840.10008.5.1.4.1.1.7"]
-  }
-}
-`})
+	e := startEdge(t, edgeOptions{MaxPDU: 65536, Backends: backendBlock("pacs", scp.Addr, "STORESCP"), Rules: scOnlyRule})
 	c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
 	rq := echoRQ("MODALITY1", "MAINPACS")
 	rq.UserInfo.MaxLength = 0 // unlimited: the edge must clamp what the backend may send

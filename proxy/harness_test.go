@@ -311,6 +311,19 @@ func (e *testEdge) waitEvent(t testing.TB, what string, pred func(audit.Event) b
 // tests that must send exact bytes.
 func (e *testEdge) goClient(t testing.TB, cert, key string) *tls.Conn {
 	t.Helper()
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	c, err := tls.DialWithDialer(d, "tcp", e.Addr, e.clientTLS(t, cert, key))
+	if err != nil {
+		t.Fatalf("dial edge: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// clientTLS is the TLS configuration of a client with the given identity
+// that trusts the edge's test CA.
+func (e *testEdge) clientTLS(t testing.TB, cert, key string) *tls.Config {
+	t.Helper()
 	pair, err := tls.LoadX509KeyPair(cert, key)
 	if err != nil {
 		t.Fatal(err)
@@ -321,14 +334,24 @@ func (e *testEdge) goClient(t testing.TB, cert, key string) *tls.Conn {
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)
-	d := &net.Dialer{Timeout: 5 * time.Second}
-	c, err := tls.DialWithDialer(d, "tcp", e.Addr, &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: pool, ServerName: "localhost"})
-	if err != nil {
-		t.Fatalf("dial edge: %v", err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
+	return &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: pool, ServerName: "localhost"}
 }
+
+// scOnlyRule relays MAINPACS for the test client to backend "pacs", allowing
+// only C-ECHO and C-STORE of Verification and Secondary Capture.
+const scOnlyRule = `
+rule "sc-only" {
+  when {
+    client_cn = ["client"]
+    called_ae = ["MAINPACS"]
+  }
+  relay {
+    backend     = "pacs"
+    services    = ["C-ECHO", "C-STORE"]
+    sop_classes = ["1.2.840.10008.1.1", "1.2.840.10008.5.1.4.1.1.7"]
+  }
+}
+`
 
 // echoRQ is a minimal A-ASSOCIATE-RQ proposing Verification.
 func echoRQ(calling, called string) *association.AssociateRQ {

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"net"
 	"os"
@@ -32,14 +31,7 @@ func (e *testEdge) dialWithProxyHeader(t *testing.T, src string, header bool) (*
 			t.Fatal(err)
 		}
 	}
-	pair, err := tls.LoadX509KeyPair(e.pki.clientCert, e.pki.clientKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pem, _ := os.ReadFile(e.pki.ca)
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
-	c := tls.Client(raw, &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: pool, ServerName: "localhost"})
+	c := tls.Client(raw, e.clientTLS(t, e.pki.clientCert, e.pki.clientKey))
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	return c, c.Handshake()
 }

@@ -347,19 +347,7 @@ func TestRelayChecksCommandSOPClass(t *testing.T) {
 func TestRelaySOPClassBypassStoreSCP(t *testing.T) {
 	testpeer.Require(t, "storescp")
 	scp := testpeer.StartStoreSCP(t, "STORESCP")
-	e := startEdge(t, edgeOptions{Backends: backendBlock("pacs", scp.Addr, "STORESCP"), Rules: `
-rule "sc-only" {
-  when {
-    client_cn = ["client"]
-    called_ae = ["MAINPACS"]
-  }
-  relay {
-    backend     = "pacs"
-    services    = ["C-ECHO", "C-STORE"]
-    sop_classes = ["1.2.840.10008.1.1", "1.2.840.10008.5.1.4.1.1.7"]
-  }
-}
-`})
+	e := startEdge(t, edgeOptions{Backends: backendBlock("pacs", scp.Addr, "STORESCP"), Rules: scOnlyRule})
 	c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
 	associate(t, c, echoRQ("MODALITY1", "MAINPACS"))
 	ct := storeCmd(1, association.CTImageStorage)
