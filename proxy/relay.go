@@ -654,17 +654,25 @@ func (r *relay) auditDIMSE(op *pendingOp, status, class string, allowed bool) {
 	if c.s.Audit == nil {
 		return
 	}
+	e := r.opEvent(op, allowed)
+	e.Status, e.MoveDestination = status, op.moveDest
+	c.s.auditEvent(e)
+}
+
+// opEvent starts op's dimse record with what every such record carries;
+// c.s.Audit must be set.
+func (r *relay) opEvent(op *pendingOp, allowed bool) audit.Event {
+	c := r.c
 	e := c.event(audit.EventDIMSE)
 	e.Service, e.SOPClass, e.SOPInstance, e.MessageID = op.service, op.sopClass, op.sopInstance, int(op.msgID)
-	e.Status, e.MoveDestination, e.Bytes, e.MS = status, op.moveDest, op.bytes, time.Since(op.start).Milliseconds()
-	e.Allowed = audit.Bool(allowed)
+	e.Bytes, e.MS, e.Allowed = op.bytes, time.Since(op.start).Milliseconds(), audit.Bool(allowed)
 	e.Detail = op.detail
 	if op.scanner != nil {
 		if id, ok := op.scanner.PatientID(); ok {
 			e.PatientID = c.s.Audit.PatientID(id)
 		}
 	}
-	c.s.auditEvent(e)
+	return e
 }
 
 // pumpBackend forwards backend PDUs to the client (its own goroutine).
@@ -867,15 +875,8 @@ func (r *relay) auditUnanswered(op *pendingOp) {
 	if c.s.Audit == nil {
 		return
 	}
-	e := c.event(audit.EventDIMSE)
-	e.Service, e.SOPClass, e.SOPInstance, e.MessageID = op.service, op.sopClass, op.sopInstance, int(op.msgID)
-	e.Bytes, e.MS, e.Allowed = op.bytes, time.Since(op.start).Milliseconds(), audit.Bool(true)
-	e.Detail = op.detail + "; no C-STORE-RSP from the client"
-	if op.scanner != nil {
-		if id, ok := op.scanner.PatientID(); ok {
-			e.PatientID = c.s.Audit.PatientID(id)
-		}
-	}
+	e := r.opEvent(op, true)
+	e.Detail += "; no C-STORE-RSP from the client"
 	c.s.auditEvent(e)
 }
 
