@@ -955,31 +955,11 @@ func (r *relay) finish() {
 // cut short), with no status: an abort must not hide what was sent.
 func (r *relay) flushPending() {
 	r.mu.Lock()
-	var ops []*pendingOp
-	for _, op := range r.pending {
-		if !op.audited {
-			op.audited = true
-			ops = append(ops, op)
-		}
-	}
-	if op := r.cst.current; op != nil && !op.audited {
-		op.audited = true
-		ops = append(ops, op)
-	}
+	ops := takeUnaudited(r.pending, r.cst.current)
 	r.pending = map[uint16]*pendingOp{}
 	// C-GET sub-operations the client never answered (or whose data set
 	// was cut short).
-	var subs []*pendingOp
-	for _, op := range r.subOps {
-		if !op.audited {
-			op.audited = true
-			subs = append(subs, op)
-		}
-	}
-	if op := r.bst.current; op != nil && !op.audited {
-		op.audited = true
-		subs = append(subs, op)
-	}
+	subs := takeUnaudited(r.subOps, r.bst.current)
 	r.subOps = nil
 	r.mu.Unlock()
 	slices.SortFunc(ops, func(a, b *pendingOp) int { return a.start.Compare(b.start) })
@@ -990,6 +970,23 @@ func (r *relay) flushPending() {
 	for _, op := range subs {
 		r.auditUnanswered(op)
 	}
+}
+
+// takeUnaudited marks and returns the operations in m, then current, whose
+// record is not yet written (the caller holds r.mu).
+func takeUnaudited(m map[uint16]*pendingOp, current *pendingOp) []*pendingOp {
+	var out []*pendingOp
+	for _, op := range m {
+		if !op.audited {
+			op.audited = true
+			out = append(out, op)
+		}
+	}
+	if current != nil && !current.audited {
+		current.audited = true
+		out = append(out, current)
+	}
+	return out
 }
 
 // dial connects to the backend within the connect timeout (bounded by
