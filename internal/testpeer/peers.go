@@ -41,7 +41,7 @@ func StartOrthanc(t testing.TB, aet string, modalities map[string]OrthancModalit
 	}
 	Require(t, bin)
 	dir := t.TempDir()
-	o := &Orthanc{AETitle: aet, DICOM: FreeAddr(t), HTTP: FreeAddr(t), Storage: filepath.Join(dir, "storage")}
+	o := &Orthanc{AETitle: aet, Storage: filepath.Join(dir, "storage")}
 	mods := map[string]any{}
 	for name, m := range modalities {
 		mods[name] = map[string]any{
@@ -49,37 +49,40 @@ func StartOrthanc(t testing.TB, aet string, modalities map[string]OrthancModalit
 			"AllowEcho": true, "AllowFind": true, "AllowGet": true, "AllowMove": true, "AllowStore": true,
 		}
 	}
-	cfg := map[string]any{
-		"Name":                  "dicomedge-test",
-		"StorageDirectory":      o.Storage,
-		"IndexDirectory":        o.Storage,
-		"DicomAet":              aet,
-		"DicomPort":             port(o.DICOM),
-		"HttpPort":              port(o.HTTP),
-		"RemoteAccessAllowed":   false,
-		"AuthenticationEnabled": false,
-		"DicomCheckCalledAet":   false,
-		"DicomAlwaysAllowEcho":  true,
-		"DicomAlwaysAllowStore": true,
-		"DicomAlwaysAllowFind":  true,
-		"DicomAlwaysAllowGet":   true,
-		"DicomAlwaysAllowMove":  true,
-		"DicomModalities":       mods,
-		"Plugins":               []string{},
-		"HttpServerEnabled":     true,
-		"StableAge":             1,
-		// Without TCP_NODELAY Orthanc's DCMTK core waits on delayed ACKs too.
-		"DicomScpTimeout": 30,
-	}
-	b, err := json.MarshalIndent(cfg, "", "  ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	conf := filepath.Join(dir, "orthanc.json")
-	writeFile(t, conf, string(b))
-	// --verbose logs each incoming request, which tests use to prove what reached the PACS.
-	o.Process = Start(t, bin, "--verbose", conf)
-	WaitListening(t, o.DICOM, StartupTimeout, o.Process)
+	var addrs []string
+	o.Process, addrs = StartListening(t, 2, bin, func(addrs []string) []string {
+		cfg := map[string]any{
+			"Name":                  "dicomedge-test",
+			"StorageDirectory":      o.Storage,
+			"IndexDirectory":        o.Storage,
+			"DicomAet":              aet,
+			"DicomPort":             port(addrs[0]),
+			"HttpPort":              port(addrs[1]),
+			"RemoteAccessAllowed":   false,
+			"AuthenticationEnabled": false,
+			"DicomCheckCalledAet":   false,
+			"DicomAlwaysAllowEcho":  true,
+			"DicomAlwaysAllowStore": true,
+			"DicomAlwaysAllowFind":  true,
+			"DicomAlwaysAllowGet":   true,
+			"DicomAlwaysAllowMove":  true,
+			"DicomModalities":       mods,
+			"Plugins":               []string{},
+			"HttpServerEnabled":     true,
+			"StableAge":             1,
+			// Without TCP_NODELAY Orthanc's DCMTK core waits on delayed ACKs too.
+			"DicomScpTimeout": 30,
+		}
+		b, err := json.MarshalIndent(cfg, "", "  ")
+		if err != nil {
+			t.Fatal(err)
+		}
+		conf := filepath.Join(dir, "orthanc.json")
+		writeFile(t, conf, string(b))
+		// --verbose logs each incoming request, which tests use to prove what reached the PACS.
+		return []string{"--verbose", conf}
+	})
+	o.DICOM, o.HTTP = addrs[0], addrs[1]
 	return o
 }
 
@@ -128,9 +131,11 @@ func startStunnel(t testing.TB, mode, connect, certFile, keyFile, caFile string)
 	t.Helper()
 	Require(t, "stunnel4")
 	dir := t.TempDir()
-	s := &StunnelClient{Accept: FreeAddr(t)}
+	s := &StunnelClient{}
 	conf := filepath.Join(dir, "stunnel.conf")
-	writeFile(t, conf, fmt.Sprintf(`foreground = yes
+	var addrs []string
+	s.Process, addrs = StartListening(t, 1, "stunnel4", func(addrs []string) []string {
+		writeFile(t, conf, fmt.Sprintf(`foreground = yes
 pid =
 debug = 4
 socket = l:TCP_NODELAY=1
@@ -142,9 +147,10 @@ cert = %s
 key = %s
 CAfile = %s
 verifyChain = yes
-`, mode, s.Accept, connect, certFile, keyFile, caFile))
-	s.Process = Start(t, "stunnel4", conf)
-	WaitListening(t, s.Accept, StartupTimeout, s.Process)
+`, mode, addrs[0], connect, certFile, keyFile, caFile))
+		return []string{conf}
+	})
+	s.Accept = addrs[0]
 	return s
 }
 
@@ -162,12 +168,14 @@ type StoreSCP struct {
 func StartStoreSCP(t testing.TB, aet string, extra ...string) *StoreSCP {
 	t.Helper()
 	Require(t, "storescp")
-	s := &StoreSCP{AETitle: aet, Addr: FreeAddr(t), Dir: t.TempDir()}
-	args := []string{"-aet", aet, "-od", s.Dir, "+B", "--accept-all"}
-	args = append(args, extra...)
-	args = append(args, fmt.Sprint(port(s.Addr)))
-	s.Process = Start(t, "storescp", args...)
-	WaitListening(t, s.Addr, StartupTimeout, s.Process)
+	s := &StoreSCP{AETitle: aet, Dir: t.TempDir()}
+	var addrs []string
+	s.Process, addrs = StartListening(t, 1, "storescp", func(addrs []string) []string {
+		args := []string{"-aet", aet, "-od", s.Dir, "+B", "--accept-all"}
+		args = append(args, extra...)
+		return append(args, fmt.Sprint(port(addrs[0])))
+	})
+	s.Addr = addrs[0]
 	return s
 }
 

@@ -7,11 +7,13 @@ package testpeer
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -137,19 +139,38 @@ const StartupTimeout = 60 * time.Second
 // exits, failing the test after timeout.
 func WaitListening(t testing.TB, addr string, timeout time.Duration, p *Process) {
 	t.Helper()
+	if err := waitListening(addr, timeout, p); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// errExited says the peer ended before it listened.
+var errExited = errors.New("peer exited before listening")
+
+func waitListening(addr string, timeout time.Duration, p *Process) error {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		if p != nil {
 			select {
 			case <-p.Done():
-				t.Fatalf("peer exited before listening on %s: %v\n%s", addr, p.err, p.Output())
+				return fmt.Errorf("%w on %s: %v\n%s", errExited, addr, p.err, p.Output())
 			default:
 			}
 		}
 		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
 		if err == nil {
 			c.Close()
-			return
+			if p == nil {
+				return nil
+			}
+			// Something answers; make sure it is our peer and not another
+			// process that took the port while ours failed to bind it.
+			select {
+			case <-p.Done():
+				return fmt.Errorf("%w on %s: %v\n%s", errExited, addr, p.err, p.Output())
+			case <-time.After(50 * time.Millisecond):
+				return nil
+			}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -157,7 +178,40 @@ func WaitListening(t testing.TB, addr string, timeout time.Duration, p *Process)
 	if p != nil {
 		out = p.Output()
 	}
-	t.Fatalf("nothing listening on %s after %v\n%s", addr, timeout, out)
+	return fmt.Errorf("nothing listening on %s after %v\n%s", addr, timeout, out)
+}
+
+// StartListening starts a peer that listens on the loopback addresses it is
+// given, and waits for it. A port that was free a moment ago can be taken
+// before the peer binds it (by another test's peer, or as the ephemeral port
+// of an outgoing connection), so a peer that exits saying its address is in
+// use is started again on new ports, a bounded number of times.
+func StartListening(t testing.TB, ports int, name string, args func(addrs []string) []string) (*Process, []string) {
+	t.Helper()
+	var last error
+	for attempt := 0; attempt < 5; attempt++ {
+		addrs := make([]string, ports)
+		for i := range addrs {
+			addrs[i] = FreeAddr(t)
+		}
+		p := Start(t, name, args(addrs)...)
+		err := waitListening(addrs[0], StartupTimeout, p)
+		if err == nil {
+			return p, addrs
+		}
+		last = err
+		if !errors.Is(err, errExited) || !addressInUse(p.Output()) {
+			break
+		}
+	}
+	t.Fatal(last)
+	return nil, nil
+}
+
+func addressInUse(out string) bool {
+	out = strings.ToLower(out)
+	return strings.Contains(out, "address already in use") || strings.Contains(out, "cannot listen") ||
+		strings.Contains(out, "eaddrinuse")
 }
 
 // ExitCode returns the process exit code carried by err, 0 for nil, -1 if

@@ -1,0 +1,40 @@
+package testpeer
+
+import (
+	"fmt"
+	"net"
+	"testing"
+	"time"
+)
+
+// A peer whose port was taken before it bound must be recognised, so
+// StartListening can start it again on another port.
+func TestPeerOnTakenPortIsRecognised(t *testing.T) {
+	Require(t, "storescp")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	p := Start(t, "storescp", fmt.Sprint(ln.Addr().(*net.TCPAddr).Port))
+	select {
+	case <-p.Done():
+	case <-time.After(StartupTimeout):
+		t.Fatal("storescp kept running on a port that is in use")
+	}
+	if !addressInUse(p.Output()) {
+		t.Fatalf("storescp's complaint not recognised as address-in-use:\n%s", p.Output())
+	}
+	if err := waitListening(ln.Addr().String(), time.Second, p); err == nil {
+		t.Fatal("waitListening accepted another process's listener for an exited peer")
+	}
+}
+
+func TestStartListeningStartsStoreSCP(t *testing.T) {
+	s := StartStoreSCP(t, "STORESCP")
+	c, err := net.Dial("tcp", s.Addr)
+	if err != nil {
+		t.Fatalf("storescp not reachable on %s: %v", s.Addr, err)
+	}
+	c.Close()
+}
