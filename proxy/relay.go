@@ -53,6 +53,7 @@ type relay struct {
 
 	last    atomic.Int64 // unix nanos of the last PDU in either direction (idle timer)
 	endOnce sync.Once
+	abortMu sync.Mutex // held by end's winner while it sends the A-ABORTs it owes
 	outcome endOutcome
 	ended   atomic.Bool
 
@@ -301,12 +302,26 @@ func (r *relay) end(o endOutcome) bool {
 	return won
 }
 
+// endWith records o if it is the first outcome and then sends the
+// A-ABORTs it owes (send). A pump that loses the race waits here until the
+// winner's aborts are written, so its closeBoth cannot cut them off (the
+// client would see EOF instead of A-ABORT).
+func (r *relay) endWith(o endOutcome, send func()) bool {
+	r.abortMu.Lock()
+	defer r.abortMu.Unlock()
+	if !r.end(o) {
+		return false
+	}
+	send()
+	return true
+}
+
 // abortBoth sends A-ABORT (service provider) to both sides and closes them.
 func (r *relay) abortBoth(why string) {
-	if r.end(endOutcome{abortSource: "service-provider", abortReason: why}) {
+	r.endWith(endOutcome{abortSource: "service-provider", abortReason: why}, func() {
 		r.abortTo(r.bw, association.AbortReasonNotSpecified)
 		r.abortTo(r.cw, association.AbortReasonNotSpecified)
-	}
+	})
 	r.closeBoth()
 }
 
@@ -398,9 +413,9 @@ func (r *relay) pumpClient() {
 			if a, ok := ab.(*association.Abort); ok {
 				src, reason = a.Source.String(), a.Reason.String()
 			}
-			if r.end(endOutcome{abortSource: "client:" + src, abortReason: reason}) {
+			r.endWith(endOutcome{abortSource: "client:" + src, abortReason: reason}, func() {
 				_ = r.bw.writeRaw(raw) // A-ABORT carried through
-			}
+			})
 			r.closeBoth()
 			return
 		default:
@@ -717,7 +732,7 @@ func (r *relay) pumpBackend() {
 			if a, ok := ab.(*association.Abort); ok {
 				src, reason = a.Source.String(), a.Reason.String()
 			}
-			if r.end(endOutcome{abortSource: "backend:" + src, abortReason: reason}) {
+			r.endWith(endOutcome{abortSource: "backend:" + src, abortReason: reason}, func() {
 				// Carried through unchanged (as the client's is); a
 				// malformed one is replaced by the edge's own.
 				if _, ok := ab.(*association.Abort); ok {
@@ -725,7 +740,7 @@ func (r *relay) pumpBackend() {
 				} else {
 					r.abortTo(r.cw, association.AbortReasonNotSpecified)
 				}
-			}
+			})
 			r.closeBoth()
 			return
 		default:
@@ -907,12 +922,12 @@ func (r *relay) sideFailed(side string, err error, failed, other *pduWriter) {
 		}
 		reason = "connection-error"
 	}
-	if r.end(endOutcome{abortSource: side, abortReason: reason, err: err}) {
+	r.endWith(endOutcome{abortSource: side, abortReason: reason, err: err}, func() {
 		if reason == "idle-timeout" {
 			r.abortTo(failed, association.AbortReasonNotSpecified)
 		}
 		r.abortTo(other, association.AbortReasonNotSpecified)
-	}
+	})
 	r.closeBoth()
 }
 
@@ -924,10 +939,10 @@ func (r *relay) protocolFailure(side string, err error) {
 	if side == "backend" {
 		failed, other = r.bw, r.cw
 	}
-	if r.end(endOutcome{abortSource: "service-provider", abortReason: side + ":" + ab.Reason.String(), err: err}) {
+	r.endWith(endOutcome{abortSource: "service-provider", abortReason: side + ":" + ab.Reason.String(), err: err}, func() {
 		r.abortTo(failed, ab.Reason)
 		r.abortTo(other, association.AbortReasonNotSpecified)
-	}
+	})
 	r.closeBoth()
 }
 
