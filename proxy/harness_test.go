@@ -124,27 +124,10 @@ type testEdge struct {
 	Server    *Server
 	AuditFile string
 	Dir       string
-	Logs      *syncBuffer
+	Logs      *testpeer.SyncBuffer
 	pki       *testPKI
 	opts      edgeOptions // defaults filled in
 	file      string      // the policy file
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func startEdge(t testing.TB, o edgeOptions) *testEdge {
@@ -194,7 +177,7 @@ func startEdge(t testing.TB, o edgeOptions) *testEdge {
 		policy.WriteDiagnostics(&b, diags, cfg.Files)
 		t.Fatalf("test policy invalid:\n%s\n%s", b.String(), src)
 	}
-	logs := &syncBuffer{}
+	logs := &testpeer.SyncBuffer{}
 	level := hclog.Debug
 	if o.Quiet {
 		level = hclog.Warn

@@ -7,11 +7,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/dicomedge/dicomedge/audit"
+	"github.com/dicomedge/dicomedge/internal/testpeer"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files under testdata/")
@@ -280,24 +280,6 @@ func TestAuditErrors(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the follow goroutine and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestAuditFollowPrintsNewRecords(t *testing.T) {
 	dir := t.TempDir()
 	file := writeFixtureLog(t, dir)
@@ -305,7 +287,7 @@ func TestAuditFollowPrintsNewRecords(t *testing.T) {
 	t.Cleanup(func() { followPoll = 250 * time.Millisecond })
 
 	ctx, cancel := context.WithCancel(context.Background())
-	var out syncBuffer
+	var out testpeer.SyncBuffer
 	done := make(chan error, 1)
 	go func() { done <- followLog(ctx, file, audit.Filter{Event: "cert.*"}, false, &out) }()
 
