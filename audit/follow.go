@@ -13,11 +13,19 @@ import (
 // records, following rotations, until ctx is done (which returns nil). The
 // writer closes a file before renaming it, so a rotated file is complete
 // once its successor appears.
+//
+// Each time Follow takes a new current file it first reads the rotated files
+// between the last file it finished and that one. The new file is opened
+// before the rotated files are listed, so a rotation meanwhile shows up in
+// the listing (and stops it at the file Follow holds open); without that
+// order a file rotated away during the catch-up, or while the name was
+// missing between the writer's rename and create, would be skipped.
 func Follow(ctx context.Context, file string, f Filter, poll time.Duration, fn func(Event, []byte) error) error {
 	s := newScanner(f, fn)
 	var (
 		cur    *os.File
 		curSt  os.FileInfo
+		last   os.FileInfo // the last file read to its end; nil before the first
 		off    int64
 		lineNo int
 	)
@@ -26,101 +34,94 @@ func Follow(ctx context.Context, file string, f Filter, poll time.Duration, fn f
 			cur.Close()
 		}
 	}()
-	// The current file is opened before the rotated ones are listed and
-	// read: a rotation meanwhile then leaves it readable through cur (and
-	// the loop below follows it), where opening it afterwards would skip
-	// the file rotated away in between.
-	if fh, err := os.Open(file); err == nil {
-		cur = fh
-		if curSt, err = fh.Stat(); err != nil {
-			return err
-		}
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	for _, p := range rotatedFiles(file) {
-		if cur != nil {
-			if pst, err := os.Stat(p); err == nil && os.SameFile(pst, curSt) {
-				break // cur was rotated already; the loop reads it and what followed
+	// catchUp reads the rotated files after last and before upTo (a file
+	// just opened as the next current one, or nil when none exists yet).
+	catchUp := func(upTo os.FileInfo) error {
+		reading := last == nil
+		for _, p := range rotatedFiles(file) {
+			pst, err := os.Stat(p)
+			if err != nil {
+				continue // removed by retention meanwhile
+			}
+			if upTo != nil && os.SameFile(pst, upTo) {
+				break
+			}
+			if reading {
+				if err := s.readFile(p); err != nil {
+					return err
+				}
+				last = pst
+			} else if os.SameFile(pst, last) {
+				reading = true
 			}
 		}
-		if err := s.readFile(p); err != nil {
-			return err
-		}
+		return nil
 	}
 	// drain reads cur from off to its current end.
 	drain := func() error {
-		n, last, err := s.read(io.NewSectionReader(cur, off, 1<<62), cur.Name(), lineNo)
+		n, ln, err := s.read(io.NewSectionReader(cur, off, 1<<62), cur.Name(), lineNo)
 		off += n
-		lineNo = last
+		lineNo = ln
 		return err
 	}
-	for {
-		if cur == nil {
-			fh, err := os.Open(file)
-			if err != nil && !errors.Is(err, os.ErrNotExist) {
-				return err
-			}
-			if err == nil {
-				cur, off, lineNo = fh, 0, 0
-				if curSt, err = fh.Stat(); err != nil {
-					return err
-				}
+	// next takes the file now under the name as the current one when it is
+	// not cur: cur was rotated, and the writer closed it first, so one more
+	// drain reads it to its end; then the files rotated since, up to the new
+	// one. It returns whether there was a new file.
+	next := func() (bool, error) {
+		fh, err := os.Open(file)
+		if errors.Is(err, os.ErrNotExist) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		st, err := fh.Stat()
+		if err == nil && curSt != nil && os.SameFile(st, curSt) {
+			fh.Close()
+			return false, nil
+		}
+		if err == nil && cur != nil {
+			if err = drain(); err == nil {
+				last = curSt
 			}
 		}
+		if err == nil {
+			err = catchUp(st)
+		}
+		if err != nil {
+			fh.Close()
+			return false, err
+		}
+		if cur != nil {
+			cur.Close()
+		}
+		cur, curSt, off, lineNo = fh, st, 0, 0
+		return true, nil
+	}
+	opened, err := next()
+	if err != nil {
+		return err
+	}
+	if !opened {
+		// No current file yet: read what was rotated, and take the current
+		// file (after whatever was rotated meanwhile) once it appears.
+		if err := catchUp(nil); err != nil {
+			return err
+		}
+	}
+	for {
 		if cur != nil {
 			if err := drain(); err != nil {
 				return err
 			}
-			// Rotated once the current name is another file. While the name
-			// is missing (between the writer's rename and create) wait: the
-			// successor must be open before the rotated files are listed, or
-			// a rotation in between would be skipped, as at the start.
-			next, err := os.Open(file)
-			if err != nil && !errors.Is(err, os.ErrNotExist) {
-				return err
-			}
-			var nextSt os.FileInfo
-			if next != nil {
-				if nextSt, err = next.Stat(); err != nil {
-					next.Close()
-					return err
-				}
-				if os.SameFile(nextSt, curSt) {
-					next.Close()
-					next = nil
-				}
-			}
-			if next != nil {
-				// Finish the old file, then any files rotated after it, up to
-				// the successor (itself perhaps rotated already: the loop
-				// goes on from it).
-				if err := drain(); err != nil {
-					next.Close()
-					return err
-				}
-				seen := false
-				for _, p := range rotatedFiles(file) {
-					pst, err := os.Stat(p)
-					if err != nil {
-						continue
-					}
-					if os.SameFile(pst, nextSt) {
-						break
-					}
-					if seen {
-						if err := s.readFile(p); err != nil {
-							next.Close()
-							return err
-						}
-					} else if os.SameFile(pst, curSt) {
-						seen = true
-					}
-				}
-				cur.Close()
-				cur, curSt, off, lineNo = next, nextSt, 0, 0
-				continue
-			}
+		}
+		switched, err := next()
+		if err != nil {
+			return err
+		}
+		if switched {
+			continue
 		}
 		select {
 		case <-ctx.Done():

@@ -2,6 +2,8 @@ package audit
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -83,5 +85,86 @@ func TestFollowStartedDuringRotation(t *testing.T) {
 		if i > 0 && s != seqs[i-1]+1 {
 			t.Fatalf("record %d has seq %d after %d: records lost or repeated", i, s, seqs[i-1])
 		}
+	}
+}
+
+// The deterministic form of the race above: Follow starts while the current
+// file is missing (between the writer's rename and create), and while it
+// reads the rotated files the next current file appears and is itself
+// rotated. The file rotated in that window must be read, not skipped.
+func TestFollowStartedBetweenRenameAndCreate(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "src.jsonl")
+	w := openT(t, Config{File: src, RotateSize: 2048})
+	const total = 30
+	for i := range total {
+		if !w.Log(sampleEvent(i)) {
+			t.Fatal("Log refused")
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	parts := Files(src)
+	if len(parts) < 5 {
+		t.Fatalf("want at least 5 files to stage from, got %v", parts)
+	}
+	file := filepath.Join(t.TempDir(), "audit.jsonl")
+	mv := func(from, to string) {
+		t.Helper()
+		if err := os.Rename(from, to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mv(parts[0], file+".1")
+	mv(parts[1], file+".2") // and no current file: the writer is mid-rotation
+
+	var mu sync.Mutex
+	var seqs []uint64
+	first := true
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- Follow(ctx, file, Filter{}, 5*time.Millisecond, func(e Event, _ []byte) error {
+			if first {
+				first = false
+				mv(parts[2], file)            // create
+				mv(file, file+".3")           // and rotate at once
+				for i, p := range parts[3:] { // then the rest, each rotated in turn
+					if i > 0 {
+						mv(file, fmt.Sprintf("%s.%d", file, 3+i))
+					}
+					mv(p, file)
+				}
+			}
+			mu.Lock()
+			seqs = append(seqs, e.Seq)
+			mu.Unlock()
+			return nil
+		})
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		n := len(seqs)
+		mu.Unlock()
+		if n >= total || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i, s := range seqs {
+		if s != uint64(i+1) {
+			t.Fatalf("record %d has seq %d, want %d (got %v)", i, s, i+1, seqs)
+		}
+	}
+	if len(seqs) != total {
+		t.Errorf("followed %d records, want %d", len(seqs), total)
 	}
 }
