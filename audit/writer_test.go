@@ -342,13 +342,17 @@ func TestRestartAfterRotationWithEmptyCurrentFile(t *testing.T) {
 }
 
 // gate is a slow disk: every Write waits until the gate opens (or a delay).
+// entered is closed when the first Write is waiting.
 type gate struct {
-	w     io.Writer
-	open  chan struct{}
-	delay time.Duration
+	w       io.Writer
+	open    chan struct{}
+	delay   time.Duration
+	entered chan struct{}
+	once    sync.Once
 }
 
 func (g *gate) Write(b []byte) (int, error) {
+	g.once.Do(func() { close(g.entered) })
 	<-g.open
 	time.Sleep(g.delay)
 	return g.w.Write(b)
@@ -363,11 +367,23 @@ func TestQueueModesNeverLoseOrReorderAcceptedRecords(t *testing.T) {
 	for _, mode := range []string{"block", "drop"} {
 		t.Run(mode, func(t *testing.T) {
 			const producers, each = 4, 200
-			g := &gate{open: make(chan struct{}), delay: 200 * time.Microsecond}
+			g := &gate{open: make(chan struct{}), entered: make(chan struct{}), delay: 200 * time.Microsecond}
 			cfg := Config{OnFull: mode, QueueSize: 8, Fsync: 10 * time.Millisecond}
 			cfg.wrap = func(w io.Writer) io.Writer { g.w = w; return g }
 			w := openT(t, cfg)
+			var openGate sync.Once
+			t.Cleanup(func() { openGate.Do(func() { close(g.open) }) }) // before openT's Close, on any failure
 
+			// Stall the writer in its first write, so nothing the producers
+			// queue can be taken until the gate opens: the queue must fill.
+			if !w.Log(Event{Event: EventDIMSE, Detail: "primer"}) {
+				t.Fatal("primer refused")
+			}
+			select {
+			case <-g.entered:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the writer never reached the disk")
+			}
 			accepted := make([][]string, producers)
 			var wg sync.WaitGroup
 			for p := range producers {
@@ -381,15 +397,14 @@ func TestQueueModesNeverLoseOrReorderAcceptedRecords(t *testing.T) {
 					}
 				})
 			}
-			// Hold the disk until the queue is full, then let it drain slowly.
-			deadline := time.Now().Add(5 * time.Second)
+			deadline := time.Now().Add(10 * time.Second)
 			for w.QueueDepth() < cfg.QueueSize && time.Now().Before(deadline) {
 				time.Sleep(time.Millisecond)
 			}
 			if w.QueueDepth() != cfg.QueueSize {
 				t.Fatalf("queue depth %d; the stalled writer should have filled it to %d", w.QueueDepth(), cfg.QueueSize)
 			}
-			close(g.open)
+			openGate.Do(func() { close(g.open) }) // let it drain slowly
 			wg.Wait()
 			if err := w.Close(); err != nil {
 				t.Fatal(err)
@@ -413,7 +428,12 @@ func TestQueueModesNeverLoseOrReorderAcceptedRecords(t *testing.T) {
 			got := make([][]string, producers)
 			n := 0
 			err := ReadFiles(Files(w.cfg.File), Filter{}, func(e Event, _ []byte) error {
-				n++
+				if n++; n == 1 {
+					if e.Detail != "primer" {
+						t.Errorf("first record %q, want the primer", e.Detail)
+					}
+					return nil
+				}
 				var p, i int
 				fmt.Sscanf(e.Detail, "p%d-%d", &p, &i)
 				got[p] = append(got[p], e.Detail)
@@ -422,15 +442,15 @@ func TestQueueModesNeverLoseOrReorderAcceptedRecords(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if n != total {
-				t.Fatalf("file holds %d records; %d were accepted", n, total)
+			if n != total+1 {
+				t.Fatalf("file holds %d records; %d were accepted after the primer", n, total)
 			}
 			for p := range producers {
 				if !reflect.DeepEqual(got[p], accepted[p]) {
 					t.Fatalf("producer %d: file order %v\nwant accepted order %v", p, got[p], accepted[p])
 				}
 			}
-			if vn, err := Verify(Files(w.cfg.File)); err != nil || vn != total {
+			if vn, err := Verify(Files(w.cfg.File)); err != nil || vn != total+1 {
 				t.Fatalf("Verify = %d, %v", vn, err)
 			}
 		})
