@@ -474,7 +474,7 @@ func TestLogAfterCloseIsRefused(t *testing.T) {
 func TestFsyncIntervalAdvancesHeadWithoutClose(t *testing.T) {
 	w := openT(t, Config{Fsync: 20 * time.Millisecond})
 	writeN(t, w, 3)
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		if h, _ := readHead(w.cfg.File); h != nil && h.Seq == 3 {
 			return
@@ -548,7 +548,7 @@ func TestHeadFollowsPerBatchFsync(t *testing.T) {
 	// 250 ms; the ticker must still bring it up to date without Close.
 	w := openT(t, Config{Fsync: 0})
 	writeN(t, w, 20)
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		if h, _ := readHead(w.cfg.File); h != nil && h.Seq == 20 {
 			return
@@ -657,7 +657,7 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -79,9 +79,9 @@ func TestPreAssociationConnectionsCapped(t *testing.T) {
 	}
 	waitPre := func(n int) {
 		t.Helper()
-		for deadline := time.Now().Add(5 * time.Second); e.Server.preActive.Load() != int64(n); time.Sleep(20 * time.Millisecond) {
+		for deadline := time.Now().Add(20 * time.Second); e.Server.preActive.Load() != int64(n); time.Sleep(20 * time.Millisecond) {
 			if time.Now().After(deadline) {
-				t.Fatalf("%d pre-association connections after 5s, want %d", e.Server.preActive.Load(), n)
+				t.Fatalf("%d pre-association connections after 20s, want %d", e.Server.preActive.Load(), n)
 			}
 		}
 	}

@@ -140,7 +140,7 @@ func TestOverAssociationLimit(t *testing.T) {
 		t.Fatalf("got %T, want A-RELEASE-RP", pdu)
 	}
 	hold.Close()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for e.Server.active.Load() != 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}

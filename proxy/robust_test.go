@@ -355,7 +355,7 @@ func TestShutdownDrainsAndLeavesNoGoroutines(t *testing.T) {
 		}
 	}()
 	// Bounded wait for goroutines of the closed connections to finish.
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	var now int
 	for {
 		runtime.GC()
@@ -407,7 +407,7 @@ func TestRelayIdleAborted(t *testing.T) {
 	if ev.AbortReason != "idle-timeout" {
 		t.Errorf("abort reason %q, want idle-timeout", ev.AbortReason)
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for !strings.Contains(scp.Output(), "Abort") && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}

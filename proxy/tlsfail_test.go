@@ -20,6 +20,7 @@ import (
 func TestTLSFailedFloodSummarised(t *testing.T) {
 	e := startEdge(t, edgeOptions{})
 	const attempts = 3 * tlsFailBurst
+	start := time.Now()
 	for range attempts {
 		c, err := net.DialTimeout("tcp", e.Addr, 5*time.Second)
 		if err != nil {
@@ -45,7 +46,7 @@ func TestTLSFailedFloodSummarised(t *testing.T) {
 		t.Fatal(err)
 	}
 	var single, suppressed, summaries int
-	deadline = time.Now().Add(5 * time.Second)
+	deadline = time.Now().Add(20 * time.Second)
 	for {
 		single, suppressed, summaries = 0, 0, 0
 		for _, ev := range e.events(t) {
@@ -71,11 +72,15 @@ func TestTLSFailedFloodSummarised(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if single > tlsFailBurst+2 { // +2: tokens refilled while the test ran
-		t.Errorf("%d individual tls.failed records for %d failures from one source, want at most about %d", single, attempts, tlsFailBurst)
+	// A slow machine stretches the flood: each tlsFailEvery it took refills
+	// one token and may close one summary early.
+	intervals := int(time.Since(start) / tlsFailEvery)
+	if single > tlsFailBurst+intervals+1 {
+		t.Errorf("%d individual tls.failed records for %d failures from one source in %d refill intervals, want at most %d",
+			single, attempts, intervals, tlsFailBurst+intervals+1)
 	}
-	if summaries != 1 || single+suppressed != attempts {
-		t.Errorf("%d individual + %d suppressed in %d summaries, want %d in one summary", single, suppressed, summaries, attempts)
+	if summaries < 1 || summaries > 1+intervals || single+suppressed != attempts {
+		t.Errorf("%d individual + %d suppressed in %d summaries, want %d in one summary (up to %d)", single, suppressed, summaries, attempts, 1+intervals)
 	}
 }
 

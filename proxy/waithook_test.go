@@ -100,7 +100,7 @@ func waitReadable(t *testing.T, c net.Conn, n int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	buf := make([]byte, n)
 	for time.Now().Before(deadline) {
 		queued := 0

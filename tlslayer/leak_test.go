@@ -24,7 +24,7 @@ func TestCloseStopsGoroutines(t *testing.T) {
 		}
 		_ = l.Close() // idempotent
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for runtime.NumGoroutine() > before {
 		if time.Now().After(deadline) {
 			buf := make([]byte, 1<<16)
