@@ -224,7 +224,7 @@ func TestSyslogDeliversAfterCollectorComesUp(t *testing.T) {
 	for i := range 5 {
 		w.Log(Event{Event: EventDIMSE, Service: "C-ECHO", MessageID: i + 1})
 	}
-	if d := time.Since(start); d > 2*time.Second {
+	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("Log took %v with the collector down", d) // not a benchmark: a stall would be seconds of dial timeouts
 	}
 	// Let the first dials fail, then hand the port to rsyslogd.

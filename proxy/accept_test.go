@@ -97,11 +97,11 @@ func TestPreAssociationConnectionsCapped(t *testing.T) {
 		t.Helper()
 		start := time.Now()
 		c := dialFrom(t, e.Addr, src)
-		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_ = c.SetReadDeadline(time.Now().Add(9 * time.Second))
 		if _, err := c.Read(make([]byte, 1)); err == nil || isTimeout(err) {
 			t.Fatalf("%s: read %v, want the connection closed by the edge", what, err)
 		}
-		if d := time.Since(start); d > 3*time.Second {
+		if d := time.Since(start); d > 8*time.Second { // loose for loaded machines
 			t.Errorf("%s closed after %v, want at once (ARTIM is 10s)", what, d)
 		}
 	}
