@@ -478,10 +478,26 @@ func (w *pduWriter) write(p association.PDU) error {
 // nothing is waiting does hook run (flush queued output, release buffers)
 // before the ordinary, blocking read. On other connections (PROXY protocol
 // wrappers, test pipes) hook runs before every read.
+//
+// Beneath crypto/tls (tlsRecords), reads also end at TLS record
+// boundaries: tls.Conn keeps its raw input buffer for the life of the
+// connection and grows it (doubling) whenever a read returns more than the
+// record it wants, so after a large PDU an idle association would hold
+// 32-64 KiB there; bounded reads keep it at one record (about 17 KiB).
 type waitHook struct {
 	rc   syscall.RawConn
 	hook func()
+
+	tlsRecords bool
+	hdr        [tlsHeaderLen]byte // the current record's header bytes seen so far (hn of them)
+	hn         int
+	left       int                // bytes of the current record's body not yet returned; 0: in a header
+	ahead      [tlsHeaderLen]byte // the next record's first bytes, read with the end of the current one
+	an         int
 }
+
+// tlsHeaderLen is a TLS record header: type, version, 16-bit length.
+const tlsHeaderLen = 5
 
 func newWaitHook(nc net.Conn, hook func()) *waitHook {
 	h := &waitHook{hook: hook}
@@ -491,7 +507,73 @@ func newWaitHook(nc net.Conn, hook func()) *waitHook {
 	return h
 }
 
+// newTLSWaitHook is newWaitHook for the connection beneath a tls.Conn that
+// has finished its handshake (the stream is at a record boundary).
+func newTLSWaitHook(nc net.Conn, hook func()) *waitHook {
+	h := newWaitHook(nc, hook)
+	h.tlsRecords = true
+	return h
+}
+
 func (h *waitHook) read(nc net.Conn, b []byte) (int, error) {
+	if !h.tlsRecords || len(b) == 0 {
+		return h.readWait(nc, b)
+	}
+	if h.an > 0 {
+		n := copy(b, h.ahead[:h.an])
+		h.an = copy(h.ahead[:], h.ahead[n:h.an])
+		h.records(b[:n])
+		return n, nil
+	}
+	// In a header, only the rest of it; in a body, the rest of it and the
+	// next header (kept in ahead), so a stream of records costs one read
+	// each. A malformed stream only makes reads smaller: bytes are never
+	// dropped or reordered, and tls.Conn reports the error.
+	limit, extra := tlsHeaderLen-h.hn, 0
+	if h.left > 0 {
+		limit, extra = h.left, tlsHeaderLen
+	}
+	n, err := h.readWait(nc, b[:min(len(b), limit+extra)])
+	if n > limit {
+		h.an = copy(h.ahead[:], b[limit:n])
+		n = limit
+	}
+	h.records(b[:n])
+	return n, err
+}
+
+// records follows the record boundaries through p, the bytes returned.
+func (h *waitHook) records(p []byte) {
+	for len(p) > 0 {
+		if h.left > 0 {
+			k := min(h.left, len(p))
+			h.left -= k
+			p = p[k:]
+			continue
+		}
+		k := copy(h.hdr[h.hn:], p)
+		h.hn += k
+		p = p[k:]
+		if h.hn == tlsHeaderLen {
+			h.hn, h.left = 0, int(h.hdr[3])<<8|int(h.hdr[4])
+			if !plausibleTLSHeader(h.hdr) {
+				// Not at a boundary after all (tls.Conn had read ahead when
+				// the hook was set): plain reads from now on.
+				h.tlsRecords, h.left = false, 0
+				return
+			}
+		}
+	}
+}
+
+// plausibleTLSHeader: a known content type (RFC 8446 5.1: change cipher
+// spec, alert, handshake, application data), major version 3 and a length
+// no record may exceed (2^14 + 2048, RFC 5246 6.2.3).
+func plausibleTLSHeader(hdr [tlsHeaderLen]byte) bool {
+	return hdr[0] >= 20 && hdr[0] <= 23 && hdr[1] == 3 && int(hdr[3])<<8|int(hdr[4]) <= 1<<14+2048
+}
+
+func (h *waitHook) readWait(nc net.Conn, b []byte) (int, error) {
 	if h.rc != nil && len(b) > 0 {
 		if n := probeRead(h.rc, b); n > 0 {
 			return n, nil

@@ -255,11 +255,15 @@ func (r *relay) accepted(rq *association.AssociateRQ, ac *association.AssociateA
 	// Each pump, before it waits for its side, sends what it queued for
 	// the other side and gives its PDU buffer back (an idle association
 	// holds neither).
-	c.pre.wait = newWaitHook(c.raw, func() {
+	c.pre.wait = newTLSWaitHook(c.raw, func() {
 		_ = r.bw.flush() // a failure is sticky: the next write reports it
 		r.cr.Release()
 	})
-	r.bh.wait = newWaitHook(r.bh.Conn, func() {
+	newHook := newWaitHook
+	if r.d.Backend.TLS != nil {
+		newHook = newTLSWaitHook
+	}
+	r.bh.wait = newHook(r.bh.Conn, func() {
 		_ = r.cw.flush()
 		r.br.Release()
 	})
