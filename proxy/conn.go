@@ -116,6 +116,22 @@ func (c *conn) establish(abort func()) bool {
 func (c *conn) serve(ctx context.Context) {
 	defer c.close()
 	defer c.releasePre()
+	run, held := c.open(ctx)
+	if held {
+		defer c.s.release()
+	}
+	if run != nil {
+		// The association's life runs after open's large frame (handshake,
+		// decision) has returned: a goroutine waiting for its peer then
+		// uses under 4 KiB of stack, which the GC can shrink to 8 KiB.
+		run()
+	}
+}
+
+// open takes the connection up to the decision: the TLS handshake, the
+// A-ASSOCIATE-RQ, the policy and the association slot (held: the caller
+// releases it). run, when not nil, is the rest of the association.
+func (c *conn) open(ctx context.Context) (run func(), held bool) {
 	cfg := c.s.current()
 	artim := cfg.Edge.ARTIMTimeout
 	if artim <= 0 {
@@ -135,7 +151,7 @@ func (c *conn) serve(ctx context.Context) {
 	if !c.s.acquirePreSource(c.srcKey, cfg.Edge.MaxAssociations) {
 		c.log.Debug("too many connections before association from this source; closed")
 		c.s.preRefused(c.raw)
-		return
+		return nil, false
 	}
 	c.srcHeld = true
 
@@ -151,16 +167,16 @@ func (c *conn) serve(ctx context.Context) {
 			// Closed without sending a byte: a load balancer's or monitor's
 			// TCP check, not a failed handshake; not worth an audit record.
 			c.log.Debug("connection closed before any byte (TCP check)")
-			return
+			return nil, false
 		}
 		c.s.Metrics.TLSFailures.WithLabelValues(reason).Inc() // every one is metered
 		if !c.s.tlsFail.allow(c.source, reason) {
 			c.log.Debug("tls handshake failed; record suppressed (rate limit)", "reason", reason, "error", err)
-			return
+			return nil, false
 		}
 		c.log.Info("tls handshake failed", "reason", reason, "error", err)
 		c.s.auditEvent(audit.Event{Event: audit.EventTLSFailed, Conn: c.id, Remote: c.remote, Reason: reason})
-		return
+		return nil, false
 	}
 	c.identity = id
 	c.client = &audit.Client{Subject: id.Subject, CN: id.CN, DNS: id.DNS, URI: id.URI, Email: id.Email,
@@ -172,7 +188,7 @@ func (c *conn) serve(ctx context.Context) {
 	typ, raw, err := r.Next()
 	if err != nil {
 		c.preAssociationError(err)
-		return
+		return nil, false
 	}
 	if typ != association.TypeAssociateRQ {
 		// PS3.8 state Sta2: any PDU but A-ASSOCIATE-RQ is unexpected (AA-1),
@@ -182,12 +198,12 @@ func (c *conn) serve(ctx context.Context) {
 			c.log.Info("unexpected PDU before A-ASSOCIATE-RQ; aborted", "type", typ)
 			c.waitPeerClose(c.tc)
 		}
-		return
+		return nil, false
 	}
 	p, err := association.Decode(typ, raw[association.HeaderLen:])
 	if err != nil {
 		c.preAssociationError(err)
-		return
+		return nil, false
 	}
 	rq := p.(*association.AssociateRQ)
 	c.rq = rq
@@ -204,26 +220,27 @@ func (c *conn) serve(ctx context.Context) {
 	case policy.ActionReject:
 		c.reject(d.Rule, association.RejectResult(d.Reject.Result), association.RejectSource(d.Reject.Source),
 			association.RejectReason(d.Reject.Reason), d.Reject.ReasonName)
-		return
+		return nil, false
 	case policy.ActionAnswer, policy.ActionRelay:
 	default:
 		c.reject(d.Rule, association.RejectPermanent, association.RejectSourceServiceUser, association.RejectUserNoReason, "")
-		return
+		return nil, false
 	}
 	if !c.s.tryAcquire(cfg.Edge.MaxAssociations) {
 		c.reject(d.Rule, association.RejectTransient, association.RejectSourceServiceProviderPresentation, association.RejectPresentationLocalLimitExceeded, "")
-		return
+		return nil, false
 	}
-	defer c.s.release()
 	c.releasePre() // now counted against max_associations instead
 	_ = c.raw.SetDeadline(time.Time{})
 	if d.Action == policy.ActionAnswer {
 		a := &answerer{c: c, cfg: cfg, r: r, rule: d.Rule}
-		a.run()
-		return
+		return a.run, true
 	}
 	rl := &relay{c: c, cfg: cfg, d: d, cr: r}
-	rl.run(ctx, deadline)
+	if !rl.run(ctx, deadline) {
+		return nil, true
+	}
+	return rl.pump, true
 }
 
 // preAssociationError handles a failure to read the A-ASSOCIATE-RQ: a
@@ -322,7 +339,6 @@ func isTimeout(err error) bool {
 type pduWriter struct {
 	mu    sync.Mutex
 	c     net.Conn
-	buf   []byte
 	q     []byte  // queued whole PDUs, not yet written
 	qbox  *[]byte // q's box from queuePool
 	err   error   // a failed flush; later writes return it
@@ -458,17 +474,21 @@ func (w *pduWriter) dropQueue() {
 	}
 }
 
+// encodePool holds the buffers PDUs the edge builds itself are encoded
+// into: taken for one write, so an idle association holds none.
+var encodePool = sync.Pool{New: func() any { return new([]byte) }}
+
 func (w *pduWriter) write(p association.PDU) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	var err error
-	w.buf, err = association.Append(w.buf[:0], p)
-	if err != nil {
-		return err
+	box := encodePool.Get().(*[]byte)
+	b, err := association.Append((*box)[:0], p)
+	if err == nil {
+		err = w.writeLocked(b)
 	}
-	err = w.writeLocked(w.buf)
-	if cap(w.buf) > 64<<10 {
-		w.buf = nil // do not keep a large buffer per idle association
+	if cap(b) <= 64<<10 { // larger ones are rare: not worth keeping
+		*box = b[:0]
+		encodePool.Put(box)
 	}
 	return err
 }
