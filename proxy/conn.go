@@ -504,9 +504,12 @@ func (w *pduWriter) write(p association.PDU) error {
 // connection and grows it (doubling) whenever a read returns more than the
 // record it wants, so after a large PDU an idle association would hold
 // 32-64 KiB there; bounded reads keep it at one record (about 17 KiB).
+// What a socket read brings beyond the record waits in a pooled buffer
+// that goes back to the pool as soon as tls.Conn has taken it all.
 type waitHook struct {
-	rc   syscall.RawConn
-	hook func()
+	rc     syscall.RawConn
+	prober *prober // on rc
+	hook   func()
 
 	tlsRecords bool
 	hdr        [tlsHeaderLen]byte // the current record's header bytes seen so far (hn of them)
@@ -514,6 +517,8 @@ type waitHook struct {
 	left       int                // bytes of the current record's body not yet returned; 0: in a header
 	ahead      [tlsHeaderLen]byte // the next record's first bytes, read with the end of the current one
 	an         int
+	pend       []byte  // read ahead from the socket, not yet returned (in pbox)
+	pbox       *[]byte // from readAheadPool while pend has bytes
 }
 
 // tlsHeaderLen is a TLS record header: type, version, 16-bit length.
@@ -523,6 +528,9 @@ func newWaitHook(nc net.Conn, hook func()) *waitHook {
 	h := &waitHook{hook: hook}
 	if tc, ok := nc.(*net.TCPConn); ok {
 		h.rc, _ = tc.SyscallConn()
+	}
+	if h.rc != nil {
+		h.prober = newProber(h.rc)
 	}
 	return h
 }
@@ -536,24 +544,55 @@ func newTLSWaitHook(nc net.Conn, hook func()) *waitHook {
 }
 
 func (h *waitHook) read(nc net.Conn, b []byte) (int, error) {
-	if !h.tlsRecords || len(b) == 0 {
+	if len(b) == 0 || !h.tlsRecords && h.an == 0 && len(h.pend) == 0 {
 		return h.readWait(nc, b)
 	}
+	// In a header, only the rest of it; in a body, only the rest of it
+	// (after a fall back to plain reads, what was read ahead first).
+	limit := tlsHeaderLen - h.hn
+	switch {
+	case !h.tlsRecords:
+		limit = len(b)
+	case h.left > 0:
+		limit = h.left
+	}
 	if h.an > 0 {
-		n := copy(b, h.ahead[:h.an])
+		n := copy(b[:min(len(b), limit)], h.ahead[:h.an])
 		h.an = copy(h.ahead[:], h.ahead[n:h.an])
 		h.records(b[:n])
 		return n, nil
 	}
-	// In a header, only the rest of it; in a body, the rest of it and the
-	// next header (kept in ahead), so a stream of records costs one read
-	// each. A malformed stream only makes reads smaller: bytes are never
-	// dropped or reordered, and tls.Conn reports the error.
-	limit, extra := tlsHeaderLen-h.hn, 0
-	if h.left > 0 {
-		limit, extra = h.left, tlsHeaderLen
+	if len(h.pend) == 0 && h.rc != nil && h.tlsRecords {
+		// Whatever is waiting, in one read into a pooled buffer (held
+		// only while it has bytes for tls.Conn): few reads per record
+		// while data streams, nothing held while the association waits.
+		box := readAheadPool.Get().(*[]byte)
+		if n := h.prober.probe((*box)[:cap(*box)]); n > 0 {
+			h.pbox, h.pend = box, (*box)[:n]
+		} else {
+			readAheadPool.Put(box)
+		}
 	}
-	n, err := h.readWait(nc, b[:min(len(b), limit+extra)])
+	if len(h.pend) > 0 {
+		n := copy(b[:min(len(b), limit)], h.pend)
+		h.pend = h.pend[n:]
+		if len(h.pend) == 0 {
+			readAheadPool.Put(h.pbox)
+			h.pbox, h.pend = nil, nil
+		}
+		h.records(b[:n])
+		return n, nil
+	}
+	// Nothing waiting (or no socket to probe): the hook, then a blocking
+	// read of this header or body, and in a body the next header too
+	// (kept in ahead). A malformed stream only makes reads smaller: bytes
+	// are never dropped or reordered, and tls.Conn reports the error.
+	extra := 0
+	if h.left > 0 {
+		extra = tlsHeaderLen
+	}
+	h.hook()
+	n, err := nc.Read(b[:min(len(b), limit+extra)])
 	if n > limit {
 		h.an = copy(h.ahead[:], b[limit:n])
 		n = limit
@@ -562,9 +601,13 @@ func (h *waitHook) read(nc net.Conn, b []byte) (int, error) {
 	return n, err
 }
 
+// readAheadPool holds the buffers a waitHook beneath crypto/tls reads
+// what is waiting into; 64 KiB is a few records per read.
+var readAheadPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+
 // records follows the record boundaries through p, the bytes returned.
 func (h *waitHook) records(p []byte) {
-	for len(p) > 0 {
+	for h.tlsRecords && len(p) > 0 {
 		if h.left > 0 {
 			k := min(h.left, len(p))
 			h.left -= k
@@ -595,7 +638,7 @@ func plausibleTLSHeader(hdr [tlsHeaderLen]byte) bool {
 
 func (h *waitHook) readWait(nc net.Conn, b []byte) (int, error) {
 	if h.rc != nil && len(b) > 0 {
-		if n := probeRead(h.rc, b); n > 0 {
+		if n := h.prober.probe(b); n > 0 {
 			return n, nil
 		}
 		// Nothing waiting, end of stream, an error or a deadline: the

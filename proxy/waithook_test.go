@@ -183,6 +183,9 @@ func TestWaitHookTLSRecords(t *testing.T) {
 			if !bytes.Equal(got, stream) {
 				t.Fatal("bytes changed on the way")
 			}
+			if h.pbox != nil || h.an != 0 {
+				t.Errorf("read-ahead kept after tls.Conn took every byte: buffer %v, %d header bytes", h.pbox != nil, h.an)
+			}
 			if h.tlsRecords != (tc.prefix == nil) {
 				t.Errorf("following records: %v", h.tlsRecords)
 			}
