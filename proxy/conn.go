@@ -116,6 +116,22 @@ func (c *conn) establish(abort func()) bool {
 func (c *conn) serve(ctx context.Context) {
 	defer c.close()
 	defer c.releasePre()
+	run, held := c.open(ctx)
+	if held {
+		defer c.s.release()
+	}
+	if run != nil {
+		// The association's life runs after open's large frame (handshake,
+		// decision) has returned: a goroutine waiting for its peer then
+		// uses under 4 KiB of stack, which the GC can shrink to 8 KiB.
+		run()
+	}
+}
+
+// open takes the connection up to the decision: the TLS handshake, the
+// A-ASSOCIATE-RQ, the policy and the association slot (held: the caller
+// releases it). run, when not nil, is the rest of the association.
+func (c *conn) open(ctx context.Context) (run func(), held bool) {
 	cfg := c.s.current()
 	artim := cfg.Edge.ARTIMTimeout
 	if artim <= 0 {
@@ -135,7 +151,7 @@ func (c *conn) serve(ctx context.Context) {
 	if !c.s.acquirePreSource(c.srcKey, cfg.Edge.MaxAssociations) {
 		c.log.Debug("too many connections before association from this source; closed")
 		c.s.preRefused(c.raw)
-		return
+		return nil, false
 	}
 	c.srcHeld = true
 
@@ -151,16 +167,16 @@ func (c *conn) serve(ctx context.Context) {
 			// Closed without sending a byte: a load balancer's or monitor's
 			// TCP check, not a failed handshake; not worth an audit record.
 			c.log.Debug("connection closed before any byte (TCP check)")
-			return
+			return nil, false
 		}
 		c.s.Metrics.TLSFailures.WithLabelValues(reason).Inc() // every one is metered
 		if !c.s.tlsFail.allow(c.source, reason) {
 			c.log.Debug("tls handshake failed; record suppressed (rate limit)", "reason", reason, "error", err)
-			return
+			return nil, false
 		}
 		c.log.Info("tls handshake failed", "reason", reason, "error", err)
 		c.s.auditEvent(audit.Event{Event: audit.EventTLSFailed, Conn: c.id, Remote: c.remote, Reason: reason})
-		return
+		return nil, false
 	}
 	c.identity = id
 	c.client = &audit.Client{Subject: id.Subject, CN: id.CN, DNS: id.DNS, URI: id.URI, Email: id.Email,
@@ -172,7 +188,7 @@ func (c *conn) serve(ctx context.Context) {
 	typ, raw, err := r.Next()
 	if err != nil {
 		c.preAssociationError(err)
-		return
+		return nil, false
 	}
 	if typ != association.TypeAssociateRQ {
 		// PS3.8 state Sta2: any PDU but A-ASSOCIATE-RQ is unexpected (AA-1),
@@ -182,12 +198,12 @@ func (c *conn) serve(ctx context.Context) {
 			c.log.Info("unexpected PDU before A-ASSOCIATE-RQ; aborted", "type", typ)
 			c.waitPeerClose(c.tc)
 		}
-		return
+		return nil, false
 	}
 	p, err := association.Decode(typ, raw[association.HeaderLen:])
 	if err != nil {
 		c.preAssociationError(err)
-		return
+		return nil, false
 	}
 	rq := p.(*association.AssociateRQ)
 	c.rq = rq
@@ -204,26 +220,27 @@ func (c *conn) serve(ctx context.Context) {
 	case policy.ActionReject:
 		c.reject(d.Rule, association.RejectResult(d.Reject.Result), association.RejectSource(d.Reject.Source),
 			association.RejectReason(d.Reject.Reason), d.Reject.ReasonName)
-		return
+		return nil, false
 	case policy.ActionAnswer, policy.ActionRelay:
 	default:
 		c.reject(d.Rule, association.RejectPermanent, association.RejectSourceServiceUser, association.RejectUserNoReason, "")
-		return
+		return nil, false
 	}
 	if !c.s.tryAcquire(cfg.Edge.MaxAssociations) {
 		c.reject(d.Rule, association.RejectTransient, association.RejectSourceServiceProviderPresentation, association.RejectPresentationLocalLimitExceeded, "")
-		return
+		return nil, false
 	}
-	defer c.s.release()
 	c.releasePre() // now counted against max_associations instead
 	_ = c.raw.SetDeadline(time.Time{})
 	if d.Action == policy.ActionAnswer {
 		a := &answerer{c: c, cfg: cfg, r: r, rule: d.Rule}
-		a.run()
-		return
+		return a.run, true
 	}
 	rl := &relay{c: c, cfg: cfg, d: d, cr: r}
-	rl.run(ctx, deadline)
+	if !rl.run(ctx, deadline) {
+		return nil, true
+	}
+	return rl.pump, true
 }
 
 // preAssociationError handles a failure to read the A-ASSOCIATE-RQ: a
@@ -322,7 +339,6 @@ func isTimeout(err error) bool {
 type pduWriter struct {
 	mu    sync.Mutex
 	c     net.Conn
-	buf   []byte
 	q     []byte  // queued whole PDUs, not yet written
 	qbox  *[]byte // q's box from queuePool
 	err   error   // a failed flush; later writes return it
@@ -458,17 +474,21 @@ func (w *pduWriter) dropQueue() {
 	}
 }
 
+// encodePool holds the buffers PDUs the edge builds itself are encoded
+// into: taken for one write, so an idle association holds none.
+var encodePool = sync.Pool{New: func() any { return new([]byte) }}
+
 func (w *pduWriter) write(p association.PDU) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	var err error
-	w.buf, err = association.Append(w.buf[:0], p)
-	if err != nil {
-		return err
+	box := encodePool.Get().(*[]byte)
+	b, err := association.Append((*box)[:0], p)
+	if err == nil {
+		err = w.writeLocked(b)
 	}
-	err = w.writeLocked(w.buf)
-	if cap(w.buf) > 64<<10 {
-		w.buf = nil // do not keep a large buffer per idle association
+	if cap(b) <= 64<<10 { // larger ones are rare: not worth keeping
+		*box = b[:0]
+		encodePool.Put(box)
 	}
 	return err
 }
@@ -478,22 +498,147 @@ func (w *pduWriter) write(p association.PDU) error {
 // nothing is waiting does hook run (flush queued output, release buffers)
 // before the ordinary, blocking read. On other connections (PROXY protocol
 // wrappers, test pipes) hook runs before every read.
+//
+// Beneath crypto/tls (tlsRecords), reads also end at TLS record
+// boundaries: tls.Conn keeps its raw input buffer for the life of the
+// connection and grows it (doubling) whenever a read returns more than the
+// record it wants, so after a large PDU an idle association would hold
+// 32-64 KiB there; bounded reads keep it at one record (about 17 KiB).
+// What a socket read brings beyond the record waits in a pooled buffer
+// that goes back to the pool as soon as tls.Conn has taken it all.
 type waitHook struct {
-	rc   syscall.RawConn
-	hook func()
+	rc     syscall.RawConn
+	prober *prober // on rc
+	hook   func()
+
+	tlsRecords bool
+	hdr        [tlsHeaderLen]byte // the current record's header bytes seen so far (hn of them)
+	hn         int
+	left       int                // bytes of the current record's body not yet returned; 0: in a header
+	ahead      [tlsHeaderLen]byte // the next record's first bytes, read with the end of the current one
+	an         int
+	pend       []byte  // read ahead from the socket, not yet returned (in pbox)
+	pbox       *[]byte // from readAheadPool while pend has bytes
 }
+
+// tlsHeaderLen is a TLS record header: type, version, 16-bit length.
+const tlsHeaderLen = 5
 
 func newWaitHook(nc net.Conn, hook func()) *waitHook {
 	h := &waitHook{hook: hook}
 	if tc, ok := nc.(*net.TCPConn); ok {
 		h.rc, _ = tc.SyscallConn()
 	}
+	if h.rc != nil {
+		h.prober = newProber(h.rc)
+	}
+	return h
+}
+
+// newTLSWaitHook is newWaitHook for the connection beneath a tls.Conn that
+// has finished its handshake (the stream is at a record boundary).
+func newTLSWaitHook(nc net.Conn, hook func()) *waitHook {
+	h := newWaitHook(nc, hook)
+	h.tlsRecords = true
 	return h
 }
 
 func (h *waitHook) read(nc net.Conn, b []byte) (int, error) {
+	if len(b) == 0 || !h.tlsRecords && h.an == 0 && len(h.pend) == 0 {
+		return h.readWait(nc, b)
+	}
+	// In a header, only the rest of it; in a body, only the rest of it
+	// (after a fall back to plain reads, what was read ahead first).
+	limit := tlsHeaderLen - h.hn
+	switch {
+	case !h.tlsRecords:
+		limit = len(b)
+	case h.left > 0:
+		limit = h.left
+	}
+	if h.an > 0 {
+		n := copy(b[:min(len(b), limit)], h.ahead[:h.an])
+		h.an = copy(h.ahead[:], h.ahead[n:h.an])
+		h.records(b[:n])
+		return n, nil
+	}
+	if len(h.pend) == 0 && h.rc != nil && h.tlsRecords {
+		// Whatever is waiting, in one read into a pooled buffer (held
+		// only while it has bytes for tls.Conn): few reads per record
+		// while data streams, nothing held while the association waits.
+		box := readAheadPool.Get().(*[]byte)
+		if n := h.prober.probe((*box)[:cap(*box)]); n > 0 {
+			h.pbox, h.pend = box, (*box)[:n]
+		} else {
+			readAheadPool.Put(box)
+		}
+	}
+	if len(h.pend) > 0 {
+		n := copy(b[:min(len(b), limit)], h.pend)
+		h.pend = h.pend[n:]
+		if len(h.pend) == 0 {
+			readAheadPool.Put(h.pbox)
+			h.pbox, h.pend = nil, nil
+		}
+		h.records(b[:n])
+		return n, nil
+	}
+	// Nothing waiting (or no socket to probe): the hook, then a blocking
+	// read of this header or body, and in a body the next header too
+	// (kept in ahead). A malformed stream only makes reads smaller: bytes
+	// are never dropped or reordered, and tls.Conn reports the error.
+	extra := 0
+	if h.left > 0 {
+		extra = tlsHeaderLen
+	}
+	h.hook()
+	n, err := nc.Read(b[:min(len(b), limit+extra)])
+	if n > limit {
+		h.an = copy(h.ahead[:], b[limit:n])
+		n = limit
+	}
+	h.records(b[:n])
+	return n, err
+}
+
+// readAheadPool holds the buffers a waitHook beneath crypto/tls reads
+// what is waiting into; 64 KiB is a few records per read.
+var readAheadPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+
+// records follows the record boundaries through p, the bytes returned.
+func (h *waitHook) records(p []byte) {
+	for h.tlsRecords && len(p) > 0 {
+		if h.left > 0 {
+			k := min(h.left, len(p))
+			h.left -= k
+			p = p[k:]
+			continue
+		}
+		k := copy(h.hdr[h.hn:], p)
+		h.hn += k
+		p = p[k:]
+		if h.hn == tlsHeaderLen {
+			h.hn, h.left = 0, int(h.hdr[3])<<8|int(h.hdr[4])
+			if !plausibleTLSHeader(h.hdr) {
+				// Not at a boundary after all (tls.Conn had read ahead when
+				// the hook was set): plain reads from now on.
+				h.tlsRecords, h.left = false, 0
+				return
+			}
+		}
+	}
+}
+
+// plausibleTLSHeader: a known content type (RFC 8446 5.1: change cipher
+// spec, alert, handshake, application data), major version 3 and a length
+// no record may exceed (2^14 + 2048, RFC 5246 6.2.3).
+func plausibleTLSHeader(hdr [tlsHeaderLen]byte) bool {
+	return hdr[0] >= 20 && hdr[0] <= 23 && hdr[1] == 3 && int(hdr[3])<<8|int(hdr[4]) <= 1<<14+2048
+}
+
+func (h *waitHook) readWait(nc net.Conn, b []byte) (int, error) {
 	if h.rc != nil && len(b) > 0 {
-		if n := probeRead(h.rc, b); n > 0 {
+		if n := h.prober.probe(b); n > 0 {
 			return n, nil
 		}
 		// Nothing waiting, end of stream, an error or a deadline: the

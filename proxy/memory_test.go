@@ -9,7 +9,9 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"testing"
 	"time"
@@ -36,7 +38,10 @@ func TestHelperHoldAssociations(t *testing.T) {
 	pem, _ := os.ReadFile(os.Getenv("DICOMEDGE_HOLD_CA"))
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)
-	cfg := &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: pool, ServerName: "localhost"}
+	cfg := &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: pool, ServerName: "localhost",
+		DynamicRecordSizingDisabled: os.Getenv("DICOMEDGE_HOLD_FULLRECORDS") != ""}
+	// Full-size records from the start, as OpenSSL sends them (crypto/tls
+	// grows them over the first 128 KiB).
 	// Relayed: this process is also the backend, and each association
 	// stores one instance in a single large PDU before it goes idle, so
 	// that buffers kept after traffic would show.
@@ -202,23 +207,34 @@ func TestIdleMemoryReport(t *testing.T) {
 // the edge (after A-ASSOCIATE-AC) and relayed (after one C-STORE in a
 // 256 KiB PDU).
 func memoryReport(t *testing.T, n int) {
-	memoryReportOne(t, n, false)
-	memoryReportOne(t, n, true)
+	memoryReportOne(t, n, false, false)
+	memoryReportOne(t, n, true, false)
+	memoryReportOne(t, n, true, true)
 }
 
-func memoryReportOne(t *testing.T, n int, relayed bool) {
+// memoryReportOne measures n idle associations; fullRecords makes the
+// clients send full-size TLS records from the first byte, as OpenSSL (so
+// DCMTK) does, instead of crypto/tls's records that grow over the first
+// 128 KiB, which leave tls.Conn's input buffer on the edge twice as large.
+func memoryReportOne(t *testing.T, n int, relayed, fullRecords bool) {
 	o := edgeOptions{Quiet: true, MaxAssociations: n + 10}
 	backend := ""
 	if relayed {
 		backend = testpeer.FreeAddr(t)
 		o.Backends, o.Rules = backendBlock("pacs", backend, "STORESCP"), storeRules(`"C-ECHO", "C-STORE"`)
 	}
+	profile := os.Getenv("DICOMEDGE_MEMPROFILE") // a directory: heap profile of the edge per report
+	if profile != "" {
+		old := runtime.MemProfileRate
+		runtime.MemProfileRate = 512
+		t.Cleanup(func() { runtime.MemProfileRate = old })
+	}
 	e := startEdge(t, o)
-	before := heapNow()
+	before, beforeStacks, beforeG := heapNow(), stackNow(), runtime.NumGoroutine()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperHoldAssociations$")
 	cmd.Env = append(os.Environ(), "DICOMEDGE_HOLD_ADDR="+e.Addr, "DICOMEDGE_HOLD_N="+strconv.Itoa(n),
 		"DICOMEDGE_HOLD_CERT="+e.pki.clientCert, "DICOMEDGE_HOLD_KEY="+e.pki.clientKey, "DICOMEDGE_HOLD_CA="+e.pki.ca,
-		"DICOMEDGE_HOLD_BACKEND="+backend)
+		"DICOMEDGE_HOLD_BACKEND="+backend, "DICOMEDGE_HOLD_FULLRECORDS="+map[bool]string{true: "1"}[fullRecords])
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
@@ -233,12 +249,41 @@ func memoryReportOne(t *testing.T, n int, relayed bool) {
 	for e.Server.active.Load() < int64(n) && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	after := heapNow()
+	after, afterStacks, afterG := heapNow(), stackNow(), runtime.NumGoroutine()
 	per := float64(after-before) / float64(n)
 	what := "answered"
 	if relayed {
 		what = fmt.Sprintf("relayed (after one %d KiB PDU each)", holdPDU>>10)
+		if fullRecords {
+			what = fmt.Sprintf("relayed (after one %d KiB PDU each; the client sends full-size TLS records)", holdPDU>>10)
+		}
 	}
 	fmt.Printf("\nIdle %s TLS associations held open: %d; edge heap+stacks grew %.1f MiB = %.1f KiB per association\n",
 		what, e.Server.active.Load(), float64(after-before)/(1<<20), per/1024)
+	fmt.Printf("  of which goroutine stacks %.1f KiB and %.1f goroutines per association\n",
+		float64(afterStacks-beforeStacks)/float64(n)/1024, float64(afterG-beforeG)/float64(n))
+	if profile != "" {
+		name := "answered"
+		if relayed {
+			name = "relayed"
+		}
+		if fullRecords {
+			name += "-fullrecords"
+		}
+		f, err := os.Create(filepath.Join(profile, "idle-"+name+".heap"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Printf("  heap profile: %s\n", f.Name())
+	}
+}
+
+func stackNow() uint64 {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.StackInuse
 }

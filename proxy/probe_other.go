@@ -4,6 +4,10 @@ package proxy
 
 import "syscall"
 
-// probeRead cannot read without waiting here: the hook runs before every
+// prober cannot read without waiting here: the hook runs before every
 // read, as on connections that are not TCP sockets.
-func probeRead(syscall.RawConn, []byte) int { return 0 }
+type prober struct{}
+
+func newProber(syscall.RawConn) *prober { return nil }
+
+func (*prober) probe([]byte) int { return 0 }

@@ -84,13 +84,15 @@ type pendingOp struct {
 	audited   bool   // the dimse record was written
 }
 
-func (r *relay) run(ctx context.Context, artimDeadline time.Time) {
+// run sets the association up with the backend and relays its answer; it
+// returns true when the association is established and pump must follow.
+func (r *relay) run(ctx context.Context, artimDeadline time.Time) bool {
 	c, rq := r.c, r.c.rq
 	be := r.d.Backend
 	if be == nil {
 		c.reject(r.d.Rule, association.RejectTransient, association.RejectSourceServiceProviderPresentation,
 			association.RejectPresentationTemporaryCongestion, "")
-		return
+		return false
 	}
 	c.log = c.log.With("backend", be.Name)
 	maxLen := r.cfg.Edge.MaxPDULength
@@ -115,7 +117,7 @@ func (r *relay) run(ctx context.Context, artimDeadline time.Time) {
 		c.log.Info("no presentation context the rule allows")
 		c.reject(r.d.Rule, association.RejectPermanent, association.RejectSourceServiceUser,
 			association.RejectUserNoReason, "no-allowed-presentation-context")
-		return
+		return false
 	}
 
 	b, bh, err := r.dial(ctx, be, artimDeadline)
@@ -123,10 +125,15 @@ func (r *relay) run(ctx context.Context, artimDeadline time.Time) {
 		c.log.Warn("backend unreachable", "address", be.Address, "error", err)
 		c.reject(r.d.Rule, association.RejectTransient, association.RejectSourceServiceProviderPresentation,
 			association.RejectPresentationTemporaryCongestion, "backend-unreachable")
-		return
+		return false
 	}
 	r.b, r.bh = b, bh
-	defer b.Close()
+	established := false
+	defer func() {
+		if !established {
+			b.Close()
+		}
+	}()
 	var rd io.Reader = b
 	if be.TLS == nil {
 		rd = bh
@@ -143,7 +150,7 @@ func (r *relay) run(ctx context.Context, artimDeadline time.Time) {
 		c.log.Warn("backend write failed", "error", err)
 		c.reject(r.d.Rule, association.RejectTransient, association.RejectSourceServiceProviderPresentation,
 			association.RejectPresentationTemporaryCongestion, "backend-unreachable")
-		return
+		return false
 	}
 	p, err := r.br.ReadPDU()
 	_ = b.SetDeadline(time.Time{})
@@ -155,11 +162,11 @@ func (r *relay) run(ctx context.Context, artimDeadline time.Time) {
 		c.log.Warn("backend did not answer the A-ASSOCIATE-RQ", "error", err)
 		c.reject(r.d.Rule, association.RejectTransient, association.RejectSourceServiceProviderPresentation,
 			association.RejectPresentationTemporaryCongestion, "backend-no-answer")
-		return
+		return false
 	}
 	switch p := p.(type) {
 	case *association.AssociateAC:
-		r.accepted(rq, p, removed)
+		established = r.accepted(rq, p, removed)
 	case *association.AssociateRJ:
 		// The backend's own decision goes back unchanged.
 		c.log.Info("backend rejected the association", "result", p.Result, "source", p.Source, "reason", p.ReasonName())
@@ -178,6 +185,7 @@ func (r *relay) run(ctx context.Context, artimDeadline time.Time) {
 		c.s.auditEvent(e)
 		c.log.Warn("backend answered the RQ with an unexpected PDU", "type", p.Type())
 	}
+	return established
 }
 
 // clampMax is the maximum PDU length to offer or use towards a peer: the
@@ -196,9 +204,8 @@ func (r *relay) idle() time.Duration {
 	return 10 * time.Minute
 }
 
-// accepted relays the backend's AC to the client and pumps PDUs until the
-// association ends.
-func (r *relay) accepted(rq *association.AssociateRQ, ac *association.AssociateAC, removed map[uint8]bool) {
+// accepted relays the backend's AC to the client; true: pump follows.
+func (r *relay) accepted(rq *association.AssociateRQ, ac *association.AssociateAC, removed map[uint8]bool) bool {
 	c := r.c
 	maxLen := r.cfg.Edge.MaxPDULength
 	cac := *ac
@@ -237,12 +244,12 @@ func (r *relay) accepted(rq *association.AssociateRQ, ac *association.AssociateA
 	r.touch()
 	if !c.establish(func() { r.abortBoth("shutdown") }) {
 		c.sendAbort(r.b, association.AbortSourceServiceProvider, association.AbortReasonNotSpecified)
-		return
+		return false
 	}
 	if err := r.cw.write(&cac); err != nil {
 		c.sendAbort(r.b, association.AbortSourceServiceProvider, association.AbortReasonNotSpecified)
 		c.log.Info("write A-ASSOCIATE-AC to the client failed", "error", err)
-		return
+		return false
 	}
 	r.outBytes.Add(float64(r.cw.bytes.Load()))
 	c.s.Metrics.Associations.WithLabelValues("relay", r.d.Rule).Inc()
@@ -255,14 +262,26 @@ func (r *relay) accepted(rq *association.AssociateRQ, ac *association.AssociateA
 	// Each pump, before it waits for its side, sends what it queued for
 	// the other side and gives its PDU buffer back (an idle association
 	// holds neither).
-	c.pre.wait = newWaitHook(c.raw, func() {
+	c.pre.wait = newTLSWaitHook(c.raw, func() {
 		_ = r.bw.flush() // a failure is sticky: the next write reports it
 		r.cr.Release()
 	})
-	r.bh.wait = newWaitHook(r.bh.Conn, func() {
+	newHook := newWaitHook
+	if r.d.Backend.TLS != nil {
+		newHook = newTLSWaitHook
+	}
+	r.bh.wait = newHook(r.bh.Conn, func() {
 		_ = r.cw.flush()
 		r.br.Release()
 	})
+	return true
+}
+
+// pump forwards PDUs both ways until the association ends, then writes its
+// record. conn.serve calls it after run has returned, so that the client
+// pump waits for input on a small stack.
+func (r *relay) pump() {
+	defer r.b.Close()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -3,9 +3,14 @@
 package proxy
 
 import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"os"
 	"syscall"
 	"testing"
 	"time"
@@ -113,4 +118,146 @@ func waitReadable(t *testing.T, c net.Conn, n int) {
 		time.Sleep(time.Millisecond)
 	}
 	t.Fatalf("%d bytes never arrived", n)
+}
+
+// tlsRecord is a TLS record header (application data, TLS 1.2 version
+// field) followed by n bytes of body.
+func tlsRecord(n int, fill byte) []byte {
+	b := []byte{23, 3, 3, byte(n >> 8), byte(n)}
+	return append(b, bytes.Repeat([]byte{fill}, n)...)
+}
+
+// Beneath crypto/tls, no read returns bytes of two records (tls.Conn would
+// keep a larger input buffer for good), whatever the reader asks for and
+// however the bytes arrive; the bytes themselves pass unchanged.
+func TestWaitHookTLSRecords(t *testing.T) {
+	cases := []struct {
+		name    string
+		records []int  // body lengths
+		bufLen  int    // what the reader asks for each time
+		chunk   int    // the sender writes this many bytes at a time (0: all at once)
+		prefix  []byte // the hook starts inside a record: plain reads, bytes intact
+	}{
+		{name: "full records at once, large reads", records: []int{16401, 16401, 16401, 300}, bufLen: 64 << 10},
+		{name: "small and empty records", records: []int{1, 0, 7, 0, 0, 12}, bufLen: 64 << 10},
+		{name: "reads smaller than a header", records: []int{10, 3, 20}, bufLen: 2},
+		{name: "sender trickles", records: []int{5000, 70, 16401}, bufLen: 32 << 10, chunk: 3},
+		{name: "started inside a record", prefix: []byte{0xb3, 0xc5, 0xf6, 0xf0, 0x9d, 1, 2}, records: []int{16401, 16401}, bufLen: 64 << 10},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			server, client := tcpPair(t)
+			stream := append([]byte(nil), tc.prefix...)
+			var ends []int // stream offsets where a record ends
+			for i, n := range tc.records {
+				stream = append(stream, tlsRecord(n, byte('a'+i))...)
+				ends = append(ends, len(stream))
+			}
+			go func() {
+				if tc.chunk == 0 {
+					_, _ = client.Write(stream)
+					return
+				}
+				for p := stream; len(p) > 0; p = p[min(tc.chunk, len(p)):] {
+					if _, err := client.Write(p[:min(tc.chunk, len(p))]); err != nil {
+						return
+					}
+				}
+			}()
+			h := newTLSWaitHook(server, func() {})
+			var got []byte
+			buf := make([]byte, tc.bufLen)
+			for len(got) < len(stream) {
+				n, err := h.read(server, buf)
+				if err != nil {
+					t.Fatalf("after %d bytes: %v", len(got), err)
+				}
+				start := len(got)
+				got = append(got, buf[:n]...)
+				for _, e := range ends {
+					if tc.prefix == nil && start < e && len(got) > e {
+						t.Fatalf("read of bytes %d-%d crosses the record end at %d", start, len(got), e)
+					}
+				}
+			}
+			if !bytes.Equal(got, stream) {
+				t.Fatal("bytes changed on the way")
+			}
+			if h.pbox != nil || h.an != 0 {
+				t.Errorf("read-ahead kept after tls.Conn took every byte: buffer %v, %d header bytes", h.pbox != nil, h.an)
+			}
+			if h.tlsRecords != (tc.prefix == nil) {
+				t.Errorf("following records: %v", h.tlsRecords)
+			}
+		})
+	}
+}
+
+// Through a real tls.Conn (the hook set after the handshake), a large write
+// arrives intact. When the client waits for the edge first, as a DICOM
+// requestor waits for the A-ASSOCIATE-AC, the hook starts at a record
+// boundary and follows the records to the end; when the client writes at
+// once, tls.Conn may already hold part of a record: the hook notices the
+// implausible header and falls back to plain reads, still intact.
+func TestWaitHookUnderTLS(t *testing.T) {
+	p := sharedPKI(t)
+	pair, err := tls.LoadX509KeyPair(p.edgeCert, p.edgeKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, err := os.ReadFile(p.ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	want := make([]byte, 1<<20)
+	for i := range want {
+		want[i] = byte(i * 7)
+	}
+	for _, waits := range []bool{true, false} {
+		t.Run(fmt.Sprintf("client waits %v", waits), func(t *testing.T) {
+			server, client := tcpPair(t)
+			hooked := &hookConn{Conn: server}
+			ts := tls.Server(hooked, &tls.Config{Certificates: []tls.Certificate{pair}})
+			tcl := tls.Client(client, &tls.Config{RootCAs: roots, ServerName: "localhost"})
+			errc := make(chan error, 1)
+			go func() {
+				if err := tcl.Handshake(); err != nil {
+					errc <- err
+					return
+				}
+				if waits {
+					if _, err := io.ReadFull(tcl, make([]byte, 1)); err != nil {
+						errc <- err
+						return
+					}
+				}
+				_, err := tcl.Write(want)
+				errc <- err
+			}()
+			if err := ts.Handshake(); err != nil {
+				t.Fatal(err)
+			}
+			hooked.wait = newTLSWaitHook(server, func() {})
+			if waits {
+				if _, err := ts.Write([]byte{1}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got := make([]byte, len(want))
+			if _, err := io.ReadFull(ts, got); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-errc; err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatal("data changed through the bounded reads")
+			}
+			if h := hooked.wait; waits && (!h.tlsRecords || h.hn != 0 || h.left != 0 || h.an != 0) {
+				t.Errorf("not following records to the end: records %v, header %d, left %d, ahead %d", h.tlsRecords, h.hn, h.left, h.an)
+			}
+		})
+	}
 }
