@@ -77,11 +77,24 @@ func TestPreAssociationConnectionsCapped(t *testing.T) {
 	if limit != 16 || perSource != 4 {
 		t.Fatalf("limits %d/%d, want 16/4", limit, perSource)
 	}
+	// sourceHeld is the per-source slots taken: each connection's goroutine
+	// takes its own after Serve counted it in preActive, so both must
+	// settle before the next dial, or that one may win the race for the
+	// last per-source slot and an earlier one be refused in its place.
+	sourceHeld := func() int64 {
+		e.Server.preMu.Lock()
+		defer e.Server.preMu.Unlock()
+		var n int64
+		for _, v := range e.Server.preSource {
+			n += int64(v)
+		}
+		return n
+	}
 	waitPre := func(n int) {
 		t.Helper()
-		for deadline := time.Now().Add(20 * time.Second); e.Server.preActive.Load() != int64(n); time.Sleep(20 * time.Millisecond) {
+		for deadline := time.Now().Add(20 * time.Second); e.Server.preActive.Load() != int64(n) || sourceHeld() != int64(n); time.Sleep(20 * time.Millisecond) {
 			if time.Now().After(deadline) {
-				t.Fatalf("%d pre-association connections after 20s, want %d", e.Server.preActive.Load(), n)
+				t.Fatalf("%d pre-association connections (%d per-source slots) after 20s, want %d", e.Server.preActive.Load(), sourceHeld(), n)
 			}
 		}
 	}
