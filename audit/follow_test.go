@@ -44,6 +44,14 @@ func TestFollowStartedDuringRotation(t *testing.T) {
 	}
 	logged.Add(1)
 
+	followExpectingAll(t, file, logged.Load, logUntilRotated)
+}
+
+// followExpectingAll runs Follow on file, calling onFirst from inside the
+// callback for the first record, until want() records have arrived (or
+// 15 s), and checks they came once each, in seq order from 1.
+func followExpectingAll(t *testing.T, file string, want func() int64, onFirst func()) {
+	t.Helper()
 	var mu sync.Mutex
 	var seqs []uint64
 	first := true
@@ -54,7 +62,7 @@ func TestFollowStartedDuringRotation(t *testing.T) {
 		done <- Follow(ctx, file, Filter{}, 5*time.Millisecond, func(e Event, _ []byte) error {
 			if first {
 				first = false
-				logUntilRotated()
+				onFirst()
 			}
 			mu.Lock()
 			seqs = append(seqs, e.Seq)
@@ -67,7 +75,7 @@ func TestFollowStartedDuringRotation(t *testing.T) {
 		mu.Lock()
 		n := len(seqs)
 		mu.Unlock()
-		if int64(n) >= logged.Load() || time.Now().After(deadline) {
+		if int64(n) >= want() || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -78,13 +86,13 @@ func TestFollowStartedDuringRotation(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if int64(len(seqs)) != logged.Load() {
-		t.Errorf("followed %d records, want %d", len(seqs), logged.Load())
-	}
 	for i, s := range seqs {
-		if i > 0 && s != seqs[i-1]+1 {
-			t.Fatalf("record %d has seq %d after %d: records lost or repeated", i, s, seqs[i-1])
+		if s != uint64(i+1) {
+			t.Fatalf("record %d has seq %d, want %d: records lost or repeated (got %v)", i, s, i+1, seqs)
 		}
+	}
+	if int64(len(seqs)) != want() {
+		t.Errorf("followed %d records, want %d", len(seqs), want())
 	}
 }
 
@@ -118,53 +126,14 @@ func TestFollowStartedBetweenRenameAndCreate(t *testing.T) {
 	mv(parts[0], file+".1")
 	mv(parts[1], file+".2") // and no current file: the writer is mid-rotation
 
-	var mu sync.Mutex
-	var seqs []uint64
-	first := true
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- Follow(ctx, file, Filter{}, 5*time.Millisecond, func(e Event, _ []byte) error {
-			if first {
-				first = false
-				mv(parts[2], file)            // create
-				mv(file, file+".3")           // and rotate at once
-				for i, p := range parts[3:] { // then the rest, each rotated in turn
-					if i > 0 {
-						mv(file, fmt.Sprintf("%s.%d", file, 3+i))
-					}
-					mv(p, file)
-				}
+	followExpectingAll(t, file, func() int64 { return total }, func() {
+		mv(parts[2], file)            // create
+		mv(file, file+".3")           // and rotate at once
+		for i, p := range parts[3:] { // then the rest, each rotated in turn
+			if i > 0 {
+				mv(file, fmt.Sprintf("%s.%d", file, 3+i))
 			}
-			mu.Lock()
-			seqs = append(seqs, e.Seq)
-			mu.Unlock()
-			return nil
-		})
-	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		mu.Lock()
-		n := len(seqs)
-		mu.Unlock()
-		if n >= total || time.Now().After(deadline) {
-			break
+			mv(p, file)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	for i, s := range seqs {
-		if s != uint64(i+1) {
-			t.Fatalf("record %d has seq %d, want %d (got %v)", i, s, i+1, seqs)
-		}
-	}
-	if len(seqs) != total {
-		t.Errorf("followed %d records, want %d", len(seqs), total)
-	}
+	})
 }
