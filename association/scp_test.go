@@ -94,9 +94,13 @@ func (s *testSCP) serve(c net.Conn) {
 	r := association.NewReader(c, 64<<10)
 	typ, raw, err := r.Next()
 	if err != nil {
-		if !errors.Is(err, io.EOF) {
-			abortAndClose(c, association.AbortFor(err))
+		if errors.Is(err, io.EOF) {
+			// Closed before a byte: not an association but a port probe,
+			// e.g. another test's wait for its own peer on a port the
+			// kernel has since handed to this listener.
+			return
 		}
+		abortAndClose(c, association.AbortFor(err))
 		s.end("read RQ: " + err.Error())
 		return
 	}
