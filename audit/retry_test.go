@@ -85,20 +85,8 @@ func TestFailingDiskStallsQueue(t *testing.T) {
 	cfg.wrap = func(w io.Writer) io.Writer { d.w = w; return d }
 	w := openT(t, cfg)
 	const total = 20
-	// One record first, so the writer is stuck retrying it before the rest
-	// arrive (otherwise it could take them all into its failing batch).
-	w.Log(sampleEvent(0))
+	done := logBehindFailingRecord(t, w, total)
 	deadline := time.Now().Add(10 * time.Second)
-	for !w.Failing() && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for i := 1; i < total; i++ {
-			w.Log(sampleEvent(i))
-		}
-	}()
 	for !(w.Failing() && w.QueueDepth() == cfg.QueueSize) && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -135,18 +123,8 @@ func TestCloseGivesUpOnDeadDisk(t *testing.T) {
 	cfg := Config{QueueSize: 4, Fsync: 10 * time.Millisecond, closeGrace: 300 * time.Millisecond}
 	cfg.wrap = func(w io.Writer) io.Writer { d.w = w; return d }
 	w := openT(t, cfg)
-	w.Log(sampleEvent(0))
+	done := logBehindFailingRecord(t, w, 10) // the last ones block: the queue is full
 	deadline := time.Now().Add(10 * time.Second)
-	for !w.Failing() && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for i := 1; i < 10; i++ {
-			w.Log(sampleEvent(i)) // the last ones block: the queue is full
-		}
-	}()
 	for w.QueueDepth() < cfg.QueueSize && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
@@ -172,4 +150,29 @@ func TestCloseGivesUpOnDeadDisk(t *testing.T) {
 	if n, err := Verify(Files(w.cfg.File)); err != nil || n != 2 {
 		t.Fatalf("Verify = %d, %v", n, err)
 	}
+}
+
+// logBehindFailingRecord logs one record and waits until the writer is
+// failing on it, then logs records 1..total-1 from a goroutine (done is
+// closed when every Log has returned). The first record alone makes the
+// writer stuck before the rest arrive; otherwise it could take them all
+// into its failing batch.
+func logBehindFailingRecord(t *testing.T, w *Writer, total int) (done chan struct{}) {
+	t.Helper()
+	w.Log(sampleEvent(0))
+	deadline := time.Now().Add(10 * time.Second)
+	for !w.Failing() {
+		if time.Now().After(deadline) {
+			t.Fatal("the writer never failed on the sick disk")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	done = make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 1; i < total; i++ {
+			w.Log(sampleEvent(i))
+		}
+	}()
+	return done
 }

@@ -17,6 +17,13 @@ import (
 
 // storeRules relays MAINPACS to a storescp with echo and store allowed.
 func storeRules(services string) string {
+	return modalityRelayRule(fmt.Sprintf("services = [%s]", services))
+}
+
+// modalityRelayRule is the rule the relay tests share: the test client's
+// MODALITY* titles calling MAINPACS are relayed to backend "pacs", with
+// relayBody added to the relay block.
+func modalityRelayRule(relayBody string) string {
 	return fmt.Sprintf(`
 rule "modalities" {
   when {
@@ -25,11 +32,11 @@ rule "modalities" {
     called_ae  = ["MAINPACS"]
   }
   relay {
-    backend  = "pacs"
-    services = [%s]
+    backend = "pacs"
+    %s
   }
 }
-`, services)
+`, relayBody)
 }
 
 func TestAnswerEchoWithDCMTK(t *testing.T) {

@@ -167,19 +167,7 @@ func (b *scriptBackend) write(t *testing.T, p association.PDU) {
 // backend under one rule's relay body.
 func inspectEdge(t *testing.T, be *scriptBackend, relayBody string) *testEdge {
 	t.Helper()
-	return startEdge(t, edgeOptions{Backends: backendBlock("pacs", be.Addr, "SCRIPTED"), Rules: fmt.Sprintf(`
-rule "modalities" {
-  when {
-    client_cn  = ["client"]
-    calling_ae = ["MODALITY*"]
-    called_ae  = ["MAINPACS"]
-  }
-  relay {
-    backend = "pacs"
-    %s
-  }
-}
-`, relayBody)})
+	return startEdge(t, edgeOptions{Backends: backendBlock("pacs", be.Addr, "SCRIPTED"), Rules: modalityRelayRule(relayBody)})
 }
 
 // Presentation contexts the inspection tests propose.
