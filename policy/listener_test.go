@@ -49,14 +49,14 @@ func TestListenerDecisions(t *testing.T) {
 		steps    []string
 	}{
 		{
-			name: "the PACS sends out through the inside listener",
-			in:   Input{Listener: "inside", SourceIP: pacs, CallingAE: "MAINPACS", CalledAE: "CLINA_WS1"},
+			name:     "the PACS sends out through the inside listener",
+			in:       Input{Listener: "inside", SourceIP: pacs, CallingAE: "MAINPACS", CalledAE: "CLINA_WS1"},
 			decision: "relay clinic-a-ws1", rule: "pacs-to-clinic-a",
 			steps: []string{`rule "pacs-to-clinic-a": matches (listener "inside", source_cidr 10.0.0.5, calling_ae "MAINPACS", called_ae "CLINA_WS1")`},
 		},
 		{
-			name: "a rule without listener never matches on a plain listener, not even a catch-all",
-			in:   Input{Listener: "inside", SourceIP: pacs, CallingAE: "MAINPACS", CalledAE: "DICOMEDGE"},
+			name:     "a rule without listener never matches on a plain listener, not even a catch-all",
+			in:       Input{Listener: "inside", SourceIP: pacs, CallingAE: "MAINPACS", CalledAE: "DICOMEDGE"},
 			decision: "reject calling-ae-not-recognized", rule: "",
 			steps: []string{
 				`rule "pacs-to-clinic-a": called_ae "DICOMEDGE" does not match ["CLINA_WS1"]`,
@@ -66,13 +66,13 @@ func TestListenerDecisions(t *testing.T) {
 			},
 		},
 		{
-			name: "a certificate identity claimed on a plain listener is ignored",
-			in:   Input{Listener: "inside", CN: "ct1.clinic-a.example.org", SourceIP: pacs, CallingAE: "CLINA_CT1", CalledAE: "MAINPACS"},
+			name:     "a certificate identity claimed on a plain listener is ignored",
+			in:       Input{Listener: "inside", CN: "ct1.clinic-a.example.org", SourceIP: pacs, CallingAE: "CLINA_CT1", CalledAE: "MAINPACS"},
 			decision: "reject calling-ae-not-recognized", rule: "",
 		},
 		{
-			name: "the outbound rule does not apply on the TLS listener",
-			in:   Input{SourceIP: pacs, CallingAE: "MAINPACS", CalledAE: "CLINA_WS1"},
+			name:     "the outbound rule does not apply on the TLS listener",
+			in:       Input{SourceIP: pacs, CallingAE: "MAINPACS", CalledAE: "CLINA_WS1"},
 			decision: "reject calling-ae-not-recognized", rule: "deny",
 			steps: []string{
 				`rule "pacs-to-clinic-a": listener "edge" does not match ["inside"]`,
@@ -82,13 +82,13 @@ func TestListenerDecisions(t *testing.T) {
 			},
 		},
 		{
-			name: "rules without listener apply on every TLS listener",
-			in:   Input{Listener: "partners", CN: "ct1.clinic-a.example.org", CallingAE: "CLINA_CT1", CalledAE: "MAINPACS"},
+			name:     "rules without listener apply on every TLS listener",
+			in:       Input{Listener: "partners", CN: "ct1.clinic-a.example.org", CallingAE: "CLINA_CT1", CalledAE: "MAINPACS"},
 			decision: "relay pacs", rule: "clinic-a",
 		},
 		{
-			name: "an unknown listener is treated as plain and matches nothing",
-			in:   Input{Listener: "bogus", CN: "ct1.clinic-a.example.org", CallingAE: "CLINA_CT1", CalledAE: "MAINPACS"},
+			name:     "an unknown listener is treated as plain and matches nothing",
+			in:       Input{Listener: "bogus", CN: "ct1.clinic-a.example.org", CallingAE: "CLINA_CT1", CalledAE: "MAINPACS"},
 			decision: "reject calling-ae-not-recognized", rule: "",
 		},
 	}
