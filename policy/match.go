@@ -314,7 +314,7 @@ func (p *Policy) plain(in *Input) bool {
 }
 
 // noMatch is the decision when no rule matches: A-ASSOCIATE-RJ, permanent,
-// service user, calling AE title not recognized (CONTRACT.md).
+// service user, calling AE title not recognized (PS3.8 9.3.4; docs/policy.md).
 var noMatch = Decision{Action: ActionReject, Reject: rejectReasons["calling-ae-not-recognized"]}
 
 // Rules returns the rule names in file order.
