@@ -178,7 +178,7 @@ func (r *relay) allow(ctxID uint8, cmd *dimse.Command, st *clientState) (bool, e
 		r.auditDIMSE(op, statusHex(status), dimse.ClassOf(status).String(), false)
 		return false, nil
 	}
-	if cmd.CommandField == dimse.CStoreRQ && c.s.Audit != nil && r.cfg.Audit.PatientIDs != "omit" {
+	if cmd.CommandField == dimse.CStoreRQ && c.s.Audit != nil {
 		op.scanner = dimse.NewPatientIDScanner(r.contexts[ctxID].transfer)
 	}
 	if cmd.HasDataSet() {
@@ -272,7 +272,7 @@ func (r *relay) backendPData(raw []byte, asm *dimse.Assembler, st *backendState)
 func (r *relay) subOperation(ctxID uint8, cmd *dimse.Command, st *backendState) {
 	op := &pendingOp{service: cmd.CommandField.Service(), sopClass: cmd.SOPClassUID(), sopInstance: cmd.AffectedSOPInstanceUID,
 		msgID: cmd.MessageID, start: time.Now(), dataDone: !cmd.HasDataSet()}
-	if r.c.s.Audit != nil && r.cfg.Audit.PatientIDs != "omit" {
+	if r.c.s.Audit != nil {
 		op.scanner = dimse.NewPatientIDScanner(r.contexts[ctxID].transfer)
 	}
 	r.mu.Lock()

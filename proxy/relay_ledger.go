@@ -64,8 +64,9 @@ func (r *relay) opEvent(op *pendingOp, allowed bool) audit.Event {
 	e.Detail = op.detail
 	if op.scanner != nil {
 		if id, ok := op.scanner.PatientID(); ok {
-			e.PatientID = c.s.Audit.PatientID(id)
+			e.PatientID = c.s.Audit.PatientID(id) // "" with patient_ids = "omit"
 		}
+		e.StudyUID, _ = op.scanner.StudyInstanceUID()
 	}
 	return e
 }
