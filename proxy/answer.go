@@ -249,10 +249,8 @@ func (a *answerer) handle(ctxID uint8, cmd *dimse.Command) error {
 }
 
 func (a *answerer) writeMessage(ctxID uint8, cmd *dimse.Command) error {
-	a.w.mu.Lock()
-	defer a.w.mu.Unlock()
-	max := clampMax(a.peerMax, a.cfg.Edge.MaxPDULength)
-	return dimse.WriteMessage(writerFunc(a.w.writeLocked), ctxID, cmd, nil, max)
+	_, err := a.w.writeMessage(ctxID, cmd, clampMax(a.peerMax, a.cfg.Edge.MaxPDULength))
+	return err
 }
 
 // readFailed maps a read error in an established association to the PS3.8
@@ -306,16 +304,6 @@ func (o endOutcome) logArgs(args ...any) []any {
 		args = append(args, "error", o.err)
 	}
 	return args
-}
-
-// writerFunc adapts a function to io.Writer.
-type writerFunc func([]byte) error
-
-func (f writerFunc) Write(b []byte) (int, error) {
-	if err := f(b); err != nil {
-		return 0, err
-	}
-	return len(b), nil
 }
 
 func statusHex(s uint16) string { return fmt.Sprintf("0x%04X", s) }
