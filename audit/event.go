@@ -7,7 +7,7 @@ import (
 	"unicode/utf8"
 )
 
-// Event names, exactly as CONTRACT.md's audit table spells them.
+// Event names, exactly as docs/audit.md spells them.
 const (
 	EventTLSFailed          = "tls.failed"
 	EventAccepted           = "association.accepted"
@@ -62,7 +62,7 @@ type Event struct {
 	Client    *Client `json:"client,omitempty"`
 	CallingAE string  `json:"calling_ae,omitempty"`
 	CalledAE  string  `json:"called_ae,omitempty"`
-	Listener  string  `json:"listener,omitempty"` // the listener's name
+	Listener  string  `json:"listener,omitempty"` // the name of the listener the connection arrived on
 
 	// Reason is the failure class for tls.failed and connection.refused and
 	// the reject reason name (e.g. "calling-ae-not-recognized") for
@@ -152,7 +152,7 @@ func (e *Event) appendJSON(b []byte) []byte {
 	b = optString(b, "reason", e.Reason)
 	// Measured values and the rejecting rule are written even when zero or
 	// empty, so that every record of an event type carries the fields
-	// CONTRACT.md lists for it: a 0 ms C-ECHO has "ms":0, and a reject no
+	// docs/audit.md lists for it: a 0 ms C-ECHO has "ms":0, and a reject no
 	// rule matched has "rule":"" (not a missing key).
 	dimseEv := e.Event == EventDIMSE
 	ended := e.Event == EventReleased || e.Event == EventAborted
