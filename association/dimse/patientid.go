@@ -34,13 +34,13 @@ type PatientIDScanner struct {
 	study    string
 	hasStudy bool
 
-	hdr   [12]byte
-	nhdr  int
-	skip  uint32 // value bytes still to pass over
+	hdr      [12]byte
+	nhdr     int
+	skip     uint32 // value bytes still to pass over
 	value    []byte // collecting the value of valueTag
 	valueTag uint32
 	want     uint32 // its length
-	depth int    // undefined-length sequences we are inside
+	depth    int    // undefined-length sequences we are inside
 }
 
 // NewPatientIDScanner returns a scanner for data sets in the given transfer
