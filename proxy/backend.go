@@ -18,7 +18,7 @@ import (
 // dial connects to the backend within the connect timeout (bounded by
 // ARTIM), with TLS when the backend has a tls block.
 func (r *relay) dial(ctx context.Context, be *policy.Backend, artimDeadline time.Time) (net.Conn, *hookConn, error) {
-	timeout := 10 * time.Second
+	timeout := policy.BackendDialTimeout
 	if d := time.Until(artimDeadline); d > time.Second && d < timeout {
 		timeout = d
 	}
