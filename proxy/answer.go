@@ -127,7 +127,7 @@ func (a *answerer) serve() endOutcome {
 		}
 		if typ == association.TypePDataTF {
 			// Walk the PDVs in place: decoding them into a slice would cost a
-			// 32-byte PDV per 6-byte item of a hostile PDU (review finding 5).
+			// 32-byte PDV per 6-byte item of a hostile PDU.
 			var end endOutcome
 			var ended bool
 			err := association.EachPDV(raw[association.HeaderLen:], func(pdv association.PDV) error {
@@ -302,7 +302,7 @@ func userIdentity(rq *association.AssociateRQ) *audit.UserIdentity {
 // appendUnique adds s to the audit's list of accepted abstract syntaxes
 // once: callers such as storescu propose each SOP class in several
 // presentation contexts (one per transfer syntax), and the audit's
-// `contexts` lists abstract syntaxes, not context IDs (CONTRACT.md).
+// `contexts` lists abstract syntaxes, not context IDs (docs/audit.md).
 func appendUnique(list []string, s string) []string {
 	if slices.Contains(list, s) {
 		return list

@@ -15,18 +15,18 @@ import (
 	"github.com/dicomedge/dicomedge/internal/testpeer"
 )
 
-// Regression tests for the relay's command inspection (review findings 1,
-// 2, 11, 12, 13, 16) against a scripted Go backend, which sees exactly which
-// PDUs the edge forwards and can answer when the test says.
+// Tests of the relay's command inspection against a scripted Go backend,
+// which sees exactly which PDUs the edge forwards and can answer when the
+// test says.
 
-// gotPDU is one PDU the scripted backend received.
+// GotPDU is one PDU the scripted backend received.
 type gotPDU struct {
 	typ    association.PDUType
 	length int // the whole PDU, header included
 	pdu    association.PDU
 }
 
-// scriptBackend accepts one association: it answers the RQ with an AC
+// ScriptBackend accepts one association: it answers the RQ with an AC
 // accepting every context (or with abortRQ instead), then reports each PDU
 // it reads on got; the test writes to conn.
 type scriptBackend struct {
@@ -35,6 +35,7 @@ type scriptBackend struct {
 	abortRQ *association.Abort
 	got     chan gotPDU
 	conn    chan net.Conn
+	rq      chan *association.AssociateRQ // the A-ASSOCIATE-RQ the edge sent
 }
 
 func startScriptBackend(t *testing.T, maxPDU uint32, abortRQ *association.Abort) *scriptBackend {
@@ -44,7 +45,7 @@ func startScriptBackend(t *testing.T, maxPDU uint32, abortRQ *association.Abort)
 		t.Fatal(err)
 	}
 	b := &scriptBackend{Addr: ln.Addr().String(), maxPDU: maxPDU, abortRQ: abortRQ,
-		got: make(chan gotPDU, 256), conn: make(chan net.Conn, 1)}
+		got: make(chan gotPDU, 256), conn: make(chan net.Conn, 1), rq: make(chan *association.AssociateRQ, 1)}
 	done := make(chan struct{})
 	t.Cleanup(func() {
 		ln.Close()
@@ -69,6 +70,7 @@ func startScriptBackend(t *testing.T, maxPDU uint32, abortRQ *association.Abort)
 		if err != nil || !ok {
 			return
 		}
+		b.rq <- rq
 		if b.abortRQ != nil {
 			_ = association.WritePDU(c, b.abortRQ)
 			return
@@ -101,7 +103,7 @@ func startScriptBackend(t *testing.T, maxPDU uint32, abortRQ *association.Abort)
 	return b
 }
 
-// next is the next PDU the backend received, or nil after d.
+// Next is the next PDU the backend received, or nil after d.
 func (b *scriptBackend) next(t *testing.T, d time.Duration) *gotPDU {
 	t.Helper()
 	select {
@@ -112,7 +114,7 @@ func (b *scriptBackend) next(t *testing.T, d time.Duration) *gotPDU {
 	}
 }
 
-// nextCommand collects P-DATA-TF PDUs until a whole command arrives.
+// NextCommand collects P-DATA-TF PDUs until a whole command arrives.
 func (b *scriptBackend) nextCommand(t *testing.T) (*dimse.Command, []gotPDU) {
 	t.Helper()
 	asm := &dimse.Assembler{}
@@ -163,7 +165,7 @@ func (b *scriptBackend) write(t *testing.T, p association.PDU) {
 	}
 }
 
-// inspectEdge starts an edge relaying MODALITY* → MAINPACS to a scripted
+// InspectEdge starts an edge relaying MODALITY* → MAINPACS to a scripted
 // backend under one rule's relay body.
 func inspectEdge(t *testing.T, be *scriptBackend, relayBody string) *testEdge {
 	t.Helper()
@@ -186,7 +188,7 @@ const (
 	noResponseDeadline = 300 * time.Millisecond
 )
 
-// inspectClient associates with the edge proposing the contexts above.
+// InspectClient associates with the edge proposing the contexts above.
 func inspectClient(t *testing.T, e *testEdge) *tls.Conn {
 	t.Helper()
 	c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
@@ -207,7 +209,7 @@ func inspectClient(t *testing.T, e *testEdge) *tls.Conn {
 	return c
 }
 
-// readResponse reads one whole DIMSE command from the edge.
+// ReadResponse reads one whole DIMSE command from the edge.
 func readResponse(t *testing.T, c net.Conn) *dimse.Command {
 	t.Helper()
 	asm := &dimse.Assembler{}
@@ -234,7 +236,7 @@ func readResponse(t *testing.T, c net.Conn) *dimse.Command {
 	return nil
 }
 
-// storeDataSet is a small Explicit VR Little Endian data set with a patient ID.
+// StoreDataSet is a small Explicit VR Little Endian data set with a patient ID.
 func storeDataSet(t *testing.T) []byte {
 	t.Helper()
 	return testpeer.DICOMFile{PatientID: testPatientID, PatientName: "INSPECT^TEST", StudyUID: "2.25.1", SeriesUID: "2.25.2",
@@ -251,7 +253,7 @@ func echoCmd(id uint16) *dimse.Command {
 		CommandDataSetType: dimse.NoDataSet}
 }
 
-// dimseEvents are the audit's dimse records once the association ended.
+// DimseEvents are the audit's dimse records once the association ended.
 func dimseEvents(t *testing.T, e *testEdge) []audit.Event {
 	t.Helper()
 	e.waitEvent(t, "association end", func(ev audit.Event) bool {
@@ -266,7 +268,7 @@ func dimseEvents(t *testing.T, e *testEdge) []audit.Event {
 	return out
 }
 
-// Finding 1: the command's SOP class must be the context's abstract syntax
+// The command's SOP class must be the context's abstract syntax
 // (C-services) and allowed by the rule; otherwise the edge answers and the
 // backend never sees the request or its data set.
 func TestRelayChecksCommandSOPClass(t *testing.T) {
@@ -330,7 +332,7 @@ func TestRelayChecksCommandSOPClass(t *testing.T) {
 	}
 }
 
-// Finding 1 with a real backend: the reviewer's CT C-STORE on the accepted
+// The reviewer's CT C-STORE on the accepted
 // Verification context no longer reaches storescp.
 func TestRelaySOPClassBypassStoreSCP(t *testing.T) {
 	testpeer.Require(t, "storescp")
@@ -359,7 +361,7 @@ func TestRelaySOPClassBypassStoreSCP(t *testing.T) {
 	}
 }
 
-// Finding 2: a request reusing an outstanding Message ID is refused with
+// A request reusing an outstanding Message ID is refused with
 // 0x0210 and not forwarded; operations the association ends before
 // completing still get a dimse record (no status).
 func TestRelayDuplicateMessageID(t *testing.T) {
@@ -414,7 +416,7 @@ func TestRelayDuplicateMessageID(t *testing.T) {
 	}
 }
 
-// Finding 2 with a real backend: the reviewer's C-STORE 1 then C-ECHO 1.
+// The reviewer's C-STORE 1 then C-ECHO 1.
 // Whatever the timing, every instance storescp stored has its record.
 func TestRelayMessageIDReuseStoreSCP(t *testing.T) {
 	testpeer.Require(t, "storescp")
@@ -443,7 +445,7 @@ func TestRelayMessageIDReuseStoreSCP(t *testing.T) {
 	}
 }
 
-// Finding 11: a backend answering before the data set has all arrived
+// A backend answering before the data set has all arrived
 // (allowed: e.g. an early failure) must not get a record written without
 // the data set's bytes and patient ID, nor race the client pump.
 func TestRelayRecordWaitsForDataSet(t *testing.T) {
@@ -491,7 +493,7 @@ func TestRelayRecordWaitsForDataSet(t *testing.T) {
 	}
 }
 
-// Finding 12: a command the client fragments over several PDUs reaches the
+// A command the client fragments over several PDUs reaches the
 // backend in PDUs no larger than the backend's maximum.
 func TestRelayHeldFragmentsFitBackendMax(t *testing.T) {
 	const backendMax = 4096
@@ -524,7 +526,7 @@ func TestRelayHeldFragmentsFitBackendMax(t *testing.T) {
 	}
 }
 
-// Finding 13: C-CANCEL is forwarded only when the rule allows it and it
+// C-CANCEL is forwarded only when the rule allows it and it
 // names a forwarded operation; one with a data set is a protocol error.
 func TestRelayCancel(t *testing.T) {
 	find := &dimse.Command{CommandField: dimse.CFindRQ, MessageID: 5, AffectedSOPClassUID: studyRootFind,
@@ -590,7 +592,7 @@ func TestRelayCancel(t *testing.T) {
 	}
 }
 
-// Finding 16: the backend's A-ABORT reaches the client unchanged (source
+// The backend's A-ABORT reaches the client unchanged (source
 // and reason), both in an established association and in answer to the RQ.
 func TestRelayBackendAbortCarriedThrough(t *testing.T) {
 	cases := []struct {
