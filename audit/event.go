@@ -7,7 +7,7 @@ import (
 	"unicode/utf8"
 )
 
-// Event names, exactly as CONTRACT.md's audit table spells them.
+// Event names, exactly as docs/audit.md spells them.
 const (
 	EventTLSFailed          = "tls.failed"
 	EventAccepted           = "association.accepted"
@@ -18,6 +18,8 @@ const (
 	EventPolicyReloaded     = "policy.reloaded"
 	EventPolicyReloadFailed = "policy.reload_failed"
 	EventCertRenewed        = "cert.renewed"
+	EventConnectionRefused  = "connection.refused"
+	EventAnchorMismatch     = "audit.anchor_mismatch"
 )
 
 // ZeroHash is the prev of the very first record of a chain.
@@ -60,9 +62,11 @@ type Event struct {
 	Client    *Client `json:"client,omitempty"`
 	CallingAE string  `json:"calling_ae,omitempty"`
 	CalledAE  string  `json:"called_ae,omitempty"`
+	Listener  string  `json:"listener,omitempty"` // the name of the listener the connection arrived on
 
-	// Reason is the failure class for tls.failed and the reject reason name
-	// (e.g. "calling-ae-not-recognized") for association.rejected.
+	// Reason is the failure class for tls.failed and connection.refused and
+	// the reject reason name (e.g. "calling-ae-not-recognized") for
+	// association.rejected.
 	Reason string `json:"reason,omitempty"`
 
 	// association.accepted / association.rejected
@@ -144,10 +148,11 @@ func (e *Event) appendJSON(b []byte) []byte {
 	}
 	b = optString(b, "calling_ae", e.CallingAE)
 	b = optString(b, "called_ae", e.CalledAE)
+	b = optString(b, "listener", e.Listener)
 	b = optString(b, "reason", e.Reason)
 	// Measured values and the rejecting rule are written even when zero or
 	// empty, so that every record of an event type carries the fields
-	// CONTRACT.md lists for it: a 0 ms C-ECHO has "ms":0, and a reject no
+	// docs/audit.md lists for it: a 0 ms C-ECHO has "ms":0, and a reject no
 	// rule matched has "rule":"" (not a missing key).
 	dimseEv := e.Event == EventDIMSE
 	ended := e.Event == EventReleased || e.Event == EventAborted

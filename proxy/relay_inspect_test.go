@@ -15,18 +15,18 @@ import (
 	"github.com/dicomedge/dicomedge/internal/testpeer"
 )
 
-// Tests of the relay's command inspection against a scripted Go backend,
-// which sees exactly which PDUs the edge forwards and can answer when the
-// test says.
+// Regression tests for the relay's command inspection against a scripted
+// Go backend, which sees exactly which
+// PDUs the edge forwards and can answer when the test says.
 
-// GotPDU is one PDU the scripted backend received.
+// gotPDU is one PDU the scripted backend received.
 type gotPDU struct {
 	typ    association.PDUType
 	length int // the whole PDU, header included
 	pdu    association.PDU
 }
 
-// ScriptBackend accepts one association: it answers the RQ with an AC
+// scriptBackend accepts one association: it answers the RQ with an AC
 // accepting every context (or with abortRQ instead), then reports each PDU
 // it reads on got; the test writes to conn.
 type scriptBackend struct {
@@ -114,7 +114,7 @@ func (b *scriptBackend) next(t *testing.T, d time.Duration) *gotPDU {
 	}
 }
 
-// NextCommand collects P-DATA-TF PDUs until a whole command arrives.
+// nextCommand collects P-DATA-TF PDUs until a whole command arrives.
 func (b *scriptBackend) nextCommand(t *testing.T) (*dimse.Command, []gotPDU) {
 	t.Helper()
 	asm := &dimse.Assembler{}
@@ -165,7 +165,7 @@ func (b *scriptBackend) write(t *testing.T, p association.PDU) {
 	}
 }
 
-// InspectEdge starts an edge relaying MODALITY* → MAINPACS to a scripted
+// inspectEdge starts an edge relaying MODALITY* → MAINPACS to a scripted
 // backend under one rule's relay body.
 func inspectEdge(t *testing.T, be *scriptBackend, relayBody string) *testEdge {
 	t.Helper()
@@ -188,7 +188,7 @@ const (
 	noResponseDeadline = 300 * time.Millisecond
 )
 
-// InspectClient associates with the edge proposing the contexts above.
+// inspectClient associates with the edge proposing the contexts above.
 func inspectClient(t *testing.T, e *testEdge) *tls.Conn {
 	t.Helper()
 	c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
@@ -209,7 +209,7 @@ func inspectClient(t *testing.T, e *testEdge) *tls.Conn {
 	return c
 }
 
-// ReadResponse reads one whole DIMSE command from the edge.
+// readResponse reads one whole DIMSE command from the edge.
 func readResponse(t *testing.T, c net.Conn) *dimse.Command {
 	t.Helper()
 	asm := &dimse.Assembler{}
@@ -236,7 +236,7 @@ func readResponse(t *testing.T, c net.Conn) *dimse.Command {
 	return nil
 }
 
-// StoreDataSet is a small Explicit VR Little Endian data set with a patient ID.
+// storeDataSet is a small Explicit VR Little Endian data set with a patient ID.
 func storeDataSet(t *testing.T) []byte {
 	t.Helper()
 	return testpeer.DICOMFile{PatientID: testPatientID, PatientName: "INSPECT^TEST", StudyUID: "2.25.1", SeriesUID: "2.25.2",
@@ -253,7 +253,7 @@ func echoCmd(id uint16) *dimse.Command {
 		CommandDataSetType: dimse.NoDataSet}
 }
 
-// DimseEvents are the audit's dimse records once the association ended.
+// dimseEvents are the audit's dimse records once the association ended.
 func dimseEvents(t *testing.T, e *testEdge) []audit.Event {
 	t.Helper()
 	e.waitEvent(t, "association end", func(ev audit.Event) bool {
@@ -332,7 +332,7 @@ func TestRelayChecksCommandSOPClass(t *testing.T) {
 	}
 }
 
-// The reviewer's CT C-STORE on the accepted
+// The same with a real backend: a CT C-STORE on the accepted
 // Verification context no longer reaches storescp.
 func TestRelaySOPClassBypassStoreSCP(t *testing.T) {
 	testpeer.Require(t, "storescp")
@@ -416,7 +416,7 @@ func TestRelayDuplicateMessageID(t *testing.T) {
 	}
 }
 
-// The reviewer's C-STORE 1 then C-ECHO 1.
+// Message ID reuse with a real backend: C-STORE 1 then C-ECHO 1.
 // Whatever the timing, every instance storescp stored has its record.
 func TestRelayMessageIDReuseStoreSCP(t *testing.T) {
 	testpeer.Require(t, "storescp")

@@ -23,6 +23,7 @@ import (
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/dicomedge/dicomedge/audit"
+	"github.com/dicomedge/dicomedge/policy"
 )
 
 // auditNow is the clock for relative --since/--until; tests pin it.
@@ -32,11 +33,11 @@ var auditNow = time.Now
 var followPoll = 250 * time.Millisecond
 
 type auditOpts struct {
-	file, config                string
-	since, until                string
-	client, callingAE, calledAE string
-	event, decision             string
-	json, follow                bool
+	file, config                          string
+	since, until                          string
+	client, callingAE, calledAE, listener string
+	event, decision                       string
+	json, follow                          bool
 }
 
 func newAuditCmd() *cobra.Command {
@@ -44,10 +45,12 @@ func newAuditCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "audit",
 		Short: "review the audit log: a table, --json lines, or --follow live",
-		Long: `Reviews the hash-chained audit log. The log is the file named by --file, or by
-audit.file in the policy given with --config (relative to that file), or
-audit/audit.jsonl; rotated files (FILE.1, FILE.2, ... oldest first) are read
-before it. Text filters take * and ? wildcards and ignore case.`,
+		Long: `Reviews the hash-chained audit log. The log is the file named by --file or,
+as serve finds it, audit.file in the policy given with --config (default
+policy.hcl; a relative path is read from that file's directory; without
+audit.file, ` + policy.DefaultAuditFile + ` there). Rotated files (FILE.1, FILE.2, ...
+oldest first) are read before it. Text filters take * and ? wildcards and
+ignore case.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return o.list(cmd) },
 	}
@@ -77,8 +80,8 @@ before it. Text filters take * and ? wildcards and ignore case.`,
 }
 
 func fileFlags(cmd *cobra.Command, o *auditOpts) {
-	cmd.Flags().StringVar(&o.file, "file", "", "audit log file (default "+audit.DefaultFile+")")
-	cmd.Flags().StringVar(&o.config, "config", "", "policy file whose audit.file names the log")
+	cmd.Flags().StringVar(&o.file, "file", "", "audit log file (default: audit.file of --config)")
+	cmd.Flags().StringVar(&o.config, "config", "policy.hcl", "policy file whose audit.file names the log, as for serve")
 	cmd.MarkFlagsMutuallyExclusive("file", "config")
 }
 
@@ -89,26 +92,30 @@ func filterFlags(cmd *cobra.Command, o *auditOpts) {
 	f.StringVar(&o.client, "client", "", "client certificate CN, subject, DNS/URI/email SAN or fingerprint, or remote IP")
 	f.StringVar(&o.callingAE, "calling-ae", "", "calling AE title")
 	f.StringVar(&o.calledAE, "called-ae", "", "called AE title")
+	f.StringVar(&o.listener, "listener", "", "name of the listener the connection arrived on, e.g. edge or inside")
 	f.StringVar(&o.event, "event", "", "event name, e.g. dimse, association.*, tls.failed")
 	f.StringVar(&o.decision, "decision", "", "relay, answer, accept, reject, allow or refuse")
 }
 
-// logFile resolves which file to read.
+// logFile resolves which file to read: --file, or the log serve writes with
+// the same --config.
 func (o *auditOpts) logFile() (string, error) {
-	switch {
-	case o.file != "":
+	if o.file != "" {
 		return o.file, nil
-	case o.config != "":
-		return auditFileFromConfig(o.config)
 	}
-	return audit.DefaultFile, nil
+	return auditFileFromConfig(o.config)
 }
 
 // auditFileFromConfig reads just audit.file from a policy file with a
-// partial schema, so that this command works without the full policy
-// (and the audit package stays a leaf). Like the policy loader, a relative
-// path is taken relative to the policy file's directory.
+// partial schema, so that the log can be reviewed while the rest of the
+// policy is invalid or its certificates are missing. It resolves the name as
+// the policy loader does for serve (policy.DefaultAuditFile when the
+// attribute is absent; relative to the policy file's directory); a test
+// holds the two to the same answer.
 func auditFileFromConfig(path string) (string, error) {
+	if _, err := os.Stat(path); err != nil {
+		return "", withExit(2, fmt.Errorf("%w (name the policy with --config, or the log with --file)", err))
+	}
 	p := hclparse.NewParser()
 	f, diags := p.ParseHCLFile(path)
 	if diags.HasErrors() {
@@ -120,7 +127,7 @@ func auditFileFromConfig(path string) (string, error) {
 	if diags.HasErrors() {
 		return "", withExit(2, diags)
 	}
-	file := audit.DefaultFile
+	file := policy.DefaultAuditFile
 	for _, b := range content.Blocks {
 		attrs, _, diags := b.Body.PartialContent(&hcl.BodySchema{
 			Attributes: []hcl.AttributeSchema{{Name: "file"}},
@@ -161,7 +168,7 @@ func (o *auditOpts) selection() (string, audit.Filter, error) {
 
 func (o *auditOpts) filter() (audit.Filter, error) {
 	f := audit.Filter{
-		Client: o.client, CallingAE: o.callingAE, CalledAE: o.calledAE,
+		Client: o.client, CallingAE: o.callingAE, CalledAE: o.calledAE, Listener: o.listener,
 		Event: o.event, Decision: o.decision,
 	}
 	var err error
@@ -297,7 +304,7 @@ func tableRow(e *audit.Event) []string {
 		"", "", "",
 	}
 	switch e.Event {
-	case audit.EventTLSFailed:
+	case audit.EventTLSFailed, audit.EventConnectionRefused:
 		row[4], row[5] = "reject", e.Reason
 	case audit.EventAccepted:
 		row[4] = join(e.Action, e.Backend)
@@ -428,6 +435,7 @@ func (o *auditOpts) summary(cmd *cobra.Command) error {
 		n                       int
 		first, last             time.Time
 		byClient, byPair        = map[string]*row{}, map[string]*row{}
+		byListener              = map[string]*row{}
 		byDecision, byReason    = map[string]int{}, map[string]int{}
 		byEvent                 = map[string]int{}
 		totalIn, totalOut, data int64
@@ -457,15 +465,18 @@ func (o *auditOpts) summary(cmd *cobra.Command) error {
 		}
 		var rows []*row
 		switch e.Event {
-		case audit.EventAccepted, audit.EventRejected, audit.EventTLSFailed, audit.EventDIMSE, audit.EventReleased, audit.EventAborted:
+		case audit.EventAccepted, audit.EventRejected, audit.EventTLSFailed, audit.EventConnectionRefused, audit.EventDIMSE, audit.EventReleased, audit.EventAborted:
 			// Edge-wide events (policy, certificates) belong to no client.
 			rows = []*row{get(byClient, printable(who(&e))), get(byPair, printable(aePair(&e)))}
+			if e.Listener != "" {
+				rows = append(rows, get(byListener, printable(e.Listener)))
+			}
 		}
 		for _, r := range rows {
 			switch e.Event {
 			case audit.EventAccepted:
 				r.assoc++
-			case audit.EventRejected, audit.EventTLSFailed:
+			case audit.EventRejected, audit.EventTLSFailed, audit.EventConnectionRefused:
 				r.rejected++
 			case audit.EventDIMSE:
 				r.dimse++
@@ -483,6 +494,8 @@ func (o *auditOpts) summary(cmd *cobra.Command) error {
 			byReason[printable(e.Reason)]++
 		case audit.EventTLSFailed:
 			byReason["tls: "+printable(e.Reason)]++
+		case audit.EventConnectionRefused:
+			byReason["connection: "+printable(e.Reason)]++
 		case audit.EventDIMSE:
 			data += e.Bytes
 		case audit.EventReleased, audit.EventAborted:
@@ -528,12 +541,17 @@ func (o *auditOpts) summary(cmd *cobra.Command) error {
 		}
 		return rows
 	}
+	var listenerRows [][]string // none in logs written before listeners were recorded
+	if len(byListener) > 0 {
+		listenerRows = table(byListener)
+	}
 	sections := []struct {
 		title string
 		rows  [][]string
 	}{
 		{"By client:", table(byClient)},
 		{"By AE pair (calling→called):", table(byPair)},
+		{"By listener:", listenerRows},
 		{"By decision:", counts(byDecision)},
 		{"Reject reasons:", counts(byReason)},
 		{"By event:", counts(byEvent)},
@@ -577,7 +595,7 @@ func (o *auditOpts) verify(cmd *cobra.Command) error {
 		// A copy of the log without its FILE.head sidecar (an archive, a
 		// file handed to a reviewer) is not evidence of tampering: every
 		// record chained. Say what could not be checked, but exit 0
-		// (CONTRACT.md: 1 is for a tampered or truncated log).
+		// (docs/commands.md: 1 is for a tampered or truncated log).
 		fmt.Fprintln(cmd.ErrOrStderr(), "dicomedge: warning:", err)
 		err = nil
 	}

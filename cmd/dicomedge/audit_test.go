@@ -12,6 +12,7 @@ import (
 
 	"github.com/dicomedge/dicomedge/audit"
 	"github.com/dicomedge/dicomedge/internal/testpeer"
+	"github.com/dicomedge/dicomedge/policy"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files under testdata/")
@@ -249,6 +250,70 @@ rule "deny" {
 	}
 }
 
+// TestAuditFindsTheLogServeWrites holds auditFileFromConfig to the policy
+// loader's answer (the file serve opens) for every way audit.file can be
+// written, and runs the three audit commands with no flags from the policy's
+// directory, as README.md describes for the bundled policy.hcl.
+func TestAuditFindsTheLogServeWrites(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ name, audit string }{
+		{"no audit block", ""},
+		{"audit block without file", "audit {}"},
+		{"relative", `audit { file = "var/audit/audit.jsonl" }`},
+		{"relative, up", `audit { file = "../logs/a.jsonl" }`},
+		{"absolute", `audit { file = "/var/lib/dicomedge/audit/audit.jsonl" }`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, "etc", "policy.hcl")
+			src := `
+tls {
+  client_ca = ["ca.pem"]
+  cert_file = "edge.pem"
+  key_file  = "edge-key.pem"
+}
+` + tc.audit + "\n"
+			os.MkdirAll(filepath.Dir(path), 0o755)
+			if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cfg, diags := policy.Load(path, []byte(src))
+			if diags.HasErrors() {
+				t.Fatal(diags)
+			}
+			got, err := auditFileFromConfig(path)
+			if err != nil || got != cfg.Audit.File {
+				t.Fatalf("audit reads %q (%v), serve writes %q", got, err, cfg.Audit.File)
+			}
+		})
+	}
+
+	// The bundled layout: policy.hcl naming var/audit/audit.jsonl, the
+	// commands run in its directory with no flags.
+	writeFixtureLog(t, filepath.Join(dir, "var")) // dir/var/audit/audit.jsonl
+	if err := os.WriteFile(filepath.Join(dir, "policy.hcl"), []byte(`audit { file = "var/audit/audit.jsonl" }`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	if code, out, errOut := runAudit(t, "--json"); code != 0 || strings.Count(out, "\n") != 12 {
+		t.Errorf("audit: exit %d, %d lines\n%s", code, strings.Count(out, "\n"), errOut)
+	}
+	if code, out, errOut := runAudit(t, "summary"); code != 0 || !strings.HasPrefix(out, "12 records") {
+		t.Errorf("audit summary: exit %d %q %q", code, out, errOut)
+	}
+	if code, out, errOut := runAudit(t, "verify"); code != 0 || !strings.Contains(out, "ok: 12 records") {
+		t.Errorf("audit verify: exit %d %q %q", code, out, errOut)
+	}
+	// From elsewhere, --config names the policy and its directory anchors the path.
+	t.Chdir(t.TempDir())
+	if code, out, errOut := runAudit(t, "verify", "--config", filepath.Join(dir, "policy.hcl")); code != 0 || !strings.Contains(out, "ok: 12 records") {
+		t.Errorf("audit verify --config: exit %d %q %q", code, out, errOut)
+	}
+	// No policy.hcl here and no --file: say how to name the log.
+	if code, _, errOut := runAudit(t, "verify"); code != 2 || !strings.Contains(errOut, "policy.hcl") || !strings.Contains(errOut, "--file") {
+		t.Errorf("audit verify without a policy: exit %d %q, want 2 naming policy.hcl and --file", code, errOut)
+	}
+}
+
 func TestAuditErrors(t *testing.T) {
 	dir := t.TempDir()
 	file := writeFixtureLog(t, dir)
@@ -390,4 +455,51 @@ func FuzzParseWhen(f *testing.F) {
 			t.Fatalf("parseWhen(%q) = %v, after now for a non-negative duration", s, got)
 		}
 	})
+}
+
+// Records carry the listener; --listener selects by it and summary counts
+// by it. The association's later records inherit it from the first.
+func TestAuditListener(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "audit.jsonl")
+	tick := auditBase
+	w, err := audit.Open(audit.Config{File: file, Now: func() time.Time { tick = tick.Add(time.Minute); return tick }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	modA := &audit.Client{CN: "mod1.clinic-a.example.org"}
+	for _, e := range []audit.Event{
+		{Event: audit.EventAccepted, Conn: "c1", Assoc: "a1", Remote: "203.0.113.10:50001", Listener: "edge", Client: modA, CallingAE: "CLINA_CT1", CalledAE: "MAINPACS",
+			Rule: "clinic-a", Action: "relay", Backend: "pacs"},
+		{Event: audit.EventReleased, Conn: "c1", Assoc: "a1", BytesIn: 100, BytesOut: 10},
+		{Event: audit.EventAccepted, Conn: "c2", Assoc: "a2", Remote: "10.0.0.5:40100", Listener: "inside", CallingAE: "MAINPACS", CalledAE: "CLINA_WS1",
+			Rule: "pacs-to-clinic-a", Action: "relay", Backend: "clinic-a-ws1"},
+		{Event: audit.EventDIMSE, Conn: "c2", Assoc: "a2", Service: "C-STORE", MessageID: 1, Status: "0x0000", Bytes: 4096, Allowed: audit.Bool(true)},
+		{Event: audit.EventReleased, Conn: "c2", Assoc: "a2", BytesIn: 5000, BytesOut: 300},
+		{Event: audit.EventRejected, Conn: "c3", Assoc: "a3", Remote: "10.0.0.6:40200", Listener: "inside", CallingAE: "OTHER", CalledAE: "CLINA_WS1",
+			Result: 1, Source: 1, ReasonCode: 3, Reason: "calling-ae-not-recognized"},
+	} {
+		w.Log(e)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile(file)
+	if n := strings.Count(string(raw), `"listener":"inside"`); n != 2 {
+		t.Errorf("%d records written with listener inside, want 2:\n%s", n, raw)
+	}
+	code, out, errOut := runAudit(t, "--file", file, "--listener", "inside")
+	if code != 0 || strings.Count(out, "\n") != 5 || strings.Contains(out, "CLINA_CT1") || !strings.Contains(out, "C-STORE") {
+		t.Errorf("--listener inside: exit %d, stderr %q, want the header and four records of the inside listener:\n%s", code, errOut, out)
+	}
+	code, out, _ = runAudit(t, "summary", "--file", file)
+	if code != 0 {
+		t.Fatalf("summary: exit %d", code)
+	}
+	_, section, _ := strings.Cut(out, "By listener:\n")
+	section, _, _ = strings.Cut(section, "\n\n")
+	lines := strings.Split(section, "\n")
+	if len(lines) != 3 || strings.Join(strings.Fields(lines[1]), " ") != "inside 1 1 1 0 4.9 KiB 300 B" ||
+		strings.Join(strings.Fields(lines[2]), " ") != "edge 1 0 0 0 100 B 10 B" {
+		t.Errorf("summary by listener:\n%s\n(whole output:\n%s)", section, out)
+	}
 }
