@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -195,9 +197,12 @@ func TestRelayBenchmarkReport(t *testing.T) {
 	// Alternate configurations so that load from elsewhere hits all alike.
 	for r := 0; r < rounds; r++ {
 		for i, bt := range s.targets {
+			stop := cpuProfile(t, r == 0 && (i == relEdge || i == relHAProxyPP), fmt.Sprintf("relay-%d.cpu", i))
+			defer stop()
 			before := processCPU()
 			times[i] = append(times[i], bt.store(t, files))
 			cpu[i] = append(cpu[i], processCPU()-before)
+			stop()
 		}
 	}
 	med := make([]time.Duration, len(times))
@@ -296,6 +301,47 @@ func BenchmarkAssociationSetupThroughEdge(b *testing.B) {
 	b.ReportMetric(float64(s[len(s)/2].Microseconds()), "median-µs")
 }
 
+// memDelta is heap allocation by this process (the edges) per association.
+type memDelta struct{ allocs, bytes float64 }
+
+type allocSample struct{ mallocs, bytes uint64 }
+
+func allocsNow() allocSample {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return allocSample{m.Mallocs, m.TotalAlloc}
+}
+
+func (a allocSample) since(b allocSample, n int64) memDelta {
+	n = max(n, 1)
+	return memDelta{float64(a.mallocs-b.mallocs) / float64(n), float64(a.bytes-b.bytes) / float64(n)}
+}
+
+// cpuProfile, when DICOMEDGE_CPUPROFILE names a directory and on is true,
+// profiles this process (the edges) into that directory until the returned
+// function is called (at most once takes effect).
+func cpuProfile(t testing.TB, on bool, name string) func() {
+	dir := os.Getenv("DICOMEDGE_CPUPROFILE")
+	if !on || dir == "" {
+		return func() {}
+	}
+	f, err := os.Create(filepath.Join(dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			pprof.StopCPUProfile()
+			f.Close()
+			fmt.Printf("  cpu profile: %s\n", f.Name())
+		})
+	}
+}
+
 var (
 	loadBinOnce sync.Once
 	loadBin     string
@@ -373,6 +419,7 @@ func TestAssociationRateReport(t *testing.T) {
 		args  []string
 		runs  []loadclient.RateResult
 		edgeC []time.Duration
+		alloc []memDelta
 	}
 	configs := []*config{
 		{name: "dicomedge answers, full handshakes", edge: true, args: []string{"--addr", e.Addr, "--called", "DICOMEDGE"}},
@@ -384,15 +431,19 @@ func TestAssociationRateReport(t *testing.T) {
 		runRate(t, append(append([]string{}, id...), append(c.args, "--duration", "300ms")...)...)
 	}
 	for r := 0; r < rounds; r++ {
-		for _, c := range configs {
-			before := processCPU()
-			c.runs = append(c.runs, runRate(t, append(append([]string{}, id...), c.args...)...))
+		for i, c := range configs {
+			stop := cpuProfile(t, r == 0 && c.edge, fmt.Sprintf("rate-%d.cpu", i))
+			before, m := processCPU(), allocsNow()
+			res := runRate(t, append(append([]string{}, id...), c.args...)...)
+			c.runs = append(c.runs, res)
 			c.edgeC = append(c.edgeC, processCPU()-before)
+			c.alloc = append(c.alloc, allocsNow().since(m, res.Associations))
+			stop()
 		}
 	}
 	fmt.Printf("\nAssociations per second: connect, TLS (ECDSA P-256 client certificate), A-ASSOCIATE-RQ/AC, C-ECHO, A-RELEASE;\n"+
 		"cmd/dicomedge-load with 8 workers on the same CPUs, %s per run, %d rounds alternated, medians; edge audit on\n", dur, rounds)
-	fmt.Printf("%-46s %10s %9s %9s %8s %13s\n", "configuration", "assoc/s", "resumed", "errors", "TLS", "edge CPU/s")
+	fmt.Printf("%-46s %9s %8s %7s %8s %11s %12s %11s\n", "configuration", "assoc/s", "resumed", "errors", "TLS", "edge CPU/s", "allocs/assoc", "KiB/assoc")
 	rate := make([]float64, len(configs))
 	for i, c := range configs {
 		var ps []float64
@@ -404,11 +455,17 @@ func TestAssociationRateReport(t *testing.T) {
 			errs += r.Errors
 		}
 		rate[i] = median(ps)
-		cpuPer := "-"
+		cpuPer, allocs, kib := "-", "-", "-"
 		if c.edge {
 			cpuPer = fmt.Sprintf("%.2f", median(c.edgeC).Seconds()/c.runs[0].Elapsed.Seconds())
+			var n, b []float64
+			for _, a := range c.alloc {
+				n, b = append(n, a.allocs), append(b, a.bytes/1024)
+			}
+			allocs, kib = fmt.Sprintf("%.0f", median(n)), fmt.Sprintf("%.1f", median(b))
 		}
-		fmt.Printf("%-46s %10.0f %8.0f%% %9d %8s %13s\n", c.name, rate[i], 100*float64(resumed)/float64(max(total, 1)), errs, c.runs[0].TLSVersion, cpuPer)
+		fmt.Printf("%-46s %9.0f %7.0f%% %7d %8s %11s %12s %11s\n", c.name, rate[i], 100*float64(resumed)/float64(max(total, 1)), errs,
+			c.runs[0].TLSVersion, cpuPer, allocs, kib)
 		if errs > 0 {
 			fmt.Printf("    first error: %s\n", c.runs[0].FirstError)
 		}
