@@ -132,10 +132,7 @@ func (c *conn) serve(ctx context.Context) {
 // releases it). run, when not nil, is the rest of the association.
 func (c *conn) open(ctx context.Context) (run func(), held bool) {
 	cfg := c.s.current()
-	artim := cfg.Edge.ARTIMTimeout
-	if artim <= 0 {
-		artim = 30 * time.Second
-	}
+	artim := cfg.Edge.ARTIM()
 	// ARTIM covers the PROXY header, the TLS handshake and the A-ASSOCIATE-RQ.
 	deadline := time.Now().Add(artim)
 	_ = c.raw.SetDeadline(deadline)
@@ -177,10 +174,16 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 				Detail: "PROXY header from an address not in edge.proxy_protocol"})
 			return nil, false
 		}
-		if !pre.read.Load() && reason == tlslayer.ReasonEOF {
+		switch handshakeEnd(err, pre.read.Load()) {
+		case endProbe:
 			// Closed without sending a byte: a load balancer's or monitor's
 			// TCP check, not a failed handshake; not worth an audit record.
 			c.log.Debug("connection closed before any byte (TCP check)")
+			return nil, false
+		case endACMEValidation:
+			// An ACME CA's TLS-ALPN-01 validation (RFC 8737) got its
+			// challenge certificate: not a client, not a failure.
+			c.log.Debug("ACME TLS-ALPN-01 validation connection served")
 			return nil, false
 		}
 		c.s.Metrics.TLSFailures.WithLabelValues(reason).Inc() // every one is metered
@@ -257,6 +260,24 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 	return rl.pump, true
 }
 
+// How a handshake that returned an error ended.
+const (
+	endFailed         = iota // a failed handshake: metered and audited as tls.failed
+	endProbe                 // closed before any byte: a TCP health check
+	endACMEValidation        // an ACME CA's TLS-ALPN-01 validation connection
+)
+
+// handshakeEnd classifies a handshake error; sentAny: the peer sent a byte.
+func handshakeEnd(err error, sentAny bool) int {
+	switch {
+	case errors.Is(err, tlslayer.ErrACMEChallenge):
+		return endACMEValidation
+	case !sentAny && tlslayer.Classify(err) == tlslayer.ReasonEOF:
+		return endProbe
+	}
+	return endFailed
+}
+
 // preAssociationError handles a failure to read the A-ASSOCIATE-RQ: a
 // protocol error gets the A-ABORT PS3.8 prescribes; a timeout (ARTIM) or a
 // closed connection just closes.
@@ -301,11 +322,7 @@ func (c *conn) reject(rule string, result association.RejectResult, source assoc
 // waitPeerClose reads (and discards, bounded) until the peer closes or a
 // short timer expires.
 func (c *conn) waitPeerClose(r net.Conn) {
-	wait := 2 * time.Second
-	if a := c.s.current().Edge.ARTIMTimeout; a > 0 && a < wait {
-		wait = a
-	}
-	_ = r.SetReadDeadline(time.Now().Add(wait))
+	_ = r.SetReadDeadline(time.Now().Add(c.s.current().Edge.PeerCloseWait()))
 	_, _ = io.Copy(io.Discard, io.LimitReader(r, 1<<20))
 }
 
@@ -329,7 +346,7 @@ func (c *conn) writePDU(w net.Conn, p association.PDU) {
 		c.log.Error("encode PDU", "error", err)
 		return
 	}
-	_ = w.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	_ = w.SetWriteDeadline(time.Now().Add(policy.FinalWriteTimeout))
 	_, _ = w.Write(b)
 }
 
