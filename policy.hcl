@@ -18,6 +18,7 @@ edge {
   admin_listen     = "127.0.0.1:9102"   # /metrics, /healthz, /readyz; leave out for none
   max_pdu_length   = 1048576            # bytes; larger PDUs are refused with an A-ABORT
   max_associations = 512                # all clients together
+  # max_associations_per_client = 128   # one client (certificate); default max_associations / 4
   artim_timeout    = "30s"              # TLS handshake + A-ASSOCIATE-RQ must arrive within this
   idle_timeout     = "10m"              # an association silent this long is aborted
   drain_timeout    = "30s"              # on SIGTERM, open associations may finish for this long
