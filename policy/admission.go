@@ -54,10 +54,7 @@ func (e *Edge) Admission() Admission {
 	if maxA <= 0 {
 		maxA = DefaultMaxAssociations
 	}
-	artim := e.ARTIMTimeout
-	if artim <= 0 {
-		artim = DefaultARTIMTimeout
-	}
+	artim := e.ARTIM()
 	pre := max(2*maxA, minPreAssociation)
 	return Admission{
 		PreAssociation:      pre,
