@@ -9,7 +9,8 @@
 #
 # `dicomedge policy check` validates this file; `dicomedge policy explain --cert certs/client.pem
 # --calling-ae MODALITY1 --called-ae MAINPACS` shows which rule decides and why the others do not.
-# Relative file names are read from the directory this file is in.
+# Relative file names are read from the directory this file is in; what a run writes (the audit log)
+# goes to var/, which git ignores. `dicomedge audit` (run here) reads that log.
 
 edge {
   ae_title         = "DICOMEDGE"      # the edge's own AE title, when it answers as SCP
@@ -38,8 +39,8 @@ tls {
 }
 
 audit {
-  file        = "audit/audit.jsonl" # append-only, hash-chained; `dicomedge audit verify` checks it
-  patient_ids = "hash"              # omit | hash | plain
+  file        = "var/audit/audit.jsonl" # append-only, hash-chained; `dicomedge audit verify` checks it
+  patient_ids = "hash"                  # omit | hash | plain
   fsync       = "1s"
   on_full     = "block" # block: never lose a record | drop: never stall DICOM traffic
   # syslog {                            # also send every event to the hospital's collector

@@ -15,8 +15,7 @@ func aeField(s string) []byte {
 	return b[:16]
 }
 
-// Finding 15: the edge matched policy on a title trimmed one way and
-// forwarded it trimmed another. Decoding now normalises once (TrimAE) and
+// The edge once matched policy on a title trimmed one way and forwarded it trimmed another. Decoding now normalises once (TrimAE) and
 // refuses RQ titles that are not VR AE values.
 func TestAssociateAETitles(t *testing.T) {
 	cases := []struct {

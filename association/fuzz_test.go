@@ -131,8 +131,8 @@ func FuzzDecodeAssociateRQ(f *testing.F) {
 		b, _ := Append(nil, p)
 		f.Add(b[HeaderLen:])
 	}
-	// At and just past the count bounds (finding 5), and AE titles at the
-	// edge of VR AE (finding 15).
+	// At and just past the item count bounds, and AE titles at the edge of
+	// VR AE (PS3.5 6.2).
 	f.Add(assocBody(repeat(128, func(i int) []byte { return pcRQ(oddIDs(i)) })))
 	f.Add(assocBody(cat(pcRQ(1), pcRQ(3), pcRQ(1))))
 	f.Add(assocBody(pcRQ(1), repeat(129, func(int) []byte { return item(0x54, lp16("1.2"), []byte{1, 0}) })))

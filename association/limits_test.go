@@ -31,7 +31,7 @@ func assocBody(pcs []byte, ui ...[]byte) []byte {
 	return cat(assocFixed("PACS", "MODALITY"), item(0x10, str(DICOMApplicationContext)), pcs, item(0x50, ui...))
 }
 
-// Finding 5: the A-ASSOCIATE decoder bounded only by bytes let a 1 MiB RQ
+// An A-ASSOCIATE decoder bounded only by bytes let a 1 MiB RQ
 // become 131,063 presentation contexts (48 MiB). Every list now has a count
 // bound that a valid PDU never reaches, context IDs must be odd and unique
 // (PS3.8 9.3.2.2), and the PDU itself has a length bound of its own.
@@ -109,7 +109,7 @@ func TestReaderAssociateLength(t *testing.T) {
 	}
 }
 
-// The reviewer's reproduction: a 1 MiB RQ of 8-byte context items. It must
+// The amplification attack: a 1 MiB RQ of 8-byte context items. It must
 // now fail, and decoding it must allocate far less than the PDU's size.
 func TestAssociateAmplification(t *testing.T) {
 	body := assocBody(nil)

@@ -7,7 +7,7 @@ import (
 	"unicode/utf8"
 )
 
-// Event names, exactly as CONTRACT.md's audit table spells them.
+// Event names, exactly as docs/audit.md spells them.
 const (
 	EventTLSFailed          = "tls.failed"
 	EventAccepted           = "association.accepted"
@@ -147,7 +147,7 @@ func (e *Event) appendJSON(b []byte) []byte {
 	b = optString(b, "reason", e.Reason)
 	// Measured values and the rejecting rule are written even when zero or
 	// empty, so that every record of an event type carries the fields
-	// CONTRACT.md lists for it: a 0 ms C-ECHO has "ms":0, and a reject no
+	// docs/audit.md lists for it: a 0 ms C-ECHO has "ms":0, and a reject no
 	// rule matched has "rule":"" (not a missing key).
 	dimseEv := e.Event == EventDIMSE
 	ended := e.Event == EventReleased || e.Event == EventAborted

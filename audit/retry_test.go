@@ -43,7 +43,7 @@ func (d *sickDisk) heal() {
 	d.mu.Unlock()
 }
 
-// Finding 7: a failed batch was discarded while the chain advanced, so
+// A failed batch was once discarded while the chain advanced, so
 // records vanished silently even with on_full "block", and verify then
 // reported the hole as tampering. Now the batch is kept and retried.
 func TestWriteFailureKeepsRecords(t *testing.T) {

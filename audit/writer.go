@@ -23,7 +23,7 @@ import (
 
 // Defaults applied by Open to zero Config fields.
 const (
-	DefaultFile       = "audit/audit.jsonl"
+	DefaultFile       = "var/audit/audit.jsonl"
 	DefaultQueueSize  = 4096
 	DefaultRotateSize = 256 << 20
 	// maxLine bounds one record when reading a log back; the writer never

@@ -667,7 +667,7 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	}
 }
 
-// CONTRACT.md lists fields per event; measured zeros and the empty rule of
+// docs/audit.md lists fields per event; measured zeros and the empty rule of
 // an unmatched reject are written, not left out.
 func TestPerEventFieldsPresentWhenZero(t *testing.T) {
 	cases := []struct {

@@ -17,7 +17,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 )
 
-// Defaults from CONTRACT.md.
+// Defaults, as docs/policy.md lists them.
 const (
 	DefaultAETitle         = "DICOMEDGE"
 	DefaultListen          = ":2762"
@@ -28,7 +28,7 @@ const (
 	DefaultDrainTimeout    = 30 * time.Second
 	DefaultTLSProfile      = "bcp195-rfc8996"
 	DefaultACMEDirectory   = "https://acme-v02.api.letsencrypt.org/directory"
-	DefaultAuditFile       = "audit/audit.jsonl"
+	DefaultAuditFile       = "var/audit/audit.jsonl"
 	DefaultFsync           = time.Second
 
 	// The smallest and largest max_pdu_length accepted. PS3.8 lets a peer
@@ -682,7 +682,7 @@ func (l *loader) when(s *whenSchema) []cond {
 	add := func(kind condKind, a *hcl.Attribute) {
 		vals := l.strList(a)
 		if len(vals) == 0 {
-			return // absent or empty: no condition (CONTRACT: every attribute optional)
+			return // absent or empty: no condition (every when attribute is optional)
 		}
 		c := cond{kind: kind}
 		what := "when." + kind.String()

@@ -69,7 +69,7 @@ backend "b" {
 		t.Errorf("tls: %+v", cfg.TLS)
 	}
 	a := cfg.Audit
-	if a.File != "/etc/dicomedge/audit/audit.jsonl" || a.PatientIDs != "hash" || a.Fsync != time.Second || a.OnFull != "block" || a.Syslog != nil {
+	if a.File != "/etc/dicomedge/var/audit/audit.jsonl" || a.PatientIDs != "hash" || a.Fsync != time.Second || a.OnFull != "block" || a.Syslog != nil {
 		t.Errorf("audit defaults: %+v", a)
 	}
 	b := cfg.Backends["b"]

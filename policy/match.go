@@ -266,7 +266,7 @@ type Policy struct {
 }
 
 // noMatch is the decision when no rule matches: A-ASSOCIATE-RJ, permanent,
-// service user, calling AE title not recognized (CONTRACT.md).
+// service user, calling AE title not recognized (PS3.8 9.3.4; docs/policy.md).
 var noMatch = Decision{Action: ActionReject, Reject: rejectReasons["calling-ae-not-recognized"]}
 
 // Rules returns the rule names in file order.

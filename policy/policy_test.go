@@ -244,7 +244,7 @@ func TestPermissions(t *testing.T) {
 		{"ai wildcard move destination", ai.AllowsMoveDestination("AI_GPU1_SCP"), true},
 		{"ai other move destination", ai.AllowsMoveDestination("PACS"), false},
 		{"ai move destination is case-sensitive", ai.AllowsMoveDestination("ai_store"), false},
-		// Finding 15: one AE normalisation (association.TrimAE) and only VR AE values.
+		// One AE normalisation (association.TrimAE) and only VR AE values.
 		{"ai NUL-padded move destination", ai.AllowsMoveDestination("AI_STORE\x00\x00"), true},
 		{"ai destination with a control character", ai.AllowsMoveDestination("AI_GPU1\t_SCP"), false},
 		{"ai destination with an inner NUL", ai.AllowsMoveDestination("AI_\x00_SCP"), false},

@@ -56,7 +56,7 @@ type ACME struct {
 
 // Audit is the audit block.
 type Audit struct {
-	File       string        // default "audit/audit.jsonl" next to the config file
+	File       string        // default "var/audit/audit.jsonl" next to the config file
 	PatientIDs string        // "omit" | "hash" | "plain", default "hash"
 	Fsync      time.Duration // default 1s; 0 = after every record
 	OnFull     string        // "block" | "drop", default "block"

@@ -27,7 +27,7 @@ func (l *failingListener) Accept() (net.Conn, error) {
 	return l.Listener.Accept()
 }
 
-// Finding 3: running out of descriptors (EMFILE/ENFILE) or a client that
+// Running out of descriptors (EMFILE/ENFILE) or a client that
 // aborts in the backlog (ECONNABORTED) must not end Serve (and with it the
 // edge); it backs off and serves the next connection.
 func TestServeSurvivesAcceptErrors(t *testing.T) {
@@ -65,7 +65,7 @@ func TestServeSurvivesAcceptErrors(t *testing.T) {
 	}
 }
 
-// Finding 3: connections that have not associated yet (here: TCP only,
+// Connections that have not associated yet (here: TCP only,
 // never a TLS byte) are capped: one source (IPv4 address) may hold a
 // quarter of the slots (at least 4), all sources together max_associations
 // (at least 16). Connections beyond either cap are closed at once instead

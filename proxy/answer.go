@@ -140,7 +140,7 @@ func (a *answerer) serve() endOutcome {
 		}
 		if typ == association.TypePDataTF {
 			// Walk the PDVs in place: decoding them into a slice would cost a
-			// 32-byte PDV per 6-byte item of a hostile PDU (review finding 5).
+			// 32-byte PDV per 6-byte item of a hostile PDU.
 			var end endOutcome
 			var ended bool
 			err := association.EachPDV(raw[association.HeaderLen:], func(pdv association.PDV) error {
@@ -249,10 +249,8 @@ func (a *answerer) handle(ctxID uint8, cmd *dimse.Command) error {
 }
 
 func (a *answerer) writeMessage(ctxID uint8, cmd *dimse.Command) error {
-	a.w.mu.Lock()
-	defer a.w.mu.Unlock()
-	max := clampMax(a.peerMax, a.cfg.Edge.MaxPDULength)
-	return dimse.WriteMessage(writerFunc(a.w.writeLocked), ctxID, cmd, nil, max)
+	_, err := a.w.writeMessage(ctxID, cmd, clampMax(a.peerMax, a.cfg.Edge.MaxPDULength))
+	return err
 }
 
 // readFailed maps a read error in an established association to the PS3.8
@@ -308,16 +306,6 @@ func (o endOutcome) logArgs(args ...any) []any {
 	return args
 }
 
-// writerFunc adapts a function to io.Writer.
-type writerFunc func([]byte) error
-
-func (f writerFunc) Write(b []byte) (int, error) {
-	if err := f(b); err != nil {
-		return 0, err
-	}
-	return len(b), nil
-}
-
 func statusHex(s uint16) string { return fmt.Sprintf("0x%04X", s) }
 
 func userIdentity(rq *association.AssociateRQ) *audit.UserIdentity {
@@ -338,7 +326,7 @@ func userIdentity(rq *association.AssociateRQ) *audit.UserIdentity {
 // appendUnique adds s to the audit's list of accepted abstract syntaxes
 // once: callers such as storescu propose each SOP class in several
 // presentation contexts (one per transfer syntax), and the audit's
-// `contexts` lists abstract syntaxes, not context IDs (CONTRACT.md).
+// `contexts` lists abstract syntaxes, not context IDs (docs/audit.md).
 func appendUnique(list []string, s string) []string {
 	if slices.Contains(list, s) {
 		return list

@@ -8,7 +8,7 @@ import (
 	"github.com/dicomedge/dicomedge/association/dimse"
 )
 
-// Finding 14: the answer path's A-ASSOCIATE-AC echoes the RQ's called AE
+// The answer path's A-ASSOCIATE-AC echoes the RQ's called AE
 // title (PS3.8 9.3.3: the AC's called and calling AE fields are those of
 // the RQ), even when the rule answers under a title other than the edge's
 // own; and a C-CANCEL-RQ, which has no response (PS3.7 9.3.2.3), is

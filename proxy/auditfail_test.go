@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// Finding 7: when the audit trail cannot be written the edge used to drop
+// When the audit trail cannot be written the edge used to drop
 // the records, export nothing and stay ready. With the audit file on
 // /dev/full (every write fails with ENOSPC), /readyz must answer 503 and
 // dicomedge_audit_write_errors_total must count the failures.

@@ -29,7 +29,7 @@ func tlsBackendBlock(p *testPKI, addr string) string {
 `, addr, p.ca, p.clientCert, p.clientKey)
 }
 
-// Review finding 18: the edge dials a TLS backend under its tls.profile
+// The edge dials a TLS backend under its tls.profile
 // (PS3.15 BCP 195 RFC 8996/9325 by default), not merely TLS 1.2+: a backend
 // offering only CBC suites is not reached.
 func TestBackendTLSUsesProfile(t *testing.T) {
@@ -75,7 +75,7 @@ func TestBackendTLSUsesProfile(t *testing.T) {
 	}
 }
 
-// Review finding 18: the cache of backend TLS configs holds the current
+// The cache of backend TLS configs holds the current
 // policy's backends only, however many reloads there were; an association
 // from before a reload neither fills nor empties it.
 func TestBackendTLSCacheBoundedAcrossReloads(t *testing.T) {
@@ -107,7 +107,7 @@ func TestBackendTLSCacheBoundedAcrossReloads(t *testing.T) {
 	}
 }
 
-// Review finding 18: a rotated backend client certificate is used from the
+// A rotated backend client certificate is used from the
 // next dial, without a SIGHUP.
 func TestBackendTLSCacheRereadsRotatedFiles(t *testing.T) {
 	p := sharedPKI(t)

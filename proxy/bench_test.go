@@ -1,25 +1,30 @@
 package proxy
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/dicomedge/dicomedge/association"
+	"github.com/dicomedge/dicomedge/internal/loadclient"
 	"github.com/dicomedge/dicomedge/internal/testpeer"
 )
 
-// Relay benchmarks. The Go benchmarks (go test -bench) report one
-// configuration each; TestRelayBenchmarkReport (DICOMEDGE_BENCH=1, run by
-// scripts/bench) runs every configuration alternately in one process and
-// prints them side by side as ratios, which is what the design's targets
-// are stated in.
+// Benchmarks. The Go benchmarks (go test -bench) report one configuration
+// each; the *Report tests (DICOMEDGE_BENCH=1, run by scripts/bench) run every
+// configuration and its baselines alternately in one process and print them
+// side by side as medians and ratios, which is how README "Performance"
+// states them. DICOMEDGE_BENCH_QUICK=1 makes every report small enough for a
+// sanity pass.
 
 var (
 	benchFilesOnce sync.Once
@@ -27,6 +32,40 @@ var (
 	benchBytes     int64
 	benchDir       string
 )
+
+func benchEnabled(t *testing.T) {
+	t.Helper()
+	if os.Getenv("DICOMEDGE_BENCH") == "" {
+		t.Skip("set DICOMEDGE_BENCH=1 (scripts/bench) to run the benchmark reports")
+	}
+}
+
+func benchQuick() bool { return os.Getenv("DICOMEDGE_BENCH_QUICK") != "" }
+
+func benchRounds() int {
+	if v, err := strconv.Atoi(os.Getenv("DICOMEDGE_BENCH_ROUNDS")); err == nil && v > 0 {
+		return v
+	}
+	if benchQuick() {
+		return 1
+	}
+	return 3
+}
+
+func median[T int64 | float64 | time.Duration](xs []T) T {
+	s := append([]T(nil), xs...)
+	sort.Slice(s, func(a, b int) bool { return s[a] < s[b] })
+	return s[len(s)/2]
+}
+
+func loadAvg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
 
 // storeFiles makes n instances of 512 KiB pixel data once per process.
 func storeFiles(t testing.TB, n int) ([]string, int64) {
@@ -55,6 +94,17 @@ type benchTarget struct {
 	called  string
 }
 
+// Indexes of the relay report's configurations.
+const (
+	relPlain = iota
+	relStunnel
+	relEdge
+	relEdgeNoAudit
+	relTLSDirect
+	relHAProxyPP
+	relHAProxy
+)
+
 // benchSetup starts the peers of every configuration once.
 type benchSetup struct {
 	targets []benchTarget
@@ -68,25 +118,31 @@ func startBenchSetup(t testing.TB) *benchSetup {
 	plain := testpeer.StartStoreSCP(t, "STORESCP", "--ignore")
 	tlsSCP := testpeer.StartStoreSCP(t, "STORESCP", "--ignore", "+tls", p.edgeKey, p.edgeCert, "+cf", p.ca)
 	rules := storeRules(`"C-ECHO", "C-STORE"`)
-	edge := startEdge(t, edgeOptions{Backends: backendBlock("pacs", plain.Addr, "STORESCP"), Rules: rules, Quiet: true})
-	edgeNoAudit := startEdge(t, edgeOptions{Backends: backendBlock("pacs", plain.Addr, "STORESCP"), Rules: rules, Quiet: true, NoAudit: true})
+	backend := backendBlock("pacs", plain.Addr, "STORESCP")
+	edge := startEdge(t, edgeOptions{Backends: backend, Rules: rules, Quiet: true})
+	edgeNoAudit := startEdge(t, edgeOptions{Backends: backend, Rules: rules, Quiet: true, NoAudit: true})
+	edgePP := startEdge(t, edgeOptions{Backends: backend, Rules: rules, Quiet: true, ProxyProtocol: []string{"127.0.0.1/32"}})
+	edgeBehind := startEdge(t, edgeOptions{Backends: backend, Rules: rules, Quiet: true})
 	tun := testpeer.StartStunnelServer(t, plain.Addr, p.edgeCert, p.edgeKey, p.ca)
+	_, fronts := testpeer.StartHAProxy(t, testpeer.HAProxyRoute{Server: edgePP.Addr, SendProxyV2: true},
+		testpeer.HAProxyRoute{Server: edgeBehind.Addr})
 	tlsArgs := []string{"+tls", p.clientKey, p.clientCert, "+cf", p.ca}
-	hp := func(addr string) (string, int) { return testpeer.Host(addr), testpeer.Port(addr) }
 	s := &benchSetup{}
 	add := func(name, addr string, tls bool, called string) {
-		h, port := hp(addr)
-		bt := benchTarget{name: name, host: h, port: port, called: called}
+		bt := benchTarget{name: name, host: testpeer.Host(addr), port: testpeer.Port(addr), called: called}
 		if tls {
 			bt.tlsArgs = tlsArgs
 		}
 		s.targets = append(s.targets, bt)
 	}
+	// In the order of the rel* constants.
 	add("plain DCMTK→DCMTK, no TLS", plain.Addr, false, "STORESCP")
 	add("stunnel4 (TLS in, plain out)", tun.Accept, true, "STORESCP")
 	add("dicomedge (TLS in, plain out)", edge.Addr, true, "MAINPACS")
 	add("dicomedge, audit off", edgeNoAudit.Addr, true, "MAINPACS")
 	add("DCMTK TLS direct, no hop", tlsSCP.Addr, true, "STORESCP")
+	add("HAProxy send-proxy-v2 → dicomedge", fronts[0], true, "MAINPACS")
+	add("HAProxy → dicomedge, no PROXY", fronts[1], true, "MAINPACS")
 	return s
 }
 
@@ -118,23 +174,23 @@ func BenchmarkStoreRelay(b *testing.B) {
 	}
 }
 
-// TestRelayBenchmarkReport prints the relay comparison as ratios in one
-// run; scripts/bench sets DICOMEDGE_BENCH=1.
+// TestRelayBenchmarkReport prints the relay comparison: every configuration
+// in each round, rounds alternated, medians and ratios.
 func TestRelayBenchmarkReport(t *testing.T) {
-	if os.Getenv("DICOMEDGE_BENCH") == "" {
-		t.Skip("set DICOMEDGE_BENCH=1 (scripts/bench) to run the relay comparison")
-	}
-	rounds := 3
-	if v, err := strconv.Atoi(os.Getenv("DICOMEDGE_BENCH_ROUNDS")); err == nil && v > 0 {
-		rounds = v
+	benchEnabled(t)
+	rounds := benchRounds()
+	n := 200
+	if benchQuick() {
+		n = 40
 	}
 	files, total := storeFiles(t, 200)
+	files = files[:n]
+	total = total * int64(n) / 200
 	s := startBenchSetup(t)
 	times := make([][]time.Duration, len(s.targets))
 	cpu := make([][]time.Duration, len(s.targets)) // this process's CPU: the in-process edges
-	// Warm up (page cache, TLS session state of nothing: each run is a new process).
 	for _, bt := range s.targets {
-		bt.store(t, files[:10])
+		bt.store(t, files[:10]) // warm up the page cache and every peer
 	}
 	// Alternate configurations so that load from elsewhere hits all alike.
 	for r := 0; r < rounds; r++ {
@@ -144,30 +200,43 @@ func TestRelayBenchmarkReport(t *testing.T) {
 			cpu[i] = append(cpu[i], processCPU()-before)
 		}
 	}
-	median := func(ts []time.Duration) time.Duration {
-		sort.Slice(ts, func(a, b int) bool { return ts[a] < ts[b] })
-		return ts[len(ts)/2]
-	}
 	med := make([]time.Duration, len(times))
 	for i, ts := range times {
 		med[i] = median(ts)
 	}
 	mib := float64(total) / (1 << 20)
-	fmt.Printf("\nC-STORE of %d instances × 512 KiB (%.1f MiB), storescu → storescp --ignore, median of %d rounds\n",
+	fmt.Printf("\nRelay: C-STORE of %d instances × 512 KiB (%.1f MiB), storescu → storescp --ignore, %d rounds alternated, medians\n",
 		len(files), mib, rounds)
-	fmt.Printf("%-34s %9s %9s %12s %14s %15s %12s\n", "configuration", "seconds", "MiB/s", "vs plain", "vs stunnel4", "vs TLS direct", "edge CPU s")
+	fmt.Printf("%-36s %9s %9s %12s %14s %15s %11s\n", "configuration", "seconds", "MiB/s", "vs plain", "vs stunnel4", "vs TLS direct", "edge CPU s")
 	for i, bt := range s.targets {
 		sec := med[i].Seconds()
-		fmt.Printf("%-34s %9.3f %9.1f %11.2fx %13.2fx %14.2fx %12.3f\n", bt.name, sec, mib/sec,
-			sec/med[0].Seconds(), sec/med[1].Seconds(), sec/med[4].Seconds(), median(cpu[i]).Seconds())
+		fmt.Printf("%-36s %9.3f %9.1f %11.2fx %13.2fx %14.2fx %11.3f\n", bt.name, sec, mib/sec,
+			sec/med[relPlain].Seconds(), sec/med[relStunnel].Seconds(), sec/med[relTLSDirect].Seconds(), median(cpu[i]).Seconds())
 	}
-	fmt.Printf("(ratios are time / baseline time: below 1.00x is faster than the baseline; edge CPU is user+system\n" +
-		" time of this process, which hosts the edges, Go runtime spinning included: near zero for the rows\n" +
-		" without the edge; on a loaded machine it varies too, less than wall time)\n")
-	load, _ := os.ReadFile("/proc/loadavg")
-	fmt.Printf("load average at the end: %s", load)
-	fmt.Printf("audit on vs off: %.2fx\n", med[2].Seconds()/med[3].Seconds())
-
+	// The per-round ratio compares runs made seconds apart, so it is less
+	// exposed to load that comes and goes than the ratio of medians.
+	ratio := func(a, b int) (float64, float64) {
+		var rs []float64
+		for r := range times[a] {
+			rs = append(rs, times[a][r].Seconds()/times[b][r].Seconds())
+		}
+		return med[a].Seconds() / med[b].Seconds(), median(rs)
+	}
+	fmt.Printf("%-62s %16s %20s\n", "row (time / baseline time; below 1.00x is faster)", "ratio of medians", "median of per-round")
+	for _, row := range []struct {
+		name string
+		a, b int
+	}{
+		{"edge relay vs DCMTK speaking TLS directly", relEdge, relTLSDirect},
+		{"edge relay vs stunnel4 doing the same hop", relEdge, relStunnel},
+		{"edge relay vs plain DCMTK, no TLS", relEdge, relPlain},
+		{"HAProxy send-proxy-v2 → edge vs HAProxy → edge without PROXY", relHAProxyPP, relHAProxy},
+		{"edge audit on vs audit off", relEdge, relEdgeNoAudit},
+	} {
+		a, b := ratio(row.a, row.b)
+		fmt.Printf("%-62s %15.2fx %19.2fx\n", row.name, a, b)
+	}
+	fmt.Printf("(edge CPU is user+system time of this process, which hosts the edges; load average at the end: %s)\n", loadAvg())
 	setupReport(t)
 }
 
@@ -196,14 +265,17 @@ func setupReport(t *testing.T) {
 	testpeer.Require(t, "storescp")
 	scp := testpeer.StartStoreSCP(t, "STORESCP", "--ignore")
 	e := startEdge(t, edgeOptions{Backends: backendBlock("pacs", scp.Addr, "STORESCP"), Rules: storeRules(`"C-ECHO"`), Quiet: true})
-	const n = 200
+	n := 200
+	if benchQuick() {
+		n = 40
+	}
 	tlsDial := func() (net.Conn, error) { return e.goClient(t, e.pki.clientCert, e.pki.clientKey), nil }
 	plainDial := func() (net.Conn, error) { return net.Dial("tcp", scp.Addr) }
 	direct := setupLatency(t, n, plainDial, "STORESCP")
 	answer := setupLatency(t, n, tlsDial, "DICOMEDGE")
 	relayed := setupLatency(t, n, tlsDial, "MAINPACS")
 	pct := func(s []time.Duration, p int) time.Duration { return s[len(s)*p/100] }
-	fmt.Printf("\nAssociation set-up (TCP connect [+ TLS handshake] + A-ASSOCIATE-RQ → AC), %d each, Go client on loopback\n", n)
+	fmt.Printf("\nAssociation set-up (TCP connect [+ TLS handshake] + A-ASSOCIATE-RQ → AC), %d each, one Go client on loopback\n", n)
 	fmt.Printf("%-44s %10s %10s\n", "path", "median", "p90")
 	for _, r := range []struct {
 		name string
@@ -222,4 +294,125 @@ func BenchmarkAssociationSetupThroughEdge(b *testing.B) {
 	b.ResetTimer()
 	s := setupLatency(b, b.N, dial, "MAINPACS")
 	b.ReportMetric(float64(s[len(s)/2].Microseconds()), "median-µs")
+}
+
+var (
+	loadBinOnce sync.Once
+	loadBin     string
+	loadBinErr  error
+)
+
+// loadClient is the path of cmd/dicomedge-load: DICOMEDGE_LOAD if set
+// (scripts/bench builds it once), else built into the bench directory.
+func loadClient(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("DICOMEDGE_LOAD"); p != "" {
+		return p
+	}
+	loadBinOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "dicomedge-load-")
+		if err != nil {
+			loadBinErr = err
+			return
+		}
+		loadBin = filepath.Join(dir, "dicomedge-load")
+		out, err := exec.Command("go", "build", "-o", loadBin, "github.com/dicomedge/dicomedge/cmd/dicomedge-load").CombinedOutput()
+		if err != nil {
+			loadBinErr = fmt.Errorf("go build dicomedge-load: %v\n%s", err, out)
+		}
+	})
+	if loadBinErr != nil {
+		t.Fatal(loadBinErr)
+	}
+	return loadBin
+}
+
+// runRate runs the load client's rate command in its own process (so that
+// its CPU is not this process's) and returns what it measured.
+func runRate(t testing.TB, args ...string) loadclient.RateResult {
+	t.Helper()
+	ctx := testpeer.Context(t, 5*time.Minute)
+	cmd := exec.CommandContext(ctx, loadClient(t), append([]string{"rate"}, args...)...)
+	cmd.Env = testpeer.Env()
+	out, err := cmd.Output()
+	if err != nil {
+		stderr := ""
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = string(ee.Stderr)
+		}
+		t.Fatalf("dicomedge-load rate %q: %v\n%s%s", args, err, out, stderr)
+	}
+	var res loadclient.RateResult
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("dicomedge-load rate output %q: %v", out, err)
+	}
+	return res
+}
+
+// TestAssociationRateReport prints full mutual-TLS associations per second
+// on the edge's answer path, with and without TLS session resumption, next
+// to Orthanc's own DICOM TLS and stunnel4 in front of Orthanc, rounds
+// alternated, from cmd/dicomedge-load with 8 workers on the same CPUs.
+func TestAssociationRateReport(t *testing.T) {
+	benchEnabled(t)
+	testpeer.Require(t, "stunnel4")
+	p := sharedPKI(t)
+	rounds := benchRounds()
+	dur := "5s"
+	if benchQuick() {
+		dur = "2s"
+	}
+	e := startEdge(t, edgeOptions{Quiet: true, MaxAssociations: 256})
+	orthancTLS := testpeer.StartOrthancTLS(t, "ORTHANC", p.edgeCert, p.edgeKey, p.ca)
+	orthanc := testpeer.StartOrthanc(t, "ORTHANC", nil)
+	tun := testpeer.StartStunnelServer(t, orthanc.DICOM, p.edgeCert, p.edgeKey, p.ca)
+	id := []string{"--cert", p.clientCert, "--key", p.clientKey, "--ca", p.ca, "--workers", "8", "--duration", dur, "--calling", "MODALITY1"}
+	type config struct {
+		name  string
+		edge  bool
+		args  []string
+		runs  []loadclient.RateResult
+		edgeC []time.Duration
+	}
+	configs := []*config{
+		{name: "dicomedge answers, full handshakes", edge: true, args: []string{"--addr", e.Addr, "--called", "DICOMEDGE"}},
+		{name: "dicomedge answers, TLS 1.3 resumption offered", edge: true, args: []string{"--addr", e.Addr, "--called", "DICOMEDGE", "--resume"}},
+		{name: "Orthanc 1.10 DICOM TLS", args: []string{"--addr", orthancTLS.DICOM, "--called", "ORTHANC", "--allow-tls12"}},
+		{name: "stunnel4 → Orthanc plain", args: []string{"--addr", tun.Accept, "--called", "ORTHANC", "--allow-tls12"}},
+	}
+	for _, c := range configs { // warm up
+		runRate(t, append(append([]string{}, id...), append(c.args, "--duration", "300ms")...)...)
+	}
+	for r := 0; r < rounds; r++ {
+		for _, c := range configs {
+			before := processCPU()
+			c.runs = append(c.runs, runRate(t, append(append([]string{}, id...), c.args...)...))
+			c.edgeC = append(c.edgeC, processCPU()-before)
+		}
+	}
+	fmt.Printf("\nAssociations per second: connect, TLS (ECDSA P-256 client certificate), A-ASSOCIATE-RQ/AC, C-ECHO, A-RELEASE;\n"+
+		"cmd/dicomedge-load with 8 workers on the same CPUs, %s per run, %d rounds alternated, medians; edge audit on\n", dur, rounds)
+	fmt.Printf("%-46s %10s %9s %9s %8s %13s\n", "configuration", "assoc/s", "resumed", "errors", "TLS", "edge CPU/s")
+	rate := make([]float64, len(configs))
+	for i, c := range configs {
+		var ps []float64
+		var resumed, total, errs int64
+		for _, r := range c.runs {
+			ps = append(ps, r.PerSecond)
+			resumed += r.Resumed
+			total += r.Associations
+			errs += r.Errors
+		}
+		rate[i] = median(ps)
+		cpuPer := "-"
+		if c.edge {
+			cpuPer = fmt.Sprintf("%.2f", median(c.edgeC).Seconds()/c.runs[0].Elapsed.Seconds())
+		}
+		fmt.Printf("%-46s %10.0f %8.0f%% %9d %8s %13s\n", c.name, rate[i], 100*float64(resumed)/float64(max(total, 1)), errs, c.runs[0].TLSVersion, cpuPer)
+		if errs > 0 {
+			fmt.Printf("    first error: %s\n", c.runs[0].FirstError)
+		}
+	}
+	fmt.Printf("edge full handshakes vs Orthanc DICOM TLS: %.2fx; resumption vs full: %.2fx (load average at the end: %s)\n",
+		rate[0]/rate[2], rate[1]/rate[0], loadAvg())
 }

@@ -99,7 +99,7 @@ func FuzzRelayClientPData(f *testing.F) {
 	f.Add(pdvItem(1, 1, store[:10]), pdvItem(1, 3, store[10:]))
 	f.Add(pdvItem(9, 3, store), []byte{})
 	f.Add([]byte{0, 0, 0, 1, 1}, []byte{0xff, 0xff, 0xff, 0xff})
-	// Review findings 1, 2, 13: a C-service naming another context's SOP
+	// A C-service naming another context's SOP
 	// class, a reused Message ID, C-CANCEL with and without a data set.
 	f.Add(pdvItem(3, 3, store), []byte{})
 	f.Add(pdvItem(1, 3, store), pdvItem(1, 3, store))
@@ -389,8 +389,8 @@ func TestRelayCGetSubOperationUnanswered(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	// The C-GET itself, never answered, is recorded too (review finding 2:
-	// pending operations are flushed with no status).
+	// The C-GET itself, never answered, is recorded too (pending
+	// operations are flushed with no status).
 	if len(got) != 3 || got[0].Event != audit.EventDIMSE || got[1].Event != audit.EventDIMSE || got[2].Event != audit.EventAborted {
 		t.Fatalf("records %+v, want the C-GET, the sub-operation, then association.aborted", got)
 	}

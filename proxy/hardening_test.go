@@ -13,10 +13,10 @@ import (
 	"github.com/dicomedge/dicomedge/association/dimse"
 )
 
-// Findings 5, 6 and 15 end to end: an A-ASSOCIATE-RQ with even or repeated
-// context IDs, more contexts than PS3.8 allows, a length past the RQ bound,
-// or an AE title that is not a VR AE value, and a DIMSE command with
-// repeated tags, each get A-ABORT (service provider, invalid PDU parameter
+// Bounds on the A-ASSOCIATE-RQ and the DIMSE command, end to end: an RQ
+// with even or repeated context IDs, more contexts than PS3.8 allows, a
+// length past the RQ bound, or an AE title that is not a VR AE value, and a
+// DIMSE command with repeated tags, each get A-ABORT (service provider, invalid PDU parameter
 // value) instead of being decoded, matched or forwarded.
 func TestHostilePDUsAborted(t *testing.T) {
 	e := startEdge(t, edgeOptions{MaxPDU: 1 << 20, ARTIM: "1s"})
@@ -99,7 +99,7 @@ func expectAbort(t *testing.T, c net.Conn, reason association.AbortReason) {
 	}
 }
 
-// Finding 5, answer path: a P-DATA-TF of 6-byte PDV items used to be
+// Answer path: a P-DATA-TF of 6-byte PDV items used to be
 // decoded into a slice of 32-byte PDVs (over 5x the PDU). The answerer now
 // walks the items in place, so a 4 MiB PDU of ~700,000 empty data PDVs
 // costs about its read buffer (grown in steps: up to twice its size), not
@@ -148,7 +148,7 @@ func cEchoRQ(t *testing.T, id uint16) []byte {
 		CommandDataSetType: dimse.NoDataSet}).Encode()
 }
 
-// Finding 6 on the relay path: a command whose tags repeat is refused with
+// Relay path: a command whose tags repeat is refused with
 // an A-ABORT to the client and never reaches the backend, which could read
 // the first of two values where the edge read the last.
 func TestRelayRefusesAmbiguousCommand(t *testing.T) {

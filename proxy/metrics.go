@@ -37,7 +37,7 @@ type Metrics struct {
 	certExpiry   atomic.Pointer[func() time.Time]
 }
 
-// NewMetrics registers every metric of CONTRACT.md on a fresh registry.
+// NewMetrics registers every metric of docs/metrics.md on a fresh registry.
 func NewMetrics() *Metrics {
 	m := &Metrics{Registry: prometheus.NewRegistry()}
 	m.Associations = prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -7,7 +7,7 @@ import (
 	"github.com/dicomedge/dicomedge/audit"
 )
 
-// Finding 17: a reload that changes edge.proxy_protocol takes effect for
+// A reload that changes edge.proxy_protocol takes effect for
 // new connections, in both directions, without a restart.
 func TestReloadAppliesProxyProtocol(t *testing.T) {
 	e := startEdge(t, edgeOptions{Rules: proxyRules, ARTIM: "2s"})

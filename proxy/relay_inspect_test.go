@@ -15,8 +15,8 @@ import (
 	"github.com/dicomedge/dicomedge/internal/testpeer"
 )
 
-// Regression tests for the relay's command inspection (review findings 1,
-// 2, 11, 12, 13, 16) against a scripted Go backend, which sees exactly which
+// Regression tests for the relay's command inspection against a scripted
+// Go backend, which sees exactly which
 // PDUs the edge forwards and can answer when the test says.
 
 // gotPDU is one PDU the scripted backend received.
@@ -266,7 +266,7 @@ func dimseEvents(t *testing.T, e *testEdge) []audit.Event {
 	return out
 }
 
-// Finding 1: the command's SOP class must be the context's abstract syntax
+// The command's SOP class must be the context's abstract syntax
 // (C-services) and allowed by the rule; otherwise the edge answers and the
 // backend never sees the request or its data set.
 func TestRelayChecksCommandSOPClass(t *testing.T) {
@@ -330,7 +330,7 @@ func TestRelayChecksCommandSOPClass(t *testing.T) {
 	}
 }
 
-// Finding 1 with a real backend: the reviewer's CT C-STORE on the accepted
+// The same with a real backend: a CT C-STORE on the accepted
 // Verification context no longer reaches storescp.
 func TestRelaySOPClassBypassStoreSCP(t *testing.T) {
 	testpeer.Require(t, "storescp")
@@ -359,7 +359,7 @@ func TestRelaySOPClassBypassStoreSCP(t *testing.T) {
 	}
 }
 
-// Finding 2: a request reusing an outstanding Message ID is refused with
+// A request reusing an outstanding Message ID is refused with
 // 0x0210 and not forwarded; operations the association ends before
 // completing still get a dimse record (no status).
 func TestRelayDuplicateMessageID(t *testing.T) {
@@ -414,7 +414,7 @@ func TestRelayDuplicateMessageID(t *testing.T) {
 	}
 }
 
-// Finding 2 with a real backend: the reviewer's C-STORE 1 then C-ECHO 1.
+// Message ID reuse with a real backend: C-STORE 1 then C-ECHO 1.
 // Whatever the timing, every instance storescp stored has its record.
 func TestRelayMessageIDReuseStoreSCP(t *testing.T) {
 	testpeer.Require(t, "storescp")
@@ -443,7 +443,7 @@ func TestRelayMessageIDReuseStoreSCP(t *testing.T) {
 	}
 }
 
-// Finding 11: a backend answering before the data set has all arrived
+// A backend answering before the data set has all arrived
 // (allowed: e.g. an early failure) must not get a record written without
 // the data set's bytes and patient ID, nor race the client pump.
 func TestRelayRecordWaitsForDataSet(t *testing.T) {
@@ -491,7 +491,7 @@ func TestRelayRecordWaitsForDataSet(t *testing.T) {
 	}
 }
 
-// Finding 12: a command the client fragments over several PDUs reaches the
+// A command the client fragments over several PDUs reaches the
 // backend in PDUs no larger than the backend's maximum.
 func TestRelayHeldFragmentsFitBackendMax(t *testing.T) {
 	const backendMax = 4096
@@ -524,7 +524,7 @@ func TestRelayHeldFragmentsFitBackendMax(t *testing.T) {
 	}
 }
 
-// Finding 13: C-CANCEL is forwarded only when the rule allows it and it
+// C-CANCEL is forwarded only when the rule allows it and it
 // names a forwarded operation; one with a data set is a protocol error.
 func TestRelayCancel(t *testing.T) {
 	find := &dimse.Command{CommandField: dimse.CFindRQ, MessageID: 5, AffectedSOPClassUID: studyRootFind,
@@ -590,7 +590,7 @@ func TestRelayCancel(t *testing.T) {
 	}
 }
 
-// Finding 16: the backend's A-ABORT reaches the client unchanged (source
+// The backend's A-ABORT reaches the client unchanged (source
 // and reason), both in an established association and in answer to the RQ.
 func TestRelayBackendAbortCarriedThrough(t *testing.T) {
 	cases := []struct {

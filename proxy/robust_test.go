@@ -95,7 +95,7 @@ func TestAnswerAssociateAC(t *testing.T) {
 	} else if _, ok := p.(*association.ReleaseRP); !ok {
 		t.Fatalf("got %T, want A-RELEASE-RP", p)
 	}
-	// CONTRACT.md: the audit's contexts are the accepted abstract syntaxes;
+	// docs/audit.md: the audit's contexts are the accepted abstract syntaxes;
 	// Verification, accepted in contexts 1 and 7, is listed once.
 	ev := e.waitEvent(t, "association.accepted", func(ev audit.Event) bool { return ev.Event == audit.EventAccepted })
 	if len(ev.Contexts) != 1 || ev.Contexts[0] != association.VerificationSOPClass {

@@ -11,7 +11,7 @@ import (
 	"github.com/dicomedge/dicomedge/association/dimse"
 )
 
-// Finding 4: a client that floods C-ECHO-RQs and never reads blocks the
+// A client that floods C-ECHO-RQs and never reads blocks the
 // answerer in a write (bounded only by idle_timeout). Shutdown must still
 // end within about drain_timeout: the abort cuts the blocked write short
 // instead of queueing behind it. (One client: with two on loopback, the
@@ -55,7 +55,7 @@ func TestShutdownNotHeldByNonReadingClient(t *testing.T) {
 		})
 		clients++
 		// Wait until this answerer is blocked in a socket write, the
-		// situation the finding is about.
+		// situation this test is about.
 		waitBlockedWriters(t, clients)
 	}
 	start := time.Now()

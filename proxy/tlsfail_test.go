@@ -13,7 +13,7 @@ import (
 	"github.com/dicomedge/dicomedge/audit"
 )
 
-// Finding 8: a flood of failed handshakes from one source writes at most
+// A flood of failed handshakes from one source writes at most
 // tlsFailBurst (+ refill) tls.failed records; the rest are counted in one
 // summary record, so the trail keeps every failure accounted for without
 // an attacker controlling its size.

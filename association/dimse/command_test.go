@@ -201,7 +201,7 @@ func TestDecodeCommandErrors(t *testing.T) {
 	}
 }
 
-// Group length is checked, not trusted to delimit the command (finding 6):
+// Group length is checked, not trusted to delimit the command:
 // a backend that stops reading at a short group length would see a
 // different command than the edge checked, so a mismatch is refused. A
 // correct one decodes, and Encode recomputes it.
@@ -225,7 +225,7 @@ func TestCommandGroupLengthChecked(t *testing.T) {
 	}
 }
 
-// Finding 6: with repeated or out-of-order tags the edge kept the last value
+// With repeated or out-of-order tags the edge once kept the last value
 // while DCMTK keeps the first, and the relay forwards the original bytes, so
 // policy (MoveDestination, CommandField) was enforced on a reading the
 // backend might not share. Such commands are now a protocol error.

@@ -20,8 +20,8 @@ import (
 	"github.com/dicomedge/dicomedge/internal/testpeer"
 )
 
-// TestAcceptance drives the built binary only through CONTRACT.md's surface,
-// as an outside check does: certs init, serve on the bundled policy.hcl (ports
+// TestAcceptance drives the built binary only through its documented surface
+// (README.md, docs/), as an outside check does: certs init, serve on the bundled policy.hcl (ports
 // moved to free loopback ports), real DCMTK peers (answered, rejected, a TLS
 // failure, a relay to storescp, a refused DIMSE after SIGHUP), /metrics,
 // /healthz, /readyz, SIGINT → 0, a restart continuing the chain, then every
@@ -79,7 +79,7 @@ func TestAcceptance(t *testing.T) {
 	if err := os.WriteFile(config, []byte(policySrc), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	auditFile := filepath.Join(dir, "audit", "audit.jsonl")
+	auditFile := filepath.Join(dir, "var", "audit", "audit.jsonl")
 
 	serve := func() *testpeer.Process {
 		t.Helper()
@@ -185,7 +185,7 @@ func TestAcceptance(t *testing.T) {
 	}
 
 	// Metrics: every dicomedge_ sample named dicomedge_<what>_<unit>, and
-	// the contract's two families with the labels this run produced.
+	// the two families README.md names, with the labels this run produced.
 	waitFor(t, "association.released records", func() bool { return len(recordsOf(t, auditFile, "association.released")) >= 3 })
 	code, metrics := httpGet(t, "http://"+admin+"/metrics")
 	if code != 200 {
@@ -313,7 +313,7 @@ func TestAcceptance(t *testing.T) {
 	}
 }
 
-// checkAuditRecords checks every record against CONTRACT.md's audit section,
+// checkAuditRecords checks every record against docs/audit.md,
 // computing the hash chain independently of the audit package.
 func checkAuditRecords(t *testing.T, file string) {
 	t.Helper()
@@ -324,7 +324,7 @@ func checkAuditRecords(t *testing.T, file string) {
 	timeRE := regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$`)
 	fpRE := regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 	statusRE := regexp.MustCompile(`^0x[0-9A-F]{4}$`)
-	// Fields each event must carry in this run (CONTRACT.md audit table).
+	// Fields each event must carry in this run (docs/audit.md).
 	required := map[string][]string{
 		"tls.failed":           {"reason", "conn", "remote"},
 		"association.accepted": {"rule", "action", "contexts", "conn", "assoc", "remote", "client", "calling_ae", "called_ae"},

@@ -23,6 +23,7 @@ import (
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/dicomedge/dicomedge/audit"
+	"github.com/dicomedge/dicomedge/policy"
 )
 
 // auditNow is the clock for relative --since/--until; tests pin it.
@@ -44,10 +45,12 @@ func newAuditCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "audit",
 		Short: "review the audit log: a table, --json lines, or --follow live",
-		Long: `Reviews the hash-chained audit log. The log is the file named by --file, or by
-audit.file in the policy given with --config (relative to that file), or
-audit/audit.jsonl; rotated files (FILE.1, FILE.2, ... oldest first) are read
-before it. Text filters take * and ? wildcards and ignore case.`,
+		Long: `Reviews the hash-chained audit log. The log is the file named by --file or,
+as serve finds it, audit.file in the policy given with --config (default
+policy.hcl; a relative path is read from that file's directory; without
+audit.file, ` + policy.DefaultAuditFile + ` there). Rotated files (FILE.1, FILE.2, ...
+oldest first) are read before it. Text filters take * and ? wildcards and
+ignore case.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return o.list(cmd) },
 	}
@@ -77,8 +80,8 @@ before it. Text filters take * and ? wildcards and ignore case.`,
 }
 
 func fileFlags(cmd *cobra.Command, o *auditOpts) {
-	cmd.Flags().StringVar(&o.file, "file", "", "audit log file (default "+audit.DefaultFile+")")
-	cmd.Flags().StringVar(&o.config, "config", "", "policy file whose audit.file names the log")
+	cmd.Flags().StringVar(&o.file, "file", "", "audit log file (default: audit.file of --config)")
+	cmd.Flags().StringVar(&o.config, "config", "policy.hcl", "policy file whose audit.file names the log, as for serve")
 	cmd.MarkFlagsMutuallyExclusive("file", "config")
 }
 
@@ -93,22 +96,25 @@ func filterFlags(cmd *cobra.Command, o *auditOpts) {
 	f.StringVar(&o.decision, "decision", "", "relay, answer, accept, reject, allow or refuse")
 }
 
-// logFile resolves which file to read.
+// logFile resolves which file to read: --file, or the log serve writes with
+// the same --config.
 func (o *auditOpts) logFile() (string, error) {
-	switch {
-	case o.file != "":
+	if o.file != "" {
 		return o.file, nil
-	case o.config != "":
-		return auditFileFromConfig(o.config)
 	}
-	return audit.DefaultFile, nil
+	return auditFileFromConfig(o.config)
 }
 
 // auditFileFromConfig reads just audit.file from a policy file with a
-// partial schema, so that this command works without the full policy
-// (and the audit package stays a leaf). Like the policy loader, a relative
-// path is taken relative to the policy file's directory.
+// partial schema, so that the log can be reviewed while the rest of the
+// policy is invalid or its certificates are missing. It resolves the name as
+// the policy loader does for serve (policy.DefaultAuditFile when the
+// attribute is absent; relative to the policy file's directory); a test
+// holds the two to the same answer.
 func auditFileFromConfig(path string) (string, error) {
+	if _, err := os.Stat(path); err != nil {
+		return "", withExit(2, fmt.Errorf("%w (name the policy with --config, or the log with --file)", err))
+	}
 	p := hclparse.NewParser()
 	f, diags := p.ParseHCLFile(path)
 	if diags.HasErrors() {
@@ -120,7 +126,7 @@ func auditFileFromConfig(path string) (string, error) {
 	if diags.HasErrors() {
 		return "", withExit(2, diags)
 	}
-	file := audit.DefaultFile
+	file := policy.DefaultAuditFile
 	for _, b := range content.Blocks {
 		attrs, _, diags := b.Body.PartialContent(&hcl.BodySchema{
 			Attributes: []hcl.AttributeSchema{{Name: "file"}},
@@ -577,7 +583,7 @@ func (o *auditOpts) verify(cmd *cobra.Command) error {
 		// A copy of the log without its FILE.head sidecar (an archive, a
 		// file handed to a reviewer) is not evidence of tampering: every
 		// record chained. Say what could not be checked, but exit 0
-		// (CONTRACT.md: 1 is for a tampered or truncated log).
+		// (docs/commands.md: 1 is for a tampered or truncated log).
 		fmt.Fprintln(cmd.ErrOrStderr(), "dicomedge: warning:", err)
 		err = nil
 	}

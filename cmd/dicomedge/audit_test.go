@@ -12,6 +12,7 @@ import (
 
 	"github.com/dicomedge/dicomedge/audit"
 	"github.com/dicomedge/dicomedge/internal/testpeer"
+	"github.com/dicomedge/dicomedge/policy"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files under testdata/")
@@ -246,6 +247,70 @@ rule "deny" {
 	code, out, _ = runAudit(t, "summary", "--config", cfg)
 	if code != 0 || !strings.HasPrefix(out, "12 records") {
 		t.Fatalf("summary --config: exit %d %q", code, out)
+	}
+}
+
+// TestAuditFindsTheLogServeWrites holds auditFileFromConfig to the policy
+// loader's answer (the file serve opens) for every way audit.file can be
+// written, and runs the three audit commands with no flags from the policy's
+// directory, as README.md describes for the bundled policy.hcl.
+func TestAuditFindsTheLogServeWrites(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ name, audit string }{
+		{"no audit block", ""},
+		{"audit block without file", "audit {}"},
+		{"relative", `audit { file = "var/audit/audit.jsonl" }`},
+		{"relative, up", `audit { file = "../logs/a.jsonl" }`},
+		{"absolute", `audit { file = "/var/lib/dicomedge/audit/audit.jsonl" }`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, "etc", "policy.hcl")
+			src := `
+tls {
+  client_ca = ["ca.pem"]
+  cert_file = "edge.pem"
+  key_file  = "edge-key.pem"
+}
+` + tc.audit + "\n"
+			os.MkdirAll(filepath.Dir(path), 0o755)
+			if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cfg, diags := policy.Load(path, []byte(src))
+			if diags.HasErrors() {
+				t.Fatal(diags)
+			}
+			got, err := auditFileFromConfig(path)
+			if err != nil || got != cfg.Audit.File {
+				t.Fatalf("audit reads %q (%v), serve writes %q", got, err, cfg.Audit.File)
+			}
+		})
+	}
+
+	// The bundled layout: policy.hcl naming var/audit/audit.jsonl, the
+	// commands run in its directory with no flags.
+	writeFixtureLog(t, filepath.Join(dir, "var")) // dir/var/audit/audit.jsonl
+	if err := os.WriteFile(filepath.Join(dir, "policy.hcl"), []byte(`audit { file = "var/audit/audit.jsonl" }`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	if code, out, errOut := runAudit(t, "--json"); code != 0 || strings.Count(out, "\n") != 12 {
+		t.Errorf("audit: exit %d, %d lines\n%s", code, strings.Count(out, "\n"), errOut)
+	}
+	if code, out, errOut := runAudit(t, "summary"); code != 0 || !strings.HasPrefix(out, "12 records") {
+		t.Errorf("audit summary: exit %d %q %q", code, out, errOut)
+	}
+	if code, out, errOut := runAudit(t, "verify"); code != 0 || !strings.Contains(out, "ok: 12 records") {
+		t.Errorf("audit verify: exit %d %q %q", code, out, errOut)
+	}
+	// From elsewhere, --config names the policy and its directory anchors the path.
+	t.Chdir(t.TempDir())
+	if code, out, errOut := runAudit(t, "verify", "--config", filepath.Join(dir, "policy.hcl")); code != 0 || !strings.Contains(out, "ok: 12 records") {
+		t.Errorf("audit verify --config: exit %d %q %q", code, out, errOut)
+	}
+	// No policy.hcl here and no --file: say how to name the log.
+	if code, _, errOut := runAudit(t, "verify"); code != 2 || !strings.Contains(errOut, "policy.hcl") || !strings.Contains(errOut, "--file") {
+		t.Errorf("audit verify without a policy: exit %d %q, want 2 naming policy.hcl and --file", code, errOut)
 	}
 }
 

@@ -13,7 +13,7 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// exitError carries a specific process exit status (CONTRACT.md: 2 for an
+// exitError carries a specific process exit status (docs/commands.md: 2 for an
 // invalid configuration, 1 for a fatal error or a failed audit verification).
 type exitError struct {
 	code int

@@ -27,7 +27,7 @@ func newPolicyCmd() *cobra.Command {
 }
 
 // loadConfig loads the file and prints its diagnostics; an invalid file is
-// exit status 2 (CONTRACT.md).
+// exit status 2 (docs/commands.md).
 func loadConfig(w io.Writer, path string) (*policy.Config, hcl.Diagnostics, error) {
 	cfg, diags := policy.LoadFile(path)
 	writeDiags(w, diags, cfg)
@@ -205,8 +205,8 @@ func verifyNote(leaf *x509.Certificate, caFiles []string) string {
 
 func writeExplanation(w io.Writer, in *policy.Input, e policy.Explanation) {
 	d := e.Decision
-	// The first line is exactly the decision (CONTRACT.md: answer, relay
-	// <backend>, reject <reason>) so that scripts can compare it whole; the
+	// The first line is exactly the decision (docs/commands.md: answer,
+	// relay <backend>, reject <reason>) so that scripts can compare it whole; the
 	// A-ASSOCIATE-RJ codes follow on a line of their own.
 	fmt.Fprintln(w, d.String())
 	if d.Action == policy.ActionReject {

@@ -33,6 +33,27 @@ type OrthancModality struct {
 // a valid C-MOVE destination.
 func StartOrthanc(t testing.TB, aet string, modalities map[string]OrthancModality) *Orthanc {
 	t.Helper()
+	return StartOrthancWith(t, aet, modalities, nil)
+}
+
+// StartOrthancTLS runs Orthanc with its own DICOM TLS (Orthanc 1.9+): the
+// DICOM port speaks TLS only, with certFile/keyFile, and requires a client
+// certificate chaining to caFile.
+func StartOrthancTLS(t testing.TB, aet, certFile, keyFile, caFile string) *Orthanc {
+	t.Helper()
+	return StartOrthancWith(t, aet, nil, map[string]any{
+		"DicomTlsEnabled":                   true,
+		"DicomTlsCertificate":               certFile,
+		"DicomTlsPrivateKey":                keyFile,
+		"DicomTlsTrustedCertificates":       caFile,
+		"DicomTlsRemoteCertificateRequired": true,
+	})
+}
+
+// StartOrthancWith is StartOrthanc with extra configuration keys, which
+// override the defaults.
+func StartOrthancWith(t testing.TB, aet string, modalities map[string]OrthancModality, extra map[string]any) *Orthanc {
+	t.Helper()
 	bin := "Orthanc"
 	if _, err := exec.LookPath(bin); err != nil {
 		if _, err2 := os.Stat("/usr/sbin/Orthanc"); err2 == nil {
@@ -72,6 +93,9 @@ func StartOrthanc(t testing.TB, aet string, modalities map[string]OrthancModalit
 			"StableAge":             1,
 			// Without TCP_NODELAY Orthanc's DCMTK core waits on delayed ACKs too.
 			"DicomScpTimeout": 30,
+		}
+		for k, v := range extra {
+			cfg[k] = v
 		}
 		b, err := json.MarshalIndent(cfg, "", "  ")
 		if err != nil {
@@ -208,4 +232,36 @@ func itoa(n int) string { return fmt.Sprint(n) }
 func (s *StoreSCP) Count() int {
 	entries, _ := os.ReadDir(s.Dir)
 	return len(entries)
+}
+
+// HAProxyRoute is one TCP frontend of StartHAProxy: everything accepted is
+// passed to Server, with a PROXY protocol v2 header first when SendProxyV2.
+type HAProxyRoute struct {
+	Server      string
+	SendProxyV2 bool
+}
+
+// StartHAProxy runs one HAProxy (mode tcp) with a loopback frontend per
+// route and returns the frontends' addresses in the order of routes.
+func StartHAProxy(t testing.TB, routes ...HAProxyRoute) (*Process, []string) {
+	t.Helper()
+	bin := "haproxy"
+	if _, err := os.Stat("/usr/sbin/haproxy"); err == nil {
+		bin = "/usr/sbin/haproxy"
+	}
+	Require(t, bin)
+	conf := filepath.Join(t.TempDir(), "haproxy.cfg")
+	return StartListening(t, len(routes), bin, func(addrs []string) []string {
+		var b strings.Builder
+		b.WriteString("global\n  maxconn 4096\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 120s\n  timeout server 120s\n")
+		for i, r := range routes {
+			pp := ""
+			if r.SendProxyV2 {
+				pp = " send-proxy-v2"
+			}
+			fmt.Fprintf(&b, "listen route%d\n  bind %s\n  server s%d %s%s\n", i, addrs[i], i, r.Server, pp)
+		}
+		writeFile(t, conf, b.String())
+		return []string{"-db", "-f", conf}
+	})
 }

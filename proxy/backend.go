@@ -1,0 +1,154 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dicomedge/dicomedge/policy"
+	"github.com/dicomedge/dicomedge/tlslayer"
+)
+
+// dial connects to the backend within the connect timeout (bounded by
+// ARTIM), with TLS when the backend has a tls block.
+func (r *relay) dial(ctx context.Context, be *policy.Backend, artimDeadline time.Time) (net.Conn, *hookConn, error) {
+	timeout := 10 * time.Second
+	if d := time.Until(artimDeadline); d > time.Second && d < timeout {
+		timeout = d
+	}
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	dial := r.c.s.Dialer
+	if dial == nil {
+		var d net.Dialer
+		dial = d.DialContext
+	}
+	nc, err := dial(dctx, "tcp", be.Address)
+	if err != nil {
+		return nil, nil, err
+	}
+	hc := &hookConn{Conn: nc}
+	if be.TLS == nil {
+		return nc, hc, nil
+	}
+	tcfg, err := r.c.s.backendTLS.get(r.cfg, r.c.s.current(), be)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	tc := tls.Client(hc, tcfg)
+	if err := tc.HandshakeContext(dctx); err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("backend TLS handshake: %w", err)
+	}
+	return tc, hc, nil
+}
+
+// backendTLSCache holds one tls.Config per backend block of the policy in
+// force. A reload makes a new *policy.Config with new *policy.Backend values:
+// the first dial under it empties the cache, so the cache stays bounded by
+// the current policy's backends. An entry is rebuilt when its files' size or
+// modification time changed, so a rotated client certificate or CA bundle
+// is used from the next dial without a SIGHUP.
+type backendTLSCache struct {
+	mu  sync.Mutex
+	cfg *policy.Config
+	m   map[*policy.Backend]backendTLSEntry
+}
+
+type backendTLSEntry struct {
+	tc    *tls.Config
+	files string // backendTLSFiles when tc was built
+}
+
+// backendTLSFiles is the name, size and modification time of be's CA,
+// certificate and key files.
+func backendTLSFiles(be *policy.Backend) string {
+	var b strings.Builder
+	for _, f := range append(append([]string(nil), be.TLS.CA...), be.TLS.CertFile, be.TLS.KeyFile) {
+		if f == "" {
+			continue
+		}
+		b.WriteString(f)
+		if fi, err := os.Stat(f); err == nil {
+			fmt.Fprintf(&b, "|%d|%d", fi.Size(), fi.ModTime().UnixNano())
+		}
+		b.WriteByte(';')
+	}
+	return b.String()
+}
+
+// get returns be's tls.Config under cfg; current is the policy in force (an
+// association established before a reload builds its config uncached).
+func (c *backendTLSCache) get(cfg, current *policy.Config, be *policy.Backend) (*tls.Config, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cfg != c.cfg {
+		if cfg != current {
+			return backendTLSConfig(cfg.TLS.Profile, be)
+		}
+		c.cfg, c.m = cfg, map[*policy.Backend]backendTLSEntry{}
+	}
+	files := backendTLSFiles(be)
+	if e, ok := c.m[be]; ok && e.files == files {
+		return e.tc, nil
+	}
+	tc, err := backendTLSConfig(cfg.TLS.Profile, be)
+	if err != nil {
+		return nil, err
+	}
+	c.m[be] = backendTLSEntry{tc: tc, files: files}
+	return tc, nil
+}
+
+func (c *backendTLSCache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.m)
+}
+
+// backendTLSConfig builds the client side of the edge towards be: the
+// tls.profile's versions, suites and groups (the same PS3.15 profile the
+// listener enforces), be's roots, client certificate and server name.
+func backendTLSConfig(profile string, be *policy.Backend) (*tls.Config, error) {
+	t := be.TLS
+	cfg, err := tlslayer.ClientConfig(profile)
+	if err != nil {
+		return nil, err
+	}
+	cfg.ServerName = t.ServerName
+	if cfg.ServerName == "" {
+		host, _, err := net.SplitHostPort(be.Address)
+		if err != nil {
+			return nil, err
+		}
+		cfg.ServerName = host
+	}
+	if len(t.CA) > 0 {
+		pool := x509.NewCertPool()
+		for _, f := range t.CA {
+			pem, err := os.ReadFile(f)
+			if err != nil {
+				return nil, err
+			}
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("%s: no PEM certificate", f)
+			}
+		}
+		cfg.RootCAs = pool
+	}
+	if t.CertFile != "" {
+		pair, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg, nil
+}
