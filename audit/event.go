@@ -60,6 +60,7 @@ type Event struct {
 	Client    *Client `json:"client,omitempty"`
 	CallingAE string  `json:"calling_ae,omitempty"`
 	CalledAE  string  `json:"called_ae,omitempty"`
+	Listener  string  `json:"listener,omitempty"` // the listener's name; records without one came in on "edge"
 
 	// Reason is the failure class for tls.failed and the reject reason name
 	// (e.g. "calling-ae-not-recognized") for association.rejected.
@@ -144,6 +145,7 @@ func (e *Event) appendJSON(b []byte) []byte {
 	}
 	b = optString(b, "calling_ae", e.CallingAE)
 	b = optString(b, "called_ae", e.CalledAE)
+	b = optString(b, "listener", e.Listener)
 	b = optString(b, "reason", e.Reason)
 	// Measured values and the rejecting rule are written even when zero or
 	// empty, so that every record of an event type carries the fields

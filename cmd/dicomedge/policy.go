@@ -22,7 +22,7 @@ func newPolicyCmd() *cobra.Command {
 		Use:   "policy",
 		Short: "Check, explain, format, test and replay policy.hcl",
 	}
-	cmd.AddCommand(newPolicyCheckCmd(), newPolicyExplainCmd(), newPolicyFmtCmd(), newPolicyTestCmd())
+	cmd.AddCommand(newPolicyCheckCmd(), newPolicyExplainCmd(), newPolicyFmtCmd(), newPolicyTestCmd(), newPolicyReplayCmd())
 	return cmd
 }
 
