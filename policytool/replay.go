@@ -220,16 +220,16 @@ func oldOutcome(e *audit.Event) (o Outcome, action string) {
 	switch {
 	case e.Event == audit.EventAccepted || e.Action != "":
 		action = e.Action
-		o.Decision = e.Action
+		o.Decision = Printable(e.Action)
 		if e.Action == "relay" && e.Backend != "" {
-			o.Decision += " " + e.Backend
+			o.Decision += " " + Printable(e.Backend)
 		}
 		if e.Event == audit.EventRejected {
 			o.After = refusal(e)
 		}
 	case e.Rule == "" || (e.Source == policyRejectSource && slices.Contains(policy.RejectReasonNames(), e.Reason)):
 		action = "reject"
-		o.Decision = "reject " + e.Reason
+		o.Decision = rejectText(e.Reason, e.Result)
 	default:
 		// The rule accepted, the log does not say how; only the rule is known.
 		action = "accept"
@@ -247,7 +247,29 @@ func refusal(e *audit.Event) string {
 }
 
 func newOutcome(d *policy.Decision) Outcome {
-	return Outcome{Decision: d.String(), Rule: d.Rule}
+	return Outcome{Decision: decisionText(d), Rule: d.Rule}
+}
+
+// rejectResultTransient is PS3.8 Table 9-21's result 2, rejected-transient
+// (`transient = true` in a reject block).
+const rejectResultTransient = 2
+
+// rejectText is "reject <reason>", marked when the reject is transient:
+// a client retries a transient reject, so the change matters.
+func rejectText(reason string, result int) string {
+	s := "reject " + Printable(reason)
+	if result == rejectResultTransient {
+		s += " (transient)"
+	}
+	return s
+}
+
+// decisionText is d as the log's records are shown.
+func decisionText(d *policy.Decision) string {
+	if d.Action == policy.ActionReject {
+		return rejectText(d.Reject.ReasonName, int(d.Reject.Result))
+	}
+	return d.String()
 }
 
 // sameOutcome reports whether the new decision is what the log records:
@@ -259,9 +281,9 @@ func sameOutcome(old Outcome, oldAction string, d *policy.Decision) bool {
 		return false
 	}
 	if old.After != "" && d.Action != policy.ActionReject {
-		return oldAction == "accept" || (oldAction == d.Action.String() && old.Decision == d.String())
+		return oldAction == "accept" || (oldAction == d.Action.String() && old.Decision == decisionText(d))
 	}
-	return old.Decision == d.String()
+	return old.Decision == decisionText(d)
 }
 
 func (r *Replayer) association(e *audit.Event) error {
@@ -392,7 +414,7 @@ func (r *Replayer) request(a *replayAssoc, e *audit.Event) error {
 	c := &Change{Kind: RequestChanged, Time: e.Time, Assoc: e.Assoc, Client: who(e), CallingAE: e.CallingAE,
 		CalledAE: e.CalledAE, Listener: e.Listener, Service: e.Service, SOPClass: e.SOPClass,
 		MoveDestination: e.MoveDestination, OldAllowed: oldAllowed, NewAllowed: newAllowed, Why: why,
-		Old: Outcome{Rule: a.oldRule}, New: Outcome{Decision: d.String(), Rule: d.Rule}}
+		Old: Outcome{Rule: a.oldRule}, New: newOutcome(d)}
 	if c.Listener == "" {
 		c.Listener = EdgeListener
 	}

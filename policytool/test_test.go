@@ -13,7 +13,7 @@ import (
 	"github.com/dicomedge/dicomedge/policy"
 )
 
-func loadPolicy(t *testing.T, path string) *policy.Config {
+func loadPolicy(t testing.TB, path string) *policy.Config {
 	t.Helper()
 	cfg, diags := policy.LoadFile(path)
 	if diags.HasErrors() {
