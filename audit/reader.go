@@ -75,13 +75,14 @@ type Filter struct {
 	Client       string    // matches the client's CN, subject, a DNS/URI/email SAN, the fingerprint or the remote IP
 	CallingAE    string
 	CalledAE     string
+	Listener     string // the listener's name
 	Event        string // e.g. "dimse", "association.*"
 	Decision     string // see Decision; also "accept", "rejected", "refused", ...
 }
 
 // Decision names what the edge decided for e: the action ("relay" or
-// "answer") for an accepted association, "reject" for a rejected one or a
-// failed TLS handshake, "allow" or "refuse" for a DIMSE request, and "" for
+// "answer") for an accepted association, "reject" for a rejected one, a
+// failed TLS handshake or a refused connection, "allow" or "refuse" for a DIMSE request, and "" for
 // events that carry no decision.
 func Decision(e *Event) string {
 	switch e.Event {
@@ -90,7 +91,7 @@ func Decision(e *Event) string {
 			return e.Action
 		}
 		return "accept"
-	case EventRejected, EventTLSFailed:
+	case EventRejected, EventTLSFailed, EventConnectionRefused:
 		return "reject"
 	case EventDIMSE:
 		if e.Allowed != nil && !*e.Allowed {
@@ -121,6 +122,9 @@ func (f *Filter) match(e *Event) bool {
 		return false
 	}
 	if f.CalledAE != "" && !glob(strings.TrimSpace(f.CalledAE), strings.TrimSpace(e.CalledAE)) {
+		return false
+	}
+	if f.Listener != "" && !glob(f.Listener, e.Listener) {
 		return false
 	}
 	if f.Decision != "" {
@@ -185,8 +189,8 @@ func glob(pattern, s string) bool {
 // events (DIMSE, release) match --client and AE filters and show in the
 // table even when the proxy did not repeat those fields on every record.
 type assocContext struct {
-	client                    *Client
-	callingAE, called, remote string
+	client                              *Client
+	callingAE, called, remote, listener string
 }
 
 // maxTracked bounds the association map against hostile or huge logs.
@@ -204,7 +208,7 @@ func (tr tracker) fill(e *Event) {
 			if len(tr) >= maxTracked {
 				clear(tr)
 			}
-			tr[e.Assoc] = assocContext{e.Client, e.CallingAE, e.CalledAE, e.Remote}
+			tr[e.Assoc] = assocContext{e.Client, e.CallingAE, e.CalledAE, e.Remote, e.Listener}
 		}
 	} else {
 		if e.Client == nil {
@@ -218,6 +222,9 @@ func (tr tracker) fill(e *Event) {
 		}
 		if e.Remote == "" {
 			e.Remote = ctx.remote
+		}
+		if e.Listener == "" {
+			e.Listener = ctx.listener
 		}
 	}
 	switch e.Event {

@@ -2,228 +2,12 @@ package audit
 
 import (
 	"bytes"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/xml"
-	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
-	"time"
-
-	"github.com/hashicorp/go-hclog"
 )
-
-// SyslogConfig configures a Forwarder (the policy's audit.syslog block).
-type SyslogConfig struct {
-	Address string   // host:port of the collector (RFC 5425: 6514)
-	Format  string   // "atna" (default: DICOM PS3.15 A.5 AuditMessage XML) | "json" (the chained line)
-	CA      []string // PEM files with the roots that sign the collector; empty = system roots
-	// RootCAs, when set, is used instead of CA.
-	RootCAs      *x509.CertPool
-	ServerName   string            // default: the host part of Address
-	Certificates []tls.Certificate // optional client certificate for mutual TLS
-	Hostname     string            // HOSTNAME field and AuditSourceID; default os.Hostname()
-	QueueSize    int               // events buffered while the collector is slow or away; default 4096
-	DialTimeout  time.Duration     // default 5s
-	// CloseTimeout bounds how long Close keeps trying to deliver what is
-	// queued; default 5s.
-	CloseTimeout time.Duration
-	Logger       hclog.Logger
-}
-
-// Forwarder sends audit events to a central collector as RFC 5424 syslog
-// messages over TLS with RFC 5425 octet-counting framing. The local
-// hash-chained file stays the record of truth; the forwarder is best effort
-// with a bounded queue (full: the event is counted in Dropped, never waited
-// for) and reconnects with backoff, so a collector outage never stalls the
-// edge. Delivery is at least once: a message cut by a broken connection is
-// sent again whole.
-type Forwarder struct {
-	cfg     SyslogConfig
-	tlsConf *tls.Config
-	log     hclog.Logger
-	pid     string
-
-	mu     sync.RWMutex
-	closed bool
-	queue  chan fwdItem
-	done   chan struct{}
-	stop   chan struct{} // closed when Close's deadline passes
-
-	dropped atomic.Uint64
-	sent    atomic.Uint64
-	conn    net.Conn
-}
-
-type fwdItem struct {
-	e    Event
-	line []byte
-}
-
-// NewForwarder checks cfg, loads the CA roots and starts the sender. It does
-// not connect yet: the collector may come up after the edge.
-func NewForwarder(cfg SyslogConfig) (*Forwarder, error) {
-	if cfg.Address == "" {
-		return nil, errors.New("audit: syslog address is empty")
-	}
-	host, _, err := net.SplitHostPort(cfg.Address)
-	if err != nil {
-		return nil, fmt.Errorf("audit: syslog address %q: %w", cfg.Address, err)
-	}
-	switch cfg.Format {
-	case "":
-		cfg.Format = "atna"
-	case "atna", "json":
-	default:
-		return nil, fmt.Errorf("audit: syslog format %q: want atna or json", cfg.Format)
-	}
-	roots := cfg.RootCAs
-	if roots == nil && len(cfg.CA) > 0 {
-		roots = x509.NewCertPool()
-		for _, f := range cfg.CA {
-			pem, err := os.ReadFile(f)
-			if err != nil {
-				return nil, fmt.Errorf("audit: syslog ca: %w", err)
-			}
-			if !roots.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("audit: syslog ca %s: no PEM certificates", f)
-			}
-		}
-	}
-	if cfg.ServerName == "" {
-		cfg.ServerName = host
-	}
-	if cfg.Hostname == "" {
-		cfg.Hostname, _ = os.Hostname()
-	}
-	if cfg.QueueSize <= 0 {
-		cfg.QueueSize = 4096
-	}
-	if cfg.DialTimeout <= 0 {
-		cfg.DialTimeout = 5 * time.Second
-	}
-	if cfg.CloseTimeout <= 0 {
-		cfg.CloseTimeout = 5 * time.Second
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = hclog.NewNullLogger()
-	}
-	f := &Forwarder{
-		cfg: cfg,
-		tlsConf: &tls.Config{
-			RootCAs: roots, ServerName: cfg.ServerName, Certificates: cfg.Certificates,
-			MinVersion: tls.VersionTLS12,
-		},
-		log:   cfg.Logger,
-		pid:   strconv.Itoa(os.Getpid()),
-		queue: make(chan fwdItem, cfg.QueueSize),
-		done:  make(chan struct{}),
-		stop:  make(chan struct{}),
-	}
-	go f.run()
-	return f, nil
-}
-
-// Send queues a record for the collector without waiting; line is copied.
-// It returns false (and counts a drop) when the queue is full or closed.
-func (f *Forwarder) Send(e Event, line []byte) bool {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	if f.closed {
-		f.dropped.Add(1)
-		return false
-	}
-	select {
-	case f.queue <- fwdItem{e, bytes.Clone(line)}:
-		return true
-	default:
-		f.dropped.Add(1)
-		return false
-	}
-}
-
-// Dropped counts events that never reached the collector's socket.
-func (f *Forwarder) Dropped() uint64 { return f.dropped.Load() }
-
-// Sent counts messages written to the collector.
-func (f *Forwarder) Sent() uint64 { return f.sent.Load() }
-
-// Close delivers what is queued, trying for up to CloseTimeout, then closes
-// the connection.
-func (f *Forwarder) Close() error {
-	f.mu.Lock()
-	if f.closed {
-		f.mu.Unlock()
-		<-f.done
-		return nil
-	}
-	f.closed = true
-	close(f.queue)
-	f.mu.Unlock()
-	t := time.AfterFunc(f.cfg.CloseTimeout, func() { close(f.stop) })
-	<-f.done
-	if t.Stop() {
-		close(f.stop)
-	}
-	return nil
-}
-
-func (f *Forwarder) run() {
-	defer close(f.done)
-	defer func() {
-		if f.conn != nil {
-			f.conn.Close()
-		}
-	}()
-	backoff := 100 * time.Millisecond
-	var frame []byte
-	for it := range f.queue {
-		frame = f.frame(frame[:0], &it)
-		for {
-			if err := f.write(frame); err == nil {
-				f.sent.Add(1)
-				backoff = 100 * time.Millisecond
-				break
-			} else {
-				f.log.Warn("audit syslog delivery failed; retrying", "address", f.cfg.Address, "error", err, "retry_in", backoff)
-			}
-			select {
-			case <-f.stop:
-				// Close gave up: count this and everything still queued.
-				f.dropped.Add(1)
-				for range f.queue {
-					f.dropped.Add(1)
-				}
-				return
-			case <-time.After(backoff):
-			}
-			backoff = min(backoff*2, 30*time.Second)
-		}
-	}
-}
-
-func (f *Forwarder) write(frame []byte) error {
-	if f.conn == nil {
-		d := &net.Dialer{Timeout: f.cfg.DialTimeout}
-		c, err := tls.DialWithDialer(d, "tcp", f.cfg.Address, f.tlsConf)
-		if err != nil {
-			return err
-		}
-		f.conn = c
-	}
-	f.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
-	if _, err := f.conn.Write(frame); err != nil {
-		f.conn.Close()
-		f.conn = nil
-		return err
-	}
-	return nil
-}
 
 // frame appends one RFC 5425 frame: MSG-LEN SP SYSLOG-MSG, where the
 // message is RFC 5424: <PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID SD MSG.
@@ -278,7 +62,7 @@ func orNil(s string) string {
 // handshake or reload).
 func outcome(e *Event) int {
 	switch e.Event {
-	case EventTLSFailed, EventRejected, EventAborted, EventPolicyReloadFailed:
+	case EventTLSFailed, EventConnectionRefused, EventRejected, EventAborted, EventPolicyReloadFailed:
 		return 4
 	case EventDIMSE:
 		if e.Allowed != nil && !*e.Allowed {
@@ -406,6 +190,10 @@ func ATNA(e *Event, host string) []byte {
 	case EventTLSFailed:
 		m.Event.ID, m.Event.Types = codeSecurityAlert, []atnaCode{codeNodeAuthentication}
 		m.Event.Desc = "TLS handshake failed: " + e.Reason
+		m.Participants = []atnaParticipant{peer, edge}
+	case EventConnectionRefused:
+		m.Event.ID, m.Event.Types = codeSecurityAlert, []atnaCode{codeNodeAuthentication}
+		m.Event.Desc = "connection refused: " + e.Reason
 		m.Participants = []atnaParticipant{peer, edge}
 	case EventAccepted, EventRejected:
 		m.Event.ID, m.Event.Types = codeUserAuthentication, []atnaCode{codeLogin}

@@ -17,16 +17,26 @@ func (p *Policy) Explain(in *Input) Explanation {
 	}
 	var e Explanation
 	if p != nil {
+		plain := p.plain(in)
 		for _, r := range p.rules {
+			if plain && !r.listeners {
+				e.Steps = append(e.Steps, Step{Rule: r.name, Range: r.rng, Why: fmt.Sprintf(
+					"rule %q: has no when.listener, so it applies to TLS listeners only; %q is a plain listener", r.name, listenerName(in))})
+				continue
+			}
 			failed := -1
 			for i := range r.conds {
-				if !r.conds[i].match(in) {
+				if !r.conds[i].match(in, plain) {
 					failed = i
 					break
 				}
 			}
 			if failed >= 0 {
-				e.Steps = append(e.Steps, Step{Rule: r.name, Range: r.rng, Why: fmt.Sprintf("rule %q: %s", r.name, r.conds[failed].whyNot(in))})
+				why := r.conds[failed].whyNot(in)
+				if plain && r.conds[failed].kind.clientKind() {
+					why = fmt.Sprintf("%s never matches on plain listener %q (no client certificate)", r.conds[failed].kind, listenerName(in))
+				}
+				e.Steps = append(e.Steps, Step{Rule: r.name, Range: r.rng, Why: fmt.Sprintf("rule %q: %s", r.name, why)})
 				continue
 			}
 			e.Steps = append(e.Steps, Step{Rule: r.name, Range: r.rng, Matched: true, Why: r.whyMatched(in)})
@@ -52,6 +62,8 @@ func (r *rule) whyMatched(in *Input) string {
 // inputText is the input value a condition looked at, quoted.
 func (c *cond) inputText(in *Input) string {
 	switch c.kind {
+	case condListener:
+		return strconv.Quote(listenerName(in))
 	case condCN:
 		return strconv.Quote(in.CN)
 	case condDNS:

@@ -100,9 +100,10 @@ func sortDiagnostics(diags hcl.Diagnostics) {
 
 // loader turns the decoded schema into a Config, collecting every problem.
 type loader struct {
-	diags   hcl.Diagnostics
-	base    string
-	bodyEnd hcl.Range
+	diags       hcl.Diagnostics
+	listenerRng map[string]hcl.Range // listener blocks' name labels
+	base        string
+	bodyEnd     hcl.Range
 }
 
 // val is a decoded string with the range of the expression it came from.
@@ -377,12 +378,125 @@ func (l *loader) namePattern(v val, what string, spaces bool) (string, bool) {
 
 func (l *loader) build(fs *fileSchema) *Config {
 	cfg := &Config{Backends: map[string]*Backend{}}
-	l.edge(first(l, fs.Edge, "edge"), &cfg.Edge)
+	edge := first(l, fs.Edge, "edge")
+	l.edge(edge, &cfg.Edge)
 	l.tls(first(l, fs.TLS, "tls"), &cfg.TLS)
 	l.audit(first(l, fs.Audit, "audit"), &cfg.Audit)
+	cfg.Listeners = l.listeners(fs.Listener, &cfg.Edge, edge)
 	order := l.backends(fs.Backends, cfg.Backends)
-	cfg.Policy = l.rules(fs.Rules, cfg.Backends, order)
+	cfg.Policy = l.rules(fs.Rules, cfg.Backends, order, cfg.Listeners)
 	return cfg
+}
+
+// validListenerName: a name to write in when.listener, the audit trail and
+// on the command line: letters, digits, '-', '_' and '.', at most 64.
+func validListenerName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// listeners builds the edge block's TLS listener "edge" followed by each
+// listener block, in file order.
+func (l *loader) listeners(list []*listenerSchema, edge *Edge, edgeSchema *edgeSchema) []*Listener {
+	out := []*Listener{{Name: EdgeListener, Listen: edge.Listen, TLS: true, ProxyProtocol: edge.ProxyProtocol}}
+	edgeRange := l.bodyEnd
+	if edgeSchema != nil {
+		edgeRange = edgeSchema.DefRange
+		if edgeSchema.Listen != nil {
+			edgeRange = edgeSchema.Listen.Expr.Range()
+		}
+	}
+	names := map[string]hcl.Range{}
+	addrs := map[string]hcl.Range{listenKey(edge.Listen): edgeRange}
+	for _, s := range list {
+		switch {
+		case s.Name == EdgeListener:
+			l.errorf(s.NameRange, "Reserved listener name", "The edge block's own TLS listener is named %q; give this listener another name, like listener \"inside\".", EdgeListener)
+			continue
+		case !validListenerName(s.Name):
+			l.errorf(s.NameRange, "Invalid listener name", "listener %q: a name has 1 to 64 letters, digits, '-', '_' or '.'.", s.Name)
+			continue
+		}
+		prev, dup := names[s.Name]
+		if l.listenerRng == nil {
+			l.listenerRng = map[string]hcl.Range{}
+		}
+		if !dup {
+			l.listenerRng[s.Name] = s.NameRange
+		}
+		if dup {
+			l.errorf(s.NameRange, "Duplicate listener name", "A listener named %q is already defined at %s.", s.Name, at(prev))
+		} else {
+			names[s.Name] = s.NameRange
+		}
+		what := fmt.Sprintf("listener %q", s.Name)
+		ln := &Listener{Name: s.Name, TLS: true}
+		if v, ok := l.str(s.Listen, ""); ok {
+			if l.hostPort(v, what+" listen", true) {
+				ln.Listen = v.s
+				key := listenKey(v.s)
+				if prev, taken := addrs[key]; taken && key != "" {
+					l.errorf(v.rng, "Duplicate listen address", "%s listens on %q, which %s already uses.", what, v.s, at(prev))
+				} else {
+					addrs[key] = v.rng
+				}
+			}
+		} else if s.Listen == nil {
+			l.errorf(s.DefRange, "Missing listen", "%s needs listen = \"host:port\", the address it accepts DICOM on.", what)
+		}
+		if s.TLS != nil {
+			var b bool
+			if l.decode(s.TLS, &b) {
+				ln.TLS = b
+			}
+		}
+		before := len(l.diags)
+		cidrs := l.strList(s.AllowCIDR)
+		for _, v := range cidrs {
+			if p, ok := l.cidr(v, what+" allow_cidr"); ok {
+				ln.AllowCIDR = append(ln.AllowCIDR, p)
+			}
+		}
+		// An allow_cidr that did not decode, or whose elements were all
+		// wrong, was reported already.
+		if !ln.TLS && len(cidrs) == 0 && len(l.diags) == before {
+			rng := s.DefRange
+			if s.AllowCIDR != nil {
+				rng = s.AllowCIDR.Expr.Range()
+			}
+			l.errorf(rng, "Missing allow_cidr", "%s has tls = false, so it must list in allow_cidr the networks allowed to connect (e.g. the PACS's address): a plain listener open to any address would let anyone send out through the edge.", what)
+		}
+		for _, v := range l.strList(s.ProxyProtocol) {
+			if p, ok := l.cidr(v, what+" proxy_protocol"); ok {
+				ln.ProxyProtocol = append(ln.ProxyProtocol, p)
+			}
+		}
+		if !dup {
+			out = append(out, ln)
+		}
+	}
+	return out
+}
+
+// listenKey is what two listen addresses must not share; "" for port 0
+// (any free port, as tests ask for), which never conflicts.
+func listenKey(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "0" {
+		return ""
+	}
+	if host == "0.0.0.0" || host == "::" {
+		host = ""
+	}
+	return net.JoinHostPort(host, port)
 }
 
 // first returns the first of blocks that may appear only once, reporting
@@ -589,6 +703,14 @@ func (l *loader) audit(s *auditSchema, a *Audit) {
 		}
 		sl.Format = v.s
 		sl.CA = l.paths(syslog.CA, "audit.syslog.ca")
+		sl.CertFile = l.filePath(syslog.CertFile, "audit.syslog.cert_file", "")
+		sl.KeyFile = l.filePath(syslog.KeyFile, "audit.syslog.key_file", "")
+		switch {
+		case syslog.CertFile != nil && syslog.KeyFile == nil:
+			l.errorf(syslog.CertFile.Range, "Missing key_file", "audit.syslog.cert_file needs audit.syslog.key_file, the file with its private key.")
+		case syslog.KeyFile != nil && syslog.CertFile == nil:
+			l.errorf(syslog.KeyFile.Range, "Missing cert_file", "audit.syslog.key_file needs audit.syslog.cert_file, the certificate it belongs to.")
+		}
 		a.Syslog = sl
 	}
 }
@@ -647,10 +769,24 @@ func (l *loader) backends(list []*backendSchema, out map[string]*Backend) []stri
 	return order
 }
 
-func (l *loader) rules(list []*ruleSchema, backends map[string]*Backend, backendOrder []string) *Policy {
+func (l *loader) rules(list []*ruleSchema, backends map[string]*Backend, backendOrder []string, listeners []*Listener) *Policy {
 	p := &Policy{}
+	byName := map[string]*Listener{}
+	var names, tlsNames []string
+	for _, ln := range listeners {
+		byName[ln.Name] = ln
+		names = append(names, ln.Name)
+		if ln.TLS {
+			tlsNames = append(tlsNames, ln.Name)
+		}
+	}
+	p.tlsListeners = tlsNames
 	seen := map[string]hcl.Range{}
-	var catchAll *ruleSchema
+	// covered maps a listener to the first rule that matches every
+	// association on it: any later rule that can only match there is
+	// unreachable.
+	covered := map[string]coverer{}
+	named := map[string]bool{} // listeners some rule names in when.listener
 	for _, s := range list {
 		if s.Name == "" {
 			l.errorf(s.NameRange, "Empty rule name", "A rule needs a name, like rule \"clinic-a\": explanations and the audit trail refer to it.")
@@ -659,26 +795,162 @@ func (l *loader) rules(list []*ruleSchema, backends map[string]*Backend, backend
 		} else {
 			seen[s.Name] = s.NameRange
 		}
-		if catchAll != nil {
-			l.warnf(s.NameRange, "Unreachable rule", "rule %q can never match: rule %q before it (at %s) matches every association.", s.Name, catchAll.Name, at(catchAll.NameRange))
-		}
 		r := &rule{name: s.Name, rng: s.DefRange}
-		if when := first(l, s.When, "when"); when != nil {
-			r.conds = l.when(when)
+		when := first(l, s.When, "when")
+		if when != nil {
+			r.conds = l.when(when, byName, names)
 		}
-		if len(r.conds) == 0 && catchAll == nil {
-			catchAll = s
+		// The listeners this rule can match on: those it names, or every
+		// TLS listener when it names none.
+		on := tlsNames
+		onlyListener := true
+		for _, c := range r.conds {
+			if c.kind == condListener {
+				r.listeners = true
+				on = nil
+				for _, pt := range c.pats {
+					on = append(on, pt.lit)
+					named[pt.lit] = true
+				}
+			} else {
+				onlyListener = false
+			}
+		}
+		if by, ok := coveredBy(covered, on); ok {
+			what := "every association"
+			if by.listeners {
+				what += " on listener " + quoteList(on, "[]")
+			}
+			l.warnf(s.NameRange, "Unreachable rule", "rule %q can never match: rule %q before it (at %s) matches %s.", s.Name, by.name, at(by.rng), what)
+		} else if r.listeners {
+			l.plainClientCheck(s, r, on, byName)
+		}
+		if onlyListener {
+			for _, name := range on {
+				if _, ok := covered[name]; !ok {
+					covered[name] = coverer{name: s.Name, rng: s.NameRange, listeners: r.listeners}
+				}
+			}
 		}
 		l.action(s, r, backends, backendOrder)
 		r.decision.Rule = r.name
 		r.decision.rule = r
 		p.rules = append(p.rules, r)
 	}
+	for _, ln := range listeners {
+		if !ln.TLS && !named[ln.Name] {
+			l.warnf(l.listenerRng[ln.Name], "Listener no rule names", "listener %q is plain (tls = false) and no rule names it in when.listener: every association on it is rejected (a rule without listener applies to TLS listeners only).", ln.Name)
+		}
+	}
+	l.moveDestinationsRouted(p, listeners)
 	return p
 }
 
-func (l *loader) when(s *whenSchema) []cond {
+// coverer is a rule that matches every association on some listeners.
+type coverer struct {
+	name      string
+	rng       hcl.Range
+	listeners bool // it names its listeners (else: every TLS listener)
+}
+
+// coveredBy returns the rule that already covers every one of on.
+func coveredBy(covered map[string]coverer, on []string) (coverer, bool) {
+	var by coverer
+	for i, name := range on {
+		c, ok := covered[name]
+		if !ok {
+			return coverer{}, false
+		}
+		if i == 0 {
+			by = c
+		}
+	}
+	return by, len(on) > 0
+}
+
+// plainClientCheck warns about a rule that names only plain listeners yet
+// asks for a certificate attribute: no client has a certificate there.
+func (l *loader) plainClientCheck(s *ruleSchema, r *rule, on []string, byName map[string]*Listener) {
+	for _, name := range on {
+		if ln := byName[name]; ln == nil || ln.TLS {
+			return
+		}
+	}
+	for _, c := range r.conds {
+		if c.kind.clientKind() {
+			l.warnf(s.NameRange, "Rule can never match", "rule %q names only plain listeners, where no client presents a certificate, yet requires %s: it can never match. Identify inside clients by source_cidr and calling_ae instead.", s.Name, c.kind)
+			return
+		}
+	}
+}
+
+// moveDestinationsRouted warns, when the edge has a plain listener (a way
+// out), about a move_destinations entry that no rule on a plain listener
+// relays out: the C-MOVE is allowed in, but the PACS's sub-association to
+// that destination (which arrives on the plain listener with the
+// destination as its called AE title) would be rejected, so nothing moves.
+func (l *loader) moveDestinationsRouted(p *Policy, listeners []*Listener) {
+	plain := map[string]bool{}
+	for _, ln := range listeners {
+		if !ln.TLS {
+			plain[ln.Name] = true
+		}
+	}
+	if len(plain) == 0 {
+		return
+	}
+	for _, r := range p.rules {
+		for j, dest := range r.moveDest {
+			if !routedOut(p.rules, plain, dest.text) {
+				l.warnf(r.moveRng[j], "Move destination not routed out", "rule %q allows C-MOVE to %q, but no rule on a plain listener relays called_ae %q with C-STORE: the PACS's sub-association to it would be rejected and the move would transfer nothing.", r.name, dest.text, dest.text)
+			}
+		}
+	}
+}
+
+// routedOut reports whether a relay rule naming a plain listener, with
+// C-STORE allowed, matches called AE title dest (taken literally, so a
+// pattern destination needs a pattern that covers it as written).
+func routedOut(rules []*rule, plain map[string]bool, dest string) bool {
+	for _, r := range rules {
+		if r.decision.Action != ActionRelay || r.services&svcCStore == 0 || !r.listeners {
+			continue
+		}
+		onPlain, calledOK := false, true
+		for i := range r.conds {
+			c := &r.conds[i]
+			switch c.kind {
+			case condListener:
+				for _, pt := range c.pats {
+					onPlain = onPlain || plain[pt.lit]
+				}
+			case condCalledAE:
+				calledOK = c.anyPattern(dest)
+			}
+		}
+		if onPlain && calledOK {
+			return true
+		}
+	}
+	return false
+}
+
+func (l *loader) when(s *whenSchema, listeners map[string]*Listener, listenerNames []string) []cond {
 	var conds []cond
+	if vals := l.strList(s.Listener); len(vals) > 0 {
+		c := cond{kind: condListener}
+		for _, v := range vals {
+			if listeners[v.s] == nil {
+				l.errorf(v.rng, "Unknown listener", "when.listener: %q is not a listener; defined listeners: %s.%s", v.s, quoteList(listenerNames, "[]"), didYouMean(v.s, listenerNames))
+				continue
+			}
+			c.pats = append(c.pats, pattern{text: v.s, pat: v.s, lit: v.s, kind: patExact})
+		}
+		if len(c.pats) == 0 {
+			c.pats = []pattern{{kind: patExact, lit: "\x00never"}}
+		}
+		conds = append(conds, c)
+	}
 	add := func(kind condKind, a *hcl.Attribute) {
 		vals := l.strList(a)
 		if len(vals) == 0 {
@@ -852,6 +1124,7 @@ func (l *loader) relay(name string, s *relaySchema, r *rule, backends map[string
 	for _, v := range l.strList(s.MoveDestinations) {
 		if ae, ok := l.aeTitle(v, fmt.Sprintf("rule %q move_destinations", name)); ok {
 			r.moveDest = append(r.moveDest, compilePattern(ae, false))
+			r.moveRng = append(r.moveRng, v.rng)
 			r.decision.MoveDestinations = append(r.decision.MoveDestinations, ae)
 		}
 	}

@@ -157,7 +157,8 @@ func trimAE(s string) string { return association.TrimAE(s) }
 type condKind uint8
 
 const (
-	condCN condKind = iota
+	condListener condKind = iota
+	condCN
 	condDNS
 	condURI
 	condEmail
@@ -168,6 +169,7 @@ const (
 )
 
 var condNames = [...]string{
+	condListener:    "listener",
 	condCN:          "client_cn",
 	condDNS:         "client_dns",
 	condURI:         "client_uri",
@@ -179,6 +181,10 @@ var condNames = [...]string{
 }
 
 func (k condKind) String() string { return condNames[k] }
+
+// clientKind reports whether the attribute is read from the client's
+// certificate, which a plain listener has none of.
+func (k condKind) clientKind() bool { return k >= condCN && k <= condFingerprint }
 
 // cond is one when attribute with at least one element.
 type cond struct {
@@ -205,8 +211,15 @@ func (c *cond) anyOf(values []string) bool {
 	return false
 }
 
-func (c *cond) match(in *Input) bool {
+// match reports whether in satisfies the condition; plain says the
+// listener has no TLS, so no certificate attribute can match there.
+func (c *cond) match(in *Input, plain bool) bool {
+	if plain && c.kind.clientKind() {
+		return false
+	}
 	switch c.kind {
+	case condListener:
+		return c.anyPattern(listenerName(in))
 	case condCN:
 		return c.anyPattern(in.CN)
 	case condDNS:
@@ -245,15 +258,23 @@ type rule struct {
 	conds    []cond
 	decision Decision
 
+	// listeners is when.listener given: without it the rule applies to
+	// TLS listeners only, so that a catch-all cannot make a plain inside
+	// port an open relay.
+	listeners  bool
 	services   serviceSet          // relay; answer is C-ECHO only
 	sopClasses map[string]struct{} // nil = all
 	moveDest   []pattern           // empty = none
+	moveRng    []hcl.Range         // where each move destination is written
 	rng        hcl.Range           // the rule's definition, for explanations
 }
 
-func (r *rule) matches(in *Input) bool {
+func (r *rule) matches(in *Input, plain bool) bool {
+	if plain && !r.listeners {
+		return false
+	}
 	for i := range r.conds {
-		if !r.conds[i].match(in) {
+		if !r.conds[i].match(in, plain) {
 			return false
 		}
 	}
@@ -263,6 +284,33 @@ func (r *rule) matches(in *Input) bool {
 // Policy is the compiled, immutable rule set of one configuration.
 type Policy struct {
 	rules []*rule
+	// tlsListeners names the TLS listeners ("edge" and every listener
+	// block with tls = true). Any other name is treated as plain, so an
+	// input naming a listener the policy does not know matches only rules
+	// that name it, and none does.
+	tlsListeners []string
+}
+
+// listenerName is the input's listener, "edge" when unset.
+func listenerName(in *Input) string {
+	if in.Listener == "" {
+		return EdgeListener
+	}
+	return in.Listener
+}
+
+// plain reports whether in arrived on a plain (or unknown) listener.
+func (p *Policy) plain(in *Input) bool {
+	name := listenerName(in)
+	if name == EdgeListener {
+		return false
+	}
+	for _, l := range p.tlsListeners {
+		if l == name {
+			return false
+		}
+	}
+	return true
 }
 
 // noMatch is the decision when no rule matches: A-ASSOCIATE-RJ, permanent,
@@ -289,8 +337,9 @@ func (p *Policy) Evaluate(in *Input) Decision {
 	if p == nil || in == nil {
 		return noMatch
 	}
+	plain := p.plain(in)
 	for _, r := range p.rules {
-		if r.matches(in) {
+		if r.matches(in, plain) {
 			return r.decision
 		}
 	}

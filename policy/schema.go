@@ -10,11 +10,12 @@ import "github.com/hashicorp/hcl/v2"
 // unknown attributes and blocks because no struct here has a remain field.
 
 type fileSchema struct {
-	Edge     []*edgeSchema    `hcl:"edge,block"`
-	TLS      []*tlsSchema     `hcl:"tls,block"`
-	Audit    []*auditSchema   `hcl:"audit,block"`
-	Backends []*backendSchema `hcl:"backend,block"`
-	Rules    []*ruleSchema    `hcl:"rule,block"`
+	Edge     []*edgeSchema     `hcl:"edge,block"`
+	TLS      []*tlsSchema      `hcl:"tls,block"`
+	Audit    []*auditSchema    `hcl:"audit,block"`
+	Listener []*listenerSchema `hcl:"listener,block"`
+	Backends []*backendSchema  `hcl:"backend,block"`
+	Rules    []*ruleSchema     `hcl:"rule,block"`
 }
 
 type edgeSchema struct {
@@ -28,6 +29,16 @@ type edgeSchema struct {
 	DrainTimeout    *hcl.Attribute `hcl:"drain_timeout,optional"`
 	ProxyProtocol   *hcl.Attribute `hcl:"proxy_protocol,optional"`
 	DefRange        hcl.Range      `hcl:",def_range"`
+}
+
+type listenerSchema struct {
+	Name          string         `hcl:"name,label"`
+	NameRange     hcl.Range      `hcl:"name,label_range"`
+	Listen        *hcl.Attribute `hcl:"listen,optional"`
+	TLS           *hcl.Attribute `hcl:"tls,optional"`
+	AllowCIDR     *hcl.Attribute `hcl:"allow_cidr,optional"`
+	ProxyProtocol *hcl.Attribute `hcl:"proxy_protocol,optional"`
+	DefRange      hcl.Range      `hcl:",def_range"`
 }
 
 type tlsSchema struct {
@@ -63,6 +74,8 @@ type syslogSchema struct {
 	Address  *hcl.Attribute `hcl:"address,optional"`
 	Format   *hcl.Attribute `hcl:"format,optional"`
 	CA       *hcl.Attribute `hcl:"ca,optional"`
+	CertFile *hcl.Attribute `hcl:"cert_file,optional"`
+	KeyFile  *hcl.Attribute `hcl:"key_file,optional"`
 	DefRange hcl.Range      `hcl:",def_range"`
 }
 
@@ -95,6 +108,7 @@ type ruleSchema struct {
 
 // whenSchema's attributes are listed in the order Explain reports them.
 type whenSchema struct {
+	Listener          *hcl.Attribute `hcl:"listener,optional"`
 	ClientCN          *hcl.Attribute `hcl:"client_cn,optional"`
 	ClientDNS         *hcl.Attribute `hcl:"client_dns,optional"`
 	ClientURI         *hcl.Attribute `hcl:"client_uri,optional"`

@@ -16,9 +16,13 @@ type Config struct {
 	Edge     Edge
 	TLS      TLS
 	Audit    Audit
-	Backends map[string]*Backend  // by name
-	Policy   *Policy              // compiled rules
-	Files    map[string]*hcl.File // parsed sources, for WriteDiagnostics
+	// Listeners are every listener the edge serves, in file order: first
+	// the edge block's own TLS listener, named "edge", then each listener
+	// block.
+	Listeners []*Listener
+	Backends  map[string]*Backend  // by name
+	Policy    *Policy              // compiled rules
+	Files     map[string]*hcl.File // parsed sources, for WriteDiagnostics
 }
 
 // Edge is the edge block: the listener and its limits.
@@ -32,6 +36,53 @@ type Edge struct {
 	IdleTimeout     time.Duration  // default 10m
 	DrainTimeout    time.Duration  // default 30s
 	ProxyProtocol   []netip.Prefix // load balancers allowed to send a PROXY header; empty = none
+}
+
+// EdgeListener is the name of the edge block's own TLS listener.
+const EdgeListener = "edge"
+
+// Listener is one address the edge accepts DICOM on: the edge block's own
+// (named "edge", always TLS) or a listener "<name>" block.
+type Listener struct {
+	Name   string
+	Listen string // host:port
+	// TLS: the tls block applies (mutual TLS, clients identified by
+	// certificate). A plain listener (TLS false) speaks DICOM without TLS,
+	// accepts only AllowCIDR and identifies a client by its source address.
+	TLS           bool
+	AllowCIDR     []netip.Prefix // empty = any source (TLS listeners only)
+	ProxyProtocol []netip.Prefix // load balancers allowed to send a PROXY header
+}
+
+// Plain reports whether the listener speaks DICOM without TLS.
+func (l *Listener) Plain() bool { return !l.TLS }
+
+// AllowsSource reports whether a connection from ip may be served: always
+// when AllowCIDR is empty, else when ip is in one of its networks.
+func (l *Listener) AllowsSource(ip netip.Addr) bool {
+	if len(l.AllowCIDR) == 0 {
+		return true
+	}
+	ip = ip.Unmap().WithZone("")
+	for _, p := range l.AllowCIDR {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// Listener returns the listener named name ("" is "edge"), or nil.
+func (c *Config) Listener(name string) *Listener {
+	if name == "" {
+		name = EdgeListener
+	}
+	for _, l := range c.Listeners {
+		if l.Name == name {
+			return l
+		}
+	}
+	return nil
 }
 
 // TLS is the tls block: the edge's certificate and how clients are verified.
@@ -68,6 +119,10 @@ type Syslog struct {
 	Address string   // host:port
 	Format  string   // "atna" | "json", default "atna"
 	CA      []string // PEM files; empty = the system roots
+	// CertFile and KeyFile are the client certificate the edge presents;
+	// empty = the edge's own certificate (the tls block's, or ACME's).
+	CertFile string
+	KeyFile  string
 }
 
 // Backend is a backend "<name>" block: a PACS the edge relays to.
@@ -89,6 +144,11 @@ type BackendTLS struct {
 // Input is what a decision is made on: the verified client certificate,
 // where the connection came from and what the A-ASSOCIATE-RQ claims.
 type Input struct {
+	// Listener is the name of the listener the request arrived on; "" is
+	// the edge block's TLS listener, "edge". On a plain listener (and on a
+	// name the policy does not know) only rules that name it in
+	// when.listener can match, and client_* attributes never do.
+	Listener    string
 	CN          string
 	DNS         []string
 	URI         []string

@@ -332,14 +332,17 @@ func (r *Replayer) report(c *Change) error {
 // cannot without guessing.
 func input(cfg *policy.Config, listener string, e *audit.Event) (policy.Input, string) {
 	var in policy.Input
-	if !HasListener(cfg, listener) {
+	l := cfg.Listener(listener)
+	if l == nil {
 		return in, fmt.Sprintf("listener %s is not in the policy", strconv.Quote(listener))
 	}
-	c := e.Client
-	if c == nil {
+	// On a plain listener a client has no certificate: its source address
+	// is its identity, and client_* conditions never match there.
+	if c := e.Client; c != nil {
+		in.CN, in.DNS, in.URI, in.Email, in.Fingerprint = c.CN, c.DNS, c.URI, c.Email, c.Fingerprint
+	} else if !l.Plain() {
 		return in, "the record holds no client identity"
 	}
-	in.CN, in.DNS, in.URI, in.Email, in.Fingerprint = c.CN, c.DNS, c.URI, c.Email, c.Fingerprint
 	host, _, err := net.SplitHostPort(e.Remote)
 	if err != nil {
 		return in, "the record holds no source address"

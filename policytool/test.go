@@ -22,7 +22,7 @@ import (
 
 // EdgeListener is the name of the edge block's own TLS listener, the
 // listener of a test case or an audit record that names none.
-const EdgeListener = "edge"
+const EdgeListener = policy.EdgeListener
 
 // The gohcl schema of a policy test file (README.md, "Changing the policy
 // safely"). No struct has a remain field, so gohcl refuses unknown
@@ -402,12 +402,13 @@ func ruleName(r string) string {
 // HasListener reports whether cfg serves the listener called name ("" is
 // the edge block's own).
 func HasListener(cfg *policy.Config, name string) bool {
-	return name == "" || name == EdgeListener
+	return cfg.Listener(name) != nil
 }
 
 // Evaluate decides in as the edge would for a request arriving on the named
 // listener.
 func Evaluate(cfg *policy.Config, listener string, in *policy.Input) policy.Decision {
+	in.Listener = listener
 	return cfg.Policy.Evaluate(in)
 }
 

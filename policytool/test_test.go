@@ -72,6 +72,20 @@ func TestRunMessages(t *testing.T) {
     move_destinations_allowed = ["CLINA_WS1", "CLINA_WS2"]
     move_destinations_denied  = ["EVIL", "CLINA_WS1"]`,
 			[]string{`C-MOVE to "CLINA_WS2" denied, want allowed`, `C-MOVE to "CLINA_WS1" allowed, want denied`}},
+		{"a listener the policy lacks", `listener = "dmz"
+  calling_ae = "MAINPACS"
+  called_ae = "CLINA_WS1"`, `decision = "reject"`, []string{`listener "dmz" is not in the policy`}},
+		{"the plain listener", `listener = "inside"
+  source_ip = "10.0.0.5"
+  calling_ae = "MAINPACS"
+  called_ae = "CLINA_WS1"`, `decision = "relay"
+    rule = "pacs-out"`, nil},
+		{"a client certificate does not count on the plain listener", `listener = "inside"
+  client { cn = "ct1.clinic-a.example.org" }
+  source_ip = "10.0.0.5"
+  calling_ae = "CLINA_CT1"
+  called_ae = "MAINPACS"`, `decision = "reject"
+    rule = ""`, nil},
 		{"several at once", clinic, `decision = "reject"
     rule = "deny"
     denies = ["C-STORE"]`, []string{"decision relay, want reject", `rule "clinic-a", want "deny"`, "C-STORE allowed, want denied"}},

@@ -144,17 +144,27 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 	// ARTIM covers the PROXY header, the TLS handshake and the A-ASSOCIATE-RQ.
 	deadline := time.Now().Add(artim)
 	_ = c.raw.SetDeadline(deadline)
-	c.remote = c.raw.RemoteAddr().String()
-	if ap, err := netip.ParseAddrPort(c.remote); err == nil {
-		c.source = ap.Addr().Unmap()
+	ap, err := clientAddr(c.raw, deadline)
+	if ap.IsValid() {
+		c.remote, c.source = ap.String(), ap.Addr()
 	}
 	c.log = c.log.With("remote", c.remote)
+	if err != nil {
+		if errors.Is(err, errNoBytes) {
+			c.log.Debug("connection closed before its PROXY header (TCP check)")
+			c.close()
+			return nil, false
+		}
+		c.s.refuse(c.raw, refusal{Conn: c.id, Remote: ap, Listener: EdgeListener, Reason: RefusedProxyHeader,
+			Detail: "PROXY header from a trusted load balancer: " + err.Error()})
+		return nil, false
+	}
 	// The source is known only now (after a PROXY header): one source may
 	// hold only part of the pre-association slots.
 	c.srcKey = sourceKey(c.source)
 	if !c.s.acquirePreSource(c.srcKey, cfg.Edge.MaxAssociations) {
-		c.log.Debug("too many connections before association from this source; closed")
-		c.s.preRefused(c.raw)
+		c.s.refuse(c.raw, refusal{Conn: c.id, Remote: ap, Listener: EdgeListener, Reason: RefusedTooManyConnections,
+			Detail: fmt.Sprintf("%d connections before association from this source, its share", perSourcePreLimit(cfg.Edge.MaxAssociations))})
 		return nil, false
 	}
 	c.srcHeld = true
@@ -167,6 +177,11 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 	cancel()
 	if err != nil {
 		reason := tlslayer.Classify(err)
+		if proxyHeaderRefused(err) {
+			c.s.refuse(c.raw, refusal{Conn: c.id, Remote: ap, Listener: EdgeListener, Reason: RefusedProxyHeader,
+				Detail: "PROXY header from an address not in edge.proxy_protocol"})
+			return nil, false
+		}
 		if !pre.read.Load() && reason == tlslayer.ReasonEOF {
 			// Closed without sending a byte: a load balancer's or monitor's
 			// TCP check, not a failed handshake; not worth an audit record.

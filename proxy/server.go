@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -49,6 +50,7 @@ type Server struct {
 	connID        atomic.Uint64
 
 	tlsFail *tlsFailLimiter // bounds unauthenticated tls.failed records
+	refused *tlsFailLimiter // bounds connection.refused records
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -78,7 +80,16 @@ func (s *Server) init() {
 			w := s.Audit
 			s.Metrics.SetAuditSource(w.QueueDepth, w.Dropped)
 			s.Metrics.SetAuditWriteErrors(w.WriteErrors)
+			if f := w.Forwarder(); f != nil {
+				s.Metrics.SetForwarder(f.Backlog, f.LastDelivered)
+			}
 		}
+		s.Metrics.SetAssociationLimit(func() int {
+			if cfg := s.current(); cfg != nil {
+				return cfg.Edge.MaxAssociations
+			}
+			return 0
+		})
 		s.Metrics.SetCertificateSource(func() time.Time {
 			if s.TLS == nil {
 				return time.Time{}
@@ -88,6 +99,7 @@ func (s *Server) init() {
 		s.listeners = map[net.Listener]struct{}{}
 		s.conns = map[*conn]struct{}{}
 		s.tlsFail = newTLSFailLimiter(s.auditEvent)
+		s.refused = newSourceLimiter(audit.EventConnectionRefused, s.auditEvent)
 	})
 }
 
@@ -172,8 +184,9 @@ func (s *Server) Serve(ln net.Listener) error {
 	// Always wrapped, and the policy reads the configuration in force at
 	// each accept, so a reload that changes edge.proxy_protocol applies to
 	// new connections (with none configured a connection passes through
-	// unwrapped). No header timeout of its own: conn.serve sets the ARTIM
-	// deadline before the header is read, and that deadline bounds it.
+	// unwrapped). No header timeout of the library's: conn.open reads the
+	// header itself under proxyHeaderTimeout (proxyheader.go), so that a
+	// missing header is refused as such.
 	ln = &proxyproto.Listener{
 		Listener: ln,
 		ConnPolicy: func(o proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) {
@@ -216,9 +229,9 @@ func (s *Server) Serve(ln net.Listener) error {
 		// A slot for the TLS handshake and A-ASSOCIATE-RQ, taken before any
 		// work is done: connections that have not yet associated cannot pile
 		// up (descriptors, handshake state, goroutines) beyond the limit.
-		if !s.tryAcquirePre(s.current().Edge.MaxAssociations) {
-			raw.Close()
-			s.preRefused(raw)
+		if maxA := s.current().Edge.MaxAssociations; !s.tryAcquirePre(maxA) {
+			s.refuse(raw, refusal{Remote: upstreamAddr(raw), Listener: EdgeListener, Reason: RefusedTooManyConnections,
+				Detail: fmt.Sprintf("%d connections before association, the limit", preAssociationLimit(maxA))})
 			continue
 		}
 		c := s.newConn(raw)
@@ -333,19 +346,6 @@ func (s *Server) releasePreSource(key netip.Prefix) {
 	}
 }
 
-// preRefused logs a connection closed because the pre-association slots
-// were full, at most once a second (a flood must not flood the log).
-func (s *Server) preRefused(raw net.Conn) {
-	n := s.preRefusedN.Add(1)
-	now := time.Now().UnixNano()
-	last := s.preRefusedLog.Load()
-	if now-last < int64(time.Second) || !s.preRefusedLog.CompareAndSwap(last, now) {
-		return
-	}
-	s.log.Warn("too many connections before association; closed new ones", "limit",
-		preAssociationLimit(s.current().Edge.MaxAssociations), "refused_total", n, "last_remote", raw.RemoteAddr().String())
-}
-
 func (s *Server) release() {
 	n := s.active.Add(-1)
 	s.Metrics.Active.Set(float64(n))
@@ -408,6 +408,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 	s.tlsFail.flush() // what was held back is summarised before the trail closes
+	s.refused.flush()
 	if admin != nil {
 		actx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_ = admin.shutdown(actx)
@@ -546,26 +547,49 @@ func AuditConfig(cfg *policy.Config, logger hclog.Logger) audit.Config {
 	return a
 }
 
-// OpenAudit opens the audit writer for cfg's audit block, with a syslog
-// forwarder when audit.syslog is set (the writer closes it).
-func OpenAudit(cfg *policy.Config, logger hclog.Logger) (*audit.Writer, error) {
+// OpenAudit opens the audit writer for cfg's audit block, forwarding the
+// trail to audit.syslog when it is set (the writer stops the forwarder).
+// edgeCert supplies the edge's current certificate, which the edge presents
+// to the collector when audit.syslog names no cert_file of its own (the
+// Layer's Certificate: files or ACME); nil reads the tls block's files.
+func OpenAudit(cfg *policy.Config, logger hclog.Logger, edgeCert func() (*tls.Certificate, error)) (*audit.Writer, error) {
 	ac := AuditConfig(cfg, logger)
 	if sl := cfg.Audit.Syslog; sl != nil {
-		sc := audit.SyslogConfig{Address: sl.Address, Format: sl.Format, CA: sl.CA}
-		if logger != nil {
-			sc.Logger = logger.Named("syslog")
-		}
-		f, err := audit.NewForwarder(sc)
+		tc, err := SyslogTLSConfig(cfg, edgeCert)
 		if err != nil {
 			return nil, fmt.Errorf("audit.syslog: %w", err)
 		}
-		ac.Forwarder = f
+		ac.Syslog = &audit.SyslogConfig{Address: sl.Address, Format: sl.Format, TLS: tc}
+		if logger != nil {
+			ac.Syslog.Logger = logger.Named("syslog")
+		}
 	}
-	w, err := audit.Open(ac)
-	if err != nil && ac.Forwarder != nil {
-		ac.Forwarder.Close()
+	return audit.Open(ac)
+}
+
+// SyslogTLSConfig is the client side towards the audit collector (RFC 5425,
+// mutual TLS): the tls block's PS3.15 profile, audit.syslog.ca as roots,
+// and audit.syslog's own certificate or else the edge's (see OpenAudit).
+func SyslogTLSConfig(cfg *policy.Config, edgeCert func() (*tls.Certificate, error)) (*tls.Config, error) {
+	sl := cfg.Audit.Syslog
+	o := tlslayer.Outbound{Profile: cfg.TLS.Profile, CAFiles: sl.CA, Address: sl.Address, CertFile: sl.CertFile, KeyFile: sl.KeyFile}
+	if o.CertFile == "" {
+		o.Certificate = edgeCert
+		if certFile, keyFile := cfg.TLS.CertFile, cfg.TLS.KeyFile; certFile != "" {
+			o.Certificate = func() (*tls.Certificate, error) {
+				if edgeCert != nil {
+					if c, err := edgeCert(); err == nil && c != nil {
+						return c, nil
+					}
+				}
+				// Before the listener's Layer exists (a backlog sent at
+				// start): the files, read at each connection.
+				c, err := tls.LoadX509KeyPair(certFile, keyFile)
+				return &c, err
+			}
+		}
 	}
-	return w, err
+	return tlslayer.OutboundConfig(o)
 }
 
 // count spells "1 rule", "4 rules".

@@ -33,11 +33,11 @@ var auditNow = time.Now
 var followPoll = 250 * time.Millisecond
 
 type auditOpts struct {
-	file, config                string
-	since, until                string
-	client, callingAE, calledAE string
-	event, decision             string
-	json, follow                bool
+	file, config                          string
+	since, until                          string
+	client, callingAE, calledAE, listener string
+	event, decision                       string
+	json, follow                          bool
 }
 
 func newAuditCmd() *cobra.Command {
@@ -92,6 +92,7 @@ func filterFlags(cmd *cobra.Command, o *auditOpts) {
 	f.StringVar(&o.client, "client", "", "client certificate CN, subject, DNS/URI/email SAN or fingerprint, or remote IP")
 	f.StringVar(&o.callingAE, "calling-ae", "", "calling AE title")
 	f.StringVar(&o.calledAE, "called-ae", "", "called AE title")
+	f.StringVar(&o.listener, "listener", "", "name of the listener the connection arrived on, e.g. edge or inside")
 	f.StringVar(&o.event, "event", "", "event name, e.g. dimse, association.*, tls.failed")
 	f.StringVar(&o.decision, "decision", "", "relay, answer, accept, reject, allow or refuse")
 }
@@ -167,7 +168,7 @@ func (o *auditOpts) selection() (string, audit.Filter, error) {
 
 func (o *auditOpts) filter() (audit.Filter, error) {
 	f := audit.Filter{
-		Client: o.client, CallingAE: o.callingAE, CalledAE: o.calledAE,
+		Client: o.client, CallingAE: o.callingAE, CalledAE: o.calledAE, Listener: o.listener,
 		Event: o.event, Decision: o.decision,
 	}
 	var err error
@@ -303,7 +304,7 @@ func tableRow(e *audit.Event) []string {
 		"", "", "",
 	}
 	switch e.Event {
-	case audit.EventTLSFailed:
+	case audit.EventTLSFailed, audit.EventConnectionRefused:
 		row[4], row[5] = "reject", e.Reason
 	case audit.EventAccepted:
 		row[4] = join(e.Action, e.Backend)
@@ -434,6 +435,7 @@ func (o *auditOpts) summary(cmd *cobra.Command) error {
 		n                       int
 		first, last             time.Time
 		byClient, byPair        = map[string]*row{}, map[string]*row{}
+		byListener              = map[string]*row{}
 		byDecision, byReason    = map[string]int{}, map[string]int{}
 		byEvent                 = map[string]int{}
 		totalIn, totalOut, data int64
@@ -463,15 +465,18 @@ func (o *auditOpts) summary(cmd *cobra.Command) error {
 		}
 		var rows []*row
 		switch e.Event {
-		case audit.EventAccepted, audit.EventRejected, audit.EventTLSFailed, audit.EventDIMSE, audit.EventReleased, audit.EventAborted:
+		case audit.EventAccepted, audit.EventRejected, audit.EventTLSFailed, audit.EventConnectionRefused, audit.EventDIMSE, audit.EventReleased, audit.EventAborted:
 			// Edge-wide events (policy, certificates) belong to no client.
 			rows = []*row{get(byClient, printable(who(&e))), get(byPair, printable(aePair(&e)))}
+			if e.Listener != "" {
+				rows = append(rows, get(byListener, printable(e.Listener)))
+			}
 		}
 		for _, r := range rows {
 			switch e.Event {
 			case audit.EventAccepted:
 				r.assoc++
-			case audit.EventRejected, audit.EventTLSFailed:
+			case audit.EventRejected, audit.EventTLSFailed, audit.EventConnectionRefused:
 				r.rejected++
 			case audit.EventDIMSE:
 				r.dimse++
@@ -489,6 +494,8 @@ func (o *auditOpts) summary(cmd *cobra.Command) error {
 			byReason[printable(e.Reason)]++
 		case audit.EventTLSFailed:
 			byReason["tls: "+printable(e.Reason)]++
+		case audit.EventConnectionRefused:
+			byReason["connection: "+printable(e.Reason)]++
 		case audit.EventDIMSE:
 			data += e.Bytes
 		case audit.EventReleased, audit.EventAborted:
@@ -534,12 +541,17 @@ func (o *auditOpts) summary(cmd *cobra.Command) error {
 		}
 		return rows
 	}
+	var listenerRows [][]string // none in logs written before listeners were recorded
+	if len(byListener) > 0 {
+		listenerRows = table(byListener)
+	}
 	sections := []struct {
 		title string
 		rows  [][]string
 	}{
 		{"By client:", table(byClient)},
 		{"By AE pair (calling→called):", table(byPair)},
+		{"By listener:", listenerRows},
 		{"By decision:", counts(byDecision)},
 		{"Reject reasons:", counts(byReason)},
 		{"By event:", counts(byEvent)},

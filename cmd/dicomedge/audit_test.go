@@ -456,3 +456,50 @@ func FuzzParseWhen(f *testing.F) {
 		}
 	})
 }
+
+// Records carry the listener; --listener selects by it and summary counts
+// by it. The association's later records inherit it from the first.
+func TestAuditListener(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "audit.jsonl")
+	tick := auditBase
+	w, err := audit.Open(audit.Config{File: file, Now: func() time.Time { tick = tick.Add(time.Minute); return tick }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	modA := &audit.Client{CN: "mod1.clinic-a.example.org"}
+	for _, e := range []audit.Event{
+		{Event: audit.EventAccepted, Conn: "c1", Assoc: "a1", Remote: "203.0.113.10:50001", Listener: "edge", Client: modA, CallingAE: "CLINA_CT1", CalledAE: "MAINPACS",
+			Rule: "clinic-a", Action: "relay", Backend: "pacs"},
+		{Event: audit.EventReleased, Conn: "c1", Assoc: "a1", BytesIn: 100, BytesOut: 10},
+		{Event: audit.EventAccepted, Conn: "c2", Assoc: "a2", Remote: "10.0.0.5:40100", Listener: "inside", CallingAE: "MAINPACS", CalledAE: "CLINA_WS1",
+			Rule: "pacs-to-clinic-a", Action: "relay", Backend: "clinic-a-ws1"},
+		{Event: audit.EventDIMSE, Conn: "c2", Assoc: "a2", Service: "C-STORE", MessageID: 1, Status: "0x0000", Bytes: 4096, Allowed: audit.Bool(true)},
+		{Event: audit.EventReleased, Conn: "c2", Assoc: "a2", BytesIn: 5000, BytesOut: 300},
+		{Event: audit.EventRejected, Conn: "c3", Assoc: "a3", Remote: "10.0.0.6:40200", Listener: "inside", CallingAE: "OTHER", CalledAE: "CLINA_WS1",
+			Result: 1, Source: 1, ReasonCode: 3, Reason: "calling-ae-not-recognized"},
+	} {
+		w.Log(e)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile(file)
+	if n := strings.Count(string(raw), `"listener":"inside"`); n != 2 {
+		t.Errorf("%d records written with listener inside, want 2:\n%s", n, raw)
+	}
+	code, out, errOut := runAudit(t, "--file", file, "--listener", "inside")
+	if code != 0 || strings.Count(out, "\n") != 5 || strings.Contains(out, "CLINA_CT1") || !strings.Contains(out, "C-STORE") {
+		t.Errorf("--listener inside: exit %d, stderr %q, want the header and four records of the inside listener:\n%s", code, errOut, out)
+	}
+	code, out, _ = runAudit(t, "summary", "--file", file)
+	if code != 0 {
+		t.Fatalf("summary: exit %d", code)
+	}
+	_, section, _ := strings.Cut(out, "By listener:\n")
+	section, _, _ = strings.Cut(section, "\n\n")
+	lines := strings.Split(section, "\n")
+	if len(lines) != 3 || strings.Join(strings.Fields(lines[1]), " ") != "inside 1 1 1 0 4.9 KiB 300 B" ||
+		strings.Join(strings.Fields(lines[2]), " ") != "edge 1 0 0 0 100 B 10 B" {
+		t.Errorf("summary by listener:\n%s\n(whole output:\n%s)", section, out)
+	}
+}

@@ -91,18 +91,21 @@ func newPolicyCheckCmd() *cobra.Command {
 
 type explainFlags struct {
 	config, callingAE, calledAE, cert, cn, fingerprint, sourceIP string
+	listener                                                     string
 	dns, uri, email                                              []string
 }
 
 func newPolicyExplainCmd() *cobra.Command {
 	var f explainFlags
 	cmd := &cobra.Command{
-		Use:   "explain --calling-ae A --called-ae B [--cert client.pem | --cn NAME --dns N --uri U --email E] [--source-ip IP]",
+		Use:   "explain --calling-ae A --called-ae B [--cert client.pem | --cn NAME --dns N --uri U --email E] [--source-ip IP] [--listener NAME]",
 		Short: "Show the decision for an association request and why each rule did or did not match",
 		Long: "Evaluates the policy for one association request, as the edge would after the TLS handshake,\n" +
 			"and prints the decision (answer, relay <backend>, reject <reason>), the rule that matched and,\n" +
 			"for each earlier rule, the first condition that failed. The client is described by its\n" +
-			"certificate (--cert, PEM) or by --cn/--dns/--uri/--email/--fingerprint.",
+			"certificate (--cert, PEM) or by --cn/--dns/--uri/--email/--fingerprint. --listener names the\n" +
+			"listener the request arrives on (default: edge, the edge block's TLS listener); on a plain\n" +
+			"listener only rules naming it in when.listener apply and client_* attributes never match.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runExplain(cmd, &f)
@@ -119,6 +122,7 @@ func newPolicyExplainCmd() *cobra.Command {
 	fl.StringArrayVar(&f.email, "email", nil, "client certificate email address (repeatable)")
 	fl.StringVar(&f.fingerprint, "fingerprint", "", "client certificate fingerprint, sha256:<hex>")
 	fl.StringVar(&f.sourceIP, "source-ip", "", "client IP address")
+	fl.StringVar(&f.listener, "listener", policy.EdgeListener, "name of the listener the request arrives on")
 	_ = cmd.MarkFlagRequired("calling-ae")
 	_ = cmd.MarkFlagRequired("called-ae")
 	cmd.MarkFlagsMutuallyExclusive("cert", "cn")
@@ -131,7 +135,7 @@ func newPolicyExplainCmd() *cobra.Command {
 
 func runExplain(cmd *cobra.Command, f *explainFlags) error {
 	out := cmd.OutOrStdout()
-	in := policy.Input{CallingAE: f.callingAE, CalledAE: f.calledAE, CN: f.cn, DNS: f.dns, URI: f.uri, Email: f.email, Fingerprint: f.fingerprint}
+	in := policy.Input{Listener: f.listener, CallingAE: f.callingAE, CalledAE: f.calledAE, CN: f.cn, DNS: f.dns, URI: f.uri, Email: f.email, Fingerprint: f.fingerprint}
 	if f.sourceIP != "" {
 		ip, err := netip.ParseAddr(f.sourceIP)
 		if err != nil {
@@ -154,9 +158,20 @@ func runExplain(cmd *cobra.Command, f *explainFlags) error {
 	if err != nil {
 		return err
 	}
+	ln := cfg.Listener(f.listener)
+	if ln == nil {
+		var names []string
+		for _, l := range cfg.Listeners {
+			names = append(names, l.Name)
+		}
+		return withExit(2, fmt.Errorf("--listener %q: no such listener in %s; defined: %s", f.listener, f.config, strings.Join(names, ", ")))
+	}
 	e := cfg.Policy.Explain(&in)
 	writeExplanation(out, &in, e)
-	if leaf != nil {
+	if ln.Plain() && in.SourceIP.IsValid() && !ln.AllowsSource(in.SourceIP) {
+		fmt.Fprintf(out, "note: source %s is not in listener %q's allow_cidr: the connection would be closed (connection.refused, source-not-allowed) before any rule is tried\n", in.SourceIP, ln.Name)
+	}
+	if leaf != nil && !ln.Plain() {
 		if note := verifyNote(leaf, cfg.TLS.ClientCA); note != "" {
 			fmt.Fprintln(out, note)
 		}
@@ -262,7 +277,11 @@ func listOr(xs []string, empty string) string {
 }
 
 func describeInput(in *policy.Input) string {
-	parts := []string{fmt.Sprintf("calling_ae %q, called_ae %q", in.CallingAE, in.CalledAE)}
+	listener := in.Listener
+	if listener == "" {
+		listener = policy.EdgeListener
+	}
+	parts := []string{fmt.Sprintf("listener %q, calling_ae %q, called_ae %q", listener, in.CallingAE, in.CalledAE)}
 	if in.CN != "" {
 		parts = append(parts, fmt.Sprintf("client_cn %q", in.CN))
 	}

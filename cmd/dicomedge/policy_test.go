@@ -233,3 +233,60 @@ func TestPolicyExplainErrors(t *testing.T) {
 		})
 	}
 }
+
+// policy explain --listener: the request arrives on the named listener; on
+// a plain one only rules naming it apply, and a source outside allow_cidr is
+// noted. policy check prints the way-out warnings with their positions.
+func TestPolicyExplainListener(t *testing.T) {
+	config := "../../policy/testdata/wayout.hcl"
+	cases := []struct {
+		name  string
+		args  []string
+		lines []string
+	}{
+		{"default is the edge listener", []string{"--calling-ae", "MAINPACS", "--called-ae", "CLINA_WS1", "--source-ip", "10.0.0.5"},
+			[]string{"reject calling-ae-not-recognized", `request: listener "edge"`, `rule "pacs-to-clinic-a": listener "edge" does not match ["inside"]`}},
+		{"inside: the PACS sends out", []string{"--listener", "inside", "--calling-ae", "MAINPACS", "--called-ae", "CLINA_WS1", "--source-ip", "10.0.0.5"},
+			[]string{"relay clinic-a-ws1", `request: listener "inside"`, `rule: "pacs-to-clinic-a"`}},
+		{"inside: a catch-all does not apply", []string{"--listener", "inside", "--cn", "x.clinic-a.example.org", "--calling-ae", "CLINA_CT1", "--called-ae", "MAINPACS", "--source-ip", "10.0.0.7"},
+			[]string{"reject calling-ae-not-recognized", "rule: none matched",
+				`rule "clinic-a": has no when.listener, so it applies to TLS listeners only; "inside" is a plain listener`,
+				`rule "deny": has no when.listener`}},
+		{"inside: a source outside allow_cidr is noted", []string{"--listener", "inside", "--calling-ae", "MAINPACS", "--called-ae", "CLINA_WS1", "--source-ip", "192.0.2.9"},
+			[]string{"reject calling-ae-not-recognized", `note: source 192.0.2.9 is not in listener "inside"'s allow_cidr`}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out, errOut := policyRun(t, append([]string{"policy", "explain", "--config", config}, tc.args...)...)
+			if code != 0 {
+				t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+			}
+			if first, _, _ := strings.Cut(out, "\n"); first != tc.lines[0] {
+				t.Errorf("first line %q, want %q", first, tc.lines[0])
+			}
+			for _, want := range tc.lines[1:] {
+				if !strings.Contains(out, want) {
+					t.Errorf("output lacks %q:\n%s", want, out)
+				}
+			}
+		})
+	}
+	code, out, errOut := policyRun(t, "policy", "explain", "--config", config, "--listener", "outside", "--calling-ae", "A", "--called-ae", "B")
+	if code != 2 || !strings.Contains(errOut, `--listener "outside": no such listener`) || !strings.Contains(errOut, "edge, inside, partners") {
+		t.Errorf("unknown listener: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+
+	code, out, errOut = policyRun(t, "policy", "check", "--config", "../../policy/testdata/listeners-broken.hcl")
+	for _, want := range []string{
+		"listeners-broken.hcl:11:10: warning: Listener no rule names",
+		"listeners-broken.hcl:70:26: warning: Move destination not routed out",
+		"listeners-broken.hcl:11:1: error: Missing allow_cidr",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check lacks %q (exit %d):\n%s\n%s", want, code, out, errOut)
+		}
+	}
+	if code != 2 {
+		t.Errorf("check listeners-broken.hcl: exit %d, want 2", code)
+	}
+}

@@ -206,8 +206,12 @@ func writeReplayLog(t *testing.T, dir string) string {
 		// The rule relayed, the backend was down: the same under v2.
 		{Event: audit.EventRejected, Conn: "c6", Assoc: "a6", Remote: "203.0.113.8:1006", Client: ct2, CallingAE: "CLINA_CT2", CalledAE: "MAINPACS", Rule: "clinic-a", Action: "relay", Backend: "pacs",
 			Result: 2, Source: 3, ReasonCode: 1, Reason: "backend-unreachable"},
+		// The way out, on the plain listener: no certificate, the same under v2.
+		{Event: audit.EventAccepted, Conn: "c7", Assoc: "a7", Remote: "10.0.0.5:1007", Listener: "inside", CallingAE: "MAINPACS", CalledAE: "CLINA_WS1", Rule: "pacs-out", Action: "relay", Backend: "clinic-a-ws1"},
+		{Event: audit.EventDIMSE, Conn: "c7", Assoc: "a7", Listener: "inside", Service: "C-STORE", SOPClass: ct, MessageID: 1, Status: "0x0000", Allowed: audit.Bool(true)},
+		{Event: audit.EventReleased, Conn: "c7", Assoc: "a7", Listener: "inside"},
 		// Not decided again: a listener neither policy has, a record without the client.
-		{Event: audit.EventAccepted, Conn: "c7", Assoc: "a7", Remote: "10.0.0.5:1007", Listener: "inside", CallingAE: "MAINPACS", CalledAE: "CLINA_WS1", Rule: "out", Action: "relay", Backend: "ws1"},
+		{Event: audit.EventAccepted, Conn: "c10", Assoc: "a10", Remote: "192.0.2.7:1010", Listener: "dmz", CallingAE: "MAINPACS", CalledAE: "CLINA_WS1", Rule: "out", Action: "relay", Backend: "ws1"},
 		{Event: audit.EventAccepted, Conn: "c8", Assoc: "a8", Remote: "192.0.2.1:1008", CallingAE: "ANY", CalledAE: "DICOMEDGE", Rule: "echo", Action: "answer"},
 		// A crafted AE title is shown escaped.
 		{Event: audit.EventRejected, Conn: "c9", Assoc: "a9", Remote: "192.0.2.66:1009", Client: elsewhere, CallingAE: "CLINA_X\x1b[2K", CalledAE: "LATER", Rule: "busy",

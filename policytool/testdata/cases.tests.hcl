@@ -65,3 +65,28 @@ test "clinic A outside its network" {
     reason   = "calling-ae-not-recognized"
   }
 }
+
+test "the PACS sends out to clinic A through the inside listener" {
+  listener   = "inside"
+  source_ip  = "10.0.0.5"
+  calling_ae = "MAINPACS"
+  called_ae  = "CLINA_WS1"
+  expect {
+    decision = "relay"
+    rule     = "pacs-out"
+    backend  = "clinic-a-ws1"
+    allows   = ["C-STORE"]
+    denies   = ["C-MOVE"]
+  }
+}
+
+test "the way out is not open from the TLS listener" {
+  client { cn = "pacs.example.org" }
+  source_ip  = "10.0.0.5"
+  calling_ae = "MAINPACS"
+  called_ae  = "CLINA_WS1"
+  expect {
+    decision = "reject"
+    rule     = "deny"
+  }
+}

@@ -5,6 +5,18 @@ tls {
   key_file  = "edge-key.pem"
 }
 
+# The way out: the PACS sends to clinic A's workstation through a plain inside listener.
+listener "inside" {
+  listen     = "127.0.0.1:11114"
+  tls        = false
+  allow_cidr = ["10.0.0.0/24"]
+}
+
+backend "clinic-a-ws1" {
+  address  = "127.0.0.1:11115"
+  ae_title = "CLINA_WS1"
+}
+
 backend "pacs" {
   address  = "127.0.0.1:11112"
   ae_title = "MAINPACS"
@@ -13,6 +25,18 @@ backend "pacs" {
 backend "archive" {
   address  = "127.0.0.1:11113"
   ae_title = "ARCHIVE"
+}
+
+rule "pacs-out" {
+  when {
+    listener   = ["inside"]
+    calling_ae = ["MAINPACS"]
+    called_ae  = ["CLINA_WS1"]
+  }
+  relay {
+    backend  = "clinic-a-ws1"
+    services = ["C-ECHO", "C-STORE"]
+  }
 }
 
 rule "echo" {
