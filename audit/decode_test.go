@@ -124,4 +124,3 @@ func BenchmarkDecodeEvent(b *testing.B) {
 		})
 	}
 }
-
