@@ -179,10 +179,16 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 				Detail: "PROXY header from an address not in edge.proxy_protocol"})
 			return nil, false
 		}
-		if !pre.read.Load() && reason == tlslayer.ReasonEOF {
+		switch handshakeEnd(err, pre.read.Load()) {
+		case endProbe:
 			// Closed without sending a byte: a load balancer's or monitor's
 			// TCP check, not a failed handshake; not worth an audit record.
 			c.log.Debug("connection closed before any byte (TCP check)")
+			return nil, false
+		case endACMEValidation:
+			// An ACME CA's TLS-ALPN-01 validation (RFC 8737) got its
+			// challenge certificate: not a client, not a failure.
+			c.log.Debug("ACME TLS-ALPN-01 validation connection served")
 			return nil, false
 		}
 		c.s.Metrics.TLSFailures.WithLabelValues(reason).Inc() // every one is metered
@@ -261,6 +267,24 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 		return nil, true
 	}
 	return rl.pump, true
+}
+
+// How a handshake that returned an error ended.
+const (
+	endFailed         = iota // a failed handshake: metered and audited as tls.failed
+	endProbe                 // closed before any byte: a TCP health check
+	endACMEValidation        // an ACME CA's TLS-ALPN-01 validation connection
+)
+
+// handshakeEnd classifies a handshake error; sentAny: the peer sent a byte.
+func handshakeEnd(err error, sentAny bool) int {
+	switch {
+	case errors.Is(err, tlslayer.ErrACMEChallenge):
+		return endACMEValidation
+	case !sentAny && tlslayer.Classify(err) == tlslayer.ReasonEOF:
+		return endProbe
+	}
+	return endFailed
 }
 
 // preAssociationError handles a failure to read the A-ASSOCIATE-RQ: a
