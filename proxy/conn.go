@@ -33,14 +33,18 @@ var processID = func() string {
 // conn is one client connection: TLS handshake, A-ASSOCIATE-RQ, decision,
 // then the answer or relay path.
 type conn struct {
-	s      *Server
-	raw    net.Conn
-	tc     *tls.Conn
-	id     string
-	log    hclog.Logger
-	start  time.Time
-	remote string
-	source netip.Addr
+	s   *Server
+	raw net.Conn
+	// tc is the client's DICOM stream: the tls.Conn on a TLS listener,
+	// the TCP connection itself (through pre) on a plain one.
+	tc       net.Conn
+	listener string // the name of the listener it arrived on
+	plain    bool   // that listener speaks DICOM without TLS
+	id       string
+	log      hclog.Logger
+	start    time.Time
+	remote   string
+	source   netip.Addr
 
 	pre      *probeConn      // beneath TLS: the relay hooks its reads
 	in       *countingReader // client bytes read (PDUs, after TLS)
@@ -79,10 +83,10 @@ const (
 	stateClosing
 )
 
-func (s *Server) newConn(raw net.Conn) *conn {
+func (s *Server) newConn(raw net.Conn, listener string) *conn {
 	n := s.connID.Add(1)
 	id := fmt.Sprintf("%s-%d", processID, n)
-	return &conn{s: s, raw: raw, id: id, start: time.Now(), log: s.log.With("conn", id)}
+	return &conn{s: s, raw: raw, id: id, listener: listener, start: time.Now(), log: s.log.With("conn", id, "listener", listener)}
 }
 
 // drain is called by Shutdown: a connection that has no association yet is
@@ -132,6 +136,13 @@ func (c *conn) serve(ctx context.Context) {
 // releases it). run, when not nil, is the rest of the association.
 func (c *conn) open(ctx context.Context) (run func(), held bool) {
 	cfg := c.s.current()
+	lc := cfg.Listener(c.listener)
+	if lc == nil {
+		// A reload removed the listener after this connection was accepted.
+		c.log.Info("listener no longer configured; closed")
+		return nil, false
+	}
+	c.plain = lc.Plain()
 	artim := cfg.Edge.ARTIMTimeout
 	if artim <= 0 {
 		artim = 30 * time.Second
@@ -144,6 +155,13 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 		c.source = ap.Addr().Unmap()
 	}
 	c.log = c.log.With("remote", c.remote)
+	if !lc.AllowsSource(c.source) {
+		// A plain listener serves its allow_cidr only: anyone else is
+		// closed at once, without a byte of DICOM in answer.
+		c.s.refuse(c.raw, refusal{Conn: c.id, Remote: netip.AddrPortFrom(c.source, remotePort(c.remote)), Listener: c.listener,
+			Reason: RefusedSourceNotAllowed})
+		return nil, false
+	}
 	// The source is known only now (after a PROXY header): one source may
 	// hold only part of the pre-association slots.
 	c.srcKey = sourceKey(c.source)
@@ -156,32 +174,17 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 
 	pre := &probeConn{Conn: c.raw}
 	c.pre = pre
-	c.tc = tls.Server(pre, c.s.TLS.ServerConfig())
-	hctx, cancel := context.WithDeadline(ctx, deadline)
-	id, err := tlslayer.Handshake(hctx, c.tc)
-	cancel()
-	if err != nil {
-		reason := tlslayer.Classify(err)
-		if !pre.read.Load() && reason == tlslayer.ReasonEOF {
-			// Closed without sending a byte: a load balancer's or monitor's
-			// TCP check, not a failed handshake; not worth an audit record.
-			c.log.Debug("connection closed before any byte (TCP check)")
+	var id tlslayer.Identity
+	if c.plain {
+		// No certificate: the client is its source address (policy
+		// source_cidr, per-client limits), and client_* never match.
+		c.tc = pre
+	} else {
+		var ok bool
+		if id, ok = c.handshake(ctx, pre, deadline); !ok {
 			return nil, false
 		}
-		c.s.Metrics.TLSFailures.WithLabelValues(reason).Inc() // every one is metered
-		if !c.s.tlsFail.allow(c.source, reason) {
-			c.log.Debug("tls handshake failed; record suppressed (rate limit)", "reason", reason, "error", err)
-			return nil, false
-		}
-		c.log.Info("tls handshake failed", "reason", reason, "error", err)
-		c.s.auditEvent(audit.Event{Event: audit.EventTLSFailed, Conn: c.id, Remote: c.remote, Reason: reason})
-		return nil, false
 	}
-	c.identity = id
-	c.client = &audit.Client{Subject: id.Subject, CN: id.CN, DNS: id.DNS, URI: id.URI, Email: id.Email,
-		Fingerprint: id.Fingerprint, Issuer: id.Issuer}
-	c.log = c.log.With("client_cn", id.CN)
-
 	c.in = &countingReader{r: c.tc}
 	r := association.NewReader(c.in, cfg.Edge.MaxPDULength)
 	typ, raw, err := r.Next()
@@ -211,7 +214,8 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 		"implementation", rq.UserInfo.ImplementationClassUID)
 
 	in := policy.Input{
-		CN: id.CN, DNS: id.DNS, URI: id.URI, Email: id.Email, Fingerprint: id.Fingerprint,
+		Listener: c.listener,
+		CN:       id.CN, DNS: id.DNS, URI: id.URI, Email: id.Email, Fingerprint: id.Fingerprint,
 		SourceIP: c.source, CallingAE: association.TrimAE(rq.CallingAE), CalledAE: association.TrimAE(rq.CalledAE),
 	}
 	d := cfg.Policy.Evaluate(&in)
@@ -240,6 +244,39 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 		return nil, true
 	}
 	return rl.pump, true
+}
+
+// handshake runs the TLS handshake of a TLS listener and takes the
+// client's identity from its verified certificate; a failure is metered and
+// audited (rate limited per source) and ends the connection.
+func (c *conn) handshake(ctx context.Context, pre *probeConn, deadline time.Time) (tlslayer.Identity, bool) {
+	tc := tls.Server(pre, c.s.TLS.ServerConfig())
+	c.tc = tc
+	hctx, cancel := context.WithDeadline(ctx, deadline)
+	id, err := tlslayer.Handshake(hctx, tc)
+	cancel()
+	if err != nil {
+		reason := tlslayer.Classify(err)
+		if !pre.read.Load() && reason == tlslayer.ReasonEOF {
+			// Closed without sending a byte: a load balancer's or monitor's
+			// TCP check, not a failed handshake; not worth an audit record.
+			c.log.Debug("connection closed before any byte (TCP check)")
+			return id, false
+		}
+		c.s.Metrics.TLSFailures.WithLabelValues(reason).Inc() // every one is metered
+		if !c.s.tlsFail.allow(c.source, reason) {
+			c.log.Debug("tls handshake failed; record suppressed (rate limit)", "reason", reason, "error", err)
+			return id, false
+		}
+		c.log.Info("tls handshake failed", "reason", reason, "error", err)
+		c.s.auditEvent(audit.Event{Event: audit.EventTLSFailed, Conn: c.id, Remote: c.remote, Listener: c.listener, Reason: reason})
+		return id, false
+	}
+	c.identity = id
+	c.client = &audit.Client{Subject: id.Subject, CN: id.CN, DNS: id.DNS, URI: id.URI, Email: id.Email,
+		Fingerprint: id.Fingerprint, Issuer: id.Issuer}
+	c.log = c.log.With("client_cn", id.CN)
+	return id, true
 }
 
 // preAssociationError handles a failure to read the A-ASSOCIATE-RQ: a
@@ -296,7 +333,7 @@ func (c *conn) waitPeerClose(r net.Conn) {
 
 // event starts an audit record with what is known about the connection.
 func (c *conn) event(name string) audit.Event {
-	e := audit.Event{Event: name, Conn: c.id, Remote: c.remote, Client: c.client}
+	e := audit.Event{Event: name, Conn: c.id, Remote: c.remote, Client: c.client, Listener: c.listener}
 	if c.rq != nil {
 		e.Assoc = c.id
 		e.CallingAE = association.TrimAE(c.rq.CallingAE)
@@ -320,6 +357,15 @@ func (c *conn) writePDU(w net.Conn, p association.PDU) {
 
 func (c *conn) sendAbort(w net.Conn, src association.AbortSource, reason association.AbortReason) {
 	c.writePDU(w, &association.Abort{Source: src, Reason: reason})
+}
+
+// remotePort is the port of an ip:port address, 0 when there is none.
+func remotePort(addr string) uint16 {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return 0
+	}
+	return ap.Port()
 }
 
 func isTimeout(err error) bool {

@@ -234,7 +234,11 @@ func (r *relay) accepted(rq *association.AssociateRQ, ac *association.AssociateA
 	// Each pump, before it waits for its side, sends what it queued for
 	// the other side and gives its PDU buffer back (an idle association
 	// holds neither).
-	c.pre.wait = newTLSWaitHook(c.raw, func() {
+	clientHook := newTLSWaitHook
+	if c.plain {
+		clientHook = newWaitHook
+	}
+	c.pre.wait = clientHook(c.raw, func() {
 		_ = r.bw.flush() // a failure is sticky: the next write reports it
 		r.cr.Release()
 	})
