@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -14,6 +15,9 @@ import (
 	"github.com/dicomedge/dicomedge/policy"
 	"github.com/dicomedge/dicomedge/tlslayer"
 )
+
+// errBackendHandshake marks a failed TLS handshake with a backend.
+var errBackendHandshake = errors.New("backend TLS handshake")
 
 // dial connects to the backend within the connect timeout (bounded by
 // ARTIM), with TLS when the backend has a tls block.
@@ -45,7 +49,7 @@ func (r *relay) dial(ctx context.Context, be *policy.Backend, artimDeadline time
 	tc := tls.Client(hc, tcfg)
 	if err := tc.HandshakeContext(dctx); err != nil {
 		nc.Close()
-		return nil, nil, fmt.Errorf("backend TLS handshake: %w", err)
+		return nil, nil, fmt.Errorf("%w: %w", errBackendHandshake, err)
 	}
 	return tc, hc, nil
 }
@@ -148,7 +152,11 @@ func backendTLSConfig(profile string, be *policy.Backend) (*tls.Config, error) {
 		if err != nil {
 			return nil, err
 		}
+		// Presented whatever CA names the backend's CertificateRequest
+		// lists (crypto/tls would otherwise send no certificate when none
+		// matches): the backend judges it and says why if it refuses.
 		cfg.Certificates = []tls.Certificate{pair}
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &pair, nil }
 	}
 	return cfg, nil
 }

@@ -51,6 +51,9 @@ type conn struct {
 	identity tlslayer.Identity
 	client   *audit.Client
 	rq       *association.AssociateRQ
+	// rejectDetail, when set, goes into the association.rejected record
+	// (e.g. the TLS error of a backend that refused the edge).
+	rejectDetail string
 
 	// state moves pre (0) → established (1) or closing (2) exactly once
 	state atomic.Int32
@@ -314,6 +317,7 @@ func (c *conn) reject(rule string, result association.RejectResult, source assoc
 	e.Result, e.Source, e.ReasonCode = int(result), int(source), int(reason)
 	e.Reason = name
 	e.ResultName, e.SourceName = result.String(), source.String()
+	e.Detail = c.rejectDetail
 	c.s.auditEvent(e)
 	c.log.Info("association rejected", "decision", "reject", "rule", rule, "result", int(result),
 		"source", int(source), "reason", name, "duration", time.Since(c.start))

@@ -3,8 +3,10 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"github.com/dicomedge/dicomedge/association"
 	"github.com/dicomedge/dicomedge/audit"
 	"github.com/dicomedge/dicomedge/policy"
+	"github.com/dicomedge/dicomedge/tlslayer"
 )
 
 // relay is the relay path: the edge stands between the client and one
@@ -94,6 +97,10 @@ func (r *relay) run(ctx context.Context, artimDeadline time.Time) bool {
 
 	b, bh, err := r.dial(ctx, be, artimDeadline)
 	if err != nil {
+		if reason := backendTLSFailure(be, err); reason != "" {
+			r.backendTLSRefused(reason, err)
+			return false
+		}
 		c.log.Warn("backend unreachable", "address", be.Address, "error", err)
 		c.reject(r.d.Rule, association.RejectTransient, association.RejectSourceServiceProviderPresentation,
 			association.RejectPresentationTemporaryCongestion, "backend-unreachable")
@@ -119,6 +126,10 @@ func (r *relay) run(ctx context.Context, artimDeadline time.Time) bool {
 
 	_ = b.SetDeadline(artimDeadline.Add(r.cfg.Edge.ARTIMTimeout)) // the backend gets its own ARTIM
 	if err := r.bw.write(&brq); err != nil {
+		if reason := backendTLSFailure(be, err); reason != "" {
+			r.backendTLSRefused(reason, err)
+			return false
+		}
 		c.log.Warn("backend write failed", "error", err)
 		c.reject(r.d.Rule, association.RejectTransient, association.RejectSourceServiceProviderPresentation,
 			association.RejectPresentationTemporaryCongestion, "backend-unreachable")
@@ -130,6 +141,13 @@ func (r *relay) run(ctx context.Context, artimDeadline time.Time) bool {
 		var pe *association.ProtocolError
 		if errors.As(err, &pe) {
 			c.writePDU(b, association.AbortFor(err))
+		}
+		// Under TLS 1.3 the backend judges the edge's certificate after
+		// the edge's side of the handshake is done: its refusal (an alert)
+		// arrives in answer to the A-ASSOCIATE-RQ.
+		if reason := backendTLSFailure(be, err); reason != "" {
+			r.backendTLSRefused(reason, err)
+			return false
 		}
 		c.log.Warn("backend did not answer the A-ASSOCIATE-RQ", "error", err)
 		c.reject(r.d.Rule, association.RejectTransient, association.RejectSourceServiceProviderPresentation,
@@ -158,6 +176,62 @@ func (r *relay) run(ctx context.Context, artimDeadline time.Time) bool {
 		c.log.Warn("backend answered the RQ with an unexpected PDU", "type", p.Type())
 	}
 	return established
+}
+
+// backendTLSRefused rejects the client's association because TLS to the
+// backend failed: A-ASSOCIATE-RJ 2/3/1 (transient, service provider
+// presentation, temporary congestion: PS3.8 9.3.4), as for an unreachable
+// backend, with the TLS reason in the record (e.g.
+// backend-tls-bad-certificate when the backend refused the edge's client
+// certificate, backend-tls-unknown-ca when the edge did not trust the
+// backend's).
+func (r *relay) backendTLSRefused(reason string, err error) {
+	c, be := r.c, r.d.Backend
+	c.log.Warn("TLS to the backend failed", "address", be.Address, "reason", reason, "error", err)
+	c.rejectDetail = fmt.Sprintf("backend %s (%s): %v", be.Name, be.Address, err)
+	c.reject(r.d.Rule, association.RejectTransient, association.RejectSourceServiceProviderPresentation,
+		association.RejectPresentationTemporaryCongestion, reason)
+}
+
+// backendTLSFailure names a failure of TLS to be, "" when err is not one:
+// "backend-tls-" and the alert the backend sent (bad-certificate,
+// unknown-certificate-authority, certificate-required, ...) or, when the
+// edge refused the backend, tlslayer's class of the verification failure.
+func backendTLSFailure(be *policy.Backend, err error) string {
+	if be.TLS == nil || err == nil {
+		return ""
+	}
+	if oe, ok := errors.AsType[*net.OpError](err); ok && oe.Op == "remote error" {
+		return "backend-tls-" + alertName(oe.Err.Error())
+	}
+	if errors.Is(err, errBackendHandshake) {
+		return "backend-tls-" + tlslayer.Classify(err)
+	}
+	return ""
+}
+
+// alertName turns crypto/tls's "tls: bad certificate" into
+// "bad-certificate", keeping only lower-case letters, digits and '-' so
+// that the record's reason is a plain token whatever the text.
+func alertName(msg string) string {
+	msg = strings.TrimPrefix(msg, "tls: ")
+	var b strings.Builder
+	for _, r := range msg {
+		switch {
+		case b.Len() >= 48:
+			return b.String()
+		case 'a' <= r && r <= 'z', '0' <= r && r <= '9':
+			b.WriteRune(r)
+		case 'A' <= r && r <= 'Z':
+			b.WriteRune(r + 'a' - 'A')
+		case r == ' ' || r == '-' || r == '_':
+			b.WriteByte('-')
+		}
+	}
+	if b.Len() == 0 {
+		return "alert"
+	}
+	return b.String()
 }
 
 // clampMax is the maximum PDU length to offer or use towards a peer: the
