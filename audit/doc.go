@@ -19,8 +19,10 @@
 // against a host-level attacker is the syslog forwarder: records leave the
 // host as they are written (with format "json" the chained line itself,
 // seq and prev included), so a collector holds a copy the attacker cannot
-// reach and a rewritten chain no longer matches it. The forwarder never
-// blocks the writer; what it cannot send is counted (Forwarder.Dropped).
+// reach and a rewritten chain no longer matches it. The forwarder reads the
+// file from a cursor kept beside it (File.forward), so it never blocks the
+// writer, holds only a bounded read-ahead in memory, and after a collector
+// outage or a restart sends the backlog in order.
 //
 // A batch the disk refuses is kept and retried with back-off, never
 // skipped: the queue stalls (OnFull "block" makes Log wait, "drop" counts),

@@ -2,74 +2,23 @@ package audit
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
 	"encoding/xml"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/dicomedge/dicomedge/internal/testpeer"
 )
-
-// collector is a real rsyslogd receiving RFC 5425 (TLS, octet counting) on
-// a loopback port and storing one line per message:
-// PRI|MSGID|HOSTNAME|APP-NAME|MSG.
-type collector struct {
-	addr, out, ca string
-	proc          *testpeer.Process
-}
-
-func startRsyslog(t *testing.T, addr string) *collector {
-	t.Helper()
-	testpeer.Require(t, "rsyslogd", "openssl")
-	if _, err := os.Stat("/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so"); err != nil && !testpeer.InCI() {
-		t.Skip("rsyslog-gnutls not installed")
-	}
-	pki := testpeer.NewPKI(t, "siem")
-	cert, key := pki.Issue(t, "siem", testpeer.CertOptions{CN: "localhost", DNS: []string{"localhost"}, IPs: []string{"127.0.0.1"}, Server: true, RSA: true})
-	dir := t.TempDir()
-	c := &collector{addr: addr, out: filepath.Join(dir, "received.log"), ca: pki.CACert}
-	_, port, _ := net.SplitHostPort(addr)
-	conf := filepath.Join(dir, "rsyslog.conf")
-	os.WriteFile(conf, []byte(fmt.Sprintf(`
-global(
-  workDirectory=%q
-  maxMessageSize="64k"
-  defaultNetstreamDriver="gtls"
-  defaultNetstreamDriverCAFile=%q
-  defaultNetstreamDriverCertFile=%q
-  defaultNetstreamDriverKeyFile=%q
-)
-module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.AuthMode="anon")
-input(type="imtcp" port=%q address="127.0.0.1")
-template(name="line" type="string" string="%%pri%%|%%msgid%%|%%hostname%%|%%app-name%%|%%msg%%\n")
-action(type="omfile" file=%q template="line")
-`, dir, pki.CACert, cert, key, port, c.out)), 0o600)
-	c.proc = testpeer.Start(t, "rsyslogd", "-n", "-f", conf, "-i", filepath.Join(dir, "rsyslogd.pid"))
-	testpeer.WaitListening(t, addr, testpeer.StartupTimeout, c.proc)
-	return c
-}
-
-// lines waits until the collector stored n messages (or 15 s) and returns them.
-func (c *collector) lines(t *testing.T, n int) []string {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	var got []string
-	for time.Now().Before(deadline) {
-		b, _ := os.ReadFile(c.out)
-		got = strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
-		if len(b) > 0 && len(got) >= n {
-			return got
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("collector stored %d of %d messages:\n%s\nrsyslogd output:\n%s", len(got), n, strings.Join(got, "\n"), c.proc.Output())
-	return nil
-}
 
 func syslogEvents() []Event {
 	return []Event{
@@ -84,14 +33,61 @@ func syslogEvents() []Event {
 	}
 }
 
-func TestSyslogJSONToRsyslog(t *testing.T) {
-	c := startRsyslog(t, testpeer.FreeAddr(t))
-	fwd, err := NewForwarder(SyslogConfig{Address: c.addr, Format: "json", CA: []string{c.ca}, ServerName: "localhost", Hostname: "edge-1",
-		CloseTimeout: 30 * time.Second}) // Close waits only until delivered; 5s of dial+TLS can pass on a loaded machine
+// siem is an rsyslogd collector that requires client certificates, and the
+// client side the edge uses towards it: a certificate from the edge's own
+// CA (which the collector trusts) and the collector's root.
+type siem struct {
+	*testpeer.Rsyslog
+	edgePKI *testpeer.PKI
+	tls     *tls.Config
+}
+
+func startSIEM(t *testing.T) *siem {
+	t.Helper()
+	testpeer.Require(t, "rsyslogd", "openssl")
+	edge := testpeer.NewPKI(t, "edge-ca")
+	r := testpeer.StartRsyslog(t, testpeer.FreeAddr(t), edge.CACert)
+	certFile, keyFile := edge.Issue(t, "edge", testpeer.CertOptions{CN: "edge-1.example.org", DNS: []string{"edge-1.example.org"}})
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := openT(t, Config{Forwarder: fwd})
+	pem, err := os.ReadFile(r.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	return &siem{Rsyslog: r, edgePKI: edge,
+		tls: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, ServerName: "localhost", Certificates: []tls.Certificate{pair}}}
+}
+
+// config is a SyslogConfig for this collector with short test timings.
+func (s *siem) config(format string) *SyslogConfig {
+	return &SyslogConfig{Address: s.Addr, Format: format, TLS: s.tls, Hostname: "edge-1", Poll: 20 * time.Millisecond,
+		ConfirmAfter: 200 * time.Millisecond, MaxBackoff: 500 * time.Millisecond,
+		CloseTimeout: 30 * time.Second} // Close waits only until delivered; dial+TLS can take seconds on a loaded machine
+}
+
+// seqs returns the seq of each stored JSON message.
+func seqs(t *testing.T, lines []string) []uint64 {
+	t.Helper()
+	var out []uint64
+	for _, l := range lines {
+		parts := strings.SplitN(l, "|", 5)
+		var r struct{ Seq uint64 }
+		if len(parts) != 5 || json.Unmarshal([]byte(parts[4]), &r) != nil {
+			t.Fatalf("stored line %q is not a JSON record", l)
+		}
+		out = append(out, r.Seq)
+	}
+	return out
+}
+
+func TestSyslogJSONToRsyslog(t *testing.T) {
+	c := startSIEM(t)
+	w := openT(t, Config{Syslog: c.config("json")})
+	fwd := w.Forwarder()
 	events := syslogEvents()
 	for _, e := range events {
 		w.Log(e)
@@ -99,7 +95,7 @@ func TestSyslogJSONToRsyslog(t *testing.T) {
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	got := c.lines(t, len(events))
+	got := c.WaitLines(t, len(events))
 	local := readLinesT(t, w.cfg.File)
 	for i, l := range got {
 		parts := strings.SplitN(l, "|", 5)
@@ -118,25 +114,24 @@ func TestSyslogJSONToRsyslog(t *testing.T) {
 			t.Fatalf("message %d MSG\n got %s\nwant %s", i, parts[4], want)
 		}
 	}
-	if fwd.Dropped() != 0 || fwd.Sent() != uint64(len(events)) {
-		t.Fatalf("sent %d dropped %d", fwd.Sent(), fwd.Dropped())
+	if len(got) != len(events) || fwd.Sent() != uint64(len(events)) || fwd.Backlog() != 0 || fwd.Delivered() != uint64(len(events)) {
+		t.Fatalf("collector holds %d, sent %d, backlog %d, delivered %d; want %d each, backlog 0",
+			len(got), fwd.Sent(), fwd.Backlog(), fwd.Delivered(), len(events))
+	}
+	if c, err := readCursor(CursorPath(w.cfg.File)); err != nil || c.Seq != uint64(len(events)) || c.Hash != hashHex(bytes.TrimSuffix(local[len(events)-1], []byte("\n"))) {
+		t.Fatalf("cursor %+v, %v; want the last record", c, err)
 	}
 }
 
 func TestSyslogATNAToRsyslog(t *testing.T) {
-	c := startRsyslog(t, testpeer.FreeAddr(t))
-	fwd, err := NewForwarder(SyslogConfig{Address: c.addr, CA: []string{c.ca}, ServerName: "localhost", Hostname: "edge-1",
-		CloseTimeout: 30 * time.Second}) // Close waits only until delivered; 5s of dial+TLS can pass on a loaded machine
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := openT(t, Config{Forwarder: fwd})
+	c := startSIEM(t)
+	w := openT(t, Config{Syslog: c.config("")})
 	events := syslogEvents()
 	for _, e := range events {
 		w.Log(e)
 	}
 	w.Close()
-	got := c.lines(t, len(events))
+	got := c.WaitLines(t, len(events))
 	want := []struct {
 		id, types, action string
 		outcome           int
@@ -186,141 +181,160 @@ func TestSyslogATNAToRsyslog(t *testing.T) {
 	}
 }
 
-// The collector is down when events happen; they wait in the queue and
-// arrive once it is up, while Log never blocks on it.
-func TestSyslogDeliversAfterCollectorComesUp(t *testing.T) {
-	// The collector's port is held by a listener that hangs up on every
-	// connection (a collector that is down) until rsyslogd takes it: a port
-	// merely "free a moment ago" could be taken by someone else during the
-	// seconds a loaded machine needs to get there.
-	hold, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := hold.Addr().String()
-	var refused atomic.Int32
-	holdDone := make(chan struct{})
-	go func() {
-		defer close(holdDone)
-		for {
-			c, err := hold.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-			refused.Add(1)
-		}
-	}()
-	t.Cleanup(func() { hold.Close(); <-holdDone })
-	// Certificates are needed before the collector exists: make them via a
-	// first collector start on another port, then reuse its CA.
-	pre := startRsyslog(t, testpeer.FreeAddr(t))
-	fwd, err := NewForwarder(SyslogConfig{Address: addr, Format: "json", CA: []string{pre.ca}, ServerName: "localhost", CloseTimeout: 30 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := openT(t, Config{Forwarder: fwd})
-	start := time.Now()
-	for i := range 5 {
-		w.Log(Event{Event: EventDIMSE, Service: "C-ECHO", MessageID: i + 1})
-	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Fatalf("Log took %v with the collector down", d) // not a benchmark: a stall would be seconds of dial timeouts
-	}
-	// Let the first dials fail, then hand the port to rsyslogd.
-	deadline := time.Now().Add(30 * time.Second)
-	for refused.Load() == 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if refused.Load() == 0 {
-		t.Fatal("the forwarder never tried the collector's address")
-	}
-	hold.Close()
-	<-holdDone
-	c := startRsyslogWithCA(t, addr, pre)
-	w.Close()
-	got := c.lines(t, 5)
-	for i, l := range got {
-		if !strings.Contains(l, fmt.Sprintf(`"message_id":%d`, i+1)) {
-			t.Fatalf("message %d: %s", i, l)
-		}
-	}
-}
-
-// startRsyslogWithCA starts a second collector on addr; the PKI of pre is
-// reused by issuing from the same files rsyslog loaded.
-func startRsyslogWithCA(t *testing.T, addr string, pre *collector) *collector {
-	t.Helper()
-	// Same configuration, different port and output file.
-	confB, err := os.ReadFile(filepath.Join(filepath.Dir(pre.out), "rsyslog.conf"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, oldPort, _ := net.SplitHostPort(pre.addr)
-	_, port, _ := net.SplitHostPort(addr)
-	dir := t.TempDir()
-	c := &collector{addr: addr, out: filepath.Join(dir, "received.log"), ca: pre.ca}
-	conf := string(confB)
-	conf = strings.Replace(conf, fmt.Sprintf("port=%q", oldPort), fmt.Sprintf("port=%q", port), 1)
-	conf = strings.Replace(conf, pre.out, c.out, 1)
-	conf = strings.Replace(conf, fmt.Sprintf("workDirectory=%q", filepath.Dir(pre.out)), fmt.Sprintf("workDirectory=%q", dir), 1)
-	os.WriteFile(filepath.Join(dir, "rsyslog.conf"), []byte(conf), 0o600)
-	c.proc = testpeer.Start(t, "rsyslogd", "-n", "-f", filepath.Join(dir, "rsyslog.conf"), "-i", filepath.Join(dir, "rsyslogd.pid"))
-	testpeer.WaitListening(t, addr, testpeer.StartupTimeout, c.proc)
-	return c
-}
-
-func TestSyslogQueueFullDropsWithoutBlocking(t *testing.T) {
-	// A listener that accepts TCP but never completes TLS: the sender is stuck.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { c.Close() })
-		}
-	}()
-	fwd, err := NewForwarder(SyslogConfig{Address: ln.Addr().String(), Format: "json", QueueSize: 4, CloseTimeout: 100 * time.Millisecond, DialTimeout: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := openT(t, Config{Forwarder: fwd})
-	for range 50 {
-		if !w.Log(Event{Event: EventCertRenewed}) {
-			t.Fatal("the audit file refused an event because the collector is stuck")
-		}
-	}
-	w.Close()
-	if fwd.Dropped() < 50-4-1 || fwd.Sent() != 0 {
-		t.Fatalf("dropped %d sent %d; want at least %d dropped", fwd.Dropped(), fwd.Sent(), 50-4-1)
-	}
-	if n, err := Verify(Files(w.cfg.File)); err != nil || n != 50 {
-		t.Fatalf("the local chain must hold everything: %d, %v", n, err)
-	}
-}
-
 func TestSyslogFrame(t *testing.T) {
 	f := &Forwarder{cfg: SyslogConfig{Format: "json", Hostname: "edge one\x00"}, pid: "42"}
 	e := Event{Time: time.Date(2026, 11, 25, 1, 2, 3, 123456789, time.UTC), Event: EventTLSFailed, Reason: "bad"}
 	line := e.appendJSON(nil)
-	got := string(f.frame(nil, &fwdItem{e, line}))
+	got := string(f.frame(nil, &fwdItem{e: e, line: line}))
 	msg := "<84>1 2026-11-25T01:02:03.123456Z edgeone dicomedge 42 tls.failed - " + string(line)
 	if want := fmt.Sprintf("%d %s", len(msg), msg); got != want {
 		t.Fatalf("frame\n got %q\nwant %q", got, want)
 	}
-	if _, err := NewForwarder(SyslogConfig{Address: "nohostport"}); err == nil {
+	if err := checkSyslog(&SyslogConfig{Address: "nohostport"}); err == nil {
 		t.Fatal("bad address accepted")
 	}
-	if _, err := NewForwarder(SyslogConfig{Address: "a:1", Format: "cef"}); err == nil {
+	if err := checkSyslog(&SyslogConfig{Address: "a:1", Format: "cef"}); err == nil {
 		t.Fatal("bad format accepted")
 	}
 	if !bytes.HasPrefix(ATNA(&e, "h"), []byte(`<?xml version="1.0" encoding="UTF-8"?><AuditMessage>`)) {
 		t.Fatalf("ATNA prefix: %s", ATNA(&e, "h"))
+	}
+}
+
+// The collector goes away while the edge writes, and the edge restarts
+// while it is away: once it is back it holds every record, in order, none
+// twice, because the file is the queue and the cursor survives the restart.
+func TestSyslogBacklogAcrossOutageAndRestart(t *testing.T) {
+	c := startSIEM(t)
+	file := filepath.Join(t.TempDir(), "audit", "audit.jsonl")
+	var logs testpeer.SyncBuffer
+	logger := hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Info})
+	cfg := c.config("json")
+	cfg.Logger = logger
+	cfg.CloseTimeout = 300 * time.Millisecond // the collector is down at the restart: do not wait for it
+	w := openT(t, Config{File: file, Syslog: cfg, Fsync: 10 * time.Millisecond})
+	for i := range 5 {
+		w.Log(Event{Event: EventDIMSE, Service: "C-ECHO", MessageID: i + 1})
+	}
+	c.WaitLines(t, 5)
+	waitFor(t, "the first records confirmed", func() bool { return w.Forwarder().Delivered() == 5 })
+
+	c.Stop() // collector outage
+	for i := 5; i < 10; i++ {
+		w.Log(Event{Event: EventDIMSE, Service: "C-ECHO", MessageID: i + 1})
+	}
+	waitFor(t, "the outage noticed", func() bool { return strings.Contains(logs.String(), "records wait in the audit file") })
+	if err := w.Close(); err != nil { // edge stops while the collector is down
+		t.Fatal(err)
+	}
+	if cur, err := readCursor(CursorPath(file)); err != nil || cur.Seq != 5 {
+		t.Fatalf("cursor after the stop: %+v, %v; want seq 5", cur, err)
+	}
+
+	w2 := openT(t, Config{File: file, Syslog: cfg, Fsync: 10 * time.Millisecond}) // edge restarts, collector still down
+	for i := 10; i < 15; i++ {
+		w2.Log(Event{Event: EventDIMSE, Service: "C-ECHO", MessageID: i + 1})
+	}
+	waitFor(t, "the backlog counted", func() bool { return w2.Forwarder().Backlog() == 10 })
+	time.Sleep(time.Second) // a few reconnect attempts fail
+	c.Restart()
+	got := seqs(t, c.WaitLines(t, 15))
+	waitFor(t, "everything confirmed", func() bool { return w2.Forwarder().Backlog() == 0 })
+	w2.Close()
+	got = seqs(t, c.Lines())
+	want := make([]uint64, 15)
+	for i := range want {
+		want[i] = uint64(i + 1)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("collector holds seqs %v; want %v", got, want)
+	}
+	// One warning per outage, not one per failed reconnect.
+	if n := strings.Count(logs.String(), "records wait in the audit file"); n != 2 { // one per process
+		t.Fatalf("%d outage warnings; want one per writer:\n%s", n, logs.String())
+	}
+	if !strings.Contains(logs.String(), "reachable again") {
+		t.Fatalf("no recovery logged:\n%s", logs.String())
+	}
+}
+
+// An RFC 5425 collector that requires client certificates refuses a sender
+// without one: nothing counts as delivered, the backlog stays, and the
+// outage is one warning however many reconnects fail.
+func TestSyslogWithoutClientCertificateDeliversNothing(t *testing.T) {
+	c := startSIEM(t)
+	var logs testpeer.SyncBuffer
+	cfg := c.config("json")
+	cfg.TLS = cfg.TLS.Clone()
+	cfg.TLS.Certificates = nil
+	cfg.Logger = hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Debug})
+	cfg.CloseTimeout = 200 * time.Millisecond
+	w := openT(t, Config{Syslog: cfg})
+	for i := range 3 {
+		w.Log(Event{Event: EventDIMSE, Service: "C-ECHO", MessageID: i + 1})
+	}
+	waitFor(t, "several failed attempts", func() bool { return strings.Count(logs.String(), "[DEBUG]") >= 3 })
+	if f := w.Forwarder(); f.Delivered() != 0 || f.Backlog() != 3 {
+		t.Fatalf("delivered %d backlog %d; want 0 and 3", f.Delivered(), f.Backlog())
+	}
+	if n := strings.Count(logs.String(), "[WARN]"); n != 1 {
+		t.Fatalf("%d warnings; want one for the outage:\n%s", n, logs.String())
+	}
+	w.Close()
+	if got := c.Lines(); len(got) != 0 {
+		t.Fatalf("the collector stored messages from a sender without a certificate: %q", got)
+	}
+}
+
+// A collector that is down for long does not make the edge hold the
+// backlog in memory: it stays in the file, and the forwarder holds at most
+// ReadAhead records.
+func TestSyslogBacklogDoesNotGrowMemory(t *testing.T) {
+	// A port that refuses connections: a listener closed at once.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cfg := &SyslogConfig{Address: addr, Format: "json", Poll: 10 * time.Millisecond, ReadAhead: 64, MaxBackoff: 50 * time.Millisecond,
+		CloseTimeout: 50 * time.Millisecond}
+	w := openT(t, Config{Syslog: cfg, Fsync: 100 * time.Millisecond, RotateSize: 4 << 20})
+	detail := strings.Repeat("x", 2000)
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	for i := range 1000 { // warm up: buffers, the reader's state
+		w.Log(Event{Event: EventPolicyReloaded, Detail: fmt.Sprint(i, detail)})
+	}
+	waitFor(t, "the backlog counted", func() bool { return w.Forwarder().Backlog() == 1000 })
+	before := heap()
+	const n = 20000 // about 40 MB of records
+	for i := range n {
+		w.Log(Event{Event: EventPolicyReloaded, Detail: fmt.Sprint(i, detail)})
+	}
+	waitFor(t, "the backlog counted", func() bool { return w.Forwarder().Backlog() == 1000+n })
+	time.Sleep(200 * time.Millisecond) // the reader catches up to its bound
+	after := heap()
+	t.Logf("heap before %d KiB, after %d KiB with %d records (%d MB) behind the collector", before>>10, after>>10, 1000+n, (1000+n)*2/1000)
+	if after > before+8<<20 {
+		t.Fatalf("heap grew from %d to %d bytes with the collector down", before, after)
+	}
+	if l := len(w.Forwarder().items); l > 64 {
+		t.Fatalf("%d records read ahead; bound 64", l)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

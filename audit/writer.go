@@ -48,9 +48,10 @@ type Config struct {
 	// Now replaces time.Now for record timestamps (tests use a fixed clock).
 	Now func() time.Time
 
-	// Forwarder, when set, also receives every record as written (with
-	// seq and prev), without ever blocking the writer; Close closes it.
-	Forwarder *Forwarder
+	// Syslog, when set, forwards the trail to a collector: a Forwarder
+	// reads this file from its cursor (see Forwarder), never blocking the
+	// writer; Close lets it deliver the backlog for a bounded time.
+	Syslog *SyslogConfig
 
 	// wrap, when set by in-package tests, wraps the file writer (slow disks).
 	wrap func(io.Writer) io.Writer
@@ -66,9 +67,10 @@ type Writer struct {
 	cfg  Config
 	log  hclog.Logger
 	drop bool
-	key  []byte    // HMAC key for patient IDs in "hash" mode
-	macs sync.Pool // of hash.Hash keyed with key: PatientID runs per C-STORE
-	lock *os.File  // holds File.lock while open
+	key  []byte     // HMAC key for patient IDs in "hash" mode
+	macs sync.Pool  // of hash.Hash keyed with key: PatientID runs per C-STORE
+	lock *os.File   // holds File.lock while open
+	fwd  *Forwarder // nil without Syslog
 
 	mu     sync.RWMutex // guards closed against sends on a closed queue
 	closed bool
@@ -126,6 +128,13 @@ func Open(cfg Config) (*Writer, error) {
 		cfg.Now = time.Now
 	}
 	w := &Writer{cfg: cfg, log: cfg.Logger}
+	if cfg.Syslog != nil {
+		sc := *cfg.Syslog
+		if err := checkSyslog(&sc); err != nil {
+			return nil, err
+		}
+		w.cfg.Syslog = &sc
+	}
 	switch cfg.OnFull {
 	case "", "block":
 	case "drop":
@@ -160,6 +169,15 @@ func Open(cfg Config) (*Writer, error) {
 	if err := w.openCurrent(); err != nil {
 		lock.Close()
 		return nil, err
+	}
+	if w.cfg.Syslog != nil {
+		fwd, err := startForwarder(*w.cfg.Syslog, cfg.File, w.seq, string(w.prevHex))
+		if err != nil {
+			w.f.Close()
+			lock.Close()
+			return nil, err
+		}
+		w.fwd = fwd
 	}
 	w.queue = make(chan Event, cfg.QueueSize)
 	w.done = make(chan struct{})
@@ -397,6 +415,9 @@ func (w *Writer) PatientID(raw string) string {
 	}
 }
 
+// Forwarder is the syslog forwarder, nil without Config.Syslog.
+func (w *Writer) Forwarder() *Forwarder { return w.fwd }
+
 // QueueDepth is the number of events waiting to be written.
 func (w *Writer) QueueDepth() int { return len(w.queue) }
 
@@ -431,8 +452,8 @@ func (w *Writer) Close() error {
 	close(w.queue)
 	w.mu.Unlock()
 	<-w.done
-	if w.cfg.Forwarder != nil {
-		w.cfg.Forwarder.Close()
+	if w.fwd != nil {
+		w.fwd.close(w.seq)
 	}
 	return w.err
 }
@@ -503,10 +524,10 @@ func (w *Writer) add(e Event) {
 		w.buf = append(w.buf[:0], rec...)
 		line = w.buf
 	}
-	if w.cfg.Forwarder != nil {
-		w.cfg.Forwarder.Send(e, line)
-	}
 	w.seq = e.Seq
+	if w.fwd != nil {
+		w.fwd.written(e.Seq)
+	}
 	w.prev = sha256.Sum256(line)
 	w.prevHex = hex.AppendEncode(w.prevHex[:0], w.prev[:])
 	w.buf = append(w.buf, '\n')

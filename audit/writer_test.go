@@ -644,11 +644,8 @@ func TestReaderSkipsNonRecordsIncludingHugeLines(t *testing.T) {
 func TestCloseLeavesNoGoroutines(t *testing.T) {
 	before := runtime.NumGoroutine()
 	for range 3 {
-		fwd, err := NewForwarder(SyslogConfig{Address: "127.0.0.1:1", Format: "json", CloseTimeout: 50 * time.Millisecond, DialTimeout: 50 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
-		w, err := Open(Config{File: filepath.Join(t.TempDir(), "a.jsonl"), Fsync: 10 * time.Millisecond, Forwarder: fwd})
+		w, err := Open(Config{File: filepath.Join(t.TempDir(), "a.jsonl"), Fsync: 10 * time.Millisecond,
+			Syslog: &SyslogConfig{Address: "127.0.0.1:1", Format: "json", CloseTimeout: 50 * time.Millisecond, DialTimeout: 50 * time.Millisecond}})
 		if err != nil {
 			t.Fatal(err)
 		}

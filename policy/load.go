@@ -703,6 +703,14 @@ func (l *loader) audit(s *auditSchema, a *Audit) {
 		}
 		sl.Format = v.s
 		sl.CA = l.paths(syslog.CA, "audit.syslog.ca")
+		sl.CertFile = l.filePath(syslog.CertFile, "audit.syslog.cert_file", "")
+		sl.KeyFile = l.filePath(syslog.KeyFile, "audit.syslog.key_file", "")
+		switch {
+		case syslog.CertFile != nil && syslog.KeyFile == nil:
+			l.errorf(syslog.CertFile.Range, "Missing key_file", "audit.syslog.cert_file needs audit.syslog.key_file, the file with its private key.")
+		case syslog.KeyFile != nil && syslog.CertFile == nil:
+			l.errorf(syslog.KeyFile.Range, "Missing cert_file", "audit.syslog.key_file needs audit.syslog.cert_file, the certificate it belongs to.")
+		}
 		a.Syslog = sl
 	}
 }

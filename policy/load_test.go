@@ -116,8 +116,10 @@ audit {
   on_full     = "drop"
   syslog {
     address = "siem.example.org:6514"
-    format  = "json"
-    ca      = ["siem-ca.pem"]
+    format    = "json"
+    ca        = ["siem-ca.pem"]
+    cert_file = "edge-syslog.pem"
+    key_file  = "edge-syslog-key.pem"
   }
 }
 `
@@ -140,7 +142,8 @@ audit {
 	}
 	a := cfg.Audit
 	if a.File != "/var/log/dicomedge/audit.jsonl" || a.PatientIDs != "omit" || a.Fsync != 0 || a.OnFull != "drop" ||
-		a.Syslog == nil || a.Syslog.Address != "siem.example.org:6514" || a.Syslog.Format != "json" || a.Syslog.CA[0] != filepath.Join("conf", "siem-ca.pem") {
+		a.Syslog == nil || a.Syslog.Address != "siem.example.org:6514" || a.Syslog.Format != "json" || a.Syslog.CA[0] != filepath.Join("conf", "siem-ca.pem") ||
+		a.Syslog.CertFile != filepath.Join("conf", "edge-syslog.pem") || a.Syslog.KeyFile != filepath.Join("conf", "edge-syslog-key.pem") {
 		t.Errorf("audit: %+v %+v", a, a.Syslog)
 	}
 }
@@ -198,6 +201,12 @@ func TestValidation(t *testing.T) {
 		{"syslog without address, bad format", minimalTLS + `audit {
   syslog { format = "cef" }
 }`, []string{"8:3 error: Missing address", "8:21 error: Unknown syslog format"}},
+		{"syslog cert without key", minimalTLS + `audit {
+  syslog {
+    address   = "siem.example.org:6514"
+    cert_file = "edge.pem"
+  }
+}`, []string{"10:5 error: Missing key_file"}},
 		{"syslog address without port", minimalTLS + `audit {
   syslog { address = "siem.example.org" }
 }`, []string{"8:22 error: Invalid address"}},

@@ -74,6 +74,8 @@ type syslogSchema struct {
 	Address  *hcl.Attribute `hcl:"address,optional"`
 	Format   *hcl.Attribute `hcl:"format,optional"`
 	CA       *hcl.Attribute `hcl:"ca,optional"`
+	CertFile *hcl.Attribute `hcl:"cert_file,optional"`
+	KeyFile  *hcl.Attribute `hcl:"key_file,optional"`
 	DefRange hcl.Range      `hcl:",def_range"`
 }
 

@@ -119,6 +119,10 @@ type Syslog struct {
 	Address string   // host:port
 	Format  string   // "atna" | "json", default "atna"
 	CA      []string // PEM files; empty = the system roots
+	// CertFile and KeyFile are the client certificate the edge presents;
+	// empty = the edge's own certificate (the tls block's, or ACME's).
+	CertFile string
+	KeyFile  string
 }
 
 // Backend is a backend "<name>" block: a PACS the edge relays to.

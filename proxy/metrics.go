@@ -29,12 +29,18 @@ type Metrics struct {
 	AuditDropped      prometheus.CounterFunc
 	AuditWriteErrors  prometheus.CounterFunc
 	CertificateExpiry prometheus.GaugeFunc
+	AssociationLimit  prometheus.GaugeFunc
+	ForwardBacklog    prometheus.GaugeFunc
+	ForwardDelivered  prometheus.GaugeFunc
 
 	// read by the func metrics; set by the server
 	auditDepth   atomic.Pointer[func() int]
 	auditDropped atomic.Pointer[func() uint64]
 	auditErrors  atomic.Pointer[func() uint64]
 	certExpiry   atomic.Pointer[func() time.Time]
+	assocLimit   atomic.Pointer[func() int]
+	fwdBacklog   atomic.Pointer[func() uint64]
+	fwdLast      atomic.Pointer[func() time.Time]
 }
 
 // NewMetrics registers every metric of docs/metrics.md on a fresh registry.
@@ -107,8 +113,38 @@ func NewMetrics() *Metrics {
 		}
 		return 0
 	})
+	m.AssociationLimit = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "dicomedge_associations_limit",
+		Help: "edge.max_associations: concurrent associations allowed, all clients together.",
+	}, func() float64 {
+		if f := m.assocLimit.Load(); f != nil {
+			return float64((*f)())
+		}
+		return 0
+	})
+	m.ForwardBacklog = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "dicomedge_audit_forward_backlog_records",
+		Help: "Audit records written but not yet delivered to the audit.syslog collector (they wait in the audit file).",
+	}, func() float64 {
+		if f := m.fwdBacklog.Load(); f != nil {
+			return float64((*f)())
+		}
+		return 0
+	})
+	m.ForwardDelivered = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "dicomedge_audit_forward_last_delivered_timestamp_seconds",
+		Help: "When the audit.syslog collector last confirmed records, Unix seconds; 0 before the first since the start.",
+	}, func() float64 {
+		if f := m.fwdLast.Load(); f != nil {
+			if t := (*f)(); !t.IsZero() {
+				return float64(t.UnixNano()) / 1e9
+			}
+		}
+		return 0
+	})
 	m.Registry.MustRegister(m.Associations, m.TLSFailures, m.Active, m.RelayBytes, m.DIMSERequests,
-		m.AuditQueueDepth, m.AuditDropped, m.AuditWriteErrors, m.CertificateExpiry,
+		m.AuditQueueDepth, m.AuditDropped, m.AuditWriteErrors, m.CertificateExpiry, m.AssociationLimit,
+		m.ForwardBacklog, m.ForwardDelivered,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -124,6 +160,16 @@ func (m *Metrics) SetAuditWriteErrors(f func() uint64) { m.auditErrors.Store(&f)
 
 // SetCertificateSource makes the expiry gauge read from f.
 func (m *Metrics) SetCertificateSource(f func() time.Time) { m.certExpiry.Store(&f) }
+
+// SetAssociationLimit makes dicomedge_associations_limit read from f.
+func (m *Metrics) SetAssociationLimit(f func() int) { m.assocLimit.Store(&f) }
+
+// SetForwarder makes the audit forwarding metrics read from the syslog
+// forwarder's backlog and last delivery.
+func (m *Metrics) SetForwarder(backlog func() uint64, last func() time.Time) {
+	m.fwdBacklog.Store(&backlog)
+	m.fwdLast.Store(&last)
+}
 
 // Readiness says whether /readyz answers 200.
 type Readiness func() bool

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -86,7 +87,16 @@ func (s *Server) init() {
 			w := s.Audit
 			s.Metrics.SetAuditSource(w.QueueDepth, w.Dropped)
 			s.Metrics.SetAuditWriteErrors(w.WriteErrors)
+			if f := w.Forwarder(); f != nil {
+				s.Metrics.SetForwarder(f.Backlog, f.LastDelivered)
+			}
 		}
+		s.Metrics.SetAssociationLimit(func() int {
+			if cfg := s.current(); cfg != nil {
+				return cfg.Edge.MaxAssociations
+			}
+			return 0
+		})
 		s.Metrics.SetCertificateSource(func() time.Time {
 			if s.TLS == nil {
 				return time.Time{}
@@ -702,26 +712,49 @@ func AuditConfig(cfg *policy.Config, logger hclog.Logger) audit.Config {
 	return a
 }
 
-// OpenAudit opens the audit writer for cfg's audit block, with a syslog
-// forwarder when audit.syslog is set (the writer closes it).
-func OpenAudit(cfg *policy.Config, logger hclog.Logger) (*audit.Writer, error) {
+// OpenAudit opens the audit writer for cfg's audit block, forwarding the
+// trail to audit.syslog when it is set (the writer stops the forwarder).
+// edgeCert supplies the edge's current certificate, which the edge presents
+// to the collector when audit.syslog names no cert_file of its own (the
+// Layer's Certificate: files or ACME); nil reads the tls block's files.
+func OpenAudit(cfg *policy.Config, logger hclog.Logger, edgeCert func() (*tls.Certificate, error)) (*audit.Writer, error) {
 	ac := AuditConfig(cfg, logger)
 	if sl := cfg.Audit.Syslog; sl != nil {
-		sc := audit.SyslogConfig{Address: sl.Address, Format: sl.Format, CA: sl.CA}
-		if logger != nil {
-			sc.Logger = logger.Named("syslog")
-		}
-		f, err := audit.NewForwarder(sc)
+		tc, err := SyslogTLSConfig(cfg, edgeCert)
 		if err != nil {
 			return nil, fmt.Errorf("audit.syslog: %w", err)
 		}
-		ac.Forwarder = f
+		ac.Syslog = &audit.SyslogConfig{Address: sl.Address, Format: sl.Format, TLS: tc}
+		if logger != nil {
+			ac.Syslog.Logger = logger.Named("syslog")
+		}
 	}
-	w, err := audit.Open(ac)
-	if err != nil && ac.Forwarder != nil {
-		ac.Forwarder.Close()
+	return audit.Open(ac)
+}
+
+// SyslogTLSConfig is the client side towards the audit collector (RFC 5425,
+// mutual TLS): the tls block's PS3.15 profile, audit.syslog.ca as roots,
+// and audit.syslog's own certificate or else the edge's (see OpenAudit).
+func SyslogTLSConfig(cfg *policy.Config, edgeCert func() (*tls.Certificate, error)) (*tls.Config, error) {
+	sl := cfg.Audit.Syslog
+	o := tlslayer.Outbound{Profile: cfg.TLS.Profile, CAFiles: sl.CA, Address: sl.Address, CertFile: sl.CertFile, KeyFile: sl.KeyFile}
+	if o.CertFile == "" {
+		o.Certificate = edgeCert
+		if certFile, keyFile := cfg.TLS.CertFile, cfg.TLS.KeyFile; certFile != "" {
+			o.Certificate = func() (*tls.Certificate, error) {
+				if edgeCert != nil {
+					if c, err := edgeCert(); err == nil && c != nil {
+						return c, nil
+					}
+				}
+				// Before the listener's Layer exists (a backlog sent at
+				// start): the files, read at each connection.
+				c, err := tls.LoadX509KeyPair(certFile, keyFile)
+				return &c, err
+			}
+		}
 	}
-	return w, err
+	return tlslayer.OutboundConfig(o)
 }
 
 // count spells "1 rule", "4 rules".

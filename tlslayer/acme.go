@@ -166,6 +166,20 @@ func (m *acmeManager) notAfter() time.Time {
 	return na
 }
 
+// current is the newest certificate for the first domain in the cache.
+func (m *acmeManager) current() *tls.Certificate {
+	var best *certmagic.Certificate
+	for _, c := range m.cache.AllMatchingCertificates(m.domains[0]) {
+		if c.Leaf != nil && (best == nil || c.Leaf.NotAfter.After(best.Leaf.NotAfter)) {
+			best = &c
+		}
+	}
+	if best == nil {
+		return nil
+	}
+	return &best.Certificate
+}
+
 func (m *acmeManager) close() {
 	if m.stopAsync != nil {
 		m.stopAsync()

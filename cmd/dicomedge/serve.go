@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -93,7 +95,16 @@ func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
 		return withExit(2, fmt.Errorf("%s: invalid configuration", o.config))
 	}
 
-	aw, err := proxy.OpenAudit(cfg, logger)
+	// The collector sees the edge's own certificate, once the Layer below
+	// holds it (with ACME, the current one after each renewal).
+	var layerRef atomic.Pointer[tlslayer.Layer]
+	edgeCert := func() (*tls.Certificate, error) {
+		if l := layerRef.Load(); l != nil {
+			return l.Certificate()
+		}
+		return nil, errors.New("tls layer not loaded yet")
+	}
+	aw, err := proxy.OpenAudit(cfg, logger, edgeCert)
 	if err != nil {
 		return withExit(1, fmt.Errorf("audit: %w", err))
 	}
@@ -112,6 +123,7 @@ func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
 	}
 	defer layer.Close()
 	s.TLS = layer
+	layerRef.Store(layer)
 	ln, err := net.Listen("tcp", cfg.Edge.Listen)
 	if err != nil {
 		return withExit(1, fmt.Errorf("listen %s: %w", cfg.Edge.Listen, err))
