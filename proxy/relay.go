@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dicomedge/dicomedge/association"
+	"github.com/dicomedge/dicomedge/association/dimse"
 	"github.com/dicomedge/dicomedge/audit"
 	"github.com/dicomedge/dicomedge/policy"
 	"github.com/dicomedge/dicomedge/tlslayer"
@@ -50,6 +51,11 @@ type relay struct {
 	abortMu sync.Mutex // held by end's winner while it sends the A-ABORTs it owes
 	outcome endOutcome
 	ended   atomic.Bool
+
+	// rae rewrites Retrieve AE Title in C-FIND identifiers from the
+	// backend's AE title to the one the client called (nil when the rule
+	// allows no C-FIND or the titles are the same); the backend pump's.
+	rae *dimse.RetrieveAERewriter
 
 	inBytes, outBytes prometheus.Counter
 	trace             bool // PDU detail at trace level, decided once
@@ -284,6 +290,13 @@ func (r *relay) accepted(rq *association.AssociateRQ, ac *association.AssociateA
 		}
 	}
 	r.clientMax = clampMax(rq.UserInfo.MaxLength, maxLen)
+	if called := association.TrimAE(rq.CalledAE); r.d.AllowsService("C-FIND") && called != r.d.Backend.AETitle {
+		// A client that follows Retrieve AE Title must reach the edge
+		// again, not the backend it cannot call (docs/policy.md).
+		contexts := r.contexts // not changed after this point
+		r.rae = &dimse.RetrieveAERewriter{From: r.d.Backend.AETitle, To: called, MaxPDU: r.clientMax,
+			TransferSyntax: func(id uint8) string { return contexts[id].transfer }}
+	}
 	r.trace = c.log.IsTrace()
 	r.pending = map[uint16]*pendingOp{}
 	r.subOps = map[uint16]*pendingOp{}

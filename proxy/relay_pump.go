@@ -151,6 +151,19 @@ func (r *relay) pumpBackend() {
 				r.protocolFailure("backend", err)
 				return
 			}
+			if r.rae != nil {
+				out, replaced, err := r.rae.PData(nil, raw)
+				if err != nil {
+					r.protocolFailure("backend", err)
+					return
+				}
+				if replaced {
+					if len(out) == 0 {
+						continue // an identifier's fragment, held until its last
+					}
+					raw = out
+				}
+			}
 		case association.TypeReleaseRQ:
 			c.log.Trace("release", "from", "backend")
 		case association.TypeReleaseRP:
