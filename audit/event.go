@@ -18,6 +18,8 @@ const (
 	EventPolicyReloaded     = "policy.reloaded"
 	EventPolicyReloadFailed = "policy.reload_failed"
 	EventCertRenewed        = "cert.renewed"
+	EventConnectionRefused  = "connection.refused"
+	EventAnchorMismatch     = "audit.anchor_mismatch"
 )
 
 // ZeroHash is the prev of the very first record of a chain.
@@ -62,8 +64,9 @@ type Event struct {
 	CalledAE  string  `json:"called_ae,omitempty"`
 	Listener  string  `json:"listener,omitempty"` // the name of the listener the connection arrived on
 
-	// Reason is the failure class for tls.failed and the reject reason name
-	// (e.g. "calling-ae-not-recognized") for association.rejected.
+	// Reason is the failure class for tls.failed and connection.refused and
+	// the reject reason name (e.g. "calling-ae-not-recognized") for
+	// association.rejected.
 	Reason string `json:"reason,omitempty"`
 
 	// association.accepted / association.rejected

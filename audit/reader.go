@@ -81,8 +81,8 @@ type Filter struct {
 }
 
 // Decision names what the edge decided for e: the action ("relay" or
-// "answer") for an accepted association, "reject" for a rejected one or a
-// failed TLS handshake, "allow" or "refuse" for a DIMSE request, and "" for
+// "answer") for an accepted association, "reject" for a rejected one, a
+// failed TLS handshake or a refused connection, "allow" or "refuse" for a DIMSE request, and "" for
 // events that carry no decision.
 func Decision(e *Event) string {
 	switch e.Event {
@@ -91,7 +91,7 @@ func Decision(e *Event) string {
 			return e.Action
 		}
 		return "accept"
-	case EventRejected, EventTLSFailed:
+	case EventRejected, EventTLSFailed, EventConnectionRefused:
 		return "reject"
 	case EventDIMSE:
 		if e.Allowed != nil && !*e.Allowed {

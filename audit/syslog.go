@@ -62,7 +62,7 @@ func orNil(s string) string {
 // handshake or reload).
 func outcome(e *Event) int {
 	switch e.Event {
-	case EventTLSFailed, EventRejected, EventAborted, EventPolicyReloadFailed:
+	case EventTLSFailed, EventConnectionRefused, EventRejected, EventAborted, EventPolicyReloadFailed:
 		return 4
 	case EventDIMSE:
 		if e.Allowed != nil && !*e.Allowed {
@@ -190,6 +190,10 @@ func ATNA(e *Event, host string) []byte {
 	case EventTLSFailed:
 		m.Event.ID, m.Event.Types = codeSecurityAlert, []atnaCode{codeNodeAuthentication}
 		m.Event.Desc = "TLS handshake failed: " + e.Reason
+		m.Participants = []atnaParticipant{peer, edge}
+	case EventConnectionRefused:
+		m.Event.ID, m.Event.Types = codeSecurityAlert, []atnaCode{codeNodeAuthentication}
+		m.Event.Desc = "connection refused: " + e.Reason
 		m.Participants = []atnaParticipant{peer, edge}
 	case EventAccepted, EventRejected:
 		m.Event.ID, m.Event.Types = codeUserAuthentication, []atnaCode{codeLogin}

@@ -153,24 +153,35 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 	// ARTIM covers the PROXY header, the TLS handshake and the A-ASSOCIATE-RQ.
 	deadline := time.Now().Add(artim)
 	_ = c.raw.SetDeadline(deadline)
-	c.remote = c.raw.RemoteAddr().String()
-	if ap, err := netip.ParseAddrPort(c.remote); err == nil {
-		c.source = ap.Addr().Unmap()
+	ap, err := clientAddr(c.raw, deadline)
+	if ap.IsValid() {
+		c.remote, c.source = ap.String(), ap.Addr()
 	}
 	c.log = c.log.With("remote", c.remote)
+	if err != nil {
+		if errors.Is(err, errNoBytes) {
+			c.log.Debug("connection closed before its PROXY header (TCP check)")
+			c.close()
+			return nil, false
+		}
+		c.s.refuse(c.raw, refusal{Conn: c.id, Remote: ap, Listener: c.listener, Reason: RefusedProxyHeader,
+			Detail: "PROXY header from a trusted load balancer: " + err.Error()})
+		return nil, false
+	}
 	if !lc.AllowsSource(c.source) {
-		// A plain listener serves its allow_cidr only: anyone else is
-		// closed at once, without a byte of DICOM in answer.
-		c.s.refuse(c.raw, refusal{Conn: c.id, Remote: netip.AddrPortFrom(c.source, remotePort(c.remote)), Listener: c.listener,
-			Reason: RefusedSourceNotAllowed})
+		// A plain listener serves its allow_cidr only (the PROXY header's
+		// source where trusted): anyone else is closed at once, without a
+		// byte of DICOM in answer.
+		c.s.refuse(c.raw, refusal{Conn: c.id, Remote: ap, Listener: c.listener, Reason: RefusedSourceNotAllowed,
+			Detail: fmt.Sprintf("not in listener %q's allow_cidr", c.listener)})
 		return nil, false
 	}
 	// The source is known only now (after a PROXY header): one source may
 	// hold only part of the pre-association slots.
 	c.srcKey = sourceKey(c.source)
 	if !c.s.acquirePreSource(c.srcKey, cfg.Edge.MaxAssociations) {
-		c.log.Debug("too many connections before association from this source; closed")
-		c.s.preRefused(c.raw)
+		c.s.refuse(c.raw, refusal{Conn: c.id, Remote: ap, Listener: c.listener, Reason: RefusedTooManyConnections,
+			Detail: fmt.Sprintf("%d connections before association from this source, its share", perSourcePreLimit(cfg.Edge.MaxAssociations))})
 		return nil, false
 	}
 	c.srcHeld = true
@@ -184,7 +195,7 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 		c.tc = pre
 	} else {
 		var ok bool
-		if id, ok = c.handshake(ctx, pre, deadline); !ok {
+		if id, ok = c.handshake(ctx, pre, deadline, ap); !ok {
 			return nil, false
 		}
 	}
@@ -252,7 +263,7 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 // handshake runs the TLS handshake of a TLS listener and takes the
 // client's identity from its verified certificate; a failure is metered and
 // audited (rate limited per source) and ends the connection.
-func (c *conn) handshake(ctx context.Context, pre *probeConn, deadline time.Time) (tlslayer.Identity, bool) {
+func (c *conn) handshake(ctx context.Context, pre *probeConn, deadline time.Time, ap netip.AddrPort) (tlslayer.Identity, bool) {
 	tc := tls.Server(pre, c.s.TLS.ServerConfig())
 	c.tc = tc
 	hctx, cancel := context.WithDeadline(ctx, deadline)
@@ -260,6 +271,11 @@ func (c *conn) handshake(ctx context.Context, pre *probeConn, deadline time.Time
 	cancel()
 	if err != nil {
 		reason := tlslayer.Classify(err)
+		if proxyHeaderRefused(err) {
+			c.s.refuse(c.raw, refusal{Conn: c.id, Remote: ap, Listener: c.listener, Reason: RefusedProxyHeader,
+				Detail: "PROXY header from an address not in proxy_protocol"})
+			return id, false
+		}
 		if !pre.read.Load() && reason == tlslayer.ReasonEOF {
 			// Closed without sending a byte: a load balancer's or monitor's
 			// TCP check, not a failed handshake; not worth an audit record.
@@ -288,6 +304,11 @@ func (c *conn) handshake(ctx context.Context, pre *probeConn, deadline time.Time
 func (c *conn) preAssociationError(err error) {
 	var pe *association.ProtocolError
 	switch {
+	case c.plain && proxyHeaderRefused(err):
+		// On a plain listener the PDU reader meets the PROXY header an
+		// address outside proxy_protocol sent.
+		c.s.refuse(c.raw, refusal{Conn: c.id, Remote: upstreamAddr(c.raw), Listener: c.listener, Reason: RefusedProxyHeader,
+			Detail: "PROXY header from an address not in proxy_protocol"})
 	case errors.As(err, &pe):
 		ab := association.AbortFor(err)
 		c.writePDU(c.tc, ab)
@@ -361,15 +382,6 @@ func (c *conn) writePDU(w net.Conn, p association.PDU) {
 
 func (c *conn) sendAbort(w net.Conn, src association.AbortSource, reason association.AbortReason) {
 	c.writePDU(w, &association.Abort{Source: src, Reason: reason})
-}
-
-// remotePort is the port of an ip:port address, 0 when there is none.
-func remotePort(addr string) uint16 {
-	ap, err := netip.ParseAddrPort(addr)
-	if err != nil {
-		return 0
-	}
-	return ap.Port()
 }
 
 func isTimeout(err error) bool {

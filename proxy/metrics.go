@@ -20,18 +20,19 @@ import (
 type Metrics struct {
 	Registry *prometheus.Registry
 
-	Associations      *prometheus.CounterVec // decision, rule
-	TLSFailures       *prometheus.CounterVec // reason
-	Active            prometheus.Gauge
-	RelayBytes        *prometheus.CounterVec // direction: in (client→edge), out (edge→client)
-	DIMSERequests     *prometheus.CounterVec // service, status_class
-	AuditQueueDepth   prometheus.GaugeFunc
-	AuditDropped      prometheus.CounterFunc
-	AuditWriteErrors  prometheus.CounterFunc
-	CertificateExpiry prometheus.GaugeFunc
-	AssociationLimit  prometheus.GaugeFunc
-	ForwardBacklog    prometheus.GaugeFunc
-	ForwardDelivered  prometheus.GaugeFunc
+	Associations       *prometheus.CounterVec // decision, rule
+	TLSFailures        *prometheus.CounterVec // reason
+	ConnectionsRefused *prometheus.CounterVec // reason
+	Active             prometheus.Gauge
+	RelayBytes         *prometheus.CounterVec // direction: in (client→edge), out (edge→client)
+	DIMSERequests      *prometheus.CounterVec // service, status_class
+	AuditQueueDepth    prometheus.GaugeFunc
+	AuditDropped       prometheus.CounterFunc
+	AuditWriteErrors   prometheus.CounterFunc
+	CertificateExpiry  prometheus.GaugeFunc
+	AssociationLimit   prometheus.GaugeFunc
+	ForwardBacklog     prometheus.GaugeFunc
+	ForwardDelivered   prometheus.GaugeFunc
 
 	// read by the func metrics; set by the server
 	auditDepth   atomic.Pointer[func() int]
@@ -62,6 +63,13 @@ func NewMetrics() *Metrics {
 		tlslayer.ReasonNoCipherSuite, tlslayer.ReasonBadCertificate, tlslayer.ReasonTimeout, tlslayer.ReasonEOF,
 		tlslayer.ReasonCRLExpired, tlslayer.ReasonPeerAlert, tlslayer.ReasonOther} {
 		m.TLSFailures.WithLabelValues(r)
+	}
+	m.ConnectionsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dicomedge_connections_refused_total",
+		Help: "Connections closed without an answer before the TLS handshake or association, by reason (audited as connection.refused).",
+	}, []string{"reason"})
+	for _, r := range RefusedReasons {
+		m.ConnectionsRefused.WithLabelValues(r)
 	}
 	m.Active = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "dicomedge_associations_active",
@@ -142,7 +150,7 @@ func NewMetrics() *Metrics {
 		}
 		return 0
 	})
-	m.Registry.MustRegister(m.Associations, m.TLSFailures, m.Active, m.RelayBytes, m.DIMSERequests,
+	m.Registry.MustRegister(m.Associations, m.TLSFailures, m.ConnectionsRefused, m.Active, m.RelayBytes, m.DIMSERequests,
 		m.AuditQueueDepth, m.AuditDropped, m.AuditWriteErrors, m.CertificateExpiry, m.AssociationLimit,
 		m.ForwardBacklog, m.ForwardDelivered,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

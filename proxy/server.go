@@ -51,6 +51,7 @@ type Server struct {
 	connID        atomic.Uint64
 
 	tlsFail *tlsFailLimiter // bounds unauthenticated tls.failed records
+	refused *tlsFailLimiter // bounds connection.refused records
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -108,6 +109,7 @@ func (s *Server) init() {
 		s.owned = map[string]*ownedListener{}
 		s.conns = map[*conn]struct{}{}
 		s.tlsFail = newTLSFailLimiter(s.auditEvent)
+		s.refused = newSourceLimiter(audit.EventConnectionRefused, s.auditEvent)
 	})
 }
 
@@ -202,10 +204,11 @@ func (s *Server) ServeListener(name string, ln net.Listener) error {
 		return ErrServerClosed
 	}
 	// Always wrapped, and the policy reads the configuration in force at
-	// each accept, so a reload that changes proxy_protocol applies to new
-	// connections (with none configured a connection passes through
-	// unwrapped). No header timeout of its own: conn.serve sets the ARTIM
-	// deadline before the header is read, and that deadline bounds it.
+	// each accept, so a reload that changes proxy_protocol applies to
+	// new connections (with none configured a connection passes through
+	// unwrapped). No header timeout of the library's: conn.open reads the
+	// header itself under proxyHeaderTimeout (proxyheader.go), so that a
+	// missing header is refused as such.
 	ln = &proxyproto.Listener{
 		Listener: ln,
 		ConnPolicy: func(o proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) {
@@ -262,9 +265,9 @@ func (s *Server) ServeListener(name string, ln net.Listener) error {
 		// A slot for the TLS handshake and A-ASSOCIATE-RQ, taken before any
 		// work is done: connections that have not yet associated cannot pile
 		// up (descriptors, handshake state, goroutines) beyond the limit.
-		if !s.tryAcquirePre(s.current().Edge.MaxAssociations) {
-			raw.Close()
-			s.preRefused(raw)
+		if maxA := s.current().Edge.MaxAssociations; !s.tryAcquirePre(maxA) {
+			s.refuse(raw, refusal{Remote: upstreamAddr(raw), Listener: name, Reason: RefusedTooManyConnections,
+				Detail: fmt.Sprintf("%d connections before association, the limit", preAssociationLimit(maxA))})
 			continue
 		}
 		c := s.newConn(raw, name)
@@ -495,19 +498,6 @@ func (s *Server) releasePreSource(key netip.Prefix) {
 	}
 }
 
-// preRefused logs a connection closed because the pre-association slots
-// were full, at most once a second (a flood must not flood the log).
-func (s *Server) preRefused(raw net.Conn) {
-	n := s.preRefusedN.Add(1)
-	now := time.Now().UnixNano()
-	last := s.preRefusedLog.Load()
-	if now-last < int64(time.Second) || !s.preRefusedLog.CompareAndSwap(last, now) {
-		return
-	}
-	s.log.Warn("too many connections before association; closed new ones", "limit",
-		preAssociationLimit(s.current().Edge.MaxAssociations), "refused_total", n, "last_remote", raw.RemoteAddr().String())
-}
-
 func (s *Server) release() {
 	n := s.active.Add(-1)
 	s.Metrics.Active.Set(float64(n))
@@ -570,6 +560,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 	s.tlsFail.flush() // what was held back is summarised before the trail closes
+	s.refused.flush()
 	if admin != nil {
 		actx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_ = admin.shutdown(actx)

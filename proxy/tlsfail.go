@@ -11,17 +11,19 @@ import (
 	"github.com/dicomedge/dicomedge/audit"
 )
 
-// tls.failed records are written before anyone is authenticated, so an
-// attacker could otherwise fill the audit trail with them (and, with
-// on_full=block, stall the records of real associations). They are limited
-// per source with a token bucket; what is held back is counted and written
-// as one summary record per source and window.
+// tls.failed and connection.refused records are written before anyone is
+// authenticated, so an attacker could otherwise fill the audit trail with
+// them (and, with on_full=block, stall the records of real associations).
+// They are limited per source with a token bucket (one limiter per event);
+// what is held back is counted and written as one summary record per
+// source and window.
 const (
 	tlsFailBurst      = 10              // records a source may cause at once
 	tlsFailEvery      = 6 * time.Second // then one more per this interval
 	tlsFailWindow     = time.Minute     // suppressed counts are summarised this often
 	tlsFailMaxSources = 1024            // sources tracked; the rest share one bucket
-	// TLSFailSuppressedReason is the reason of a summary tls.failed record.
+	// TLSFailSuppressedReason is the reason of a summary tls.failed or
+	// connection.refused record.
 	TLSFailSuppressedReason = "suppressed"
 )
 
@@ -32,8 +34,10 @@ type failBucket struct {
 	reasons    map[string]int
 }
 
-// tlsFailLimiter decides which tls.failed records are written.
+// tlsFailLimiter decides which records of one event (tls.failed,
+// connection.refused) are written.
 type tlsFailLimiter struct {
+	event     string
 	mu        sync.Mutex
 	sources   map[netip.Prefix]*failBucket
 	overflow  failBucket // sources beyond tlsFailMaxSources
@@ -43,7 +47,11 @@ type tlsFailLimiter struct {
 }
 
 func newTLSFailLimiter(emit func(audit.Event)) *tlsFailLimiter {
-	return &tlsFailLimiter{sources: map[netip.Prefix]*failBucket{}, emit: emit}
+	return newSourceLimiter(audit.EventTLSFailed, emit)
+}
+
+func newSourceLimiter(event string, emit func(audit.Event)) *tlsFailLimiter {
+	return &tlsFailLimiter{event: event, sources: map[netip.Prefix]*failBucket{}, emit: emit}
 }
 
 // sourceKey groups an IPv6 source by its /64 (one host's usual share), an
@@ -61,8 +69,8 @@ func sourceKey(ip netip.Addr) netip.Prefix {
 	return p
 }
 
-// allow reports whether a tls.failed record for a handshake from ip that
-// failed for reason is written now; if not, it is counted for the summary.
+// allow reports whether a record for a handshake or connection from ip
+// that failed for reason is written now; if not, it is counted for the summary.
 func (l *tlsFailLimiter) allow(ip netip.Addr, reason string) bool {
 	now := time.Now()
 	key := sourceKey(ip)
@@ -133,9 +141,9 @@ func (l *tlsFailLimiter) flush() {
 			reasons = append(reasons, fmt.Sprintf("%s=%d", r, n))
 		}
 		slices.Sort(reasons)
-		out = append(out, audit.Event{Event: audit.EventTLSFailed, Remote: remote, Reason: TLSFailSuppressedReason,
-			Detail: fmt.Sprintf("suppressed %d tls.failed records from %s (more than %d at once, then one per %v); by reason: %s",
-				b.suppressed, remote, tlsFailBurst, tlsFailEvery, strings.Join(reasons, ", "))})
+		out = append(out, audit.Event{Event: l.event, Remote: remote, Reason: TLSFailSuppressedReason,
+			Detail: fmt.Sprintf("suppressed %d %s records from %s (more than %d at once, then one per %v); by reason: %s",
+				b.suppressed, l.event, remote, tlsFailBurst, tlsFailEvery, strings.Join(reasons, ", "))})
 		b.suppressed, b.reasons = 0, nil
 	}
 	for k, b := range l.sources {

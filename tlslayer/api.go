@@ -122,6 +122,7 @@ type Layer struct {
 	st      atomic.Pointer[state]
 	base    *tls.Config
 	acme    *acmeManager // nil without ACME
+	tickets *ticketKeys  // session ticket keys of base
 	mu      sync.Mutex   // serialises loads (Reload, the file watcher)
 	stop    chan struct{}
 	done    chan struct{}

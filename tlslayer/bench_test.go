@@ -10,8 +10,8 @@ import (
 	"github.com/dicomedge/dicomedge/internal/testpeer"
 )
 
-// BenchmarkMutualTLSHandshake measures full mutual-TLS handshakes (no
-// resumption: the layer disables tickets) over loopback TCP, server side
+// BenchmarkMutualTLSHandshake measures full mutual-TLS handshakes (the
+// client keeps no session cache, so none resumes) over loopback TCP, server side
 // through Handshake with CRL checking on, client certificates from openssl.
 // It reports handshakes/s; client and server share the machine's cores.
 func BenchmarkMutualTLSHandshake(b *testing.B) {

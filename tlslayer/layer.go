@@ -56,10 +56,15 @@ func newLayer(ctx context.Context, cfg Config) (*Layer, error) {
 	l.base = &tls.Config{
 		// The real settings come per handshake from the current state; the
 		// outer bounds here only matter if a caller bypasses the callback.
+		// The session ticket keys live here, not in the per-state configs,
+		// so that tickets survive a reload (which the checks in
+		// VerifyConnection re-judge) and rotate on their own clock.
 		MinVersion:         tls.VersionTLS12,
 		ClientAuth:         tls.RequireAndVerifyClientCert,
 		GetConfigForClient: l.configForClient,
 	}
+	l.tickets = newTicketKeys(l.base, ticketKeyPeriod)
+	l.tickets.rotateIfDue(time.Now())
 	interval := cfg.PollInterval
 	if interval == 0 {
 		interval = 2 * time.Second
@@ -189,12 +194,16 @@ func (l *Layer) buildConfig(st *state) *tls.Config {
 		CurvePreferences: st.prof.curves,
 		ClientAuth:       tls.RequireAndVerifyClientCert,
 		ClientCAs:        st.pool,
-		// Resumption would skip the CRL check and outlive a client CA
-		// removed by a reload; a DICOM association is long enough that a full
-		// handshake is cheap next to it.
-		SessionTicketsDisabled: true,
-		VerifyPeerCertificate: func(_ [][]byte, chains [][]*x509.Certificate) error {
-			return st.checkChain(chains, time.Now())
+		// Session resumption is on: crypto/tls calls VerifyConnection after
+		// a full handshake's chain verification and on every resumed session
+		// alike, so the CRLs, key usage and key size of this state are
+		// applied to each, a certificate revoked since its ticket was issued
+		// cannot resume, and the identity a resumed session carries is the
+		// chain verified when the ticket was issued (crypto/tls also requires
+		// that chain to be still valid and rooted in the current ClientCAs).
+		// Tickets are sealed with keys rotated hourly (tickets.go).
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			return st.checkChain(cs.VerifiedChains, time.Now())
 		},
 	}
 	if st.cert != nil {
@@ -213,6 +222,7 @@ func (l *Layer) configForClient(hello *tls.ClientHelloInfo) (*tls.Config, error)
 		// else (Handshake then reports ErrACMEChallenge).
 		return l.acme.challengeConfig, nil
 	}
+	l.tickets.rotateIfDue(time.Now())
 	return l.st.Load().tlsCfg, nil
 }
 

@@ -304,7 +304,7 @@ func tableRow(e *audit.Event) []string {
 		"", "", "",
 	}
 	switch e.Event {
-	case audit.EventTLSFailed:
+	case audit.EventTLSFailed, audit.EventConnectionRefused:
 		row[4], row[5] = "reject", e.Reason
 	case audit.EventAccepted:
 		row[4] = join(e.Action, e.Backend)
@@ -465,7 +465,7 @@ func (o *auditOpts) summary(cmd *cobra.Command) error {
 		}
 		var rows []*row
 		switch e.Event {
-		case audit.EventAccepted, audit.EventRejected, audit.EventTLSFailed, audit.EventDIMSE, audit.EventReleased, audit.EventAborted:
+		case audit.EventAccepted, audit.EventRejected, audit.EventTLSFailed, audit.EventConnectionRefused, audit.EventDIMSE, audit.EventReleased, audit.EventAborted:
 			// Edge-wide events (policy, certificates) belong to no client.
 			rows = []*row{get(byClient, printable(who(&e))), get(byPair, printable(aePair(&e)))}
 			if e.Listener != "" {
@@ -476,7 +476,7 @@ func (o *auditOpts) summary(cmd *cobra.Command) error {
 			switch e.Event {
 			case audit.EventAccepted:
 				r.assoc++
-			case audit.EventRejected, audit.EventTLSFailed:
+			case audit.EventRejected, audit.EventTLSFailed, audit.EventConnectionRefused:
 				r.rejected++
 			case audit.EventDIMSE:
 				r.dimse++
@@ -494,6 +494,8 @@ func (o *auditOpts) summary(cmd *cobra.Command) error {
 			byReason[printable(e.Reason)]++
 		case audit.EventTLSFailed:
 			byReason["tls: "+printable(e.Reason)]++
+		case audit.EventConnectionRefused:
+			byReason["connection: "+printable(e.Reason)]++
 		case audit.EventDIMSE:
 			data += e.Bytes
 		case audit.EventReleased, audit.EventAborted:

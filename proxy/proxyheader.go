@@ -1,0 +1,90 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"time"
+
+	proxyproto "github.com/pires/go-proxyproto"
+)
+
+// proxyHeaderTimeout bounds the wait for a trusted load balancer's PROXY
+// header: a balancer sends it at once, with the connection, so a few
+// seconds are plenty, and a connection that has sent none holds its
+// pre-association slot only that long (docs/limits.md).
+const proxyHeaderTimeout = 3 * time.Second
+
+// upstreamAddr is the address of the TCP peer itself (a load balancer's,
+// when one is in front), read without waiting for a PROXY header.
+func upstreamAddr(nc net.Conn) netip.AddrPort {
+	if pc, ok := nc.(*proxyproto.Conn); ok {
+		nc = pc.Raw()
+	}
+	return addrPort(nc.RemoteAddr())
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	if a == nil {
+		return netip.AddrPort{}
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// errNoBytes is a connection closed before it sent anything: a load
+// balancer's or monitor's TCP check, not a refused client.
+var errNoBytes = errors.New("closed before any byte")
+
+// clientAddr returns the client's address: the PROXY header's source when
+// nc comes from a trusted load balancer, which must send the header within
+// proxyHeaderTimeout (and before deadline); else the TCP peer's. From an
+// address that may not send a header, nothing is read here: a header it
+// sends fails the TLS handshake (proxyHeaderRefused). The read deadline is
+// left at deadline.
+func clientAddr(nc net.Conn, deadline time.Time) (netip.AddrPort, error) {
+	pc, ok := nc.(*proxyproto.Conn)
+	if !ok || pc.ProxyHeaderPolicy != proxyproto.REQUIRE {
+		return upstreamAddr(nc), nil
+	}
+	_ = nc.SetReadDeadline(minTime(time.Now().Add(proxyHeaderTimeout), deadline))
+	pc.ProxyHeader()       // reads the header
+	_, err := pc.Read(nil) // the header's error, if any; reads nothing more
+	if errors.Is(err, proxyproto.ErrNoProxyProtocol) && closedByPeer(pc.Raw()) {
+		// The stream ended without a header: a TCP check, or a client
+		// gone already; nothing a record would help with.
+		err = errNoBytes
+	}
+	_ = nc.SetReadDeadline(deadline)
+	if err != nil {
+		return upstreamAddr(nc), err
+	}
+	return addrPort(pc.RemoteAddr()), nil
+}
+
+// closedByPeer reports whether nc's peer has closed its side: a read that
+// returns at once with end of stream.
+func closedByPeer(nc net.Conn) bool {
+	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+	var b [1]byte
+	_, err := nc.Read(b[:])
+	return errors.Is(err, io.EOF)
+}
+
+// proxyHeaderRefused reports whether a failed handshake was a PROXY header
+// from an address that may not send one.
+func proxyHeaderRefused(err error) bool {
+	return errors.Is(err, proxyproto.ErrSuperfluousProxyHeader)
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
