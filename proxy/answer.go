@@ -98,9 +98,9 @@ func (a *answerer) run() {
 	if a.stopped.Load() && !outcome.released {
 		// Shutdown aborted it: a failed read or a write cut short is only
 		// the consequence.
-		outcome.abortSource, outcome.abortReason = "service-provider", "shutdown"
+		outcome.abortSource, outcome.abortReason = sourceEdge, reasonShutdown
 	}
-	if outcome.abortSource == "service-provider" && !a.stopped.Load() {
+	if outcome.abortSource == sourceEdge && !a.stopped.Load() {
 		// PS3.8 AA-1/Sta13: after our A-ABORT, wait (bounded) for the peer
 		// to close, so it reads the A-ABORT rather than a reset.
 		c.waitPeerClose(c.tc)
@@ -108,25 +108,12 @@ func (a *answerer) run() {
 	a.finish(outcome)
 }
 
-func (a *answerer) idle() time.Duration {
-	if d := a.cfg.Edge.IdleTimeout; d > 0 {
-		return d
-	}
-	return 10 * time.Minute
-}
-
-// endOutcome is how an association ended, for the audit record and log.
-type endOutcome struct {
-	released    bool
-	abortSource string
-	abortReason string
-	err         error
-}
+func (a *answerer) idle() time.Duration { return a.cfg.Edge.Idle() }
 
 // serve runs the established association until release or abort.
 func (a *answerer) serve() endOutcome {
 	c := a.c
-	asm := &dimse.Assembler{MaxCommandSize: 64 << 10}
+	asm := &dimse.Assembler{}
 	var skipData bool // data set PDVs of a request the edge refused
 	for {
 		_ = c.tc.SetReadDeadline(time.Now().Add(a.idle()))
@@ -134,7 +121,7 @@ func (a *answerer) serve() endOutcome {
 		typ, raw, err := a.r.Next()
 		if err != nil {
 			if a.stopped.Load() {
-				return endOutcome{abortSource: "service-provider", abortReason: "shutdown", err: err}
+				return endOutcome{abortSource: sourceEdge, abortReason: reasonShutdown, err: err}
 			}
 			return a.readFailed(err)
 		}
@@ -164,17 +151,17 @@ func (a *answerer) serve() endOutcome {
 		switch p := p.(type) {
 		case *association.ReleaseRQ:
 			if err := a.w.write(&association.ReleaseRP{}); err != nil {
-				return endOutcome{abortSource: "transport", err: err}
+				return endOutcome{abortSource: "client", abortReason: reasonConnError, err: err}
 			}
 			c.waitPeerClose(c.tc)
 			return endOutcome{released: true}
 		case *association.Abort:
-			return endOutcome{abortSource: p.Source.String(), abortReason: p.Reason.String()}
+			return endOutcome{abortSource: peerAborted("client", p.Source), abortReason: abortReason(p.Reason.String())}
 		default:
 			// PS3.8 state machine, Sta6: A-ASSOCIATE-RQ/AC/RJ or A-RELEASE-RP
 			// from the requestor are unexpected (AA-8: A-ABORT source 2).
 			a.abort(association.AbortSourceServiceProvider, association.AbortUnexpectedPDU)
-			return endOutcome{abortSource: "service-provider", abortReason: "unexpected-pdu",
+			return endOutcome{abortSource: sourceEdge, abortReason: protocolReason("client", association.AbortUnexpectedPDU),
 				err: fmt.Errorf("unexpected %v in an established association", p.Type())}
 		}
 	}
@@ -189,7 +176,7 @@ func (a *answerer) onPDV(pdv association.PDV, asm *dimse.Assembler, skipData *bo
 	if _, ok := a.contexts[pdv.ContextID]; !ok {
 		// PS3.8 9.3.5: PDVs must use an accepted presentation context.
 		a.abort(association.AbortSourceServiceProvider, association.AbortInvalidPDUParameterValue)
-		return endOutcome{abortSource: "service-provider", abortReason: "invalid-pdu-parameter-value",
+		return endOutcome{abortSource: sourceEdge, abortReason: protocolReason("client", association.AbortInvalidPDUParameterValue),
 			err: fmt.Errorf("PDV on presentation context %d which was not accepted", pdv.ContextID)}, true
 	}
 	if !pdv.Command {
@@ -202,14 +189,14 @@ func (a *answerer) onPDV(pdv association.PDV, asm *dimse.Assembler, skipData *bo
 	if err != nil {
 		// A command set we cannot parse: the peer must hear about it.
 		a.abort(association.AbortSourceServiceProvider, association.AbortInvalidPDUParameterValue)
-		return endOutcome{abortSource: "service-provider", abortReason: "invalid-pdu-parameter-value", err: err}, true
+		return endOutcome{abortSource: sourceEdge, abortReason: protocolReason("client", association.AbortInvalidPDUParameterValue), err: err}, true
 	}
 	if !done {
 		return endOutcome{}, false
 	}
 	*skipData = cmd.HasDataSet()
 	if err := a.handle(pdv.ContextID, cmd); err != nil {
-		return endOutcome{abortSource: "transport", err: err}, true
+		return endOutcome{abortSource: "client", abortReason: reasonConnError, err: err}, true
 	}
 	return endOutcome{}, false
 }
@@ -262,14 +249,14 @@ func (a *answerer) readFailed(err error) endOutcome {
 	case errors.As(err, &pe):
 		ab := association.AbortFor(err)
 		a.abort(ab.Source, ab.Reason)
-		return endOutcome{abortSource: "service-provider", abortReason: ab.Reason.String(), err: err}
+		return endOutcome{abortSource: sourceEdge, abortReason: protocolReason("client", ab.Reason), err: err}
 	case isTimeout(err):
 		a.abort(association.AbortSourceServiceProvider, association.AbortReasonNotSpecified)
-		return endOutcome{abortSource: "service-provider", abortReason: "idle-timeout", err: err}
+		return endOutcome{abortSource: sourceEdge, abortReason: reasonIdle, err: err}
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return endOutcome{abortSource: "transport", abortReason: "connection-closed", err: err}
+		return endOutcome{abortSource: "client", abortReason: reasonClosed, err: err}
 	default:
-		return endOutcome{abortSource: "transport", abortReason: "connection-error", err: err}
+		return endOutcome{abortSource: "client", abortReason: reasonConnError, err: err}
 	}
 }
 
@@ -289,21 +276,10 @@ func (a *answerer) finish(o endOutcome) {
 	e := c.event(name)
 	e.Rule = a.rule
 	e.BytesIn, e.BytesOut, e.MS = in, out, time.Since(c.start).Milliseconds()
-	e.AbortSource, e.AbortReason = o.abortSource, o.abortReason
+	e.AbortSource, e.AbortReason = string(o.abortSource), string(o.abortReason)
 	c.s.auditEvent(e)
 	c.log.Info("association ended", o.logArgs("decision", "answer", "rule", a.rule, "end", name,
 		"bytes_in", in, "bytes_out", out, "duration", time.Since(c.start))...)
-}
-
-// logArgs appends how the association ended, leaving out what is empty.
-func (o endOutcome) logArgs(args ...any) []any {
-	if o.abortSource != "" {
-		args = append(args, "abort_source", o.abortSource, "abort_reason", o.abortReason)
-	}
-	if o.err != nil {
-		args = append(args, "error", o.err)
-	}
-	return args
 }
 
 func statusHex(s uint16) string { return fmt.Sprintf("0x%04X", s) }

@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -22,7 +21,7 @@ var errBackendHandshake = errors.New("backend TLS handshake")
 // dial connects to the backend within the connect timeout (bounded by
 // ARTIM), with TLS when the backend has a tls block.
 func (r *relay) dial(ctx context.Context, be *policy.Backend, artimDeadline time.Time) (net.Conn, *hookConn, error) {
-	timeout := 10 * time.Second
+	timeout := policy.BackendDialTimeout
 	if d := time.Until(artimDeadline); d > time.Second && d < timeout {
 		timeout = d
 	}
@@ -122,41 +121,6 @@ func (c *backendTLSCache) len() int {
 // listener enforces), be's roots, client certificate and server name.
 func backendTLSConfig(profile string, be *policy.Backend) (*tls.Config, error) {
 	t := be.TLS
-	cfg, err := tlslayer.ClientConfig(profile)
-	if err != nil {
-		return nil, err
-	}
-	cfg.ServerName = t.ServerName
-	if cfg.ServerName == "" {
-		host, _, err := net.SplitHostPort(be.Address)
-		if err != nil {
-			return nil, err
-		}
-		cfg.ServerName = host
-	}
-	if len(t.CA) > 0 {
-		pool := x509.NewCertPool()
-		for _, f := range t.CA {
-			pem, err := os.ReadFile(f)
-			if err != nil {
-				return nil, err
-			}
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("%s: no PEM certificate", f)
-			}
-		}
-		cfg.RootCAs = pool
-	}
-	if t.CertFile != "" {
-		pair, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, err
-		}
-		// Presented whatever CA names the backend's CertificateRequest
-		// lists (crypto/tls would otherwise send no certificate when none
-		// matches): the backend judges it and says why if it refuses.
-		cfg.Certificates = []tls.Certificate{pair}
-		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &pair, nil }
-	}
-	return cfg, nil
+	return tlslayer.OutboundConfig(tlslayer.Outbound{Profile: profile, CAFiles: t.CA, ServerName: t.ServerName,
+		Address: be.Address, CertFile: t.CertFile, KeyFile: t.KeyFile})
 }

@@ -146,10 +146,7 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 		return nil, false
 	}
 	c.plain = lc.Plain()
-	artim := cfg.Edge.ARTIMTimeout
-	if artim <= 0 {
-		artim = 30 * time.Second
-	}
+	artim := cfg.Edge.ARTIM()
 	// ARTIM covers the PROXY header, the TLS handshake and the A-ASSOCIATE-RQ.
 	deadline := time.Now().Add(artim)
 	_ = c.raw.SetDeadline(deadline)
@@ -348,11 +345,7 @@ func (c *conn) reject(rule string, result association.RejectResult, source assoc
 // waitPeerClose reads (and discards, bounded) until the peer closes or a
 // short timer expires.
 func (c *conn) waitPeerClose(r net.Conn) {
-	wait := 2 * time.Second
-	if a := c.s.current().Edge.ARTIMTimeout; a > 0 && a < wait {
-		wait = a
-	}
-	_ = r.SetReadDeadline(time.Now().Add(wait))
+	_ = r.SetReadDeadline(time.Now().Add(c.s.current().Edge.PeerCloseWait()))
 	_, _ = io.Copy(io.Discard, io.LimitReader(r, 1<<20))
 }
 
@@ -376,7 +369,7 @@ func (c *conn) writePDU(w net.Conn, p association.PDU) {
 		c.log.Error("encode PDU", "error", err)
 		return
 	}
-	_ = w.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	_ = w.SetWriteDeadline(time.Now().Add(policy.FinalWriteTimeout))
 	_, _ = w.Write(b)
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/dicomedge/dicomedge/association"
 	"github.com/dicomedge/dicomedge/association/dimse"
+	"github.com/dicomedge/dicomedge/policy"
 )
 
 // pduWriter serializes whole PDUs onto one connection: the relay's two
@@ -36,7 +37,7 @@ type pduWriter struct {
 // wants the connection; abortWriteTimeout bounds the A-ABORT's own write.
 const (
 	abortGrace        = 100 * time.Millisecond
-	abortWriteTimeout = 2 * time.Second
+	abortWriteTimeout = policy.FinalWriteTimeout
 )
 
 // queueMax bounds the queue (memory per direction of a busy association)

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"github.com/dicomedge/dicomedge/association/dimse"
 	"github.com/dicomedge/dicomedge/audit"
 	"github.com/dicomedge/dicomedge/policy"
+	"github.com/dicomedge/dicomedge/proxy/inspect"
 	"github.com/dicomedge/dicomedge/tlslayer"
 )
 
@@ -37,32 +37,17 @@ type relay struct {
 	cw  *pduWriter      // to the client
 	bw  *pduWriter      // to the backend
 
-	contexts  map[uint8]pcInfo // accepted presentation contexts
-	clientMax uint32           // largest PDU the client accepts (for the edge's own messages)
-
-	mu      sync.Mutex
-	pending map[uint16]*pendingOp // client requests awaiting the backend's final response
-	subOps  map[uint16]*pendingOp // backend C-STORE-RQs (C-GET sub-operations) awaiting the client's C-STORE-RSP, by the backend's message ID
-	cst     clientState           // the pumps' inspection state (finish reads them after both pumps)
-	bst     backendState
-
-	last    atomic.Int64 // unix nanos of the last PDU in either direction (idle timer)
-	endOnce sync.Once
-	abortMu sync.Mutex // held by end's winner while it sends the A-ABORTs it owes
-	outcome endOutcome
-	ended   atomic.Bool
-
-	// rae rewrites Retrieve AE Title in C-FIND identifiers from the
-	// backend's AE title to the one the client called (nil when the rule
-	// allows no C-FIND or the titles are the same); the backend pump's.
-	rae *dimse.RetrieveAERewriter
+	// insp judges the DIMSE conversation (the client is the association
+	// requestor, the backend the acceptor) and keeps the dimse ledger; end
+	// is how the association ends. Both have their own locks: with the
+	// writers and last, they are all the two pumps share.
+	client, backend peer
+	insp            *inspect.Inspector
+	end             assocEnd
+	last            atomic.Int64 // unix nanos of the last PDU in either direction (idle timer)
 
 	inBytes, outBytes prometheus.Counter
 	trace             bool // PDU detail at trace level, decided once
-}
-
-type pcInfo struct {
-	abstract, transfer string
 }
 
 // run sets the association up with the backend and relays its answer; it
@@ -78,22 +63,7 @@ func (r *relay) run(ctx context.Context, artimDeadline time.Time) bool {
 	c.log = c.log.With("backend", be.Name)
 	maxLen := r.cfg.Edge.MaxPDULength
 
-	// The RQ to the backend: its AE title, contexts the rule allows, and a
-	// max length no larger than the edge's (PDUs are forwarded unchanged,
-	// so what the backend sends must fit the client and the edge).
-	brq := *rq
-	brq.CalledAE = be.AETitle
-	brq.PresentationContexts = nil
-	removed := map[uint8]bool{}
-	for _, pc := range rq.PresentationContexts {
-		if r.d.AllowsSOPClass(pc.AbstractSyntax) {
-			brq.PresentationContexts = append(brq.PresentationContexts, pc)
-		} else {
-			removed[pc.ID] = true
-		}
-	}
-	brq.UserInfo.MaxLength = clampMax(rq.UserInfo.MaxLength, maxLen)
-	brq.UserInfo.HasMaxLength = true
+	brq, removed := backendRQ(rq, &r.d, be.AETitle, maxLen)
 	if len(brq.PresentationContexts) == 0 {
 		c.log.Info("no presentation context the rule allows")
 		c.reject(r.d.Rule, association.RejectPermanent, association.RejectSourceServiceUser,
@@ -129,9 +99,12 @@ func (r *relay) run(ctx context.Context, artimDeadline time.Time) bool {
 	r.cw = &pduWriter{c: c.tc, timeout: r.idle()}
 	r.inBytes = c.s.Metrics.RelayBytes.WithLabelValues("in")
 	r.outBytes = c.s.Metrics.RelayBytes.WithLabelValues("out")
+	r.client = peer{name: "client", side: inspect.Requestor, conn: c.tc, raw: c.raw, rd: r.cr, in: c.in, w: r.cw,
+		read: r.inBytes, wrote: r.outBytes}
+	r.backend = peer{name: "backend", side: inspect.Acceptor, conn: b, raw: b, rd: r.br, in: r.bin, w: r.bw}
 
 	_ = b.SetDeadline(artimDeadline.Add(r.cfg.Edge.ARTIMTimeout)) // the backend gets its own ARTIM
-	if err := r.bw.write(&brq); err != nil {
+	if err := r.bw.write(brq); err != nil {
 		if reason := backendTLSFailure(be, err); reason != "" {
 			r.backendTLSRefused(reason, err)
 			return false
@@ -170,14 +143,15 @@ func (r *relay) run(ctx context.Context, artimDeadline time.Time) bool {
 	case *association.Abort:
 		c.sendAbort(c.tc, p.Source, p.Reason) // carried through unchanged
 		e := c.event(audit.EventAborted)
-		e.Rule, e.Backend, e.AbortSource, e.AbortReason = r.d.Rule, be.Name, "backend:"+p.Source.String(), p.Reason.String()
+		e.Rule, e.Backend, e.AbortSource, e.AbortReason = r.d.Rule, be.Name, string(peerAborted("backend", p.Source)), p.Reason.String()
 		c.s.auditEvent(e)
 		c.log.Info("backend aborted during establishment")
 	default:
 		c.sendAbort(b, association.AbortSourceServiceProvider, association.AbortUnexpectedPDU)
 		c.sendAbort(c.tc, association.AbortSourceServiceProvider, association.AbortReasonNotSpecified)
 		e := c.event(audit.EventAborted)
-		e.Rule, e.Backend, e.AbortSource, e.AbortReason = r.d.Rule, be.Name, "service-provider", "unexpected-pdu-from-backend"
+		e.Rule, e.Backend = r.d.Rule, be.Name
+		e.AbortSource, e.AbortReason = string(sourceEdge), string(protocolReason("backend", association.AbortUnexpectedPDU))
 		c.s.auditEvent(e)
 		c.log.Warn("backend answered the RQ with an unexpected PDU", "type", p.Type())
 	}
@@ -249,63 +223,33 @@ func clampMax(peer, edge uint32) uint32 {
 	return peer
 }
 
-func (r *relay) idle() time.Duration {
-	if d := r.cfg.Edge.IdleTimeout; d > 0 {
-		return d
-	}
-	return 10 * time.Minute
-}
+func (r *relay) idle() time.Duration { return r.cfg.Edge.Idle() }
 
 // accepted relays the backend's AC to the client; true: pump follows.
 func (r *relay) accepted(rq *association.AssociateRQ, ac *association.AssociateAC, removed map[uint8]bool) bool {
 	c := r.c
-	maxLen := r.cfg.Edge.MaxPDULength
-	cac := *ac
-	// The client sees the AE titles it used, not the backend's.
-	cac.CalledAE, cac.CallingAE = rq.CalledAE, rq.CallingAE
-	cac.UserInfo.MaxLength = clampMax(ac.UserInfo.MaxLength, maxLen)
-	cac.UserInfo.HasMaxLength = true
-	cac.PresentationContexts = make([]association.PresentationContextAC, 0, len(rq.PresentationContexts))
-	r.contexts = map[uint8]pcInfo{}
-	var accepted []string
-	for _, pc := range rq.PresentationContexts {
-		if removed[pc.ID] {
-			// Refused by the edge's rule: user rejection (PS3.8 9.3.3.2 result 1).
-			ts := ""
-			if len(pc.TransferSyntaxes) > 0 {
-				ts = pc.TransferSyntaxes[0]
-			}
-			cac.PresentationContexts = append(cac.PresentationContexts,
-				association.PresentationContextAC{ID: pc.ID, Result: association.PCUserRejection, TransferSyntax: ts})
-			continue
-		}
-		for _, bpc := range ac.PresentationContexts {
-			if bpc.ID == pc.ID {
-				cac.PresentationContexts = append(cac.PresentationContexts, bpc)
-				if bpc.Result == association.PCAcceptance {
-					r.contexts[pc.ID] = pcInfo{abstract: pc.AbstractSyntax, transfer: bpc.TransferSyntax}
-					accepted = appendUnique(accepted, pc.AbstractSyntax)
-				}
-			}
-		}
-	}
-	r.clientMax = clampMax(rq.UserInfo.MaxLength, maxLen)
+	cac, icfg, accepted := clientAC(rq, ac, removed, r.cfg.Edge.MaxPDULength)
+	icfg.Policy, icfg.Rule = &r.d, r.d.Rule
+	icfg.ScanPatientID = c.s.Audit != nil && r.cfg.Audit.PatientIDs != "omit"
 	if called := association.TrimAE(rq.CalledAE); r.d.AllowsService("C-FIND") && called != r.d.Backend.AETitle {
-		// A client that follows Retrieve AE Title must reach the edge
-		// again, not the backend it cannot call (docs/policy.md).
-		contexts := r.contexts // not changed after this point
-		r.rae = &dimse.RetrieveAERewriter{From: r.d.Backend.AETitle, To: called, MaxPDU: r.clientMax,
-			TransferSyntax: func(id uint8) string { return contexts[id].transfer }}
+		// A client that follows Retrieve AE Title (0008,0054) in a C-FIND
+		// answer must reach the edge again, not the backend it cannot call.
+		from := r.d.Backend.AETitle
+		icfg.Filter = func(side inspect.Side, cmd *dimse.Command, ctx inspect.Context) inspect.DataFilter {
+			if side != inspect.Acceptor || cmd.CommandField != dimse.CFindRSP {
+				return nil
+			}
+			return &dimse.RetrieveAEFilter{From: from, To: called, TransferSyntax: ctx.TransferSyntax}
+		}
 	}
+	r.insp = inspect.New(icfg)
 	r.trace = c.log.IsTrace()
-	r.pending = map[uint16]*pendingOp{}
-	r.subOps = map[uint16]*pendingOp{}
 	r.touch()
-	if !c.establish(func() { r.abortBoth("shutdown") }) {
+	if !c.establish(func() { r.abortBoth(reasonShutdown) }) {
 		c.sendAbort(r.b, association.AbortSourceServiceProvider, association.AbortReasonNotSpecified)
 		return false
 	}
-	if err := r.cw.write(&cac); err != nil {
+	if err := r.cw.write(cac); err != nil {
 		c.sendAbort(r.b, association.AbortSourceServiceProvider, association.AbortReasonNotSpecified)
 		c.log.Info("write A-ASSOCIATE-AC to the client failed", "error", err)
 		return false

@@ -3,48 +3,62 @@ package proxy
 import (
 	"errors"
 	"io"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dicomedge/dicomedge/association"
 	"github.com/dicomedge/dicomedge/audit"
+	"github.com/dicomedge/dicomedge/proxy/inspect"
 )
 
-// end records how the association ended; the first caller wins.
-func (r *relay) end(o endOutcome) bool {
-	won := false
-	r.endOnce.Do(func() {
-		r.outcome = o
-		r.ended.Store(true)
-		won = true
-	})
-	return won
+// assocEnd is how a relayed association ends, shared by its two pumps and
+// Shutdown: the first outcome recorded wins, and the one that records an
+// abort sends the A-ABORTs it owes before anyone closes the connections.
+type assocEnd struct {
+	mu      sync.Mutex // held by the winner while it sends its A-ABORTs
+	done    atomic.Bool
+	outcome endOutcome // set once, under mu
 }
 
-// endWith records o if it is the first outcome and then sends the
-// A-ABORTs it owes (send). A pump that loses the race waits here until the
+// end records o if it is the first outcome.
+func (e *assocEnd) end(o endOutcome) bool { return e.endWith(o, nil) }
+
+// endWith records o if it is the first outcome and then runs send (the
+// A-ABORTs it owes). A caller that loses the race waits here until the
 // winner's aborts are written, so its closeBoth cannot cut them off (the
-// client would see EOF instead of A-ABORT).
-func (r *relay) endWith(o endOutcome, send func()) bool {
-	r.abortMu.Lock()
-	defer r.abortMu.Unlock()
-	if !r.end(o) {
+// peer would see EOF instead of A-ABORT).
+func (e *assocEnd) endWith(o endOutcome, send func()) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.done.Load() {
 		return false
 	}
-	send()
+	e.outcome = o
+	e.done.Store(true)
+	if send != nil {
+		send()
+	}
 	return true
 }
 
-// abortBoth sends A-ABORT (service provider) to both sides and closes them.
-func (r *relay) abortBoth(why string) {
-	r.endWith(endOutcome{abortSource: "service-provider", abortReason: why}, func() {
-		r.abortTo(r.bw, association.AbortReasonNotSpecified)
-		r.abortTo(r.cw, association.AbortReasonNotSpecified)
-	})
-	r.closeBoth()
+// ended says whether an outcome is recorded.
+func (e *assocEnd) ended() bool { return e.done.Load() }
+
+// result is the recorded outcome.
+func (e *assocEnd) result() endOutcome {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.outcome
 }
 
-func (r *relay) abortTo(w *pduWriter, reason association.AbortReason) {
-	w.abort(association.AbortSourceServiceProvider, reason)
+// abortBoth sends A-ABORT (service provider) to both sides and closes them.
+func (r *relay) abortBoth(why abortReason) {
+	r.end.endWith(endOutcome{abortSource: sourceEdge, abortReason: why}, func() {
+		r.backend.w.abort(association.AbortSourceServiceProvider, association.AbortReasonNotSpecified)
+		r.client.w.abort(association.AbortSourceServiceProvider, association.AbortReasonNotSpecified)
+	})
+	r.closeBoth()
 }
 
 func (r *relay) closeBoth() {
@@ -54,50 +68,50 @@ func (r *relay) closeBoth() {
 
 var errEnded = errors.New("association ended")
 
-// sideFailed handles a read or write failure on one side: the other side
-// hears A-ABORT (PS3.8: the connection's loss is an A-P-ABORT).
-func (r *relay) sideFailed(side string, err error, failed, other *pduWriter) {
-	reason := "connection-closed"
+// sideFailed handles a read or write failure on x: y hears A-ABORT (PS3.8:
+// the connection's loss is an A-P-ABORT); on the idle timeout, x too.
+func (r *relay) sideFailed(x, y *peer, err error) {
+	o := endOutcome{abortSource: abortSource(x.name), abortReason: reasonClosed, err: err}
 	switch {
 	case isTimeout(err):
-		reason = "idle-timeout"
+		o.abortSource, o.abortReason = sourceEdge, reasonIdle
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 	default:
 		var pe *association.ProtocolError
 		if errors.As(err, &pe) {
-			r.protocolFailure(side, err)
+			r.protocolFailure(x, y, err, "")
 			return
 		}
-		reason = "connection-error"
+		o.abortReason = reasonConnError
 	}
-	r.endWith(endOutcome{abortSource: side, abortReason: reason, err: err}, func() {
-		if reason == "idle-timeout" {
-			r.abortTo(failed, association.AbortReasonNotSpecified)
+	r.end.endWith(o, func() {
+		if o.abortReason == reasonIdle {
+			x.w.abort(association.AbortSourceServiceProvider, association.AbortReasonNotSpecified)
 		}
-		r.abortTo(other, association.AbortReasonNotSpecified)
+		y.w.abort(association.AbortSourceServiceProvider, association.AbortReasonNotSpecified)
 	})
 	r.closeBoth()
 }
 
-// protocolFailure: a malformed or unexpected PDU from one side gets the
-// A-ABORT its error prescribes; the other side gets one too.
-func (r *relay) protocolFailure(side string, err error) {
+// protocolFailure: a malformed or unexpected PDU, or a DIMSE conversation
+// the inspection does not allow (detail), from x: x gets the A-ABORT its
+// error prescribes, y one with no reason.
+func (r *relay) protocolFailure(x, y *peer, err error, detail string) {
 	ab := association.AbortFor(err)
-	failed, other := r.cw, r.bw
-	if side == "backend" {
-		failed, other = r.bw, r.cw
-	}
-	r.endWith(endOutcome{abortSource: "service-provider", abortReason: side + ":" + ab.Reason.String(), err: err}, func() {
-		r.abortTo(failed, ab.Reason)
-		r.abortTo(other, association.AbortReasonNotSpecified)
+	o := endOutcome{abortSource: sourceEdge, abortReason: protocolReason(x.name, ab.Reason), detail: detail, err: err}
+	r.end.endWith(o, func() {
+		x.w.abort(association.AbortSourceServiceProvider, ab.Reason)
+		y.w.abort(association.AbortSourceServiceProvider, association.AbortReasonNotSpecified)
 	})
 	r.closeBoth()
 }
 
 func (r *relay) finish() {
 	c := r.c
-	r.flushPending()
-	o := r.outcome
+	// What the association ended before completing is recorded too, with
+	// no status: an abort must not hide what was sent.
+	r.auditOps(r.insp.Finish())
+	o := r.end.result()
 	name := audit.EventReleased
 	if !o.released {
 		name = audit.EventAborted
@@ -106,9 +120,30 @@ func (r *relay) finish() {
 	e := c.event(name)
 	e.Rule, e.Backend = r.d.Rule, r.d.Backend.Name
 	e.BytesIn, e.BytesOut, e.MS = in, out, time.Since(c.start).Milliseconds()
-	e.AbortSource, e.AbortReason = o.abortSource, o.abortReason
+	e.AbortSource, e.AbortReason, e.Detail = string(o.abortSource), string(o.abortReason), o.detail
 	c.s.auditEvent(e)
 	// c.log already carries backend (relay setup), so it is not repeated here.
 	c.log.Info("association ended", o.logArgs("decision", "relay", "rule", r.d.Rule,
 		"end", name, "bytes_in", in, "bytes_out", out, "duration", time.Since(c.start))...)
+}
+
+// auditOps writes the dimse records the inspection completed, and meters
+// them.
+func (r *relay) auditOps(recs []inspect.Record) {
+	c := r.c
+	for i := range recs {
+		rec := &recs[i]
+		c.s.Metrics.DIMSERequests.WithLabelValues(rec.Service, rec.Class()).Inc()
+		if c.s.Audit == nil {
+			continue
+		}
+		e := c.event(audit.EventDIMSE)
+		e.Service, e.SOPClass, e.SOPInstance, e.MessageID = rec.Service, rec.SOPClass, rec.SOPInstance, int(rec.MessageID)
+		e.Status, e.MoveDestination, e.Detail = rec.StatusHex(), rec.MoveDestination, rec.Detail
+		e.Bytes, e.MS, e.Allowed = rec.Bytes, rec.Duration.Milliseconds(), audit.Bool(rec.Allowed)
+		if rec.HasPatientID {
+			e.PatientID = c.s.Audit.PatientID(rec.PatientID)
+		}
+		c.s.auditEvent(e)
+	}
 }

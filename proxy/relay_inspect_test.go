@@ -35,6 +35,7 @@ type scriptBackend struct {
 	abortRQ *association.Abort
 	got     chan gotPDU
 	conn    chan net.Conn
+	rq      chan *association.AssociateRQ // the A-ASSOCIATE-RQ the edge sent
 }
 
 func startScriptBackend(t *testing.T, maxPDU uint32, abortRQ *association.Abort) *scriptBackend {
@@ -44,7 +45,7 @@ func startScriptBackend(t *testing.T, maxPDU uint32, abortRQ *association.Abort)
 		t.Fatal(err)
 	}
 	b := &scriptBackend{Addr: ln.Addr().String(), maxPDU: maxPDU, abortRQ: abortRQ,
-		got: make(chan gotPDU, 256), conn: make(chan net.Conn, 1)}
+		got: make(chan gotPDU, 256), conn: make(chan net.Conn, 1), rq: make(chan *association.AssociateRQ, 1)}
 	done := make(chan struct{})
 	t.Cleanup(func() {
 		ln.Close()
@@ -69,6 +70,7 @@ func startScriptBackend(t *testing.T, maxPDU uint32, abortRQ *association.Abort)
 		if err != nil || !ok {
 			return
 		}
+		b.rq <- rq
 		if b.abortRQ != nil {
 			_ = association.WritePDU(c, b.abortRQ)
 			return
@@ -101,7 +103,7 @@ func startScriptBackend(t *testing.T, maxPDU uint32, abortRQ *association.Abort)
 	return b
 }
 
-// next is the next PDU the backend received, or nil after d.
+// Next is the next PDU the backend received, or nil after d.
 func (b *scriptBackend) next(t *testing.T, d time.Duration) *gotPDU {
 	t.Helper()
 	select {

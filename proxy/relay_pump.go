@@ -1,13 +1,38 @@
 package proxy
 
 import (
-	"errors"
 	"net"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/dicomedge/dicomedge/association"
-	"github.com/dicomedge/dicomedge/association/dimse"
+	"github.com/dicomedge/dicomedge/policy"
+	"github.com/dicomedge/dicomedge/proxy/inspect"
 )
+
+// peer is one side of the relay as the pumps see it. The pump that reads
+// a side owns its reader; its writer is shared (pduWriter has its own lock).
+type peer struct {
+	name string       // "client" or "backend", in the audit and the log
+	side inspect.Side // the client is the association requestor
+	conn net.Conn     // read deadlines
+	raw  net.Conn     // closed when the side is done
+	rd   *association.Reader
+	in   *countingReader // bytes read, to tell a PDU boundary
+	w    *pduWriter      // to this side
+	// read and wrote count the relay's bytes from and to the client
+	// (nil for the backend).
+	read, wrote prometheus.Counter
+}
+
+func (p *peer) close() { p.raw.Close() }
+
+func (p *peer) count(c prometheus.Counter, n int) {
+	if c != nil {
+		c.Add(float64(n))
+	}
+}
 
 // pump forwards PDUs both ways until the association ends, then writes its
 // record. conn.serve calls it after run has returned, so that the client
@@ -17,9 +42,9 @@ func (r *relay) pump() {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		r.pumpBackend()
+		r.pumpFrom(&r.backend, &r.client)
 	}()
-	r.pumpClient()
+	r.pumpFrom(&r.client, &r.backend)
 	<-done
 	r.finish()
 }
@@ -42,178 +67,146 @@ func (r *relay) idleExpired(nc net.Conn) bool {
 	return false
 }
 
-// nextPDU reads side's next PDU for its pump and renews the idle deadline
-// on nc. A timeout between PDUs is resumed while the association is not
-// idle; ok is false when the pump must stop (the association ended, or the
-// side failed and both were told).
-func (r *relay) nextPDU(side string, rd *association.Reader, nc net.Conn, in *countingReader, failed, other *pduWriter) (typ association.PDUType, raw []byte, ok bool) {
+// nextPDU reads x's next PDU and renews the idle deadline. A timeout
+// between PDUs is resumed while the association is not idle; ok is false
+// when the pump must stop (the association ended, or x failed and both
+// sides were told).
+func (r *relay) nextPDU(x, y *peer) (typ association.PDUType, raw []byte, ok bool) {
 	for {
-		at := in.n.Load()
-		typ, raw, err := rd.Next()
+		at := x.in.n.Load()
+		typ, raw, err := x.rd.Next()
 		if err != nil {
-			if r.ended.Load() {
+			if r.end.ended() {
 				return 0, nil, false
 			}
 			// Only a timeout between PDUs may be resumed; inside one the
 			// stream position is lost, and a peer stalled mid-PDU that long
 			// is dead anyway.
-			if isTimeout(err) && in.n.Load() == at && !r.idleExpired(nc) {
+			if isTimeout(err) && x.in.n.Load() == at && !r.idleExpired(x.conn) {
 				continue
 			}
-			r.sideFailed(side, err, failed, other)
+			r.sideFailed(x, y, err)
 			return 0, nil, false
 		}
 		r.touch()
-		_ = nc.SetReadDeadline(time.Now().Add(r.idle()))
+		_ = x.conn.SetReadDeadline(time.Now().Add(r.idle()))
 		if r.trace {
-			r.c.log.Trace("PDU", "from", side, "type", typ, "length", len(raw))
+			r.c.log.Trace("PDU", "from", x.name, "type", typ, "length", len(raw))
 		}
+		x.count(x.read, len(raw))
 		return typ, raw, true
 	}
 }
 
-// pumpClient forwards client PDUs to the backend (conn's goroutine).
-func (r *relay) pumpClient() {
-	c := r.c
-	asm := &dimse.Assembler{}
-	st := &r.cst
-	_ = c.tc.SetReadDeadline(time.Now().Add(r.idle()))
+// pumpFrom forwards x's PDUs to y until the association ends: P-DATA-TF
+// as the inspection decides, release and abort carried through (PS3.8).
+func (r *relay) pumpFrom(x, y *peer) {
+	_ = x.conn.SetReadDeadline(time.Now().Add(r.idle()))
 	for {
-		typ, raw, ok := r.nextPDU("client", r.cr, c.tc, c.in, r.cw, r.bw)
+		typ, raw, ok := r.nextPDU(x, y)
 		if !ok {
 			return
 		}
-		r.inBytes.Add(float64(len(raw)))
 		switch typ {
 		case association.TypePDataTF:
-			if err := r.clientPData(raw, asm, st); err != nil {
-				if !errors.Is(err, errEnded) && !r.ended.Load() {
-					r.protocolFailure("client", err)
-				}
+			if !r.pdata(x, y, raw) {
 				return
 			}
-		case association.TypeReleaseRQ, association.TypeReleaseRP:
-			c.log.Trace("release", "from", "client", "type", typ)
-			if typ == association.TypeReleaseRP {
-				// Recorded before the RP is forwarded: the backend closes as
-				// soon as it has it, and its pump must then see an ended
-				// association, not a lost connection.
-				if !r.end(endOutcome{released: true}) {
-					return
-				}
-				// The backend asked for the release and is the one to close
-				// (PS3.8); give it a moment, then end both.
-				_ = r.b.SetReadDeadline(time.Now().Add(2 * time.Second))
-			}
-			if err := r.bw.writeRaw(raw); err != nil {
-				r.sideFailed("backend", err, r.bw, r.cw)
+		case association.TypeReleaseRQ:
+			r.c.log.Trace("release", "from", x.name)
+			if !r.send(x, y, y.w.writeRaw, raw) {
 				return
 			}
-			if testHookReleaseRPForwarded != nil && typ == association.TypeReleaseRP {
-				testHookReleaseRPForwarded(r)
-			}
-			if typ == association.TypeReleaseRP {
-				return
-			}
+		case association.TypeReleaseRP:
+			r.releaseRP(x, y, raw)
+			return
 		case association.TypeAbort:
-			ab, _ := association.Decode(typ, raw[association.HeaderLen:])
-			src, reason := "service-user", ""
-			if a, ok := ab.(*association.Abort); ok {
-				src, reason = a.Source.String(), a.Reason.String()
-			}
-			r.endWith(endOutcome{abortSource: "client:" + src, abortReason: reason}, func() {
-				_ = r.bw.writeRaw(raw) // A-ABORT carried through
-			})
-			r.closeBoth()
+			r.carryAbort(x, y, raw)
 			return
 		default:
 			// PS3.8 Sta6: an A-ASSOCIATE-* PDU in an established association.
-			r.protocolFailure("client", association.Unexpected(typ))
+			r.protocolFailure(x, y, association.Unexpected(typ), "")
 			return
 		}
 	}
 }
 
-// pumpBackend forwards backend PDUs to the client (its own goroutine).
-func (r *relay) pumpBackend() {
-	c := r.c
-	asm := &dimse.Assembler{}
-	st := &r.bst
-	_ = r.b.SetReadDeadline(time.Now().Add(r.idle()))
-	for {
-		typ, raw, ok := r.nextPDU("backend", r.br, r.b, r.bin, r.bw, r.cw)
-		if !ok {
-			return
-		}
-		switch typ {
-		case association.TypePDataTF:
-			if err := r.backendPData(raw, asm, st); err != nil {
-				r.protocolFailure("backend", err)
-				return
-			}
-			if r.rae != nil {
-				out, replaced, err := r.rae.PData(nil, raw)
-				if err != nil {
-					r.protocolFailure("backend", err)
-					return
-				}
-				if replaced {
-					if len(out) == 0 {
-						continue // an identifier's fragment, held until its last
-					}
-					raw = out
-				}
-			}
-		case association.TypeReleaseRQ:
-			c.log.Trace("release", "from", "backend")
-		case association.TypeReleaseRP:
-			// Recorded before the RP is forwarded: the client closes as soon
-			// as it has it, and its pump must then see an ended association,
-			// not a lost connection.
-			if r.end(endOutcome{released: true}) {
-				// PS3.8: the requestor closes the transport after A-RELEASE-RP;
-				// give the client a moment, then stop its pump.
-				_ = c.tc.SetReadDeadline(time.Now().Add(2 * time.Second))
-				if err := r.cw.writeRaw(raw); err == nil {
-					r.outBytes.Add(float64(len(raw)))
-				}
-				if testHookReleaseRPForwarded != nil {
-					testHookReleaseRPForwarded(r)
-				}
-			}
-			r.b.Close()
-			return
-		case association.TypeAbort:
-			ab, _ := association.Decode(typ, raw[association.HeaderLen:])
-			src, reason := "service-provider", ""
-			if a, ok := ab.(*association.Abort); ok {
-				src, reason = a.Source.String(), a.Reason.String()
-			}
-			r.endWith(endOutcome{abortSource: "backend:" + src, abortReason: reason}, func() {
-				// Carried through unchanged (as the client's is); a
-				// malformed one is replaced by the edge's own.
-				if _, ok := ab.(*association.Abort); ok {
-					r.cw.writeAbort(raw)
-				} else {
-					r.abortTo(r.cw, association.AbortReasonNotSpecified)
-				}
-			})
-			r.closeBoth()
-			return
-		default:
-			r.protocolFailure("backend", association.Unexpected(typ))
-			return
-		}
-		write := r.cw.writeRaw
-		if typ == association.TypePDataTF {
-			write = r.cw.writeQueued
-		}
-		if err := write(raw); err != nil {
-			if !r.ended.Load() {
-				r.sideFailed("client", err, r.cw, r.bw)
-			}
-			return
-		}
-		r.outBytes.Add(float64(len(raw)))
+// pdata applies the inspection's verdict on one P-DATA-TF of x: the
+// edge's own answers back to x, what may pass on to y.
+func (r *relay) pdata(x, y *peer, raw []byte) bool {
+	v := r.insp.Feed(x.side, raw)
+	defer r.insp.Release(x.side)
+	for _, n := range v.Notes {
+		r.c.log.Info(n.Msg, n.Args...)
 	}
+	r.auditOps(v.Records)
+	if v.Violation != nil {
+		r.protocolFailure(x, y, v.Violation.ProtocolError(), v.Violation.Msg)
+		return false
+	}
+	if len(v.Reply) > 0 {
+		if err := x.w.writeRaw(v.Reply); err != nil {
+			r.c.log.Info("write refusal failed", "to", x.name, "error", err)
+		} else {
+			x.count(x.wrote, len(v.Reply))
+		}
+	}
+	out := v.Forward
+	if v.Pass {
+		out = raw
+	}
+	if len(out) == 0 {
+		return true
+	}
+	return r.send(x, y, y.w.writeQueued, out)
+}
+
+// send writes b to y; a failure ends the association (y failed).
+func (r *relay) send(x, y *peer, write func([]byte) error, b []byte) bool {
+	if err := write(b); err != nil {
+		if !r.end.ended() {
+			r.sideFailed(y, x, err)
+		}
+		return false
+	}
+	y.count(y.wrote, len(b))
+	return true
+}
+
+// releaseRP forwards x's A-RELEASE-RP. The outcome is recorded first: y,
+// which asked for the release, closes as soon as it has the RP (PS3.8), and
+// its pump must then see an ended association, not a lost connection.
+func (r *relay) releaseRP(x, y *peer, raw []byte) {
+	defer x.close()
+	if !r.end.end(endOutcome{released: true}) {
+		return
+	}
+	r.c.log.Trace("release", "from", x.name, "type", "A-RELEASE-RP")
+	// y closes the transport (PS3.8); give it a moment, then stop its pump.
+	_ = y.conn.SetReadDeadline(time.Now().Add(policy.PeerCloseWait))
+	if err := y.w.writeRaw(raw); err == nil {
+		y.count(y.wrote, len(raw))
+	}
+	if testHookReleaseRPForwarded != nil {
+		testHookReleaseRPForwarded(r)
+	}
+}
+
+// carryAbort carries x's A-ABORT to y unchanged; a malformed one is
+// replaced by the edge's own.
+func (r *relay) carryAbort(x, y *peer, raw []byte) {
+	o := endOutcome{abortSource: peerAborted(x.name, association.AbortSourceServiceUser)}
+	ab, _ := association.Decode(association.TypeAbort, raw[association.HeaderLen:])
+	a, ok := ab.(*association.Abort)
+	if ok {
+		o.abortSource, o.abortReason = peerAborted(x.name, a.Source), abortReason(a.Reason.String())
+	}
+	r.end.endWith(o, func() {
+		if ok {
+			y.w.writeAbort(raw)
+		} else {
+			y.w.abort(association.AbortSourceServiceProvider, association.AbortReasonNotSpecified)
+		}
+	})
+	r.closeBoth()
 }

@@ -123,7 +123,7 @@ func TestReleaseThenImmediateClose(t *testing.T) {
 				// Wait (bounded) for the receiver's close to reach the other
 				// pump: with the release recorded first, ended is already set.
 				deadline := time.Now().Add(20 * time.Second)
-				for !r.ended.Load() && time.Now().Before(deadline) {
+				for !r.end.ended() && time.Now().Before(deadline) {
 					time.Sleep(5 * time.Millisecond)
 				}
 			}

@@ -520,9 +520,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	admin := s.admin
 	s.mu.Unlock()
 
-	drain := 30 * time.Second
-	if cfg := s.current(); cfg != nil && cfg.Edge.DrainTimeout > 0 {
-		drain = cfg.Edge.DrainTimeout
+	drain := policy.DefaultDrainTimeout
+	if cfg := s.current(); cfg != nil {
+		drain = cfg.Edge.Drain()
 	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()

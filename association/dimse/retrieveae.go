@@ -213,133 +213,44 @@ func skipUntil(b []byte, off int, explicit bool, depth int, delim uint32) (int, 
 // than this is passed on unchanged rather than held.
 const DefaultMaxIdentifier = 64 << 10
 
-// RetrieveAERewriter applies RewriteRetrieveAETitle to the identifiers of
-// the C-FIND responses on one association. It is fed every P-DATA-TF PDU
-// the SCP sends, in order, and says what to send in its place; it does no
-// I/O. An identifier may span PDVs and PDUs: its fragments are held (up to
-// MaxHeld bytes) until the last one, then sent rewritten, in PDUs no longer
-// than MaxPDU.
-type RetrieveAERewriter struct {
-	From, To string // the SCP's AE title; the AE title to put in its place
-	// TransferSyntax names the transfer syntax accepted for a presentation
-	// context ("" for an unknown one: its identifiers are left alone).
-	TransferSyntax func(contextID uint8) string
-	MaxPDU         uint32 // the receiver's maximum P-DATA-TF length (PS3.8 D.1); 0 = DefaultFragment
+// RetrieveAEFilter rewrites the Retrieve AE Title of one C-FIND identifier
+// as its fragments pass (the relay's inspection feeds it each data-set
+// fragment in order): fragments are held, up to MaxHeld bytes, until the
+// last, which returns the whole identifier rewritten by
+// RewriteRetrieveAETitle. An identifier larger than MaxHeld passes
+// unchanged. It does no I/O.
+type RetrieveAEFilter struct {
+	From, To       string // the SCP's AE title; the AE title to put in its place
+	TransferSyntax string // the presentation context's
 	MaxHeld        int    // 0 = DefaultMaxIdentifier
 
-	asm   Assembler
-	want  bool   // the last command was a C-FIND-RSP announcing an identifier
-	ctx   uint8  // ... on this presentation context
-	held  []byte // its fragments so far
-	spill bool   // it outgrew MaxHeld: the rest passes unchanged
+	held  []byte
+	spill bool // outgrew MaxHeld: the rest passes as it comes
 }
 
-// PData takes one whole P-DATA-TF PDU (header included). With replaced
-// false the PDU is to be sent unchanged (every PDU that carries no
-// identifier of a C-FIND response); otherwise out, appended to dst, is what
-// to send instead (possibly nothing, while an identifier is held). err is a
-// malformed PDU or PDV stream.
-func (w *RetrieveAERewriter) PData(dst, pdu []byte) (out []byte, replaced bool, err error) {
-	if len(pdu) < association.HeaderLen {
-		return nil, false, &association.ProtocolError{Reason: association.AbortInvalidPDUParameterValue, Msg: "truncated P-DATA-TF"}
+// Filter takes the next fragment of the identifier and returns, appended
+// to dst, what to forward in its place (nothing while it is held).
+func (f *RetrieveAEFilter) Filter(dst, data []byte, last bool) []byte {
+	if f.spill {
+		return append(dst, data...)
 	}
-	maxHeld := w.MaxHeld
-	if maxHeld <= 0 {
-		maxHeld = DefaultMaxIdentifier
+	limit := f.MaxHeld
+	if limit <= 0 {
+		limit = DefaultMaxIdentifier
 	}
-	var pdvs []association.PDV
-	touched := false
-	err = association.EachPDV(pdu[association.HeaderLen:], func(p association.PDV) error {
-		cmd, done, err := w.asm.Add(p)
-		if err != nil {
-			return err
-		}
-		if p.Command {
-			if done {
-				w.want = cmd.CommandField == CFindRSP && cmd.HasDataSet()
-				w.ctx, w.held, w.spill = p.ContextID, w.held[:0], false
-			}
-			pdvs = append(pdvs, p)
-			return nil
-		}
-		if !w.want || w.spill || p.ContextID != w.ctx {
-			pdvs = append(pdvs, p)
-			if p.Last && p.ContextID == w.ctx {
-				w.want = false
-			}
-			return nil
-		}
-		touched = true
-		if len(w.held)+len(p.Data) > maxHeld {
-			if len(w.held) > 0 {
-				pdvs = append(pdvs, association.PDV{ContextID: p.ContextID, Data: w.held})
-			}
-			pdvs = append(pdvs, p)
-			w.held, w.spill = nil, true
-			w.want = w.want && !p.Last
-			return nil
-		}
-		w.held = append(w.held, p.Data...)
-		if p.Last {
-			ts := ""
-			if w.TransferSyntax != nil {
-				ts = w.TransferSyntax(p.ContextID)
-			}
-			ds, _ := RewriteRetrieveAETitle(nil, w.held, ts, w.From, w.To)
-			pdvs = append(pdvs, association.PDV{ContextID: p.ContextID, Last: true, Data: ds})
-			w.held, w.want = nil, false
-		}
-		return nil
-	})
-	if err != nil || !touched {
-		return nil, false, err
+	if len(f.held)+len(data) > limit {
+		dst = append(append(dst, f.held...), data...)
+		f.held, f.spill = nil, true
+		return dst
 	}
-	return appendPDVs(dst, pdvs, w.MaxPDU), true, nil
-}
-
-// appendPDVs encodes pdvs as P-DATA-TF PDUs whose length does not exceed
-// maxPDU, several PDVs to a PDU where they fit, a PDV too large for one
-// split into fragments (the last-fragment bit on the final one only).
-func appendPDVs(dst []byte, pdvs []association.PDV, maxPDU uint32) []byte {
-	if maxPDU == 0 {
-		maxPDU = DefaultFragment
+	f.held = append(f.held, data...)
+	if !last {
+		return dst
 	}
-	limit := int(max(maxPDU, 2*pdvOverhead))
-	start := -1 // offset of the open PDU's header in dst
-	closePDU := func() {
-		if start >= 0 {
-			binary.BigEndian.PutUint32(dst[start+2:], uint32(len(dst)-start-association.HeaderLen))
-			start = -1
-		}
+	out, changed := RewriteRetrieveAETitle(dst, f.held, f.TransferSyntax, f.From, f.To)
+	if !changed {
+		out = append(dst, f.held...)
 	}
-	for _, p := range pdvs {
-		data := p.Data
-		for first := true; first || len(data) > 0; first = false {
-			if start >= 0 && len(dst)-start-association.HeaderLen+pdvOverhead >= limit {
-				closePDU()
-			}
-			if start < 0 {
-				start = len(dst)
-				dst = append(dst, byte(association.TypePDataTF), 0, 0, 0, 0, 0)
-			}
-			room := limit - (len(dst) - start - association.HeaderLen) - pdvOverhead
-			n := min(len(data), room)
-			mch := byte(0)
-			if p.Command {
-				mch |= 1
-			}
-			if n == len(data) && p.Last {
-				mch |= 2
-			}
-			dst = binary.BigEndian.AppendUint32(dst, uint32(n+2))
-			dst = append(dst, p.ContextID, mch)
-			dst = append(dst, data[:n]...)
-			data = data[n:]
-			if len(data) > 0 {
-				closePDU()
-			}
-		}
-	}
-	closePDU()
-	return dst
+	f.held = nil
+	return out
 }

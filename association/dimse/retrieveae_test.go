@@ -2,8 +2,6 @@ package dimse
 
 import (
 	"bytes"
-	"encoding/binary"
-	"errors"
 	"testing"
 
 	"github.com/dicomedge/dicomedge/association"
@@ -82,149 +80,52 @@ func TestRewriteRetrieveAETitle(t *testing.T) {
 	}
 }
 
-// pdataPDU encodes one P-DATA-TF with the given PDVs.
-func pdataPDU(pdvs ...association.PDV) []byte {
-	return appendPDVs(nil, pdvs, 1<<20)
-}
-
-// findRSP is a C-FIND-RSP command announcing an identifier.
-func findRSP(status uint16, withData bool) []byte {
-	c := &Command{CommandField: CFindRSP, MessageIDBeingRespondedTo: 1, AffectedSOPClassUID: "1.2.840.10008.5.1.4.1.2.2.1", HasStatus: true, Status: status, CommandDataSetType: NoDataSet}
-	if withData {
-		c.CommandDataSetType = 0x0000
-	}
-	return c.Encode()
-}
-
-// readPDVs decodes a run of P-DATA-TF PDUs, checking each against maxPDU.
-func readPDVs(t *testing.T, b []byte, maxPDU int) []association.PDV {
-	t.Helper()
-	var out []association.PDV
-	for len(b) > 0 {
-		if len(b) < 6 || b[0] != byte(association.TypePDataTF) {
-			t.Fatalf("not a P-DATA-TF: % x", b)
-		}
-		n := int(binary.BigEndian.Uint32(b[2:]))
-		if n > maxPDU {
-			t.Errorf("PDU of %d bytes, over the maximum %d", n, maxPDU)
-		}
-		if err := association.EachPDV(b[6:6+n], func(p association.PDV) error {
-			p.Data = append([]byte(nil), p.Data...)
-			out = append(out, p)
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
-		b = b[6+n:]
-	}
-	return out
-}
-
-func TestRetrieveAERewriter(t *testing.T) {
+func TestRetrieveAEFilter(t *testing.T) {
 	ident := join(ex(0x0008, 0x0052, "CS", []byte("STUDY ")), ex(0x0008, 0x0054, "AE", []byte("PACS")), ex(0x0020, 0x000D, "UI", []byte("1.2.3.4\x00")))
 	want := join(ex(0x0008, 0x0052, "CS", []byte("STUDY ")), ex(0x0008, 0x0054, "AE", []byte("CALLED_BY_CLIENT")), ex(0x0020, 0x000D, "UI", []byte("1.2.3.4\x00")))
-	newW := func(maxPDU uint32, maxHeld int) *RetrieveAERewriter {
-		return &RetrieveAERewriter{From: "PACS", To: "CALLED_BY_CLIENT", MaxPDU: maxPDU, MaxHeld: maxHeld,
-			TransferSyntax: func(id uint8) string {
-				if id == 1 {
-					return evr
-				}
-				return ""
-			}}
+	// run feeds ident in fragments split at cuts and returns what came out
+	// after each fragment.
+	run := func(f *RetrieveAEFilter, cuts ...int) [][]byte {
+		var outs [][]byte
+		prev := 0
+		for i, c := range append(cuts, len(ident)) {
+			outs = append(outs, f.Filter(nil, ident[prev:c], i == len(cuts)))
+			prev = c
+		}
+		return outs
 	}
-	// feed runs pdus through w and returns the data PDVs sent, joined per
-	// message, and how many PDUs passed unchanged.
-	feed := func(t *testing.T, w *RetrieveAERewriter, maxPDU int, pdus ...[]byte) (datasets [][]byte, unchanged int) {
-		t.Helper()
-		var cur []byte
-		for _, pdu := range pdus {
-			out, replaced, err := w.PData(nil, pdu)
-			if err != nil {
-				t.Fatal(err)
-			}
-			limit := maxPDU
-			if !replaced {
-				unchanged++
-				out, limit = pdu, 1<<20
-			}
-			for _, p := range readPDVs(t, out, limit) {
-				if p.Command {
-					continue
-				}
-				cur = append(cur, p.Data...)
-				if p.Last {
-					datasets = append(datasets, cur)
-					cur = nil
-				}
-			}
-		}
-		return datasets, unchanged
+	newF := func(ts string, maxHeld int) *RetrieveAEFilter {
+		return &RetrieveAEFilter{From: "PACS", To: "CALLED_BY_CLIENT", TransferSyntax: ts, MaxHeld: maxHeld}
 	}
-
-	t.Run("command and identifier in one PDU", func(t *testing.T) {
-		ds, unchanged := feed(t, newW(1<<20, 0), 1<<20, pdataPDU(
-			association.PDV{ContextID: 1, Command: true, Last: true, Data: findRSP(StatusPending, true)},
-			association.PDV{ContextID: 1, Last: true, Data: ident}))
-		if unchanged != 0 || len(ds) != 1 || !bytes.Equal(ds[0], want) {
-			t.Errorf("unchanged %d, identifiers % x, want % x", unchanged, ds, want)
+	t.Run("one fragment", func(t *testing.T) {
+		if outs := run(newF(evr, 0)); !bytes.Equal(outs[0], want) {
+			t.Errorf("got % x\nwant % x", outs[0], want)
 		}
 	})
-	t.Run("identifier over three PDUs; final response untouched", func(t *testing.T) {
-		w := newW(1<<20, 0)
-		ds, unchanged := feed(t, w, 1<<20,
-			pdataPDU(association.PDV{ContextID: 1, Command: true, Last: true, Data: findRSP(StatusPending, true)}),
-			pdataPDU(association.PDV{ContextID: 1, Data: ident[:5]}),
-			pdataPDU(association.PDV{ContextID: 1, Data: ident[5:20]}),
-			pdataPDU(association.PDV{ContextID: 1, Last: true, Data: ident[20:]}),
-			pdataPDU(association.PDV{ContextID: 1, Command: true, Last: true, Data: findRSP(StatusSuccess, false)}))
-		// The command PDU and the final response pass unchanged.
-		if unchanged != 2 || len(ds) != 1 || !bytes.Equal(ds[0], want) {
-			t.Errorf("unchanged %d, identifiers % x, want % x", unchanged, ds, want)
+	t.Run("three fragments: held, then the whole identifier rewritten", func(t *testing.T) {
+		outs := run(newF(evr, 0), 5, 20)
+		if len(outs[0]) != 0 || len(outs[1]) != 0 || !bytes.Equal(outs[2], want) {
+			t.Errorf("got %q", outs)
 		}
 	})
-	t.Run("a grown identifier is split to the receiver's maximum", func(t *testing.T) {
-		ds, _ := feed(t, newW(24, 0), 24,
-			pdataPDU(association.PDV{ContextID: 1, Command: true, Last: true, Data: findRSP(StatusPending, true)}),
-			pdataPDU(association.PDV{ContextID: 1, Last: true, Data: ident}))
-		if len(ds) != 1 || !bytes.Equal(ds[0], want) {
-			t.Errorf("identifiers % x, want % x", ds, want)
+	t.Run("over MaxHeld: passes unchanged", func(t *testing.T) {
+		outs := run(newF(evr, 16), 10, 20)
+		if got := bytes.Join(outs, nil); !bytes.Equal(got, ident) || len(outs[0]) != 0 {
+			t.Errorf("got %q, want the original, nothing before the bound is passed", outs)
 		}
 	})
-	t.Run("an identifier over MaxHeld passes unchanged", func(t *testing.T) {
-		ds, _ := feed(t, newW(1<<20, 16), 1<<20,
-			pdataPDU(association.PDV{ContextID: 1, Command: true, Last: true, Data: findRSP(StatusPending, true)}),
-			pdataPDU(association.PDV{ContextID: 1, Data: ident[:10]}),
-			pdataPDU(association.PDV{ContextID: 1, Data: ident[10:20]}),
-			pdataPDU(association.PDV{ContextID: 1, Last: true, Data: ident[20:]}))
-		if len(ds) != 1 || !bytes.Equal(ds[0], ident) {
-			t.Errorf("identifiers % x, want the original % x", ds, ident)
+	t.Run("unknown transfer syntax: unchanged", func(t *testing.T) {
+		if outs := run(newF("", 0), 7); !bytes.Equal(bytes.Join(outs, nil), ident) {
+			t.Errorf("got %q", outs)
 		}
 	})
-	t.Run("other messages pass unchanged", func(t *testing.T) {
-		store := (&Command{CommandField: CStoreRQ, MessageID: 3, AffectedSOPClassUID: "1.2", AffectedSOPInstanceUID: "1.3", CommandDataSetType: 0}).Encode()
-		_, unchanged := feed(t, newW(1<<20, 0), 1<<20,
-			pdataPDU(association.PDV{ContextID: 1, Command: true, Last: true, Data: store}),
-			pdataPDU(association.PDV{ContextID: 1, Last: true, Data: ident}))
-		if unchanged != 2 {
-			t.Errorf("%d of 2 PDUs passed unchanged", unchanged)
+	t.Run("appends to dst", func(t *testing.T) {
+		f := newF(evr, 0)
+		if got := f.Filter([]byte("x"), ident, true); !bytes.Equal(got, append([]byte("x"), want...)) {
+			t.Errorf("got % x", got)
 		}
-	})
-	t.Run("unknown transfer syntax: identifier unchanged", func(t *testing.T) {
-		ds, _ := feed(t, newW(1<<20, 0), 1<<20,
-			pdataPDU(association.PDV{ContextID: 3, Command: true, Last: true, Data: findRSP(StatusPending, true)}),
-			pdataPDU(association.PDV{ContextID: 3, Last: true, Data: ident}))
-		if len(ds) != 1 || !bytes.Equal(ds[0], ident) {
-			t.Errorf("identifiers % x", ds)
-		}
-	})
-	t.Run("malformed PDU is an error", func(t *testing.T) {
-		w := newW(1<<20, 0)
-		if _, _, err := w.PData(nil, []byte{4, 0, 0, 0, 0, 3, 0, 0, 0}); err == nil {
-			t.Error("no error")
-		}
-		var pe *association.ProtocolError
-		if _, _, err := w.PData(nil, pdataPDU(association.PDV{ContextID: 1, Command: true, Data: []byte{1, 2}}, association.PDV{ContextID: 1, Last: true, Data: ident})); !errors.As(err, &pe) {
-			t.Errorf("data before the command's last fragment: %v", err)
+		if len(f.held) != 0 {
+			t.Error("holds bytes after the last fragment")
 		}
 	})
 }
@@ -258,33 +159,31 @@ func FuzzRewriteRetrieveAETitle(f *testing.F) {
 	})
 }
 
-// FuzzRetrieveAERewriter: any P-DATA-TF stream; no panic, output PDUs
-// within the maximum, and held bytes bounded.
-func FuzzRetrieveAERewriter(f *testing.F) {
-	ident := join(ex(0x0008, 0x0054, "AE", []byte("PACS")))
-	f.Add(pdataPDU(association.PDV{ContextID: 1, Command: true, Last: true, Data: findRSP(StatusPending, true)}), pdataPDU(association.PDV{ContextID: 1, Last: true, Data: ident}), uint16(40))
-	f.Add(pdataPDU(association.PDV{ContextID: 1, Command: true, Last: true, Data: findRSP(StatusPending, true)}, association.PDV{ContextID: 1, Data: ident[:3]}), pdataPDU(association.PDV{ContextID: 1, Last: true, Data: ident[3:]}), uint16(13))
-	f.Fuzz(func(t *testing.T, a, b []byte, maxPDU uint16) {
-		w := &RetrieveAERewriter{From: "PACS", To: "EDGE_CALLED", MaxPDU: uint32(maxPDU), MaxHeld: 256, TransferSyntax: func(uint8) string { return evr }}
-		limit := int(max(uint32(maxPDU), 2*pdvOverhead))
-		if maxPDU == 0 {
-			limit = DefaultFragment
+// FuzzRetrieveAEFilter: however an identifier is cut into fragments, what
+// passes is what RewriteRetrieveAETitle makes of the whole (or the whole
+// unchanged, over MaxHeld), and what is held stays within MaxHeld.
+func FuzzRetrieveAEFilter(f *testing.F) {
+	f.Add(join(ex(0x0008, 0x0052, "CS", []byte("STUDY ")), ex(0x0008, 0x0054, "AE", []byte("PACS"))), uint8(3), uint8(9))
+	f.Add(join(im(0x0008, 0x0051, nil, u), delim(0xE000, u), delim(0xE00D, 0), delim(0xE0DD, 0), im(0x0008, 0x0054, []byte("PACS"))), uint8(1), uint8(0))
+	f.Fuzz(func(t *testing.T, ds []byte, a, b uint8) {
+		const maxHeld = 64
+		flt := &RetrieveAEFilter{From: "PACS", To: "EDGE_CALLED", TransferSyntax: evr, MaxHeld: maxHeld}
+		cuts := []int{min(int(a), len(ds)), min(int(a)+int(b), len(ds)), len(ds)}
+		var got []byte
+		prev := 0
+		for i, c := range cuts {
+			got = flt.Filter(got, ds[prev:c], i == len(cuts)-1)
+			prev = c
+			if len(flt.held) > maxHeld {
+				t.Fatalf("holds %d bytes", len(flt.held))
+			}
 		}
-		for _, pdu := range [][]byte{a, b} {
-			out, replaced, err := w.PData(nil, pdu)
-			if err != nil || !replaced {
-				continue
-			}
-			for len(out) > 0 {
-				n := int(binary.BigEndian.Uint32(out[2:]))
-				if n > limit {
-					t.Fatalf("PDU of %d bytes over %d", n, limit)
-				}
-				out = out[6+n:]
-			}
-			if len(w.held) > 256 {
-				t.Fatalf("holds %d bytes", len(w.held))
-			}
+		want := ds
+		if len(ds) <= maxHeld {
+			want, _ = RewriteRetrieveAETitle(nil, ds, evr, "PACS", "EDGE_CALLED")
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("got % x\nwant % x", got, want)
 		}
 	})
 }

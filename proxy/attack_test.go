@@ -1,0 +1,302 @@
+package proxy
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dicomedge/dicomedge/association"
+	"github.com/dicomedge/dicomedge/association/dimse"
+	"github.com/dicomedge/dicomedge/audit"
+	"github.com/dicomedge/dicomedge/proxy/inspect"
+)
+
+// Attacks on the relay's DIMSE inspection, as a hostile client with a relay
+// rule would try them: raw PDUs from a Go client through the running edge to
+// a scripted backend, which shows what reached it.
+
+// expectAbortAfter reads until the edge's A-ABORT to the client and checks its
+// reason (source 2, service provider).
+func expectAbortAfter(t *testing.T, c net.Conn, reason association.AbortReason) {
+	t.Helper()
+	for range 100 {
+		p, err := readPDU(t, c, 10*time.Second)
+		if err != nil {
+			t.Fatalf("no A-ABORT from the edge: %v", err)
+		}
+		if ab, ok := p.(*association.Abort); ok {
+			if ab.Source != association.AbortSourceServiceProvider || ab.Reason != reason {
+				t.Fatalf("A-ABORT source %v reason %v, want service provider, %v", ab.Source, ab.Reason, reason)
+			}
+			return
+		}
+	}
+	t.Fatal("no A-ABORT in 100 PDUs")
+}
+
+// backendGotOnly collects what the backend received after the edge's
+// A-ABORT (or for quiet when there is none) and fails on any P-DATA-TF
+// beyond the first allowed ones.
+func backendGotOnly(t *testing.T, be *scriptBackend, allowed int, quiet time.Duration) []gotPDU {
+	t.Helper()
+	var got []gotPDU
+	for {
+		g := be.next(t, quiet)
+		if g == nil {
+			return got
+		}
+		got = append(got, *g)
+		if g.typ == association.TypePDataTF {
+			if allowed == 0 {
+				t.Fatalf("the backend received a P-DATA-TF it must not: %+v", g.pdu)
+			}
+			allowed--
+		}
+		if g.typ == association.TypeAbort {
+			return got
+		}
+	}
+}
+
+// abortedEvent waits for the association's aborted record and checks it
+// names the client's protocol violation.
+func abortedEvent(t *testing.T, e *testEdge, reason string) audit.Event {
+	t.Helper()
+	ev := e.waitEvent(t, "association.aborted", func(ev audit.Event) bool { return ev.Event == audit.EventAborted })
+	if ev.AbortSource != "service-provider" || ev.AbortReason != reason || ev.Detail == "" {
+		t.Errorf("aborted record: source %q reason %q detail %q, want service-provider, %s and what was wrong",
+			ev.AbortSource, ev.AbortReason, ev.Detail, reason)
+	}
+	return ev
+}
+
+func pdvItemBytes(ctx uint8, command, last bool, data []byte) []byte {
+	mch := byte(0)
+	if command {
+		mch |= 1
+	}
+	if last {
+		mch |= 2
+	}
+	return pdvItem(ctx, mch, data)
+}
+
+func writeRaw(t *testing.T, c net.Conn, b []byte) {
+	t.Helper()
+	_ = c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write(b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Each attack sends its PDUs after the association is set up; the edge
+// aborts both sides and the backend sees nothing of the offending traffic.
+func TestRelayAttacksAborted(t *testing.T) {
+	ds := []byte{0x10, 0x00, 0x20, 0x00, 'U', 'I', 4, 0, 'E', 'V', 'I', 'L'}
+	rspCmd := func(f dimse.CommandField, class string, withData bool) []byte {
+		c := &dimse.Command{CommandField: f, MessageIDBeingRespondedTo: 1, AffectedSOPClassUID: class,
+			CommandDataSetType: dimse.NoDataSet, Status: dimse.StatusSuccess, HasStatus: true}
+		if withData {
+			c.CommandDataSetType, c.Status = dimse.DataSetPresent, dimse.StatusPending
+		}
+		return c.Encode()
+	}
+	cases := []struct {
+		name      string
+		services  string
+		pdus      [][]byte
+		forwarded int // P-DATA-TF the backend may get first (an allowed command)
+		refusal   bool
+		reason    association.AbortReason
+	}{
+		{"a data set with no command before it", `["C-ECHO", "C-STORE"]`,
+			[][]byte{pdataPDU(pdvItemBytes(pcSC, false, true, ds))}, 0, false, association.AbortUnexpectedPDUParameter},
+		{"the data set of a refused request whose command announced none", `["C-ECHO"]`,
+			[][]byte{pdataPDU(pdvItemBytes(pcSC, true, true, (&dimse.Command{CommandField: dimse.CStoreRQ, MessageID: 1,
+				AffectedSOPClassUID: association.SecondaryCaptureImageStorage, AffectedSOPInstanceUID: testInstanceUID,
+				CommandDataSetType: dimse.NoDataSet}).Encode())), pdataPDU(pdvItemBytes(pcSC, false, true, ds))},
+			0, true, association.AbortUnexpectedPDUParameter},
+		{"a data set on another context than its command", `["C-ECHO", "C-STORE"]`,
+			[][]byte{pdataPDU(pdvItemBytes(pcSC, true, true, storeCmd(1, association.SecondaryCaptureImageStorage).Encode())),
+				pdataPDU(pdvItemBytes(pcEcho, false, true, ds))}, 1, false, association.AbortUnexpectedPDUParameter},
+		{"a client C-STORE-RSP with no backend request", `["C-ECHO", "C-STORE", "C-GET"]`,
+			[][]byte{pdataPDU(pdvItemBytes(pcSC, true, true, rspCmd(dimse.CStoreRSP, association.SecondaryCaptureImageStorage, false)))},
+			0, false, association.AbortUnexpectedPDUParameter},
+		{"a client C-GET-RSP with no backend request", `["C-ECHO", "C-STORE", "C-GET"]`,
+			[][]byte{pdataPDU(pdvItemBytes(pcFind, true, true, rspCmd(dimse.CGetRSP, studyRootFind, false)))},
+			0, false, association.AbortUnexpectedPDUParameter},
+		{"a client C-FIND-RSP with an identifier and no backend request", `["C-ECHO", "C-FIND"]`,
+			[][]byte{pdataPDU(append(pdvItemBytes(pcFind, true, true, rspCmd(dimse.CFindRSP, studyRootFind, true)),
+				pdvItemBytes(pcFind, false, true, ds)...))}, 0, false, association.AbortUnexpectedPDUParameter},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			be := startScriptBackend(t, 16384, nil)
+			e := inspectEdge(t, be, `services = `+tc.services)
+			c := inspectClient(t, e)
+			for _, p := range tc.pdus {
+				writeRaw(t, c, p)
+			}
+			if tc.refusal {
+				if rsp := readResponse(t, c); rsp.Status != dimse.StatusRefusedNotAuthorized {
+					t.Fatalf("refusal status 0x%04X, want 0x0124", rsp.Status)
+				}
+			}
+			expectAbortAfter(t, c, tc.reason)
+			got := backendGotOnly(t, be, tc.forwarded, 5*time.Second)
+			if len(got) == 0 || got[len(got)-1].typ != association.TypeAbort {
+				t.Errorf("the backend got %d PDUs, the last not an A-ABORT", len(got))
+			}
+			abortedEvent(t, e, "client:"+tc.reason.String())
+		})
+	}
+}
+
+// An N-ACTION whose Affected SOP Class the rule allows but whose Requested
+// SOP Class (what N-ACTION acts on, PS3.7 10.1.4) it does not: refused with
+// 0x0124, and nothing reaches the backend.
+func TestRelayNActionRequestedSOPClassBound(t *testing.T) {
+	be := startScriptBackend(t, 16384, nil)
+	e := inspectEdge(t, be, `services = ["C-ECHO", "N-ACTION"]
+    sop_classes = ["1.2.840.10008.1.1", "`+association.SecondaryCaptureImageStorage+`", "`+modalityPPSClass+`"]`)
+	c := inspectClient(t, e)
+	const printer = "1.2.840.10008.5.1.1.16"
+	act := &dimse.Command{CommandField: dimse.NActionRQ, MessageID: 3, AffectedSOPClassUID: modalityPPSClass,
+		RequestedSOPClassUID: printer, RequestedSOPInstanceUID: "2.25.77", CommandDataSetType: dimse.NoDataSet}
+	if err := dimse.WriteMessage(c, pcNGet, act, nil, 16384); err != nil {
+		t.Fatal(err)
+	}
+	if rsp := readResponse(t, c); rsp.Status != dimse.StatusRefusedNotAuthorized || rsp.MessageIDBeingRespondedTo != 3 {
+		t.Fatalf("response %+v, want 0x0124 to message 3", rsp)
+	}
+	if g := be.next(t, noResponseDeadline); g != nil {
+		t.Fatalf("the backend received %v", g.typ)
+	}
+	// The same N-ACTION on the allowed Requested SOP Class passes.
+	act.MessageID, act.RequestedSOPClassUID = 4, modalityPPSClass
+	if err := dimse.WriteMessage(c, pcNGet, act, nil, 16384); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := be.nextCommand(t); got.CommandField != dimse.NActionRQ || got.MessageID != 4 {
+		t.Fatalf("backend got %+v", got)
+	}
+	c.Close()
+	var refused *audit.Event
+	for _, ev := range dimseEvents(t, e) {
+		if ev.MessageID == 3 {
+			refused = &ev
+		}
+	}
+	if refused == nil || refused.SOPClass != printer || refused.SOPInstance != "2.25.77" || refused.Status != "0x0124" ||
+		refused.Allowed == nil || *refused.Allowed {
+		t.Errorf("refused N-ACTION record %+v, want the Requested SOP Class and Instance, 0x0124, not allowed", refused)
+	}
+}
+
+// The A-ASSOCIATE-RQ the backend gets is the edge's own: no unknown item
+// or sub-item of the client's, role selection and extended negotiation
+// only for the abstract syntaxes the rule kept.
+func TestRelayRQCarriesOnlyWhatTheEdgeUnderstands(t *testing.T) {
+	be := startScriptBackend(t, 16384, nil)
+	e := inspectEdge(t, be, `services = ["C-ECHO", "C-STORE"]
+    sop_classes = ["1.2.840.10008.1.1", "`+association.SecondaryCaptureImageStorage+`"]`)
+	c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
+	rq := echoRQ("MODALITY1", "MAINPACS")
+	rq.PresentationContexts[0].Extra = []association.RawItem{{Type: 0x99, Data: []byte("pc-sub-item")}}
+	rq.PresentationContexts = append(rq.PresentationContexts,
+		association.PresentationContextRQ{ID: 3, AbstractSyntax: association.SecondaryCaptureImageStorage, TransferSyntaxes: []string{association.ExplicitVRLittleEndian}},
+		association.PresentationContextRQ{ID: 5, AbstractSyntax: association.CTImageStorage, TransferSyntaxes: []string{association.ExplicitVRLittleEndian}})
+	rq.UserInfo.RoleSelections = []association.RoleSelection{
+		{SOPClassUID: association.CTImageStorage, SCU: true, SCP: true},
+		{SOPClassUID: association.SecondaryCaptureImageStorage, SCU: true, SCP: true}}
+	rq.UserInfo.ExtendedNegotiations = []association.ExtendedNegotiation{{SOPClassUID: association.CTImageStorage, Info: []byte{1}}}
+	rq.UserInfo.Extra = []association.RawItem{{Type: 0x5F, Data: []byte("ui-sub-item")}}
+	rq.Extra = []association.RawItem{{Type: 0x77, Data: []byte("unknown-item")}}
+	ac := associate(t, c, rq)
+	var brq *association.AssociateRQ
+	select {
+	case brq = <-be.rq:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the backend got no RQ")
+	}
+	if len(brq.Extra) != 0 || len(brq.UserInfo.Extra) != 0 {
+		t.Errorf("unknown items forwarded: %+v, user info %+v", brq.Extra, brq.UserInfo.Extra)
+	}
+	for _, pc := range brq.PresentationContexts {
+		if len(pc.Extra) != 0 || pc.AbstractSyntax == association.CTImageStorage {
+			t.Errorf("context forwarded: %+v", pc)
+		}
+	}
+	if rs := brq.UserInfo.RoleSelections; len(rs) != 1 || rs[0].SOPClassUID != association.SecondaryCaptureImageStorage {
+		t.Errorf("role selections forwarded: %+v, want only Secondary Capture's", rs)
+	}
+	if len(brq.UserInfo.ExtendedNegotiations) != 0 {
+		t.Errorf("extended negotiation for a removed context forwarded: %+v", brq.UserInfo.ExtendedNegotiations)
+	}
+	if pc := ac.PresentationContexts; len(pc) != 3 || pc[2].Result != association.PCUserRejection {
+		t.Errorf("AC contexts %+v, want the CT context rejected by the edge", pc)
+	}
+}
+
+// vmRSS is the process's resident set size, from /proc/self/status.
+func vmRSS(t *testing.T) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Skip("no /proc/self/status on this platform")
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	t.Skip("no VmRSS")
+	return 0
+}
+
+// P-DATA-TF PDUs full of 2-byte PDV items (command bit set, never last, no
+// data) used to grow the edge's memory by ~20 bytes per byte sent. Each
+// such item now counts its 6-byte header against the command bound and the
+// fragment count is capped: the edge aborts within the first PDU, having
+// held at most inspect.MaxCommandBytes, and the backend gets nothing.
+func TestRelayTinyPDVFloodBounded(t *testing.T) {
+	const offered = 13 << 20 // bytes of 2-byte PDV items the client tries to send
+	be := startScriptBackend(t, 1<<20, nil)
+	e := inspectEdge(t, be, `services = ["C-ECHO", "C-STORE"]`)
+	var items bytes.Buffer
+	for items.Len() < 256<<10 {
+		items.Write(pdvItemBytes(pcSC, true, false, nil))
+	}
+	pdu := pdataPDU(items.Bytes())
+	c := inspectClient(t, e)
+	before := vmRSS(t)
+	sent := 0
+	for sent < offered {
+		_ = c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		n, err := c.Write(pdu)
+		sent += n
+		if err != nil {
+			break // the edge aborted and closed
+		}
+	}
+	expectAbortAfter(t, c, association.AbortInvalidPDUParameterValue)
+	after := vmRSS(t)
+	t.Logf("RSS before %.1f MiB, after %.1f MiB (grew %.1f MiB) for %d MiB of 2-byte PDV items offered, %d bytes written before the A-ABORT; the command bound is %d bytes, %d fragments",
+		float64(before)/(1<<20), float64(after)/(1<<20), float64(after-before)/(1<<20), offered>>20, sent,
+		inspect.MaxCommandBytes, inspect.MaxCommandFragments)
+	if after-before > 32<<20 {
+		t.Errorf("RSS grew %d MiB", (after-before)>>20)
+	}
+	if g := backendGotOnly(t, be, 0, 5*time.Second); len(g) == 0 || g[len(g)-1].typ != association.TypeAbort {
+		t.Errorf("the backend got %+v, want only the A-ABORT", g)
+	}
+	ev := abortedEvent(t, e, "client:invalid-pdu-parameter-value")
+	if !strings.Contains(ev.Detail, "command set over") {
+		t.Errorf("detail %q", ev.Detail)
+	}
+}

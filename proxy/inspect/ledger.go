@@ -1,0 +1,176 @@
+package inspect
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/dicomedge/dicomedge/association/dimse"
+)
+
+// Record is one `dimse` audit record (docs/audit.md).
+type Record struct {
+	Service         string // e.g. "C-STORE"
+	SOPClass        string // Affected SOP Class UID; for N-GET/N-SET/N-ACTION/N-DELETE the Requested one
+	SOPInstance     string // likewise
+	MoveDestination string
+	MessageID       uint16
+	From            Side // the side that sent the request
+	Status          uint16
+	HasStatus       bool // false: the association ended before the final response
+	Bytes           int64
+	Duration        time.Duration
+	PatientID       string
+	HasPatientID    bool
+	Allowed         bool
+	Detail          string // e.g. which C-GET a sub-operation belongs to
+	Unanswered      bool   // a request of the acceptor side the requestor never answered
+}
+
+// StatusHex is Status as the audit writes it (0x%04X), empty without one.
+func (r *Record) StatusHex() string {
+	if !r.HasStatus {
+		return ""
+	}
+	return fmt.Sprintf("0x%04X", r.Status)
+}
+
+// Class is the status class for metrics ("success", ...), or "incomplete".
+func (r *Record) Class() string {
+	if !r.HasStatus {
+		return "incomplete"
+	}
+	return dimse.ClassOf(r.Status).String()
+}
+
+// op is one request in the ledger, from its command until both its final
+// response and the end of its data set are seen.
+type op struct {
+	rec      Record
+	from     Side
+	field    dimse.CommandField
+	ctx      uint8
+	start    time.Time
+	scanner  *dimse.PatientIDScanner
+	dataDone bool // the last data PDV was seen, or the request has none
+	// responded and status: the final (non-pending) response.
+	responded bool
+	status    uint16
+	audited   bool // its record is written
+}
+
+// ledger holds the requests each side has outstanding, by message ID
+// (bounded by MaxOutstanding), and the ones whose response came before the
+// end of their data set (the stream's op).
+type ledger struct {
+	ops [2]map[uint16]*op
+}
+
+func (l *ledger) init() {
+	l.ops[Requestor] = map[uint16]*op{}
+	l.ops[Acceptor] = map[uint16]*op{}
+}
+
+func (l *ledger) newOp(from Side, ctx uint8, cmd *dimse.Command, now time.Time) *op {
+	class, instance := names(cmd)
+	return &op{from: from, field: cmd.CommandField, ctx: ctx, start: now, dataDone: !cmd.HasDataSet(),
+		rec: Record{Service: cmd.CommandField.Service(), SOPClass: class, SOPInstance: instance,
+			MoveDestination: cmd.MoveDestination, MessageID: cmd.MessageID, From: from}}
+}
+
+func (l *ledger) add(o *op)                             { l.ops[o.from][o.rec.MessageID] = o }
+func (l *ledger) get(from Side, id uint16) *op          { return l.ops[from][id] }
+func (l *ledger) outstanding(from Side, id uint16) bool { return l.ops[from][id] != nil }
+func (l *ledger) count(from Side) int                   { return len(l.ops[from]) }
+
+func (l *ledger) take(from Side, id uint16) *op {
+	o := l.ops[from][id]
+	delete(l.ops[from], id)
+	return o
+}
+
+// dataDone marks o's data set complete; if its final response came first,
+// the record is written now.
+func (l *ledger) dataDone(st *stream, o *op, now time.Time) {
+	o.dataDone = true
+	if o.responded {
+		l.record(st, o, true, now)
+	}
+}
+
+// record adds o's record to st's verdict, once.
+func (l *ledger) record(st *stream, o *op, allowed bool, now time.Time) {
+	if o.audited {
+		return
+	}
+	o.audited = true
+	st.records = append(st.records, o.finish(allowed, o.responded, now))
+}
+
+func (l *ledger) unanswered(st *stream, o *op, now time.Time) {
+	if o.audited {
+		return
+	}
+	o.audited = true
+	r := o.finish(true, false, now)
+	r.Unanswered = true
+	r.Detail += "; no response"
+	st.records = append(st.records, r)
+}
+
+func (o *op) finish(allowed, withStatus bool, now time.Time) Record {
+	r := o.rec
+	r.Allowed, r.Duration = allowed, now.Sub(o.start)
+	if withStatus {
+		r.Status, r.HasStatus = o.status, true
+	}
+	if o.scanner != nil {
+		r.PatientID, r.HasPatientID = o.scanner.PatientID()
+	}
+	return r
+}
+
+// finish returns the records of the operations not yet recorded: the
+// requestor's (no status) in the order they began, then the acceptor's
+// (unanswered) by message ID.
+func (l *ledger) finish(streams *[2]stream, now time.Time) []Record {
+	var pend [2][]*op
+	seen := map[*op]bool{}
+	add := func(o *op) {
+		if o != nil && !o.audited && !seen[o] {
+			seen[o] = true
+			pend[o.from] = append(pend[o.from], o)
+		}
+	}
+	for s := range l.ops {
+		for _, o := range l.ops[s] {
+			add(o)
+		}
+		add(streams[s].op)
+	}
+	slices.SortFunc(pend[Requestor], func(a, b *op) int {
+		if c := a.start.Compare(b.start); c != 0 {
+			return c
+		}
+		return int(a.rec.MessageID) - int(b.rec.MessageID)
+	})
+	slices.SortFunc(pend[Acceptor], func(a, b *op) int { return int(a.rec.MessageID) - int(b.rec.MessageID) })
+	var out []Record
+	for _, o := range pend[Requestor] {
+		o.audited = true
+		out = append(out, o.finish(true, false, now))
+	}
+	for _, o := range pend[Acceptor] {
+		o.audited = true
+		r := o.finish(true, false, now)
+		r.Unanswered = true
+		if o.responded {
+			r.Detail += "; data set cut short"
+		} else {
+			r.Detail += "; no response"
+		}
+		out = append(out, r)
+	}
+	l.init()
+	return out
+}

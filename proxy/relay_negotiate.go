@@ -1,0 +1,149 @@
+package proxy
+
+import (
+	"github.com/dicomedge/dicomedge/association"
+	"github.com/dicomedge/dicomedge/policy"
+	"github.com/dicomedge/dicomedge/proxy/inspect"
+)
+
+// backendRQ is the A-ASSOCIATE-RQ the edge sends the backend for the
+// client's rq: built anew from what the edge understands, never a copy of
+// rq, so unknown items and sub-items stay behind (PS3.8 9.3.2, PS3.7 D.3.3).
+// It carries the backend's AE title, the presentation contexts the rule
+// allows (removed: the IDs of the others), role selection and extended
+// negotiation only for the abstract syntaxes kept, and a maximum length no
+// larger than the edge's: PDUs are forwarded unchanged, so what the
+// backend sends must fit the client and the edge.
+func backendRQ(rq *association.AssociateRQ, d *policy.Decision, calledAE string, maxLen uint32) (*association.AssociateRQ, map[uint8]bool) {
+	brq := &association.AssociateRQ{
+		ProtocolVersion:    1, // PS3.8 9.3.2: bit 0, version 1
+		CalledAE:           calledAE,
+		CallingAE:          rq.CallingAE,
+		ApplicationContext: rq.ApplicationContext,
+	}
+	removed := map[uint8]bool{}
+	kept := map[string]bool{}
+	for _, pc := range rq.PresentationContexts {
+		if !d.AllowsSOPClass(pc.AbstractSyntax) {
+			removed[pc.ID] = true
+			continue
+		}
+		kept[pc.AbstractSyntax] = true
+		brq.PresentationContexts = append(brq.PresentationContexts, association.PresentationContextRQ{
+			ID: pc.ID, AbstractSyntax: pc.AbstractSyntax, TransferSyntaxes: pc.TransferSyntaxes})
+	}
+	ui := &rq.UserInfo
+	bui := &brq.UserInfo
+	bui.MaxLength, bui.HasMaxLength = clampMax(ui.MaxLength, maxLen), true
+	bui.ImplementationClassUID, bui.ImplementationVersionName = ui.ImplementationClassUID, ui.ImplementationVersionName
+	bui.UserIdentityRQ = ui.UserIdentityRQ
+	if w := ui.AsyncOps; w != nil {
+		// The edge judges at most inspect.MaxOutstanding operations per side
+		// at once (0 is unlimited, PS3.7 D.3.3.3).
+		bui.AsyncOps = &association.AsyncOpsWindow{MaxInvoked: clampOps(w.MaxInvoked), MaxPerformed: clampOps(w.MaxPerformed)}
+	}
+	for _, rs := range ui.RoleSelections {
+		if kept[rs.SOPClassUID] {
+			bui.RoleSelections = append(bui.RoleSelections, rs)
+		}
+	}
+	for _, en := range ui.ExtendedNegotiations {
+		if kept[en.SOPClassUID] {
+			bui.ExtendedNegotiations = append(bui.ExtendedNegotiations, en)
+		}
+	}
+	for _, cen := range ui.CommonExtendedNegotiations {
+		if kept[cen.SOPClassUID] {
+			bui.CommonExtendedNegotiations = append(bui.CommonExtendedNegotiations, cen)
+		}
+	}
+	return brq, removed
+}
+
+func clampOps(n uint16) uint16 {
+	if n == 0 || n > inspect.MaxOutstanding {
+		return inspect.MaxOutstanding
+	}
+	return n
+}
+
+// clientAC is the A-ASSOCIATE-AC the client gets for the backend's ac,
+// built anew as backendRQ is: the AE titles the client used, the
+// backend's answer for each context it was offered and user rejection
+// (PS3.8 9.3.3.2 result 1) for those the rule removed, role selections only
+// for what the client proposed, and a maximum length no larger than the
+// edge's. It also returns the inspection's view of the association and the
+// abstract syntaxes accepted (for the audit).
+func clientAC(rq *association.AssociateRQ, ac *association.AssociateAC, removed map[uint8]bool, maxLen uint32) (*association.AssociateAC, inspect.Config, []string) {
+	cac := &association.AssociateAC{
+		ProtocolVersion:    1,
+		CalledAE:           rq.CalledAE,
+		CallingAE:          rq.CallingAE,
+		ApplicationContext: ac.ApplicationContext,
+	}
+	var icfg inspect.Config
+	var accepted []string
+	for _, pc := range rq.PresentationContexts {
+		if removed[pc.ID] {
+			ts := ""
+			if len(pc.TransferSyntaxes) > 0 {
+				ts = pc.TransferSyntaxes[0]
+			}
+			cac.PresentationContexts = append(cac.PresentationContexts,
+				association.PresentationContextAC{ID: pc.ID, Result: association.PCUserRejection, TransferSyntax: ts})
+			continue
+		}
+		bpc, ok := ac.AcceptedContext(pc.ID)
+		if !ok {
+			for _, x := range ac.PresentationContexts {
+				if x.ID == pc.ID {
+					cac.PresentationContexts = append(cac.PresentationContexts,
+						association.PresentationContextAC{ID: x.ID, Result: x.Result, TransferSyntax: x.TransferSyntax})
+				}
+			}
+			continue
+		}
+		cac.PresentationContexts = append(cac.PresentationContexts,
+			association.PresentationContextAC{ID: bpc.ID, Result: bpc.Result, TransferSyntax: bpc.TransferSyntax})
+		icfg.Contexts = append(icfg.Contexts, inspect.Context{ID: pc.ID, AbstractSyntax: pc.AbstractSyntax, TransferSyntax: bpc.TransferSyntax})
+		accepted = appendUnique(accepted, pc.AbstractSyntax)
+	}
+	ui, cui := &ac.UserInfo, &cac.UserInfo
+	cui.MaxLength, cui.HasMaxLength = clampMax(ui.MaxLength, maxLen), true
+	cui.ImplementationClassUID, cui.ImplementationVersionName = ui.ImplementationClassUID, ui.ImplementationVersionName
+	cui.AsyncOps, cui.UserIdentityAC = ui.AsyncOps, ui.UserIdentityAC
+	proposedSCP := map[string]bool{}
+	proposed := map[string]bool{}
+	for _, rs := range rq.UserInfo.RoleSelections {
+		proposed[rs.SOPClassUID] = true
+		proposedSCP[rs.SOPClassUID] = rs.SCP
+	}
+	for _, rs := range ui.RoleSelections {
+		if !proposed[rs.SOPClassUID] {
+			continue
+		}
+		// PS3.7 D.3.3.4: the acceptor may only accept a role proposed.
+		rs.SCP = rs.SCP && proposedSCP[rs.SOPClassUID]
+		cui.RoleSelections = append(cui.RoleSelections, rs)
+		if rs.SCP {
+			icfg.RequestorSCP = append(icfg.RequestorSCP, rs.SOPClassUID)
+		}
+	}
+	for _, en := range ui.ExtendedNegotiations {
+		if proposedExtended(rq, en.SOPClassUID) {
+			cui.ExtendedNegotiations = append(cui.ExtendedNegotiations, en)
+		}
+	}
+	icfg.MaxPDU[inspect.Requestor] = clampMax(rq.UserInfo.MaxLength, maxLen)
+	icfg.MaxPDU[inspect.Acceptor] = clampMax(ui.MaxLength, maxLen)
+	return cac, icfg, accepted
+}
+
+func proposedExtended(rq *association.AssociateRQ, uid string) bool {
+	for _, en := range rq.UserInfo.ExtendedNegotiations {
+		if en.SOPClassUID == uid {
+			return true
+		}
+	}
+	return false
+}
