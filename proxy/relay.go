@@ -158,6 +158,18 @@ func (r *relay) run(ctx context.Context, artimDeadline time.Time) bool {
 	return established
 }
 
+// retrieveAEFilter is the inspection's data filter that rewrites Retrieve
+// AE Title (0008,0054) in the identifiers of the backend's (the acceptor's)
+// C-FIND responses from backendAE to called.
+func retrieveAEFilter(backendAE, called string) func(inspect.Side, *dimse.Command, inspect.Context) inspect.DataFilter {
+	return func(side inspect.Side, cmd *dimse.Command, ctx inspect.Context) inspect.DataFilter {
+		if side != inspect.Acceptor || cmd.CommandField != dimse.CFindRSP {
+			return nil
+		}
+		return &dimse.RetrieveAEFilter{From: backendAE, To: called, TransferSyntax: ctx.TransferSyntax}
+	}
+}
+
 // backendTLSRefused rejects the client's association because TLS to the
 // backend failed: A-ASSOCIATE-RJ 2/3/1 (transient, service provider
 // presentation, temporary congestion: PS3.8 9.3.4), as for an unreachable
@@ -234,13 +246,7 @@ func (r *relay) accepted(rq *association.AssociateRQ, ac *association.AssociateA
 	if called := association.TrimAE(rq.CalledAE); r.d.AllowsService("C-FIND") && called != r.d.Backend.AETitle {
 		// A client that follows Retrieve AE Title (0008,0054) in a C-FIND
 		// answer must reach the edge again, not the backend it cannot call.
-		from := r.d.Backend.AETitle
-		icfg.Filter = func(side inspect.Side, cmd *dimse.Command, ctx inspect.Context) inspect.DataFilter {
-			if side != inspect.Acceptor || cmd.CommandField != dimse.CFindRSP {
-				return nil
-			}
-			return &dimse.RetrieveAEFilter{From: from, To: called, TransferSyntax: ctx.TransferSyntax}
-		}
+		icfg.Filter = retrieveAEFilter(r.d.Backend.AETitle, called)
 	}
 	r.insp = inspect.New(icfg)
 	r.trace = c.log.IsTrace()
