@@ -273,10 +273,16 @@ func (c *conn) handshake(ctx context.Context, pre *probeConn, deadline time.Time
 				Detail: "PROXY header from an address not in proxy_protocol"})
 			return id, false
 		}
-		if !pre.read.Load() && reason == tlslayer.ReasonEOF {
+		switch handshakeEnd(err, pre.read.Load()) {
+		case endProbe:
 			// Closed without sending a byte: a load balancer's or monitor's
 			// TCP check, not a failed handshake; not worth an audit record.
 			c.log.Debug("connection closed before any byte (TCP check)")
+			return id, false
+		case endACMEValidation:
+			// An ACME CA's TLS-ALPN-01 validation (RFC 8737) got its
+			// challenge certificate: not a client, not a failure.
+			c.log.Debug("ACME TLS-ALPN-01 validation connection served")
 			return id, false
 		}
 		c.s.Metrics.TLSFailures.WithLabelValues(reason).Inc() // every one is metered
@@ -293,6 +299,24 @@ func (c *conn) handshake(ctx context.Context, pre *probeConn, deadline time.Time
 		Fingerprint: id.Fingerprint, Issuer: id.Issuer}
 	c.log = c.log.With("client_cn", id.CN)
 	return id, true
+}
+
+// How a handshake that returned an error ended.
+const (
+	endFailed         = iota // a failed handshake: metered and audited as tls.failed
+	endProbe                 // closed before any byte: a TCP health check
+	endACMEValidation        // an ACME CA's TLS-ALPN-01 validation connection
+)
+
+// handshakeEnd classifies a handshake error; sentAny: the peer sent a byte.
+func handshakeEnd(err error, sentAny bool) int {
+	switch {
+	case errors.Is(err, tlslayer.ErrACMEChallenge):
+		return endACMEValidation
+	case !sentAny && tlslayer.Classify(err) == tlslayer.ReasonEOF:
+		return endProbe
+	}
+	return endFailed
 }
 
 // preAssociationError handles a failure to read the A-ASSOCIATE-RQ: a
