@@ -56,9 +56,6 @@ type conn struct {
 	// later one (`dicomedge policy replay` relies on it).
 	ruleAction, ruleBackend string
 	rq                      *association.AssociateRQ
-	// rejectDetail, when set, goes into the association.rejected record
-	// (e.g. the TLS error of a backend that refused the edge).
-	rejectDetail string
 
 	// state moves pre (0) → established (1) or closing (2) exactly once
 	state atomic.Int32
@@ -72,6 +69,12 @@ type conn struct {
 	// (when srcHeld); only the conn's goroutine sets them.
 	srcKey  netip.Prefix
 	srcHeld bool
+	// clientKey is the client whose association slot this conn holds
+	// (when held), set by open before the association starts.
+	clientKey string
+	// rejectDetail, when set, is the detail of the association.rejected
+	// record that reject writes.
+	rejectDetail string
 }
 
 // releasePre gives back the pre-association slots taken by Serve (global)
@@ -129,7 +132,10 @@ func (c *conn) serve(ctx context.Context) {
 	defer c.releasePre()
 	run, held := c.open(ctx)
 	if held {
-		defer c.s.release()
+		defer func() {
+			c.s.releaseClient(c.clientKey)
+			c.s.release()
+		}()
 	}
 	if run != nil {
 		// The association's life runs after open's large frame (handshake,
@@ -152,10 +158,21 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 	}
 	c.plain = lc.Plain()
 	artim := cfg.Edge.ARTIM()
-	// ARTIM covers the PROXY header, the TLS handshake and the A-ASSOCIATE-RQ.
+	// ARTIM covers the PROXY header, the TLS handshake and the A-ASSOCIATE-RQ;
+	// the first two have shorter bounds of their own (docs/limits.md).
 	deadline := time.Now().Add(artim)
+	adm := cfg.Edge.Admission()
 	_ = c.raw.SetDeadline(deadline)
-	ap, err := clientAddr(c.raw, deadline)
+	awaiting := awaitsProxyHeader(c.raw)
+	if awaiting && !c.s.acquireAwaitingHeader(adm) {
+		c.s.refuse(c.raw, refusal{Conn: c.id, Remote: upstreamAddr(c.raw), Listener: c.listener, Reason: RefusedTooManyConnections,
+			Detail: fmt.Sprintf("%d connections awaiting a PROXY header, the limit", adm.AwaitingProxyHeader)})
+		return nil, false
+	}
+	ap, err := clientAddr(c.raw, adm.ProxyHeader, deadline)
+	if awaiting {
+		c.s.releaseAwaitingHeader()
+	}
 	if ap.IsValid() {
 		c.remote, c.source = ap.String(), ap.Addr()
 	}
@@ -181,9 +198,9 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 	// The source is known only now (after a PROXY header): one source may
 	// hold only part of the pre-association slots.
 	c.srcKey = sourceKey(c.source)
-	if !c.s.acquirePreSource(c.srcKey, cfg.Edge.MaxAssociations) {
+	if !c.s.acquirePreSource(c.srcKey, adm) {
 		c.s.refuse(c.raw, refusal{Conn: c.id, Remote: ap, Listener: c.listener, Reason: RefusedTooManyConnections,
-			Detail: fmt.Sprintf("%d connections before association from this source, its share", perSourcePreLimit(cfg.Edge.MaxAssociations))})
+			Detail: fmt.Sprintf("%d connections before association from this source, its share", adm.PerSource)})
 		return nil, false
 	}
 	c.srcHeld = true
@@ -197,7 +214,7 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 		c.tc = pre
 	} else {
 		var ok bool
-		if id, ok = c.handshake(ctx, pre, deadline, ap); !ok {
+		if id, ok = c.handshake(ctx, pre, deadline, ap, adm.Handshake); !ok {
 			return nil, false
 		}
 	}
@@ -249,10 +266,21 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 		c.reject(d.Rule, association.RejectPermanent, association.RejectSourceServiceUser, association.RejectUserNoReason, "")
 		return nil, false
 	}
-	if !c.s.tryAcquire(cfg.Edge.MaxAssociations) {
+	// PS3.8 7.1.1.9: a local limit is a transient rejection by the
+	// service provider (presentation related function), 2/3/2.
+	key := clientKey(id.Fingerprint, c.source)
+	if perClient := cfg.Edge.PerClient(); !c.s.acquireClient(key, perClient) {
+		c.rejectDetail = fmt.Sprintf("max_associations_per_client: this client (%s) holds %d associations", key, perClient)
 		c.reject(d.Rule, association.RejectTransient, association.RejectSourceServiceProviderPresentation, association.RejectPresentationLocalLimitExceeded, "")
 		return nil, false
 	}
+	if !c.s.tryAcquire(cfg.Edge.MaxAssociations) {
+		c.s.releaseClient(key)
+		c.rejectDetail = fmt.Sprintf("max_associations: %d associations are held", cfg.Edge.MaxAssociations)
+		c.reject(d.Rule, association.RejectTransient, association.RejectSourceServiceProviderPresentation, association.RejectPresentationLocalLimitExceeded, "")
+		return nil, false
+	}
+	c.clientKey = key
 	c.releasePre() // now counted against max_associations instead
 	_ = c.raw.SetDeadline(time.Time{})
 	if d.Action == policy.ActionAnswer {
@@ -269,12 +297,16 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 // handshake runs the TLS handshake of a TLS listener and takes the
 // client's identity from its verified certificate; a failure is metered and
 // audited (rate limited per source) and ends the connection.
-func (c *conn) handshake(ctx context.Context, pre *probeConn, deadline time.Time, ap netip.AddrPort) (tlslayer.Identity, bool) {
+func (c *conn) handshake(ctx context.Context, pre *probeConn, deadline time.Time, ap netip.AddrPort, bound time.Duration) (tlslayer.Identity, bool) {
 	tc := tls.Server(pre, c.s.TLS.ServerConfig())
 	c.tc = tc
-	hctx, cancel := context.WithDeadline(ctx, deadline)
+	// The handshake has a shorter bound of its own (docs/limits.md).
+	hsDeadline := minTime(time.Now().Add(bound), deadline)
+	_ = c.raw.SetDeadline(hsDeadline)
+	hctx, cancel := context.WithDeadline(ctx, hsDeadline)
 	id, err := tlslayer.Handshake(hctx, tc)
 	cancel()
+	_ = c.raw.SetDeadline(deadline)
 	if err != nil {
 		reason := tlslayer.Classify(err)
 		if proxyHeaderRefused(err) {
