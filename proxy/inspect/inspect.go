@@ -50,9 +50,9 @@ const (
 	// PDV item header (length, context ID, control header), so fragments
 	// with no data still use up the bound. Real command sets are a few
 	// hundred bytes.
-	MaxCommandBytes = 64 << 10
+	MaxCommandBytes = dimse.DefaultMaxCommandSize
 	// MaxCommandFragments bounds the PDVs one command set may span.
-	MaxCommandFragments = 128
+	MaxCommandFragments = dimse.MaxCommandFragments
 	// MaxOutstanding bounds the operations one side may have outstanding
 	// (requests not yet finally answered).
 	MaxOutstanding = 256
