@@ -207,7 +207,11 @@ func (in *Inspector) Feed(from Side, pdu []byte) Verdict {
 			ab := association.AbortFor(err)
 			v = &Violation{From: from, Reason: ab.Reason, Msg: err.Error()}
 		}
-		return in.fail(v)
+		// What this PDU decided before the violation is still recorded
+		// (a refusal, say); nothing of it is sent.
+		vd := in.fail(v)
+		vd.Records, vd.Notes = st.records, st.notes
+		return vd
 	}
 	return st.verdict()
 }
