@@ -218,3 +218,18 @@ func TestDocsCoverTLSFailureReasons(t *testing.T) {
 		t.Errorf("%s: the summary reason %q is not mentioned in \"## TLS\"", page.Name, TLSFailSuppressedReason)
 	}
 }
+
+// TestDocsCoverRefusedReasons keeps docs/refusals.md true to the reasons a
+// connection.refused record may carry.
+func TestDocsCoverRefusedReasons(t *testing.T) {
+	page := doccheck.Read(t, "refusals.md")
+	sec, ok := page.Section("Before the TLS handshake", false)
+	if !ok {
+		t.Fatalf("%s: no \"## Before the TLS handshake\" section", page.Name)
+	}
+	for _, r := range RefusedReasons {
+		if !strings.Contains(sec, "| `"+r+"` |") {
+			t.Errorf("%s: connection.refused reason %q is not documented: add \"| <situation> | `%s` |\" to the table of \"## Before the TLS handshake\"", page.Name, r, r)
+		}
+	}
+}

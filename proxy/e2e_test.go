@@ -298,10 +298,11 @@ func TestRelayFortyConcurrentStores(t *testing.T) {
 	testpeer.Require(t, "storescu", "storescp")
 	const clients = 40
 	scp := testpeer.StartStoreSCP(t, "STORESCP")
-	// One source may hold a quarter of max_associations before association
-	// (docs/policy.md): room for all 40 at once.
+	// One source may hold 1/16 of max_associations in connections before
+	// association, one client a quarter of the associations
+	// (docs/limits.md): room for all 40 at once.
 	e := startEdge(t, edgeOptions{Backends: backendBlock("pacs", scp.Addr, "STORESCP"), Rules: storeRules(`"C-ECHO", "C-STORE"`),
-		MaxAssociations: 4 * clients})
+		MaxAssociations: 16 * clients})
 	dir := t.TempDir()
 	want := map[string][]byte{}
 	paths := make([][]string, clients)
