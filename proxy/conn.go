@@ -33,14 +33,18 @@ var processID = func() string {
 // conn is one client connection: TLS handshake, A-ASSOCIATE-RQ, decision,
 // then the answer or relay path.
 type conn struct {
-	s      *Server
-	raw    net.Conn
-	tc     *tls.Conn
-	id     string
-	log    hclog.Logger
-	start  time.Time
-	remote string
-	source netip.Addr
+	s   *Server
+	raw net.Conn
+	// tc is the client's DICOM stream: the tls.Conn on a TLS listener,
+	// the TCP connection itself (through pre) on a plain one.
+	tc       net.Conn
+	listener string // the name of the listener it arrived on
+	plain    bool   // that listener speaks DICOM without TLS
+	id       string
+	log      hclog.Logger
+	start    time.Time
+	remote   string
+	source   netip.Addr
 
 	pre      *probeConn      // beneath TLS: the relay hooks its reads
 	in       *countingReader // client bytes read (PDUs, after TLS)
@@ -65,6 +69,12 @@ type conn struct {
 	// (when srcHeld); only the conn's goroutine sets them.
 	srcKey  netip.Prefix
 	srcHeld bool
+	// clientKey is the client whose association slot this conn holds
+	// (when held), set by open before the association starts.
+	clientKey string
+	// rejectDetail, when set, is the detail of the association.rejected
+	// record that reject writes.
+	rejectDetail string
 }
 
 // releasePre gives back the pre-association slots taken by Serve (global)
@@ -84,10 +94,10 @@ const (
 	stateClosing
 )
 
-func (s *Server) newConn(raw net.Conn) *conn {
+func (s *Server) newConn(raw net.Conn, listener string) *conn {
 	n := s.connID.Add(1)
 	id := fmt.Sprintf("%s-%d", processID, n)
-	return &conn{s: s, raw: raw, id: id, start: time.Now(), log: s.log.With("conn", id)}
+	return &conn{s: s, raw: raw, id: id, listener: listener, start: time.Now(), log: s.log.With("conn", id, "listener", listener)}
 }
 
 // drain is called by Shutdown: a connection that has no association yet is
@@ -122,7 +132,10 @@ func (c *conn) serve(ctx context.Context) {
 	defer c.releasePre()
 	run, held := c.open(ctx)
 	if held {
-		defer c.s.release()
+		defer func() {
+			c.s.releaseClient(c.clientKey)
+			c.s.release()
+		}()
 	}
 	if run != nil {
 		// The association's life runs after open's large frame (handshake,
@@ -137,11 +150,29 @@ func (c *conn) serve(ctx context.Context) {
 // releases it). run, when not nil, is the rest of the association.
 func (c *conn) open(ctx context.Context) (run func(), held bool) {
 	cfg := c.s.current()
+	lc := cfg.Listener(c.listener)
+	if lc == nil {
+		// A reload removed the listener after this connection was accepted.
+		c.log.Info("listener no longer configured; closed")
+		return nil, false
+	}
+	c.plain = lc.Plain()
 	artim := cfg.Edge.ARTIM()
-	// ARTIM covers the PROXY header, the TLS handshake and the A-ASSOCIATE-RQ.
+	// ARTIM covers the PROXY header, the TLS handshake and the A-ASSOCIATE-RQ;
+	// the first two have shorter bounds of their own (docs/limits.md).
 	deadline := time.Now().Add(artim)
+	adm := cfg.Edge.Admission()
 	_ = c.raw.SetDeadline(deadline)
-	ap, err := clientAddr(c.raw, deadline)
+	awaiting := awaitsProxyHeader(c.raw)
+	if awaiting && !c.s.acquireAwaitingHeader(adm) {
+		c.s.refuse(c.raw, refusal{Conn: c.id, Remote: upstreamAddr(c.raw), Listener: c.listener, Reason: RefusedTooManyConnections,
+			Detail: fmt.Sprintf("%d connections awaiting a PROXY header, the limit", adm.AwaitingProxyHeader)})
+		return nil, false
+	}
+	ap, err := clientAddr(c.raw, adm.ProxyHeader, deadline)
+	if awaiting {
+		c.s.releaseAwaitingHeader()
+	}
 	if ap.IsValid() {
 		c.remote, c.source = ap.String(), ap.Addr()
 	}
@@ -152,59 +183,41 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 			c.close()
 			return nil, false
 		}
-		c.s.refuse(c.raw, refusal{Conn: c.id, Remote: ap, Listener: EdgeListener, Reason: RefusedProxyHeader,
+		c.s.refuse(c.raw, refusal{Conn: c.id, Remote: ap, Listener: c.listener, Reason: RefusedProxyHeader,
 			Detail: "PROXY header from a trusted load balancer: " + err.Error()})
+		return nil, false
+	}
+	if !lc.AllowsSource(c.source) {
+		// A plain listener serves its allow_cidr only (the PROXY header's
+		// source where trusted): anyone else is closed at once, without a
+		// byte of DICOM in answer.
+		c.s.refuse(c.raw, refusal{Conn: c.id, Remote: ap, Listener: c.listener, Reason: RefusedSourceNotAllowed,
+			Detail: fmt.Sprintf("not in listener %q's allow_cidr", c.listener)})
 		return nil, false
 	}
 	// The source is known only now (after a PROXY header): one source may
 	// hold only part of the pre-association slots.
 	c.srcKey = sourceKey(c.source)
-	if !c.s.acquirePreSource(c.srcKey, cfg.Edge.MaxAssociations) {
-		c.s.refuse(c.raw, refusal{Conn: c.id, Remote: ap, Listener: EdgeListener, Reason: RefusedTooManyConnections,
-			Detail: fmt.Sprintf("%d connections before association from this source, its share", perSourcePreLimit(cfg.Edge.MaxAssociations))})
+	if !c.s.acquirePreSource(c.srcKey, adm) {
+		c.s.refuse(c.raw, refusal{Conn: c.id, Remote: ap, Listener: c.listener, Reason: RefusedTooManyConnections,
+			Detail: fmt.Sprintf("%d connections before association from this source, its share", adm.PerSource)})
 		return nil, false
 	}
 	c.srcHeld = true
 
 	pre := &probeConn{Conn: c.raw}
 	c.pre = pre
-	c.tc = tls.Server(pre, c.s.TLS.ServerConfig())
-	hctx, cancel := context.WithDeadline(ctx, deadline)
-	id, err := tlslayer.Handshake(hctx, c.tc)
-	cancel()
-	if err != nil {
-		reason := tlslayer.Classify(err)
-		if proxyHeaderRefused(err) {
-			c.s.refuse(c.raw, refusal{Conn: c.id, Remote: ap, Listener: EdgeListener, Reason: RefusedProxyHeader,
-				Detail: "PROXY header from an address not in edge.proxy_protocol"})
+	var id tlslayer.Identity
+	if c.plain {
+		// No certificate: the client is its source address (policy
+		// source_cidr, per-client limits), and client_* never match.
+		c.tc = pre
+	} else {
+		var ok bool
+		if id, ok = c.handshake(ctx, pre, deadline, ap, adm.Handshake); !ok {
 			return nil, false
 		}
-		switch handshakeEnd(err, pre.read.Load()) {
-		case endProbe:
-			// Closed without sending a byte: a load balancer's or monitor's
-			// TCP check, not a failed handshake; not worth an audit record.
-			c.log.Debug("connection closed before any byte (TCP check)")
-			return nil, false
-		case endACMEValidation:
-			// An ACME CA's TLS-ALPN-01 validation (RFC 8737) got its
-			// challenge certificate: not a client, not a failure.
-			c.log.Debug("ACME TLS-ALPN-01 validation connection served")
-			return nil, false
-		}
-		c.s.Metrics.TLSFailures.WithLabelValues(reason).Inc() // every one is metered
-		if !c.s.tlsFail.allow(c.source, reason) {
-			c.log.Debug("tls handshake failed; record suppressed (rate limit)", "reason", reason, "error", err)
-			return nil, false
-		}
-		c.log.Info("tls handshake failed", "reason", reason, "error", err)
-		c.s.auditEvent(audit.Event{Event: audit.EventTLSFailed, Conn: c.id, Remote: c.remote, Reason: reason})
-		return nil, false
 	}
-	c.identity = id
-	c.client = &audit.Client{Subject: id.Subject, CN: id.CN, DNS: id.DNS, URI: id.URI, Email: id.Email,
-		Fingerprint: id.Fingerprint, Issuer: id.Issuer}
-	c.log = c.log.With("client_cn", id.CN)
-
 	c.in = &countingReader{r: c.tc}
 	r := association.NewReader(c.in, cfg.Edge.MaxPDULength)
 	typ, raw, err := r.Next()
@@ -234,7 +247,8 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 		"implementation", rq.UserInfo.ImplementationClassUID)
 
 	in := policy.Input{
-		CN: id.CN, DNS: id.DNS, URI: id.URI, Email: id.Email, Fingerprint: id.Fingerprint,
+		Listener: c.listener,
+		CN:       id.CN, DNS: id.DNS, URI: id.URI, Email: id.Email, Fingerprint: id.Fingerprint,
 		SourceIP: c.source, CallingAE: association.TrimAE(rq.CallingAE), CalledAE: association.TrimAE(rq.CalledAE),
 	}
 	d := cfg.Policy.Evaluate(&in)
@@ -252,10 +266,21 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 		c.reject(d.Rule, association.RejectPermanent, association.RejectSourceServiceUser, association.RejectUserNoReason, "")
 		return nil, false
 	}
-	if !c.s.tryAcquire(cfg.Edge.MaxAssociations) {
+	// PS3.8 7.1.1.9: a local limit is a transient rejection by the
+	// service provider (presentation related function), 2/3/2.
+	key := clientKey(id.Fingerprint, c.source)
+	if perClient := cfg.Edge.PerClient(); !c.s.acquireClient(key, perClient) {
+		c.rejectDetail = fmt.Sprintf("max_associations_per_client: this client (%s) holds %d associations", key, perClient)
 		c.reject(d.Rule, association.RejectTransient, association.RejectSourceServiceProviderPresentation, association.RejectPresentationLocalLimitExceeded, "")
 		return nil, false
 	}
+	if !c.s.tryAcquire(cfg.Edge.MaxAssociations) {
+		c.s.releaseClient(key)
+		c.rejectDetail = fmt.Sprintf("max_associations: %d associations are held", cfg.Edge.MaxAssociations)
+		c.reject(d.Rule, association.RejectTransient, association.RejectSourceServiceProviderPresentation, association.RejectPresentationLocalLimitExceeded, "")
+		return nil, false
+	}
+	c.clientKey = key
 	c.releasePre() // now counted against max_associations instead
 	_ = c.raw.SetDeadline(time.Time{})
 	if d.Action == policy.ActionAnswer {
@@ -267,6 +292,54 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 		return nil, true
 	}
 	return rl.pump, true
+}
+
+// handshake runs the TLS handshake of a TLS listener and takes the
+// client's identity from its verified certificate; a failure is metered and
+// audited (rate limited per source) and ends the connection.
+func (c *conn) handshake(ctx context.Context, pre *probeConn, deadline time.Time, ap netip.AddrPort, bound time.Duration) (tlslayer.Identity, bool) {
+	tc := tls.Server(pre, c.s.TLS.ServerConfig())
+	c.tc = tc
+	// The handshake has a shorter bound of its own (docs/limits.md).
+	hsDeadline := minTime(time.Now().Add(bound), deadline)
+	_ = c.raw.SetDeadline(hsDeadline)
+	hctx, cancel := context.WithDeadline(ctx, hsDeadline)
+	id, err := tlslayer.Handshake(hctx, tc)
+	cancel()
+	_ = c.raw.SetDeadline(deadline)
+	if err != nil {
+		reason := tlslayer.Classify(err)
+		if proxyHeaderRefused(err) {
+			c.s.refuse(c.raw, refusal{Conn: c.id, Remote: ap, Listener: c.listener, Reason: RefusedProxyHeader,
+				Detail: "PROXY header from an address not in proxy_protocol"})
+			return id, false
+		}
+		switch handshakeEnd(err, pre.read.Load()) {
+		case endProbe:
+			// Closed without sending a byte: a load balancer's or monitor's
+			// TCP check, not a failed handshake; not worth an audit record.
+			c.log.Debug("connection closed before any byte (TCP check)")
+			return id, false
+		case endACMEValidation:
+			// An ACME CA's TLS-ALPN-01 validation (RFC 8737) got its
+			// challenge certificate: not a client, not a failure.
+			c.log.Debug("ACME TLS-ALPN-01 validation connection served")
+			return id, false
+		}
+		c.s.Metrics.TLSFailures.WithLabelValues(reason).Inc() // every one is metered
+		if !c.s.tlsFail.allow(c.source, reason) {
+			c.log.Debug("tls handshake failed; record suppressed (rate limit)", "reason", reason, "error", err)
+			return id, false
+		}
+		c.log.Info("tls handshake failed", "reason", reason, "error", err)
+		c.s.auditEvent(audit.Event{Event: audit.EventTLSFailed, Conn: c.id, Remote: c.remote, Listener: c.listener, Reason: reason})
+		return id, false
+	}
+	c.identity = id
+	c.client = &audit.Client{Subject: id.Subject, CN: id.CN, DNS: id.DNS, URI: id.URI, Email: id.Email,
+		Fingerprint: id.Fingerprint, Issuer: id.Issuer}
+	c.log = c.log.With("client_cn", id.CN)
+	return id, true
 }
 
 // How a handshake that returned an error ended.
@@ -293,6 +366,11 @@ func handshakeEnd(err error, sentAny bool) int {
 func (c *conn) preAssociationError(err error) {
 	var pe *association.ProtocolError
 	switch {
+	case c.plain && proxyHeaderRefused(err):
+		// On a plain listener the PDU reader meets the PROXY header an
+		// address outside proxy_protocol sent.
+		c.s.refuse(c.raw, refusal{Conn: c.id, Remote: upstreamAddr(c.raw), Listener: c.listener, Reason: RefusedProxyHeader,
+			Detail: "PROXY header from an address not in proxy_protocol"})
 	case errors.As(err, &pe):
 		ab := association.AbortFor(err)
 		c.writePDU(c.tc, ab)
@@ -322,6 +400,7 @@ func (c *conn) reject(rule string, result association.RejectResult, source assoc
 	e.Result, e.Source, e.ReasonCode = int(result), int(source), int(reason)
 	e.Reason = name
 	e.ResultName, e.SourceName = result.String(), source.String()
+	e.Detail = c.rejectDetail
 	c.s.auditEvent(e)
 	c.log.Info("association rejected", "decision", "reject", "rule", rule, "result", int(result),
 		"source", int(source), "reason", name, "duration", time.Since(c.start))
@@ -337,7 +416,7 @@ func (c *conn) waitPeerClose(r net.Conn) {
 
 // event starts an audit record with what is known about the connection.
 func (c *conn) event(name string) audit.Event {
-	e := audit.Event{Event: name, Conn: c.id, Remote: c.remote, Client: c.client}
+	e := audit.Event{Event: name, Conn: c.id, Remote: c.remote, Client: c.client, Listener: c.listener}
 	if c.rq != nil {
 		e.Assoc = c.id
 		e.CallingAE = association.TrimAE(c.rq.CallingAE)
