@@ -21,9 +21,10 @@ import (
 )
 
 // relay is the relay path: the edge stands between the client and one
-// backend, forwarding raw PDUs both ways and inspecting DIMSE commands.
-// The conn's goroutine pumps client→backend, one more goroutine pumps
-// backend→client.
+// backend and pumps PDUs both ways (relay_pump.go); what may pass is the
+// inspection's to judge (package inspect), how it ends assocEnd's
+// (relay_end.go). The conn's goroutine pumps client→backend, one more
+// goroutine pumps backend→client.
 type relay struct {
 	c   *conn
 	cfg *policy.Config
@@ -37,10 +38,10 @@ type relay struct {
 	cw  *pduWriter      // to the client
 	bw  *pduWriter      // to the backend
 
-	// insp judges the DIMSE conversation (the client is the association
+	// What the two pumps share, each with its own lock or atomic: insp
+	// judges the DIMSE conversation (the client is the association
 	// requestor, the backend the acceptor) and keeps the dimse ledger; end
-	// is how the association ends. Both have their own locks: with the
-	// writers and last, they are all the two pumps share.
+	// is how the association ends; the writers (cw, bw); last.
 	client, backend peer
 	insp            *inspect.Inspector
 	end             assocEnd
