@@ -13,22 +13,22 @@
 # goes to var/, which git ignores. `dicomedge audit` (run here) reads that log.
 
 edge {
-  ae_title         = "DICOMEDGE"        # the edge's own AE title, when it answers as SCP
-  listen           = "127.0.0.1:2762"   # DICOM over TLS; use ":2762" to accept from the network
-  admin_listen     = "127.0.0.1:9102"   # /metrics, /healthz, /readyz; leave out for none
-  max_pdu_length   = 1048576            # bytes; larger PDUs are refused with an A-ABORT
-  max_associations = 512                # all clients together
-  artim_timeout    = "30s"              # TLS handshake + A-ASSOCIATE-RQ must arrive within this
-  idle_timeout     = "10m"              # an association silent this long is aborted
-  drain_timeout    = "30s"              # on SIGTERM, open associations may finish for this long
-  proxy_protocol   = []                 # load balancers (CIDRs) allowed to send a PROXY protocol header
+  ae_title         = "DICOMEDGE"      # the edge's own AE title, when it answers as SCP
+  listen           = "127.0.0.1:2762" # DICOM over TLS; use ":2762" to accept from the network
+  admin_listen     = "127.0.0.1:9102" # /metrics, /healthz, /readyz; leave out for none
+  max_pdu_length   = 1048576          # bytes; larger PDUs are refused with an A-ABORT
+  max_associations = 512              # all clients together
+  artim_timeout    = "30s"            # TLS handshake + A-ASSOCIATE-RQ must arrive within this
+  idle_timeout     = "10m"            # an association silent this long is aborted
+  drain_timeout    = "30s"            # on SIGTERM, open associations may finish for this long
+  proxy_protocol   = []               # load balancers (CIDRs) allowed to send a PROXY protocol header
 }
 
 tls {
-  profile   = "bcp195-rfc8996"          # DICOM PS3.15 Annex B: TLS 1.2+, BCP 195 cipher suites
-  client_ca = ["certs/ca.pem"]          # required: every client must present a certificate chaining to this CA
+  profile   = "bcp195-rfc8996" # DICOM PS3.15 Annex B: TLS 1.2+, BCP 195 cipher suites
+  client_ca = ["certs/ca.pem"] # required: every client must present a certificate chaining to this CA
   # crl     = ["certs/ca.crl"]          # revoked client certificates then fail the handshake
-  cert_file = "certs/edge.pem"          # the edge's own certificate and key ...
+  cert_file = "certs/edge.pem" # the edge's own certificate and key ...
   key_file  = "certs/edge-key.pem"
   # ... or, instead of cert_file/key_file, from an ACME CA such as Let's Encrypt:
   # acme {
@@ -42,7 +42,7 @@ audit {
   file        = "var/audit/audit.jsonl" # append-only, hash-chained; `dicomedge audit verify` checks it
   patient_ids = "hash"                  # omit | hash | plain
   fsync       = "1s"
-  on_full     = "block"                 # block: never lose a record | drop: never stall DICOM traffic
+  on_full     = "block" # block: never lose a record | drop: never stall DICOM traffic
   # syslog {                            # also send every event to the hospital's collector
   #   address = "siem.example.org:6514" # RFC 5424 over TLS
   #   format  = "atna"                  # DICOM PS3.15 A.5 audit messages, or "json"

@@ -112,9 +112,12 @@ func (e Event) MarshalJSON() ([]byte, error) { return e.appendJSON(nil), nil }
 // UnmarshalJSON is the default decoding; it exists only so that the
 // MarshalJSON method above does not hide the struct tags' meaning.
 func (e *Event) UnmarshalJSON(b []byte) error {
-	type plain Event
-	return json.Unmarshal(b, (*plain)(e))
+	return json.Unmarshal(b, (*plainEvent)(e))
 }
+
+// plainEvent is Event without its methods: decoding into it skips the
+// UnmarshalJSON indirection, which would validate every line twice.
+type plainEvent Event
 
 // appendJSON writes the record by hand: the writer goroutine encodes every
 // event, and reflection-based encoding/json costs several allocations each.

@@ -306,7 +306,7 @@ func (s *scanner) read(r io.Reader, name string, firstLine int) (int64, int, err
 			s.bad.add(name, ln, fmt.Sprintf("longer than %d bytes", maxLine))
 			return nil
 		}
-		if err := json.Unmarshal(line, &e); err != nil {
+		if err := decodeEvent(line, &e); err != nil {
 			s.bad.add(name, ln, err.Error())
 			return nil
 		}

@@ -580,7 +580,7 @@ func TestEncodingMatchesEncodingJSON(t *testing.T) {
 		"empty":          {},
 		"full":           sampleEvent(7),
 		"rejected":       {Event: EventRejected, Result: 1, Source: 1, ReasonCode: 3, Reason: "calling-ae-not-recognized", ResultName: "rejected-permanent", SourceName: "service-user"},
-		"accepted":       {Event: EventAccepted, Rule: "r", Action: "relay", Backend: "pacs", Contexts: []string{"1.2", "1.3"}, UserIdentity: &UserIdentity{Type: "username", User: "bob"}},
+		"accepted":       {Event: EventAccepted, Listener: "inside", Rule: "r", Action: "relay", Backend: "pacs", Contexts: []string{"1.2", "1.3"}, UserIdentity: &UserIdentity{Type: "username", User: "bob"}},
 		"empty client":   {Client: &Client{}, UserIdentity: &UserIdentity{}},
 		"hostile text":   {CallingAE: "A\"B\\C\n\r\t\x00\x1f\x7f", Detail: "caf\xe9 \u2028 \u2029 <&> ☃"},
 		"refused":        {Allowed: Bool(false), BytesIn: -1, AbortSource: "service-user"},

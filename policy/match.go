@@ -488,3 +488,10 @@ var rejectReasons = map[string]Reject{
 }
 
 var rejectReasonNames = []string{"no-reason", "application-context-not-supported", "calling-ae-not-recognized", "called-ae-not-recognized"}
+
+// ServiceNames returns the DIMSE service names relay.services accepts, in
+// PS3.7 order (for tools that check names against the same list).
+func ServiceNames() []string { return append([]string(nil), serviceNames...) }
+
+// RejectReasonNames returns the names reject.reason accepts.
+func RejectReasonNames() []string { return append([]string(nil), rejectReasonNames...) }

@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -105,6 +107,8 @@ const (
 	relHAProxy
 )
 
+func hasEdge(i int) bool { return i == relEdge || i == relEdgeNoAudit || i == relHAProxyPP || i == relHAProxy }
+
 // benchSetup starts the peers of every configuration once.
 type benchSetup struct {
 	targets []benchTarget
@@ -195,9 +199,12 @@ func TestRelayBenchmarkReport(t *testing.T) {
 	// Alternate configurations so that load from elsewhere hits all alike.
 	for r := 0; r < rounds; r++ {
 		for i, bt := range s.targets {
+			stop := cpuProfile(t, r == 0 && (i == relEdge || i == relHAProxyPP), fmt.Sprintf("relay-%d.cpu", i))
+			defer stop()
 			before := processCPU()
 			times[i] = append(times[i], bt.store(t, files))
 			cpu[i] = append(cpu[i], processCPU()-before)
+			stop()
 		}
 	}
 	med := make([]time.Duration, len(times))
@@ -222,7 +229,7 @@ func TestRelayBenchmarkReport(t *testing.T) {
 		}
 		return med[a].Seconds() / med[b].Seconds(), median(rs)
 	}
-	fmt.Printf("%-62s %16s %20s\n", "row (time / baseline time; below 1.00x is faster)", "ratio of medians", "median of per-round")
+	fmt.Printf("%-62s %16s %20s %12s\n", "row (time / baseline time; below 1.00x is faster)", "ratio of medians", "median of per-round", "edge CPU")
 	for _, row := range []struct {
 		name string
 		a, b int
@@ -234,7 +241,13 @@ func TestRelayBenchmarkReport(t *testing.T) {
 		{"edge audit on vs audit off", relEdge, relEdgeNoAudit},
 	} {
 		a, b := ratio(row.a, row.b)
-		fmt.Printf("%-62s %15.2fx %19.2fx\n", row.name, a, b)
+		// Where both sides run an edge, its CPU time is the steadier
+		// comparison on a shared machine.
+		edgeCPU := "-"
+		if hasEdge(row.a) && hasEdge(row.b) {
+			edgeCPU = fmt.Sprintf("%.2fx", median(cpu[row.a]).Seconds()/median(cpu[row.b]).Seconds())
+		}
+		fmt.Printf("%-62s %15.2fx %19.2fx %12s\n", row.name, a, b, edgeCPU)
 	}
 	fmt.Printf("(edge CPU is user+system time of this process, which hosts the edges; load average at the end: %s)\n", loadAvg())
 	setupReport(t)
@@ -294,6 +307,47 @@ func BenchmarkAssociationSetupThroughEdge(b *testing.B) {
 	b.ResetTimer()
 	s := setupLatency(b, b.N, dial, "MAINPACS")
 	b.ReportMetric(float64(s[len(s)/2].Microseconds()), "median-µs")
+}
+
+// memDelta is heap allocation by this process (the edges) per association.
+type memDelta struct{ allocs, bytes float64 }
+
+type allocSample struct{ mallocs, bytes uint64 }
+
+func allocsNow() allocSample {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return allocSample{m.Mallocs, m.TotalAlloc}
+}
+
+func (a allocSample) since(b allocSample, n int64) memDelta {
+	n = max(n, 1)
+	return memDelta{float64(a.mallocs-b.mallocs) / float64(n), float64(a.bytes-b.bytes) / float64(n)}
+}
+
+// cpuProfile, when DICOMEDGE_CPUPROFILE names a directory and on is true,
+// profiles this process (the edges) into that directory until the returned
+// function is called (at most once takes effect).
+func cpuProfile(t testing.TB, on bool, name string) func() {
+	dir := os.Getenv("DICOMEDGE_CPUPROFILE")
+	if !on || dir == "" {
+		return func() {}
+	}
+	f, err := os.Create(filepath.Join(dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			pprof.StopCPUProfile()
+			f.Close()
+			fmt.Printf("  cpu profile: %s\n", f.Name())
+		})
+	}
 }
 
 var (
@@ -373,6 +427,7 @@ func TestAssociationRateReport(t *testing.T) {
 		args  []string
 		runs  []loadclient.RateResult
 		edgeC []time.Duration
+		alloc []memDelta
 	}
 	configs := []*config{
 		{name: "dicomedge answers, full handshakes", edge: true, args: []string{"--addr", e.Addr, "--called", "DICOMEDGE"}},
@@ -384,15 +439,19 @@ func TestAssociationRateReport(t *testing.T) {
 		runRate(t, append(append([]string{}, id...), append(c.args, "--duration", "300ms")...)...)
 	}
 	for r := 0; r < rounds; r++ {
-		for _, c := range configs {
-			before := processCPU()
-			c.runs = append(c.runs, runRate(t, append(append([]string{}, id...), c.args...)...))
+		for i, c := range configs {
+			stop := cpuProfile(t, r == 0 && c.edge, fmt.Sprintf("rate-%d.cpu", i))
+			before, m := processCPU(), allocsNow()
+			res := runRate(t, append(append([]string{}, id...), c.args...)...)
+			c.runs = append(c.runs, res)
 			c.edgeC = append(c.edgeC, processCPU()-before)
+			c.alloc = append(c.alloc, allocsNow().since(m, res.Associations))
+			stop()
 		}
 	}
 	fmt.Printf("\nAssociations per second: connect, TLS (ECDSA P-256 client certificate), A-ASSOCIATE-RQ/AC, C-ECHO, A-RELEASE;\n"+
 		"cmd/dicomedge-load with 8 workers on the same CPUs, %s per run, %d rounds alternated, medians; edge audit on\n", dur, rounds)
-	fmt.Printf("%-46s %10s %9s %9s %8s %13s\n", "configuration", "assoc/s", "resumed", "errors", "TLS", "edge CPU/s")
+	fmt.Printf("%-46s %9s %8s %7s %8s %11s %12s %11s\n", "configuration", "assoc/s", "resumed", "errors", "TLS", "edge CPU/s", "allocs/assoc", "KiB/assoc")
 	rate := make([]float64, len(configs))
 	for i, c := range configs {
 		var ps []float64
@@ -404,11 +463,17 @@ func TestAssociationRateReport(t *testing.T) {
 			errs += r.Errors
 		}
 		rate[i] = median(ps)
-		cpuPer := "-"
+		cpuPer, allocs, kib := "-", "-", "-"
 		if c.edge {
 			cpuPer = fmt.Sprintf("%.2f", median(c.edgeC).Seconds()/c.runs[0].Elapsed.Seconds())
+			var n, b []float64
+			for _, a := range c.alloc {
+				n, b = append(n, a.allocs), append(b, a.bytes/1024)
+			}
+			allocs, kib = fmt.Sprintf("%.0f", median(n)), fmt.Sprintf("%.1f", median(b))
 		}
-		fmt.Printf("%-46s %10.0f %8.0f%% %9d %8s %13s\n", c.name, rate[i], 100*float64(resumed)/float64(max(total, 1)), errs, c.runs[0].TLSVersion, cpuPer)
+		fmt.Printf("%-46s %9.0f %7.0f%% %7d %8s %11s %12s %11s\n", c.name, rate[i], 100*float64(resumed)/float64(max(total, 1)), errs,
+			c.runs[0].TLSVersion, cpuPer, allocs, kib)
 		if errs > 0 {
 			fmt.Printf("    first error: %s\n", c.runs[0].FirstError)
 		}

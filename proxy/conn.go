@@ -46,7 +46,12 @@ type conn struct {
 	in       *countingReader // client bytes read (PDUs, after TLS)
 	identity tlslayer.Identity
 	client   *audit.Client
-	rq       *association.AssociateRQ
+	// What the rule decided (answer or relay, and the backend) once the
+	// policy was evaluated: a refusal after that (limits, the backend, the
+	// negotiation) records it, so the log tells a policy reject from a
+	// later one (`dicomedge policy replay` relies on it).
+	ruleAction, ruleBackend string
+	rq                      *association.AssociateRQ
 
 	// state moves pre (0) → established (1) or closing (2) exactly once
 	state atomic.Int32
@@ -239,6 +244,10 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 			association.RejectReason(d.Reject.Reason), d.Reject.ReasonName)
 		return nil, false
 	case policy.ActionAnswer, policy.ActionRelay:
+		c.ruleAction = d.Action.String()
+		if d.Backend != nil {
+			c.ruleBackend = d.Backend.Name
+		}
 	default:
 		c.reject(d.Rule, association.RejectPermanent, association.RejectSourceServiceUser, association.RejectUserNoReason, "")
 		return nil, false
@@ -309,7 +318,7 @@ func (c *conn) reject(rule string, result association.RejectResult, source assoc
 	c.writePDU(c.tc, rj)
 	c.s.Metrics.Associations.WithLabelValues("reject", rule).Inc()
 	e := c.event(audit.EventRejected)
-	e.Rule = rule
+	e.Rule, e.Action, e.Backend = rule, c.ruleAction, c.ruleBackend
 	e.Result, e.Source, e.ReasonCode = int(result), int(source), int(reason)
 	e.Reason = name
 	e.ResultName, e.SourceName = result.String(), source.String()

@@ -36,15 +36,16 @@ rule "unknown-called" {
 		cert, key         string
 		calling, called   string
 		rule              string
+		action, backend   string // what the rule decided before the refusal; "" for a policy reject
 		result, src, code int
 		reasonName        string
 		dcmtkSays         string
 	}{
-		{"identity not allowed for the calling AE", p.otherCert, p.otherKey, "MODALITY1", "MAINPACS", "deny", 1, 1, 3,
+		{"identity not allowed for the calling AE", p.otherCert, p.otherKey, "MODALITY1", "MAINPACS", "deny", "", "", 1, 1, 3,
 			"calling-ae-not-recognized", "Calling AE Title Not Recognized"},
-		{"unknown called AE", p.clientCert, p.clientKey, "MODALITY1", "NOSUCHPACS", "unknown-called", 1, 1, 7,
+		{"unknown called AE", p.clientCert, p.clientKey, "MODALITY1", "NOSUCHPACS", "unknown-called", "", "", 1, 1, 7,
 			"called-ae-not-recognized", "Called AE Title Not Recognized"},
-		{"backend down", p.clientCert, p.clientKey, "MODALITY1", "DOWNPACS", "down", 2, 3, 1,
+		{"backend down", p.clientCert, p.clientKey, "MODALITY1", "DOWNPACS", "down", "relay", "down", 2, 3, 1,
 			"backend-unreachable", "Temporary Congestion"},
 	}
 	for _, tc := range cases {
@@ -59,6 +60,9 @@ rule "unknown-called" {
 			ev := e.waitEvent(t, "rejected "+tc.called, func(ev audit.Event) bool {
 				return ev.Event == audit.EventRejected && ev.CalledAE == tc.called && ev.CallingAE == tc.calling
 			})
+			if ev.Action != tc.action || ev.Backend != tc.backend {
+				t.Errorf("audit: action %q backend %q; want %q %q", ev.Action, ev.Backend, tc.action, tc.backend)
+			}
 			if ev.Rule != tc.rule || ev.Result != tc.result || ev.Source != tc.src || ev.ReasonCode != tc.code || ev.Reason != tc.reasonName {
 				t.Errorf("audit: rule=%q result=%d source=%d reason=%d %q; want %q %d %d %d %q",
 					ev.Rule, ev.Result, ev.Source, ev.ReasonCode, ev.Reason, tc.rule, tc.result, tc.src, tc.code, tc.reasonName)

@@ -1,18 +1,23 @@
 package proxy
 
 import (
+	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
+
+	proxyproto "github.com/pires/go-proxyproto"
 )
 
 // waitHook runs a function before a read of a connection would block: a
-// non-blocking read is tried first (TCP connections only), and only when
-// nothing is waiting does hook run (flush queued output, release buffers)
-// before the ordinary, blocking read. On other connections (PROXY protocol
-// wrappers, test pipes) hook runs before every read.
+// non-blocking read is tried first (TCP connections, also beneath a PROXY
+// protocol wrapper), and only when nothing is waiting does hook run (flush
+// queued output, release buffers) before the ordinary, blocking read. On
+// other connections (test pipes) hook runs before every read.
 //
 // Beneath crypto/tls (tlsRecords), reads also end at TLS record
 // boundaries: tls.Conn keeps its raw input buffer for the life of the
@@ -25,6 +30,7 @@ type waitHook struct {
 	rc     syscall.RawConn
 	prober *prober // on rc
 	hook   func()
+	direct net.Conn // when set, read from it instead of the connection passed to read (the socket beneath a PROXY wrapper)
 
 	tlsRecords bool
 	hdr        [tlsHeaderLen]byte // the current record's header bytes seen so far (hn of them)
@@ -41,13 +47,60 @@ const tlsHeaderLen = 5
 
 func newWaitHook(nc net.Conn, hook func()) *waitHook {
 	h := &waitHook{hook: hook}
-	if tc, ok := nc.(*net.TCPConn); ok {
+	tc, ok := nc.(*net.TCPConn)
+	if pc, isPP := nc.(*proxyproto.Conn); isPP {
+		tc, ok = h.unwrapProxy(pc)
+	}
+	if ok {
 		h.rc, _ = tc.SyscallConn()
 	}
 	if h.rc != nil {
 		h.prober = newProber(h.rc)
 	}
 	return h
+}
+
+// unwrapProxy makes reads bypass a PROXY protocol wrapper whose header has
+// been read (clientAddr): the wrapper reads through a small bufio.Reader,
+// so whatever it buffered beyond the header is taken first (a read under
+// an expired deadline returns buffered bytes and reads nothing from the
+// socket) and returned before anything read from the socket itself. It
+// must be called while no one else reads pc; pc's read deadline is left
+// cleared, as the pumps set their own.
+func (h *waitHook) unwrapProxy(pc *proxyproto.Conn) (*net.TCPConn, bool) {
+	tc, ok := pc.TCPConn()
+	if !ok {
+		return nil, false
+	}
+	if err := pc.SetReadDeadline(time.Unix(1, 0)); err != nil {
+		return nil, false
+	}
+	defer pc.SetReadDeadline(time.Time{})
+	box := readAheadPool.Get().(*[]byte)
+	buf := (*box)[:cap(*box)]
+	n := 0
+	for n < len(buf) {
+		// A read of at least the wrapper's buffer size returns only what
+		// it holds, or goes to the socket (and times out) when it is empty.
+		m, err := pc.Read(buf[n:])
+		n += m
+		if m == 0 || err != nil {
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				// End of stream or a failure: leave the wrapper in charge,
+				// which reports it again.
+				readAheadPool.Put(box)
+				return nil, false
+			}
+			break
+		}
+	}
+	if n > 0 {
+		h.pbox, h.pend = box, buf[:n]
+	} else {
+		readAheadPool.Put(box)
+	}
+	h.direct = tc
+	return tc, true
 }
 
 // newTLSWaitHook is newWaitHook for the connection beneath a tls.Conn that
@@ -59,6 +112,9 @@ func newTLSWaitHook(nc net.Conn, hook func()) *waitHook {
 }
 
 func (h *waitHook) read(nc net.Conn, b []byte) (int, error) {
+	if h.direct != nil {
+		nc = h.direct
+	}
 	if len(b) == 0 || !h.tlsRecords && h.an == 0 && len(h.pend) == 0 {
 		return h.readWait(nc, b)
 	}

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	proxyproto "github.com/pires/go-proxyproto"
 )
 
 // tcpPair is a connected loopback TCP pair.
@@ -257,6 +259,77 @@ func TestWaitHookUnderTLS(t *testing.T) {
 			}
 			if h := hooked.wait; waits && (!h.tlsRecords || h.hn != 0 || h.left != 0 || h.an != 0) {
 				t.Errorf("not following records to the end: records %v, header %d, left %d, ahead %d", h.tlsRecords, h.hn, h.left, h.an)
+			}
+		})
+	}
+}
+
+// Behind a PROXY protocol wrapper the hook still reads the socket itself:
+// what the wrapper buffered beyond the header comes first and in order,
+// bytes waiting are returned without the hook, and the hook runs only
+// before a read that would block (it used to run before every read, which
+// turned the relay's write batching off behind a load balancer).
+func TestWaitHookBeneathProxyProtocol(t *testing.T) {
+	for _, tlsRecords := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tlsRecords=%v", tlsRecords), func(t *testing.T) {
+			server, client := tcpPair(t)
+			hdr, err := proxyproto.HeaderProxyFromAddrs(2, &net.TCPAddr{IP: net.IPv4(192, 0, 2, 7), Port: 40000},
+				&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 2762}).Format()
+			if err != nil {
+				t.Fatal(err)
+			}
+			first, second, third := tlsRecord(40, 'a'), tlsRecord(30, 'b'), tlsRecord(20, 'c')
+			if _, err := client.Write(append(hdr, first...)); err != nil {
+				t.Fatal(err)
+			}
+			waitReadable(t, server, len(hdr)+len(first))
+			pc := proxyproto.NewConn(server, proxyproto.SetReadHeaderTimeout(5*time.Second))
+			if pc.ProxyHeader() == nil {
+				t.Fatal("no PROXY header read")
+			}
+			hooks := 0
+			newHook := newWaitHook
+			if tlsRecords {
+				newHook = newTLSWaitHook
+			}
+			h := newHook(pc, func() {
+				hooks++
+				go func() { _, _ = client.Write(third) }()
+			})
+			if h.rc == nil || h.direct == nil {
+				t.Fatal("the hook does not reach the socket beneath the PROXY wrapper")
+			}
+			if string(h.pend) != string(first) {
+				t.Fatalf("taken from the wrapper's buffer: %q, want the record that came with the header", h.pend)
+			}
+			readAll := func(want []byte) {
+				t.Helper()
+				got := make([]byte, 0, len(want))
+				buf := make([]byte, 256)
+				for len(got) < len(want) {
+					_ = server.SetReadDeadline(time.Now().Add(10 * time.Second))
+					n, err := h.read(pc, buf[:min(len(buf), len(want)-len(got))])
+					if err != nil {
+						t.Fatalf("read after %q: %v", got, err)
+					}
+					got = append(got, buf[:n]...)
+				}
+				if !bytes.Equal(got, want) {
+					t.Fatalf("read %q, want %q", got, want)
+				}
+			}
+			readAll(first) // buffered by the wrapper, or still on the socket
+			if _, err := client.Write(second); err != nil {
+				t.Fatal(err)
+			}
+			waitReadable(t, server, len(second))
+			readAll(second)
+			if hooks != 0 {
+				t.Fatalf("hook ran %d times while bytes were waiting", hooks)
+			}
+			readAll(third) // nothing waiting: the hook, which sends it
+			if hooks != 1 {
+				t.Fatalf("hook ran %d times, want 1 (before the read that had to wait)", hooks)
 			}
 		})
 	}

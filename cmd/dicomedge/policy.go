@@ -20,9 +20,9 @@ import (
 func newPolicyCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "policy",
-		Short: "Check policy.hcl and explain its decisions",
+		Short: "Check, explain, format, test and replay policy.hcl",
 	}
-	cmd.AddCommand(newPolicyCheckCmd(), newPolicyExplainCmd())
+	cmd.AddCommand(newPolicyCheckCmd(), newPolicyExplainCmd(), newPolicyFmtCmd(), newPolicyTestCmd(), newPolicyReplayCmd())
 	return cmd
 }
 

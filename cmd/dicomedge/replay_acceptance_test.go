@@ -1,0 +1,205 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dicomedge/dicomedge/internal/testpeer"
+)
+
+// TestPolicyReplayRealTraffic makes an audit log the real way: DCMTK
+// echoscu and storescu over TLS through a running edge (the built binary)
+// under policy v1, relaying to storescp. Then it replays that log: under v1
+// nothing changes; under a v2 where one rule lost C-STORE, exactly the
+// C-STORE requests of the associations that rule decided are listed; under
+// a v3 where only the deny rule changed, exactly the associations it
+// rejected.
+func TestPolicyReplayRealTraffic(t *testing.T) {
+	testpeer.Require(t, "echoscu", "storescu", "storescp")
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	certs := filepath.Join(dir, "certs")
+	if code, out, errOut := policyRun(t, "certs", "init", "--dir", certs, "--client", "client", "--client", "ws"); code != 0 {
+		t.Fatalf("certs init: exit %d\n%s%s", code, out, errOut)
+	}
+	pacs := testpeer.StartStoreSCP(t, "REALPACS")
+	listen, admin := testpeer.FreeAddr(t), testpeer.FreeAddr(t)
+	v1 := fmt.Sprintf(`edge {
+  listen        = %q
+  admin_listen  = %q
+  artim_timeout = "5s"
+  drain_timeout = "2s"
+}
+tls {
+  client_ca = ["certs/ca.pem"]
+  cert_file = "certs/edge.pem"
+  key_file  = "certs/edge-key.pem"
+}
+audit {
+  file  = "audit/audit.jsonl"
+  fsync = "50ms"
+}
+backend "pacs" {
+  address  = %q
+  ae_title = "REALPACS"
+}
+rule "echo" {
+  when {
+    client_cn = ["client"]
+    called_ae = ["DICOMEDGE"]
+  }
+  answer {}
+}
+rule "modalities" {
+  when {
+    client_cn  = ["client"]
+    calling_ae = ["MOD*"]
+    called_ae  = ["MAINPACS"]
+  }
+  relay {
+    backend  = "pacs"
+    services = ["C-ECHO", "C-STORE"]
+  }
+}
+rule "workstations" {
+  when {
+    client_cn = ["ws"]
+    called_ae = ["MAINPACS"]
+  }
+  relay {
+    backend  = "pacs"
+    services = ["C-ECHO", "C-STORE"]
+  }
+}
+rule "deny" {
+  reject { reason = "calling-ae-not-recognized" }
+}
+`, listen, admin, pacs.Addr)
+	write := func(name, src string) string {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(src), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	edit := func(src, old, new string) string {
+		t.Helper()
+		if strings.Count(src, old) != 1 {
+			t.Fatalf("policy v1 does not hold %q once", old)
+		}
+		return strings.Replace(src, old, new, 1)
+	}
+	v1File := write("v1.hcl", v1)
+	// v2: one rule changed, "modalities" loses C-STORE.
+	v2File := write("v2.hcl", edit(v1, `    calling_ae = ["MOD*"]
+    called_ae  = ["MAINPACS"]
+  }
+  relay {
+    backend  = "pacs"
+    services = ["C-ECHO", "C-STORE"]`, `    calling_ae = ["MOD*"]
+    called_ae  = ["MAINPACS"]
+  }
+  relay {
+    backend  = "pacs"
+    services = ["C-ECHO"]`))
+	// v3: one rule changed, "deny" rejects transiently.
+	v3File := write("v3.hcl", edit(v1, `reject { reason = "calling-ae-not-recognized" }`, `reject {
+    reason    = "calling-ae-not-recognized"
+    transient = true
+  }`))
+
+	edge := testpeer.Start(t, bin, "serve", "--config", v1File)
+	testpeer.WaitListening(t, listen, 30*time.Second, edge)
+	files, _ := testpeer.WriteDICOMFiles(t, filepath.Join(dir, "images"), "PAT-REPLAY", 2, 32, 32)
+	tlsFor := func(client string) []string {
+		return []string{"+tls", filepath.Join(certs, client+"-key.pem"), filepath.Join(certs, client+".pem"), "+cf", filepath.Join(certs, "ca.pem")}
+	}
+	type assoc struct {
+		tool, client, calling, called string
+		files                         []string
+		ok                            bool // accepted
+	}
+	traffic := []assoc{
+		{"echoscu", "client", "MOD1", "DICOMEDGE", nil, true},       // echo: answer
+		{"storescu", "client", "MOD1", "MAINPACS", files, true},     // modalities: two C-STOREs
+		{"storescu", "client", "MOD2", "MAINPACS", files[:1], true}, // modalities: one C-STORE
+		{"storescu", "ws", "WS1", "MAINPACS", files[:1], true},      // workstations: one C-STORE
+		{"echoscu", "client", "OTHER", "MAINPACS", nil, false},      // deny
+		{"echoscu", "ws", "WS1", "DICOMEDGE", nil, false},           // deny
+	}
+	for _, a := range traffic {
+		args := append(tlsFor(a.client), "-aet", a.calling, "-aec", a.called, testpeer.Host(listen), fmt.Sprint(testpeer.Port(listen)))
+		out, err := testpeer.Run(testpeer.Context(t, 30*time.Second), a.tool, append(args, a.files...)...)
+		if (err == nil) != a.ok {
+			t.Fatalf("%s %s→%s as %s: err %v, want accepted=%v\n%s", a.tool, a.calling, a.called, a.client, err, a.ok, out)
+		}
+	}
+	if pacs.Count() != 2 { // four C-STOREs of two distinct instances
+		t.Errorf("storescp stored %d files, want 2", pacs.Count())
+	}
+	// SIGINT: the edge drains and syncs the log before it exits.
+	_ = edge.Cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-edge.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+	auditFile := filepath.Join(dir, "audit", "audit.jsonl")
+	if n := len(recordsOf(t, auditFile, "dimse")); n != 5 {
+		t.Fatalf("the log holds %d dimse records, want 5 (1 C-ECHO, 4 C-STORE)", n)
+	}
+
+	replay := func(config string, extra ...string) (int, []string, string) {
+		t.Helper()
+		code, out, errOut := policyRun(t, append([]string{"policy", "replay", "--config", config, "--audit", auditFile}, extra...)...)
+		lines := nonEmpty(out)
+		if len(lines) == 0 {
+			t.Fatalf("replay printed nothing; stderr:\n%s", errOut)
+		}
+		return code, lines, errOut
+	}
+	stamp := regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z  `)
+	changes := func(lines []string) []string {
+		var out []string
+		for _, l := range lines[:len(lines)-1] {
+			if !stamp.MatchString(l) {
+				t.Errorf("change line without a timestamp: %q", l)
+			}
+			out = append(out, stamp.ReplaceAllString(l, ""))
+		}
+		return out
+	}
+
+	code, lines, errOut := replay(v1File, "--exit-code")
+	if code != 0 || len(lines) != 1 || lines[0] != "6 associations replayed, 0 would change" {
+		t.Errorf("replay under v1: exit %d\n%s\n%s", code, strings.Join(lines, "\n"), errOut)
+	}
+
+	code, lines, errOut = replay(v2File, "--exit-code")
+	want := []string{
+		`client 127.0.0.1  MOD1→MAINPACS  C-STORE 1.2.840.10008.5.1.4.1.1.7: allowed → refused (service not allowed by rule "modalities")`,
+		`client 127.0.0.1  MOD1→MAINPACS  C-STORE 1.2.840.10008.5.1.4.1.1.7: allowed → refused (service not allowed by rule "modalities")`,
+		`client 127.0.0.1  MOD2→MAINPACS  C-STORE 1.2.840.10008.5.1.4.1.1.7: allowed → refused (service not allowed by rule "modalities")`,
+		"6 associations replayed, 2 would change",
+	}
+	if code != 1 || strings.Join(append(changes(lines), lines[len(lines)-1]), "\n") != strings.Join(want, "\n") {
+		t.Errorf("replay under v2: exit %d (want 1)\n got:\n%s\nwant:\n%s\n%s", code, strings.Join(lines, "\n"), strings.Join(want, "\n"), errOut)
+	}
+
+	code, lines, errOut = replay(v3File)
+	want = []string{
+		`client 127.0.0.1  OTHER→MAINPACS  reject calling-ae-not-recognized by rule "deny" → reject calling-ae-not-recognized (transient) by rule "deny"`,
+		`ws 127.0.0.1  WS1→DICOMEDGE  reject calling-ae-not-recognized by rule "deny" → reject calling-ae-not-recognized (transient) by rule "deny"`,
+		"6 associations replayed, 2 would change",
+	}
+	if code != 0 || strings.Join(append(changes(lines), lines[len(lines)-1]), "\n") != strings.Join(want, "\n") {
+		t.Errorf("replay under v3: exit %d (want 0 without --exit-code)\n got:\n%s\nwant:\n%s\n%s", code, strings.Join(lines, "\n"), strings.Join(want, "\n"), errOut)
+	}
+}

@@ -1,0 +1,3 @@
+rule "x" {
+  when { called_ae = ["A"]
+  answer {}
