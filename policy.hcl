@@ -22,6 +22,7 @@ edge {
   idle_timeout     = "10m"            # an association silent this long is aborted
   drain_timeout    = "30s"            # on SIGTERM, open associations may finish for this long
   proxy_protocol   = []               # load balancers (CIDRs) allowed to send a PROXY protocol header
+  # max_associations_per_client = 128: one client (certificate) at most; default max_associations / 4
 }
 
 tls {

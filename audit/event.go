@@ -19,7 +19,6 @@ const (
 	EventPolicyReloadFailed = "policy.reload_failed"
 	EventCertRenewed        = "cert.renewed"
 	EventConnectionRefused  = "connection.refused"
-	EventAnchorMismatch     = "audit.anchor_mismatch"
 )
 
 // ZeroHash is the prev of the very first record of a chain.

@@ -534,6 +534,8 @@ func (l *loader) edge(s *edgeSchema, e *Edge) {
 	}
 	e.MaxPDULength = uint32(l.integer(s.MaxPDULength, "edge.max_pdu_length", DefaultMaxPDULength, MinMaxPDULength, MaxMaxPDULength))
 	e.MaxAssociations = int(l.integer(s.MaxAssociations, "edge.max_associations", DefaultMaxAssociations, 1, 1_000_000))
+	e.MaxAssociationsPerClient = int(l.integer(s.MaxAssocPerClient, "edge.max_associations_per_client",
+		int64(DefaultMaxAssociationsPerClient(e.MaxAssociations)), 1, 1_000_000))
 	e.ARTIMTimeout = l.duration(s.ARTIMTimeout, "edge.artim_timeout", DefaultARTIMTimeout, false)
 	e.IdleTimeout = l.duration(s.IdleTimeout, "edge.idle_timeout", DefaultIdleTimeout, false)
 	e.DrainTimeout = l.duration(s.DrainTimeout, "edge.drain_timeout", DefaultDrainTimeout, true)

@@ -61,7 +61,7 @@ backend "b" {
 	e := cfg.Edge
 	if e.AETitle != "DICOMEDGE" || e.Listen != ":2762" || e.AdminListen != "" || e.MaxPDULength != 1<<20 ||
 		e.MaxAssociations != 512 || e.ARTIMTimeout != 30*time.Second || e.IdleTimeout != 10*time.Minute ||
-		e.DrainTimeout != 30*time.Second || len(e.ProxyProtocol) != 0 {
+		e.DrainTimeout != 30*time.Second || len(e.ProxyProtocol) != 0 || e.MaxAssociationsPerClient != 128 {
 		t.Errorf("edge defaults: %+v", e)
 	}
 	if cfg.TLS.Profile != "bcp195-rfc8996" || cfg.TLS.ClientCA[0] != "/etc/dicomedge/ca.pem" ||
@@ -91,6 +91,7 @@ edge {
   admin_listen     = "127.0.0.1:9102"
   max_pdu_length   = 65536
   max_associations = 10
+  max_associations_per_client = 3
   artim_timeout    = "5s"
   idle_timeout     = "1h30m"
   drain_timeout    = "0s"
@@ -128,7 +129,7 @@ audit {
 		t.Fatalf("diagnostics = %q", diagKeys(diags))
 	}
 	want := Edge{AETitle: "EDGE1", Listen: "[::1]:0", AdminListen: "127.0.0.1:9102", MaxPDULength: 65536, MaxAssociations: 10,
-		ARTIMTimeout: 5 * time.Second, IdleTimeout: 90 * time.Minute, DrainTimeout: 0,
+		MaxAssociationsPerClient: 3, ARTIMTimeout: 5 * time.Second, IdleTimeout: 90 * time.Minute, DrainTimeout: 0,
 		ProxyProtocol: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("2001:db8::1/128")}}
 	if fmt.Sprint(cfg.Edge) != fmt.Sprint(want) {
 		t.Errorf("edge:\n got %+v\nwant %+v", cfg.Edge, want)
@@ -194,6 +195,7 @@ func TestValidation(t *testing.T) {
 		{"duration as number", minimalTLS + `edge { artim_timeout = 30 }`, []string{"7:24 error: Invalid duration"}},
 		{"fractional pdu length", minimalTLS + `edge { max_pdu_length = 4096.5 }`, []string{"7:25 error: Unsuitable value type"}},
 		{"zero associations", minimalTLS + `edge { max_associations = 0 }`, []string{"7:27 error: Value out of range"}},
+		{"zero associations per client", minimalTLS + `edge { max_associations_per_client = 0 }`, []string{"7:38 error: Value out of range"}},
 		{"variables are not allowed", minimalTLS + `edge { listen = var.listen }`, []string{"7:17 error: Variables not allowed"}},
 		{"proxy_protocol is a list", minimalTLS + `edge { proxy_protocol = "10.0.0.0/8" }`, []string{"7:26 error: Unsuitable value type"}},
 		{"proxy_protocol host bits", minimalTLS + `edge { proxy_protocol = ["10.0.0.1/8"] }`, []string{"7:26 warning: CIDR has host bits set"}},
@@ -423,5 +425,29 @@ func TestLoadFileMissing(t *testing.T) {
 	WriteDiagnostics(&b, diags, cfg.Files)
 	if !strings.HasPrefix(b.String(), "error: Failed to read configuration file; ") {
 		t.Errorf("got %q", b.String())
+	}
+}
+
+// The pre-association limits and the per-client default follow
+// max_associations and artim_timeout as docs/limits.md states.
+func TestAdmission(t *testing.T) {
+	for _, c := range []struct {
+		maxA       int
+		artim      time.Duration
+		pre, per   int
+		perClient  int
+		handshake  time.Duration
+		headerWait time.Duration
+	}{
+		{16, 30 * time.Second, 64, 4, 4, 10 * time.Second, 3 * time.Second},
+		{512, 30 * time.Second, 1024, 32, 128, 10 * time.Second, 3 * time.Second},
+		{4, 2 * time.Second, 64, 4, 4, 2 * time.Second, 2 * time.Second},
+	} {
+		e := Edge{MaxAssociations: c.maxA, ARTIMTimeout: c.artim}
+		a := e.Admission()
+		if a.PreAssociation != c.pre || a.PerSource != c.per || a.AwaitingProxyHeader != c.pre/2 ||
+			a.Handshake != c.handshake || a.ProxyHeader != c.headerWait || e.PerClient() != c.perClient {
+			t.Errorf("max_associations %d, artim %v: %+v, per client %d", c.maxA, c.artim, a, e.PerClient())
+		}
 	}
 }

@@ -19,16 +19,17 @@ type fileSchema struct {
 }
 
 type edgeSchema struct {
-	AETitle         *hcl.Attribute `hcl:"ae_title,optional"`
-	Listen          *hcl.Attribute `hcl:"listen,optional"`
-	AdminListen     *hcl.Attribute `hcl:"admin_listen,optional"`
-	MaxPDULength    *hcl.Attribute `hcl:"max_pdu_length,optional"`
-	MaxAssociations *hcl.Attribute `hcl:"max_associations,optional"`
-	ARTIMTimeout    *hcl.Attribute `hcl:"artim_timeout,optional"`
-	IdleTimeout     *hcl.Attribute `hcl:"idle_timeout,optional"`
-	DrainTimeout    *hcl.Attribute `hcl:"drain_timeout,optional"`
-	ProxyProtocol   *hcl.Attribute `hcl:"proxy_protocol,optional"`
-	DefRange        hcl.Range      `hcl:",def_range"`
+	AETitle           *hcl.Attribute `hcl:"ae_title,optional"`
+	Listen            *hcl.Attribute `hcl:"listen,optional"`
+	AdminListen       *hcl.Attribute `hcl:"admin_listen,optional"`
+	MaxPDULength      *hcl.Attribute `hcl:"max_pdu_length,optional"`
+	MaxAssociations   *hcl.Attribute `hcl:"max_associations,optional"`
+	MaxAssocPerClient *hcl.Attribute `hcl:"max_associations_per_client,optional"`
+	ARTIMTimeout      *hcl.Attribute `hcl:"artim_timeout,optional"`
+	IdleTimeout       *hcl.Attribute `hcl:"idle_timeout,optional"`
+	DrainTimeout      *hcl.Attribute `hcl:"drain_timeout,optional"`
+	ProxyProtocol     *hcl.Attribute `hcl:"proxy_protocol,optional"`
+	DefRange          hcl.Range      `hcl:",def_range"`
 }
 
 type listenerSchema struct {

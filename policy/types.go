@@ -27,15 +27,19 @@ type Config struct {
 
 // Edge is the edge block: the listener and its limits.
 type Edge struct {
-	AETitle         string         // default "DICOMEDGE"
-	Listen          string         // default ":2762"
-	AdminListen     string         // "" = no admin listener
-	MaxPDULength    uint32         // default 1 MiB
-	MaxAssociations int            // default 512
-	ARTIMTimeout    time.Duration  // default 30s
-	IdleTimeout     time.Duration  // default 10m
-	DrainTimeout    time.Duration  // default 30s
-	ProxyProtocol   []netip.Prefix // load balancers allowed to send a PROXY header; empty = none
+	AETitle         string // default "DICOMEDGE"
+	Listen          string // default ":2762"
+	AdminListen     string // "" = no admin listener
+	MaxPDULength    uint32 // default 1 MiB
+	MaxAssociations int    // default 512
+	// MaxAssociationsPerClient bounds the associations one client holds
+	// (by certificate fingerprint; by source address on a plain
+	// listener); default DefaultMaxAssociationsPerClient(MaxAssociations).
+	MaxAssociationsPerClient int
+	ARTIMTimeout             time.Duration  // default 30s
+	IdleTimeout              time.Duration  // default 10m
+	DrainTimeout             time.Duration  // default 30s
+	ProxyProtocol            []netip.Prefix // load balancers allowed to send a PROXY header; empty = none
 }
 
 // EdgeListener is the name of the edge block's own TLS listener.

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"crypto/tls"
+	"fmt"
 	"net"
 	"os"
 	"sync/atomic"
@@ -65,17 +66,19 @@ func TestServeSurvivesAcceptErrors(t *testing.T) {
 	}
 }
 
-// Connections that have not associated yet (here: TCP only,
-// never a TLS byte) are capped: one source (IPv4 address) may hold a
-// quarter of the slots (at least 4), all sources together max_associations
-// (at least 16). Connections beyond either cap are closed at once instead
-// of holding descriptors and goroutines until ARTIM; others still get in,
-// and a freed slot is usable again.
+// Connections that have not associated yet (here: TCP only, never a TLS
+// byte) are capped: one source (IPv4 address) may hold 1/32 of the
+// pre-association budget (at least 4), all sources together twice
+// max_associations (at least 64; docs/limits.md). Connections beyond
+// either cap are closed at once instead of holding descriptors and
+// goroutines until ARTIM; others still get in, and a freed slot is usable
+// again.
 func TestPreAssociationConnectionsCapped(t *testing.T) {
 	e := startEdge(t, edgeOptions{MaxAssociations: 16, ARTIM: "10s"})
-	limit, perSource := int(preAssociationLimit(16)), perSourcePreLimit(16)
-	if limit != 16 || perSource != 4 {
-		t.Fatalf("limits %d/%d, want 16/4", limit, perSource)
+	adm := e.Server.current().Edge.Admission()
+	limit, perSource := adm.PreAssociation, adm.PerSource
+	if limit != 64 || perSource != 4 {
+		t.Fatalf("limits %d/%d, want 64/4", limit, perSource)
 	}
 	// sourceHeld is the per-source slots taken: each connection's goroutine
 	// takes its own after Serve counted it in preActive, so both must
@@ -140,8 +143,8 @@ func TestPreAssociationConnectionsCapped(t *testing.T) {
 
 	// All slots taken by several sources: anyone's next connection is closed.
 	var held []net.Conn
-	for _, src := range []string{"127.0.0.3", "127.0.0.4", "127.0.0.5"} {
-		held = append(held, idleFrom(src, perSource)...)
+	for i := range limit/perSource - 1 {
+		held = append(held, idleFrom(fmt.Sprintf("127.0.1.%d", i+1), perSource)...)
 	}
 	waitPre(limit)
 	closedAtOnce("a connection over the global limit", "127.0.0.6")

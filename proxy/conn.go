@@ -65,6 +65,12 @@ type conn struct {
 	// (when srcHeld); only the conn's goroutine sets them.
 	srcKey  netip.Prefix
 	srcHeld bool
+	// clientKey is the client whose association slot this conn holds
+	// (when held), set by open before the association starts.
+	clientKey string
+	// rejectDetail, when set, is the detail of the association.rejected
+	// record that reject writes.
+	rejectDetail string
 }
 
 // releasePre gives back the pre-association slots taken by Serve (global)
@@ -122,7 +128,10 @@ func (c *conn) serve(ctx context.Context) {
 	defer c.releasePre()
 	run, held := c.open(ctx)
 	if held {
-		defer c.s.release()
+		defer func() {
+			c.s.releaseClient(c.clientKey)
+			c.s.release()
+		}()
 	}
 	if run != nil {
 		// The association's life runs after open's large frame (handshake,
@@ -138,10 +147,21 @@ func (c *conn) serve(ctx context.Context) {
 func (c *conn) open(ctx context.Context) (run func(), held bool) {
 	cfg := c.s.current()
 	artim := cfg.Edge.ARTIM()
-	// ARTIM covers the PROXY header, the TLS handshake and the A-ASSOCIATE-RQ.
+	// ARTIM covers the PROXY header, the TLS handshake and the A-ASSOCIATE-RQ;
+	// the first two have shorter bounds of their own (docs/limits.md).
 	deadline := time.Now().Add(artim)
+	adm := cfg.Edge.Admission()
 	_ = c.raw.SetDeadline(deadline)
-	ap, err := clientAddr(c.raw, deadline)
+	awaiting := awaitsProxyHeader(c.raw)
+	if awaiting && !c.s.acquireAwaitingHeader(adm) {
+		c.s.refuse(c.raw, refusal{Conn: c.id, Remote: upstreamAddr(c.raw), Listener: EdgeListener, Reason: RefusedTooManyConnections,
+			Detail: fmt.Sprintf("%d connections awaiting a PROXY header, the limit", adm.AwaitingProxyHeader)})
+		return nil, false
+	}
+	ap, err := clientAddr(c.raw, adm.ProxyHeader, deadline)
+	if awaiting {
+		c.s.releaseAwaitingHeader()
+	}
 	if ap.IsValid() {
 		c.remote, c.source = ap.String(), ap.Addr()
 	}
@@ -159,9 +179,9 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 	// The source is known only now (after a PROXY header): one source may
 	// hold only part of the pre-association slots.
 	c.srcKey = sourceKey(c.source)
-	if !c.s.acquirePreSource(c.srcKey, cfg.Edge.MaxAssociations) {
+	if !c.s.acquirePreSource(c.srcKey, adm) {
 		c.s.refuse(c.raw, refusal{Conn: c.id, Remote: ap, Listener: EdgeListener, Reason: RefusedTooManyConnections,
-			Detail: fmt.Sprintf("%d connections before association from this source, its share", perSourcePreLimit(cfg.Edge.MaxAssociations))})
+			Detail: fmt.Sprintf("%d connections before association from this source, its share", adm.PerSource)})
 		return nil, false
 	}
 	c.srcHeld = true
@@ -169,9 +189,12 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 	pre := &probeConn{Conn: c.raw}
 	c.pre = pre
 	c.tc = tls.Server(pre, c.s.TLS.ServerConfig())
-	hctx, cancel := context.WithDeadline(ctx, deadline)
+	hsDeadline := minTime(time.Now().Add(adm.Handshake), deadline)
+	_ = c.raw.SetDeadline(hsDeadline)
+	hctx, cancel := context.WithDeadline(ctx, hsDeadline)
 	id, err := tlslayer.Handshake(hctx, c.tc)
 	cancel()
+	_ = c.raw.SetDeadline(deadline)
 	if err != nil {
 		reason := tlslayer.Classify(err)
 		if proxyHeaderRefused(err) {
@@ -252,10 +275,21 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 		c.reject(d.Rule, association.RejectPermanent, association.RejectSourceServiceUser, association.RejectUserNoReason, "")
 		return nil, false
 	}
-	if !c.s.tryAcquire(cfg.Edge.MaxAssociations) {
+	// PS3.8 7.1.1.9: a local limit is a transient rejection by the
+	// service provider (presentation related function), 2/3/2.
+	key := clientKey(id.Fingerprint, c.source)
+	if perClient := cfg.Edge.PerClient(); !c.s.acquireClient(key, perClient) {
+		c.rejectDetail = fmt.Sprintf("max_associations_per_client: this client (%s) holds %d associations", key, perClient)
 		c.reject(d.Rule, association.RejectTransient, association.RejectSourceServiceProviderPresentation, association.RejectPresentationLocalLimitExceeded, "")
 		return nil, false
 	}
+	if !c.s.tryAcquire(cfg.Edge.MaxAssociations) {
+		c.s.releaseClient(key)
+		c.rejectDetail = fmt.Sprintf("max_associations: %d associations are held", cfg.Edge.MaxAssociations)
+		c.reject(d.Rule, association.RejectTransient, association.RejectSourceServiceProviderPresentation, association.RejectPresentationLocalLimitExceeded, "")
+		return nil, false
+	}
+	c.clientKey = key
 	c.releasePre() // now counted against max_associations instead
 	_ = c.raw.SetDeadline(time.Time{})
 	if d.Action == policy.ActionAnswer {
@@ -322,6 +356,7 @@ func (c *conn) reject(rule string, result association.RejectResult, source assoc
 	e.Result, e.Source, e.ReasonCode = int(result), int(source), int(reason)
 	e.Reason = name
 	e.ResultName, e.SourceName = result.String(), source.String()
+	e.Detail = c.rejectDetail
 	c.s.auditEvent(e)
 	c.log.Info("association rejected", "decision", "reject", "rule", rule, "result", int(result),
 		"source", int(source), "reason", name, "duration", time.Since(c.start))

@@ -101,6 +101,7 @@ func TestMain(m *testing.M) {
 // edgeOptions are the parts of policy.hcl a test varies.
 type edgeOptions struct {
 	MaxAssociations int
+	MaxPerClient    int // max_associations_per_client; 0: the default
 	MaxPDU          int
 	ARTIM, Idle     string
 	Drain           string
@@ -162,6 +163,9 @@ func startEdge(t testing.TB, o edgeOptions) *testEdge {
 	pp := ""
 	if len(o.ProxyProtocol) > 0 {
 		pp = fmt.Sprintf("proxy_protocol = [%q]", strings.Join(o.ProxyProtocol, `", "`))
+	}
+	if o.MaxPerClient > 0 {
+		pp += fmt.Sprintf("\n  max_associations_per_client = %d", o.MaxPerClient)
 	}
 	src := o.source(p, admin, pp)
 	if o.Prepare != nil {

@@ -76,7 +76,7 @@ func TestIdleMemoryReport(t *testing.T) {
 
 func memoryReportOne(t *testing.T, n int, relayed, openssl bool) {
 	p := sharedPKI(t)
-	o := edgeOptions{Quiet: true, MaxAssociations: n + 10}
+	o := edgeOptions{Quiet: true, MaxAssociations: n + 10, MaxPerClient: n + 10} // one client holds them all
 	backend := ""
 	args := []string{"hold", "--n", strconv.Itoa(n), "--calling", "MODALITY1"}
 	if relayed {

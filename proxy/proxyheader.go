@@ -10,12 +10,6 @@ import (
 	proxyproto "github.com/pires/go-proxyproto"
 )
 
-// proxyHeaderTimeout bounds the wait for a trusted load balancer's PROXY
-// header: a balancer sends it at once, with the connection, so a few
-// seconds are plenty, and a connection that has sent none holds its
-// pre-association slot only that long (docs/limits.md).
-const proxyHeaderTimeout = 3 * time.Second
-
 // upstreamAddr is the address of the TCP peer itself (a load balancer's,
 // when one is in front), read without waiting for a PROXY header.
 func upstreamAddr(nc net.Conn) netip.AddrPort {
@@ -43,16 +37,18 @@ var errNoBytes = errors.New("closed before any byte")
 
 // clientAddr returns the client's address: the PROXY header's source when
 // nc comes from a trusted load balancer, which must send the header within
-// proxyHeaderTimeout (and before deadline); else the TCP peer's. From an
+// timeout (policy.ProxyHeaderTimeout: a balancer sends it with the
+// connection, so a connection that sends none holds its pre-association
+// slot only that long) and before deadline; else the TCP peer's. From an
 // address that may not send a header, nothing is read here: a header it
 // sends fails the TLS handshake (proxyHeaderRefused). The read deadline is
 // left at deadline.
-func clientAddr(nc net.Conn, deadline time.Time) (netip.AddrPort, error) {
-	pc, ok := nc.(*proxyproto.Conn)
-	if !ok || pc.ProxyHeaderPolicy != proxyproto.REQUIRE {
+func clientAddr(nc net.Conn, timeout time.Duration, deadline time.Time) (netip.AddrPort, error) {
+	if !awaitsProxyHeader(nc) {
 		return upstreamAddr(nc), nil
 	}
-	_ = nc.SetReadDeadline(minTime(time.Now().Add(proxyHeaderTimeout), deadline))
+	pc := nc.(*proxyproto.Conn)
+	_ = nc.SetReadDeadline(minTime(time.Now().Add(timeout), deadline))
 	pc.ProxyHeader()       // reads the header
 	_, err := pc.Read(nil) // the header's error, if any; reads nothing more
 	if errors.Is(err, proxyproto.ErrNoProxyProtocol) && closedByPeer(pc.Raw()) {
@@ -65,6 +61,13 @@ func clientAddr(nc net.Conn, deadline time.Time) (netip.AddrPort, error) {
 		return upstreamAddr(nc), err
 	}
 	return addrPort(pc.RemoteAddr()), nil
+}
+
+// awaitsProxyHeader reports whether nc comes from a trusted load balancer
+// and so must start with a PROXY header.
+func awaitsProxyHeader(nc net.Conn) bool {
+	pc, ok := nc.(*proxyproto.Conn)
+	return ok && pc.ProxyHeaderPolicy == proxyproto.REQUIRE
 }
 
 // closedByPeer reports whether nc's peer has closed its side: a read that

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/dicomedge/dicomedge/audit"
+	"github.com/dicomedge/dicomedge/policy"
 )
 
 // Reasons of a connection.refused record (docs/refusals.md).
@@ -25,7 +26,7 @@ const (
 var RefusedReasons = []string{RefusedSourceNotAllowed, RefusedProxyHeader, RefusedTooManyConnections}
 
 // EdgeListener is the name of the edge block's own (TLS) listener.
-const EdgeListener = "edge"
+const EdgeListener = policy.EdgeListener
 
 // refusal describes a connection the edge will not serve.
 type refusal struct {

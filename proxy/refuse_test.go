@@ -9,6 +9,7 @@ import (
 	proxyproto "github.com/pires/go-proxyproto"
 
 	"github.com/dicomedge/dicomedge/audit"
+	"github.com/dicomedge/dicomedge/policy"
 )
 
 // refusedTotal is dicomedge_connections_refused_total{reason}.
@@ -48,7 +49,7 @@ func waitClosed(t *testing.T, c net.Conn, what string) {
 // with the source's address and the listener's name.
 func TestConnectionRefusedTooMany(t *testing.T) {
 	e := startEdge(t, edgeOptions{MaxAssociations: 16, ARTIM: "10s"})
-	share := perSourcePreLimit(16)
+	share := e.Server.current().Edge.Admission().PerSource
 	for range share {
 		dialFrom(t, e.Addr, "127.0.0.2")
 	}
@@ -97,7 +98,7 @@ func TestConnectionRefusedProxyHeader(t *testing.T) {
 	c := dialFrom(t, e.Addr, "127.0.0.1")
 	waitClosed(t, c, "no PROXY header from a trusted balancer")
 	if d := time.Since(start); d > 12*time.Second { // proxyHeaderTimeout, loosely: ARTIM is 20s
-		t.Errorf("closed after %v, want after about %v", d, proxyHeaderTimeout)
+		t.Errorf("closed after %v, want after about %v", d, policy.ProxyHeaderTimeout)
 	}
 
 	u := dialFrom(t, e.Addr, "127.0.0.9") // not a balancer

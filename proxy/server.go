@@ -43,10 +43,13 @@ type Server struct {
 	// preActive counts connections in the TLS handshake or before their
 	// A-ASSOCIATE-RQ's decision (preAssociationLimit).
 	preActive     atomic.Int64
+	awaitHeader   atomic.Int64 // of those, waiting for a PROXY header (limits.go)
 	preRefusedN   atomic.Int64
 	preRefusedLog atomic.Int64 // unix nanos of the last "refused" log line
 	preMu         sync.Mutex
 	preSource     map[netip.Prefix]int // pre-association connections per source
+	clientMu      sync.Mutex
+	clientActive  map[string]int // associations per client (limits.go)
 	connID        atomic.Uint64
 
 	tlsFail *tlsFailLimiter // bounds unauthenticated tls.failed records
@@ -229,9 +232,9 @@ func (s *Server) Serve(ln net.Listener) error {
 		// A slot for the TLS handshake and A-ASSOCIATE-RQ, taken before any
 		// work is done: connections that have not yet associated cannot pile
 		// up (descriptors, handshake state, goroutines) beyond the limit.
-		if maxA := s.current().Edge.MaxAssociations; !s.tryAcquirePre(maxA) {
+		if adm := s.current().Edge.Admission(); !s.tryAcquirePre(adm) {
 			s.refuse(raw, refusal{Remote: upstreamAddr(raw), Listener: EdgeListener, Reason: RefusedTooManyConnections,
-				Detail: fmt.Sprintf("%d connections before association, the limit", preAssociationLimit(maxA))})
+				Detail: fmt.Sprintf("%d connections before association, the limit", adm.PreAssociation)})
 			continue
 		}
 		c := s.newConn(raw)
@@ -276,79 +279,6 @@ func proxyPolicy(cidrs []netip.Prefix, o proxyproto.ConnPolicyOptions) (proxypro
 		}
 	}
 	return proxyproto.REJECT, nil
-}
-
-// tryAcquire takes an association slot unless max_associations are in use.
-func (s *Server) tryAcquire(limit int) bool {
-	for {
-		n := s.active.Load()
-		if limit > 0 && n >= int64(limit) {
-			return false
-		}
-		if s.active.CompareAndSwap(n, n+1) {
-			s.Metrics.Active.Set(float64(n + 1))
-			return true
-		}
-	}
-}
-
-// preAssociationLimit is how many connections may be in the TLS
-// handshake or before their A-ASSOCIATE-RQ at once: as many as
-// max_associations (at least 16), so a burst of genuine clients is never
-// refused while an unauthenticated flood is bounded.
-func preAssociationLimit(maxAssociations int) int64 {
-	if maxAssociations <= 0 {
-		maxAssociations = 512
-	}
-	return int64(max(maxAssociations, 16))
-}
-
-// tryAcquirePre takes a pre-association slot unless all are in use.
-func (s *Server) tryAcquirePre(maxAssociations int) bool {
-	limit := preAssociationLimit(maxAssociations)
-	for {
-		n := s.preActive.Load()
-		if n >= limit {
-			return false
-		}
-		if s.preActive.CompareAndSwap(n, n+1) {
-			return true
-		}
-	}
-}
-
-// perSourcePreLimit is how many of the pre-association slots one source
-// (an IPv4 address, an IPv6 /64) may hold: a quarter, at least 4, so one
-// host cannot take them all from everyone else.
-func perSourcePreLimit(maxAssociations int) int {
-	return int(max(preAssociationLimit(maxAssociations)/4, 4))
-}
-
-// acquirePreSource takes one of key's pre-association slots.
-func (s *Server) acquirePreSource(key netip.Prefix, maxAssociations int) bool {
-	s.preMu.Lock()
-	defer s.preMu.Unlock()
-	if s.preSource == nil {
-		s.preSource = map[netip.Prefix]int{}
-	}
-	if s.preSource[key] >= perSourcePreLimit(maxAssociations) {
-		return false
-	}
-	s.preSource[key]++ // entries ≤ pre-association slots: the map is bounded
-	return true
-}
-
-func (s *Server) releasePreSource(key netip.Prefix) {
-	s.preMu.Lock()
-	defer s.preMu.Unlock()
-	if s.preSource[key]--; s.preSource[key] <= 0 {
-		delete(s.preSource, key)
-	}
-}
-
-func (s *Server) release() {
-	n := s.active.Add(-1)
-	s.Metrics.Active.Set(float64(n))
 }
 
 // Shutdown stops accepting, lets open associations finish for up to
