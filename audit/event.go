@@ -19,6 +19,7 @@ const (
 	EventPolicyReloadFailed = "policy.reload_failed"
 	EventCertRenewed        = "cert.renewed"
 	EventConnectionRefused  = "connection.refused"
+	EventAnchorMismatch     = "audit.anchor_mismatch"
 )
 
 // ZeroHash is the prev of the very first record of a chain.

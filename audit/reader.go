@@ -390,6 +390,17 @@ func (e *VerifyError) Error() string {
 // nothing shows tampering either. The error is also a *VerifyError.
 var ErrNoHeadAnchor = errors.New("audit: no head anchor")
 
+// ErrAnchorMismatch is matched (errors.Is) by Verify's error when every
+// record chained but the range holds an audit.anchor_mismatch record: the
+// edge found, on opening the log, that records had been cut or the anchor
+// removed. The error is also a *VerifyError naming the first such record.
+var ErrAnchorMismatch = errors.New("audit: anchor mismatch recorded")
+
+type anchorMismatchFound struct{ ve *VerifyError }
+
+func (a anchorMismatchFound) Error() string   { return a.ve.Error() }
+func (a anchorMismatchFound) Unwrap() []error { return []error{a.ve, ErrAnchorMismatch} }
+
 type anchorMissing struct{ ve *VerifyError }
 
 func (a anchorMissing) Error() string   { return a.ve.Error() }
@@ -447,6 +458,9 @@ func verify(srcs []source, h *head, headName string) (int, error) {
 			line       int
 		}
 		lastFile = srcs[len(srcs)-1].name
+		// the audit.anchor_mismatch records in the range: how many, the first
+		mismatches int
+		mismatch   *VerifyError
 	)
 	for fi, src := range srcs {
 		p := src.name
@@ -457,10 +471,11 @@ func verify(srcs []source, h *head, headName string) (int, error) {
 				return &VerifyError{p, ln, want, fmt.Sprintf("line longer than %d bytes", maxLine)}
 			}
 			var r struct {
-				Seq   *uint64 `json:"seq"`
-				Prev  *string `json:"prev"`
-				Event string  `json:"event"`
-				Time  string  `json:"time"`
+				Seq    *uint64 `json:"seq"`
+				Prev   *string `json:"prev"`
+				Event  string  `json:"event"`
+				Time   string  `json:"time"`
+				Detail string  `json:"detail"`
 			}
 			if err := json.Unmarshal(line, &r); err != nil {
 				return &VerifyError{p, ln, want, "not a JSON record (" + err.Error() + ")"}
@@ -485,6 +500,11 @@ func verify(srcs []source, h *head, headName string) (int, error) {
 				}
 				return &VerifyError{p, ln, want, "prev does not match the hash of the previous line: " + what}
 			}
+			if r.Event == EventAnchorMismatch {
+				if mismatches++; mismatch == nil {
+					mismatch = &VerifyError{p, ln, want, "audit.anchor_mismatch: when it opened the log the edge " + r.Detail}
+				}
+			}
 			sum := sha256.Sum256(line)
 			prev = hex.EncodeToString(sum[:])
 			prevLoc = fmt.Sprintf("(%s:%d seq %d)", p, ln, want)
@@ -507,7 +527,7 @@ func verify(srcs []source, h *head, headName string) (int, error) {
 		}
 	}
 	switch {
-	case h == nil && n > 0:
+	case h == nil && n > 0 && mismatch == nil:
 		return n, anchorMissing{&VerifyError{File: headName,
 			Reason: "missing: without the head anchor, records deleted from the end cannot be ruled out"}}
 	case h == nil || h.Seq == 0:
@@ -517,6 +537,15 @@ func verify(srcs []source, h *head, headName string) (int, error) {
 	case anchor.hash != h.Hash:
 		return n, &VerifyError{File: anchor.file, Line: anchor.line, Seq: h.Seq,
 			Reason: "does not match the hash recorded in " + headName + ": the record was altered"}
+	}
+	if mismatch != nil {
+		if mismatches > 1 {
+			mismatch.Reason += fmt.Sprintf(" (and %d more audit.anchor_mismatch records)", mismatches-1)
+		}
+		if h == nil && n > 0 {
+			mismatch.Reason += "; " + headName + " is missing too"
+		}
+		return n, anchorMismatchFound{mismatch}
 	}
 	return n, nil
 }

@@ -62,7 +62,7 @@ func orNil(s string) string {
 // handshake or reload).
 func outcome(e *Event) int {
 	switch e.Event {
-	case EventTLSFailed, EventConnectionRefused, EventRejected, EventAborted, EventPolicyReloadFailed:
+	case EventTLSFailed, EventConnectionRefused, EventRejected, EventAborted, EventPolicyReloadFailed, EventAnchorMismatch:
 		return 4
 	case EventDIMSE:
 		if e.Allowed != nil && !*e.Allowed {
@@ -241,7 +241,7 @@ func ATNA(e *Event, host string) []byte {
 		if e.PatientID != "" {
 			m.Objects = append(m.Objects, atnaObject{ID: e.PatientID, Type: 1, Role: 1, IDType: codePatientNumber})
 		}
-	default: // policy.reloaded, policy.reload_failed, cert.renewed
+	default: // policy.reloaded, policy.reload_failed, cert.renewed, audit.anchor_mismatch
 		m.Event.ID, m.Event.Types = codeSecurityAlert, []atnaCode{codeSecurityConfig}
 		m.Event.Desc = strings.TrimSpace(e.Event + " " + e.Detail)
 		m.Participants = []atnaParticipant{{UserID: "dicomedge", IsRequestor: true, NAPID: host, NAPType: "1", Role: codeApplication}}

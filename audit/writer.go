@@ -95,8 +95,9 @@ type Writer struct {
 	lastHead  time.Time
 	headStale bool // records synced since the anchor was written
 	buf       []byte
-	err       error // first write error, returned by Close
-	lost      bool  // records given up at Close: the anchor must not claim them
+	err       error  // first write error, returned by Close
+	lost      bool   // records given up at Close: the anchor must not claim them
+	mismatch  string // set by openCurrent: the detail of the audit.anchor_mismatch to write first
 	giveUpAt  time.Time
 }
 
@@ -180,6 +181,10 @@ func Open(cfg Config) (*Writer, error) {
 		w.fwd = fwd
 	}
 	w.queue = make(chan Event, cfg.QueueSize)
+	if w.mismatch != "" {
+		// The first record of this run, before anything Log queues.
+		w.queue <- Event{Event: EventAnchorMismatch, Detail: w.mismatch}
+	}
 	w.done = make(chan struct{})
 	w.stop = make(chan struct{})
 	go w.run()
@@ -286,25 +291,57 @@ func (w *Writer) openCurrent() error {
 		w.prev = sha256.Sum256(last)
 		w.prevHex = hex.AppendEncode(w.prevHex[:0], w.prev[:])
 	}
-	if err := checkHead(w.cfg.File, w.seq, string(w.prevHex)); err != nil {
+	detail, err := anchorMismatch(w.cfg.File, w.seq, string(w.prevHex))
+	if err != nil {
 		f.Close()
 		return err
 	}
 	w.setOut(f)
+	if detail != "" {
+		// Continuing quietly (a new anchor over the old one) would hide
+		// the cut. The trail goes on, so the edge keeps serving, but its
+		// first record says what was found, and audit verify fails on it
+		// (docs/audit.md). The anchor is rewritten only once that record
+		// is synced: a crash before then finds the mismatch again.
+		w.log.Error("audit log does not match its head anchor: records were cut or the anchor removed; writing audit.anchor_mismatch",
+			"file", w.cfg.File, "detail", detail)
+		w.mismatch = detail
+		return nil
+	}
 	return w.writeHead()
 }
 
-// checkHead refuses to continue a chain that ends before the anchor written
-// by the previous run: overwriting the anchor would hide the truncation.
-func checkHead(file string, seq uint64, hash string) error {
-	h, err := readHead(file)
-	if err != nil || h == nil {
-		return err
+// anchorMismatch compares the log's end (seq and hash of its last record)
+// with the head anchor written by the previous run and describes a
+// disagreement: what it found, what it expected. An anchor behind the log
+// is not one: the anchor is refreshed after the records it names are
+// synced, so a crash can leave it a little behind.
+func anchorMismatch(file string, seq uint64, hash string) (string, error) {
+	b, err := os.ReadFile(headPath(file))
+	if errors.Is(err, os.ErrNotExist) {
+		if seq == 0 {
+			return "", nil // a new log
+		}
+		return fmt.Sprintf("found no head anchor %s while the log ends at seq %d (hash %s); expected the anchor of the log's last record: "+
+			"it was removed, so records cut from the end cannot be ruled out", headPath(file), seq, hash), nil
 	}
-	if h.Seq > seq || (h.Seq == seq && h.Hash != hash) {
-		return fmt.Errorf("audit: %s ends at seq %d but %s records seq %d: the log was truncated or its last record altered; run `dicomedge audit verify`, then move the damaged files aside", file, seq, headPath(file), h.Seq)
+	if err != nil {
+		return "", fmt.Errorf("audit: %w", err)
 	}
-	return nil
+	h, err := parseHead(b)
+	if err != nil {
+		return fmt.Sprintf("found %s unreadable (%d bytes) while the log ends at seq %d (hash %s); expected the anchor of the log's last record",
+			headPath(file), len(b), seq, hash), nil
+	}
+	switch {
+	case h.Seq > seq:
+		return fmt.Sprintf("found the log ending at seq %d (hash %s); expected seq %d (hash %s) as %s records: %d record(s) were cut from the end",
+			seq, hash, h.Seq, h.Hash, headPath(file), h.Seq-seq), nil
+	case h.Seq == seq && h.Hash != hash:
+		return fmt.Sprintf("found the last record, seq %d, with hash %s; expected hash %s as %s records: the last record was altered or replaced",
+			seq, hash, h.Hash, headPath(file)), nil
+	}
+	return "", nil
 }
 
 func readHead(file string) (*head, error) {

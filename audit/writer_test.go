@@ -256,19 +256,58 @@ func TestRestartAfterTornWrite(t *testing.T) {
 	}
 }
 
-func TestOpenRefusesLogTruncatedSinceLastRun(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "audit.jsonl")
-	w := openT(t, Config{File: file})
-	writeN(t, w, 5)
-	w.Close()
-	lines := readLinesT(t, file)
-	os.WriteFile(file, bytes.Join(lines[:3], nil), 0o600)
-	if _, err := Open(Config{File: file}); err == nil || !strings.Contains(err.Error(), "truncated") {
-		t.Fatalf("Open after truncation = %v; want a refusal naming truncation", err)
-	}
-	// The anchor was not overwritten: verify still sees the truncation.
-	if _, err := Verify(Files(file)); err == nil || !strings.Contains(err.Error(), "truncated") {
-		t.Fatalf("Verify = %v; want truncated", err)
+// A log cut since the last run (its anchor kept, or removed too, or an
+// altered last record) is continued, but the first record written is
+// audit.anchor_mismatch saying what was found and expected, and Verify
+// fails on it (ErrAnchorMismatch) naming that record.
+func TestOpenRecordsAnchorMismatch(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		tamper func(file string, lines [][]byte)
+		want   string
+	}{
+		{"cut, anchor kept", func(file string, lines [][]byte) {
+			os.WriteFile(file, bytes.Join(lines[:3], nil), 0o600)
+		}, "found the log ending at seq 3"},
+		{"cut, anchor removed", func(file string, lines [][]byte) {
+			os.WriteFile(file, bytes.Join(lines[:3], nil), 0o600)
+			os.Remove(headPath(file))
+		}, "found no head anchor"},
+		{"last record replaced", func(file string, lines [][]byte) {
+			os.WriteFile(file, append(bytes.Join(lines[:4], nil), bytes.Replace(lines[4], []byte(`"seq":5`), []byte(`"seq":5,"x":1`), 1)...), 0o600)
+		}, "the last record was altered"},
+		{"whole log removed", func(file string, lines [][]byte) {
+			os.WriteFile(file, nil, 0o600)
+		}, "5 record(s) were cut"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "audit.jsonl")
+			w := openT(t, Config{File: file})
+			writeN(t, w, 5)
+			w.Close()
+			tc.tamper(file, readLinesT(t, file))
+			w = openT(t, Config{File: file})
+			writeN(t, w, 2)
+			w.Close()
+			lines := readLinesT(t, file)
+			lines = lines[:len(lines)-1] // after the last newline
+			var first struct{ Event, Detail string }
+			kept := len(lines) - 3
+			if err := json.Unmarshal(lines[kept], &first); err != nil || first.Event != EventAnchorMismatch ||
+				!strings.Contains(first.Detail, tc.want) || !strings.Contains(first.Detail, "expected") {
+				t.Fatalf("first record after reopening = %s; want audit.anchor_mismatch with %q", lines[kept], tc.want)
+			}
+			_, err := Verify(Files(file))
+			var ve *VerifyError
+			if !errors.Is(err, ErrAnchorMismatch) || !errors.As(err, &ve) || ve.Line != kept+1 {
+				t.Fatalf("Verify = %v; want ErrAnchorMismatch naming line %d", err, kept+1)
+			}
+			// The anchor now matches the log again: the mismatch record, not
+			// the anchor, is what keeps verify failing.
+			if h, _ := readHead(file); h == nil || h.Seq != seqOf(string(lines[len(lines)-1])) {
+				t.Errorf("anchor after reopening = %+v; want the log's last seq", h)
+			}
+		})
 	}
 }
 

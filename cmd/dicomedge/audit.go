@@ -38,6 +38,7 @@ type auditOpts struct {
 	client, callingAE, calledAE, listener string
 	event, decision                       string
 	json, follow                          bool
+	allowMissingAnchor                    bool // verify
 }
 
 func newAuditCmd() *cobra.Command {
@@ -75,6 +76,8 @@ ignore case.`,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return o.verify(cmd) },
 	}
 	fileFlags(verify, o)
+	verify.Flags().BoolVar(&o.allowMissingAnchor, "allow-missing-anchor", false,
+		"accept a log without its .head anchor or with audit.anchor_mismatch records (a copy taken without the anchor); warn instead")
 	cmd.AddCommand(summary, verify)
 	return cmd
 }
@@ -591,13 +594,17 @@ func (o *auditOpts) verify(cmd *cobra.Command) error {
 	files := audit.Files(file)
 	n, err := audit.Verify(files)
 	var ve *audit.VerifyError
-	if errors.Is(err, audit.ErrNoHeadAnchor) {
-		// A copy of the log without its FILE.head sidecar (an archive, a
-		// file handed to a reviewer) is not evidence of tampering: every
-		// record chained. Say what could not be checked, but exit 0
-		// (docs/commands.md: 1 is for a tampered or truncated log).
-		fmt.Fprintln(cmd.ErrOrStderr(), "dicomedge: warning:", err)
-		err = nil
+	if errors.Is(err, audit.ErrNoHeadAnchor) || errors.Is(err, audit.ErrAnchorMismatch) {
+		// Every record chained, but records cut from the end cannot be
+		// ruled out: the anchor is missing, or the edge found it missing or
+		// disagreeing when it opened the log. That fails (docs/commands.md)
+		// unless the reviewer knows the copy was taken without its anchor.
+		if o.allowMissingAnchor {
+			fmt.Fprintln(cmd.ErrOrStderr(), "dicomedge: warning:", err)
+			err = nil
+		} else {
+			return withExit(1, fmt.Errorf("%w (--allow-missing-anchor accepts a copy taken without its anchor)", err))
+		}
 	}
 	if err != nil {
 		if errors.As(err, &ve) {

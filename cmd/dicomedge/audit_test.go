@@ -162,11 +162,22 @@ func TestAuditVerifyExitCodes(t *testing.T) {
 			b, _ := os.ReadFile(f)
 			os.WriteFile(f, b[:len(b)-40], 0o600)
 		}, 1, "$F:12: seq 12: incomplete last record"},
-		// A copy without the head sidecar still verifies; stderr warns (below).
+		// Without the head sidecar, records cut from the end cannot be ruled
+		// out: a failure, unless --allow-missing-anchor (a copy taken
+		// without it), which warns on stderr (below).
 		{"head anchor missing", func(t *testing.T, f string) {
 			if err := os.Remove(f + ".head"); err != nil {
 				t.Fatal(err)
 			}
+		}, 1, "$F.head: missing"},
+		{"records cut and head anchor deleted", func(t *testing.T, f string) {
+			replaceIn(t, f, lineOf(t, f, 12), "")
+			replaceIn(t, f, lineOf(t, f, 11), "")
+			replaceIn(t, f, lineOf(t, f, 10), "")
+			os.Remove(f + ".head")
+		}, 1, "$F.head: missing"},
+		{"head anchor missing, --allow-missing-anchor", func(t *testing.T, f string) {
+			os.Remove(f + ".head")
 		}, 0, "ok: 12 records in 1 file(s), hash chain intact"},
 		{"head anchor missing and edited", func(t *testing.T, f string) {
 			os.Remove(f + ".head")
@@ -180,7 +191,11 @@ func TestAuditVerifyExitCodes(t *testing.T) {
 			dir := t.TempDir()
 			file := writeFixtureLog(t, dir)
 			tc.tamper(t, file)
-			code, out, errOut := runAudit(t, "verify", "--file", file)
+			args := []string{"verify", "--file", file}
+			if strings.HasSuffix(tc.name, "--allow-missing-anchor") {
+				args = append(args, "--allow-missing-anchor")
+			}
+			code, out, errOut := runAudit(t, args...)
 			want := strings.ReplaceAll(tc.wantOut, "$F", file)
 			got := out
 			if tc.wantCode != 0 {
