@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -13,6 +14,9 @@ import (
 	"github.com/dicomedge/dicomedge/policy"
 	"github.com/dicomedge/dicomedge/tlslayer"
 )
+
+// errBackendHandshake marks a failed TLS handshake with a backend.
+var errBackendHandshake = errors.New("backend TLS handshake")
 
 // dial connects to the backend within the connect timeout (bounded by
 // ARTIM), with TLS when the backend has a tls block.
@@ -44,7 +48,7 @@ func (r *relay) dial(ctx context.Context, be *policy.Backend, artimDeadline time
 	tc := tls.Client(hc, tcfg)
 	if err := tc.HandshakeContext(dctx); err != nil {
 		nc.Close()
-		return nil, nil, fmt.Errorf("backend TLS handshake: %w", err)
+		return nil, nil, fmt.Errorf("%w: %w", errBackendHandshake, err)
 	}
 	return tc, hc, nil
 }

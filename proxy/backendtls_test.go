@@ -3,9 +3,12 @@ package proxy
 import (
 	"bytes"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"github.com/dicomedge/dicomedge/audit"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -155,5 +158,118 @@ func TestBackendTLSCacheRereadsRotatedFiles(t *testing.T) {
 	if rotated == first || len(rotated.Certificates) != 1 ||
 		bytes.Equal(rotated.Certificates[0].Certificate[0], first.Certificates[0].Certificate[0]) {
 		t.Error("the rotated client certificate is not used")
+	}
+}
+
+// A backend that refuses the edge's client certificate (it trusts another
+// CA) gives the caller A-ASSOCIATE-RJ 2/3/1, transient, and the record
+// names the TLS reason. Under TLS 1.2 the refusal ends the handshake; under
+// TLS 1.3 it arrives after the edge's side of the handshake, in answer to
+// the A-ASSOCIATE-RQ.
+func TestBackendRefusesEdgeCertificate(t *testing.T) {
+	p := sharedPKI(t)
+	pair, err := tls.LoadX509KeyPair(p.edgeCert, p.edgeKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := x509.NewCertPool()
+	other.AppendCertsFromPEM(mustRead(t, p.rogueCA))
+	for _, version := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		t.Run(tls.VersionName(version), func(t *testing.T) {
+			ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pair},
+				MinVersion: version, MaxVersion: version, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: other})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { ln.Close() })
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					go func() {
+						defer c.Close()
+						_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+						_ = c.(*tls.Conn).Handshake()
+					}()
+				}
+			}()
+			e := startEdge(t, edgeOptions{Backends: tlsBackendBlock(p, ln.Addr().String()), Rules: storeRules(`"C-ECHO"`)})
+			c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
+			if err := association.WritePDU(c, echoRQ("MODALITY1", "MAINPACS")); err != nil {
+				t.Fatal(err)
+			}
+			pdu, err := readPDU(t, c, 15*time.Second)
+			rj, ok := pdu.(*association.AssociateRJ)
+			if err != nil || !ok || rj.Result != association.RejectTransient || rj.Source != association.RejectSourceServiceProviderPresentation ||
+				rj.Reason != association.RejectPresentationTemporaryCongestion {
+				t.Fatalf("client got %#v %v, want A-ASSOCIATE-RJ 2/3/1", pdu, err)
+			}
+			ev := e.waitEvent(t, "association.rejected", func(ev audit.Event) bool { return ev.Event == audit.EventRejected })
+			if !strings.HasPrefix(ev.Reason, "backend-tls-") || ev.Reason == "backend-tls-" || ev.Result != 2 || ev.Source != 3 || ev.ReasonCode != 1 ||
+				!strings.Contains(ev.Detail, "backend pacs") {
+				t.Errorf("record %+v, want reason backend-tls-<alert>, 2/3/1 and the error in detail", ev)
+			}
+			t.Logf("reason %s; detail %s", ev.Reason, ev.Detail)
+		})
+	}
+}
+
+// The edge does not trust the backend's certificate: the same answer, with
+// the edge's own verification failure as the reason.
+func TestBackendCertificateNotTrusted(t *testing.T) {
+	p := sharedPKI(t)
+	untrusted := testpeer.NewPKI(t, "untrusted")
+	cert, key := untrusted.Issue(t, "backend", testpeer.CertOptions{CN: "localhost", DNS: []string{"localhost"}, IPs: []string{"127.0.0.1"}})
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pair}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				_ = c.(*tls.Conn).Handshake()
+			}()
+		}
+	}()
+	e := startEdge(t, edgeOptions{Backends: tlsBackendBlock(p, ln.Addr().String()), Rules: storeRules(`"C-ECHO"`)})
+	c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
+	if err := association.WritePDU(c, echoRQ("MODALITY1", "MAINPACS")); err != nil {
+		t.Fatal(err)
+	}
+	pdu, err := readPDU(t, c, 15*time.Second)
+	if rj, ok := pdu.(*association.AssociateRJ); err != nil || !ok || rj.Result != association.RejectTransient || rj.Reason != association.RejectPresentationTemporaryCongestion {
+		t.Fatalf("client got %#v %v, want A-ASSOCIATE-RJ 2/3/1", pdu, err)
+	}
+	ev := e.waitEvent(t, "association.rejected", func(ev audit.Event) bool { return ev.Event == audit.EventRejected })
+	if ev.Reason != "backend-tls-unknown-ca" {
+		t.Errorf("reason %q, want backend-tls-unknown-ca (detail %s)", ev.Reason, ev.Detail)
+	}
+}
+
+func TestAlertName(t *testing.T) {
+	for in, want := range map[string]string{
+		"tls: bad certificate":                 "bad-certificate",
+		"tls: unknown certificate authority":   "unknown-certificate-authority",
+		"tls: alert(255)":                      "alert255",
+		"\x1b[31mEVIL\n":                       "31mevil",
+		"":                                     "alert",
+		strings.Repeat("very long alert ", 20): "very-long-alert-very-long-alert-very-long-alert-",
+	} {
+		if got := alertName(in); got != want {
+			t.Errorf("alertName(%q) = %q, want %q", in, got, want)
+		}
 	}
 }

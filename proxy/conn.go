@@ -33,14 +33,18 @@ var processID = func() string {
 // conn is one client connection: TLS handshake, A-ASSOCIATE-RQ, decision,
 // then the answer or relay path.
 type conn struct {
-	s      *Server
-	raw    net.Conn
-	tc     *tls.Conn
-	id     string
-	log    hclog.Logger
-	start  time.Time
-	remote string
-	source netip.Addr
+	s   *Server
+	raw net.Conn
+	// tc is the client's DICOM stream: the tls.Conn on a TLS listener,
+	// the TCP connection itself (through pre) on a plain one.
+	tc       net.Conn
+	listener string // the name of the listener it arrived on
+	plain    bool   // that listener speaks DICOM without TLS
+	id       string
+	log      hclog.Logger
+	start    time.Time
+	remote   string
+	source   netip.Addr
 
 	pre      *probeConn      // beneath TLS: the relay hooks its reads
 	in       *countingReader // client bytes read (PDUs, after TLS)
@@ -90,10 +94,10 @@ const (
 	stateClosing
 )
 
-func (s *Server) newConn(raw net.Conn) *conn {
+func (s *Server) newConn(raw net.Conn, listener string) *conn {
 	n := s.connID.Add(1)
 	id := fmt.Sprintf("%s-%d", processID, n)
-	return &conn{s: s, raw: raw, id: id, start: time.Now(), log: s.log.With("conn", id)}
+	return &conn{s: s, raw: raw, id: id, listener: listener, start: time.Now(), log: s.log.With("conn", id, "listener", listener)}
 }
 
 // drain is called by Shutdown: a connection that has no association yet is
@@ -146,6 +150,13 @@ func (c *conn) serve(ctx context.Context) {
 // releases it). run, when not nil, is the rest of the association.
 func (c *conn) open(ctx context.Context) (run func(), held bool) {
 	cfg := c.s.current()
+	lc := cfg.Listener(c.listener)
+	if lc == nil {
+		// A reload removed the listener after this connection was accepted.
+		c.log.Info("listener no longer configured; closed")
+		return nil, false
+	}
+	c.plain = lc.Plain()
 	artim := cfg.Edge.ARTIM()
 	// ARTIM covers the PROXY header, the TLS handshake and the A-ASSOCIATE-RQ;
 	// the first two have shorter bounds of their own (docs/limits.md).
@@ -154,7 +165,7 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 	_ = c.raw.SetDeadline(deadline)
 	awaiting := awaitsProxyHeader(c.raw)
 	if awaiting && !c.s.acquireAwaitingHeader(adm) {
-		c.s.refuse(c.raw, refusal{Conn: c.id, Remote: upstreamAddr(c.raw), Listener: EdgeListener, Reason: RefusedTooManyConnections,
+		c.s.refuse(c.raw, refusal{Conn: c.id, Remote: upstreamAddr(c.raw), Listener: c.listener, Reason: RefusedTooManyConnections,
 			Detail: fmt.Sprintf("%d connections awaiting a PROXY header, the limit", adm.AwaitingProxyHeader)})
 		return nil, false
 	}
@@ -172,15 +183,23 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 			c.close()
 			return nil, false
 		}
-		c.s.refuse(c.raw, refusal{Conn: c.id, Remote: ap, Listener: EdgeListener, Reason: RefusedProxyHeader,
+		c.s.refuse(c.raw, refusal{Conn: c.id, Remote: ap, Listener: c.listener, Reason: RefusedProxyHeader,
 			Detail: "PROXY header from a trusted load balancer: " + err.Error()})
+		return nil, false
+	}
+	if !lc.AllowsSource(c.source) {
+		// A plain listener serves its allow_cidr only (the PROXY header's
+		// source where trusted): anyone else is closed at once, without a
+		// byte of DICOM in answer.
+		c.s.refuse(c.raw, refusal{Conn: c.id, Remote: ap, Listener: c.listener, Reason: RefusedSourceNotAllowed,
+			Detail: fmt.Sprintf("not in listener %q's allow_cidr", c.listener)})
 		return nil, false
 	}
 	// The source is known only now (after a PROXY header): one source may
 	// hold only part of the pre-association slots.
 	c.srcKey = sourceKey(c.source)
 	if !c.s.acquirePreSource(c.srcKey, adm) {
-		c.s.refuse(c.raw, refusal{Conn: c.id, Remote: ap, Listener: EdgeListener, Reason: RefusedTooManyConnections,
+		c.s.refuse(c.raw, refusal{Conn: c.id, Remote: ap, Listener: c.listener, Reason: RefusedTooManyConnections,
 			Detail: fmt.Sprintf("%d connections before association from this source, its share", adm.PerSource)})
 		return nil, false
 	}
@@ -188,46 +207,17 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 
 	pre := &probeConn{Conn: c.raw}
 	c.pre = pre
-	c.tc = tls.Server(pre, c.s.TLS.ServerConfig())
-	hsDeadline := minTime(time.Now().Add(adm.Handshake), deadline)
-	_ = c.raw.SetDeadline(hsDeadline)
-	hctx, cancel := context.WithDeadline(ctx, hsDeadline)
-	id, err := tlslayer.Handshake(hctx, c.tc)
-	cancel()
-	_ = c.raw.SetDeadline(deadline)
-	if err != nil {
-		reason := tlslayer.Classify(err)
-		if proxyHeaderRefused(err) {
-			c.s.refuse(c.raw, refusal{Conn: c.id, Remote: ap, Listener: EdgeListener, Reason: RefusedProxyHeader,
-				Detail: "PROXY header from an address not in edge.proxy_protocol"})
+	var id tlslayer.Identity
+	if c.plain {
+		// No certificate: the client is its source address (policy
+		// source_cidr, per-client limits), and client_* never match.
+		c.tc = pre
+	} else {
+		var ok bool
+		if id, ok = c.handshake(ctx, pre, deadline, ap, adm.Handshake); !ok {
 			return nil, false
 		}
-		switch handshakeEnd(err, pre.read.Load()) {
-		case endProbe:
-			// Closed without sending a byte: a load balancer's or monitor's
-			// TCP check, not a failed handshake; not worth an audit record.
-			c.log.Debug("connection closed before any byte (TCP check)")
-			return nil, false
-		case endACMEValidation:
-			// An ACME CA's TLS-ALPN-01 validation (RFC 8737) got its
-			// challenge certificate: not a client, not a failure.
-			c.log.Debug("ACME TLS-ALPN-01 validation connection served")
-			return nil, false
-		}
-		c.s.Metrics.TLSFailures.WithLabelValues(reason).Inc() // every one is metered
-		if !c.s.tlsFail.allow(c.source, reason) {
-			c.log.Debug("tls handshake failed; record suppressed (rate limit)", "reason", reason, "error", err)
-			return nil, false
-		}
-		c.log.Info("tls handshake failed", "reason", reason, "error", err)
-		c.s.auditEvent(audit.Event{Event: audit.EventTLSFailed, Conn: c.id, Remote: c.remote, Reason: reason})
-		return nil, false
 	}
-	c.identity = id
-	c.client = &audit.Client{Subject: id.Subject, CN: id.CN, DNS: id.DNS, URI: id.URI, Email: id.Email,
-		Fingerprint: id.Fingerprint, Issuer: id.Issuer}
-	c.log = c.log.With("client_cn", id.CN)
-
 	c.in = &countingReader{r: c.tc}
 	r := association.NewReader(c.in, cfg.Edge.MaxPDULength)
 	typ, raw, err := r.Next()
@@ -257,7 +247,8 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 		"implementation", rq.UserInfo.ImplementationClassUID)
 
 	in := policy.Input{
-		CN: id.CN, DNS: id.DNS, URI: id.URI, Email: id.Email, Fingerprint: id.Fingerprint,
+		Listener: c.listener,
+		CN:       id.CN, DNS: id.DNS, URI: id.URI, Email: id.Email, Fingerprint: id.Fingerprint,
 		SourceIP: c.source, CallingAE: association.TrimAE(rq.CallingAE), CalledAE: association.TrimAE(rq.CalledAE),
 	}
 	d := cfg.Policy.Evaluate(&in)
@@ -303,6 +294,54 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 	return rl.pump, true
 }
 
+// handshake runs the TLS handshake of a TLS listener and takes the
+// client's identity from its verified certificate; a failure is metered and
+// audited (rate limited per source) and ends the connection.
+func (c *conn) handshake(ctx context.Context, pre *probeConn, deadline time.Time, ap netip.AddrPort, bound time.Duration) (tlslayer.Identity, bool) {
+	tc := tls.Server(pre, c.s.TLS.ServerConfig())
+	c.tc = tc
+	// The handshake has a shorter bound of its own (docs/limits.md).
+	hsDeadline := minTime(time.Now().Add(bound), deadline)
+	_ = c.raw.SetDeadline(hsDeadline)
+	hctx, cancel := context.WithDeadline(ctx, hsDeadline)
+	id, err := tlslayer.Handshake(hctx, tc)
+	cancel()
+	_ = c.raw.SetDeadline(deadline)
+	if err != nil {
+		reason := tlslayer.Classify(err)
+		if proxyHeaderRefused(err) {
+			c.s.refuse(c.raw, refusal{Conn: c.id, Remote: ap, Listener: c.listener, Reason: RefusedProxyHeader,
+				Detail: "PROXY header from an address not in proxy_protocol"})
+			return id, false
+		}
+		switch handshakeEnd(err, pre.read.Load()) {
+		case endProbe:
+			// Closed without sending a byte: a load balancer's or monitor's
+			// TCP check, not a failed handshake; not worth an audit record.
+			c.log.Debug("connection closed before any byte (TCP check)")
+			return id, false
+		case endACMEValidation:
+			// An ACME CA's TLS-ALPN-01 validation (RFC 8737) got its
+			// challenge certificate: not a client, not a failure.
+			c.log.Debug("ACME TLS-ALPN-01 validation connection served")
+			return id, false
+		}
+		c.s.Metrics.TLSFailures.WithLabelValues(reason).Inc() // every one is metered
+		if !c.s.tlsFail.allow(c.source, reason) {
+			c.log.Debug("tls handshake failed; record suppressed (rate limit)", "reason", reason, "error", err)
+			return id, false
+		}
+		c.log.Info("tls handshake failed", "reason", reason, "error", err)
+		c.s.auditEvent(audit.Event{Event: audit.EventTLSFailed, Conn: c.id, Remote: c.remote, Listener: c.listener, Reason: reason})
+		return id, false
+	}
+	c.identity = id
+	c.client = &audit.Client{Subject: id.Subject, CN: id.CN, DNS: id.DNS, URI: id.URI, Email: id.Email,
+		Fingerprint: id.Fingerprint, Issuer: id.Issuer}
+	c.log = c.log.With("client_cn", id.CN)
+	return id, true
+}
+
 // How a handshake that returned an error ended.
 const (
 	endFailed         = iota // a failed handshake: metered and audited as tls.failed
@@ -327,6 +366,11 @@ func handshakeEnd(err error, sentAny bool) int {
 func (c *conn) preAssociationError(err error) {
 	var pe *association.ProtocolError
 	switch {
+	case c.plain && proxyHeaderRefused(err):
+		// On a plain listener the PDU reader meets the PROXY header an
+		// address outside proxy_protocol sent.
+		c.s.refuse(c.raw, refusal{Conn: c.id, Remote: upstreamAddr(c.raw), Listener: c.listener, Reason: RefusedProxyHeader,
+			Detail: "PROXY header from an address not in proxy_protocol"})
 	case errors.As(err, &pe):
 		ab := association.AbortFor(err)
 		c.writePDU(c.tc, ab)
@@ -372,7 +416,7 @@ func (c *conn) waitPeerClose(r net.Conn) {
 
 // event starts an audit record with what is known about the connection.
 func (c *conn) event(name string) audit.Event {
-	e := audit.Event{Event: name, Conn: c.id, Remote: c.remote, Client: c.client}
+	e := audit.Event{Event: name, Conn: c.id, Remote: c.remote, Client: c.client, Listener: c.listener}
 	if c.rq != nil {
 		e.Assoc = c.id
 		e.CallingAE = association.TrimAE(c.rq.CallingAE)

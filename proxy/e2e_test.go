@@ -289,3 +289,72 @@ func mustRead(t *testing.T, path string) []byte {
 	}
 	return b
 }
+
+// 40 storescu processes at once through the edge to one storescp: every
+// instance arrives intact, each association is released and has its
+// records (the two pumps of 40 relays, the inspection and the audit under
+// load).
+func TestRelayFortyConcurrentStores(t *testing.T) {
+	testpeer.Require(t, "storescu", "storescp")
+	const clients = 40
+	scp := testpeer.StartStoreSCP(t, "STORESCP")
+	// One source may hold 1/16 of max_associations in connections before
+	// association, one client a quarter of the associations
+	// (docs/limits.md): room for all 40 at once.
+	e := startEdge(t, edgeOptions{Backends: backendBlock("pacs", scp.Addr, "STORESCP"), Rules: storeRules(`"C-ECHO", "C-STORE"`),
+		MaxAssociations: 16 * clients})
+	dir := t.TempDir()
+	want := map[string][]byte{}
+	paths := make([][]string, clients)
+	for i := range clients {
+		p, ds := testpeer.WriteDICOMFiles(t, filepath.Join(dir, fmt.Sprint(i)), fmt.Sprintf("PAT%d", i), 2, 64, 64)
+		paths[i] = p
+		for k, v := range ds {
+			want[k] = v
+		}
+	}
+	errs := make(chan error, clients)
+	for i := range clients {
+		go func() {
+			args := append([]string{"-aet", "MODALITY1", "-aec", "MAINPACS", e.host(), e.port()}, paths[i]...)
+			out, err := e.dcmtk(t, "storescu", args...)
+			if err != nil {
+				err = fmt.Errorf("storescu %d: %v\n%s", i, err, out)
+			}
+			errs <- err
+		}()
+	}
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	got := scp.Received(t)
+	if len(got) != len(want) {
+		t.Fatalf("storescp received %d instances, want %d", len(got), len(want))
+	}
+	for uid, ds := range want {
+		if !bytes.Equal(got[uid], ds) {
+			t.Errorf("instance %s differs after the relay", uid)
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		released, stores := 0, 0
+		for _, ev := range e.events(t) {
+			switch {
+			case ev.Event == audit.EventReleased:
+				released++
+			case ev.Event == audit.EventDIMSE && ev.Service == "C-STORE" && ev.Status == "0x0000":
+				stores++
+			}
+		}
+		if released == clients && stores == len(want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d associations released, %d C-STORE records; want %d and %d", released, stores, clients, len(want))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

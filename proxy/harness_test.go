@@ -107,6 +107,7 @@ type edgeOptions struct {
 	Drain           string
 	Backends        string // backend blocks
 	Rules           string // rule blocks before the default answer/deny rules
+	Listeners       string // listener blocks (served with StartListeners)
 	AdminListen     bool
 	ProxyProtocol   []string
 	PatientIDs      string
@@ -212,6 +213,9 @@ func startEdge(t testing.TB, o edgeOptions) *testEdge {
 	}
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ln) }()
+	if err := s.StartListeners(); err != nil {
+		t.Fatal(err)
+	}
 	e := &testEdge{Addr: ln.Addr().String(), Server: s, AuditFile: cfg.Audit.File, Dir: dir, Logs: logs, pki: p, opts: o, file: file}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -233,6 +237,22 @@ func startEdge(t testing.TB, o edgeOptions) *testEdge {
 		}
 	})
 	return e
+}
+
+// listenerAddr waits (bounded) until the listener named name is served
+// and returns its address.
+func (e *testEdge) listenerAddr(t testing.TB, name string) string {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if a := e.Server.ListenerAddr(name); a != nil {
+			return a.String()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("listener %q not served after 20s", name)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func (e *testEdge) host() string { return testpeer.Host(e.Addr) }
@@ -408,6 +428,7 @@ audit {
 }
 %s
 %s
+%s
 rule "echo" {
   when {
     client_cn = ["client"]
@@ -418,5 +439,5 @@ rule "echo" {
 rule "deny" {
   reject { reason = "calling-ae-not-recognized" }
 }
-`, admin, o.MaxPDU, o.MaxAssociations, o.ARTIM, o.Idle, o.Drain, pp, p.ca, o.CertFile, o.KeyFile, o.PatientIDs, o.Backends, o.Rules)
+`, admin, o.MaxPDU, o.MaxAssociations, o.ARTIM, o.Idle, o.Drain, pp, p.ca, o.CertFile, o.KeyFile, o.PatientIDs, o.Listeners, o.Backends, o.Rules)
 }

@@ -77,12 +77,15 @@ func TestQueryRetrieveThroughTheEdge(t *testing.T) {
 
 	t.Run("findscu +tls", func(t *testing.T) {
 		out, err := e.dcmtk(t, "findscu", "-v", "-S", "-aet", "MODALITY1", "-aec", "QRPACS",
-			"-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=PATQR", "-k", "StudyInstanceUID", e.host(), e.port())
+			"-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=PATQR", "-k", "StudyInstanceUID", "-k", "RetrieveAETitle", e.host(), e.port())
 		if err != nil {
 			t.Fatalf("findscu: %v\n%s", err, out)
 		}
 		if !strings.Contains(out, q.studyUID) {
 			t.Errorf("findscu did not return study %s:\n%s", q.studyUID, out)
+		}
+		if strings.Contains(out, "[ORTHANC]") {
+			t.Errorf("the backend's AE title reached the client:\n%s", out)
 		}
 		ev := e.waitEvent(t, "dimse C-FIND", func(ev audit.Event) bool { return ev.Event == audit.EventDIMSE && ev.Service == "C-FIND" })
 		if ev.Status != "0x0000" || ev.Allowed == nil || !*ev.Allowed {
@@ -205,4 +208,52 @@ func readDataSets(t *testing.T, dir string) map[string][]byte {
 		out[uid] = ds
 	}
 	return out
+}
+
+// A backend that fills Retrieve AE Title (dcmqrscp names itself there): the
+// client sees the AE title it called instead, in either transfer syntax, so
+// a C-MOVE or C-GET it aims there reaches the edge again.
+func TestRetrieveAETitleRewritten(t *testing.T) {
+	testpeer.Require(t, "dcmqrscp", "storescu", "findscu")
+	qr := testpeer.StartQRSCP(t, "QRSCP")
+	paths, _ := testpeer.WriteDICOMFiles(t, t.TempDir(), "PATRAE", 1, 16, 16)
+	ctx := testpeer.Context(t, time.Minute)
+	args := append([]string{"-aec", "QRSCP", testpeer.Host(qr.Addr), fmt.Sprint(testpeer.Port(qr.Addr))}, paths...)
+	if out, err := testpeer.Run(ctx, "storescu", args...); err != nil {
+		t.Fatalf("loading dcmqrscp: %v\n%s", err, out)
+	}
+	e := startEdge(t, edgeOptions{
+		Backends: backendBlock("qr", qr.Addr, "QRSCP"),
+		Rules: `
+rule "qr" {
+  when {
+    client_cn = ["client"]
+    called_ae = ["QRPACS"]
+  }
+  relay {
+    backend  = "qr"
+    services = ["C-ECHO", "C-FIND"]
+  }
+}
+`,
+	})
+	for _, ts := range []struct{ name, flag string }{{"explicit VR", "-xe"}, {"implicit VR", "-xi"}} {
+		t.Run(ts.name, func(t *testing.T) {
+			out, err := e.dcmtk(t, "findscu", "-v", "-S", ts.flag, "-aet", "MODALITY1", "-aec", "QRPACS",
+				"-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=PATRAE", "-k", "StudyInstanceUID", "-k", "RetrieveAETitle", e.host(), e.port())
+			if err != nil {
+				t.Fatalf("findscu: %v\n%s", err, out)
+			}
+			if !strings.Contains(out, "(0008,0054) AE [QRPACS]") || strings.Contains(out, "QRSCP") {
+				t.Errorf("Retrieve AE Title not rewritten to the called AE title QRPACS:\n%s", out)
+			}
+		})
+	}
+	// Directly, the backend answers with its own title: the test would
+	// see the difference.
+	out, err := testpeer.Run(ctx, "findscu", "-S", "-aec", "QRSCP", "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=PATRAE", "-k", "RetrieveAETitle",
+		testpeer.Host(qr.Addr), fmt.Sprint(testpeer.Port(qr.Addr)))
+	if err != nil || !strings.Contains(out, "(0008,0054) AE [QRSCP ]") {
+		t.Errorf("dcmqrscp directly does not name itself (%v):\n%s", err, out)
+	}
 }

@@ -3,23 +3,28 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dicomedge/dicomedge/association"
+	"github.com/dicomedge/dicomedge/association/dimse"
 	"github.com/dicomedge/dicomedge/audit"
 	"github.com/dicomedge/dicomedge/policy"
 	"github.com/dicomedge/dicomedge/proxy/inspect"
+	"github.com/dicomedge/dicomedge/tlslayer"
 )
 
 // relay is the relay path: the edge stands between the client and one
-// backend, forwarding raw PDUs both ways and inspecting DIMSE commands.
-// The conn's goroutine pumps client→backend, one more goroutine pumps
-// backend→client.
+// backend and pumps PDUs both ways (relay_pump.go); what may pass is the
+// inspection's to judge (package inspect), how it ends assocEnd's
+// (relay_end.go). The conn's goroutine pumps client→backend, one more
+// goroutine pumps backend→client.
 type relay struct {
 	c   *conn
 	cfg *policy.Config
@@ -33,10 +38,10 @@ type relay struct {
 	cw  *pduWriter      // to the client
 	bw  *pduWriter      // to the backend
 
-	// insp judges the DIMSE conversation (the client is the association
+	// What the two pumps share, each with its own lock or atomic: insp
+	// judges the DIMSE conversation (the client is the association
 	// requestor, the backend the acceptor) and keeps the dimse ledger; end
-	// is how the association ends. Both have their own locks: with the
-	// writers and last, they are all the two pumps share.
+	// is how the association ends; the writers (cw, bw); last.
 	client, backend peer
 	insp            *inspect.Inspector
 	end             assocEnd
@@ -69,6 +74,10 @@ func (r *relay) run(ctx context.Context, artimDeadline time.Time) bool {
 
 	b, bh, err := r.dial(ctx, be, artimDeadline)
 	if err != nil {
+		if reason := backendTLSFailure(be, err); reason != "" {
+			r.backendTLSRefused(reason, err)
+			return false
+		}
 		c.log.Warn("backend unreachable", "address", be.Address, "error", err)
 		c.reject(r.d.Rule, association.RejectTransient, association.RejectSourceServiceProviderPresentation,
 			association.RejectPresentationTemporaryCongestion, "backend-unreachable")
@@ -97,6 +106,10 @@ func (r *relay) run(ctx context.Context, artimDeadline time.Time) bool {
 
 	_ = b.SetDeadline(artimDeadline.Add(r.cfg.Edge.ARTIMTimeout)) // the backend gets its own ARTIM
 	if err := r.bw.write(brq); err != nil {
+		if reason := backendTLSFailure(be, err); reason != "" {
+			r.backendTLSRefused(reason, err)
+			return false
+		}
 		c.log.Warn("backend write failed", "error", err)
 		c.reject(r.d.Rule, association.RejectTransient, association.RejectSourceServiceProviderPresentation,
 			association.RejectPresentationTemporaryCongestion, "backend-unreachable")
@@ -108,6 +121,13 @@ func (r *relay) run(ctx context.Context, artimDeadline time.Time) bool {
 		var pe *association.ProtocolError
 		if errors.As(err, &pe) {
 			c.writePDU(b, association.AbortFor(err))
+		}
+		// Under TLS 1.3 the backend judges the edge's certificate after
+		// the edge's side of the handshake is done: its refusal (an alert)
+		// arrives in answer to the A-ASSOCIATE-RQ.
+		if reason := backendTLSFailure(be, err); reason != "" {
+			r.backendTLSRefused(reason, err)
+			return false
 		}
 		c.log.Warn("backend did not answer the A-ASSOCIATE-RQ", "error", err)
 		c.reject(r.d.Rule, association.RejectTransient, association.RejectSourceServiceProviderPresentation,
@@ -139,6 +159,74 @@ func (r *relay) run(ctx context.Context, artimDeadline time.Time) bool {
 	return established
 }
 
+// retrieveAEFilter is the inspection's data filter that rewrites Retrieve
+// AE Title (0008,0054) in the identifiers of the backend's (the acceptor's)
+// C-FIND responses from backendAE to called.
+func retrieveAEFilter(backendAE, called string) func(inspect.Side, *dimse.Command, inspect.Context) inspect.DataFilter {
+	return func(side inspect.Side, cmd *dimse.Command, ctx inspect.Context) inspect.DataFilter {
+		if side != inspect.Acceptor || cmd.CommandField != dimse.CFindRSP {
+			return nil
+		}
+		return &dimse.RetrieveAEFilter{From: backendAE, To: called, TransferSyntax: ctx.TransferSyntax}
+	}
+}
+
+// backendTLSRefused rejects the client's association because TLS to the
+// backend failed: A-ASSOCIATE-RJ 2/3/1 (transient, service provider
+// presentation, temporary congestion: PS3.8 9.3.4), as for an unreachable
+// backend, with the TLS reason in the record (e.g.
+// backend-tls-bad-certificate when the backend refused the edge's client
+// certificate, backend-tls-unknown-ca when the edge did not trust the
+// backend's).
+func (r *relay) backendTLSRefused(reason string, err error) {
+	c, be := r.c, r.d.Backend
+	c.log.Warn("TLS to the backend failed", "address", be.Address, "reason", reason, "error", err)
+	c.rejectDetail = fmt.Sprintf("backend %s (%s): %v", be.Name, be.Address, err)
+	c.reject(r.d.Rule, association.RejectTransient, association.RejectSourceServiceProviderPresentation,
+		association.RejectPresentationTemporaryCongestion, reason)
+}
+
+// backendTLSFailure names a failure of TLS to be, "" when err is not one:
+// "backend-tls-" and the alert the backend sent (bad-certificate,
+// unknown-certificate-authority, certificate-required, ...) or, when the
+// edge refused the backend, tlslayer's class of the verification failure.
+func backendTLSFailure(be *policy.Backend, err error) string {
+	if be.TLS == nil || err == nil {
+		return ""
+	}
+	if oe, ok := errors.AsType[*net.OpError](err); ok && oe.Op == "remote error" {
+		return "backend-tls-" + alertName(oe.Err.Error())
+	}
+	if errors.Is(err, errBackendHandshake) {
+		return "backend-tls-" + tlslayer.Classify(err)
+	}
+	return ""
+}
+
+// alertName turns crypto/tls's "tls: bad certificate" into
+// "bad-certificate", keeping only lower-case letters, digits and '-' so
+// that the record's reason is a plain token whatever the text.
+func alertName(msg string) string {
+	msg = strings.TrimPrefix(msg, "tls: ")
+	var b strings.Builder
+	for _, r := range msg {
+		switch {
+		case b.Len() >= 48:
+			return b.String()
+		case 'a' <= r && r <= 'z', '0' <= r && r <= '9':
+			b.WriteRune(r)
+		case 'A' <= r && r <= 'Z':
+			b.WriteRune(r + 'a' - 'A')
+		case r == ' ' || r == '-' || r == '_':
+			b.WriteByte('-')
+		}
+	}
+	if b.Len() == 0 {
+		return "alert"
+	}
+	return b.String()
+}
+
 // clampMax is the maximum PDU length to offer or use towards a peer: the
 // peer's, unless it is 0 (unlimited) or above the edge's own limit.
 func clampMax(peer, edge uint32) uint32 {
@@ -156,6 +244,11 @@ func (r *relay) accepted(rq *association.AssociateRQ, ac *association.AssociateA
 	cac, icfg, accepted := clientAC(rq, ac, removed, r.cfg.Edge.MaxPDULength)
 	icfg.Policy, icfg.Rule = &r.d, r.d.Rule
 	icfg.ScanPatientID = c.s.Audit != nil && r.cfg.Audit.PatientIDs != "omit"
+	if called := association.TrimAE(rq.CalledAE); r.d.AllowsService("C-FIND") && called != r.d.Backend.AETitle {
+		// A client that follows Retrieve AE Title (0008,0054) in a C-FIND
+		// answer must reach the edge again, not the backend it cannot call.
+		icfg.Filter = retrieveAEFilter(r.d.Backend.AETitle, called)
+	}
 	r.insp = inspect.New(icfg)
 	r.trace = c.log.IsTrace()
 	r.touch()
@@ -179,7 +272,11 @@ func (r *relay) accepted(rq *association.AssociateRQ, ac *association.AssociateA
 	// Each pump, before it waits for its side, sends what it queued for
 	// the other side and gives its PDU buffer back (an idle association
 	// holds neither).
-	c.pre.wait = newTLSWaitHook(c.raw, func() {
+	clientHook := newTLSWaitHook
+	if c.plain {
+		clientHook = newWaitHook
+	}
+	c.pre.wait = clientHook(c.raw, func() {
 		_ = r.bw.flush() // a failure is sticky: the next write reports it
 		r.cr.Release()
 	})

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -57,6 +58,13 @@ type Server struct {
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
+	byName    map[string]net.Listener // what each listener name is served on now
+	// owned are the listener blocks the Server opened itself
+	// (StartListeners), by name; a reload opens, moves and closes them.
+	// lnMu serialises StartListeners and reloads.
+	lnMu      sync.Mutex
+	manage    bool
+	owned     map[string]*ownedListener
 	conns     map[*conn]struct{}
 	admin     *adminServer
 	shutdown  atomic.Bool
@@ -100,6 +108,8 @@ func (s *Server) init() {
 			return s.TLS.CertificateNotAfter()
 		})
 		s.listeners = map[net.Listener]struct{}{}
+		s.byName = map[string]net.Listener{}
+		s.owned = map[string]*ownedListener{}
 		s.conns = map[*conn]struct{}{}
 		s.tlsFail = newTLSFailLimiter(s.auditEvent)
 		s.refused = newSourceLimiter(audit.EventConnectionRefused, s.auditEvent)
@@ -109,8 +119,8 @@ func (s *Server) init() {
 // current returns the configuration in force.
 func (s *Server) current() *policy.Config { return s.cfg.Load() }
 
-// ListenAndServe listens on edge.listen (and serves edge.admin_listen when
-// set), then serves until Shutdown.
+// ListenAndServe listens on edge.listen and every listener block (and
+// serves edge.admin_listen when set), then serves until Shutdown.
 func (s *Server) ListenAndServe() error {
 	s.init()
 	cfg := s.current()
@@ -123,6 +133,10 @@ func (s *Server) ListenAndServe() error {
 	ln, err := net.Listen("tcp", cfg.Edge.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Edge.Listen, err)
+	}
+	if err := s.StartListeners(); err != nil {
+		ln.Close()
+		return err
 	}
 	return s.Serve(ln)
 }
@@ -173,10 +187,18 @@ func (s *Server) Ready() bool {
 	return !s.TLS.CertificateNotAfter().IsZero()
 }
 
-// Serve accepts connections on ln until Shutdown. When edge.proxy_protocol
-// lists load balancers, ln is wrapped so that a PROXY v1/v2 header from one
-// of them stands for the client's address; others may not send one.
-func (s *Server) Serve(ln net.Listener) error {
+// Serve accepts connections on ln, as the edge block's TLS listener
+// ("edge"), until Shutdown. See ServeListener.
+func (s *Server) Serve(ln net.Listener) error { return s.ServeListener(policy.EdgeListener, ln) }
+
+// ServeListener accepts connections on ln as the listener named name until
+// Shutdown (or until a reload removes a listener the Server opened itself).
+// Each connection is served by the configuration in force when it arrives:
+// the listener's tls (mutual TLS, or plain DICOM from allow_cidr only) and
+// proxy_protocol, and the rules that apply to it. When proxy_protocol lists
+// load balancers, a PROXY v1/v2 header from one of them stands for the
+// client's address; others may not send one.
+func (s *Server) ServeListener(name string, ln net.Listener) error {
 	s.init()
 	if s.current() == nil || s.TLS == nil {
 		return errors.New("proxy: Server needs Config and TLS")
@@ -185,7 +207,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		return ErrServerClosed
 	}
 	// Always wrapped, and the policy reads the configuration in force at
-	// each accept, so a reload that changes edge.proxy_protocol applies to
+	// each accept, so a reload that changes proxy_protocol applies to
 	// new connections (with none configured a connection passes through
 	// unwrapped). No header timeout of the library's: conn.open reads the
 	// header itself under proxyHeaderTimeout (proxyheader.go), so that a
@@ -193,22 +215,36 @@ func (s *Server) Serve(ln net.Listener) error {
 	ln = &proxyproto.Listener{
 		Listener: ln,
 		ConnPolicy: func(o proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) {
-			return proxyPolicy(s.current().Edge.ProxyProtocol, o)
+			var lbs []netip.Prefix
+			if l := s.current().Listener(name); l != nil {
+				lbs = l.ProxyProtocol
+			}
+			return proxyPolicy(lbs, o)
 		},
 		ReadHeaderTimeout: -1,
 	}
 	s.mu.Lock()
+	if s.shutdown.Load() {
+		// Shutdown has closed the listeners it knew of; this one came late.
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
 	s.listeners[ln] = struct{}{}
+	s.byName[name] = ln
 	s.mu.Unlock()
 	s.listening.Add(1)
 	defer func() {
 		s.listening.Add(-1)
 		s.mu.Lock()
 		delete(s.listeners, ln)
+		if s.byName[name] == ln {
+			delete(s.byName, name)
+		}
 		s.mu.Unlock()
 		ln.Close()
 	}()
-	s.log.Info("listening", "addr", ln.Addr().String())
+	s.log.Info("listening", "listener", name, "addr", ln.Addr().String())
 
 	var backoff time.Duration
 	for {
@@ -233,11 +269,11 @@ func (s *Server) Serve(ln net.Listener) error {
 		// work is done: connections that have not yet associated cannot pile
 		// up (descriptors, handshake state, goroutines) beyond the limit.
 		if adm := s.current().Edge.Admission(); !s.tryAcquirePre(adm) {
-			s.refuse(raw, refusal{Remote: upstreamAddr(raw), Listener: EdgeListener, Reason: RefusedTooManyConnections,
+			s.refuse(raw, refusal{Remote: upstreamAddr(raw), Listener: name, Reason: RefusedTooManyConnections,
 				Detail: fmt.Sprintf("%d connections before association, the limit", adm.PreAssociation)})
 			continue
 		}
-		c := s.newConn(raw)
+		c := s.newConn(raw, name)
 		s.mu.Lock()
 		if s.shutdown.Load() {
 			s.mu.Unlock()
@@ -258,6 +294,122 @@ func (s *Server) Serve(ln net.Listener) error {
 			c.serve(context.Background())
 		}()
 	}
+}
+
+// ownedListener is a listener block's socket that the Server opened.
+type ownedListener struct {
+	listen string // the configured address it was opened for
+	ln     net.Listener
+}
+
+// StartListeners opens and serves every listener block of the
+// configuration in force (the edge block's own listener "edge" is given to
+// Serve). From then on a reload applies the listener blocks: a new one
+// listens, a removed one stops accepting while its open associations drain,
+// one whose listen address changed moves (the old socket is kept when the
+// new address cannot be bound). It returns the first listen error, with
+// nothing left open.
+func (s *Server) StartListeners() error {
+	s.init()
+	cfg := s.current()
+	if cfg == nil {
+		return errors.New("proxy: no configuration")
+	}
+	s.lnMu.Lock()
+	defer s.lnMu.Unlock()
+	s.manage = true
+	for _, l := range cfg.Listeners {
+		if l.Name == policy.EdgeListener || s.owned[l.Name] != nil {
+			continue
+		}
+		if err := s.openListener(l); err != nil {
+			for name, o := range s.owned {
+				o.ln.Close()
+				delete(s.owned, name)
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// openListener binds l and serves it; s.lnMu is held.
+func (s *Server) openListener(l *policy.Listener) error {
+	ln, err := net.Listen("tcp", l.Listen)
+	if err != nil {
+		return fmt.Errorf("listener %q: listen %s: %w", l.Name, l.Listen, err)
+	}
+	s.owned[l.Name] = &ownedListener{listen: l.Listen, ln: ln}
+	go func() {
+		err := s.ServeListener(l.Name, ln)
+		if err != nil && !errors.Is(err, ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+			s.log.Error("listener stopped", "listener", l.Name, "error", err)
+		}
+	}()
+	return nil
+}
+
+// syncListeners applies cfg's listener blocks to the owned sockets after a
+// reload and says what changed (or could not), for the log and the
+// policy.reloaded record.
+func (s *Server) syncListeners(cfg *policy.Config) []string {
+	s.lnMu.Lock()
+	defer s.lnMu.Unlock()
+	if !s.manage {
+		return nil
+	}
+	var notes []string
+	names := make([]string, 0, len(s.owned))
+	for name := range s.owned {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		o := s.owned[name]
+		l := cfg.Listener(name)
+		switch {
+		case l == nil || l.Name == policy.EdgeListener:
+			o.ln.Close()
+			delete(s.owned, name)
+			notes = append(notes, fmt.Sprintf("listener %q removed: no longer accepting, open associations finish", name))
+		case l.Listen != o.listen:
+			ln, err := net.Listen("tcp", l.Listen)
+			if err != nil {
+				s.log.Warn("listener not moved: the new address cannot be bound; it keeps its old address",
+					"listener", name, "old", o.listen, "new", l.Listen, "error", err)
+				notes = append(notes, fmt.Sprintf("listener %q NOT moved to %s (%v): still on %s", name, l.Listen, err, o.listen))
+				continue
+			}
+			o.ln.Close() // open associations on the old address finish
+			s.owned[name] = &ownedListener{listen: l.Listen, ln: ln}
+			go func() { _ = s.ServeListener(name, ln) }()
+			notes = append(notes, fmt.Sprintf("listener %q moved from %s to %s", name, o.listen, l.Listen))
+		}
+	}
+	for _, l := range cfg.Listeners {
+		if l.Name == policy.EdgeListener || s.owned[l.Name] != nil {
+			continue
+		}
+		if err := s.openListener(l); err != nil {
+			s.log.Warn("new listener not started", "listener", l.Name, "error", err)
+			notes = append(notes, fmt.Sprintf("listener %q NOT started: %v", l.Name, err))
+			continue
+		}
+		notes = append(notes, fmt.Sprintf("listener %q added on %s", l.Name, l.Listen))
+	}
+	return notes
+}
+
+// ListenerAddr is the address the listener named name accepts on now, nil
+// when it is not being served.
+func (s *Server) ListenerAddr(name string) net.Addr {
+	s.init()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ln := s.byName[name]; ln != nil {
+		return ln.Addr()
+	}
+	return nil
 }
 
 // proxyPolicy trusts a PROXY header only from the configured load
@@ -377,6 +529,10 @@ func (s *Server) Reload(cfg *policy.Config) error {
 	detail := fmt.Sprintf("%s: %s, %s", cfg.Filename, count(len(cfg.Policy.Rules()), "rule"), count(len(cfg.Backends), "backend"))
 	if old != nil && old.Edge.Listen != cfg.Edge.Listen {
 		detail += "; edge.listen changed: takes effect on restart"
+	}
+	for _, n := range s.syncListeners(cfg) {
+		s.log.Info("listeners reloaded", "change", n)
+		detail += "; " + n
 	}
 	s.log.Info("policy reloaded", "file", cfg.Filename, "rules", len(cfg.Policy.Rules()), "backends", len(cfg.Backends))
 	s.auditEvent(audit.Event{Event: audit.EventPolicyReloaded, Detail: detail})

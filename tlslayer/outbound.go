@@ -54,6 +54,10 @@ func OutboundConfig(o Outbound) (*tls.Config, error) {
 			return nil, err
 		}
 		cfg.Certificates = []tls.Certificate{*pair}
+		// Presented whatever CA names the server's CertificateRequest lists
+		// (crypto/tls would otherwise send none when no name matches): the
+		// server judges it, and says why if it refuses it.
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return pair, nil }
 	case o.Certificate != nil:
 		get := o.Certificate
 		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {

@@ -5,8 +5,17 @@ import (
 )
 
 // DefaultMaxCommandSize bounds an assembled command set when
-// Assembler.MaxCommandSize is 0. Real command sets are a few hundred bytes.
+// Assembler.MaxCommandSize is 0, counted as it came on the wire: each
+// fragment's data and its 6-byte PDV item header, so that fragments with no
+// data use the bound up too. Real command sets are a few hundred bytes.
 const DefaultMaxCommandSize = 64 << 10
+
+// MaxCommandFragments bounds the PDVs one command set may span.
+const MaxCommandFragments = 128
+
+// pdvHeaderLen is a PDV item's length, context ID and control header
+// (PS3.8 9.3.5.1).
+const pdvHeaderLen = 6
 
 // Assembler collects the command fragments of one DIMSE message, which may
 // span several PDVs and PDUs (PS3.8 E.2). Data-set PDVs are never
@@ -15,6 +24,8 @@ type Assembler struct {
 	MaxCommandSize int
 
 	buf     []byte
+	wire    int // bytes the fragments so far took on the wire
+	frags   int
 	ctx     uint8
 	pending bool
 }
@@ -23,7 +34,7 @@ type Assembler struct {
 func (a *Assembler) Pending() bool { return a.pending }
 
 // Reset drops any partly assembled command.
-func (a *Assembler) Reset() { a.buf, a.pending = a.buf[:0], false }
+func (a *Assembler) Reset() { a.buf, a.pending, a.wire, a.frags = a.buf[:0], false, 0, 0 }
 
 // Add feeds one PDV. For a command fragment it returns the decoded command
 // and done=true on the last fragment. A data PDV returns (nil, false, nil)
@@ -48,13 +59,16 @@ func (a *Assembler) Add(p association.PDV) (cmd *Command, done bool, err error) 
 	if limit <= 0 {
 		limit = DefaultMaxCommandSize
 	}
-	if len(a.buf)+len(p.Data) > limit {
+	a.wire += pdvHeaderLen + len(p.Data)
+	a.frags++
+	if a.wire > limit || a.frags > MaxCommandFragments {
 		a.Reset()
 		return nil, false, &association.ProtocolError{Reason: association.AbortInvalidPDUParameterValue,
 			Msg: "DIMSE command set exceeds the size limit"}
 	}
 	if !a.pending && p.Last {
 		// The common case, one fragment: decode in place without copying.
+		a.wire, a.frags = 0, 0
 		cmd, err := DecodeCommand(p.Data)
 		return cmd, err == nil, err
 	}

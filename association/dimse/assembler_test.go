@@ -41,7 +41,7 @@ func TestAssembler(t *testing.T) {
 			{pdv: frag(1, true, false, cmd[:10])},
 			{pdv: frag(3, true, true, cmd[10:]), err: AbortWant{true, association.AbortUnexpectedPDUParameter}},
 		}},
-		{"over the size bound", 64, []step{
+		{"over the size bound (PDV headers counted)", 70, []step{
 			{pdv: frag(1, true, false, cmd[:60])},
 			{pdv: frag(1, true, true, cmd[60:]), err: AbortWant{true, association.AbortInvalidPDUParameterValue}},
 		}},
@@ -180,3 +180,30 @@ type countingWriter struct {
 }
 
 func (w *countingWriter) Write(p []byte) (int, error) { w.calls++; return w.buf.Write(p) }
+
+// Fragments with no data still count against the bound: their PDV item
+// headers, and their number.
+func TestAssemblerCountsEmptyFragments(t *testing.T) {
+	a := &Assembler{}
+	var err error
+	n := 0
+	for ; n < 10*MaxCommandFragments && err == nil; n++ {
+		_, _, err = a.Add(association.PDV{ContextID: 1, Command: true})
+	}
+	if err == nil || n != MaxCommandFragments+1 {
+		t.Fatalf("after %d empty fragments: %v", n, err)
+	}
+	// Many one-fragment commands in a row do not add up.
+	cmd := (&Command{CommandField: CEchoRQ, MessageID: 1, CommandDataSetType: NoDataSet}).Encode()
+	a = &Assembler{MaxCommandSize: len(cmd) + 6}
+	for i := range 1000 {
+		if _, done, err := a.Add(association.PDV{ContextID: 1, Command: true, Last: true, Data: cmd}); !done || err != nil {
+			t.Fatalf("command %d: %v", i, err)
+		}
+	}
+	// Header bytes count: a command of exactly the bound's data does not fit.
+	a = &Assembler{MaxCommandSize: len(cmd)}
+	if _, _, err := a.Add(association.PDV{ContextID: 1, Command: true, Last: true, Data: cmd}); err == nil {
+		t.Fatal("a command of MaxCommandSize data bytes fitted with its header")
+	}
+}

@@ -132,6 +132,11 @@ func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
 		ln.Close()
 		return withExit(1, err)
 	}
+	// The listener blocks (e.g. a plain inside listener, the way out).
+	if err := s.StartListeners(); err != nil {
+		ln.Close()
+		return withExit(1, err)
+	}
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)

@@ -265,3 +265,42 @@ func StartHAProxy(t testing.TB, routes ...HAProxyRoute) (*Process, []string) {
 		return []string{"-db", "-f", conf}
 	})
 }
+
+// QRSCP is a running DCMTK dcmqrscp: a query/retrieve SCP whose C-FIND
+// answers fill Retrieve AE Title (0008,0054) with its own AE title.
+type QRSCP struct {
+	AETitle string
+	Addr    string
+	*Process
+}
+
+// StartQRSCP runs dcmqrscp on a free loopback port with one storage area
+// for aet, writable (load it with storescu called aet).
+func StartQRSCP(t testing.TB, aet string) *QRSCP {
+	t.Helper()
+	Require(t, "dcmqrscp")
+	dir := t.TempDir()
+	db := filepath.Join(dir, "db")
+	if err := os.MkdirAll(db, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	q := &QRSCP{AETitle: aet}
+	var addrs []string
+	q.Process, addrs = StartListening(t, 1, "dcmqrscp", func(addrs []string) []string {
+		cfg := filepath.Join(dir, "dcmqrscp.cfg")
+		writeFile(t, cfg, fmt.Sprintf(`NetworkTCPPort  = %d
+MaxPDUSize      = 16384
+MaxAssociations = 16
+HostTable BEGIN
+HostTable END
+VendorTable BEGIN
+VendorTable END
+AETable BEGIN
+%s %s RW (200, 1024mb) ANY
+AETable END
+`, port(addrs[0]), aet, db))
+		return []string{"-c", cfg}
+	})
+	q.Addr = addrs[0]
+	return q
+}

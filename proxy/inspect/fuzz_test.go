@@ -76,7 +76,7 @@ func FuzzInspector(f *testing.F) {
 			}
 			rmax := insp.cfg.MaxPDU[from.Other()]
 			for _, s := range parsePDUs(t, v.Forward, rmax) {
-				if insp.contexts[s.ctx] == nil {
+				if insp.context(s.ctx) == nil {
 					t.Fatalf("forwarded a PDV on context %d", s.ctx)
 				}
 			}

@@ -50,9 +50,9 @@ const (
 	// PDV item header (length, context ID, control header), so fragments
 	// with no data still use up the bound. Real command sets are a few
 	// hundred bytes.
-	MaxCommandBytes = 64 << 10
+	MaxCommandBytes = dimse.DefaultMaxCommandSize
 	// MaxCommandFragments bounds the PDVs one command set may span.
-	MaxCommandFragments = 128
+	MaxCommandFragments = dimse.MaxCommandFragments
 	// MaxOutstanding bounds the operations one side may have outstanding
 	// (requests not yet finally answered).
 	MaxOutstanding = 256
@@ -143,7 +143,8 @@ func (v *Violation) ProtocolError() *association.ProtocolError {
 // Release.
 type Inspector struct {
 	cfg      Config
-	contexts [256]*Context
+	contexts []Context
+	ctxIndex [128]uint8 // by (ID-1)/2 (IDs are odd, PS3.8 9.3.2.2): 1 + the context's index in contexts, 0 for none
 	scp      map[string]bool
 
 	mu     sync.Mutex
@@ -158,10 +159,13 @@ func New(cfg Config) *Inspector {
 	if in.cfg.Now == nil {
 		in.cfg.Now = time.Now
 	}
-	for i := range cfg.Contexts {
-		c := cfg.Contexts[i]
+	for _, c := range cfg.Contexts {
+		if c.ID%2 == 0 || in.ctxIndex[c.ID/2] != 0 || len(in.contexts) >= len(in.ctxIndex) {
+			continue // not a valid accepted context (the codec refuses these)
+		}
 		c.AbstractSyntax, c.TransferSyntax = trimUID(c.AbstractSyntax), trimUID(c.TransferSyntax)
-		in.contexts[c.ID] = &c
+		in.contexts = append(in.contexts, c)
+		in.ctxIndex[c.ID/2] = uint8(len(in.contexts))
 	}
 	for _, uid := range cfg.RequestorSCP {
 		in.scp[trimUID(uid)] = true
@@ -173,6 +177,17 @@ func New(cfg Config) *Inspector {
 	}
 	in.ledger.init()
 	return in
+}
+
+// context is the accepted presentation context id, or nil.
+func (in *Inspector) context(id uint8) *Context {
+	if id%2 == 0 {
+		return nil
+	}
+	if i := in.ctxIndex[id/2]; i != 0 {
+		return &in.contexts[i-1]
+	}
+	return nil
 }
 
 // State is the conversation state of side's stream.
@@ -207,7 +222,11 @@ func (in *Inspector) Feed(from Side, pdu []byte) Verdict {
 			ab := association.AbortFor(err)
 			v = &Violation{From: from, Reason: ab.Reason, Msg: err.Error()}
 		}
-		return in.fail(v)
+		// What this PDU decided before the violation is still recorded
+		// (a refusal, say); nothing of it is sent.
+		vd := in.fail(v)
+		vd.Records, vd.Notes = st.records, st.notes
+		return vd
 	}
 	return st.verdict()
 }

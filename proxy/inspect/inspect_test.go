@@ -419,3 +419,14 @@ func ExampleInspector() {
 	fmt.Println("forwarded:", v.Pass || len(v.Forward) > 0, "reply:", len(v.Reply) > 0, "allowed:", v.Records[0].Allowed, v.Records[0].StatusHex())
 	// Output: forwarded: false reply: true allowed: false 0x0124
 }
+
+// A refusal earlier in a PDU that then breaks the protocol is still
+// recorded, though nothing of the PDU is sent.
+func TestInspectorViolationKeepsEarlierRecords(t *testing.T) {
+	in := newTestInspector(rulePolicy{services: []string{"C-ECHO"}})
+	v := in.Feed(Requestor, pdu(cmdPDV(ctxCT, storeRQ(1, ctStorage)), dataPDV(ctxCT, true, []byte{1, 2}),
+		dataPDV(ctxCT, true, []byte{3, 4})))
+	if v.Violation == nil || len(v.Records) != 1 || v.Records[0].Allowed || v.Pass || len(v.Forward) != 0 || len(v.Reply) != 0 {
+		t.Fatalf("verdict %+v", v)
+	}
+}

@@ -162,7 +162,7 @@ func (st *stream) dropHeld() {
 func (st *stream) release() {
 	st.fwd.release()
 	st.reply.release()
-	if cap(st.scratch) > 64<<10 {
+	if cap(st.scratch) > 4<<10 {
 		st.scratch = nil
 	}
 	st.in = nil
@@ -174,7 +174,7 @@ func violation(st *stream, reason association.AbortReason, format string, args .
 
 // pdv runs one PDV through the state machine.
 func (in *Inspector) pdv(st *stream, p association.PDV) *Violation {
-	if in.contexts[p.ContextID] == nil {
+	if in.context(p.ContextID) == nil {
 		return violation(st, association.AbortInvalidPDUParameterValue,
 			"PDV on presentation context %d, which was not accepted", p.ContextID)
 	}
@@ -230,7 +230,7 @@ func judgeCommand(in *Inspector, st *stream, p association.PDV) *Violation {
 		}
 		return violation(st, reason, "%v", err)
 	}
-	ctx := in.contexts[p.ContextID]
+	ctx := in.context(p.ContextID)
 	d, v := in.decide(st, ctx, cmd)
 	if v != nil {
 		return v
@@ -322,7 +322,7 @@ type builder struct {
 func (b *builder) reset() { b.buf, b.open = b.buf[:0], false }
 
 func (b *builder) release() {
-	if cap(b.buf) > 64<<10 {
+	if cap(b.buf) > 4<<10 { // rewrites are rare: an idle association keeps no large buffer
 		b.buf = nil
 	}
 	b.open = false
