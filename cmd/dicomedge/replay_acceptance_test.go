@@ -19,7 +19,8 @@ import (
 // nothing changes; under a v2 where one rule lost C-STORE, exactly the
 // C-STORE requests of the associations that rule decided are listed; under
 // a v3 where only the deny rule changed, exactly the associations it
-// rejected.
+// rejected; under a v4 where a relay rule rejects, exactly the association
+// it relayed.
 func TestPolicyReplayRealTraffic(t *testing.T) {
 	testpeer.Require(t, "echoscu", "storescu", "storescp")
 	bin := buildBinary(t)
@@ -115,6 +116,18 @@ rule "deny" {
     transient = true
   }`))
 
+	// v4: one rule changed, "workstations" rejects instead of relaying.
+	v4File := write("v4.hcl", edit(v1, `    client_cn = ["ws"]
+    called_ae = ["MAINPACS"]
+  }
+  relay {
+    backend  = "pacs"
+    services = ["C-ECHO", "C-STORE"]
+  }`, `    client_cn = ["ws"]
+    called_ae = ["MAINPACS"]
+  }
+  reject { reason = "called-ae-not-recognized" }`))
+
 	edge := testpeer.Start(t, bin, "serve", "--config", v1File)
 	testpeer.WaitListening(t, listen, 30*time.Second, edge)
 	files, _ := testpeer.WriteDICOMFiles(t, filepath.Join(dir, "images"), "PAT-REPLAY", 2, 32, 32)
@@ -183,6 +196,7 @@ rule "deny" {
 	}
 
 	code, lines, errOut = replay(v2File, "--exit-code")
+	t.Logf("replay under v2 (modalities without C-STORE):\n%s", strings.Join(lines, "\n"))
 	want := []string{
 		`client 127.0.0.1  MOD1→MAINPACS  C-STORE 1.2.840.10008.5.1.4.1.1.7: allowed → refused (service not allowed by rule "modalities")`,
 		`client 127.0.0.1  MOD1→MAINPACS  C-STORE 1.2.840.10008.5.1.4.1.1.7: allowed → refused (service not allowed by rule "modalities")`,
@@ -193,7 +207,18 @@ rule "deny" {
 		t.Errorf("replay under v2: exit %d (want 1)\n got:\n%s\nwant:\n%s\n%s", code, strings.Join(lines, "\n"), strings.Join(want, "\n"), errOut)
 	}
 
+	code, lines, errOut = replay(v4File)
+	t.Logf("replay under v4 (workstations rejected):\n%s", strings.Join(lines, "\n"))
+	want = []string{
+		`ws 127.0.0.1  WS1→MAINPACS  relay pacs by rule "workstations" → reject called-ae-not-recognized by rule "workstations"`,
+		"6 associations replayed, 1 would change",
+	}
+	if code != 0 || strings.Join(append(changes(lines), lines[len(lines)-1]), "\n") != strings.Join(want, "\n") {
+		t.Errorf("replay under v4: exit %d\n got:\n%s\nwant:\n%s\n%s", code, strings.Join(lines, "\n"), strings.Join(want, "\n"), errOut)
+	}
+
 	code, lines, errOut = replay(v3File)
+	t.Logf("replay under v3 (deny transient):\n%s", strings.Join(lines, "\n"))
 	want = []string{
 		`client 127.0.0.1  OTHER→MAINPACS  reject calling-ae-not-recognized by rule "deny" → reject calling-ae-not-recognized (transient) by rule "deny"`,
 		`ws 127.0.0.1  WS1→DICOMEDGE  reject calling-ae-not-recognized by rule "deny" → reject calling-ae-not-recognized (transient) by rule "deny"`,
