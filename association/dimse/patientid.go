@@ -9,6 +9,7 @@ import (
 
 const (
 	tagPatientID          = 0x00100020
+	tagStudyInstanceUID   = 0x0020000D
 	undefinedLength       = 0xFFFFFFFF
 	maxPatientIDLen       = 256 // LO is at most 64 characters; allow slack, never more
 	maxSequenceDepth      = 32
@@ -17,12 +18,12 @@ const (
 	tagSequenceDelimitate = 0xFFFEE0DD
 )
 
-// PatientIDScanner finds Patient ID (0010,0020) in a data set fed to it in
-// fragments, as the C-STORE data-set PDVs arrive. It holds at most one
-// element header and the Patient ID value, skips other values as they pass,
-// walks undefined-length sequences, and gives up once the top level is past
-// group 0010 (elements are in ascending order), so it costs nothing for the
-// rest of the data set. Explicit VR Little Endian (and the encapsulated
+// PatientIDScanner finds Patient ID (0010,0020) and Study Instance UID
+// (0020,000D) in a data set fed to it in fragments, as the C-STORE data-set
+// PDVs arrive. It holds at most one element header and the value being
+// read, skips other values as they pass, walks undefined-length sequences,
+// and gives up once the top level is past (0020,000D) (elements are in
+// ascending order), so it costs nothing for the rest of the data set. Explicit VR Little Endian (and the encapsulated
 // syntaxes built on it) and Implicit VR Little Endian are understood; for
 // deflated or big-endian data sets it gives up at once.
 type PatientIDScanner struct {
@@ -30,13 +31,16 @@ type PatientIDScanner struct {
 	done     bool
 	found    bool
 	id       string
+	study    string
+	hasStudy bool
 
-	hdr   [12]byte
-	nhdr  int
-	skip  uint32 // value bytes still to pass over
-	value []byte // collecting the Patient ID value
-	want  uint32 // its length
-	depth int    // undefined-length sequences we are inside
+	hdr      [12]byte
+	nhdr     int
+	skip     uint32 // value bytes still to pass over
+	value    []byte // collecting the value of valueTag
+	valueTag uint32
+	want     uint32 // its length
+	depth    int    // undefined-length sequences we are inside
 }
 
 // NewPatientIDScanner returns a scanner for data sets in the given transfer
@@ -57,6 +61,25 @@ func (s *PatientIDScanner) Done() bool { return s.done }
 
 // PatientID returns the value found, trimmed of padding.
 func (s *PatientIDScanner) PatientID() (string, bool) { return s.id, s.found }
+
+// StudyInstanceUID returns the Study Instance UID found, trimmed of padding.
+func (s *PatientIDScanner) StudyInstanceUID() (string, bool) { return s.study, s.hasStudy }
+
+// got records a value of the top level and reports whether the scan is
+// over (both found).
+func (s *PatientIDScanner) got(tag uint32, v []byte) bool {
+	t := strings.Trim(string(v), " \x00")
+	if tag == tagPatientID {
+		s.id, s.found = t, true
+	} else {
+		s.study, s.hasStudy = t, true
+	}
+	s.value = nil
+	if s.found && s.hasStudy {
+		return s.giveUp()
+	}
+	return false
+}
 
 // Write feeds data-set bytes; it never fails, so it can sit in an
 // io.MultiWriter.
@@ -80,9 +103,8 @@ func (s *PatientIDScanner) Feed(p []byte) bool {
 			n := min(len(p), int(s.want)-len(s.value))
 			s.value = append(s.value, p[:n]...)
 			p = p[n:]
-			if len(s.value) == int(s.want) {
-				s.id, s.found = strings.Trim(string(s.value), " \x00"), true
-				return s.giveUp()
+			if len(s.value) == int(s.want) && s.got(s.valueTag, s.value) {
+				return true
 			}
 			continue
 		}
@@ -151,21 +173,20 @@ func (s *PatientIDScanner) element() {
 		return
 	}
 	if s.depth == 0 {
-		if tag>>16 > 0x0010 {
+		if tag > tagStudyInstanceUID {
 			s.giveUp()
 			return
 		}
-		if tag == tagPatientID {
+		if tag == tagPatientID || tag == tagStudyInstanceUID {
 			if length == undefinedLength || length > maxPatientIDLen {
 				s.giveUp()
 				return
 			}
 			if length == 0 {
-				s.found = true
-				s.giveUp()
+				s.got(tag, nil)
 				return
 			}
-			s.want, s.value = length, make([]byte, 0, length)
+			s.valueTag, s.want, s.value = tag, length, make([]byte, 0, length)
 			return
 		}
 	}

@@ -56,6 +56,7 @@ func TestPatientIDScanner(t *testing.T) {
 		data      []byte
 		want      string
 		found     bool
+		study     string
 		doneEarly bool // done before the end of the data
 	}{
 		{
@@ -93,9 +94,22 @@ func TestPatientIDScanner(t *testing.T) {
 			want: "D2", found: true,
 		},
 		{
-			name: "no patient ID: gives up at group 0020", ts: association.ExplicitVRLittleEndian,
+			name: "no patient ID: done after the study", ts: association.ExplicitVRLittleEndian,
 			data:      join(ex(0x0010, 0x0010, "PN", []byte("Doe^Jane")), ex(0x0020, 0x000D, "UI", []byte("1.2.3\x00")), pixels),
+			study:     "1.2.3",
 			doneEarly: true,
+		},
+		{
+			name: "patient and study, implicit VR", ts: association.ImplicitVRLittleEndian,
+			data: join(im(0x0010, 0x0020, []byte("P9")), im(0x0010, 0x0030, []byte("19700101")), im(0x0020, 0x000D, []byte("1.2.840.99\x00")),
+				im(0x0020, 0x000E, []byte("1.2.840.99.1\x00")), im(0x7FE0, 0x0010, make([]byte, 4000))),
+			want: "P9", found: true, study: "1.2.840.99", doneEarly: true,
+		},
+		{
+			name: "study inside a sequence is not the study", ts: association.ExplicitVRLittleEndian,
+			data: join(ex(0x0008, 0x1110, "SQ", nil, u), delim(0xE000, u), ex(0x0020, 0x000D, "UI", []byte("9.9\x00")), delim(0xE00D, 0), delim(0xE0DD, 0),
+				ex(0x0010, 0x0020, "LO", []byte("P")), ex(0x0020, 0x000E, "UI", []byte("1.2\x00")), pixels),
+			want: "P", found: true, doneEarly: true,
 		},
 		{
 			name: "empty patient ID", ts: association.ExplicitVRLittleEndian,
@@ -135,6 +149,9 @@ func TestPatientIDScanner(t *testing.T) {
 				s.Feed(tc.data[:split])
 				s.Feed(tc.data[split:])
 				checkScan(t, s, tc.want, tc.found, split)
+				if st, _ := s.StudyInstanceUID(); st != tc.study {
+					t.Fatalf("split %d: StudyInstanceUID() = %q; want %q", split, st, tc.study)
+				}
 			}
 			s := NewPatientIDScanner(tc.ts)
 			doneAt := -1
