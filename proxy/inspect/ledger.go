@@ -126,6 +126,10 @@ func (o *op) finish(allowed, withStatus bool, now time.Time) Record {
 	}
 	if o.scanner != nil {
 		r.PatientID, r.HasPatientID = o.scanner.PatientID()
+		if why := o.scanner.Undetermined(); why != "" {
+			// The record must not read as "no patient": say it is unknown.
+			r.Detail = joinDetail(r.Detail, "patient_id could not be determined: "+why)
+		}
 	}
 	return r
 }
@@ -173,4 +177,12 @@ func (l *ledger) finish(streams *[2]stream, now time.Time) []Record {
 	}
 	l.init()
 	return out
+}
+
+// joinDetail appends note to a record's detail.
+func joinDetail(detail, note string) string {
+	if detail == "" {
+		return note
+	}
+	return detail + "; " + note
 }
