@@ -67,7 +67,9 @@ func FuzzPatientIDScanner(f *testing.F) {
 		parts.Feed(data[k:])
 		id1, ok1 := whole.PatientID()
 		id2, ok2 := parts.PatientID()
-		if id1 != id2 || ok1 != ok2 || whole.Done() != parts.Done() || whole.Undetermined() != parts.Undetermined() {
+		st1, _ := whole.StudyInstanceUID()
+		st2, _ := parts.StudyInstanceUID()
+		if id1 != id2 || ok1 != ok2 || st1 != st2 || whole.Done() != parts.Done() || whole.Undetermined() != parts.Undetermined() {
 			t.Fatalf("whole %q %v %v %q, split at %d %q %v %v %q", id1, ok1, whole.Done(), whole.Undetermined(),
 				k, id2, ok2, parts.Done(), parts.Undetermined())
 		}

@@ -10,6 +10,7 @@ import (
 
 const (
 	tagPatientID          = 0x00100020
+	tagStudyInstanceUID   = 0x0020000D
 	undefinedLength       = 0xFFFFFFFF
 	maxPatientIDLen       = 256 // LO is at most 64 characters; allow slack, never more
 	maxSequenceDepth      = 32
@@ -18,9 +19,10 @@ const (
 	tagSequenceDelimitate = 0xFFFEE0DD
 )
 
-// PatientIDScanner finds Patient ID (0010,0020) in a data set fed to it in
-// fragments, as the C-STORE data-set PDVs arrive. It holds at most one
-// element header and the Patient ID value, skips other values by their
+// PatientIDScanner finds Patient ID (0010,0020) and Study Instance UID
+// (0020,000D) in a data set fed to it in fragments, as the C-STORE data-set
+// PDVs arrive. It holds at most one element header and the value being
+// read, skips other values by their
 // length as they pass (pixel data included) and walks undefined-length
 // sequences and encapsulated pixel data without looking inside. It reads
 // the whole top level: PS3.5 7.1 puts elements in ascending order, but a
@@ -35,14 +37,17 @@ type PatientIDScanner struct {
 	done     bool
 	found    bool
 	id       string
-	why      string // why the scanner gave up without a certain result
+	why      string // why the scanner gave up without a certain Patient ID
+	study    string
+	hasStudy bool
 
-	hdr   [12]byte
-	nhdr  int
-	skip  uint32 // value bytes still to pass over
-	value []byte // collecting the Patient ID value
-	want  uint32 // its length
-	depth int    // undefined-length sequences we are inside
+	hdr      [12]byte
+	nhdr     int
+	skip     uint32 // value bytes still to pass over
+	value    []byte // collecting the value of valueTag
+	valueTag uint32
+	want     uint32 // its length
+	depth    int    // undefined-length sequences we are inside
 }
 
 // NewPatientIDScanner returns a scanner for data sets in the given transfer
@@ -69,6 +74,10 @@ func (s *PatientIDScanner) PatientID() (string, bool) {
 	}
 	return s.id, true
 }
+
+// StudyInstanceUID returns the (first) Study Instance UID found, trimmed of
+// padding.
+func (s *PatientIDScanner) StudyInstanceUID() (string, bool) { return s.study, s.hasStudy }
 
 // Undetermined says why the data set fed so far does not tell its Patient
 // ID for certain, or "" when it does (found, or a complete top level
@@ -114,8 +123,7 @@ func (s *PatientIDScanner) Feed(p []byte) bool {
 			s.value = append(s.value, p[:n]...)
 			p = p[n:]
 			if len(s.value) == int(s.want) {
-				s.patientID(strings.Trim(string(s.value), " \x00"))
-				s.value = nil
+				s.got(s.valueTag, s.value)
 			}
 			continue
 		}
@@ -184,16 +192,17 @@ func (s *PatientIDScanner) element() {
 		return
 	}
 	if s.depth == 0 {
-		if tag == tagPatientID {
+		study := tag == tagStudyInstanceUID && !s.hasStudy && length != undefinedLength && length <= maxPatientIDLen
+		if tag == tagPatientID || study {
 			if length == undefinedLength || length > maxPatientIDLen {
 				s.giveUp(fmt.Sprintf("Patient ID (0010,0020) of %d bytes", length))
 				return
 			}
 			if length == 0 {
-				s.patientID("")
+				s.got(tag, nil)
 				return
 			}
-			s.want, s.value = length, make([]byte, 0, length)
+			s.valueTag, s.want, s.value = tag, length, make([]byte, 0, length)
 			return
 		}
 	}
@@ -208,6 +217,17 @@ func (s *PatientIDScanner) element() {
 		return
 	}
 	s.skip = length
+}
+
+// got takes a complete top-level value of tag.
+func (s *PatientIDScanner) got(tag uint32, v []byte) {
+	s.value = nil
+	t := strings.Trim(string(v), " \x00")
+	if tag == tagStudyInstanceUID {
+		s.study, s.hasStudy = t, true
+		return
+	}
+	s.patientID(t)
 }
 
 // patientID takes a top-level Patient ID value: the first, or a repeat of

@@ -56,6 +56,7 @@ func TestPatientIDScanner(t *testing.T) {
 		data      []byte
 		want      string
 		found     bool
+		study     string
 		doneEarly bool   // done before the end of the data (given up)
 		why       string // in Undetermined(); "" when the result is certain
 	}{
@@ -95,7 +96,8 @@ func TestPatientIDScanner(t *testing.T) {
 		},
 		{
 			name: "no patient ID in the whole top level", ts: association.ExplicitVRLittleEndian,
-			data: join(ex(0x0010, 0x0010, "PN", []byte("Doe^Jane")), ex(0x0020, 0x000D, "UI", []byte("1.2.3\x00")), pixels),
+			data:  join(ex(0x0010, 0x0010, "PN", []byte("Doe^Jane")), ex(0x0020, 0x000D, "UI", []byte("1.2.3\x00")), pixels),
+			study: "1.2.3",
 		},
 		{
 			// Out of PS3.5 7.1's order, as a crafted data set puts it: a PACS
@@ -103,13 +105,13 @@ func TestPatientIDScanner(t *testing.T) {
 			name: "patient ID after group 0020 and the pixel data", ts: association.ExplicitVRLittleEndian,
 			data: join(ex(0x0010, 0x0010, "PN", []byte("Doe^Jane")), ex(0x0020, 0x000D, "UI", []byte("1.2.3\x00")), pixels,
 				ex(0x0010, 0x0020, "LO", []byte("LATE-1"))),
-			want: "LATE-1", found: true,
+			want: "LATE-1", found: true, study: "1.2.3",
 		},
 		{
 			name: "patient ID after encapsulated pixel data", ts: association.JPEGBaseline8Bit,
 			data: join(ex(0x0020, 0x000D, "UI", []byte("1.2.3\x00")), ex(0x7FE0, 0x0010, "OB", nil, u), delim(0xE000, 0),
 				delim(0xE000, 1000), make([]byte, 1000), delim(0xE0DD, 0), ex(0x0010, 0x0020, "LO", []byte("LATE-2"))),
-			want: "LATE-2", found: true,
+			want: "LATE-2", found: true, study: "1.2.3",
 		},
 		{
 			name: "the same patient ID twice", ts: association.ExplicitVRLittleEndian,
@@ -125,6 +127,18 @@ func TestPatientIDScanner(t *testing.T) {
 			name: "cut inside the pixel data", ts: association.ExplicitVRLittleEndian,
 			data: join(ex(0x0010, 0x0010, "PN", []byte("Doe^Jane")), pixels[:2000]),
 			why:  "ended inside an element",
+		},
+		{
+			name: "patient and study, implicit VR", ts: association.ImplicitVRLittleEndian,
+			data: join(im(0x0010, 0x0020, []byte("P9")), im(0x0010, 0x0030, []byte("19700101")), im(0x0020, 0x000D, []byte("1.2.840.99\x00")),
+				im(0x0020, 0x000E, []byte("1.2.840.99.1\x00")), im(0x7FE0, 0x0010, make([]byte, 4000))),
+			want: "P9", found: true, study: "1.2.840.99",
+		},
+		{
+			name: "study inside a sequence is not the study", ts: association.ExplicitVRLittleEndian,
+			data: join(ex(0x0008, 0x1110, "SQ", nil, u), delim(0xE000, u), ex(0x0020, 0x000D, "UI", []byte("9.9\x00")), delim(0xE00D, 0), delim(0xE0DD, 0),
+				ex(0x0010, 0x0020, "LO", []byte("P")), ex(0x0020, 0x000E, "UI", []byte("1.2\x00")), pixels),
+			want: "P", found: true,
 		},
 		{
 			name: "empty patient ID", ts: association.ExplicitVRLittleEndian,
@@ -166,6 +180,9 @@ func TestPatientIDScanner(t *testing.T) {
 				checkScan(t, s, tc.want, tc.found, split)
 				if why := s.Undetermined(); tc.why == "" && why != "" || !strings.Contains(why, tc.why) {
 					t.Fatalf("split %d: Undetermined() = %q, want %q", split, why, tc.why)
+				}
+				if st, _ := s.StudyInstanceUID(); st != tc.study {
+					t.Fatalf("split %d: StudyInstanceUID() = %q; want %q", split, st, tc.study)
 				}
 			}
 			s := NewPatientIDScanner(tc.ts)

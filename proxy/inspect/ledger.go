@@ -22,6 +22,7 @@ type Record struct {
 	Duration        time.Duration
 	PatientID       string
 	HasPatientID    bool
+	StudyUID        string // C-STORE: the data set's Study Instance UID (0020,000D)
 	Allowed         bool
 	Detail          string // e.g. which C-GET a sub-operation belongs to
 	Unanswered      bool   // a request of the acceptor side the requestor never answered
@@ -126,6 +127,7 @@ func (o *op) finish(allowed, withStatus bool, now time.Time) Record {
 	}
 	if o.scanner != nil {
 		r.PatientID, r.HasPatientID = o.scanner.PatientID()
+		r.StudyUID, _ = o.scanner.StudyInstanceUID()
 		if why := o.scanner.Undetermined(); why != "" {
 			// The record must not read as "no patient": say it is unknown.
 			r.Detail = joinDetail(r.Detail, "patient_id could not be determined: "+why)
