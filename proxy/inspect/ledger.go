@@ -128,6 +128,10 @@ func (o *op) finish(allowed, withStatus bool, now time.Time) Record {
 	if o.scanner != nil {
 		r.PatientID, r.HasPatientID = o.scanner.PatientID()
 		r.StudyUID, _ = o.scanner.StudyInstanceUID()
+		if why := o.scanner.Undetermined(); why != "" {
+			// The record must not read as "no patient": say it is unknown.
+			r.Detail = joinDetail(r.Detail, "patient_id could not be determined: "+why)
+		}
 	}
 	return r
 }
@@ -175,4 +179,12 @@ func (l *ledger) finish(streams *[2]stream, now time.Time) []Record {
 	}
 	l.init()
 	return out
+}
+
+// joinDetail appends note to a record's detail.
+func joinDetail(detail, note string) string {
+	if detail == "" {
+		return note
+	}
+	return detail + "; " + note
 }
