@@ -300,3 +300,35 @@ func TestRelayTinyPDVFloodBounded(t *testing.T) {
 		t.Errorf("detail %q", ev.Detail)
 	}
 }
+
+// The same strictness the other way: the backend's data set with no command
+// before it, and its C-STORE-RQ on a context where the client took no SCP
+// role, never reach the client; the backend is aborted (2, 5), the client
+// (2, 0).
+func TestRelayBackendViolationsAborted(t *testing.T) {
+	cases := []struct {
+		name string
+		pdu  *association.PDataTF
+	}{
+		{"a data set with no command", &association.PDataTF{PDVs: []association.PDV{{ContextID: pcSC, Last: true, Data: []byte{1, 2, 3, 4}}}}},
+		{"a C-STORE-RQ without the client's SCP role", &association.PDataTF{PDVs: []association.PDV{{ContextID: pcSC, Command: true, Last: true,
+			Data: storeCmd(77, association.SecondaryCaptureImageStorage).Encode()}}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			be := startScriptBackend(t, 16384, nil)
+			e := inspectEdge(t, be, `services = ["C-ECHO", "C-STORE"]`)
+			c := inspectClient(t, e)
+			be.write(t, tc.pdu)
+			expectAbort(t, c, association.AbortReasonNotSpecified) // the first PDU the client gets, then EOF
+			got := backendGotOnly(t, be, 0, 5*time.Second)
+			if len(got) == 0 {
+				t.Fatal("the backend got no A-ABORT")
+			}
+			if ab, ok := got[len(got)-1].pdu.(*association.Abort); !ok || ab.Reason != association.AbortUnexpectedPDUParameter {
+				t.Errorf("the backend got %+v, want A-ABORT (2, 5)", got[len(got)-1].pdu)
+			}
+			abortedEvent(t, e, "backend:unexpected-pdu-parameter")
+		})
+	}
+}
