@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"net"
 	"os"
 	"strconv"
@@ -12,6 +14,7 @@ import (
 	"github.com/dicomedge/dicomedge/association"
 	"github.com/dicomedge/dicomedge/association/dimse"
 	"github.com/dicomedge/dicomedge/audit"
+	"github.com/dicomedge/dicomedge/internal/testpeer"
 	"github.com/dicomedge/dicomedge/proxy/inspect"
 )
 
@@ -329,5 +332,72 @@ func TestRelayBackendViolationsAborted(t *testing.T) {
 			}
 			abortedEvent(t, e, "backend:unexpected-pdu-parameter")
 		})
+	}
+}
+
+// Commands each split into 127 empty fragments and a last one, just within
+// the bound, sent without pause to a real storescp: 13 MiB of mostly empty
+// PDV items relayed as well-formed C-ECHOs (each held command goes out
+// whole, in one PDV). The edge's memory does not grow with what was sent.
+func TestRelayFragmentedCommandsWithinBound(t *testing.T) {
+	testpeer.Require(t, "storescp")
+	const offered = 13 << 20
+	scp := testpeer.StartStoreSCP(t, "STORESCP")
+	e := startEdge(t, edgeOptions{Backends: backendBlock("pacs", scp.Addr, "STORESCP"), Rules: storeRules(`"C-ECHO"`)})
+	c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
+	associate(t, c, echoRQ("MODALITY1", "MAINPACS"))
+	oneCommand := func(id uint16) []byte {
+		var b bytes.Buffer
+		for range inspect.MaxCommandFragments - 1 {
+			b.Write(pdvItemBytes(1, true, false, nil))
+		}
+		b.Write(pdvItemBytes(1, true, true, echoCmd(id).Encode()))
+		return pdataPDU(b.Bytes())
+	}
+	n := offered / len(oneCommand(1))
+	// At most 64 in flight: beyond inspect.MaxOutstanding the edge answers
+	// 0x0213 itself.
+	window := make(chan struct{}, 64)
+	answered := make(chan error, 1)
+	go func() {
+		r := association.NewReader(c, 1<<20)
+		for i := 0; i < n; i++ {
+			_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+			p, err := r.ReadPDU()
+			if err != nil {
+				answered <- err
+				return
+			}
+			pd, ok := p.(*association.PDataTF)
+			if !ok || len(pd.PDVs) != 1 {
+				answered <- errors.New("not a one-PDV C-ECHO-RSP")
+				return
+			}
+			rsp, err := dimse.DecodeCommand(pd.PDVs[0].Data)
+			if err != nil || rsp.CommandField != dimse.CEchoRSP || rsp.Status != dimse.StatusSuccess {
+				answered <- fmt.Errorf("response %d: %+v %v", i, rsp, err)
+				return
+			}
+			<-window
+		}
+		answered <- nil
+	}()
+	before := vmRSS(t)
+	for i := range n {
+		select {
+		case window <- struct{}{}:
+		case err := <-answered:
+			t.Fatalf("after %d commands: %v", i, err)
+		}
+		writeRaw(t, c, oneCommand(uint16(i%60000+1)))
+	}
+	if err := <-answered; err != nil {
+		t.Fatal(err)
+	}
+	after := vmRSS(t)
+	t.Logf("RSS before %.1f MiB, after %.1f MiB (grew %.1f MiB) for %d C-ECHOs of %d fragments each, %d MiB sent",
+		float64(before)/(1<<20), float64(after)/(1<<20), float64(after-before)/(1<<20), n, inspect.MaxCommandFragments, offered>>20)
+	if after-before > 32<<20 {
+		t.Errorf("RSS grew %d MiB", (after-before)>>20)
 	}
 }
