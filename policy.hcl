@@ -58,6 +58,36 @@ backend "pacs" {
   ae_title = "MAINPACS"
 }
 
+# The way OUT (README, "Sending out through the edge"): the PACS sends plain DICOM to an inside listener, and
+# the edge relays it over TLS, with its own client certificate, to an outside workstation. The PACS's AE table
+# points CLINA_WS1 at the inside listener; C-MOVEs to CLINA_WS1 leave the same way.
+#
+# listener "inside" {
+#   listen     = "127.0.0.1:11113"
+#   tls        = false                # plain DICOM; clients known by address, not certificate
+#   allow_cidr = ["127.0.0.1/32"]     # required when tls = false
+# }
+# backend "clinic-a-ws1" {
+#   address  = "ws1.clinic-a.example.org:2762"
+#   ae_title = "CLINA_WS1"
+#   tls {
+#     ca        = ["certs/clinic-a-ca.pem"]
+#     cert_file = "certs/edge-client.pem"
+#     key_file  = "certs/edge-client-key.pem"
+#   }
+# }
+# rule "pacs-to-clinic-a" {         # rules without `listener` never apply on a plain listener
+#   when {
+#     listener   = ["inside"]
+#     calling_ae = ["MAINPACS"]
+#     called_ae  = ["CLINA_WS1"]
+#   }
+#   relay {
+#     backend  = "clinic-a-ws1"
+#     services = ["C-ECHO", "C-STORE"]
+#   }
+# }
+
 # Rules are tried from top to bottom; the first whose `when` matches decides. In `when`, every
 # attribute is a list (any element may match) and all attributes given must match; `*` and `?`
 # are wildcards; certificate names compare case-insensitively, AE titles after trimming spaces.

@@ -85,6 +85,12 @@ func TestDocsCoverAuditEvents(t *testing.T) {
 		}
 	}
 
+	for _, k := range doccheck.Keys(events, "event") {
+		if _, ok := names[k]; !ok {
+			t.Errorf("%s: documents event %q, which the code does not define: remove its row or correct its name", page.Name, k)
+		}
+	}
+
 	keys := map[string]string{}
 	jsonKeys(reflect.TypeFor[Event](), "", keys)
 	fields := make([]string, 0, len(keys))

@@ -255,7 +255,8 @@ const hexDigits = "0123456789abcdef"
 // appendString writes s as a JSON string. Invalid UTF-8 (AE titles and
 // certificate fields come from the network) becomes U+FFFD, as encoding/json
 // does, so every line stays valid JSON and one line per record: control
-// characters, including newlines, are always escaped.
+// characters (C0, DEL, C1), including newlines, and bidirectional formatting
+// characters are always escaped as \uXXXX.
 func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
@@ -291,10 +292,12 @@ func appendString(b []byte, s string) []byte {
 			start = i
 			continue
 		}
-		// U+2028/U+2029 end lines in JavaScript; escape them like encoding/json.
-		if r == '\u2028' || r == '\u2029' {
+		// C1 controls, bidirectional formatting characters, U+2028/U+2029:
+		// escaped in the line itself, so the hash chain covers the escaped
+		// form and no reader ever gets them raw (escape.go).
+		if unsafeRune(r) {
 			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			b = appendU(b, r)
 			i += size
 			start = i
 			continue

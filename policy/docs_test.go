@@ -62,7 +62,8 @@ func TestDocsCoverPolicySchema(t *testing.T) {
 	}
 	for _, b := range blocks {
 		level := strings.Repeat("#", 2+strings.Count(b.path, "."))
-		sec, ok := page.Section(b.path, true)
+		// Own section: a nested block's rows must not stand in for its parent's.
+		sec, ok := page.Own(b.path, true)
 		if !ok {
 			t.Errorf("%s: no section for block %s: add a heading \"%s %s\" (labelled blocks: %s %s \"NAME\") with a table \"| attribute | type | default | meaning |\"",
 				page.Name, b.path, level, b.path, level, b.path)
@@ -70,6 +71,16 @@ func TestDocsCoverPolicySchema(t *testing.T) {
 		}
 		attrs := append([]string(nil), b.attrs...)
 		sort.Strings(attrs)
+		known := map[string]bool{}
+		for _, a := range attrs {
+			known[a] = true
+		}
+		for _, k := range doccheck.Keys(sec, "attribute") {
+			if !known[k] {
+				t.Errorf("%s: section \"%s %s\" documents attribute %s, which the schema does not accept: remove its row or correct its name",
+					page.Name, level, b.path, k)
+			}
+		}
 		for _, a := range attrs {
 			if _, ok := doccheck.Row(sec, a); !ok {
 				t.Errorf("%s: section \"%s %s\" has no row for attribute %s.%s: add \"| `%s` | <type> | <default, from the policy package> | <meaning> |\" to its table",

@@ -2,6 +2,9 @@ package policytool
 
 import (
 	"bytes"
+	"fmt"
+	"io"
+	"os"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
@@ -29,4 +32,32 @@ func Formatted(filename string, src []byte) (bool, *hcl.File, hcl.Diagnostics) {
 		return false, file, diags
 	}
 	return bytes.Equal(out, src), file, nil
+}
+
+// MaxSource bounds the policy and test files the tools read: a policy with
+// thousands of rules is well under a megabyte, and a path may name a device.
+const MaxSource = 16 << 20
+
+// ReadSource reads at most MaxSource bytes of r, and fails beyond that.
+func ReadSource(r io.Reader) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, MaxSource+1))
+	if err == nil && len(b) > MaxSource {
+		err = fmt.Errorf("larger than %d bytes", MaxSource)
+	}
+	return b, err
+}
+
+// ReadSourceFile reads a regular file of at most MaxSource bytes.
+func ReadSourceFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil {
+		return nil, err
+	} else if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("not a regular file")
+	}
+	return ReadSource(f)
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -103,7 +104,7 @@ func LoadTestFiles(paths ...string) (*TestSuite, hcl.Diagnostics) {
 	s := &TestSuite{Files: map[string]*hcl.File{}, names: map[string]hcl.Range{}}
 	var diags hcl.Diagnostics
 	for _, p := range paths {
-		src, err := os.ReadFile(p)
+		src, err := ReadSourceFile(p)
 		if err != nil {
 			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Failed to read test file",
 				Detail: fmt.Sprintf("The file %q could not be read: %s.", p, err)})
@@ -282,9 +283,28 @@ func (d *decoder) cert(a *hcl.Attribute, p string, in *policy.Input) {
 	in.CN, in.DNS, in.URI, in.Email, in.Fingerprint = id.CN, id.DNS, id.URI, id.Email, id.Fingerprint
 }
 
-// ReadCertificate returns the first CERTIFICATE block of a PEM file.
+// maxCertFile bounds what ReadCertificate reads: a PEM chain is a few
+// kilobytes, and a test file may name any path (a device, a FIFO).
+const maxCertFile = 1 << 20
+
+// ReadCertificate returns the first CERTIFICATE block of a PEM file, which
+// must be a regular file of at most 1 MiB.
 func ReadCertificate(path string) (*x509.Certificate, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	switch {
+	case err != nil:
+		return nil, err
+	case !st.Mode().IsRegular():
+		return nil, fmt.Errorf("%s: not a regular file", path)
+	case st.Size() > maxCertFile:
+		return nil, fmt.Errorf("%s: larger than %d bytes, not a certificate", path, maxCertFile)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxCertFile))
 	if err != nil {
 		return nil, err
 	}

@@ -115,6 +115,8 @@ func TestLoadTestFilesDiagnostics(t *testing.T) {
 		{"missing expect", "test \"a\" {\n  calling_ae = \"X\"\n  called_ae = \"Y\"\n}\n", []string{"1:1: Missing expect block"}},
 		{"cert and client", "test \"a\" {\n  cert = \"x.pem\"\n  client { cn = \"x\" }\n  calling_ae = \"X\"\n  called_ae = \"Y\"\n  expect { decision = \"reject\" }\n}\n",
 			[]string{"2:3: Both cert and client"}},
+		{"a device is not a certificate", "test \"a\" {\n  cert = \"/dev/zero\"\n  calling_ae = \"X\"\n  called_ae = \"Y\"\n  expect { decision = \"reject\" }\n}\n",
+			[]string{"2:10: Unreadable certificate"}},
 		{"bad fingerprint", "test \"a\" {\n  client { fingerprint = \"sha1:00\" }\n  calling_ae = \"X\"\n  called_ae = \"Y\"\n  expect { decision = \"reject\" }\n}\n",
 			[]string{"2:26: Invalid fingerprint"}},
 		{"unknown block", "test \"a\" {\n  calling_ae = \"X\"\n  called_ae = \"Y\"\n  expect { decision = \"reject\" }\n  when {}\n}\nrules {}\n",

@@ -94,6 +94,8 @@ type benchTarget struct {
 	port    int
 	tlsArgs []string
 	called  string
+	procs   []*testpeer.Process // the long-running processes of its chain (storescp, stunnel4, HAProxy)
+	edge    bool                // an edge in this process is in the chain
 }
 
 // Indexes of the relay report's configurations.
@@ -107,7 +109,9 @@ const (
 	relHAProxy
 )
 
-func hasEdge(i int) bool { return i == relEdge || i == relEdgeNoAudit || i == relHAProxyPP || i == relHAProxy }
+func hasEdge(i int) bool {
+	return i == relEdge || i == relEdgeNoAudit || i == relHAProxyPP || i == relHAProxy
+}
 
 // benchSetup starts the peers of every configuration once.
 type benchSetup struct {
@@ -121,6 +125,7 @@ func startBenchSetup(t testing.TB) *benchSetup {
 	// storescp --ignore receives and discards: the disk is not what is measured.
 	plain := testpeer.StartStoreSCP(t, "STORESCP", "--ignore")
 	tlsSCP := testpeer.StartStoreSCP(t, "STORESCP", "--ignore", "+tls", p.edgeKey, p.edgeCert, "+cf", p.ca)
+	scp, tlsProc := plain.Process, tlsSCP.Process
 	rules := storeRules(`"C-ECHO", "C-STORE"`)
 	backend := backendBlock("pacs", plain.Addr, "STORESCP")
 	edge := startEdge(t, edgeOptions{Backends: backend, Rules: rules, Quiet: true})
@@ -128,41 +133,56 @@ func startBenchSetup(t testing.TB) *benchSetup {
 	edgePP := startEdge(t, edgeOptions{Backends: backend, Rules: rules, Quiet: true, ProxyProtocol: []string{"127.0.0.1/32"}})
 	edgeBehind := startEdge(t, edgeOptions{Backends: backend, Rules: rules, Quiet: true})
 	tun := testpeer.StartStunnelServer(t, plain.Addr, p.edgeCert, p.edgeKey, p.ca)
-	_, fronts := testpeer.StartHAProxy(t, testpeer.HAProxyRoute{Server: edgePP.Addr, SendProxyV2: true},
+	hap, fronts := testpeer.StartHAProxy(t, testpeer.HAProxyRoute{Server: edgePP.Addr, SendProxyV2: true},
 		testpeer.HAProxyRoute{Server: edgeBehind.Addr})
 	tlsArgs := []string{"+tls", p.clientKey, p.clientCert, "+cf", p.ca}
 	s := &benchSetup{}
-	add := func(name, addr string, tls bool, called string) {
-		bt := benchTarget{name: name, host: testpeer.Host(addr), port: testpeer.Port(addr), called: called}
+	add := func(name, addr string, tls bool, called string, edge bool, procs ...*testpeer.Process) {
+		bt := benchTarget{name: name, host: testpeer.Host(addr), port: testpeer.Port(addr), called: called, edge: edge, procs: procs}
 		if tls {
 			bt.tlsArgs = tlsArgs
 		}
 		s.targets = append(s.targets, bt)
 	}
 	// In the order of the rel* constants.
-	add("plain DCMTK→DCMTK, no TLS", plain.Addr, false, "STORESCP")
-	add("stunnel4 (TLS in, plain out)", tun.Accept, true, "STORESCP")
-	add("dicomedge (TLS in, plain out)", edge.Addr, true, "MAINPACS")
-	add("dicomedge, audit off", edgeNoAudit.Addr, true, "MAINPACS")
-	add("DCMTK TLS direct, no hop", tlsSCP.Addr, true, "STORESCP")
-	add("HAProxy send-proxy-v2 → dicomedge", fronts[0], true, "MAINPACS")
-	add("HAProxy → dicomedge, no PROXY", fronts[1], true, "MAINPACS")
+	add("plain DCMTK→DCMTK, no TLS", plain.Addr, false, "STORESCP", false, scp)
+	add("stunnel4 (TLS in, plain out)", tun.Accept, true, "STORESCP", false, scp, tun.Process)
+	add("dicomedge (TLS in, plain out)", edge.Addr, true, "MAINPACS", true, scp)
+	add("dicomedge, audit off", edgeNoAudit.Addr, true, "MAINPACS", true, scp)
+	add("DCMTK TLS direct, no hop", tlsSCP.Addr, true, "STORESCP", false, tlsProc)
+	add("HAProxy send-proxy-v2 → dicomedge", fronts[0], true, "MAINPACS", true, scp, hap)
+	add("HAProxy → dicomedge, no PROXY", fronts[1], true, "MAINPACS", true, scp, hap)
 	return s
 }
 
-// store runs one storescu of every file and returns its wall time.
-func (bt benchTarget) store(t testing.TB, files []string) time.Duration {
+// store runs one storescu of every file and returns its wall time and the
+// CPU time of the whole chain: storescu, the processes between it and
+// storescp and storescp itself, and this process when an edge is in the
+// chain. On a shared machine the CPU time is the steadier figure: waiting
+// for a core inflates the wall time of every hop.
+func (bt benchTarget) store(t testing.TB, files []string) (time.Duration, time.Duration) {
 	t.Helper()
 	ctx := testpeer.Context(t, 10*time.Minute)
 	args := append(append([]string{}, bt.tlsArgs...), "-aet", "MODALITY1", "-aec", bt.called, bt.host, strconv.Itoa(bt.port))
 	args = append(args, files...)
+	var before time.Duration
+	for _, p := range bt.procs {
+		before += p.CPU()
+	}
+	self := processCPU()
 	start := time.Now()
-	out, err := testpeer.Run(ctx, "storescu", args...)
+	out, cpu, err := testpeer.RunCPU(ctx, "storescu", args...)
 	d := time.Since(start)
 	if err != nil {
 		t.Fatalf("%s: storescu: %v\n%s", bt.name, err, out)
 	}
-	return d
+	if bt.edge {
+		cpu += processCPU() - self
+	}
+	for _, p := range bt.procs {
+		cpu += p.CPU()
+	}
+	return d, cpu - before
 }
 
 func BenchmarkStoreRelay(b *testing.B) {
@@ -172,7 +192,7 @@ func BenchmarkStoreRelay(b *testing.B) {
 		b.Run(bt.name, func(b *testing.B) {
 			b.SetBytes(total)
 			for i := 0; i < b.N; i++ {
-				bt.store(b, files)
+				_, _ = bt.store(b, files)
 			}
 		})
 	}
@@ -192,9 +212,10 @@ func TestRelayBenchmarkReport(t *testing.T) {
 	total = total * int64(n) / 200
 	s := startBenchSetup(t)
 	times := make([][]time.Duration, len(s.targets))
-	cpu := make([][]time.Duration, len(s.targets)) // this process's CPU: the in-process edges
+	cpu := make([][]time.Duration, len(s.targets))   // this process's CPU: the in-process edges
+	chain := make([][]time.Duration, len(s.targets)) // CPU of every process in the chain
 	for _, bt := range s.targets {
-		bt.store(t, files[:10]) // warm up the page cache and every peer
+		_, _ = bt.store(t, files[:10]) // warm up the page cache and every peer
 	}
 	// Alternate configurations so that load from elsewhere hits all alike.
 	for r := 0; r < rounds; r++ {
@@ -202,7 +223,9 @@ func TestRelayBenchmarkReport(t *testing.T) {
 			stop := cpuProfile(t, r == 0 && (i == relEdge || i == relHAProxyPP), fmt.Sprintf("relay-%d.cpu", i))
 			defer stop()
 			before := processCPU()
-			times[i] = append(times[i], bt.store(t, files))
+			wall, chainCPU := bt.store(t, files)
+			times[i] = append(times[i], wall)
+			chain[i] = append(chain[i], chainCPU)
 			cpu[i] = append(cpu[i], processCPU()-before)
 			stop()
 		}
@@ -214,11 +237,15 @@ func TestRelayBenchmarkReport(t *testing.T) {
 	mib := float64(total) / (1 << 20)
 	fmt.Printf("\nRelay: C-STORE of %d instances × 512 KiB (%.1f MiB), storescu → storescp --ignore, %d rounds alternated, medians\n",
 		len(files), mib, rounds)
-	fmt.Printf("%-36s %9s %9s %12s %14s %15s %11s\n", "configuration", "seconds", "MiB/s", "vs plain", "vs stunnel4", "vs TLS direct", "edge CPU s")
+	fmt.Printf("%-36s %9s %9s %10s %12s %14s %11s %12s\n", "configuration", "seconds", "MiB/s", "vs plain", "vs stunnel4", "vs TLS direct", "edge CPU s", "chain CPU s")
 	for i, bt := range s.targets {
 		sec := med[i].Seconds()
-		fmt.Printf("%-36s %9.3f %9.1f %11.2fx %13.2fx %14.2fx %11.3f\n", bt.name, sec, mib/sec,
-			sec/med[relPlain].Seconds(), sec/med[relStunnel].Seconds(), sec/med[relTLSDirect].Seconds(), median(cpu[i]).Seconds())
+		edgeCPU := "-"
+		if bt.edge {
+			edgeCPU = fmt.Sprintf("%.3f", median(cpu[i]).Seconds())
+		}
+		fmt.Printf("%-36s %9.3f %9.1f %9.2fx %11.2fx %13.2fx %11s %12.3f\n", bt.name, sec, mib/sec,
+			sec/med[relPlain].Seconds(), sec/med[relStunnel].Seconds(), sec/med[relTLSDirect].Seconds(), edgeCPU, median(chain[i]).Seconds())
 	}
 	// The per-round ratio compares runs made seconds apart, so it is less
 	// exposed to load that comes and goes than the ratio of medians.
@@ -229,7 +256,7 @@ func TestRelayBenchmarkReport(t *testing.T) {
 		}
 		return med[a].Seconds() / med[b].Seconds(), median(rs)
 	}
-	fmt.Printf("%-62s %16s %20s %12s\n", "row (time / baseline time; below 1.00x is faster)", "ratio of medians", "median of per-round", "edge CPU")
+	fmt.Printf("%-62s %10s %12s %10s %10s\n", "row (time / baseline time; below 1.00x is faster)", "wall", "wall/round", "chain CPU", "edge CPU")
 	for _, row := range []struct {
 		name string
 		a, b int
@@ -247,9 +274,11 @@ func TestRelayBenchmarkReport(t *testing.T) {
 		if hasEdge(row.a) && hasEdge(row.b) {
 			edgeCPU = fmt.Sprintf("%.2fx", median(cpu[row.a]).Seconds()/median(cpu[row.b]).Seconds())
 		}
-		fmt.Printf("%-62s %15.2fx %19.2fx %12s\n", row.name, a, b, edgeCPU)
+		chainRatio := median(chain[row.a]).Seconds() / median(chain[row.b]).Seconds()
+		fmt.Printf("%-62s %9.2fx %11.2fx %9.2fx %10s\n", row.name, a, b, chainRatio, edgeCPU)
 	}
-	fmt.Printf("(edge CPU is user+system time of this process, which hosts the edges; load average at the end: %s)\n", loadAvg())
+	fmt.Printf("(wall: ratio of median times; wall/round: median of the per-round ratios; chain CPU: user+system time of\n"+
+		" storescu, every hop and storescp (this process for the edges), medians; load average at the end: %s)\n", loadAvg())
 	setupReport(t)
 }
 

@@ -166,6 +166,11 @@ func TestDocsCoverMetrics(t *testing.T) {
 			}
 		}
 	}
+	for _, k := range doccheck.Keys(page.Text, "metric") {
+		if !all[k] {
+			t.Errorf("%s: documents metric %s, which the edge no longer declares or registers: remove its row or correct its name", page.Name, k)
+		}
+	}
 	for p := range prefixes {
 		if !strings.Contains(page.Text, "`"+p+"`") {
 			t.Errorf("%s: metrics %s (a standard collector) are exported but not mentioned: name `%s` under \"## Metrics\"", page.Name, p, p)

@@ -61,7 +61,7 @@ func NewMetrics() *Metrics {
 	for _, r := range []string{tlslayer.ReasonNoClientCertificate, tlslayer.ReasonUnknownCA, tlslayer.ReasonExpired,
 		tlslayer.ReasonNotYetValid, tlslayer.ReasonRevoked, tlslayer.ReasonBadKeyUsage, tlslayer.ReasonProtocolVersion,
 		tlslayer.ReasonNoCipherSuite, tlslayer.ReasonBadCertificate, tlslayer.ReasonTimeout, tlslayer.ReasonEOF,
-		tlslayer.ReasonCRLExpired, tlslayer.ReasonPeerAlert, tlslayer.ReasonOther} {
+		tlslayer.ReasonCRLExpired, tlslayer.ReasonPeerAlert, tlslayer.ReasonNotTLS, tlslayer.ReasonMultipleCN, tlslayer.ReasonOther} {
 		m.TLSFailures.WithLabelValues(r)
 	}
 	m.ConnectionsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -92,6 +92,8 @@ const (
 	ReasonCRLExpired          = "crl-expired"    // the issuer's CRL is past NextUpdate (fail closed)
 	ReasonACMEChallenge       = "acme-challenge" // a TLS-ALPN-01 validation connection, not a client
 	ReasonPeerAlert           = "peer-alert"     // the client aborted with an alert, e.g. it does not trust the edge
+	ReasonNotTLS              = "not-tls"        // the first bytes are no TLS record: e.g. plain DICOM on the TLS port
+	ReasonMultipleCN          = "multiple-cn"    // the client certificate's subject has more than one CN
 	ReasonOther               = "other"
 )
 

@@ -52,6 +52,11 @@ func Classify(err error) string {
 	if r := classifyX509(err, nil); r != ReasonBadCertificate {
 		return r
 	}
+	// Not TLS at all (plain DICOM's A-ASSOCIATE-RQ starts with 0x01, HTTP
+	// with a letter): crypto/tls names the first record's header.
+	if rh, ok := errors.AsType[tls.RecordHeaderError](err); ok && strings.Contains(rh.Msg, "first record does not look like a TLS handshake") {
+		return ReasonNotTLS
+	}
 	// The client aborted with an alert of its own, typically because it does
 	// not trust the edge's certificate: not a fault of the client's certificate.
 	if oe, ok := errors.AsType[*net.OpError](err); ok && oe.Op == "remote error" {

@@ -161,8 +161,8 @@ func TestHandshakeTimeoutAndEOF(t *testing.T) {
 	if r.err == nil {
 		t.Fatal("plain DICOM accepted on the TLS port")
 	}
-	if got := Classify(r.err); got != ReasonOther && got != ReasonProtocolVersion {
-		t.Fatalf("plain DICOM: reason %q (%v)", got, r.err)
+	if got := Classify(r.err); got != ReasonNotTLS {
+		t.Fatalf("plain DICOM: reason %q (%v), want %s", got, r.err, ReasonNotTLS)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -138,6 +139,13 @@ func (st *state) checkChain(chains [][]*x509.Certificate, now time.Time) error {
 		return &HandshakeError{Reason: ReasonNoClientCertificate, Err: errors.New("no verified client chain")}
 	}
 	leaf := chains[0][0]
+	// A subject with two CNs ("CN=harmless, CN=modality-a") is shown by
+	// some tools by its first CN and matched by others on its last: the
+	// policy's client_cn and the audit record would not name the same
+	// client a reviewer sees. Refused rather than guessed (docs/refusals.md).
+	if n := countCN(leaf); n > 1 {
+		return &HandshakeError{Reason: ReasonMultipleCN, Err: fmt.Errorf("client certificate subject %q has %d CN attributes", leaf.Subject, n)}
+	}
 	// RFC 5280 4.2.1.3 / RFC 8446 4.4.2.4: a TLS client certificate signs the
 	// handshake, so if the key usage extension is present it must allow that.
 	if leaf.KeyUsage != 0 && leaf.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
@@ -177,4 +185,18 @@ func (p profile) checkKeySize(c *x509.Certificate) error {
 		}
 	}
 	return nil
+}
+
+// oidCommonName is id-at-commonName (X.520, RFC 5280 A.1).
+var oidCommonName = asn1.ObjectIdentifier{2, 5, 4, 3}
+
+// countCN counts the CN attributes of c's subject, in every RDN.
+func countCN(c *x509.Certificate) int {
+	n := 0
+	for _, a := range c.Subject.Names {
+		if a.Type.Equal(oidCommonName) {
+			n++
+		}
+	}
+	return n
 }

@@ -239,7 +239,7 @@ func (o *auditOpts) list(cmd *cobra.Command) error {
 	}
 	if o.json {
 		return warnBadLines(cmd, audit.ReadFiles(audit.Files(file), f, func(_ audit.Event, line []byte) error {
-			_, err := fmt.Fprintf(out, "%s\n", line)
+			_, err := fmt.Fprintf(out, "%s\n", audit.EscapeLine(line))
 			return err
 		}))
 	}
@@ -289,7 +289,7 @@ func followLog(ctx context.Context, file string, f audit.Filter, asJSON bool, ou
 	}
 	return audit.Follow(ctx, file, f, followPoll, func(e audit.Event, line []byte) error {
 		if asJSON {
-			_, err := fmt.Fprintf(out, "%s\n", line)
+			_, err := fmt.Fprintf(out, "%s\n", audit.EscapeLine(line))
 			return err
 		}
 		return printRow(tableRow(&e))
@@ -401,16 +401,10 @@ func join(a, b string) string {
 	return a + " " + b
 }
 
-// printable keeps terminal control sequences that arrived in AE titles or
-// certificate fields from reaching the reviewer's terminal.
-func printable(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || (r >= 0x7f && r < 0xa0) {
-			return '?'
-		}
-		return r
-	}, s)
-}
+// printable keeps terminal control sequences and bidirectional overrides
+// that arrived in AE titles, UIDs or certificate fields from reaching the
+// reviewer's terminal: they are shown as \uXXXX (docs/audit.md).
+func printable(s string) string { return audit.Escape(s) }
 
 func humanBytes(n int64) string {
 	const unit = 1024

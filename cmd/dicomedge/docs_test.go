@@ -45,6 +45,16 @@ func TestDocsCoverCommands(t *testing.T) {
 			t.Errorf("%s: no section for %s: add a heading \"## %s\" saying what it does and prints, a table \"| flag | default | meaning |\" of its flags, and its exit status", page.Name, title, title)
 			return
 		}
+		known := map[string]bool{}
+		for _, f := range flags {
+			known[f.Name] = true
+		}
+		for _, k := range doccheck.Keys(sec, "flag") {
+			name, _, _ := strings.Cut(strings.TrimPrefix(k, "--"), " ")
+			if !known[name] {
+				t.Errorf("%s: section \"## %s\" documents flag %s, which the command does not have: remove its row or correct its name", page.Name, title, k)
+			}
+		}
 		for _, f := range flags {
 			if !strings.Contains(sec, "`--"+f.Name) {
 				t.Errorf("%s: section \"## %s\" does not document flag --%s (%s): add a row \"| `--%s ...` | <default> | <meaning> |\" to its flag table",

@@ -47,9 +47,9 @@ func runFmt(stdin io.Reader, out, errOut io.Writer, files []string, check bool) 
 		var src []byte
 		var err error
 		if name == "-" {
-			src, err = io.ReadAll(stdin)
+			src, err = policytool.ReadSource(stdin)
 		} else {
-			src, err = os.ReadFile(name)
+			src, err = policytool.ReadSourceFile(name)
 		}
 		if err != nil {
 			fmt.Fprintf(errOut, "%s: %v\n", name, err)

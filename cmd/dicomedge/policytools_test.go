@@ -107,6 +107,12 @@ func TestPolicyFmt(t *testing.T) {
 		t.Errorf("fmt on a syntax error: exit %d, file changed %v; want 2 and untouched", code, readString(t, broken) != before)
 	}
 
+	// Only regular files are read: a device is refused, not read forever.
+	code, _, errOut = policyRun(t, "policy", "fmt", "--check", "/dev/zero")
+	if code != 2 || !strings.Contains(errOut, "/dev/zero: not a regular file") {
+		t.Errorf("fmt --check /dev/zero: exit %d, stderr %q; want 2, not a regular file", code, errOut)
+	}
+
 	// FILE - filters standard input to standard output.
 	var stdout, stderr bytes.Buffer
 	root := newRootCmd(&stdout, &stderr)

@@ -19,7 +19,8 @@ import (
 // nothing changes; under a v2 where one rule lost C-STORE, exactly the
 // C-STORE requests of the associations that rule decided are listed; under
 // a v3 where only the deny rule changed, exactly the associations it
-// rejected.
+// rejected; under a v4 where a relay rule rejects, exactly the association
+// it relayed.
 func TestPolicyReplayRealTraffic(t *testing.T) {
 	testpeer.Require(t, "echoscu", "storescu", "storescp")
 	bin := buildBinary(t)
@@ -29,7 +30,7 @@ func TestPolicyReplayRealTraffic(t *testing.T) {
 		t.Fatalf("certs init: exit %d\n%s%s", code, out, errOut)
 	}
 	pacs := testpeer.StartStoreSCP(t, "REALPACS")
-	listen, admin := testpeer.FreeAddr(t), testpeer.FreeAddr(t)
+	listen, admin, inside := testpeer.FreeAddr(t), testpeer.FreeAddr(t), testpeer.FreeAddr(t)
 	v1 := fmt.Sprintf(`edge {
   listen        = %q
   admin_listen  = %q
@@ -45,9 +46,24 @@ audit {
   file  = "audit/audit.jsonl"
   fsync = "50ms"
 }
+listener "inside" {
+  listen     = %q
+  tls        = false
+  allow_cidr = ["127.0.0.0/8"]
+}
 backend "pacs" {
   address  = %q
   ae_title = "REALPACS"
+}
+rule "inside-store" {
+  when {
+    listener   = ["inside"]
+    calling_ae = ["ARCHIVER"]
+  }
+  relay {
+    backend  = "pacs"
+    services = ["C-ECHO", "C-STORE"]
+  }
 }
 rule "echo" {
   when {
@@ -80,7 +96,7 @@ rule "workstations" {
 rule "deny" {
   reject { reason = "calling-ae-not-recognized" }
 }
-`, listen, admin, pacs.Addr)
+`, listen, admin, inside, pacs.Addr)
 	write := func(name, src string) string {
 		t.Helper()
 		p := filepath.Join(dir, name)
@@ -115,8 +131,41 @@ rule "deny" {
     transient = true
   }`))
 
+	// v4: one rule changed, "workstations" rejects instead of relaying.
+	v4File := write("v4.hcl", edit(v1, `    client_cn = ["ws"]
+    called_ae = ["MAINPACS"]
+  }
+  relay {
+    backend  = "pacs"
+    services = ["C-ECHO", "C-STORE"]
+  }`, `    client_cn = ["ws"]
+    called_ae = ["MAINPACS"]
+  }
+  reject { reason = "called-ae-not-recognized" }`))
+
+	// v5: the inside listener and its rule removed: its records cannot be
+	// decided again and are reported, not guessed.
+	v5 := edit(v1, fmt.Sprintf(`listener "inside" {
+  listen     = %q
+  tls        = false
+  allow_cidr = ["127.0.0.0/8"]
+}
+`, inside), "")
+	v5File := write("v5.hcl", edit(v5, `rule "inside-store" {
+  when {
+    listener   = ["inside"]
+    calling_ae = ["ARCHIVER"]
+  }
+  relay {
+    backend  = "pacs"
+    services = ["C-ECHO", "C-STORE"]
+  }
+}
+`, ""))
+
 	edge := testpeer.Start(t, bin, "serve", "--config", v1File)
 	testpeer.WaitListening(t, listen, 30*time.Second, edge)
+	testpeer.WaitListening(t, inside, 10*time.Second, edge)
 	files, _ := testpeer.WriteDICOMFiles(t, filepath.Join(dir, "images"), "PAT-REPLAY", 2, 32, 32)
 	tlsFor := func(client string) []string {
 		return []string{"+tls", filepath.Join(certs, client+"-key.pem"), filepath.Join(certs, client+".pem"), "+cf", filepath.Join(certs, "ca.pem")}
@@ -133,6 +182,11 @@ rule "deny" {
 		{"storescu", "ws", "WS1", "MAINPACS", files[:1], true},      // workstations: one C-STORE
 		{"echoscu", "client", "OTHER", "MAINPACS", nil, false},      // deny
 		{"echoscu", "ws", "WS1", "DICOMEDGE", nil, false},           // deny
+	}
+	// The inside listener speaks plain DICOM: no certificate, the address is the client.
+	if out, err := testpeer.Run(testpeer.Context(t, 30*time.Second), "storescu", "-aet", "ARCHIVER", "-aec", "MAINPACS",
+		testpeer.Host(inside), fmt.Sprint(testpeer.Port(inside)), files[1]); err != nil {
+		t.Fatalf("storescu on the inside listener: %v\n%s", err, out)
 	}
 	for _, a := range traffic {
 		args := append(tlsFor(a.client), "-aet", a.calling, "-aec", a.called, testpeer.Host(listen), fmt.Sprint(testpeer.Port(listen)))
@@ -152,8 +206,8 @@ rule "deny" {
 		t.Fatal("serve did not stop")
 	}
 	auditFile := filepath.Join(dir, "audit", "audit.jsonl")
-	if n := len(recordsOf(t, auditFile, "dimse")); n != 5 {
-		t.Fatalf("the log holds %d dimse records, want 5 (1 C-ECHO, 4 C-STORE)", n)
+	if n := len(recordsOf(t, auditFile, "dimse")); n != 6 {
+		t.Fatalf("the log holds %d dimse records, want 6 (1 C-ECHO, 5 C-STORE)", n)
 	}
 
 	replay := func(config string, extra ...string) (int, []string, string) {
@@ -178,26 +232,49 @@ rule "deny" {
 	}
 
 	code, lines, errOut := replay(v1File, "--exit-code")
-	if code != 0 || len(lines) != 1 || lines[0] != "6 associations replayed, 0 would change" {
+	if code != 0 || len(lines) != 1 || lines[0] != "7 associations replayed, 0 would change" {
 		t.Errorf("replay under v1: exit %d\n%s\n%s", code, strings.Join(lines, "\n"), errOut)
 	}
 
 	code, lines, errOut = replay(v2File, "--exit-code")
+	t.Logf("replay under v2 (modalities without C-STORE):\n%s", strings.Join(lines, "\n"))
 	want := []string{
 		`client 127.0.0.1  MOD1→MAINPACS  C-STORE 1.2.840.10008.5.1.4.1.1.7: allowed → refused (service not allowed by rule "modalities")`,
 		`client 127.0.0.1  MOD1→MAINPACS  C-STORE 1.2.840.10008.5.1.4.1.1.7: allowed → refused (service not allowed by rule "modalities")`,
 		`client 127.0.0.1  MOD2→MAINPACS  C-STORE 1.2.840.10008.5.1.4.1.1.7: allowed → refused (service not allowed by rule "modalities")`,
-		"6 associations replayed, 2 would change",
+		"7 associations replayed, 2 would change",
 	}
 	if code != 1 || strings.Join(append(changes(lines), lines[len(lines)-1]), "\n") != strings.Join(want, "\n") {
 		t.Errorf("replay under v2: exit %d (want 1)\n got:\n%s\nwant:\n%s\n%s", code, strings.Join(lines, "\n"), strings.Join(want, "\n"), errOut)
 	}
 
+	code, lines, errOut = replay(v4File)
+	t.Logf("replay under v4 (workstations rejected):\n%s", strings.Join(lines, "\n"))
+	want = []string{
+		`ws 127.0.0.1  WS1→MAINPACS  relay pacs by rule "workstations" → reject called-ae-not-recognized by rule "workstations"`,
+		"7 associations replayed, 1 would change",
+	}
+	if code != 0 || strings.Join(append(changes(lines), lines[len(lines)-1]), "\n") != strings.Join(want, "\n") {
+		t.Errorf("replay under v4: exit %d\n got:\n%s\nwant:\n%s\n%s", code, strings.Join(lines, "\n"), strings.Join(want, "\n"), errOut)
+	}
+
+	code, lines, errOut = replay(v5File)
+	t.Logf("replay under v5 (no inside listener):\n%s", strings.Join(lines, "\n"))
+	want = []string{
+		`127.0.0.1  ARCHIVER→MAINPACS on inside  not replayed: listener "inside" is not in the policy`,
+		"6 associations replayed, 0 would change",
+		"1 association record not replayed (listed above)",
+	}
+	if code != 0 || len(lines) != 3 || stamp.ReplaceAllString(lines[0], "")+"\n"+lines[1]+"\n"+lines[2] != strings.Join(want, "\n") {
+		t.Errorf("replay under v5: exit %d\n got:\n%s\nwant:\n%s\n%s", code, strings.Join(lines, "\n"), strings.Join(want, "\n"), errOut)
+	}
+
 	code, lines, errOut = replay(v3File)
+	t.Logf("replay under v3 (deny transient):\n%s", strings.Join(lines, "\n"))
 	want = []string{
 		`client 127.0.0.1  OTHER→MAINPACS  reject calling-ae-not-recognized by rule "deny" → reject calling-ae-not-recognized (transient) by rule "deny"`,
 		`ws 127.0.0.1  WS1→DICOMEDGE  reject calling-ae-not-recognized by rule "deny" → reject calling-ae-not-recognized (transient) by rule "deny"`,
-		"6 associations replayed, 2 would change",
+		"7 associations replayed, 2 would change",
 	}
 	if code != 0 || strings.Join(append(changes(lines), lines[len(lines)-1]), "\n") != strings.Join(want, "\n") {
 		t.Errorf("replay under v3: exit %d (want 0 without --exit-code)\n got:\n%s\nwant:\n%s\n%s", code, strings.Join(lines, "\n"), strings.Join(want, "\n"), errOut)

@@ -56,6 +56,16 @@ func Read(t testing.TB, name string) Page {
 // #s) is title, or whose first word is title when prefix is set, up to the
 // next heading of the same or a higher level.
 func (p Page) Section(title string, prefix bool) (string, bool) {
+	return p.section(title, prefix, false)
+}
+
+// Own is Section without the subsections: the text up to the next heading
+// of any level.
+func (p Page) Own(title string, prefix bool) (string, bool) {
+	return p.section(title, prefix, true)
+}
+
+func (p Page) section(title string, prefix, own bool) (string, bool) {
 	lines := strings.Split(p.Text, "\n")
 	for i, l := range lines {
 		level, text := heading(l)
@@ -67,7 +77,7 @@ func (p Page) Section(title string, prefix bool) (string, bool) {
 		}
 		var b strings.Builder
 		for _, m := range lines[i+1:] {
-			if lv, _ := heading(m); lv > 0 && lv <= level {
+			if lv, _ := heading(m); lv > 0 && (own || lv <= level) {
 				break
 			}
 			b.WriteString(m)
@@ -177,4 +187,38 @@ func StringLit(e ast.Expr) (string, bool) {
 	}
 	s, err := strconv.Unquote(bl.Value)
 	return s, err == nil
+}
+
+// Keys returns the first cells of the rows of every table in text whose
+// header's first cell is header, each as written between its first pair
+// of backticks (cells without backticks are left out). Tests use it to find
+// documented names the code no longer has.
+func Keys(text, header string) []string {
+	var out []string
+	in := false
+	for _, l := range strings.Split(text, "\n") {
+		l = strings.TrimSpace(l)
+		if !strings.HasPrefix(l, "|") {
+			in = false
+			continue
+		}
+		cells := strings.Split(l, "|")
+		if len(cells) < 3 {
+			continue
+		}
+		first := strings.TrimSpace(cells[1])
+		switch {
+		case first == header:
+			in = true
+			continue
+		case !in || strings.Trim(first, "-: ") == "":
+			continue
+		}
+		if _, rest, ok := strings.Cut(first, "`"); ok {
+			if key, _, ok := strings.Cut(rest, "`"); ok {
+				out = append(out, key)
+			}
+		}
+	}
+	return out
 }

@@ -25,6 +25,7 @@ type PKI struct {
 // certificate valid from an hour ago for a day, with an ECDSA P-256 key.
 type CertOptions struct {
 	CN        string
+	Subject   string // the whole subject as openssl -subj takes it (UTF-8), e.g. "/CN=a/CN=b"; overrides CN
 	DNS       []string
 	IPs       []string
 	URIs      []string
@@ -106,7 +107,11 @@ func (p *PKI) Issue(t testing.TB, name string, o CertOptions) (certFile, keyFile
 		cn = name
 	}
 	args := append([]string{"req", "-new"}, keyArgs...)
-	args = append(args, "-nodes", "-keyout", keyFile, "-out", csr, "-subj", "/O=dicomedge tests/CN="+cn)
+	subj := "/O=dicomedge tests/CN=" + cn
+	if o.Subject != "" {
+		subj = o.Subject
+	}
+	args = append(args, "-nodes", "-utf8", "-keyout", keyFile, "-out", csr, "-subj", subj)
 	openssl(t, p.Dir, args...)
 
 	var san []string

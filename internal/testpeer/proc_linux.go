@@ -3,9 +3,14 @@
 package testpeer
 
 import (
+	"fmt"
+	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
+	"strings"
 	"syscall"
+	"time"
 )
 
 // startOrphanProof starts cmd so that the kernel kills it when the test
@@ -22,4 +27,28 @@ func startOrphanProof(cmd *exec.Cmd) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	return cmd.Start()
+}
+
+// CPU is the user+system CPU time the running process has used so far
+// (its threads included), from /proc/PID/stat; 0 when it cannot be read.
+func (p *Process) CPU() time.Duration {
+	if p == nil || p.Cmd == nil || p.Cmd.Process == nil {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.Cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) may hold spaces; the fields after its
+	// closing parenthesis start at field 3, so utime and stime (fields 14
+	// and 15) are the 12th and 13th of them, in clock ticks (USER_HZ, 100
+	// on Linux).
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * (time.Second / 100)
 }

@@ -2,6 +2,12 @@
 
 package testpeer
 
-import "os/exec"
+import (
+	"os/exec"
+	"time"
+)
 
 func startOrphanProof(cmd *exec.Cmd) error { return cmd.Start() }
+
+// CPU is not measured on this platform.
+func (p *Process) CPU() time.Duration { return 0 }

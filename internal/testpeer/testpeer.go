@@ -61,15 +61,25 @@ func Env(extra ...string) []string {
 
 // Run runs a peer to completion and returns its combined output.
 func Run(ctx context.Context, name string, args ...string) (string, error) {
+	out, _, err := RunCPU(ctx, name, args...)
+	return out, err
+}
+
+// RunCPU is Run that also returns the user+system CPU time the peer used.
+func RunCPU(ctx context.Context, name string, args ...string) (string, time.Duration, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = Env()
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := startOrphanProof(cmd); err != nil {
-		return "", err
+		return "", 0, err
 	}
 	err := cmd.Wait()
-	return out.String(), err
+	var cpu time.Duration
+	if ps := cmd.ProcessState; ps != nil {
+		cpu = ps.UserTime() + ps.SystemTime()
+	}
+	return out.String(), cpu, err
 }
 
 // Process is a long-running peer whose output is kept for failure messages.

@@ -1,0 +1,91 @@
+package audit
+
+import (
+	"strings"
+	"unicode/utf8"
+)
+
+// unsafeRune reports whether r must never appear raw in a record or on a
+// reviewer's screen: C0 and C1 control characters and DEL (they move the
+// cursor or start terminal control sequences: U+009B is a one-byte CSI,
+// U+0085 a line break), and the bidirectional formatting characters that
+// reorder what follows them (U+202A-U+202E embeddings and overrides,
+// U+2066-U+2069 isolates, U+200E/U+200F and U+061C marks), with which a
+// crafted name can display as another. U+2028/U+2029 end lines in
+// JavaScript. Such characters reach the trail in AE titles, UIDs and
+// certificate fields that clients choose.
+func unsafeRune(r rune) bool {
+	switch {
+	case r < 0x20, r >= 0x7f && r <= 0x9f:
+		return true
+	case r == 0x061c, r == 0x200e, r == 0x200f, r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069,
+		r == 0x2028, r == 0x2029:
+		return true
+	}
+	return false
+}
+
+// Escape returns s with every character unsafeRune names written as
+// \uXXXX (and invalid UTF-8 as \ufffd), for tables and summaries: what a
+// client sent is shown, never interpreted by the terminal.
+func Escape(s string) string {
+	clean := true
+	for _, r := range s {
+		if unsafeRune(r) || r == utf8.RuneError {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			b.WriteString(`\ufffd`)
+		case unsafeRune(r):
+			b.Write(appendU(nil, r))
+		default:
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
+}
+
+// EscapeLine rewrites the characters unsafeRune names that a JSON line
+// holds raw (a line written by an older version, or by hand) as \uXXXX:
+// the same JSON value, safe to print. Lines the Writer wrote come back
+// unchanged.
+func EscapeLine(line []byte) []byte {
+	var out []byte
+	start := 0
+	for i := 0; i < len(line); {
+		c := line[i]
+		if c < utf8.RuneSelf && c != 0x7f {
+			i++
+			continue
+		}
+		r, size := rune(c), 1
+		if c >= utf8.RuneSelf {
+			r, size = utf8.DecodeRune(line[i:])
+		}
+		if (r >= 0x20 || r == 0x7f) && unsafeRune(r) {
+			out = append(out, line[start:i]...)
+			out = appendU(out, r)
+			start = i + size
+		}
+		i += size
+	}
+	if out == nil {
+		return line
+	}
+	return append(out, line[start:]...)
+}
+
+// appendU writes r (in the Basic Multilingual Plane) as \uXXXX.
+func appendU(b []byte, r rune) []byte {
+	return append(b, '\\', 'u', hexDigits[r>>12&0xf], hexDigits[r>>8&0xf], hexDigits[r>>4&0xf], hexDigits[r&0xf])
+}
