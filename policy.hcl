@@ -48,7 +48,8 @@ audit {
   #   address = "siem.example.org:6514" # RFC 5424 over TLS
   #   format  = "atna"                  # DICOM PS3.15 A.5 audit messages, or "json"
   #   ca      = ["certs/siem-ca.pem"]
-  # }
+  #   # the edge presents its own certificate (above) unless cert_file/key_file name another
+  # }                                   # forwarding follows this file from a cursor: an outage loses nothing
 }
 
 # The PACS inside the hospital network. It speaks plain DICOM; the edge adds TLS on the outside.

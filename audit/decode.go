@@ -278,6 +278,8 @@ func (d *eventDecoder) event(e *Event) bool {
 			return d.str(&e.SOPClass)
 		case "sop_instance":
 			return d.str(&e.SOPInstance)
+		case "study_uid":
+			return d.str(&e.StudyUID)
 		case "message_id":
 			return d.int(&e.MessageID)
 		case "status":

@@ -85,6 +85,7 @@ type Event struct {
 	Service         string `json:"service,omitempty"` // "C-STORE", ...
 	SOPClass        string `json:"sop_class,omitempty"`
 	SOPInstance     string `json:"sop_instance,omitempty"`
+	StudyUID        string `json:"study_uid,omitempty"` // C-STORE: the data set's Study Instance UID (0020,000D)
 	MessageID       int    `json:"message_id,omitempty"`
 	Status          string `json:"status,omitempty"` // "0x0000"
 	MoveDestination string `json:"move_destination,omitempty"`
@@ -186,6 +187,7 @@ func (e *Event) appendJSON(b []byte) []byte {
 	b = optString(b, "service", e.Service)
 	b = optString(b, "sop_class", e.SOPClass)
 	b = optString(b, "sop_instance", e.SOPInstance)
+	b = optString(b, "study_uid", e.StudyUID)
 	b = optInt(b, "message_id", int64(e.MessageID))
 	b = optString(b, "status", e.Status)
 	b = optString(b, "move_destination", e.MoveDestination)

@@ -45,8 +45,9 @@ type SyslogConfig struct {
 	ConfirmAfter time.Duration
 	DialTimeout  time.Duration // default 5s
 	MaxBackoff   time.Duration // reconnect back-off cap; default 10s
-	// CloseTimeout bounds how long Close keeps delivering the backlog;
-	// default 5s. What is left is sent after the next start.
+	// CloseTimeout bounds how long Close keeps delivering the backlog while
+	// the collector is reachable; default 5s. During an outage Close does
+	// not wait. What is left is sent after the next start.
 	CloseTimeout time.Duration
 	Logger       hclog.Logger
 }
@@ -369,8 +370,20 @@ func (f *Forwarder) send() {
 	}()
 	for {
 		s.check(time.Now())
+		if !s.closing {
+			select {
+			case <-f.closing:
+				s.closing = true
+			default:
+			}
+		}
 		if s.closing && len(s.pending) == 0 && s.taken >= f.target.Load() {
 			s.finish()
+			return
+		}
+		if s.closing && s.down {
+			// The collector is away: a stop need not wait for it, the
+			// backlog stays in the file for the next start.
 			return
 		}
 		if len(s.pending) == 0 {
@@ -399,8 +412,13 @@ func (f *Forwarder) send() {
 			continue
 		}
 		if s.conn == nil && !s.dial() {
+			var closing <-chan struct{}
+			if !s.closing {
+				closing = f.closing
+			}
 			select {
 			case <-time.After(time.Until(s.nextDial)):
+			case <-closing:
 			case <-f.stopNow:
 				return
 			}

@@ -95,6 +95,7 @@ var (
 	codeApplication         = atnaCode{"110150", "DCM", "Application"}
 	codeDestinationRole     = atnaCode{"110152", "DCM", "Destination Role ID"}
 	codeSourceRole          = atnaCode{"110153", "DCM", "Source Role ID"}
+	codeStudyInstanceUID    = atnaCode{"110180", "DCM", "Study Instance UID"}
 	codeSOPClassUID         = atnaCode{"110181", "DCM", "SOP Class UID"}
 	codePatientNumber       = atnaCode{"2", "RFC-3881", "Patient Number"}
 )
@@ -227,6 +228,11 @@ func ATNA(e *Event, host string) []byte {
 		m.Participants = []atnaParticipant{peer, edge}
 		if e.SOPClass != "" {
 			o := atnaObject{ID: e.SOPClass, Type: 2, Role: 3, IDType: codeSOPClassUID}
+			if e.StudyUID != "" {
+				// PS3.15 A.5.3.2: the study transferred is the participant
+				// object, its SOP Class and instances in the description.
+				o.ID, o.IDType = e.StudyUID, codeStudyInstanceUID
+			}
 			if e.Service == "C-FIND" {
 				o.Role = 24
 			}

@@ -25,7 +25,7 @@ func syslogEvents() []Event {
 		{Event: EventTLSFailed, Remote: "203.0.113.9:50000", Reason: "unknown-ca"},
 		{Event: EventAccepted, Assoc: "a1", Remote: "127.0.0.1:40000", Client: &Client{Subject: "CN=mod1,O=Clinic A", CN: "mod1"}, CallingAE: "CLINA_CT1", CalledAE: "MAINPACS", Rule: "r", Action: "relay", Backend: "pacs"},
 		{Event: EventDIMSE, Assoc: "a1", Remote: "127.0.0.1:40000", CallingAE: "CLINA_CT1", CalledAE: "MAINPACS", Service: "C-STORE",
-			SOPClass: "1.2.840.10008.5.1.4.1.1.2", SOPInstance: "1.2.3.4.5", Status: "0x0000", PatientID: "hmac-sha256:ab", Bytes: 1000, Allowed: Bool(true)},
+			SOPClass: "1.2.840.10008.5.1.4.1.1.2", SOPInstance: "1.2.3.4.5", StudyUID: "1.2.3.4", Status: "0x0000", PatientID: "hmac-sha256:ab", Bytes: 1000, Allowed: Bool(true)},
 		{Event: EventDIMSE, Assoc: "a1", Service: "C-MOVE", Status: "0x0124", MoveDestination: "EVIL", Allowed: Bool(false)},
 		{Event: EventRejected, Remote: "198.51.100.7:1", CallingAE: "WHO <&>", CalledAE: "MAINPACS", Result: 1, Source: 1, ReasonCode: 3, Reason: "calling-ae-not-recognized"},
 		{Event: EventReleased, Assoc: "a1", BytesIn: 10, BytesOut: 20},
@@ -171,7 +171,7 @@ func TestSyslogATNAToRsyslog(t *testing.T) {
 	// Spot checks on the content an ATNA repository keys on.
 	store := strings.SplitN(got[2], "|", 5)[4]
 	for _, s := range []string{`AlternativeUserID="AETITLES=CLINA_CT1"`, `NetworkAccessPointID="127.0.0.1" NetworkAccessPointTypeCode="2"`,
-		`<Instance UID="1.2.3.4.5">`, `ParticipantObjectID="hmac-sha256:ab" ParticipantObjectTypeCode="1" ParticipantObjectTypeCodeRole="1"`} {
+		`<Instance UID="1.2.3.4.5">`, `ParticipantObjectID="1.2.3.4" ParticipantObjectTypeCode="2" ParticipantObjectTypeCodeRole="3"><ParticipantObjectIDTypeCode csd-code="110180"`, `ParticipantObjectID="hmac-sha256:ab" ParticipantObjectTypeCode="1" ParticipantObjectTypeCodeRole="1"`} {
 		if !strings.Contains(store, s) {
 			t.Fatalf("C-STORE message lacks %s:\n%s", s, store)
 		}
@@ -211,7 +211,6 @@ func TestSyslogBacklogAcrossOutageAndRestart(t *testing.T) {
 	logger := hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Info})
 	cfg := c.config("json")
 	cfg.Logger = logger
-	cfg.CloseTimeout = 300 * time.Millisecond // the collector is down at the restart: do not wait for it
 	w := openT(t, Config{File: file, Syslog: cfg, Fsync: 10 * time.Millisecond})
 	for i := range 5 {
 		w.Log(Event{Event: EventDIMSE, Service: "C-ECHO", MessageID: i + 1})
@@ -224,8 +223,12 @@ func TestSyslogBacklogAcrossOutageAndRestart(t *testing.T) {
 		w.Log(Event{Event: EventDIMSE, Service: "C-ECHO", MessageID: i + 1})
 	}
 	waitFor(t, "the outage noticed", func() bool { return strings.Contains(logs.String(), "records wait in the audit file") })
+	stopStart := time.Now()
 	if err := w.Close(); err != nil { // edge stops while the collector is down
 		t.Fatal(err)
+	}
+	if d := time.Since(stopStart); d > 10*time.Second { // CloseTimeout is 30 s: Close must not wait for a collector that is away
+		t.Fatalf("Close took %v during the outage", d)
 	}
 	if cur, err := readCursor(CursorPath(file)); err != nil || cur.Seq != 5 {
 		t.Fatalf("cursor after the stop: %+v, %v; want seq 5", cur, err)

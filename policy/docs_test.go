@@ -3,8 +3,10 @@ package policy
 import (
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dicomedge/dicomedge/internal/doccheck"
 )
@@ -86,6 +88,80 @@ func TestDocsCoverPolicySchema(t *testing.T) {
 				t.Errorf("%s: section \"%s %s\" has no row for attribute %s.%s: add \"| `%s` | <type> | <default, from the policy package> | <meaning> |\" to its table",
 					page.Name, level, b.path, b.path, a, a)
 			}
+		}
+	}
+}
+
+// shortDuration writes d as policy.hcl would ("10m", not "10m0s").
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// TestDocsPolicyDefaults holds the default column of docs/policy.md to what
+// the loader fills in when an attribute is left out.
+func TestDocsPolicyDefaults(t *testing.T) {
+	page := doccheck.Read(t, "policy.md")
+	cfg, diags := Load("/etc/dicomedge/policy.hcl", []byte(`
+tls {
+  client_ca = ["ca.pem"]
+  acme { domains = ["edge.example.org"] }
+}
+audit {
+  syslog { address = "siem.example.org:6514" }
+}
+listener "inside" { listen = ":11112" }
+rule "r" {
+  reject {}
+}
+`))
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	q := strconv.Quote
+	d := func(x time.Duration) string { return q(shortDuration(x)) }
+	rj := cfg.Policy.Evaluate(&Input{})
+	cases := []struct{ block, attr, want string }{
+		{"edge", "ae_title", q(cfg.Edge.AETitle)},
+		{"edge", "listen", q(cfg.Edge.Listen)},
+		{"edge", "max_pdu_length", strconv.Itoa(int(cfg.Edge.MaxPDULength))},
+		{"edge", "max_associations", strconv.Itoa(cfg.Edge.MaxAssociations)},
+		{"edge", "artim_timeout", d(cfg.Edge.ARTIMTimeout)},
+		{"edge", "idle_timeout", d(cfg.Edge.IdleTimeout)},
+		{"edge", "drain_timeout", d(cfg.Edge.DrainTimeout)},
+		{"tls", "profile", q(cfg.TLS.Profile)},
+		{"tls.acme", "directory", q(cfg.TLS.ACME.Directory)},
+		{"tls.acme", "http_port", strconv.Itoa(cfg.TLS.ACME.HTTPPort)},
+		{"audit", "file", q(strings.TrimPrefix(cfg.Audit.File, "/etc/dicomedge/"))},
+		{"audit", "patient_ids", q(cfg.Audit.PatientIDs)},
+		{"audit", "fsync", d(cfg.Audit.Fsync)},
+		{"audit", "on_full", q(cfg.Audit.OnFull)},
+		{"audit.syslog", "format", q(cfg.Audit.Syslog.Format)},
+		{"listener", "tls", strconv.FormatBool(cfg.Listener("inside").TLS)},
+		{"rule.reject", "reason", q(rj.Reject.ReasonName)},
+		{"rule.reject", "transient", strconv.FormatBool(rj.Reject.Result == 2)},
+	}
+	for _, c := range cases {
+		sec, ok := page.Own(c.block, true)
+		if !ok {
+			t.Errorf("%s: no section for block %s", page.Name, c.block)
+			continue
+		}
+		row, ok := doccheck.Row(sec, c.attr)
+		if !ok {
+			t.Errorf("%s: no row for %s.%s", page.Name, c.block, c.attr)
+			continue
+		}
+		cells := strings.Split(row, "|")
+		if len(cells) < 5 || strings.TrimSpace(cells[3]) != "`"+c.want+"`" {
+			t.Errorf("%s: %s.%s: the default column says %q; the loader's default is `%s`", page.Name, c.block, c.attr,
+				strings.TrimSpace(cells[min(3, len(cells)-1)]), c.want)
 		}
 	}
 }

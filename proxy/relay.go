@@ -243,7 +243,8 @@ func (r *relay) accepted(rq *association.AssociateRQ, ac *association.AssociateA
 	c := r.c
 	cac, icfg, accepted := clientAC(rq, ac, removed, r.cfg.Edge.MaxPDULength)
 	icfg.Policy, icfg.Rule = &r.d, r.d.Rule
-	icfg.ScanPatientID = c.s.Audit != nil && r.cfg.Audit.PatientIDs != "omit"
+	// Scanned with patient_ids = "omit" too: the record names the study.
+	icfg.ScanPatientID = c.s.Audit != nil
 	if called := association.TrimAE(rq.CalledAE); r.d.AllowsService("C-FIND") && called != r.d.Backend.AETitle {
 		// A client that follows Retrieve AE Title (0008,0054) in a C-FIND
 		// answer must reach the edge again, not the backend it cannot call.

@@ -142,8 +142,9 @@ func (r *relay) auditOps(recs []inspect.Record) {
 		e.Status, e.MoveDestination, e.Detail = rec.StatusHex(), rec.MoveDestination, rec.Detail
 		e.Bytes, e.MS, e.Allowed = rec.Bytes, rec.Duration.Milliseconds(), audit.Bool(rec.Allowed)
 		if rec.HasPatientID {
-			e.PatientID = c.s.Audit.PatientID(rec.PatientID)
+			e.PatientID = c.s.Audit.PatientID(rec.PatientID) // "" with patient_ids = "omit"
 		}
+		e.StudyUID = rec.StudyUID
 		c.s.auditEvent(e)
 	}
 }

@@ -46,7 +46,12 @@ func fakeDNS(t *testing.T) string {
 type pebble struct {
 	dir, mgmt string
 	httpsCA   string // the CA of Pebble's own HTTPS certificate
+	proc      *testpeer.Process
 }
+
+// issued counts the certificates Pebble has issued so far (its log line
+// "Issued certificate serial ... for order ...").
+func (p *pebble) issued() int { return strings.Count(p.proc.Output(), "Issued certificate serial") }
 
 // startPebble runs Debian's pebble with real challenge validation: its
 // TLS-ALPN-01 port is tlsPort on loopback, where the test puts the edge.
@@ -76,7 +81,7 @@ func startPebble(t *testing.T, tlsPort, httpPort int, validity time.Duration) *p
 	p := testpeer.Start(t, "pebble", "-config", confPath, "-dnsserver", fakeDNS(t))
 	testpeer.WaitListening(t, listen, testpeer.StartupTimeout, p)
 	testpeer.WaitListening(t, mgmt, testpeer.StartupTimeout, p)
-	return &pebble{dir: "https://" + listen + "/dir", mgmt: mgmt, httpsCA: https.CACert}
+	return &pebble{dir: "https://" + listen + "/dir", mgmt: mgmt, httpsCA: https.CACert, proc: p}
 }
 
 // root fetches the root that signs Pebble's issued certificates.

@@ -109,8 +109,10 @@ func InitDevPKI(dir string, hosts []string, clients []string) (created []string,
 	}
 
 	edge := &x509.Certificate{
-		Subject:     pkix.Name{Organization: []string{"dicomedge development"}, CommonName: "dicomedge"},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		Subject: pkix.Name{Organization: []string{"dicomedge development"}, CommonName: "dicomedge"},
+		// clientAuth too: the edge presents this certificate to an audit
+		// collector (audit.syslog) and to backends that require one.
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
 	seen := map[string]bool{}
 	for _, h := range append(append([]string(nil), hosts...), "localhost", "127.0.0.1", "::1") {

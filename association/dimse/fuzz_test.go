@@ -52,6 +52,7 @@ func FuzzPatientIDScanner(f *testing.F) {
 	f.Add([]byte(ex(0x0010, 0x0020, "LO", []byte("P1"))), uint16(3), false)
 	f.Add(join(im(0x0008, 0x1032, nil, u), delim(0xE000, u), im(0x0008, 0x0100, []byte("C ")), delim(0xE00D, 0), delim(0xE0DD, 0),
 		im(0x0010, 0x0020, []byte("IMPL"))), uint16(17), true)
+	f.Add(join(ex(0x0020, 0x000D, "UI", []byte("1.2\x00")), ex(0x7FE0, 0x0010, "OW", make([]byte, 64)), ex(0x0010, 0x0020, "LO", []byte("LATE"))), uint16(30), false)
 	f.Add(join(ex(0x0008, 0x1032, "SQ", nil, u), delim(0xE000, 8), []byte("abcdefgh"), delim(0xE0DD, 0), ex(0x0010, 0x0020, "LO", []byte("Q"))), uint16(1), false)
 	f.Fuzz(func(t *testing.T, data []byte, split uint16, implicit bool) {
 		ts := association.ExplicitVRLittleEndian
@@ -66,8 +67,11 @@ func FuzzPatientIDScanner(f *testing.F) {
 		parts.Feed(data[k:])
 		id1, ok1 := whole.PatientID()
 		id2, ok2 := parts.PatientID()
-		if id1 != id2 || ok1 != ok2 || whole.Done() != parts.Done() {
-			t.Fatalf("whole %q %v %v, split at %d %q %v %v", id1, ok1, whole.Done(), k, id2, ok2, parts.Done())
+		st1, _ := whole.StudyInstanceUID()
+		st2, _ := parts.StudyInstanceUID()
+		if id1 != id2 || ok1 != ok2 || st1 != st2 || whole.Done() != parts.Done() || whole.Undetermined() != parts.Undetermined() {
+			t.Fatalf("whole %q %v %v %q, split at %d %q %v %v %q", id1, ok1, whole.Done(), whole.Undetermined(),
+				k, id2, ok2, parts.Done(), parts.Undetermined())
 		}
 		if len(id1) > maxPatientIDLen {
 			t.Fatalf("patient ID of %d bytes", len(id1))

@@ -2,6 +2,7 @@ package dimse
 
 import (
 	"encoding/binary"
+	"fmt"
 	"strings"
 
 	"github.com/dicomedge/dicomedge/association"
@@ -9,6 +10,7 @@ import (
 
 const (
 	tagPatientID          = 0x00100020
+	tagStudyInstanceUID   = 0x0020000D
 	undefinedLength       = 0xFFFFFFFF
 	maxPatientIDLen       = 256 // LO is at most 64 characters; allow slack, never more
 	maxSequenceDepth      = 32
@@ -17,26 +19,35 @@ const (
 	tagSequenceDelimitate = 0xFFFEE0DD
 )
 
-// PatientIDScanner finds Patient ID (0010,0020) in a data set fed to it in
-// fragments, as the C-STORE data-set PDVs arrive. It holds at most one
-// element header and the Patient ID value, skips other values as they pass,
-// walks undefined-length sequences, and gives up once the top level is past
-// group 0010 (elements are in ascending order), so it costs nothing for the
-// rest of the data set. Explicit VR Little Endian (and the encapsulated
-// syntaxes built on it) and Implicit VR Little Endian are understood; for
-// deflated or big-endian data sets it gives up at once.
+// PatientIDScanner finds Patient ID (0010,0020) and Study Instance UID
+// (0020,000D) in a data set fed to it in fragments, as the C-STORE data-set
+// PDVs arrive. It holds at most one element header and the value being
+// read, skips other values by their
+// length as they pass (pixel data included) and walks undefined-length
+// sequences and encapsulated pixel data without looking inside. It reads
+// the whole top level: PS3.5 7.1 puts elements in ascending order, but a
+// crafted data set may put Patient ID after group 0020, and a PACS that
+// sorts what it receives stores it all the same. A second, different
+// Patient ID at the top level makes the result undetermined. Explicit VR
+// Little Endian (and the encapsulated syntaxes built on it) and Implicit VR
+// Little Endian are understood; for deflated or big-endian data sets it
+// gives up at once, and says so (Undetermined).
 type PatientIDScanner struct {
 	explicit bool
 	done     bool
 	found    bool
 	id       string
+	why      string // why the scanner gave up without a certain Patient ID
+	study    string
+	hasStudy bool
 
-	hdr   [12]byte
-	nhdr  int
-	skip  uint32 // value bytes still to pass over
-	value []byte // collecting the Patient ID value
-	want  uint32 // its length
-	depth int    // undefined-length sequences we are inside
+	hdr      [12]byte
+	nhdr     int
+	skip     uint32 // value bytes still to pass over
+	value    []byte // collecting the value of valueTag
+	valueTag uint32
+	want     uint32 // its length
+	depth    int    // undefined-length sequences we are inside
 }
 
 // NewPatientIDScanner returns a scanner for data sets in the given transfer
@@ -47,7 +58,7 @@ func NewPatientIDScanner(transferSyntaxUID string) *PatientIDScanner {
 	case association.ImplicitVRLittleEndian:
 		s.explicit = false
 	case association.DeflatedExplicitVRLittleEndian, association.ExplicitVRBigEndian:
-		s.done = true
+		s.giveUp("the transfer syntax " + transferSyntaxUID + " is not scanned")
 	}
 	return s
 }
@@ -55,8 +66,31 @@ func NewPatientIDScanner(transferSyntaxUID string) *PatientIDScanner {
 // Done reports that feeding more data cannot change the result.
 func (s *PatientIDScanner) Done() bool { return s.done }
 
-// PatientID returns the value found, trimmed of padding.
-func (s *PatientIDScanner) PatientID() (string, bool) { return s.id, s.found }
+// PatientID returns the value found, trimmed of padding; false when there
+// is none or it could not be determined.
+func (s *PatientIDScanner) PatientID() (string, bool) {
+	if !s.found || s.why != "" {
+		return "", false
+	}
+	return s.id, true
+}
+
+// StudyInstanceUID returns the (first) Study Instance UID found, trimmed of
+// padding.
+func (s *PatientIDScanner) StudyInstanceUID() (string, bool) { return s.study, s.hasStudy }
+
+// Undetermined says why the data set fed so far does not tell its Patient
+// ID for certain, or "" when it does (found, or a complete top level
+// without one). Call it once the whole data set was fed.
+func (s *PatientIDScanner) Undetermined() string {
+	switch {
+	case s.why != "":
+		return s.why
+	case s.nhdr > 0 || s.skip > 0 || s.value != nil || s.depth > 0:
+		return "the data set ended inside an element"
+	}
+	return ""
+}
 
 // Write feeds data-set bytes; it never fails, so it can sit in an
 // io.MultiWriter.
@@ -65,7 +99,15 @@ func (s *PatientIDScanner) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (s *PatientIDScanner) giveUp() bool { s.done = true; s.value = nil; return true }
+// giveUp stops scanning; why, unless empty, is why the result is not
+// certain.
+func (s *PatientIDScanner) giveUp(why string) bool {
+	s.done, s.value = true, nil
+	if why != "" && s.why == "" {
+		s.why = why
+	}
+	return true
+}
 
 // Feed scans the next fragment and reports whether the scanner is done.
 func (s *PatientIDScanner) Feed(p []byte) bool {
@@ -81,8 +123,7 @@ func (s *PatientIDScanner) Feed(p []byte) bool {
 			s.value = append(s.value, p[:n]...)
 			p = p[n:]
 			if len(s.value) == int(s.want) {
-				s.id, s.found = strings.Trim(string(s.value), " \x00"), true
-				return s.giveUp()
+				s.got(s.valueTag, s.value)
 			}
 			continue
 		}
@@ -135,7 +176,7 @@ func (s *PatientIDScanner) element() {
 	switch tag {
 	case tagItem:
 		if s.depth == 0 {
-			s.giveUp() // an item outside any sequence: not a data set we understand
+			s.giveUp("an item outside any sequence") // not a data set we understand
 		} else if length != undefinedLength {
 			s.skip = length
 		}
@@ -144,28 +185,24 @@ func (s *PatientIDScanner) element() {
 		return
 	case tagSequenceDelimitate:
 		if s.depth == 0 {
-			s.giveUp()
+			s.giveUp("a sequence delimiter outside any sequence")
 			return
 		}
 		s.depth--
 		return
 	}
 	if s.depth == 0 {
-		if tag>>16 > 0x0010 {
-			s.giveUp()
-			return
-		}
-		if tag == tagPatientID {
+		study := tag == tagStudyInstanceUID && !s.hasStudy && length != undefinedLength && length <= maxPatientIDLen
+		if tag == tagPatientID || study {
 			if length == undefinedLength || length > maxPatientIDLen {
-				s.giveUp()
+				s.giveUp(fmt.Sprintf("Patient ID (0010,0020) of %d bytes", length))
 				return
 			}
 			if length == 0 {
-				s.found = true
-				s.giveUp()
+				s.got(tag, nil)
 				return
 			}
-			s.want, s.value = length, make([]byte, 0, length)
+			s.valueTag, s.want, s.value = tag, length, make([]byte, 0, length)
 			return
 		}
 	}
@@ -173,11 +210,32 @@ func (s *PatientIDScanner) element() {
 		// A sequence (or, in explicit VR, UN holding implicit-VR content,
 		// which we do not follow).
 		if vr == "UN" || s.depth >= maxSequenceDepth {
-			s.giveUp()
+			s.giveUp("an undefined-length UN element, or sequences nested too deep")
 			return
 		}
 		s.depth++
 		return
 	}
 	s.skip = length
+}
+
+// got takes a complete top-level value of tag.
+func (s *PatientIDScanner) got(tag uint32, v []byte) {
+	s.value = nil
+	t := strings.Trim(string(v), " \x00")
+	if tag == tagStudyInstanceUID {
+		s.study, s.hasStudy = t, true
+		return
+	}
+	s.patientID(t)
+}
+
+// patientID takes a top-level Patient ID value: the first, or a repeat of
+// it; a different second value leaves the result undetermined.
+func (s *PatientIDScanner) patientID(v string) {
+	if s.found && v != s.id {
+		s.giveUp("Patient ID (0010,0020) appears twice with different values")
+		return
+	}
+	s.id, s.found = v, true
 }

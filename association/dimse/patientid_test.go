@@ -56,19 +56,21 @@ func TestPatientIDScanner(t *testing.T) {
 		data      []byte
 		want      string
 		found     bool
-		doneEarly bool // done before the end of the data
+		study     string
+		doneEarly bool   // done before the end of the data (given up)
+		why       string // in Undetermined(); "" when the result is certain
 	}{
 		{
 			name: "explicit VR, plain", ts: association.ExplicitVRLittleEndian,
 			data: join(ex(0x0008, 0x0060, "CS", []byte("OT")), ex(0x0010, 0x0010, "PN", []byte("Doe^Jane")), ex(0x0010, 0x0020, "LO", []byte("PAT-1 ")), pixels),
-			want: "PAT-1", found: true, doneEarly: true,
+			want: "PAT-1", found: true,
 		},
 		{
 			name: "explicit VR, defined-length sequence and OB before", ts: association.JPEGBaseline8Bit,
 			data: join(ex(0x0008, 0x0016, "UI", []byte("1.2\x00\x00")), ex(0x0008, 0x0030, "OB", make([]byte, 300)),
 				ex(0x0008, 0x1032, "SQ", join(delim(0xE000, uint32(len(codeItemEx))), codeItemEx)),
 				ex(0x0010, 0x0020, "LO", []byte("ABC")), pixels),
-			want: "ABC", found: true, doneEarly: true,
+			want: "ABC", found: true,
 		},
 		{
 			name: "explicit VR, undefined-length sequence and items, nested", ts: association.ExplicitVRLittleEndian,
@@ -79,13 +81,13 @@ func TestPatientIDScanner(t *testing.T) {
 				delim(0xE00D, 0), delim(0xE0DD, 0),
 				delim(0xE00D, 0), delim(0xE000, uint32(len(codeItemEx))), codeItemEx, delim(0xE0DD, 0),
 				ex(0x0010, 0x0020, "LO", []byte("TOP-LEVEL ")), pixels),
-			want: "TOP-LEVEL", found: true, doneEarly: true,
+			want: "TOP-LEVEL", found: true,
 		},
 		{
 			name: "implicit VR, undefined-length sequence", ts: association.ImplicitVRLittleEndian,
 			data: join(im(0x0008, 0x0060, []byte("OT")), im(0x0008, 0x1032, nil, u), delim(0xE000, u), codeItemIm, delim(0xE00D, 0), delim(0xE0DD, 0),
 				im(0x0010, 0x0010, []byte("Doe^Jane")), im(0x0010, 0x0020, []byte("IMPL-7")), im(0x7FE0, 0x0010, make([]byte, 4000))),
-			want: "IMPL-7", found: true, doneEarly: true,
+			want: "IMPL-7", found: true,
 		},
 		{
 			name: "implicit VR, defined-length sequence", ts: association.ImplicitVRLittleEndian,
@@ -93,13 +95,54 @@ func TestPatientIDScanner(t *testing.T) {
 			want: "D2", found: true,
 		},
 		{
-			name: "no patient ID: gives up at group 0020", ts: association.ExplicitVRLittleEndian,
-			data:      join(ex(0x0010, 0x0010, "PN", []byte("Doe^Jane")), ex(0x0020, 0x000D, "UI", []byte("1.2.3\x00")), pixels),
-			doneEarly: true,
+			name: "no patient ID in the whole top level", ts: association.ExplicitVRLittleEndian,
+			data:  join(ex(0x0010, 0x0010, "PN", []byte("Doe^Jane")), ex(0x0020, 0x000D, "UI", []byte("1.2.3\x00")), pixels),
+			study: "1.2.3",
+		},
+		{
+			// Out of PS3.5 7.1's order, as a crafted data set puts it: a PACS
+			// that sorts what it receives stores it under this patient.
+			name: "patient ID after group 0020 and the pixel data", ts: association.ExplicitVRLittleEndian,
+			data: join(ex(0x0010, 0x0010, "PN", []byte("Doe^Jane")), ex(0x0020, 0x000D, "UI", []byte("1.2.3\x00")), pixels,
+				ex(0x0010, 0x0020, "LO", []byte("LATE-1"))),
+			want: "LATE-1", found: true, study: "1.2.3",
+		},
+		{
+			name: "patient ID after encapsulated pixel data", ts: association.JPEGBaseline8Bit,
+			data: join(ex(0x0020, 0x000D, "UI", []byte("1.2.3\x00")), ex(0x7FE0, 0x0010, "OB", nil, u), delim(0xE000, 0),
+				delim(0xE000, 1000), make([]byte, 1000), delim(0xE0DD, 0), ex(0x0010, 0x0020, "LO", []byte("LATE-2"))),
+			want: "LATE-2", found: true, study: "1.2.3",
+		},
+		{
+			name: "the same patient ID twice", ts: association.ExplicitVRLittleEndian,
+			data: join(ex(0x0010, 0x0020, "LO", []byte("SAME")), pixels, ex(0x0010, 0x0020, "LO", []byte("SAME"))),
+			want: "SAME", found: true,
+		},
+		{
+			name: "two different patient IDs: undetermined", ts: association.ExplicitVRLittleEndian,
+			data: join(ex(0x0010, 0x0020, "LO", []byte("HARMLESS")), pixels, ex(0x0010, 0x0020, "LO", []byte("OTHER"))),
+			why:  "twice with different values",
+		},
+		{
+			name: "cut inside the pixel data", ts: association.ExplicitVRLittleEndian,
+			data: join(ex(0x0010, 0x0010, "PN", []byte("Doe^Jane")), pixels[:2000]),
+			why:  "ended inside an element",
+		},
+		{
+			name: "patient and study, implicit VR", ts: association.ImplicitVRLittleEndian,
+			data: join(im(0x0010, 0x0020, []byte("P9")), im(0x0010, 0x0030, []byte("19700101")), im(0x0020, 0x000D, []byte("1.2.840.99\x00")),
+				im(0x0020, 0x000E, []byte("1.2.840.99.1\x00")), im(0x7FE0, 0x0010, make([]byte, 4000))),
+			want: "P9", found: true, study: "1.2.840.99",
+		},
+		{
+			name: "study inside a sequence is not the study", ts: association.ExplicitVRLittleEndian,
+			data: join(ex(0x0008, 0x1110, "SQ", nil, u), delim(0xE000, u), ex(0x0020, 0x000D, "UI", []byte("9.9\x00")), delim(0xE00D, 0), delim(0xE0DD, 0),
+				ex(0x0010, 0x0020, "LO", []byte("P")), ex(0x0020, 0x000E, "UI", []byte("1.2\x00")), pixels),
+			want: "P", found: true,
 		},
 		{
 			name: "empty patient ID", ts: association.ExplicitVRLittleEndian,
-			data: join(ex(0x0010, 0x0020, "LO", nil), pixels), found: true, doneEarly: true,
+			data: join(ex(0x0010, 0x0020, "LO", nil), pixels), found: true,
 		},
 		{
 			name: "data set ends before group 0010", ts: association.ExplicitVRLittleEndian,
@@ -107,24 +150,24 @@ func TestPatientIDScanner(t *testing.T) {
 		},
 		{
 			name: "patient ID value too long", ts: association.ImplicitVRLittleEndian,
-			data: join(im(0x0010, 0x0020, []byte(strings.Repeat("x", 300))), pixels), doneEarly: true,
+			data: join(im(0x0010, 0x0020, []byte(strings.Repeat("x", 300))), pixels), doneEarly: true, why: "300 bytes",
 		},
 		{
 			name: "UN of undefined length before: given up", ts: association.ExplicitVRLittleEndian,
 			data:      join(ex(0x0009, 0x1010, "UN", nil, u), delim(0xE000, u), im(0x0009, 0x0001, []byte("xx")), delim(0xE00D, 0), delim(0xE0DD, 0), ex(0x0010, 0x0020, "LO", []byte("P"))),
-			doneEarly: true,
+			doneEarly: true, why: "UN",
 		},
 		{
 			name: "stray item at top level: given up", ts: association.ExplicitVRLittleEndian,
-			data: join(delim(0xE000, 4), []byte{0, 0, 0, 0}, ex(0x0010, 0x0020, "LO", []byte("P"))), doneEarly: true,
+			data: join(delim(0xE000, 4), []byte{0, 0, 0, 0}, ex(0x0010, 0x0020, "LO", []byte("P"))), doneEarly: true, why: "item outside",
 		},
 		{
 			name: "deflated: not scanned", ts: association.DeflatedExplicitVRLittleEndian,
-			data: ex(0x0010, 0x0020, "LO", []byte("P")), doneEarly: true,
+			data: ex(0x0010, 0x0020, "LO", []byte("P")), doneEarly: true, why: "not scanned",
 		},
 		{
 			name: "big endian: not scanned", ts: association.ExplicitVRBigEndian,
-			data: ex(0x0010, 0x0020, "LO", []byte("P")), doneEarly: true,
+			data: ex(0x0010, 0x0020, "LO", []byte("P")), doneEarly: true, why: "not scanned",
 		},
 	}
 	for _, tc := range cases {
@@ -135,6 +178,12 @@ func TestPatientIDScanner(t *testing.T) {
 				s.Feed(tc.data[:split])
 				s.Feed(tc.data[split:])
 				checkScan(t, s, tc.want, tc.found, split)
+				if why := s.Undetermined(); tc.why == "" && why != "" || !strings.Contains(why, tc.why) {
+					t.Fatalf("split %d: Undetermined() = %q, want %q", split, why, tc.why)
+				}
+				if st, _ := s.StudyInstanceUID(); st != tc.study {
+					t.Fatalf("split %d: StudyInstanceUID() = %q; want %q", split, st, tc.study)
+				}
 			}
 			s := NewPatientIDScanner(tc.ts)
 			doneAt := -1

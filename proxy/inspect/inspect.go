@@ -76,7 +76,7 @@ type Config struct {
 	// side fit it.
 	MaxPDU [2]uint32
 	// ScanPatientID: C-STORE data sets are scanned for Patient ID (0010,0020)
-	// for the audit record.
+	// and Study Instance UID (0020,000D) for the audit record.
 	ScanPatientID bool
 	// Filter, when set, may replace the data set a message carries on its
 	// way across (e.g. an attribute rewritten in C-FIND responses); nil

@@ -334,7 +334,7 @@ func TestInspectorFinish(t *testing.T) {
 		t.Errorf("records %+v", recs)
 	}
 	recs = in2.Finish()
-	if len(recs) != 2 || recs[0].Service != "C-GET" || recs[1].Detail != "C-GET sub-operation of message 7; no response" || !recs[1].Unanswered {
+	if len(recs) != 2 || recs[0].Service != "C-GET" || recs[1].Detail != "C-GET sub-operation of message 7; patient_id could not be determined: the data set ended inside an element; no response" || !recs[1].Unanswered {
 		t.Errorf("records %+v", recs)
 	}
 	if v := in.Feed(Requestor, pdu(cmdPDV(ctxEcho, echoRQ(3)))); v.Violation == nil {

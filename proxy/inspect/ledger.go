@@ -22,6 +22,7 @@ type Record struct {
 	Duration        time.Duration
 	PatientID       string
 	HasPatientID    bool
+	StudyUID        string // C-STORE: the data set's Study Instance UID (0020,000D)
 	Allowed         bool
 	Detail          string // e.g. which C-GET a sub-operation belongs to
 	Unanswered      bool   // a request of the acceptor side the requestor never answered
@@ -126,6 +127,11 @@ func (o *op) finish(allowed, withStatus bool, now time.Time) Record {
 	}
 	if o.scanner != nil {
 		r.PatientID, r.HasPatientID = o.scanner.PatientID()
+		r.StudyUID, _ = o.scanner.StudyInstanceUID()
+		if why := o.scanner.Undetermined(); why != "" {
+			// The record must not read as "no patient": say it is unknown.
+			r.Detail = joinDetail(r.Detail, "patient_id could not be determined: "+why)
+		}
 	}
 	return r
 }
@@ -173,4 +179,12 @@ func (l *ledger) finish(streams *[2]stream, now time.Time) []Record {
 	}
 	l.init()
 	return out
+}
+
+// joinDetail appends note to a record's detail.
+func joinDetail(detail, note string) string {
+	if detail == "" {
+		return note
+	}
+	return detail + "; " + note
 }
