@@ -11,7 +11,7 @@ import (
 // error must come back as a diagnostic, and a file that loads must evaluate
 // consistently with its explanation.
 func FuzzLoad(f *testing.F) {
-	for _, name := range []string{"../policy.hcl", "testdata/many.hcl", "testdata/broken.hcl"} {
+	for _, name := range []string{"../policy.hcl", "testdata/many.hcl", "testdata/broken.hcl", "testdata/wayout.hcl", "testdata/listeners-broken.hcl"} {
 		src, err := os.ReadFile(name)
 		if err != nil {
 			f.Fatal(err)
@@ -41,6 +41,8 @@ func FuzzLoad(f *testing.F) {
 		{CN: "client", CallingAE: "MODALITY1", CalledAE: "DICOMEDGE", SourceIP: netip.MustParseAddr("127.0.0.1")},
 		{DNS: []string{"a.ai.vendor.example"}, URI: []string{"spiffe://x"}, Email: []string{"a@b"}, CallingAE: "AI01 ", CalledAE: " MAINPACS",
 			SourceIP: netip.MustParseAddr("2001:db8:a::1")},
+		{Listener: "inside", CN: "client", CallingAE: "MAINPACS", CalledAE: "CLINA_WS1", SourceIP: netip.MustParseAddr("10.0.0.5")},
+		{Listener: "nope", CallingAE: "X", CalledAE: "Y"},
 	}
 	f.Fuzz(func(t *testing.T, src []byte) {
 		cfg, diags := Load("fuzz.hcl", src)

@@ -2,7 +2,6 @@ package dimse
 
 import (
 	"encoding/binary"
-	"strings"
 
 	"github.com/dicomedge/dicomedge/association"
 )
@@ -49,8 +48,8 @@ func RewriteRetrieveAETitle(dst, ds []byte, transferSyntax, from, to string) (ou
 		if !ok {
 			return ds, false
 		}
-		if e.tag == TagRetrieveAETitle && e.defined && (!explicit || e.vr == "AE") {
-			if v, hit := replaceAE(ds[e.valStart:e.end], from, to); hit && len(v) <= 0xfffe {
+		if e.tag == TagRetrieveAETitle && e.defined && (!explicit || e.vr == [2]byte{'A', 'E'}) {
+			if v, hit := replaceAE(nil, ds[e.valStart:e.end], from, to); hit && len(v) <= 0xfffe {
 				spans = append(spans, span{off, e.valStart, e.end})
 			}
 		}
@@ -66,47 +65,87 @@ func RewriteRetrieveAETitle(dst, ds []byte, transferSyntax, from, to string) (ou
 	out = dst
 	prev := 0
 	for _, s := range spans {
-		v, _ := replaceAE(ds[s.valStart:s.end], from, to)
 		out = append(out, ds[prev:s.start]...)
 		out = binary.LittleEndian.AppendUint16(out, TagRetrieveAETitle>>16)
 		out = binary.LittleEndian.AppendUint16(out, TagRetrieveAETitle&0xffff)
+		lenAt := len(out)
 		if explicit {
-			out = append(out, 'A', 'E')
-			out = binary.LittleEndian.AppendUint16(out, uint16(len(v)))
+			out = append(out, 'A', 'E', 0, 0)
 		} else {
-			out = binary.LittleEndian.AppendUint32(out, uint32(len(v)))
+			out = append(out, 0, 0, 0, 0)
 		}
-		out = append(out, v...)
+		valAt := len(out)
+		out, _ = replaceAE(out, ds[s.valStart:s.end], from, to)
+		if n := len(out) - valAt; explicit {
+			binary.LittleEndian.PutUint16(out[lenAt+2:], uint16(n))
+		} else {
+			binary.LittleEndian.PutUint32(out[lenAt:], uint32(n))
+		}
 		prev = s.end
 	}
 	return append(out, ds[prev:]...), true
 }
 
-// replaceAE rewrites the backslash-separated AE values of v, returning the
-// new value padded to even length with a space (PS3.5 6.2) and whether any
-// value was from.
-func replaceAE(v []byte, from, to string) ([]byte, bool) {
-	vals := strings.Split(string(v), `\`)
-	hit := false
-	for i, s := range vals {
-		if association.TrimAE(s) == from {
-			vals[i], hit = to, true
+// replaceAE appends to dst the backslash-separated AE values of v with
+// each that is from (spaces and NULs around it not significant) replaced by
+// to, padded to even length with a space (PS3.5 6.2); hit reports whether
+// any value was from. With hit false nothing is appended.
+func replaceAE(dst, v []byte, from, to string) (out []byte, hit bool) {
+	for rest := v; ; {
+		val, more, found := bytesCut(rest, '\\')
+		if association.TrimAE(string(val)) == from {
+			hit = true
+			break
 		}
+		if !found {
+			break
+		}
+		rest = more
 	}
 	if !hit {
-		return nil, false
+		return dst, false
 	}
-	out := []byte(strings.Join(vals, `\`))
-	if len(out)%2 == 1 {
-		out = append(out, ' ')
+	// The old padding goes (trailing spaces are not significant, PS3.5
+	// 6.2), so that the value is padded once, to even length, below.
+	for len(v) > 0 && v[len(v)-1] == ' ' {
+		v = v[:len(v)-1]
 	}
-	return out, true
+	start := len(dst)
+	for rest, first := v, true; ; first = false {
+		val, more, found := bytesCut(rest, '\\')
+		if !first {
+			dst = append(dst, '\\')
+		}
+		if association.TrimAE(string(val)) == from {
+			dst = append(dst, to...)
+		} else {
+			dst = append(dst, val...)
+		}
+		if !found {
+			break
+		}
+		rest = more
+	}
+	if (len(dst)-start)%2 == 1 {
+		dst = append(dst, ' ')
+	}
+	return dst, true
+}
+
+// bytesCut is bytes.Cut for one separator byte.
+func bytesCut(b []byte, sep byte) (before, after []byte, found bool) {
+	for i, c := range b {
+		if c == sep {
+			return b[:i], b[i+1:], true
+		}
+	}
+	return b, nil, false
 }
 
 // element is one data element header as read by readElement.
 type element struct {
 	tag      uint32
-	vr       string // explicit VR only
+	vr       [2]byte // explicit VR only
 	valStart int
 	end      int  // valStart + length, when defined
 	defined  bool // false: undefined length (0xFFFFFFFF), a sequence or encapsulated value
@@ -114,8 +153,8 @@ type element struct {
 
 // longVR are the explicit VRs with a 2-byte reserved field and a 4-byte
 // length (PS3.5 7.1.2).
-func longVR(vr string) bool {
-	switch vr {
+func longVR(vr [2]byte) bool {
+	switch string(vr[:]) {
 	case "OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV":
 		return true
 	}
@@ -134,7 +173,7 @@ func readElement(b []byte, off int, explicit bool) (element, bool) {
 	var n uint32
 	// Item and delimitation tags (FFFE,xxxx) have no VR in any syntax.
 	if explicit && group != 0xfffe {
-		e.vr = string(b[off+4 : off+6])
+		e.vr = [2]byte{b[off+4], b[off+5]}
 		if longVR(e.vr) {
 			if len(b)-off < 12 {
 				return element{}, false
@@ -170,7 +209,7 @@ func skipElement(b []byte, e element, explicit bool, depth int) (int, bool) {
 	}
 	// A UN of undefined length holds Implicit VR Little Endian (PS3.5
 	// 6.2.2); a sequence or encapsulated value keeps the syntax.
-	if e.vr == "UN" {
+	if e.vr == [2]byte{'U', 'N'} {
 		explicit = false
 	}
 	return skipUntil(b, e.valStart, explicit, depth+1, 0xfffee0dd)
