@@ -27,11 +27,23 @@ type answerer struct {
 	stopped  atomic.Bool // aborted by Shutdown
 }
 
+// run is the association's life. Negotiation and the A-ASSOCIATE-AC run
+// in accept's frame, which has returned before the association waits for
+// its first request: the goroutine then waits on a shallow stack, which the
+// GC shrinks, so an idle answered association holds less.
 func (a *answerer) run() {
+	if a.accept() {
+		a.serveAndFinish()
+	}
+}
+
+// accept negotiates, sends the A-ASSOCIATE-AC (or refuses) and audits it;
+// false: the association did not come up.
+func (a *answerer) accept() bool {
 	c, rq := a.c, a.c.rq
 	if rj := association.CheckRQ(rq); rj != nil {
 		c.reject(a.rule, rj.Result, rj.Source, rj.Reason, "")
-		return
+		return false
 	}
 	acc := association.Acceptor{
 		AbstractSyntaxes: []string{association.VerificationSOPClass},
@@ -82,18 +94,22 @@ func (a *answerer) run() {
 		a.stopped.Store(true)
 		a.abort(association.AbortSourceServiceProvider, association.AbortReasonNotSpecified)
 	}) {
-		return // shutting down
+		return false // shutting down
 	}
 	if err := a.w.write(ac); err != nil {
 		c.log.Info("write A-ASSOCIATE-AC failed", "error", err)
-		return
+		return false
 	}
 	c.s.Metrics.Associations.WithLabelValues("answer", a.rule).Inc()
 	e := c.event(audit.EventAccepted)
 	e.Rule, e.Action, e.Contexts, e.UserIdentity = a.rule, "answer", accepted, userIdentity(rq)
 	c.s.auditEvent(e)
 	c.log.Trace("A-ASSOCIATE-AC", "accepted", len(accepted), "proposed", len(rq.PresentationContexts))
+	return true
+}
 
+func (a *answerer) serveAndFinish() {
+	c := a.c
 	outcome := a.serve()
 	if a.stopped.Load() && !outcome.released {
 		// Shutdown aborted it: a failed read or a write cut short is only

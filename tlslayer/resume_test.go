@@ -101,3 +101,34 @@ func TestTicketKeyRotation(t *testing.T) {
 		t.Fatalf("two rotations later: resumed=%v err=%v; want a full handshake", resumed, r.err)
 	}
 }
+
+// A reload that drops the CA a session's client chains to ends that
+// session's resumption: the ticket is refused and the full handshake fails.
+func TestResumptionEndsWithItsCA(t *testing.T) {
+	f := newFixture(t, false)
+	other := testpeer.NewPKI(t, "other-ca")
+	cert, key := f.pki.Issue(t, "client", testpeer.CertOptions{})
+	cfg := f.config()
+	l := newLayerT(t, cfg)
+	srv := startServer(t, l, 5*time.Second)
+	c := resumingClient(t, f, cert, key)
+	if _, r := session(t, srv, c); r.err != nil {
+		t.Fatal(r.err)
+	}
+	if resumed, r := session(t, srv, c); r.err != nil || !resumed {
+		t.Fatalf("before the reload: resumed=%v err=%v; want a resumed session", resumed, r.err)
+	}
+	cfg.ClientCAFiles = []string{other.CACert}
+	if err := l.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	resumed, r := session(t, srv, c)
+	if resumed || r.err == nil {
+		t.Fatalf("after its CA was dropped: resumed=%v err=%v; want a refused handshake", resumed, r.err)
+	}
+	// crypto/tls clients then send no certificate at all, as the edge's
+	// CertificateRequest names only the CAs it now trusts.
+	if got := Classify(r.err); got != ReasonUnknownCA && got != ReasonNoClientCertificate {
+		t.Fatalf("reason %q (%v), want %q or %q", got, r.err, ReasonUnknownCA, ReasonNoClientCertificate)
+	}
+}

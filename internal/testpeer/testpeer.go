@@ -205,7 +205,14 @@ func StartListening(t testing.TB, ports int, name string, args func(addrs []stri
 			addrs[i] = FreeAddr(t)
 		}
 		p := Start(t, name, args(addrs)...)
-		err := waitListening(addrs[0], StartupTimeout, p)
+		// Every address: a peer may bind them one after the other and exit
+		// on a later one that was taken meanwhile (Orthanc: DICOM, then HTTP).
+		var err error
+		for _, a := range addrs {
+			if err = waitListening(a, StartupTimeout, p); err != nil {
+				break
+			}
+		}
 		if err == nil {
 			return p, addrs
 		}
@@ -220,7 +227,7 @@ func StartListening(t testing.TB, ports int, name string, args func(addrs []stri
 
 func addressInUse(out string) bool {
 	out = strings.ToLower(out)
-	return strings.Contains(out, "address already in use") || strings.Contains(out, "cannot listen") ||
+	return strings.Contains(out, "already in use") || strings.Contains(out, "cannot listen") ||
 		strings.Contains(out, "eaddrinuse")
 }
 
