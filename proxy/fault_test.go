@@ -608,12 +608,18 @@ func TestFaultReloadDuringAssociations(t *testing.T) {
 		t.Errorf("%d of %d associations failed during %d reloads", failed.Load(), n, reloads)
 	}
 	accepted, reloaded := 0, 0
-	for _, ev := range e.events(t) {
-		switch ev.Event {
-		case audit.EventAccepted:
-			accepted++
-		case audit.EventPolicyReloaded:
-			reloaded++
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		accepted, reloaded = 0, 0 // the writer may still be writing the last ones
+		for _, ev := range e.events(t) {
+			switch ev.Event {
+			case audit.EventAccepted:
+				accepted++
+			case audit.EventPolicyReloaded:
+				reloaded++
+			}
+		}
+		if accepted >= n && reloaded >= reloads || time.Now().After(deadline) {
+			break
 		}
 	}
 	t.Logf("%d associations, %d reloads (%d audited)", n, reloads, reloaded)
