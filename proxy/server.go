@@ -277,6 +277,13 @@ func (s *Server) ServeListener(name string, ln net.Listener) error {
 		srcHeld := false
 		if !awaitsProxyHeader(raw) {
 			up := upstreamAddr(raw)
+			// A plain listener's outsider is refused here, before it takes
+			// any slot (behind a PROXY header, conn.open checks instead).
+			if l := s.current().Listener(name); l != nil && !l.AllowsSource(up.Addr()) {
+				s.refuse(raw, refusal{Remote: up, Listener: name, Reason: RefusedSourceNotAllowed,
+					Detail: fmt.Sprintf("not in listener %q's allow_cidr", name)})
+				continue
+			}
 			if srcKey = sourceKey(up.Addr()); !s.acquirePreSource(srcKey, adm) {
 				s.refuse(raw, refusal{Remote: up, Listener: name, Reason: RefusedTooManyConnections,
 					Detail: fmt.Sprintf("%d connections before association from this source, its share", adm.PerSource)})
