@@ -435,4 +435,3 @@ func TestRelayRQTheEdgeCannotTake(t *testing.T) {
 		})
 	}
 }
-
