@@ -24,8 +24,9 @@ const (
 	HandshakeTimeout = 10 * time.Second
 	// minPreAssociation is the smallest pre-association budget.
 	minPreAssociation = 64
-	// minPerSource is the smallest per-source share of that budget.
-	minPerSource = 4
+	// minPerSource is the smallest per-source share of that budget: a
+	// modality or a NAT may open a few associations at once.
+	minPerSource = 8
 )
 
 // Admission are the limits that apply to a connection before its
@@ -37,8 +38,8 @@ type Admission struct {
 	// budget of its own: established associations do not use it.
 	PreAssociation int
 	// PerSource is how many of them one source (an IPv4 address, an IPv6
-	// /64; the PROXY header's where trusted) may hold: 1/32 of the budget,
-	// at least 4.
+	// /64; the PROXY header's where trusted) may hold: 1/16 of the budget,
+	// at least 8.
 	PerSource int
 	// AwaitingProxyHeader is how many may wait for a trusted balancer's
 	// PROXY header (their source is not known yet): half the budget, so
@@ -58,7 +59,7 @@ func (e *Edge) Admission() Admission {
 	pre := max(2*maxA, minPreAssociation)
 	return Admission{
 		PreAssociation:      pre,
-		PerSource:           max(pre/32, minPerSource),
+		PerSource:           max(pre/16, minPerSource),
 		AwaitingProxyHeader: pre / 2,
 		ProxyHeader:         min(ProxyHeaderTimeout, artim),
 		Handshake:           min(HandshakeTimeout, artim),

@@ -439,9 +439,9 @@ func TestAdmission(t *testing.T) {
 		handshake  time.Duration
 		headerWait time.Duration
 	}{
-		{16, 30 * time.Second, 64, 4, 4, 10 * time.Second, 3 * time.Second},
-		{512, 30 * time.Second, 1024, 32, 128, 10 * time.Second, 3 * time.Second},
-		{4, 2 * time.Second, 64, 4, 4, 2 * time.Second, 2 * time.Second},
+		{16, 30 * time.Second, 64, 8, 4, 10 * time.Second, 3 * time.Second},
+		{512, 30 * time.Second, 1024, 64, 128, 10 * time.Second, 3 * time.Second},
+		{4, 2 * time.Second, 64, 8, 4, 2 * time.Second, 2 * time.Second},
 	} {
 		e := Edge{MaxAssociations: c.maxA, ARTIMTimeout: c.artim}
 		a := e.Admission()

@@ -67,8 +67,8 @@ func TestServeSurvivesAcceptErrors(t *testing.T) {
 }
 
 // Connections that have not associated yet (here: TCP only, never a TLS
-// byte) are capped: one source (IPv4 address) may hold 1/32 of the
-// pre-association budget (at least 4), all sources together twice
+// byte) are capped: one source (IPv4 address) may hold 1/16 of the
+// pre-association budget (at least 8), all sources together twice
 // max_associations (at least 64; docs/limits.md). Connections beyond
 // either cap are closed at once instead of holding descriptors and
 // goroutines until ARTIM; others still get in, and a freed slot is usable
@@ -77,8 +77,8 @@ func TestPreAssociationConnectionsCapped(t *testing.T) {
 	e := startEdge(t, edgeOptions{MaxAssociations: 16, ARTIM: "10s"})
 	adm := e.Server.current().Edge.Admission()
 	limit, perSource := adm.PreAssociation, adm.PerSource
-	if limit != 64 || perSource != 4 {
-		t.Fatalf("limits %d/%d, want 64/4", limit, perSource)
+	if limit != 64 || perSource != 8 {
+		t.Fatalf("limits %d/%d, want 64/8", limit, perSource)
 	}
 	// sourceHeld is the per-source slots taken: each connection's goroutine
 	// takes its own after Serve counted it in preActive, so both must

@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"net"
 	"os"
 	"strconv"
@@ -12,6 +14,7 @@ import (
 	"github.com/dicomedge/dicomedge/association"
 	"github.com/dicomedge/dicomedge/association/dimse"
 	"github.com/dicomedge/dicomedge/audit"
+	"github.com/dicomedge/dicomedge/internal/testpeer"
 	"github.com/dicomedge/dicomedge/proxy/inspect"
 )
 
@@ -19,23 +22,22 @@ import (
 // rule would try them: raw PDUs from a Go client through the running edge to
 // a scripted backend, which shows what reached it.
 
-// expectAbortAfter reads until the edge's A-ABORT to the client and checks its
-// reason (source 2, service provider).
+// expectAbortAfter reads the edge's next PDU to the client, which must be
+// an A-ABORT (source 2, service provider) with reason; unlike expectAbort
+// it does not wait for EOF, as a client still writing may see a reset.
 func expectAbortAfter(t *testing.T, c net.Conn, reason association.AbortReason) {
 	t.Helper()
-	for range 100 {
-		p, err := readPDU(t, c, 10*time.Second)
-		if err != nil {
-			t.Fatalf("no A-ABORT from the edge: %v", err)
-		}
-		if ab, ok := p.(*association.Abort); ok {
-			if ab.Source != association.AbortSourceServiceProvider || ab.Reason != reason {
-				t.Fatalf("A-ABORT source %v reason %v, want service provider, %v", ab.Source, ab.Reason, reason)
-			}
-			return
-		}
+	p, err := readPDU(t, c, 10*time.Second)
+	if err != nil {
+		t.Fatalf("no A-ABORT from the edge: %v", err)
 	}
-	t.Fatal("no A-ABORT in 100 PDUs")
+	ab, ok := p.(*association.Abort)
+	if !ok {
+		t.Fatalf("the edge sent %T %+v, want A-ABORT", p, p)
+	}
+	if ab.Source != association.AbortSourceServiceProvider || ab.Reason != reason {
+		t.Fatalf("A-ABORT source %v reason %v, want service provider, %v", ab.Source, ab.Reason, reason)
+	}
 }
 
 // backendGotOnly collects what the backend received after the edge's
@@ -298,5 +300,104 @@ func TestRelayTinyPDVFloodBounded(t *testing.T) {
 	ev := abortedEvent(t, e, "client:invalid-pdu-parameter-value")
 	if !strings.Contains(ev.Detail, "command set over") {
 		t.Errorf("detail %q", ev.Detail)
+	}
+}
+
+// The same strictness the other way: the backend's data set with no command
+// before it, and its C-STORE-RQ on a context where the client took no SCP
+// role, never reach the client; the backend is aborted (2, 5), the client
+// (2, 0).
+func TestRelayBackendViolationsAborted(t *testing.T) {
+	cases := []struct {
+		name string
+		pdu  *association.PDataTF
+	}{
+		{"a data set with no command", &association.PDataTF{PDVs: []association.PDV{{ContextID: pcSC, Last: true, Data: []byte{1, 2, 3, 4}}}}},
+		{"a C-STORE-RQ without the client's SCP role", &association.PDataTF{PDVs: []association.PDV{{ContextID: pcSC, Command: true, Last: true,
+			Data: storeCmd(77, association.SecondaryCaptureImageStorage).Encode()}}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			be := startScriptBackend(t, 16384, nil)
+			e := inspectEdge(t, be, `services = ["C-ECHO", "C-STORE"]`)
+			c := inspectClient(t, e)
+			be.write(t, tc.pdu)
+			expectAbort(t, c, association.AbortReasonNotSpecified) // the first PDU the client gets, then EOF
+			got := backendGotOnly(t, be, 0, 5*time.Second)
+			if len(got) == 0 {
+				t.Fatal("the backend got no A-ABORT")
+			}
+			if ab, ok := got[len(got)-1].pdu.(*association.Abort); !ok || ab.Reason != association.AbortUnexpectedPDUParameter {
+				t.Errorf("the backend got %+v, want A-ABORT (2, 5)", got[len(got)-1].pdu)
+			}
+			abortedEvent(t, e, "backend:unexpected-pdu-parameter")
+		})
+	}
+}
+
+// Commands each split into 127 empty fragments and a last one, just within
+// the bound, sent without pause to a real storescp: 13 MiB of mostly empty
+// PDV items relayed as well-formed C-ECHOs (each held command goes out
+// whole, in one PDV). The edge's memory does not grow with what was sent.
+func TestRelayFragmentedCommandsWithinBound(t *testing.T) {
+	testpeer.Require(t, "storescp")
+	const offered = 13 << 20
+	scp := testpeer.StartStoreSCP(t, "STORESCP")
+	e := startEdge(t, edgeOptions{Backends: backendBlock("pacs", scp.Addr, "STORESCP"), Rules: storeRules(`"C-ECHO"`)})
+	c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
+	associate(t, c, echoRQ("MODALITY1", "MAINPACS"))
+	oneCommand := func(id uint16) []byte {
+		var b bytes.Buffer
+		for range inspect.MaxCommandFragments - 1 {
+			b.Write(pdvItemBytes(1, true, false, nil))
+		}
+		b.Write(pdvItemBytes(1, true, true, echoCmd(id).Encode()))
+		return pdataPDU(b.Bytes())
+	}
+	n := offered / len(oneCommand(1))
+	// At most 64 in flight: beyond inspect.MaxOutstanding the edge answers
+	// 0x0213 itself.
+	window := make(chan struct{}, 64)
+	answered := make(chan error, 1)
+	go func() {
+		r := association.NewReader(c, 1<<20)
+		for i := 0; i < n; i++ {
+			_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+			p, err := r.ReadPDU()
+			if err != nil {
+				answered <- err
+				return
+			}
+			pd, ok := p.(*association.PDataTF)
+			if !ok || len(pd.PDVs) != 1 {
+				answered <- errors.New("not a one-PDV C-ECHO-RSP")
+				return
+			}
+			rsp, err := dimse.DecodeCommand(pd.PDVs[0].Data)
+			if err != nil || rsp.CommandField != dimse.CEchoRSP || rsp.Status != dimse.StatusSuccess {
+				answered <- fmt.Errorf("response %d: %+v %v", i, rsp, err)
+				return
+			}
+			<-window
+		}
+		answered <- nil
+	}()
+	before := vmRSS(t)
+	for i := range n {
+		select {
+		case window <- struct{}{}:
+		case err := <-answered:
+			t.Fatalf("after %d commands: %v", i, err)
+		}
+		writeRaw(t, c, oneCommand(uint16(i%60000+1)))
+	}
+	if err := <-answered; err != nil {
+		t.Fatal(err)
+	}
+	after := vmRSS(t)
+	t.Logf("RSS before %.1f MiB, after %.1f MiB (grew %.1f MiB) for %d C-ECHOs of %d fragments each, %d MiB sent",
+		float64(before)/(1<<20), float64(after)/(1<<20), float64(after-before)/(1<<20), n, inspect.MaxCommandFragments, offered>>20)
+	if after-before > 32<<20 {
+		t.Errorf("RSS grew %d MiB", (after-before)>>20)
 	}
 }

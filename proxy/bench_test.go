@@ -411,8 +411,9 @@ func loadClient(t testing.TB) string {
 }
 
 // runRate runs the load client's rate command in its own process (so that
-// its CPU is not this process's) and returns what it measured.
-func runRate(t testing.TB, args ...string) loadclient.RateResult {
+// its CPU is not this process's) and returns what it measured and the CPU
+// time the load client used.
+func runRate(t testing.TB, args ...string) (loadclient.RateResult, time.Duration) {
 	t.Helper()
 	ctx := testpeer.Context(t, 5*time.Minute)
 	cmd := exec.CommandContext(ctx, loadClient(t), append([]string{"rate"}, args...)...)
@@ -429,7 +430,7 @@ func runRate(t testing.TB, args ...string) loadclient.RateResult {
 	if err := json.Unmarshal(out, &res); err != nil {
 		t.Fatalf("dicomedge-load rate output %q: %v", out, err)
 	}
-	return res
+	return res, cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 }
 
 // TestAssociationRateReport prints full mutual-TLS associations per second
@@ -456,6 +457,7 @@ func TestAssociationRateReport(t *testing.T) {
 		args  []string
 		runs  []loadclient.RateResult
 		edgeC []time.Duration
+		loadC []time.Duration
 		alloc []memDelta
 	}
 	configs := []*config{
@@ -465,14 +467,15 @@ func TestAssociationRateReport(t *testing.T) {
 		{name: "stunnel4 → Orthanc plain", args: []string{"--addr", tun.Accept, "--called", "ORTHANC", "--allow-tls12"}},
 	}
 	for _, c := range configs { // warm up
-		runRate(t, append(append([]string{}, id...), append(c.args, "--duration", "300ms")...)...)
+		_, _ = runRate(t, append(append([]string{}, id...), append(c.args, "--duration", "300ms")...)...)
 	}
 	for r := 0; r < rounds; r++ {
 		for i, c := range configs {
 			stop := cpuProfile(t, r == 0 && c.edge, fmt.Sprintf("rate-%d.cpu", i))
 			before, m := processCPU(), allocsNow()
-			res := runRate(t, append(append([]string{}, id...), c.args...)...)
+			res, loadCPU := runRate(t, append(append([]string{}, id...), c.args...)...)
 			c.runs = append(c.runs, res)
+			c.loadC = append(c.loadC, loadCPU)
 			c.edgeC = append(c.edgeC, processCPU()-before)
 			c.alloc = append(c.alloc, allocsNow().since(m, res.Associations))
 			stop()
@@ -480,7 +483,7 @@ func TestAssociationRateReport(t *testing.T) {
 	}
 	fmt.Printf("\nAssociations per second: connect, TLS (ECDSA P-256 client certificate), A-ASSOCIATE-RQ/AC, C-ECHO, A-RELEASE;\n"+
 		"cmd/dicomedge-load with 8 workers on the same CPUs, %s per run, %d rounds alternated, medians; edge audit on\n", dur, rounds)
-	fmt.Printf("%-46s %9s %8s %7s %8s %11s %12s %11s\n", "configuration", "assoc/s", "resumed", "errors", "TLS", "edge CPU/s", "allocs/assoc", "KiB/assoc")
+	fmt.Printf("%-46s %9s %8s %7s %8s %11s %13s %12s %11s\n", "configuration", "assoc/s", "resumed", "errors", "TLS", "edge CPU/s", "client CPU/s", "allocs/assoc", "KiB/assoc")
 	rate := make([]float64, len(configs))
 	for i, c := range configs {
 		var ps []float64
@@ -501,8 +504,8 @@ func TestAssociationRateReport(t *testing.T) {
 			}
 			allocs, kib = fmt.Sprintf("%.0f", median(n)), fmt.Sprintf("%.1f", median(b))
 		}
-		fmt.Printf("%-46s %9.0f %7.0f%% %7d %8s %11s %12s %11s\n", c.name, rate[i], 100*float64(resumed)/float64(max(total, 1)), errs,
-			c.runs[0].TLSVersion, cpuPer, allocs, kib)
+		fmt.Printf("%-46s %9.0f %7.0f%% %7d %8s %11s %13.2f %12s %11s\n", c.name, rate[i], 100*float64(resumed)/float64(max(total, 1)), errs,
+			c.runs[0].TLSVersion, cpuPer, median(c.loadC).Seconds()/c.runs[0].Elapsed.Seconds(), allocs, kib)
 		if errs > 0 {
 			fmt.Printf("    first error: %s\n", c.runs[0].FirstError)
 		}

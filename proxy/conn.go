@@ -66,7 +66,8 @@ type conn struct {
 	closeOnce sync.Once
 	preOnce   sync.Once // gives back the pre-association slots once
 	// srcKey is the source whose pre-association slot this conn holds
-	// (when srcHeld); only the conn's goroutine sets them.
+	// (when srcHeld): set by Serve when the source is known at accept,
+	// else by the conn's goroutine after the PROXY header.
 	srcKey  netip.Prefix
 	srcHeld bool
 	// clientKey is the client whose association slot this conn holds
@@ -195,15 +196,18 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 			Detail: fmt.Sprintf("not in listener %q's allow_cidr", c.listener)})
 		return nil, false
 	}
-	// The source is known only now (after a PROXY header): one source may
-	// hold only part of the pre-association slots.
-	c.srcKey = sourceKey(c.source)
-	if !c.s.acquirePreSource(c.srcKey, adm) {
-		c.s.refuse(c.raw, refusal{Conn: c.id, Remote: ap, Listener: c.listener, Reason: RefusedTooManyConnections,
-			Detail: fmt.Sprintf("%d connections before association from this source, its share", adm.PerSource)})
-		return nil, false
+	// Behind a trusted balancer the source is known only now (after the
+	// PROXY header): one source may hold only part of the pre-association
+	// slots. (Serve took the share of a source known at accept.)
+	if !c.srcHeld {
+		c.srcKey = sourceKey(c.source)
+		if !c.s.acquirePreSource(c.srcKey, adm) {
+			c.s.refuse(c.raw, refusal{Conn: c.id, Remote: ap, Listener: c.listener, Reason: RefusedTooManyConnections,
+				Detail: fmt.Sprintf("%d connections before association from this source, its share", adm.PerSource)})
+			return nil, false
+		}
+		c.srcHeld = true
 	}
-	c.srcHeld = true
 
 	pre := &probeConn{Conn: c.raw}
 	c.pre = pre

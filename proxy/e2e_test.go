@@ -297,7 +297,9 @@ func mustRead(t *testing.T, path string) []byte {
 func TestRelayFortyConcurrentStores(t *testing.T) {
 	testpeer.Require(t, "storescu", "storescp")
 	const clients = 40
-	scp := testpeer.StartStoreSCP(t, "STORESCP")
+	// --fork: one storescp process per association, so that all 40 are
+	// served at once (a single storescp takes them one after another).
+	scp := testpeer.StartStoreSCP(t, "STORESCP", "--fork")
 	// One source may hold 1/16 of max_associations in connections before
 	// association, one client a quarter of the associations
 	// (docs/limits.md): room for all 40 at once.

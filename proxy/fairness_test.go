@@ -2,7 +2,10 @@ package proxy
 
 import (
 	"crypto/tls"
+	"fmt"
 	"net"
+	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +14,7 @@ import (
 	"github.com/dicomedge/dicomedge/association"
 	"github.com/dicomedge/dicomedge/audit"
 	"github.com/dicomedge/dicomedge/internal/testpeer"
+	"github.com/dicomedge/dicomedge/policy"
 )
 
 // waitPreActive waits (bounded) until n connections hold a pre-association
@@ -143,5 +147,86 @@ func TestFairnessHandshakeBound(t *testing.T) {
 	ev := e.waitEvent(t, "tls.failed", func(ev audit.Event) bool { return ev.Event == audit.EventTLSFailed })
 	if ev.Reason != "timeout" {
 		t.Errorf("tls.failed reason %q, want timeout", ev.Reason)
+	}
+}
+
+// On a plain listener a client has no certificate: its associations are
+// counted by source address. One address holding its share gets
+// A-ASSOCIATE-RJ 2/3/2; another address is served.
+func TestFairnessPerClientPlainListener(t *testing.T) {
+	inside := testpeer.FreeAddr(t)
+	e := startEdge(t, edgeOptions{MaxAssociations: 16, Listeners: fmt.Sprintf(`
+listener "inside" {
+  listen     = %q
+  tls        = false
+  allow_cidr = ["127.0.0.0/8"]
+}
+`, inside), Rules: `
+rule "inside-echo" {
+  when {
+    listener  = ["inside"]
+    called_ae = ["DICOMEDGE"]
+  }
+  answer {}
+}
+`})
+	addr := e.listenerAddr(t, "inside")
+	try := func(src string) association.PDU {
+		t.Helper()
+		c := dialFrom(t, addr, src)
+		if err := association.WritePDU(c, echoRQ("PACS", "DICOMEDGE")); err != nil {
+			t.Fatal(err)
+		}
+		p, err := readPDU(t, c, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := p.(*association.AssociateRJ); ok {
+			c.Close()
+		}
+		return p
+	}
+	perClient := e.Server.current().Edge.PerClient()
+	for i := range perClient {
+		if p := try("127.0.0.5"); func() bool { _, ok := p.(*association.AssociateAC); return !ok }() {
+			t.Fatalf("association %d from 127.0.0.5: got %T, want AC", i+1, p)
+		}
+	}
+	rj, ok := try("127.0.0.5").(*association.AssociateRJ)
+	if !ok || rj.Result != association.RejectTransient || rj.Source != association.RejectSourceServiceProviderPresentation ||
+		rj.Reason != association.RejectPresentationLocalLimitExceeded {
+		t.Fatalf("over its share 127.0.0.5 got %+v, want A-ASSOCIATE-RJ 2/3/2", rj)
+	}
+	if _, ok := try("127.0.0.6").(*association.AssociateAC); !ok {
+		t.Fatal("another address was not served")
+	}
+	ev := e.waitEvent(t, "rejected", func(ev audit.Event) bool { return ev.Event == audit.EventRejected })
+	if !strings.Contains(ev.Detail, "addr:127.0.0.5") || ev.Listener != "inside" {
+		t.Errorf("rejection %+v, want the detail naming addr:127.0.0.5 on listener inside", ev)
+	}
+}
+
+// An IPv6 source is one /64: addresses of one /64 share one pre-association
+// share, another /64 has its own.
+func TestSourceKeyGroupsIPv6By64(t *testing.T) {
+	a, b, c := netip.MustParseAddr("2001:db8:1:2::10"), netip.MustParseAddr("2001:db8:1:2:ffff::1"), netip.MustParseAddr("2001:db8:1:3::10")
+	if sourceKey(a) != sourceKey(b) || sourceKey(a) == sourceKey(c) {
+		t.Fatalf("keys %v %v %v: want the first two equal (one /64), the third apart", sourceKey(a), sourceKey(b), sourceKey(c))
+	}
+	if k := sourceKey(netip.MustParseAddr("::ffff:192.0.2.7")); k != netip.MustParsePrefix("192.0.2.7/32") {
+		t.Errorf("IPv4-mapped source keyed %v, want 192.0.2.7/32", k)
+	}
+	s := &Server{}
+	adm := (&policy.Edge{MaxAssociations: 16}).Admission()
+	for i := range adm.PerSource {
+		if !s.acquirePreSource(sourceKey(a), adm) {
+			t.Fatalf("slot %d of the /64 refused", i+1)
+		}
+	}
+	if s.acquirePreSource(sourceKey(b), adm) {
+		t.Error("another address of the same /64 got a slot beyond the /64's share")
+	}
+	if !s.acquirePreSource(sourceKey(c), adm) {
+		t.Error("another /64 was refused")
 	}
 }

@@ -245,3 +245,36 @@ func TestReloadListeners(t *testing.T) {
 	echoOn(t, held)
 	echoOn(t, c)
 }
+
+// A flood from outside allow_cidr is refused in the accept loop: every
+// connection is closed and counted, the audit trail gets a bounded number of
+// records, and the PACS is still served at once.
+func TestPlainListenerOutsiderFlood(t *testing.T) {
+	e := startEdge(t, edgeOptions{Listeners: insideListener, Rules: insideRules, AdminListen: true})
+	inside := e.listenerAddr(t, "inside")
+	const n = 200
+	for range n {
+		c := dialPlain(t, inside, "127.0.0.2")
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if k, err := c.Read(make([]byte, 1)); k != 0 || err == nil {
+			t.Fatalf("an outsider's connection got %d bytes, %v", k, err)
+		}
+		c.Close()
+	}
+	m := scrape(t, "http://"+e.Server.AdminAddr().String()+"/metrics")
+	if got := m[`dicomedge_connections_refused_total{reason="source-not-allowed"}`]; got != n {
+		t.Errorf("dicomedge_connections_refused_total{reason=source-not-allowed} = %v, want %d", got, n)
+	}
+	c := dialPlain(t, inside, "127.0.0.1")
+	associate(t, c, echoRQ("PACS", "DICOMEDGE"), "the PACS during a flood of outsiders")
+	echoOn(t, c)
+	records := 0
+	for _, ev := range e.events(t) {
+		if ev.Event == audit.EventConnectionRefused && ev.Reason == RefusedSourceNotAllowed {
+			records++
+		}
+	}
+	if records == 0 || records >= n {
+		t.Errorf("%d connection.refused records for %d refusals: want some, bounded", records, n)
+	}
+}

@@ -268,12 +268,39 @@ func (s *Server) ServeListener(name string, ln net.Listener) error {
 		// A slot for the TLS handshake and A-ASSOCIATE-RQ, taken before any
 		// work is done: connections that have not yet associated cannot pile
 		// up (descriptors, handshake state, goroutines) beyond the limit.
-		if adm := s.current().Edge.Admission(); !s.tryAcquirePre(adm) {
+		// Where the source is known already (no PROXY header to wait for),
+		// its share is taken here too, before the global slot: a flood from
+		// a few sources is refused in this loop and never holds a global
+		// slot, even for the moment a goroutine would need to refuse it.
+		adm := s.current().Edge.Admission()
+		var srcKey netip.Prefix
+		srcHeld := false
+		if !awaitsProxyHeader(raw) {
+			up := upstreamAddr(raw)
+			// A plain listener's outsider is refused here, before it takes
+			// any slot (behind a PROXY header, conn.open checks instead).
+			if l := s.current().Listener(name); l != nil && !l.AllowsSource(up.Addr()) {
+				s.refuse(raw, refusal{Remote: up, Listener: name, Reason: RefusedSourceNotAllowed,
+					Detail: fmt.Sprintf("not in listener %q's allow_cidr", name)})
+				continue
+			}
+			if srcKey = sourceKey(up.Addr()); !s.acquirePreSource(srcKey, adm) {
+				s.refuse(raw, refusal{Remote: up, Listener: name, Reason: RefusedTooManyConnections,
+					Detail: fmt.Sprintf("%d connections before association from this source, its share", adm.PerSource)})
+				continue
+			}
+			srcHeld = true
+		}
+		if !s.tryAcquirePre(adm) {
+			if srcHeld {
+				s.releasePreSource(srcKey)
+			}
 			s.refuse(raw, refusal{Remote: upstreamAddr(raw), Listener: name, Reason: RefusedTooManyConnections,
 				Detail: fmt.Sprintf("%d connections before association, the limit", adm.PreAssociation)})
 			continue
 		}
 		c := s.newConn(raw, name)
+		c.srcKey, c.srcHeld = srcKey, srcHeld
 		s.mu.Lock()
 		if s.shutdown.Load() {
 			s.mu.Unlock()

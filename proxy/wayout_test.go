@@ -59,7 +59,7 @@ func startWayOut(t *testing.T) *wayOut {
 	ctx := testpeer.Context(t, time.Minute)
 	args := append([]string{"-aet", "LOADER", "-aec", "MAINPACS", testpeer.Host(w.orthanc.DICOM), fmt.Sprint(testpeer.Port(w.orthanc.DICOM))}, paths...)
 	if out, err := testpeer.Run(ctx, "storescu", args...); err != nil {
-		t.Fatalf("loading Orthanc: %v\n%s", err, out)
+		t.Fatalf("loading Orthanc (DICOM %s, HTTP %s; inside %s, workstation %s): %v\n%s", w.orthanc.DICOM, w.orthanc.HTTP, w.inside, w.ws.Addr, err, out)
 	}
 	for uid := range want {
 		w.studyUID = uid[:strings.LastIndex(uid, ".3.")] + ".1"

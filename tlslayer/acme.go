@@ -38,19 +38,9 @@ func newACMEManager(ctx context.Context, cfg Config, log hclog.Logger) (*acmeMan
 	}
 	var roots *x509.CertPool
 	if len(a.CARootFiles) > 0 {
-		roots = x509.NewCertPool()
-		for _, f := range a.CARootFiles {
-			data, err := readBounded(f)
-			if err != nil {
-				return nil, fmt.Errorf("tls: acme ca_roots: %w", err)
-			}
-			certs, err := parseCertificates(data)
-			if err != nil {
-				return nil, fmt.Errorf("tls: acme ca_roots %s: %w", f, err)
-			}
-			for _, c := range certs {
-				roots.AddCert(c)
-			}
+		var err error
+		if roots, err = LoadCertPool(a.CARootFiles); err != nil {
+			return nil, fmt.Errorf("tls: acme ca_roots: %w", err)
 		}
 	}
 	m := &acmeManager{domains: append([]string(nil), a.Domains...)}

@@ -10,8 +10,9 @@ import (
 	"github.com/dicomedge/dicomedge/internal/testpeer"
 )
 
-// BenchmarkMutualTLSHandshake measures full mutual-TLS handshakes (the
-// client keeps no session cache, so none resumes) over loopback TCP, server side
+// BenchmarkMutualTLSHandshake measures mutual-TLS handshakes, full (the
+// client keeps no session cache) and, in the /resumed case, TLS 1.3
+// resumptions, over loopback TCP, server side
 // through Handshake with CRL checking on, client certificates from openssl.
 // It reports handshakes/s; client and server share the machine's cores.
 func BenchmarkMutualTLSHandshake(b *testing.B) {
@@ -23,14 +24,16 @@ func BenchmarkMutualTLSHandshake(b *testing.B) {
 	ecCert, ecKey := p.Issue(b, "client-ecdsa", testpeer.CertOptions{})
 	rsaCert, rsaKey := p.Issue(b, "client-rsa", testpeer.CertOptions{RSA: true})
 	for _, bc := range []struct {
-		name string
-		rsa  bool
-		ver  uint16
+		name   string
+		rsa    bool
+		ver    uint16
+		resume bool
 	}{
-		{"client=ECDSA-P256/TLS1.3", false, tls.VersionTLS13},
-		{"client=RSA-2048/TLS1.3", true, tls.VersionTLS13},
-		{"client=ECDSA-P256/TLS1.2", false, tls.VersionTLS12},
-		{"client=RSA-2048/TLS1.2", true, tls.VersionTLS12},
+		{"client=ECDSA-P256/TLS1.3", false, tls.VersionTLS13, false},
+		{"client=ECDSA-P256/TLS1.3/resumed", false, tls.VersionTLS13, true},
+		{"client=RSA-2048/TLS1.3", true, tls.VersionTLS13, false},
+		{"client=ECDSA-P256/TLS1.2", false, tls.VersionTLS12, false},
+		{"client=RSA-2048/TLS1.2", true, tls.VersionTLS12, false},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			cert, key := ecCert, ecKey
@@ -73,7 +76,13 @@ func BenchmarkMutualTLSHandshake(b *testing.B) {
 			}()
 			ccfg := &tls.Config{RootCAs: pool(b, p.CACert), ServerName: "localhost", MinVersion: bc.ver, MaxVersion: bc.ver,
 				Certificates: []tls.Certificate{keyPair(b, cert, key)}}
+			if bc.resume {
+				// After the first, every handshake resumes (and is still
+				// checked against the CRL in VerifyConnection).
+				ccfg.ClientSessionCache = tls.NewLRUClientSessionCache(1)
+			}
 			addr := ln.Addr().String()
+			resumed := 0
 			buf := make([]byte, 1)
 			b.ResetTimer()
 			start := time.Now()
@@ -90,9 +99,13 @@ func BenchmarkMutualTLSHandshake(b *testing.B) {
 					}
 					b.Fatal(err)
 				}
+				if c.ConnectionState().DidResume {
+					resumed++
+				}
 				c.Close()
 			}
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "handshakes/s")
+			b.ReportMetric(float64(resumed)/float64(b.N), "resumed/op")
 		})
 	}
 }

@@ -231,3 +231,103 @@ func TestServeCommand(t *testing.T) {
 		t.Errorf("%d association log lines, want one per association\n%s", assocLines, p.Output())
 	}
 }
+
+// serve binds listener blocks, and SIGHUP applies them: a plain inside
+// listener answers the PACS, moves to a new address, then goes away.
+func TestServeListenersAndSIGHUP(t *testing.T) {
+	testpeer.Require(t, "echoscu")
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	cfgFile := filepath.Join(dir, "policy.hcl")
+	listen, admin := testpeer.FreeAddr(t), testpeer.FreeAddr(t)
+	inside := func(addr string) string {
+		return fmt.Sprintf(`
+listener "inside" {
+  listen     = %q
+  tls        = false
+  allow_cidr = ["127.0.0.1/32"]
+}
+rule "pacs-echo" {
+  when {
+    listener   = ["inside"]
+    calling_ae = ["PACS"]
+  }
+  answer {}
+}
+`, addr)
+	}
+	first, second := testpeer.FreeAddr(t), testpeer.FreeAddr(t)
+	if err := os.WriteFile(cfgFile, []byte(servePolicy(listen, admin, inside(first))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := testpeer.Start(t, bin, "serve", "--dev", "--config", cfgFile)
+	testpeer.WaitListening(t, listen, testpeer.StartupTimeout, p)
+	testpeer.WaitListening(t, first, testpeer.StartupTimeout, p)
+	echo := func(addr string) (string, error) {
+		ctx := testpeer.Context(t, time.Minute)
+		return testpeer.Run(ctx, "echoscu", "-aet", "PACS", "-aec", "DICOMEDGE", testpeer.Host(addr), fmt.Sprint(testpeer.Port(addr)))
+	}
+	if out, err := echo(first); err != nil {
+		t.Fatalf("plain echoscu on the inside listener: %v\n%s\n%s", err, out, p.Output())
+	}
+	auditFile := filepath.Join(dir, "audit", "audit.jsonl")
+
+	// Moved.
+	if err := os.WriteFile(cfgFile, []byte(servePolicy(listen, admin, inside(second))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.Cmd.Process.Signal(syscall.SIGHUP)
+	waitAudit(t, auditFile, "policy.reloaded", 1)
+	testpeer.WaitListening(t, second, testpeer.StartupTimeout, p)
+	if out, err := echo(second); err != nil {
+		t.Fatalf("echoscu on the moved listener: %v\n%s\n%s", err, out, p.Output())
+	}
+	if out, err := echo(first); err == nil {
+		t.Errorf("the old address still answers after the move:\n%s", out)
+	}
+
+	// Removed.
+	if err := os.WriteFile(cfgFile, []byte(servePolicy(listen, admin, "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.Cmd.Process.Signal(syscall.SIGHUP)
+	waitAudit(t, auditFile, "policy.reloaded", 2)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, err := echo(second)
+		if err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the removed listener still answers:\n%s", out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	reloads := 0
+	for _, line := range strings.Split(string(mustReadFile(t, auditFile)), "\n") {
+		if strings.Contains(line, `"policy.reloaded"`) && (strings.Contains(line, `listener \"inside\" moved`) || strings.Contains(line, `listener \"inside\" removed`)) {
+			reloads++
+		}
+	}
+	if reloads != 2 {
+		t.Errorf("%d policy.reloaded records say what happened to the listener, want 2", reloads)
+	}
+	_ = p.Cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatal("serve did not stop after SIGTERM")
+	}
+	if code := testpeer.ExitCode(p.Err()); code != 0 {
+		t.Fatalf("exit %d after SIGTERM, want 0\n%s", code, p.Output())
+	}
+}
+
+func mustReadFile(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

@@ -3,11 +3,13 @@ package testpeer
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Orthanc is a running Orthanc PACS with its DICOM and HTTP ports on
@@ -107,7 +109,42 @@ func StartOrthancWith(t testing.TB, aet string, modalities map[string]OrthancMod
 		return []string{"--verbose", conf}
 	})
 	o.DICOM, o.HTTP = addrs[0], addrs[1]
+	o.waitReady(t)
 	return o
+}
+
+// waitReady waits until this Orthanc's REST API answers /system with its
+// own DICOM port: Orthanc opens its HTTP server after its DICOM server, so
+// both are up then. Seeing the port answer is not enough on a busy machine:
+// another process may hold a port picked as free a moment ago while Orthanc
+// is still loading its dictionaries.
+func (o *Orthanc) waitReady(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(StartupTimeout)
+	client := &http.Client{Timeout: 2 * time.Second}
+	for {
+		var sys struct {
+			DicomAet  string
+			DicomPort int
+		}
+		resp, err := client.Get("http://" + o.HTTP + "/system")
+		if err == nil {
+			err = json.NewDecoder(resp.Body).Decode(&sys)
+			resp.Body.Close()
+			if err == nil && sys.DicomPort == port(o.DICOM) && sys.DicomAet == o.AETitle {
+				return
+			}
+		}
+		select {
+		case <-o.Done():
+			t.Fatalf("Orthanc exited before it was ready: %v\n%s", o.Process.err, o.Output())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Orthanc not ready on %s (DICOM %s) after %v: %v\n%s", o.HTTP, o.DICOM, StartupTimeout, err, o.Output())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func port(addr string) int {

@@ -52,3 +52,16 @@ func (p *Process) CPU() time.Duration {
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(ut+st) * (time.Second / 100)
 }
+
+// noReuseAddr clears SO_REUSEADDR, which Go sets on listeners before
+// Control runs and binds after.
+func noReuseAddr(_, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 0)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}

@@ -4,11 +4,15 @@ package testpeer
 
 import (
 	"bufio"
+	"context"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -50,5 +54,42 @@ func TestPeerDiesWithTestBinary(t *testing.T) {
 			t.Fatalf("peer %d outlived the test binary that started it: %s", pid, st)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A port where a Go listener's accepted connection is in TIME_WAIT can be
+// bound again by net.Listen (SO_REUSEADDR on both) but not by a peer that
+// binds without it, as storescp and Orthanc do; FreePort's listener binds
+// like such a peer, so it never picks that port.
+func TestStrictListenRefusesTimeWaitPort(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.Close()
+	s.Close() // the side that closes first keeps the TIME_WAIT, on addr
+	_, _ = c.Read(make([]byte, 1))
+	c.Close()
+	l2, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("this kernel refuses even net.Listen on %s: %v", addr, err)
+	}
+	l2.Close()
+	l3, err := strictListen.Listen(context.Background(), "tcp", addr)
+	if err == nil {
+		l3.Close()
+		t.Fatalf("bound %s without SO_REUSEADDR while it has a connection in TIME_WAIT", addr)
+	}
+	if !errors.Is(err, syscall.EADDRINUSE) {
+		t.Fatalf("listen %s: %v, want EADDRINUSE", addr, err)
 	}
 }

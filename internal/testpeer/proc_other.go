@@ -4,6 +4,7 @@ package testpeer
 
 import (
 	"os/exec"
+	"syscall"
 	"time"
 )
 
@@ -11,3 +12,5 @@ func startOrphanProof(cmd *exec.Cmd) error { return cmd.Start() }
 
 // CPU is not measured on this platform.
 func (p *Process) CPU() time.Duration { return 0 }
+
+func noReuseAddr(_, _ string, _ syscall.RawConn) error { return nil }

@@ -37,16 +37,23 @@ func Require(t testing.TB, tools ...string) {
 	}
 }
 
-// FreePort returns a loopback TCP port that was free a moment ago.
+// FreePort returns a loopback TCP port that was free a moment ago. The port
+// is picked without SO_REUSEADDR, which net.Listen sets: with it the kernel
+// may hand out a port that still has TIME_WAIT connections (thousands of
+// them after a load test), which a peer that binds without SO_REUSEADDR,
+// as storescp and Orthanc do, then cannot take.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := strictListen.Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("listen: %v", err)
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
 }
+
+// strictListen binds without SO_REUSEADDR where the platform allows.
+var strictListen = net.ListenConfig{Control: noReuseAddr}
 
 // FreeAddr returns "127.0.0.1:<port>" for a port that was free a moment ago.
 func FreeAddr(t testing.TB) string {
