@@ -309,10 +309,13 @@ func TestClusterBehindHAProxy(t *testing.T) {
 		t.Fatalf("storescu with the collector down: %v\n%s", err, out)
 	}
 	waitUntil(t, "the backlog shows", func() bool { return e2.metric(t, "dicomedge_audit_forward_backlog_records") > 0 })
+	waitUntil(t, "edge2 noticed the outage", func() bool { return strings.Contains(e2.proc.Output(), "records wait in the audit file") })
 	e2.stop(t)
+	before2 := e2.proc
 	e2.start(t, bin)
 	// HAProxy marks edge2 up again after two health checks.
 	waitUntil(t, "a store through HAProxy after edge2's restart", func() bool { _, err := store(); return err == nil })
+	time.Sleep(time.Second) // a few reconnects fail meanwhile
 	siemJSON.Restart()
 	waitUntil(t, "edge2's backlog delivered after the outage", func() bool {
 		return e2.metric(t, "dicomedge_audit_forward_backlog_records") == 0
@@ -326,6 +329,15 @@ func TestClusterBehindHAProxy(t *testing.T) {
 			t.Fatalf("stored line %q", l)
 		}
 		msgs = append(msgs, parts[4])
+	}
+	// Each process warned once about the outage, however many reconnects
+	// failed, and the second said when records got through again.
+	const warned = "records wait in the audit file"
+	if n1, n2 := strings.Count(before2.Output(), warned), strings.Count(e2.proc.Output(), warned); n1 != 1 || n2 != 1 {
+		t.Errorf("outage warnings: %d before the restart, %d after; want one each\n%s\n%s", n1, n2, before2.Output(), e2.proc.Output())
+	}
+	if !strings.Contains(e2.proc.Output(), "audit collector reachable again") {
+		t.Errorf("no recovery logged:\n%s", e2.proc.Output())
 	}
 	if strings.Join(msgs, "\n") != strings.Join(lines2, "\n") {
 		t.Fatalf("JSON collector holds %d messages; edge2's audit file %d records; want the same lines in the same order\ncollector seqs: %v",
