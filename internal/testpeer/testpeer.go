@@ -153,7 +153,8 @@ func Start(t testing.TB, name string, args ...string) *Process {
 const StartupTimeout = 60 * time.Second
 
 // WaitListening waits until addr accepts TCP connections or the process
-// exits, failing the test after timeout.
+// exits, failing the test after timeout. With a process, on Linux, the
+// port must be listened on by that process itself (see listensOn).
 func WaitListening(t testing.TB, addr string, timeout time.Duration, p *Process) {
 	t.Helper()
 	if err := waitListening(addr, timeout, p); err != nil {
@@ -172,6 +173,15 @@ func waitListening(addr string, timeout time.Duration, p *Process) error {
 			case <-p.Done():
 				return fmt.Errorf("%w on %s: %v\n%s", errExited, addr, p.err, p.Output())
 			default:
+			}
+		}
+		if p != nil {
+			if mine, ok := listensOn(p.Cmd.Process.Pid, port(addr)); ok {
+				if mine {
+					return nil
+				}
+				time.Sleep(20 * time.Millisecond)
+				continue
 			}
 		}
 		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
