@@ -216,6 +216,18 @@ func startEdge(t testing.TB, o edgeOptions) *testEdge {
 	if err := s.StartListeners(); err != nil {
 		t.Fatal(err)
 	}
+	// Serve registers the listener in its goroutine; until then the edge
+	// is not ready (/readyz 503), which a test asking at once would see.
+	for deadline := time.Now().Add(20 * time.Second); s.ListenerAddr(policy.EdgeListener) == nil; time.Sleep(5 * time.Millisecond) {
+		select {
+		case err := <-done:
+			t.Fatalf("Serve returned %v before serving", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("edge listener not served after 20s")
+		}
+	}
 	e := &testEdge{Addr: ln.Addr().String(), Server: s, AuditFile: cfg.Audit.File, Dir: dir, Logs: logs, pki: p, opts: o, file: file}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
