@@ -267,6 +267,13 @@ func (e *testEdge) listenerAddr(t testing.TB, name string) string {
 	}
 }
 
+// shortARTIM is for tests that want the edge to give up soon (after an
+// A-ABORT it waits ARTIM for the peer to close, PS3.8 Sta13). ARTIM also
+// bounds the TLS handshake (docs/limits.md), and a race-enabled handshake
+// on a loaded 2-core machine overran 1s; 3s leaves room and stays well
+// far below the default (30s) that a test of expiry tells it from.
+const shortARTIM = "3s"
+
 func (e *testEdge) host() string { return testpeer.Host(e.Addr) }
 func (e *testEdge) port() string { return fmt.Sprint(testpeer.Port(e.Addr)) }
 
