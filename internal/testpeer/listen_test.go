@@ -60,3 +60,23 @@ func TestWaitListeningWantsThePeersOwnListener(t *testing.T) {
 		t.Fatalf("listensOn(self) = %v, %v; want true, true", mine, ok)
 	}
 }
+
+// Ports come from below the ephemeral range, where outgoing connections
+// cannot take them between the pick and the peer's bind, and never twice.
+func TestFreePortOutsideEphemeralRange(t *testing.T) {
+	lo, hi := belowEphemeral()
+	if lo >= hi {
+		t.Skip("no room below the ephemeral range on this machine")
+	}
+	seen := map[int]bool{}
+	for range 200 {
+		p := FreePort(t)
+		if p < lo || p >= hi {
+			t.Fatalf("FreePort = %d, want in [%d, %d)", p, lo, hi)
+		}
+		if seen[p] {
+			t.Fatalf("FreePort handed out %d twice", p)
+		}
+		seen[p] = true
+	}
+}

@@ -124,3 +124,23 @@ func listensOn(pid, port int) (listening, ok bool) {
 	}
 	return walk(pid), true
 }
+
+// belowEphemeral is the range of ports FreePort picks from: from 20000 up
+// to the start of the kernel's ephemeral range (net.ipv4.ip_local_port_range,
+// 32768 by default), which outgoing connections never take. Empty when that
+// range starts too low to leave room.
+func belowEphemeral() (lo, hi int) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0, 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 0, 0
+	}
+	start, err := strconv.Atoi(f[0])
+	if err != nil || start < 21000 {
+		return 0, 0
+	}
+	return 20000, start
+}
