@@ -87,16 +87,25 @@ func (a *Acceptor) Accept(rq *AssociateRQ, ui UserInfo) *AssociateAC {
 	}
 }
 
+// MinMaxLength is the smallest non-zero maximum length (PS3.8 D.1.1) with
+// room for a PDV carrying data: its item header takes 6 bytes (PS3.8
+// 9.3.5.1), so no P-DATA-TF can be sent to a peer that accepts less.
+const MinMaxLength = 7
+
 // CheckRQ returns the A-ASSOCIATE-RJ the service provider or user must send
 // for an RQ it cannot take at all, or nil: protocol version without bit 0
 // (PS3.8 9.3.2) gives source 2 reason 2; an application context other than
-// the DICOM one gives source 1 reason 2.
+// the DICOM one gives source 1 reason 2; a maximum length below
+// MinMaxLength, which no P-DATA-TF could honour, source 2 reason 1.
 func CheckRQ(rq *AssociateRQ) *AssociateRJ {
 	if rq.ProtocolVersion&1 == 0 {
 		return &AssociateRJ{Result: RejectPermanent, Source: RejectSourceServiceProviderACSE, Reason: RejectACSEProtocolVersionNotSupport}
 	}
 	if rq.ApplicationContext != DICOMApplicationContext {
 		return &AssociateRJ{Result: RejectPermanent, Source: RejectSourceServiceUser, Reason: RejectUserApplicationContextNotSupported}
+	}
+	if n := rq.UserInfo.MaxLength; n != 0 && n < MinMaxLength {
+		return &AssociateRJ{Result: RejectPermanent, Source: RejectSourceServiceProviderACSE, Reason: RejectACSENoReason}
 	}
 	return nil
 }

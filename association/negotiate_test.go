@@ -116,6 +116,13 @@ func TestAcceptAndCheckRQ(t *testing.T) {
 			&AssociateRJ{Result: RejectPermanent, Source: RejectSourceServiceProviderACSE, Reason: RejectACSEProtocolVersionNotSupport}},
 		{"foreign application context", AssociateRQ{ProtocolVersion: 1, ApplicationContext: "1.2.3"},
 			&AssociateRJ{Result: RejectPermanent, Source: RejectSourceServiceUser, Reason: RejectUserApplicationContextNotSupported}},
+		{"maximum length 0 is no limit", AssociateRQ{ProtocolVersion: 1, ApplicationContext: DICOMApplicationContext,
+			UserInfo: UserInfo{HasMaxLength: true}}, nil},
+		{"maximum length 7 carries one byte a PDV", AssociateRQ{ProtocolVersion: 1, ApplicationContext: DICOMApplicationContext,
+			UserInfo: UserInfo{HasMaxLength: true, MaxLength: MinMaxLength}}, nil},
+		{"maximum length 6 carries no PDV", AssociateRQ{ProtocolVersion: 1, ApplicationContext: DICOMApplicationContext,
+			UserInfo: UserInfo{HasMaxLength: true, MaxLength: 6}},
+			&AssociateRJ{Result: RejectPermanent, Source: RejectSourceServiceProviderACSE, Reason: RejectACSENoReason}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) { mustEqual(t, CheckRQ(&tc.rq), tc.want) })

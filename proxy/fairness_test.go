@@ -230,3 +230,35 @@ func TestSourceKeyGroupsIPv6By64(t *testing.T) {
 		t.Error("another /64 was refused")
 	}
 }
+
+// Behind a real load balancer (HAProxy, PROXY v2): 16 idle connections
+// from one client address, max_associations 16, hold only that address's
+// share; a client from another address, through the same balancer, is
+// served, and the refusals name the idle client's address.
+func TestFairnessBehindHAProxy(t *testing.T) {
+	e := startEdge(t, edgeOptions{MaxAssociations: 16, ProxyProtocol: []string{"127.0.0.1/32"}, ARTIM: "30s"})
+	_, fronts := testpeer.StartHAProxy(t, testpeer.HAProxyRoute{Server: e.Addr, SendProxyV2: true})
+	lb := fronts[0]
+	for range 16 {
+		dialFrom(t, lb, "127.0.0.7")
+	}
+	share := e.Server.current().Edge.Admission().PerSource
+	e.waitEvent(t, "refusals of the idle address", func(ev audit.Event) bool {
+		return ev.Event == audit.EventConnectionRefused && strings.HasPrefix(ev.Remote, "127.0.0.7:")
+	})
+	for deadline := time.Now().Add(20 * time.Second); refusedTotal(t, e, RefusedTooManyConnections) < float64(16-share); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%v refused, want %d (16 less the share %d)", refusedTotal(t, e, RefusedTooManyConnections), 16-share, share)
+		}
+	}
+	c := tls.Client(dialFrom(t, lb, "127.0.0.1"), e.clientTLS(t, e.pki.clientCert, e.pki.clientKey))
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := c.Handshake(); err != nil {
+		t.Fatalf("a client through the balancer: TLS handshake: %v", err)
+	}
+	associate(t, c, echoRQ("GOCLIENT", "DICOMEDGE"), "a client through the balancer while another address idles")
+	ev := e.waitEvent(t, "accepted", func(ev audit.Event) bool { return ev.Event == audit.EventAccepted })
+	if !strings.HasPrefix(ev.Remote, "127.0.0.1:") {
+		t.Errorf("accepted record's remote %q, want the client's address from the PROXY header", ev.Remote)
+	}
+}

@@ -41,10 +41,12 @@ type relay struct {
 	// What the two pumps share, each with its own lock or atomic: insp
 	// judges the DIMSE conversation (the client is the association
 	// requestor, the backend the acceptor) and keeps the dimse ledger; end
-	// is how the association ends; the writers (cw, bw); last.
+	// is how the association ends, rel the release exchange before it;
+	// the writers (cw, bw); last.
 	client, backend peer
 	insp            *inspect.Inspector
 	end             assocEnd
+	rel             release
 	last            atomic.Int64 // unix nanos of the last PDU in either direction (idle timer)
 
 	inBytes, outBytes prometheus.Counter
@@ -56,6 +58,12 @@ type relay struct {
 func (r *relay) run(ctx context.Context, artimDeadline time.Time) bool {
 	c, rq := r.c, r.c.rq
 	be := r.d.Backend
+	if rj := association.CheckRQ(rq); rj != nil {
+		// What the edge cannot take it does not rebuild into an RQ the
+		// backend could (a foreign application context, say).
+		c.reject(r.d.Rule, rj.Result, rj.Source, rj.Reason, "")
+		return false
+	}
 	if be == nil {
 		c.reject(r.d.Rule, association.RejectTransient, association.RejectSourceServiceProviderPresentation,
 			association.RejectPresentationTemporaryCongestion, "")
@@ -243,6 +251,12 @@ func (r *relay) accepted(rq *association.AssociateRQ, ac *association.AssociateA
 	c := r.c
 	cac, icfg, accepted := clientAC(rq, ac, removed, r.cfg.Edge.MaxPDULength)
 	icfg.Policy, icfg.Rule = &r.d, r.d.Rule
+	// Each side is held to the maximum length the edge announced to it
+	// (PS3.8 D.1.1): the client to the AC's, the backend to the RQ's. PDUs
+	// pass unchanged, so a longer one would reach a peer that said it
+	// cannot take it.
+	r.cr.SetLimit(icfg.MaxPDU[inspect.Acceptor])
+	r.br.SetLimit(icfg.MaxPDU[inspect.Requestor])
 	// Scanned with patient_ids = "omit" too: the record names the study.
 	icfg.ScanPatientID = c.s.Audit != nil
 	if called := association.TrimAE(rq.CalledAE); r.d.AllowsService("C-FIND") && called != r.d.Backend.AETitle {

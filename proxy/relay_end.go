@@ -52,6 +52,49 @@ func (e *assocEnd) result() endOutcome {
 	return e.outcome
 }
 
+// release follows the A-RELEASE exchange (PS3.8 7.2; Sta7-Sta12 for a
+// release collision), shared by the two pumps: which side has sent its
+// A-RELEASE-RQ, and which of those requests has had its A-RELEASE-RP.
+type release struct {
+	mu       sync.Mutex
+	asked    [2]bool // by inspect.Side
+	answered [2]bool
+}
+
+// request notes side's A-RELEASE-RQ; false when it already sent one.
+func (rl *release) request(side inspect.Side) bool {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	if rl.asked[side] {
+		return false
+	}
+	rl.asked[side] = true
+	return true
+}
+
+// requested says whether side has sent its A-RELEASE-RQ: it may send no
+// P-DATA-TF after it (PS3.8 Sta7; its peer, in Sta8, would take one as
+// AA-8).
+func (rl *release) requested(side inspect.Side) bool {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	return rl.asked[side]
+}
+
+// respond notes side's A-RELEASE-RP. ok is false when it answers no
+// A-RELEASE-RQ of the other side (PS3.8 Sta6: AA-8); done is true when
+// every request is now answered, so the association is released.
+func (rl *release) respond(side inspect.Side) (ok, done bool) {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	o := side.Other()
+	if !rl.asked[o] || rl.answered[o] {
+		return false, false
+	}
+	rl.answered[o] = true
+	return true, !rl.asked[side] || rl.answered[side]
+}
+
 // abortBoth sends A-ABORT (service provider) to both sides and closes them.
 func (r *relay) abortBoth(why abortReason) {
 	r.end.endWith(endOutcome{abortSource: sourceEdge, abortReason: why}, func() {
@@ -98,6 +141,9 @@ func (r *relay) sideFailed(x, y *peer, err error) {
 // error prescribes, y one with no reason.
 func (r *relay) protocolFailure(x, y *peer, err error, detail string) {
 	ab := association.AbortFor(err)
+	if detail == "" {
+		detail = err.Error() // the codec's account: what was malformed or unexpected
+	}
 	o := endOutcome{abortSource: sourceEdge, abortReason: protocolReason(x.name, ab.Reason), detail: detail, err: err}
 	r.end.endWith(o, func() {
 		x.w.abort(association.AbortSourceServiceProvider, ab.Reason)

@@ -36,15 +36,26 @@ type scriptBackend struct {
 	got     chan gotPDU
 	conn    chan net.Conn
 	rq      chan *association.AssociateRQ // the A-ASSOCIATE-RQ the edge sent
+	// editAC, when set, changes the A-ASSOCIATE-AC before it is sent (a
+	// hostile backend's answer).
+	editAC func(rq *association.AssociateRQ, ac *association.AssociateAC)
 }
 
 func startScriptBackend(t *testing.T, maxPDU uint32, abortRQ *association.Abort) *scriptBackend {
+	t.Helper()
+	return startScriptBackendAC(t, maxPDU, abortRQ, nil)
+}
+
+// startScriptBackendAC is startScriptBackend whose A-ASSOCIATE-AC editAC
+// changes first.
+func startScriptBackendAC(t *testing.T, maxPDU uint32, abortRQ *association.Abort,
+	editAC func(*association.AssociateRQ, *association.AssociateAC)) *scriptBackend {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &scriptBackend{Addr: ln.Addr().String(), maxPDU: maxPDU, abortRQ: abortRQ,
+	b := &scriptBackend{Addr: ln.Addr().String(), maxPDU: maxPDU, abortRQ: abortRQ, editAC: editAC,
 		got: make(chan gotPDU, 256), conn: make(chan net.Conn, 1), rq: make(chan *association.AssociateRQ, 1)}
 	done := make(chan struct{})
 	t.Cleanup(func() {
@@ -82,6 +93,9 @@ func startScriptBackend(t *testing.T, maxPDU uint32, abortRQ *association.Abort)
 		for _, pc := range rq.PresentationContexts {
 			ac.PresentationContexts = append(ac.PresentationContexts, association.PresentationContextAC{ID: pc.ID,
 				Result: association.PCAcceptance, TransferSyntax: pc.TransferSyntaxes[0]})
+		}
+		if b.editAC != nil {
+			b.editAC(rq, ac)
 		}
 		if association.WritePDU(c, ac) != nil {
 			return

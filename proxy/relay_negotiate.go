@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"slices"
+
 	"github.com/dicomedge/dicomedge/association"
 	"github.com/dicomedge/dicomedge/policy"
 	"github.com/dicomedge/dicomedge/proxy/inspect"
@@ -70,9 +72,14 @@ func clampOps(n uint16) uint16 {
 // clientAC is the A-ASSOCIATE-AC the client gets for the backend's ac,
 // built anew as backendRQ is: the AE titles the client used, the
 // backend's answer for each context it was offered and user rejection
-// (PS3.8 9.3.3.2 result 1) for those the rule removed, role selections only
-// for what the client proposed, and a maximum length no larger than the
-// edge's. It also returns the inspection's view of the association and the
+// (PS3.8 9.3.3.2 result 1) for those the rule removed, role selection and
+// extended negotiation only for what the client proposed and the backend
+// was offered, and a maximum length no larger than the edge's. Nothing the
+// backend was not asked for passes: an acceptance with a transfer syntax
+// the client did not propose (PS3.8 9.3.3.2) becomes a rejection (result
+// 4), a user identity response needs a request that asked for one (PS3.7
+// D.3.3.7), an asynchronous operations window a proposal (PS3.7 D.3.3.3).
+// It also returns the inspection's view of the association and the
 // abstract syntaxes accepted (for the audit).
 func clientAC(rq *association.AssociateRQ, ac *association.AssociateAC, removed map[uint8]bool, maxLen uint32) (*association.AssociateAC, inspect.Config, []string) {
 	cac := &association.AssociateAC{
@@ -103,6 +110,11 @@ func clientAC(rq *association.AssociateRQ, ac *association.AssociateAC, removed 
 			}
 			continue
 		}
+		if !slices.Contains(pc.TransferSyntaxes, bpc.TransferSyntax) {
+			cac.PresentationContexts = append(cac.PresentationContexts, association.PresentationContextAC{ID: pc.ID,
+				Result: association.PCTransferSyntaxNotSupported, TransferSyntax: bpc.TransferSyntax})
+			continue
+		}
 		cac.PresentationContexts = append(cac.PresentationContexts,
 			association.PresentationContextAC{ID: bpc.ID, Result: bpc.Result, TransferSyntax: bpc.TransferSyntax})
 		icfg.Contexts = append(icfg.Contexts, inspect.Context{ID: pc.ID, AbstractSyntax: pc.AbstractSyntax, TransferSyntax: bpc.TransferSyntax})
@@ -111,11 +123,22 @@ func clientAC(rq *association.AssociateRQ, ac *association.AssociateAC, removed 
 	ui, cui := &ac.UserInfo, &cac.UserInfo
 	cui.MaxLength, cui.HasMaxLength = clampMax(ui.MaxLength, maxLen), true
 	cui.ImplementationClassUID, cui.ImplementationVersionName = ui.ImplementationClassUID, ui.ImplementationVersionName
-	cui.AsyncOps, cui.UserIdentityAC = ui.AsyncOps, ui.UserIdentityAC
+	if rq.UserInfo.AsyncOps != nil {
+		cui.AsyncOps = ui.AsyncOps
+	}
+	if u := rq.UserInfo.UserIdentityRQ; u != nil && u.PositiveResponseRequested {
+		cui.UserIdentityAC = ui.UserIdentityAC
+	}
+	offered := map[string]bool{} // abstract syntaxes the backend was offered
+	for _, pc := range rq.PresentationContexts {
+		if !removed[pc.ID] {
+			offered[pc.AbstractSyntax] = true
+		}
+	}
 	proposedSCP := map[string]bool{}
 	proposed := map[string]bool{}
 	for _, rs := range rq.UserInfo.RoleSelections {
-		proposed[rs.SOPClassUID] = true
+		proposed[rs.SOPClassUID] = offered[rs.SOPClassUID]
 		proposedSCP[rs.SOPClassUID] = rs.SCP
 	}
 	for _, rs := range ui.RoleSelections {
@@ -130,7 +153,7 @@ func clientAC(rq *association.AssociateRQ, ac *association.AssociateAC, removed 
 		}
 	}
 	for _, en := range ui.ExtendedNegotiations {
-		if proposedExtended(rq, en.SOPClassUID) {
+		if offered[en.SOPClassUID] && proposedExtended(rq, en.SOPClassUID) {
 			cui.ExtendedNegotiations = append(cui.ExtendedNegotiations, en)
 		}
 	}

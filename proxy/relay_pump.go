@@ -109,15 +109,36 @@ func (r *relay) pumpFrom(x, y *peer) {
 		}
 		switch typ {
 		case association.TypePDataTF:
+			if r.rel.requested(x.side) {
+				r.protocolFailure(x, y, association.Unexpected(typ), "P-DATA-TF from the "+x.name+" after its A-RELEASE-RQ")
+				return
+			}
 			if !r.pdata(x, y, raw) {
 				return
 			}
 		case association.TypeReleaseRQ:
 			r.c.log.Trace("release", "from", x.name)
+			if !r.rel.request(x.side) {
+				r.protocolFailure(x, y, association.Unexpected(typ), "a second A-RELEASE-RQ from the "+x.name)
+				return
+			}
 			if !r.send(x, y, y.w.writeRaw, raw) {
 				return
 			}
 		case association.TypeReleaseRP:
+			ok, done := r.rel.respond(x.side)
+			switch {
+			case !ok:
+				r.protocolFailure(x, y, association.Unexpected(typ), "A-RELEASE-RP from the "+x.name+" answering no A-RELEASE-RQ")
+				return
+			case !done:
+				// A release collision: x answered y's request and now
+				// awaits the answer to its own (PS3.8 Sta11, Sta12).
+				if !r.send(x, y, y.w.writeRaw, raw) {
+					return
+				}
+				continue
+			}
 			r.releaseRP(x, y, raw)
 			return
 		case association.TypeAbort:

@@ -61,6 +61,32 @@ func (f CommandField) Service() string {
 // Response returns the response command field for a request.
 func (f CommandField) Response() CommandField { return f | 0x8000 }
 
+// DataSet says whether a message of f carries a data set, by the Data Set
+// row of its message table (PS3.7 9.3, 10.3): required (C-STORE, C-FIND,
+// C-GET and C-MOVE requests carry the instance or identifier, N-SET-RQ its
+// modification list) or allowed at all (C-ECHO, C-CANCEL, N-GET-RQ,
+// N-DELETE and C-STORE-RSP have none). An unknown field allows one.
+func (f CommandField) DataSet() (required, allowed bool) {
+	switch f {
+	case CStoreRQ, CFindRQ, CGetRQ, CMoveRQ, NSetRQ:
+		return true, true
+	case CStoreRSP, CEchoRQ, CEchoRSP, CCancelRQ, NGetRQ, NDeleteRQ, NDeleteRSP:
+		return false, false
+	}
+	return false, true
+}
+
+// HasPending reports whether responses of f's service may have a pending
+// status: only C-FIND, C-GET and C-MOVE answer one request with several
+// responses (PS3.4 C.4.1.3, C.4.2.3, C.4.3.3).
+func (f CommandField) HasPending() bool {
+	switch f | 0x8000 {
+	case CFindRSP, CGetRSP, CMoveRSP:
+		return true
+	}
+	return false
+}
+
 func (f CommandField) String() string {
 	if !f.Known() {
 		return fmt.Sprintf("command-0x%04x", uint16(f))

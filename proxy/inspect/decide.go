@@ -32,6 +32,21 @@ func (in *Inspector) decide(st *stream, ctx *Context, cmd *dimse.Command) (decis
 	}
 }
 
+// dataSetAsDefined checks, for a message about to be forwarded, that it
+// announces a data set exactly when its service has one: a data set the
+// service does not define would reach the peer as bytes no request
+// announced, a missing one leaves the peer waiting for it.
+func dataSetAsDefined(st *stream, cmd *dimse.Command) *Violation {
+	required, allowed := cmd.CommandField.DataSet()
+	switch {
+	case cmd.HasDataSet() && !allowed:
+		return violation(st, association.AbortUnexpectedPDUParameter, "%s with a data set, which it does not have (PS3.7)", cmd.CommandField)
+	case !cmd.HasDataSet() && required:
+		return violation(st, association.AbortUnexpectedPDUParameter, "%s without the data set it requires (PS3.7)", cmd.CommandField)
+	}
+	return nil
+}
+
 // next is the state after a message's command: its data set, if it has one.
 func next(cmd *dimse.Command, data State) State {
 	if cmd.HasDataSet() {
@@ -118,6 +133,9 @@ func (in *Inspector) request(st *stream, ctx *Context, cmd *dimse.Command) (deci
 		in.refuse(st, ctx, cmd, o, status, why)
 		return decision{next: next(cmd, DiscardDataSet)}, nil
 	}
+	if v := dataSetAsDefined(st, cmd); v != nil {
+		return decision{}, v
+	}
 	if in.cfg.ScanPatientID && cmd.CommandField == dimse.CStoreRQ {
 		o.scanner = dimse.NewPatientIDScanner(ctx.TransferSyntax)
 	}
@@ -161,8 +179,17 @@ func (in *Inspector) reverseRequest(st *stream, ctx *Context, cmd *dimse.Command
 	case isCService(f) && cmd.AffectedSOPClassUID != ctx.AbstractSyntax:
 		return decision{}, violation(st, association.AbortUnexpectedPDUParameter,
 			"%s for SOP class %q on presentation context %d (%s)", f, cmd.AffectedSOPClassUID, ctx.ID, ctx.AbstractSyntax)
+	case f == dimse.CStoreRQ && !in.ledger.has(Requestor, dimse.CGetRQ):
+		// The acceptor stores on this association only as a C-GET's
+		// sub-operation (PS3.4 C.4.3); the SCP role the requestor took for
+		// it does not let the acceptor push instances at any other time.
+		return decision{}, violation(st, association.AbortUnexpectedPDUParameter,
+			"C-STORE-RQ (message %d) from the association acceptor with no C-GET outstanding", cmd.MessageID)
 	case in.ledger.count(Acceptor) >= MaxOutstanding:
 		return decision{}, violation(st, association.AbortUnexpectedPDUParameter, "more than %d operations outstanding", MaxOutstanding)
+	}
+	if v := dataSetAsDefined(st, cmd); v != nil {
+		return decision{}, v
 	}
 	o := in.ledger.newOp(st.side, ctx.ID, cmd, in.cfg.Now())
 	if f == dimse.CStoreRQ {
@@ -222,6 +249,14 @@ func (in *Inspector) response(st *stream, ctx *Context, cmd *dimse.Command) (dec
 	case ctx.ID != o.ctx:
 		return decision{}, violation(st, association.AbortUnexpectedPDUParameter,
 			"%s on presentation context %d; its request came on %d", cmd.CommandField, ctx.ID, o.ctx)
+	case dimse.ClassOf(cmd.Status) == dimse.ClassPending && !o.field.HasPending():
+		// A pending response would keep the request open for any number
+		// of answers.
+		return decision{}, violation(st, association.AbortUnexpectedPDUParameter,
+			"%s with pending status 0x%04X: %s has no pending responses", cmd.CommandField, cmd.Status, o.field.Service())
+	}
+	if v := dataSetAsDefined(st, cmd); v != nil {
+		return decision{}, v
 	}
 	if dimse.ClassOf(cmd.Status) != dimse.ClassPending {
 		in.ledger.take(o.from, o.rec.MessageID)
@@ -248,8 +283,6 @@ func (l *ledger) subOperationOf(cmd *dimse.Command) string {
 	}
 	slices.Sort(gets)
 	switch len(gets) {
-	case 0:
-		return "C-STORE request from the association acceptor outside any C-GET"
 	case 1:
 		return fmt.Sprintf("C-GET sub-operation of message %d", gets[0])
 	}

@@ -301,6 +301,32 @@ func TestInspector(t *testing.T) {
 			R(pdu(cmdPDV(ctxFind, withData(&dimse.Command{CommandField: dimse.CCancelRQ, MessageIDBeingRespondedTo: 2}))), aborted).violates(
 				association.AbortInvalidPDUParameterValue, "with a data set"),
 		}},
+		{"a data set on a message whose service has none, or none where it needs one (PS3.7)", all, []step{
+			R(pdu(cmdPDV(ctxEcho, withData(echoRQ(1))), dataPDV(ctxEcho, true, ds)), aborted).violates(
+				association.AbortUnexpectedPDUParameter, "C-ECHO-RQ with a data set"),
+		}},
+		{"a C-FIND-RQ without its identifier", all, []step{
+			R(pdu(cmdPDV(ctxFind, &dimse.Command{CommandField: dimse.CFindRQ, MessageID: 2, AffectedSOPClassUID: findModel,
+				CommandDataSetType: dimse.NoDataSet})), aborted).violates(association.AbortUnexpectedPDUParameter, "without the data set"),
+		}},
+		{"a pending C-STORE-RSP", all, []step{
+			R(pdu(cmdPDV(ctxGet, withData(&dimse.Command{CommandField: dimse.CGetRQ, MessageID: 7, AffectedSOPClassUID: getModel})),
+				dataPDV(ctxGet, true, ds)), pass),
+			A(pdu(cmdPDV(ctxCT, storeRQ(1001, ctStorage)), dataPDV(ctxCT, true, ds)), pass),
+			R(pdu(cmdPDV(ctxCT, rsp(dimse.CStoreRSP, 1001, ctStorage, dimse.StatusPending))), aborted).violates(
+				association.AbortUnexpectedPDUParameter, "no pending responses"),
+		}},
+		{"a C-STORE-RSP with a data set", all, []step{
+			R(pdu(cmdPDV(ctxGet, withData(&dimse.Command{CommandField: dimse.CGetRQ, MessageID: 7, AffectedSOPClassUID: getModel})),
+				dataPDV(ctxGet, true, ds)), pass),
+			A(pdu(cmdPDV(ctxCT, storeRQ(1001, ctStorage)), dataPDV(ctxCT, true, ds)), pass),
+			R(pdu(cmdPDV(ctxCT, withData(rsp(dimse.CStoreRSP, 1001, ctStorage, 0))), dataPDV(ctxCT, true, ds)), aborted).violates(
+				association.AbortUnexpectedPDUParameter, "C-STORE-RSP with a data set"),
+		}},
+		{"the acceptor's C-STORE-RQ with no C-GET outstanding", all, []step{
+			A(pdu(cmdPDV(ctxCT, storeRQ(1001, ctStorage)), dataPDV(ctxCT, true, ds)), aborted).violates(
+				association.AbortUnexpectedPDUParameter, "no C-GET outstanding"),
+		}},
 		{"a malformed command set", all, []step{
 			R(pdu(pdv(ctxEcho, true, true, []byte{1, 2, 3})), aborted).violates(association.AbortInvalidPDUParameterValue, ""),
 		}},

@@ -84,6 +84,16 @@ func (l *ledger) get(from Side, id uint16) *op          { return l.ops[from][id]
 func (l *ledger) outstanding(from Side, id uint16) bool { return l.ops[from][id] != nil }
 func (l *ledger) count(from Side) int                   { return len(l.ops[from]) }
 
+// has reports whether from has a request of field f outstanding.
+func (l *ledger) has(from Side, f dimse.CommandField) bool {
+	for _, o := range l.ops[from] {
+		if o.field == f {
+			return true
+		}
+	}
+	return false
+}
+
 func (l *ledger) take(from Side, id uint16) *op {
 	o := l.ops[from][id]
 	delete(l.ops[from], id)

@@ -1,0 +1,437 @@
+package proxy
+
+import (
+	"bytes"
+	"crypto/tls"
+	"testing"
+	"time"
+
+	"github.com/dicomedge/dicomedge/association"
+	"github.com/dicomedge/dicomedge/association/dimse"
+	"github.com/dicomedge/dicomedge/audit"
+)
+
+// A second round of attacks on the running edge with a relay rule: the
+// release exchange, the negotiated maximum PDU length, responses and
+// requests whose data set the service does not have, and a hostile
+// backend's A-ASSOCIATE-AC.
+
+// inspectClientRQ associates with the edge proposing inspectClient's
+// contexts, rq changed by edit first.
+func inspectClientRQ(t *testing.T, e *testEdge, edit func(*association.AssociateRQ)) (*tls.Conn, *association.AssociateAC) {
+	t.Helper()
+	c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
+	rq := echoRQ("MODALITY1", "MAINPACS")
+	for _, pc := range []struct {
+		id  uint8
+		uid string
+	}{{pcSC, association.SecondaryCaptureImageStorage}, {pcFind, studyRootFind}, {pcNGet, modalityPPSClass}} {
+		rq.PresentationContexts = append(rq.PresentationContexts, association.PresentationContextRQ{ID: pc.id,
+			AbstractSyntax: pc.uid, TransferSyntaxes: []string{association.ExplicitVRLittleEndian}})
+	}
+	if edit != nil {
+		edit(rq)
+	}
+	return c, associate(t, c, rq)
+}
+
+// endedEvent waits for the association's end record.
+func endedEvent(t *testing.T, e *testEdge) audit.Event {
+	t.Helper()
+	return e.waitEvent(t, "association end", func(ev audit.Event) bool {
+		return ev.Event == audit.EventReleased || ev.Event == audit.EventAborted
+	})
+}
+
+// An A-RELEASE-RP that answers no A-RELEASE-RQ is an unexpected PDU (PS3.8
+// Sta6, AA-8): the edge aborts both sides; it does not pass it on and
+// record a release that never happened.
+func TestRelayUnsolicitedReleaseRPAborted(t *testing.T) {
+	be := startScriptBackend(t, 16384, nil)
+	e := inspectEdge(t, be, `services = ["C-ECHO"]`)
+	c := inspectClient(t, e)
+	writeRaw(t, c, mustAppend(t, &association.ReleaseRP{}))
+	expectAbortAfter(t, c, association.AbortUnexpectedPDU)
+	for _, g := range backendGotOnly(t, be, 0, 5*time.Second) {
+		if g.typ == association.TypeReleaseRP {
+			t.Fatal("the backend received the unsolicited A-RELEASE-RP")
+		}
+	}
+	abortedEvent(t, e, "client:unexpected-pdu")
+}
+
+// After its A-RELEASE-RQ a side sends no more P-DATA-TF (PS3.8 Sta7; the
+// receiver in Sta8 would take it as AA-8): the edge aborts instead of
+// passing it on.
+func TestRelayPDataAfterReleaseRQAborted(t *testing.T) {
+	be := startScriptBackend(t, 16384, nil)
+	e := inspectEdge(t, be, `services = ["C-ECHO"]`)
+	c := inspectClient(t, e)
+	writeRaw(t, c, mustAppend(t, &association.ReleaseRQ{}))
+	if g := be.next(t, 5*time.Second); g == nil || g.typ != association.TypeReleaseRQ {
+		t.Fatalf("backend got %+v, want the A-RELEASE-RQ", g)
+	}
+	writeRaw(t, c, pdataPDU(pdvItemBytes(pcEcho, true, true, echoCmd(1).Encode())))
+	expectAbortAfter(t, c, association.AbortUnexpectedPDU)
+	backendGotOnly(t, be, 0, 5*time.Second)
+	abortedEvent(t, e, "client:unexpected-pdu")
+}
+
+// A release collision (PS3.8 Sta9-Sta12): both sides send A-RELEASE-RQ, the
+// requestor answers first, then the acceptor; each side gets the other's
+// A-RELEASE-RP before the edge closes it, and the association is released.
+func TestRelayReleaseCollision(t *testing.T) {
+	be := startScriptBackend(t, 16384, nil)
+	e := inspectEdge(t, be, `services = ["C-ECHO"]`)
+	c := inspectClient(t, e)
+	writeRaw(t, c, mustAppend(t, &association.ReleaseRQ{}))
+	if g := be.next(t, 5*time.Second); g == nil || g.typ != association.TypeReleaseRQ {
+		t.Fatalf("backend got %+v, want the A-RELEASE-RQ", g)
+	}
+	be.write(t, &association.ReleaseRQ{}) // the collision
+	if p, err := readPDU(t, c, 5*time.Second); err != nil {
+		t.Fatalf("client: %v, want the backend's A-RELEASE-RQ", err)
+	} else if _, ok := p.(*association.ReleaseRQ); !ok {
+		t.Fatalf("client got %T, want A-RELEASE-RQ", p)
+	}
+	writeRaw(t, c, mustAppend(t, &association.ReleaseRP{})) // the requestor answers first (Sta9)
+	if g := be.next(t, 5*time.Second); g == nil || g.typ != association.TypeReleaseRP {
+		t.Fatalf("backend got %+v, want the client's A-RELEASE-RP", g)
+	}
+	be.write(t, &association.ReleaseRP{}) // the acceptor answers (Sta12)
+	p, err := readPDU(t, c, 5*time.Second)
+	if err != nil {
+		t.Fatalf("client: %v, want the backend's A-RELEASE-RP", err)
+	}
+	if _, ok := p.(*association.ReleaseRP); !ok {
+		t.Fatalf("client got %T, want A-RELEASE-RP", p)
+	}
+	if ev := endedEvent(t, e); ev.Event != audit.EventReleased {
+		t.Errorf("end record %+v, want released", ev)
+	}
+}
+
+// A PDU longer than the maximum length the edge announced to its sender
+// is refused (A-ABORT, invalid PDU parameter value) and not passed on to a
+// peer that announced it cannot take it.
+func TestRelayPDUOverNegotiatedMaxAborted(t *testing.T) {
+	be := startScriptBackend(t, 16384, nil)
+	e := inspectEdge(t, be, `services = ["C-ECHO", "C-STORE"]`)
+	c, ac := inspectClientRQ(t, e, nil)
+	if ac.UserInfo.MaxLength != 16384 {
+		t.Fatalf("AC max length %d, want the backend's 16384", ac.UserInfo.MaxLength)
+	}
+	cmd := storeCmd(1, association.SecondaryCaptureImageStorage).Encode()
+	big := bytes.Repeat([]byte{0}, 20000)
+	writeRaw(t, c, pdataPDU(append(pdvItemBytes(pcSC, true, true, cmd), pdvItemBytes(pcSC, false, true, big)...)))
+	expectAbortAfter(t, c, association.AbortInvalidPDUParameterValue)
+	backendGotOnly(t, be, 0, 5*time.Second)
+	abortedEvent(t, e, "client:invalid-pdu-parameter-value")
+}
+
+// The backend too is held to the maximum length the edge announced in its
+// A-ASSOCIATE-RQ (the client's).
+func TestRelayBackendPDUOverNegotiatedMaxAborted(t *testing.T) {
+	be := startScriptBackend(t, 1<<20, nil)
+	e := inspectEdge(t, be, `services = ["C-ECHO", "C-FIND"]`)
+	c, _ := inspectClientRQ(t, e, nil) // max length 16384
+	find := &dimse.Command{CommandField: dimse.CFindRQ, MessageID: 1, AffectedSOPClassUID: studyRootFind,
+		CommandDataSetType: dimse.DataSetPresent}
+	if err := dimse.WriteMessage(c, pcFind, find, []byte{0x08, 0, 0x52, 0, 'C', 'S', 6, 0, 'S', 'T', 'U', 'D', 'Y', ' '}, 16384); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := be.nextCommand(t); got.CommandField != dimse.CFindRQ {
+		t.Fatalf("backend got %+v", got)
+	}
+	be.next(t, 5*time.Second) // the identifier
+	rsp := dimse.NewResponse(find, dimse.StatusPending)
+	rsp.CommandDataSetType = dimse.DataSetPresent
+	be.send(t, pcFind, rsp) // the command; its identifier in one PDU over the client's maximum
+	raw := pdataPDU(pdvItemBytes(pcFind, false, true, bytes.Repeat([]byte{0}, 20000)))
+	c2 := <-be.conn
+	be.conn <- c2
+	if _, err := c2.Write(raw); err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		p, err := readPDU(t, c, 10*time.Second)
+		if err != nil {
+			t.Fatalf("client: %v, want an A-ABORT", err)
+		}
+		if pd, ok := p.(*association.PDataTF); ok {
+			for _, v := range pd.PDVs {
+				if !v.Command {
+					t.Fatalf("the client received %d bytes of data over its maximum length", len(v.Data))
+				}
+			}
+			continue
+		}
+		if _, ok := p.(*association.Abort); !ok {
+			t.Fatalf("client got %T, want A-ABORT", p)
+		}
+		break
+	}
+	abortedEvent(t, e, "backend:invalid-pdu-parameter-value")
+}
+
+// A requestor that accepts only small PDUs gets the edge's own refusal in
+// PDUs that fit: PS3.8 D.1.1 binds every P-DATA-TF sent to it.
+func TestRelayRefusalFitsSmallMaxPDU(t *testing.T) {
+	const max = 24 // 18 data bytes a PDV
+	be := startScriptBackend(t, 16384, nil)
+	e := inspectEdge(t, be, `services = ["C-ECHO"]`)
+	c, _ := inspectClientRQ(t, e, func(rq *association.AssociateRQ) { rq.UserInfo.MaxLength = max })
+	// A C-STORE the rule does not allow, sent in PDUs the backend's maximum allows.
+	if err := dimse.WriteMessage(c, pcSC, storeCmd(1, association.SecondaryCaptureImageStorage), []byte{0, 0, 0, 0}, 16384); err != nil {
+		t.Fatal(err)
+	}
+	asm := &dimse.Assembler{}
+	for range 200 {
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		typ, raw, err := association.NewReader(c, 1<<20).Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(raw)-association.HeaderLen > max {
+			t.Fatalf("the edge sent a %v of length %d to a requestor whose maximum is %d", typ, len(raw)-association.HeaderLen, max)
+		}
+		p, err := association.Decode(typ, raw[association.HeaderLen:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		pd, ok := p.(*association.PDataTF)
+		if !ok {
+			t.Fatalf("got %T", p)
+		}
+		for _, v := range pd.PDVs {
+			rsp, done, err := asm.Add(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if done {
+				if rsp.Status != dimse.StatusRefusedNotAuthorized {
+					t.Fatalf("status 0x%04X", rsp.Status)
+				}
+				return
+			}
+		}
+	}
+	t.Fatal("no whole refusal in 200 PDUs")
+}
+
+const (
+	pcGet        = 11 // Study Root GET
+	studyRootGet = "1.2.840.10008.5.1.4.1.2.2.3"
+)
+
+// clientWithSCPRole associates taking the SCP role for Secondary Capture
+// (as a C-GET SCU does), the backend accepting it.
+func clientWithSCPRole(t *testing.T, services string) (*testEdge, *scriptBackend, *tls.Conn) {
+	t.Helper()
+	be := startScriptBackendAC(t, 16384, nil, func(rq *association.AssociateRQ, ac *association.AssociateAC) {
+		ac.UserInfo.RoleSelections = rq.UserInfo.RoleSelections
+	})
+	e := inspectEdge(t, be, `services = `+services)
+	c, ac := inspectClientRQ(t, e, func(rq *association.AssociateRQ) {
+		rq.PresentationContexts = append(rq.PresentationContexts, association.PresentationContextRQ{ID: pcGet,
+			AbstractSyntax: studyRootGet, TransferSyntaxes: []string{association.ExplicitVRLittleEndian}})
+		rq.UserInfo.RoleSelections = []association.RoleSelection{{SOPClassUID: association.SecondaryCaptureImageStorage, SCU: true, SCP: true}}
+	})
+	if rs := ac.UserInfo.RoleSelections; len(rs) != 1 || !rs[0].SCP {
+		t.Fatalf("AC role selections %+v, want the SCP role for Secondary Capture", rs)
+	}
+	return e, be, c
+}
+
+// getWithSubStore has the client send a C-GET and the backend answer with
+// a C-STORE-RQ sub-operation (command and data set), which the client
+// reads; it returns that C-STORE-RQ.
+func getWithSubStore(t *testing.T, be *scriptBackend, c *tls.Conn) *dimse.Command {
+	t.Helper()
+	get := &dimse.Command{CommandField: dimse.CGetRQ, MessageID: 1, AffectedSOPClassUID: studyRootGet,
+		CommandDataSetType: dimse.DataSetPresent}
+	ident := []byte{0x08, 0, 0x52, 0, 'C', 'S', 6, 0, 'S', 'T', 'U', 'D', 'Y', ' '}
+	if err := dimse.WriteMessage(c, pcGet, get, ident, 16384); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := be.nextCommand(t); got.CommandField != dimse.CGetRQ {
+		t.Fatalf("backend got %+v", got)
+	}
+	be.next(t, 5*time.Second) // the identifier
+	st := subStore(7)
+	st.MoveOriginatorMessageID = 1
+	be.send(t, pcSC, st)
+	bc := <-be.conn
+	be.conn <- bc
+	if _, err := bc.Write(pdataPDU(pdvItemBytes(pcSC, false, true, storeDataSet(t)))); err != nil {
+		t.Fatal(err)
+	}
+	rq := readResponse(t, c)
+	if rq.CommandField != dimse.CStoreRQ {
+		t.Fatalf("client got %v, want the C-STORE-RQ", rq.CommandField)
+	}
+	if p, err := readPDU(t, c, 5*time.Second); err != nil {
+		t.Fatal(err)
+	} else if _, ok := p.(*association.PDataTF); !ok {
+		t.Fatalf("client got %T, want the data set", p)
+	}
+	return rq
+}
+
+// subStore is the backend's C-STORE-RQ to the client.
+func subStore(id uint16) *dimse.Command {
+	return &dimse.Command{CommandField: dimse.CStoreRQ, MessageID: id, AffectedSOPClassUID: association.SecondaryCaptureImageStorage,
+		AffectedSOPInstanceUID: testInstanceUID, CommandDataSetType: dimse.DataSetPresent}
+}
+
+// A C-STORE-RSP carries no data set (PS3.7 9.3.1.2): a client's
+// C-STORE-RSP announcing one is a protocol violation, and nothing of it
+// reaches the backend.
+func TestRelayResponseWithDataSetItsServiceLacks(t *testing.T) {
+	e, be, c := clientWithSCPRole(t, `["C-ECHO", "C-GET"]`)
+	rq := getWithSubStore(t, be, c)
+	rsp := dimse.NewResponse(rq, dimse.StatusSuccess)
+	rsp.CommandDataSetType = dimse.DataSetPresent
+	writeRaw(t, c, pdataPDU(append(pdvItemBytes(pcSC, true, true, rsp.Encode()),
+		pdvItemBytes(pcSC, false, true, []byte{0x10, 0, 0x20, 0, 'L', 'O', 4, 0, 'E', 'V', 'I', 'L'})...)))
+	expectAbortAfter(t, c, association.AbortUnexpectedPDUParameter)
+	backendGotOnly(t, be, 0, 5*time.Second)
+	abortedEvent(t, e, "client:unexpected-pdu-parameter")
+}
+
+// Only C-FIND, C-GET and C-MOVE have pending responses (PS3.4 C.4): a
+// pending C-STORE-RSP would keep the request open for any number of
+// answers.
+func TestRelayPendingResponseOfAServiceWithoutOne(t *testing.T) {
+	e, be, c := clientWithSCPRole(t, `["C-ECHO", "C-GET"]`)
+	rq := getWithSubStore(t, be, c)
+	writeRaw(t, c, pdataPDU(pdvItemBytes(pcSC, true, true, dimse.NewResponse(rq, dimse.StatusPending).Encode())))
+	expectAbortAfter(t, c, association.AbortUnexpectedPDUParameter)
+	backendGotOnly(t, be, 0, 5*time.Second)
+	abortedEvent(t, e, "client:unexpected-pdu-parameter")
+}
+
+// A C-ECHO-RQ carries no data set (PS3.7 9.3.5.1): one announcing a data
+// set would carry bytes to the backend that no service defines.
+func TestRelayRequestWithDataSetItsServiceLacks(t *testing.T) {
+	be := startScriptBackend(t, 16384, nil)
+	e := inspectEdge(t, be, `services = ["C-ECHO"]`)
+	c := inspectClient(t, e)
+	echo := echoCmd(1)
+	echo.CommandDataSetType = dimse.DataSetPresent
+	writeRaw(t, c, pdataPDU(append(pdvItemBytes(pcEcho, true, true, echo.Encode()),
+		pdvItemBytes(pcEcho, false, true, []byte{0x10, 0, 0x20, 0, 'L', 'O', 4, 0, 'E', 'V', 'I', 'L'})...)))
+	expectAbortAfter(t, c, association.AbortUnexpectedPDUParameter)
+	backendGotOnly(t, be, 0, 5*time.Second)
+	abortedEvent(t, e, "client:unexpected-pdu-parameter")
+}
+
+// A hostile backend's A-ASSOCIATE-AC: a transfer syntax the client never
+// proposed, role selection and extended negotiation for a SOP class the
+// rule removed, a user identity response nobody asked for. The client's AC
+// carries none of it.
+func TestRelayHostileBackendAC(t *testing.T) {
+	be := startScriptBackendAC(t, 16384, nil, func(rq *association.AssociateRQ, ac *association.AssociateAC) {
+		for i := range ac.PresentationContexts {
+			if ac.PresentationContexts[i].ID == pcSC {
+				ac.PresentationContexts[i].TransferSyntax = "1.2.840.10008.1.2.4.50" // JPEG, not proposed
+			}
+		}
+		ac.UserInfo.RoleSelections = []association.RoleSelection{{SOPClassUID: association.CTImageStorage, SCU: true, SCP: true}}
+		ac.UserInfo.ExtendedNegotiations = []association.ExtendedNegotiation{{SOPClassUID: association.CTImageStorage, Info: []byte{1}}}
+		ac.UserInfo.UserIdentityAC = &association.UserIdentityAC{ServerResponse: []byte("unasked")}
+	})
+	e := inspectEdge(t, be, `services = ["C-ECHO", "C-STORE"]
+    sop_classes = ["1.2.840.10008.1.1", "`+association.SecondaryCaptureImageStorage+`"]`)
+	c, ac := inspectClientRQ(t, e, func(rq *association.AssociateRQ) {
+		rq.PresentationContexts = append(rq.PresentationContexts, association.PresentationContextRQ{ID: 9,
+			AbstractSyntax: association.CTImageStorage, TransferSyntaxes: []string{association.ExplicitVRLittleEndian}})
+		rq.UserInfo.RoleSelections = []association.RoleSelection{{SOPClassUID: association.CTImageStorage, SCU: true, SCP: true}}
+		rq.UserInfo.ExtendedNegotiations = []association.ExtendedNegotiation{{SOPClassUID: association.CTImageStorage, Info: []byte{1}}}
+	})
+	defer c.Close()
+	if pc, ok := ac.AcceptedContext(pcSC); ok {
+		t.Errorf("context %d accepted with transfer syntax %q, which the client did not propose", pcSC, pc.TransferSyntax)
+	}
+	if len(ac.UserInfo.RoleSelections) != 0 || len(ac.UserInfo.ExtendedNegotiations) != 0 {
+		t.Errorf("AC carries role selection %+v / extended negotiation %+v for a SOP class the rule removed",
+			ac.UserInfo.RoleSelections, ac.UserInfo.ExtendedNegotiations)
+	}
+	if ac.UserInfo.UserIdentityAC != nil {
+		t.Errorf("AC carries a user identity response the client did not ask for")
+	}
+	// A C-STORE on the context the AC did not validly accept is not passed on.
+	if err := dimse.WriteMessage(c, pcSC, storeCmd(1, association.SecondaryCaptureImageStorage), []byte{0, 0, 0, 0}, 16384); err != nil {
+		t.Fatal(err)
+	}
+	expectAbortAfter(t, c, association.AbortInvalidPDUParameterValue)
+	backendGotOnly(t, be, 0, 5*time.Second)
+}
+
+// The backend may send a C-STORE-RQ only as a sub-operation of a C-GET the
+// client has outstanding (PS3.4 C.4.3): outside one, the SCP role the
+// client took for C-GET does not let the backend push instances at it.
+func TestRelayBackendStoreOutsideGetAborted(t *testing.T) {
+	e, be, c := clientWithSCPRole(t, `["C-ECHO", "C-GET"]`)
+	be.send(t, pcSC, subStore(7))
+	for range 10 {
+		p, err := readPDU(t, c, 10*time.Second)
+		if err != nil {
+			t.Fatalf("client: %v, want an A-ABORT", err)
+		}
+		if _, ok := p.(*association.PDataTF); ok {
+			t.Fatal("the client received the backend's C-STORE-RQ outside any C-GET")
+		}
+		if _, ok := p.(*association.Abort); ok {
+			break
+		}
+	}
+	abortedEvent(t, e, "backend:unexpected-pdu-parameter")
+}
+
+// An RQ the edge cannot take at all gets the relay the same answer as the
+// answer path (PS3.8 9.3.2, 9.3.4): it is not rebuilt into a DICOM RQ for
+// the backend. A maximum length too small for one PDV with data (PS3.8
+// 9.3.5: 6 bytes of PDV header) cannot be honoured either.
+func TestRelayRQTheEdgeCannotTake(t *testing.T) {
+	cases := []struct {
+		name string
+		edit func(*association.AssociateRQ)
+		want association.AssociateRJ
+	}{
+		{"protocol version without bit 0", func(rq *association.AssociateRQ) { rq.ProtocolVersion = 2 },
+			association.AssociateRJ{Result: association.RejectPermanent, Source: association.RejectSourceServiceProviderACSE,
+				Reason: association.RejectACSEProtocolVersionNotSupport}},
+		{"another application context", func(rq *association.AssociateRQ) { rq.ApplicationContext = "1.2.3.4.5.6" },
+			association.AssociateRJ{Result: association.RejectPermanent, Source: association.RejectSourceServiceUser,
+				Reason: association.RejectUserApplicationContextNotSupported}},
+		{"maximum length 6", func(rq *association.AssociateRQ) { rq.UserInfo.MaxLength = 6 },
+			association.AssociateRJ{Result: association.RejectPermanent, Source: association.RejectSourceServiceProviderACSE,
+				Reason: association.RejectACSENoReason}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			be := startScriptBackend(t, 16384, nil)
+			e := inspectEdge(t, be, `services = ["C-ECHO"]`)
+			c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
+			rq := echoRQ("MODALITY1", "MAINPACS")
+			tc.edit(rq)
+			if err := association.WritePDU(c, rq); err != nil {
+				t.Fatal(err)
+			}
+			p, err := readPDU(t, c, 10*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rj, ok := p.(*association.AssociateRJ)
+			if !ok || *rj != tc.want {
+				t.Fatalf("edge answered %T %+v, want A-ASSOCIATE-RJ %+v", p, p, tc.want)
+			}
+			select {
+			case brq := <-be.rq:
+				t.Fatalf("the backend received an A-ASSOCIATE-RQ: %+v", brq)
+			case <-time.After(noResponseDeadline):
+			}
+		})
+	}
+}
