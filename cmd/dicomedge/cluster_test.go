@@ -289,8 +289,14 @@ func TestClusterBehindHAProxy(t *testing.T) {
 		t.Fatalf("ATNA collector holds %d messages for %d audit records", len(atna), len(recs1))
 	}
 	checkATNAStore(t, atna, recs1)
+	// Killed mid-run: an association is under way through the balancer
+	// (on either edge) when edge1 dies.
+	inflight := make(chan error, 1)
+	go func() { _, err := store(); inflight <- err }()
+	time.Sleep(30 * time.Millisecond)
 	_ = edges[0].proc.Cmd.Process.Kill()
 	<-edges[0].proc.Done()
+	t.Logf("the association under way when edge1 was killed: err=%v", <-inflight)
 	before := edges[1].count(t, "association.accepted")
 	for i := range 4 {
 		if out, err := store(); err != nil {
