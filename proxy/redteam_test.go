@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"crypto/tls"
+	"strings"
 	"testing"
 	"time"
 
@@ -333,8 +334,12 @@ func TestRelayRequestWithDataSetItsServiceLacks(t *testing.T) {
 func TestRelayHostileBackendAC(t *testing.T) {
 	be := startScriptBackendAC(t, 16384, nil, func(rq *association.AssociateRQ, ac *association.AssociateAC) {
 		for i := range ac.PresentationContexts {
-			if ac.PresentationContexts[i].ID == pcSC {
+			switch ac.PresentationContexts[i].ID {
+			case pcSC:
 				ac.PresentationContexts[i].TransferSyntax = "1.2.840.10008.1.2.4.50" // JPEG, not proposed
+			case pcEcho:
+				ac.PresentationContexts[i].Result = 9 // no such result (PS3.8 9.3.3.2)
+				ac.PresentationContexts[i].TransferSyntax = "junk"
 			}
 		}
 		ac.UserInfo.RoleSelections = []association.RoleSelection{{SOPClassUID: association.CTImageStorage, SCU: true, SCP: true}}
@@ -352,6 +357,11 @@ func TestRelayHostileBackendAC(t *testing.T) {
 	defer c.Close()
 	if pc, ok := ac.AcceptedContext(pcSC); ok {
 		t.Errorf("context %d accepted with transfer syntax %q, which the client did not propose", pcSC, pc.TransferSyntax)
+	}
+	for _, pc := range ac.PresentationContexts {
+		if pc.ID == pcEcho && (pc.Result != association.PCProviderRejection || pc.TransferSyntax != association.ImplicitVRLittleEndian) {
+			t.Errorf("context %d answered %+v, want a provider rejection with the client's transfer syntax", pcEcho, pc)
+		}
 	}
 	if len(ac.UserInfo.RoleSelections) != 0 || len(ac.UserInfo.ExtendedNegotiations) != 0 {
 		t.Errorf("AC carries role selection %+v / extended negotiation %+v for a SOP class the rule removed",
@@ -430,6 +440,51 @@ func TestRelayRQTheEdgeCannotTake(t *testing.T) {
 			select {
 			case brq := <-be.rq:
 				t.Fatalf("the backend received an A-ASSOCIATE-RQ: %+v", brq)
+			case <-time.After(noResponseDeadline):
+			}
+		})
+	}
+}
+
+// Values the edge rebuilds into the backend's A-ASSOCIATE-RQ are bounded
+// by the standard, not by their 16-bit item lengths: an implementation
+// version name of 2,000 bytes or a 200-byte abstract syntax would reach a
+// backend that has room for 16 and 64. The RQ is malformed: A-ABORT (2, 6),
+// and the backend is not called.
+func TestRelayOversizeRQValuesNotForwarded(t *testing.T) {
+	long := "1.2.840.10008." + strings.Repeat("9", 186)
+	cases := []struct {
+		name string
+		edit func(*association.AssociateRQ)
+	}{
+		{"implementation version name", func(rq *association.AssociateRQ) {
+			rq.UserInfo.ImplementationVersionName = strings.Repeat("V", 2000)
+		}},
+		{"abstract syntax", func(rq *association.AssociateRQ) { rq.PresentationContexts[0].AbstractSyntax = long }},
+		{"implementation class UID", func(rq *association.AssociateRQ) { rq.UserInfo.ImplementationClassUID = long }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			be := startScriptBackend(t, 16384, nil)
+			e := inspectEdge(t, be, `services = ["C-ECHO"]`)
+			c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
+			rq := echoRQ("MODALITY1", "MAINPACS")
+			tc.edit(rq)
+			if err := association.WritePDU(c, rq); err != nil {
+				t.Fatal(err)
+			}
+			p, err := readPDU(t, c, 10*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ab, ok := p.(*association.Abort); !ok || ab.Source != association.AbortSourceServiceProvider ||
+				ab.Reason != association.AbortInvalidPDUParameterValue {
+				t.Fatalf("edge answered %T %+v, want A-ABORT (2, 6)", p, p)
+			}
+			select {
+			case brq := <-be.rq:
+				t.Fatalf("the backend received an A-ASSOCIATE-RQ with %q / %q", brq.UserInfo.ImplementationVersionName,
+					brq.PresentationContexts[0].AbstractSyntax)
 			case <-time.After(noResponseDeadline):
 			}
 		})
