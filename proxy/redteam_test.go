@@ -7,9 +7,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/dicomedge/dicomedge/association"
 	"github.com/dicomedge/dicomedge/association/dimse"
 	"github.com/dicomedge/dicomedge/audit"
+	"github.com/dicomedge/dicomedge/proxy/inspect"
 )
 
 // A second round of attacks on the running edge with a relay rule: the
@@ -124,7 +127,10 @@ func TestRelayPDUOverNegotiatedMaxAborted(t *testing.T) {
 	}
 	cmd := storeCmd(1, association.SecondaryCaptureImageStorage).Encode()
 	big := bytes.Repeat([]byte{0}, 20000)
-	writeRaw(t, c, pdataPDU(append(pdvItemBytes(pcSC, true, true, cmd), pdvItemBytes(pcSC, false, true, big)...)))
+	// The edge judges the PDU by its header and may abort and close before
+	// the whole of it is written: a failed write is expected.
+	_ = c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	_, _ = c.Write(pdataPDU(append(pdvItemBytes(pcSC, true, true, cmd), pdvItemBytes(pcSC, false, true, big)...)))
 	expectAbortAfter(t, c, association.AbortInvalidPDUParameterValue)
 	backendGotOnly(t, be, 0, 5*time.Second)
 	abortedEvent(t, e, "client:invalid-pdu-parameter-value")
@@ -488,5 +494,45 @@ func TestRelayOversizeRQValuesNotForwarded(t *testing.T) {
 			case <-time.After(noResponseDeadline):
 			}
 		})
+	}
+}
+
+// Once the inspection has found one side at fault, the other pump may
+// feed it a PDU before the first has aborted: that PDU's verdict carries
+// the same violation, and the abort must still name the side at fault (its
+// A-ABORT with the reason, the other's with none), whichever pump records
+// it.
+func TestRelayViolationNamesTheSideAtFault(t *testing.T) {
+	cw, bw := &recordConn{}, &recordConn{}
+	r := &relay{c: &conn{raw: &discardConn{}, log: hclog.NewNullLogger()}, b: &discardConn{},
+		insp: inspect.New(inspect.Config{Contexts: []inspect.Context{{ID: 1, AbstractSyntax: association.VerificationSOPClass,
+			TransferSyntax: association.ImplicitVRLittleEndian}}})}
+	r.client = peer{name: "client", side: inspect.Requestor, w: &pduWriter{c: cw}}
+	r.backend = peer{name: "backend", side: inspect.Acceptor, w: &pduWriter{c: bw}}
+	// The client's data set with no command: found by the client's pump,
+	// which has not yet acted on it.
+	if v := r.insp.Feed(inspect.Requestor, pdataPDU(pdvItemBytes(1, false, true, []byte{1, 2}))); v.Violation == nil {
+		t.Fatal("no violation")
+	}
+	// The backend's pump feeds its next PDU and gets there first.
+	r.pdata(&r.backend, &r.client, pdataPDU(pdvItemBytes(1, true, true, echoCmd(1).Encode())))
+	if o := r.end.result(); o.abortReason != protocolReason("client", association.AbortUnexpectedPDUParameter) {
+		t.Errorf("outcome %+v, want the client's protocol violation", o)
+	}
+	abortOf := func(w *recordConn) association.AbortReason {
+		if len(w.all) != 1 {
+			t.Fatalf("%d writes, want one A-ABORT", len(w.all))
+		}
+		p, err := association.Decode(association.TypeAbort, w.all[0][association.HeaderLen:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p.(*association.Abort).Reason
+	}
+	if got := abortOf(cw); got != association.AbortUnexpectedPDUParameter {
+		t.Errorf("client's A-ABORT reason %v, want unexpected-pdu-parameter", got)
+	}
+	if got := abortOf(bw); got != association.AbortReasonNotSpecified {
+		t.Errorf("backend's A-ABORT reason %v, want not specified", got)
 	}
 }
