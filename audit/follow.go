@@ -21,6 +21,13 @@ import (
 // order a file rotated away during the catch-up, or while the name was
 // missing between the writer's rename and create, would be skipped.
 func Follow(ctx context.Context, file string, f Filter, poll time.Duration, fn func(Event, []byte) error) error {
+	return follow(ctx, file, f, poll, nil, fn)
+}
+
+// follow is Follow; skip, when set, is asked about each rotated file before
+// it is read, and a file it skips counts as read (the forwarder passes the
+// files that end before its cursor instead of decoding them again).
+func follow(ctx context.Context, file string, f Filter, poll time.Duration, skip func(path string) bool, fn func(Event, []byte) error) error {
 	s := newScanner(f, fn)
 	var (
 		cur    *os.File
@@ -47,8 +54,10 @@ func Follow(ctx context.Context, file string, f Filter, poll time.Duration, fn f
 				break
 			}
 			if reading {
-				if err := s.readFile(p); err != nil {
-					return err
+				if skip == nil || !skip(p) {
+					if err := s.readFile(p); err != nil {
+						return err
+					}
 				}
 				last = pst
 			} else if os.SameFile(pst, last) {

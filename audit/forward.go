@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -34,10 +33,15 @@ type SyslogConfig struct {
 	// Poll is how often the audit file is checked for records the writer
 	// appended; default 100ms.
 	Poll time.Duration
-	// ReadAhead bounds the records held in memory between the file and the
-	// collector (read from the file, or sent but not yet confirmed); default
-	// 256. A collector down for days costs no more memory than this.
+	// ReadAhead bounds the records read from the file ahead of the sender;
+	// default 256.
 	ReadAhead int
+	// InFlight bounds the records the sender holds: waiting to be written
+	// or written and not yet confirmed (they are sent again if the
+	// connection breaks first); default 4096, at most InFlight/ConfirmAfter
+	// records a second. With ReadAhead it bounds the memory forwarding
+	// takes, however long the collector is away.
+	InFlight int
 	// ConfirmAfter is how long a connection must stay up after a record was
 	// written to it before the record counts as delivered; default 1s.
 	// RFC 5425 has no acknowledgement: a collector that goes away may not
@@ -61,7 +65,8 @@ func CursorPath(file string) string { return file + ".forward" }
 // its queue: it reads the records from a cursor persisted beside the log
 // (CursorPath: seq and hash of the last record delivered), following
 // rotations, so a collector outage or an edge restart loses nothing and
-// the backlog follows in order. Only ReadAhead records are held in memory.
+// the backlog follows in order. Only ReadAhead + InFlight records are held
+// in memory, as framed messages.
 //
 // Delivery: a record counts as delivered once the connection it was
 // written to has stayed up for ConfirmAfter afterwards (or the collector
@@ -96,10 +101,10 @@ type Forwarder struct {
 }
 
 type fwdItem struct {
-	e    Event
-	line []byte
-	hash string    // hex SHA-256 of line: the cursor once delivered
-	at   time.Time // when written to the current connection
+	seq   uint64
+	hash  string    // hex SHA-256 of the record's line: the cursor once delivered
+	frame []byte    // the RFC 5425 frame, as sent (and sent again)
+	at    time.Time // when written to the current connection
 }
 
 // cursor is the persisted position: the last record delivered. Seq 0 is
@@ -141,6 +146,9 @@ func checkSyslog(cfg *SyslogConfig) error {
 	}
 	if cfg.ReadAhead <= 0 {
 		cfg.ReadAhead = 256
+	}
+	if cfg.InFlight <= 0 {
+		cfg.InFlight = 4096
 	}
 	if cfg.ConfirmAfter <= 0 {
 		cfg.ConfirmAfter = time.Second
@@ -258,14 +266,20 @@ func (f *Forwarder) read() {
 	defer close(f.readDone)
 	from := f.start
 	for {
-		err := Follow(f.readCtx, f.file, Filter{}, f.cfg.Poll, func(e Event, line []byte) error {
+		// A rotated file whose last record is at or before the cursor holds
+		// nothing to send: it is passed over without decoding it.
+		skip := func(path string) bool {
+			seq, ok := lastSeq(path)
+			return ok && seq < from.Seq
+		}
+		err := follow(f.readCtx, f.file, Filter{}, f.cfg.Poll, skip, func(e Event, line []byte) error {
 			if e.Seq <= from.Seq {
 				if e.Seq == from.Seq && from.Hash != "" && hashHex(line) != from.Hash {
 					return errCursorMismatch
 				}
 				return nil
 			}
-			it := fwdItem{e: e, line: bytes.Clone(line), hash: hashHex(line)}
+			it := fwdItem{seq: e.Seq, hash: hashHex(line), frame: f.frame(nil, &e, line)}
 			select {
 			case f.items <- it:
 				from = cursor{Seq: e.Seq, Hash: it.hash}
@@ -292,6 +306,30 @@ func (f *Forwarder) read() {
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// lastSeq is the seq of path's last complete record.
+func lastSeq(path string) (uint64, bool) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return 0, false
+	}
+	defer fh.Close()
+	st, err := fh.Stat()
+	if err != nil {
+		return 0, false
+	}
+	line, _, err := lastLine(fh, st.Size())
+	if err != nil || line == nil {
+		return 0, false
+	}
+	var r struct {
+		Seq *uint64 `json:"seq"`
+	}
+	if json.Unmarshal(line, &r) != nil || r.Seq == nil {
+		return 0, false
+	}
+	return *r.Seq, true
 }
 
 func hashHex(line []byte) string {
@@ -388,7 +426,7 @@ func (f *Forwarder) send() {
 		}
 		if len(s.pending) == 0 {
 			var in <-chan fwdItem
-			if len(s.inflight) < f.cfg.ReadAhead {
+			if len(s.inflight) < f.cfg.InFlight {
 				in = f.items
 			}
 			var dead <-chan struct{}
@@ -431,12 +469,12 @@ func (f *Forwarder) send() {
 // take adds it and whatever else the reader has ready, up to the bound.
 func (s *sender) take(it fwdItem) {
 	s.pending = append(s.pending, it)
-	s.taken = it.e.Seq
-	for len(s.pending)+len(s.inflight) < s.f.cfg.ReadAhead {
+	s.taken = it.seq
+	for len(s.pending)+len(s.inflight) < s.f.cfg.InFlight {
 		select {
 		case it := <-s.f.items:
 			s.pending = append(s.pending, it)
-			s.taken = it.e.Seq
+			s.taken = it.seq
 		default:
 			return
 		}
@@ -471,8 +509,8 @@ func (s *sender) confirm(n int) {
 	}
 	s.down, s.backoff = false, minBackoff
 	last := s.inflight[n-1]
-	s.confirmed = cursor{Seq: last.e.Seq, Hash: last.hash}
-	s.f.delivered.Store(last.e.Seq)
+	s.confirmed = cursor{Seq: last.seq, Hash: last.hash}
+	s.f.delivered.Store(last.seq)
 	s.f.lastDelivered.Store(time.Now().UnixNano())
 	s.inflight = append(s.inflight[:0], s.inflight[n:]...)
 }
@@ -538,7 +576,7 @@ func (s *sender) write() {
 	s.buf = s.buf[:0]
 	n := 0
 	for n < len(s.pending) && (n == 0 || len(s.buf) < 64<<10) {
-		s.buf = s.f.frame(s.buf, &s.pending[n])
+		s.buf = append(s.buf, s.pending[n].frame...)
 		n++
 	}
 	s.conn.raw.SetWriteDeadline(time.Now().Add(30 * time.Second))

@@ -9,26 +9,27 @@ import (
 	"strings"
 )
 
-// frame appends one RFC 5425 frame: MSG-LEN SP SYSLOG-MSG, where the
-// message is RFC 5424: <PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID SD MSG.
-func (f *Forwarder) frame(b []byte, it *fwdItem) []byte {
+// frame appends one RFC 5425 frame for record e (its line as written):
+// MSG-LEN SP SYSLOG-MSG, where the message is RFC 5424:
+// <PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID SD MSG.
+func (f *Forwarder) frame(b []byte, e *Event, line []byte) []byte {
 	// Facility 10 (security/authorization), as IHE ATNA uses; severity 4
 	// (warning) for failures, 5 (notice) otherwise.
 	sev := 5
-	if outcome(&it.e) != 0 {
+	if outcome(e) != 0 {
 		sev = 4
 	}
-	msgID := sdName(it.e.Event, 32)
+	msgID := sdName(e.Event, 32)
 	var msg []byte
 	if f.cfg.Format == "atna" {
 		msgID = "IHE+RFC-3881"
-		msg = ATNA(&it.e, f.cfg.Hostname)
+		msg = ATNA(e, f.cfg.Hostname)
 	} else {
-		msg = it.line
+		msg = line
 	}
 	var m bytes.Buffer
 	fmt.Fprintf(&m, "<%d>1 %s %s dicomedge %s %s - ", 10*8+sev,
-		it.e.Time.UTC().Format("2006-01-02T15:04:05.000000Z07:00"), // RFC 5424 allows at most 6 fraction digits
+		e.Time.UTC().Format("2006-01-02T15:04:05.000000Z07:00"), // RFC 5424 allows at most 6 fraction digits
 		orNil(sdName(f.cfg.Hostname, 255)), f.pid, orNil(msgID))
 	m.Write(msg)
 	b = strconv.AppendInt(b, int64(m.Len()), 10)

@@ -185,7 +185,7 @@ func TestSyslogFrame(t *testing.T) {
 	f := &Forwarder{cfg: SyslogConfig{Format: "json", Hostname: "edge one\x00"}, pid: "42"}
 	e := Event{Time: time.Date(2026, 11, 25, 1, 2, 3, 123456789, time.UTC), Event: EventTLSFailed, Reason: "bad"}
 	line := e.appendJSON(nil)
-	got := string(f.frame(nil, &fwdItem{e: e, line: line}))
+	got := string(f.frame(nil, &e, line))
 	msg := "<84>1 2026-11-25T01:02:03.123456Z edgeone dicomedge 42 tls.failed - " + string(line)
 	if want := fmt.Sprintf("%d %s", len(msg), msg); got != want {
 		t.Fatalf("frame\n got %q\nwant %q", got, want)
@@ -300,7 +300,7 @@ func TestSyslogBacklogDoesNotGrowMemory(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	cfg := &SyslogConfig{Address: addr, Format: "json", Poll: 10 * time.Millisecond, ReadAhead: 64, MaxBackoff: 50 * time.Millisecond,
+	cfg := &SyslogConfig{Address: addr, Format: "json", Poll: 10 * time.Millisecond, ReadAhead: 64, InFlight: 64, MaxBackoff: 50 * time.Millisecond,
 		CloseTimeout: 50 * time.Millisecond}
 	w := openT(t, Config{Syslog: cfg, Fsync: 100 * time.Millisecond, RotateSize: 4 << 20})
 	detail := strings.Repeat("x", 2000)

@@ -289,8 +289,14 @@ func TestClusterBehindHAProxy(t *testing.T) {
 		t.Fatalf("ATNA collector holds %d messages for %d audit records", len(atna), len(recs1))
 	}
 	checkATNAStore(t, atna, recs1)
+	// Killed mid-run: an association is under way through the balancer
+	// (on either edge) when edge1 dies.
+	inflight := make(chan error, 1)
+	go func() { _, err := store(); inflight <- err }()
+	time.Sleep(30 * time.Millisecond)
 	_ = edges[0].proc.Cmd.Process.Kill()
 	<-edges[0].proc.Done()
+	t.Logf("the association under way when edge1 was killed: err=%v", <-inflight)
 	before := edges[1].count(t, "association.accepted")
 	for i := range 4 {
 		if out, err := store(); err != nil {
@@ -309,10 +315,13 @@ func TestClusterBehindHAProxy(t *testing.T) {
 		t.Fatalf("storescu with the collector down: %v\n%s", err, out)
 	}
 	waitUntil(t, "the backlog shows", func() bool { return e2.metric(t, "dicomedge_audit_forward_backlog_records") > 0 })
+	waitUntil(t, "edge2 noticed the outage", func() bool { return strings.Contains(e2.proc.Output(), "records wait in the audit file") })
 	e2.stop(t)
+	before2 := e2.proc
 	e2.start(t, bin)
 	// HAProxy marks edge2 up again after two health checks.
 	waitUntil(t, "a store through HAProxy after edge2's restart", func() bool { _, err := store(); return err == nil })
+	time.Sleep(time.Second) // a few reconnects fail meanwhile
 	siemJSON.Restart()
 	waitUntil(t, "edge2's backlog delivered after the outage", func() bool {
 		return e2.metric(t, "dicomedge_audit_forward_backlog_records") == 0
@@ -326,6 +335,15 @@ func TestClusterBehindHAProxy(t *testing.T) {
 			t.Fatalf("stored line %q", l)
 		}
 		msgs = append(msgs, parts[4])
+	}
+	// Each process warned once about the outage, however many reconnects
+	// failed, and the second said when records got through again.
+	const warned = "records wait in the audit file"
+	if n1, n2 := strings.Count(before2.Output(), warned), strings.Count(e2.proc.Output(), warned); n1 != 1 || n2 != 1 {
+		t.Errorf("outage warnings: %d before the restart, %d after; want one each\n%s\n%s", n1, n2, before2.Output(), e2.proc.Output())
+	}
+	if !strings.Contains(e2.proc.Output(), "audit collector reachable again") {
+		t.Errorf("no recovery logged:\n%s", e2.proc.Output())
 	}
 	if strings.Join(msgs, "\n") != strings.Join(lines2, "\n") {
 		t.Fatalf("JSON collector holds %d messages; edge2's audit file %d records; want the same lines in the same order\ncollector seqs: %v",
