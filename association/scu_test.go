@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -37,10 +38,12 @@ func implicitElement(group, elem uint16, v string) []byte {
 func TestGoSCUAgainstDCMTKStorescp(t *testing.T) {
 	testpeer.Require(t, "storescp", "dcmdump")
 	dir := t.TempDir()
-	addr := testpeer.FreeAddr(t)
-	_, port, _ := net.SplitHostPort(addr)
-	scp := testpeer.Start(t, "storescp", "-aet", "STORESCP", "-od", dir, port)
-	testpeer.WaitListening(t, addr, testpeer.StartupTimeout, scp)
+	// StartListening: a port picked as free may be taken before storescp
+	// binds it (seen under load), and storescp is then started on another.
+	_, addrs := testpeer.StartListening(t, 1, "storescp", func(addrs []string) []string {
+		return []string{"-aet", "STORESCP", "-od", dir, strconv.Itoa(testpeer.Port(addrs[0]))}
+	})
+	addr := addrs[0]
 
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {

@@ -19,7 +19,7 @@ import (
 // DIMSE command with repeated tags, each get A-ABORT (service provider, invalid PDU parameter
 // value) instead of being decoded, matched or forwarded.
 func TestHostilePDUsAborted(t *testing.T) {
-	e := startEdge(t, edgeOptions{MaxPDU: 1 << 20, ARTIM: "1s"})
+	e := startEdge(t, edgeOptions{MaxPDU: 1 << 20, ARTIM: shortARTIM})
 	rqWith := func(f func(rq *association.AssociateRQ)) []byte {
 		rq := echoRQ("GOCLIENT", "DICOMEDGE")
 		f(rq)
@@ -93,7 +93,7 @@ func expectAbort(t *testing.T, c net.Conn, reason association.AbortReason) {
 	if ab.Source != association.AbortSourceServiceProvider || ab.Reason != reason {
 		t.Errorf("A-ABORT source %v reason %v, want service-provider %v", ab.Source, ab.Reason, reason)
 	}
-	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second)) // the edge closes at ARTIM (PS3.8 Sta13)
 	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
 		t.Errorf("after A-ABORT: read %v, want EOF", err)
 	}
@@ -180,7 +180,7 @@ func TestRelayRefusesAmbiguousCommand(t *testing.T) {
 				}
 				return nil
 			})
-			e := startEdge(t, edgeOptions{Backends: backendBlock("pacs", addr, "GOSCP"), Rules: storeRules(`"C-ECHO"`), ARTIM: "1s"})
+			e := startEdge(t, edgeOptions{Backends: backendBlock("pacs", addr, "GOSCP"), Rules: storeRules(`"C-ECHO"`), ARTIM: shortARTIM})
 			c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
 			associate(t, c, echoRQ("MODALITY1", "MAINPACS"))
 			if err := association.WritePDU(c, &association.PDataTF{PDVs: []association.PDV{{ContextID: 1, Command: true, Last: true, Data: tc.cmd}}}); err != nil {

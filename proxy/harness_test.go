@@ -216,6 +216,18 @@ func startEdge(t testing.TB, o edgeOptions) *testEdge {
 	if err := s.StartListeners(); err != nil {
 		t.Fatal(err)
 	}
+	// Serve registers the listener in its goroutine; until then the edge
+	// is not ready (/readyz 503), which a test asking at once would see.
+	for deadline := time.Now().Add(20 * time.Second); s.ListenerAddr(policy.EdgeListener) == nil; time.Sleep(5 * time.Millisecond) {
+		select {
+		case err := <-done:
+			t.Fatalf("Serve returned %v before serving", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("edge listener not served after 20s")
+		}
+	}
 	e := &testEdge{Addr: ln.Addr().String(), Server: s, AuditFile: cfg.Audit.File, Dir: dir, Logs: logs, pki: p, opts: o, file: file}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -254,6 +266,13 @@ func (e *testEdge) listenerAddr(t testing.TB, name string) string {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// shortARTIM is for tests that want the edge to give up soon (after an
+// A-ABORT it waits ARTIM for the peer to close, PS3.8 Sta13). ARTIM also
+// bounds the TLS handshake (docs/limits.md), and a race-enabled handshake
+// on a loaded 2-core machine overran 1s; 3s leaves room and stays well
+// far below the default (30s) that a test of expiry tells it from.
+const shortARTIM = "3s"
 
 func (e *testEdge) host() string { return testpeer.Host(e.Addr) }
 func (e *testEdge) port() string { return fmt.Sprint(testpeer.Port(e.Addr)) }

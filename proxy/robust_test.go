@@ -105,7 +105,7 @@ func TestAnswerAssociateAC(t *testing.T) {
 
 // Bad input gets the A-ABORT the PS3.8 state machine prescribes.
 func TestProtocolErrorsGetAbort(t *testing.T) {
-	e := startEdge(t, edgeOptions{MaxPDU: 16384, ARTIM: "1s"})
+	e := startEdge(t, edgeOptions{MaxPDU: 16384, ARTIM: shortARTIM})
 	pdata := func(n int) []byte {
 		b := make([]byte, 6, 6+n)
 		b[0] = byte(association.TypePDataTF)
@@ -157,7 +157,7 @@ func TestProtocolErrorsGetAbort(t *testing.T) {
 				t.Errorf("A-ABORT source %v reason %v, want service-provider %v", ab.Source, ab.Reason, tc.reason)
 			}
 			// Then the edge closes the connection.
-			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
 			if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
 				t.Errorf("after A-ABORT: read %v, want EOF", err)
 			}
@@ -180,7 +180,7 @@ func mustAppend(t *testing.T, p association.PDU) []byte {
 // A client that connects and sends nothing is dropped when ARTIM expires,
 // both before the TLS handshake and after it.
 func TestSilentClientDroppedAtARTIM(t *testing.T) {
-	e := startEdge(t, edgeOptions{ARTIM: "500ms"})
+	e := startEdge(t, edgeOptions{ARTIM: shortARTIM})
 	for _, tc := range []struct {
 		name string
 		dial func(*testing.T) net.Conn
@@ -203,8 +203,8 @@ func TestSilentClientDroppedAtARTIM(t *testing.T) {
 			if err != nil && !errors.Is(err, io.EOF) && !strings.Contains(err.Error(), "reset") {
 				t.Fatalf("read: %v (want the edge to close)", err)
 			}
-			if d := time.Since(start); d > 8*time.Second { // loose for loaded machines; the default ARTIM is 10s
-				t.Errorf("closed after %v, want about ARTIM (500ms)", d)
+			if d := time.Since(start); d > 8*time.Second { // loose for loaded machines; the default ARTIM is 30s
+				t.Errorf("closed after %v, want about ARTIM (%s)", d, shortARTIM)
 			}
 		})
 	}

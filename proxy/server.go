@@ -232,8 +232,10 @@ func (s *Server) ServeListener(name string, ln net.Listener) error {
 	}
 	s.listeners[ln] = struct{}{}
 	s.byName[name] = ln
-	s.mu.Unlock()
+	// Counted under mu: once ListenerAddr names this listener, Ready
+	// counts it too.
 	s.listening.Add(1)
+	s.mu.Unlock()
 	defer func() {
 		s.listening.Add(-1)
 		s.mu.Lock()

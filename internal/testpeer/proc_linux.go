@@ -65,3 +65,82 @@ func noReuseAddr(_, _ string, c syscall.RawConn) error {
 	}
 	return serr
 }
+
+// listensOn reports whether the process pid (or one of its descendants)
+// holds a TCP socket listening on port: a LISTEN entry of /proc/PID/net/tcp
+// or tcp6 whose inode is one of the process's descriptors. ok is false when
+// /proc cannot say, and the caller falls back to connecting. Connecting is
+// not proof: a port picked as free a moment ago may be another process's
+// listener by now, while our peer has yet to fail binding it.
+func listensOn(pid, port int) (listening, ok bool) {
+	inodes := map[string]bool{}
+	for _, table := range []string{"tcp", "tcp6"} {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, table))
+		if err != nil {
+			if table == "tcp" {
+				return false, false
+			}
+			continue
+		}
+		// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			f := strings.Fields(line)
+			if len(f) < 10 || f[3] != "0A" { // 0A: TCP_LISTEN
+				continue
+			}
+			i := strings.LastIndexByte(f[1], ':')
+			if p, err := strconv.ParseUint(f[1][i+1:], 16, 16); err == nil && int(p) == port {
+				inodes["socket:["+f[9]+"]"] = true
+			}
+		}
+	}
+	if len(inodes) == 0 {
+		return false, true
+	}
+	seen := map[int]bool{}
+	var walk func(pid int) bool
+	walk = func(pid int) bool {
+		if seen[pid] {
+			return false
+		}
+		seen[pid] = true
+		dir := fmt.Sprintf("/proc/%d/fd", pid)
+		fds, _ := os.ReadDir(dir)
+		for _, fd := range fds {
+			if l, err := os.Readlink(dir + "/" + fd.Name()); err == nil && inodes[l] {
+				return true
+			}
+		}
+		tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		for _, task := range tasks {
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, task.Name()))
+			for _, c := range strings.Fields(string(b)) {
+				if n, err := strconv.Atoi(c); err == nil && walk(n) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	return walk(pid), true
+}
+
+// belowEphemeral is the range of ports FreePort picks from: from 20000 up
+// to the start of the kernel's ephemeral range (net.ipv4.ip_local_port_range,
+// 32768 by default), which outgoing connections never take. Empty when that
+// range starts too low to leave room.
+func belowEphemeral() (lo, hi int) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0, 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 0, 0
+	}
+	start, err := strconv.Atoi(f[0])
+	if err != nil || start < 21000 {
+		return 0, 0
+	}
+	return 20000, start
+}

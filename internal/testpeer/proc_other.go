@@ -14,3 +14,10 @@ func startOrphanProof(cmd *exec.Cmd) error { return cmd.Start() }
 func (p *Process) CPU() time.Duration { return 0 }
 
 func noReuseAddr(_, _ string, _ syscall.RawConn) error { return nil }
+
+// listensOn cannot tell here; waitListening connects instead.
+func listensOn(pid, port int) (listening, ok bool) { return false, false }
+
+// belowEphemeral: the ephemeral range is not known here; FreePort asks for
+// port 0.
+func belowEphemeral() (lo, hi int) { return 0, 0 }

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -42,14 +43,53 @@ func Require(t testing.TB, tools ...string) {
 // may hand out a port that still has TIME_WAIT connections (thousands of
 // them after a load test), which a peer that binds without SO_REUSEADDR,
 // as storescp and Orthanc do, then cannot take.
+//
+// It is picked below the kernel's ephemeral range where there is one: a
+// port the kernel hands out for port 0 is also one it hands to outgoing
+// connections, and with thousands of them in flight (other tests' load
+// loops) one took a port in the moment between this pick and storescp
+// binding it, 2 runs in 30 (storescp binds the wildcard address, which
+// conflicts with any socket on the port).
 func FreePort(t testing.TB) int {
 	t.Helper()
+	if lo, hi := belowEphemeral(); lo < hi {
+		for range 100 {
+			p := lo + rand.IntN(hi-lo)
+			if !handOut(p) {
+				continue
+			}
+			ln, err := strictListen.Listen(context.Background(), "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+			if err == nil {
+				ln.Close()
+				return p
+			}
+		}
+	}
 	ln, err := strictListen.Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("listen: %v", err)
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// handedOut holds the ports FreePort has returned in this process: picked
+// at random, the same port could otherwise come twice for one peer's two
+// addresses, or for two peers, before either binds it.
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
+
+// handOut records p as handed out, false if it already was.
+func handOut(p int) bool {
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.ports[p] {
+		return false
+	}
+	handedOut.ports[p] = true
+	return true
 }
 
 // strictListen binds without SO_REUSEADDR where the platform allows.
@@ -153,7 +193,8 @@ func Start(t testing.TB, name string, args ...string) *Process {
 const StartupTimeout = 60 * time.Second
 
 // WaitListening waits until addr accepts TCP connections or the process
-// exits, failing the test after timeout.
+// exits, failing the test after timeout. With a process, on Linux, the
+// port must be listened on by that process itself (see listensOn).
 func WaitListening(t testing.TB, addr string, timeout time.Duration, p *Process) {
 	t.Helper()
 	if err := waitListening(addr, timeout, p); err != nil {
@@ -172,6 +213,15 @@ func waitListening(addr string, timeout time.Duration, p *Process) error {
 			case <-p.Done():
 				return fmt.Errorf("%w on %s: %v\n%s", errExited, addr, p.err, p.Output())
 			default:
+			}
+		}
+		if p != nil {
+			if mine, ok := listensOn(p.Cmd.Process.Pid, port(addr)); ok {
+				if mine {
+					return nil
+				}
+				time.Sleep(20 * time.Millisecond)
+				continue
 			}
 		}
 		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
