@@ -57,6 +57,24 @@ func invalid(format string, args ...any) *ProtocolError {
 	return protoErr(AbortInvalidPDUParameterValue, format, args...)
 }
 
+// maxUID is the longest UID (PS3.5 9.1) and maxVersionName the longest
+// implementation version name (PS3.7 D.3.3.2.3): what the edge rebuilds into
+// the PDUs it sends is bounded by the standard, not by a 16-bit item length,
+// so no peer receives from it a value longer than it has room for.
+const (
+	maxUID         = 64
+	maxVersionName = 16
+)
+
+// uid is a UID item's value, trimmed; err when it is longer than maxUID.
+func uid(b []byte, what string) (string, error) {
+	s := trimUID(b)
+	if len(s) > maxUID {
+		return "", invalid("%s of %d bytes, more than a UID's %d", what, len(s), maxUID)
+	}
+	return s, nil
+}
+
 // readItem reads one item header and body: type, reserved, 2-byte length.
 func readItem(s *cryptobyte.String) (typ uint8, body cryptobyte.String, ok bool) {
 	ok = s.ReadUint8(&typ) && s.Skip(1) && s.ReadUint16LengthPrefixed(&body)
@@ -106,7 +124,10 @@ func decodeAssociate(body []byte, f *assocFields, isAC bool) error {
 				return protoErr(AbortUnexpectedPDUParameter, "second application context item")
 			}
 			seenCtx = true
-			*f.appCtx = trimUID(item)
+			var err error
+			if *f.appCtx, err = uid(item, "application context name"); err != nil {
+				return err
+			}
 		case typ == ItemPresentationContextRQ && !isAC:
 			pc, err := decodePCRQ(item)
 			if err != nil {
@@ -177,9 +198,16 @@ func decodePCRQ(item cryptobyte.String) (PresentationContextRQ, error) {
 				return pc, protoErr(AbortUnexpectedPDUParameter, "presentation context %d: second abstract syntax", pc.ID)
 			}
 			seenAS = true
-			pc.AbstractSyntax = trimUID(sub)
+			var err error
+			if pc.AbstractSyntax, err = uid(sub, "abstract syntax"); err != nil {
+				return pc, err
+			}
 		case ItemTransferSyntax:
-			pc.TransferSyntaxes = append(pc.TransferSyntaxes, trimUID(sub))
+			ts, err := uid(sub, "transfer syntax")
+			if err != nil {
+				return pc, err
+			}
+			pc.TransferSyntaxes = append(pc.TransferSyntaxes, ts)
 		default:
 			if err := appendBounded(&pc.Extra, RawItem{Type: typ, Data: clone(sub)}, "unknown presentation context sub-items"); err != nil {
 				return pc, err
@@ -208,7 +236,16 @@ func decodePCAC(item cryptobyte.String) (PresentationContextAC, error) {
 				return pc, protoErr(AbortUnexpectedPDUParameter, "presentation context %d: second transfer syntax", pc.ID)
 			}
 			seenTS = true
-			pc.TransferSyntax = trimUID(sub)
+			if pc.Result != PCAcceptance {
+				// Present on a rejection, but not to be tested (PS3.8
+				// 9.3.3.2).
+				pc.TransferSyntax = trimUID(sub)
+				continue
+			}
+			var err error
+			if pc.TransferSyntax, err = uid(sub, "transfer syntax"); err != nil {
+				return pc, err
+			}
 		default:
 			if err := appendBounded(&pc.Extra, RawItem{Type: typ, Data: clone(sub)}, "unknown presentation context sub-items"); err != nil {
 				return pc, err
@@ -226,7 +263,7 @@ func readUID(s *cryptobyte.String, out *string) bool {
 		return false
 	}
 	*out = trimUID(v)
-	return true
+	return len(*out) <= maxUID
 }
 
 func decodeUserInfo(item cryptobyte.String, ui *UserInfo) error {
@@ -252,9 +289,14 @@ func decodeUserInfo(item cryptobyte.String, ui *UserInfo) error {
 			}
 			ui.HasMaxLength = true
 		case ItemImplementationClassUID:
-			ui.ImplementationClassUID = trimUID(sub)
+			var err error
+			if ui.ImplementationClassUID, err = uid(sub, "implementation class UID"); err != nil {
+				return err
+			}
 		case ItemImplementationVersionName:
-			ui.ImplementationVersionName = trimAE(sub)
+			if ui.ImplementationVersionName = trimAE(sub); len(ui.ImplementationVersionName) > maxVersionName {
+				return invalid("implementation version name of %d bytes, more than %d", len(ui.ImplementationVersionName), maxVersionName)
+			}
 		case ItemAsyncOpsWindow:
 			w := new(AsyncOpsWindow)
 			if !sub.ReadUint16(&w.MaxInvoked) || !sub.ReadUint16(&w.MaxPerformed) || !sub.Empty() {

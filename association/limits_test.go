@@ -31,6 +31,9 @@ func assocBody(pcs []byte, ui ...[]byte) []byte {
 	return cat(assocFixed("PACS", "MODALITY"), item(0x10, str(DICOMApplicationContext)), pcs, item(0x50, ui...))
 }
 
+// long64 is a 64-byte UID, the longest PS3.5 9.1 allows.
+var long64 = "1.2.3." + string(bytes.Repeat([]byte("9"), 58))
+
 // An A-ASSOCIATE decoder bounded only by bytes let a 1 MiB RQ
 // become 131,063 presentation contexts (48 MiB). Every list now has a count
 // bound that a valid PDU never reaches, context IDs must be odd and unique
@@ -68,6 +71,26 @@ func TestAssociateLimits(t *testing.T) {
 				repeat(129, func(int) []byte { return item(0x40, str(ImplicitVRLittleEndian)) }))), false},
 		{"129 related general SOP classes refused", TypeAssociateRQ, assocBody(pcRQ(1),
 			item(0x57, lp16("1.2"), lp16("1.3"), u16(129*5), repeat(129, func(int) []byte { return lp16("1.4") }))), false},
+		// Values the edge rebuilds into the PDUs it sends are bounded by the
+		// standard (a UID 64 bytes, PS3.5 9.1; an implementation version
+		// name 16, PS3.7 D.3.3.2.3), not by their 16-bit item length.
+		{"a 64-byte abstract syntax and its NUL pad accepted", TypeAssociateRQ,
+			assocBody(item(0x20, []byte{1, 0, 0, 0}, item(0x30, str(long64+"\x00")), item(0x40, str(ImplicitVRLittleEndian)))), true},
+		{"a 65-byte abstract syntax refused", TypeAssociateRQ,
+			assocBody(item(0x20, []byte{1, 0, 0, 0}, item(0x30, str(long64+"1")), item(0x40, str(ImplicitVRLittleEndian)))), false},
+		{"a 65-byte transfer syntax refused", TypeAssociateRQ,
+			assocBody(item(0x20, []byte{1, 0, 0, 0}, item(0x30, str(VerificationSOPClass)), item(0x40, str(long64+"1")))), false},
+		{"a 65-byte accepted transfer syntax in an AC refused", TypeAssociateAC,
+			assocBody(item(0x21, []byte{1, 0, 0, 0}, item(0x40, str(long64+"1")))), false},
+		{"a rejection's transfer syntax in an AC not tested", TypeAssociateAC,
+			assocBody(item(0x21, []byte{1, 0, 3, 0}, item(0x40, make([]byte, 300)))), true},
+		{"a 65-byte application context name refused", TypeAssociateRQ,
+			cat(assocFixed("PACS", "MODALITY"), item(0x10, str(long64+"1")), pcRQ(1), item(0x50)), false},
+		{"a 65-byte implementation class UID refused", TypeAssociateRQ, assocBody(pcRQ(1), item(0x52, str(long64+"1"))), false},
+		{"a 17-character implementation version name refused", TypeAssociateRQ,
+			assocBody(pcRQ(1), item(0x55, str("ABCDEFGHIJKLMNOPQ"))), false},
+		{"a 65-byte role selection SOP class refused", TypeAssociateRQ,
+			assocBody(pcRQ(1), item(0x54, lp16(long64+"1"), []byte{1, 0})), false},
 		{"over MaxAssociateLength refused", TypeAssociateRQ,
 			assocBody(pcRQ(1), item(0x58, []byte{1, 0}, lp16(string(make([]byte, 60000))), lp16("")),
 				item(0x5f, make([]byte, 65000)), item(0x5e, make([]byte, 10000))), false},

@@ -51,7 +51,7 @@ rule "via-lb-clinic" {
 // client in policy and audit; without a header, or from an untrusted
 // address, the connection is refused.
 func TestProxyProtocolTrustedSource(t *testing.T) {
-	e := startEdge(t, edgeOptions{ProxyProtocol: []string{"127.0.0.1/32"}, Rules: proxyRules, ARTIM: "2s"})
+	e := startEdge(t, edgeOptions{ProxyProtocol: []string{"127.0.0.1/32"}, Rules: proxyRules, ARTIM: shortARTIM})
 	c, err := e.dialWithProxyHeader(t, "203.0.113.7:40000", true)
 	if err != nil {
 		t.Fatalf("handshake through a PROXY header: %v", err)
@@ -69,7 +69,7 @@ func TestProxyProtocolTrustedSource(t *testing.T) {
 }
 
 func TestProxyProtocolUntrustedSourceRefused(t *testing.T) {
-	e := startEdge(t, edgeOptions{ProxyProtocol: []string{"10.0.0.0/8"}, Rules: proxyRules, ARTIM: "2s"})
+	e := startEdge(t, edgeOptions{ProxyProtocol: []string{"10.0.0.0/8"}, Rules: proxyRules, ARTIM: shortARTIM})
 	if _, err := e.dialWithProxyHeader(t, "203.0.113.7:40000", true); err == nil {
 		t.Fatalf("a PROXY header from an untrusted address was accepted")
 	}

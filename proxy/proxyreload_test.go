@@ -10,7 +10,7 @@ import (
 // A reload that changes edge.proxy_protocol takes effect for
 // new connections, in both directions, without a restart.
 func TestReloadAppliesProxyProtocol(t *testing.T) {
-	e := startEdge(t, edgeOptions{Rules: proxyRules, ARTIM: "2s"})
+	e := startEdge(t, edgeOptions{Rules: proxyRules, ARTIM: shortARTIM})
 	reload := func(pp string) {
 		t.Helper()
 		if err := os.WriteFile(e.file, []byte(e.opts.source(e.pki, "", pp)), 0o600); err != nil {

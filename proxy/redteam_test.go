@@ -3,12 +3,16 @@ package proxy
 import (
 	"bytes"
 	"crypto/tls"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/dicomedge/dicomedge/association"
 	"github.com/dicomedge/dicomedge/association/dimse"
 	"github.com/dicomedge/dicomedge/audit"
+	"github.com/dicomedge/dicomedge/proxy/inspect"
 )
 
 // A second round of attacks on the running edge with a relay rule: the
@@ -337,8 +341,12 @@ func TestRelayRequestWithDataSetItsServiceLacks(t *testing.T) {
 func TestRelayHostileBackendAC(t *testing.T) {
 	be := startScriptBackendAC(t, 16384, nil, func(rq *association.AssociateRQ, ac *association.AssociateAC) {
 		for i := range ac.PresentationContexts {
-			if ac.PresentationContexts[i].ID == pcSC {
+			switch ac.PresentationContexts[i].ID {
+			case pcSC:
 				ac.PresentationContexts[i].TransferSyntax = "1.2.840.10008.1.2.4.50" // JPEG, not proposed
+			case pcEcho:
+				ac.PresentationContexts[i].Result = 9 // no such result (PS3.8 9.3.3.2)
+				ac.PresentationContexts[i].TransferSyntax = "junk"
 			}
 		}
 		ac.UserInfo.RoleSelections = []association.RoleSelection{{SOPClassUID: association.CTImageStorage, SCU: true, SCP: true}}
@@ -356,6 +364,11 @@ func TestRelayHostileBackendAC(t *testing.T) {
 	defer c.Close()
 	if pc, ok := ac.AcceptedContext(pcSC); ok {
 		t.Errorf("context %d accepted with transfer syntax %q, which the client did not propose", pcSC, pc.TransferSyntax)
+	}
+	for _, pc := range ac.PresentationContexts {
+		if pc.ID == pcEcho && (pc.Result != association.PCProviderRejection || pc.TransferSyntax != association.ImplicitVRLittleEndian) {
+			t.Errorf("context %d answered %+v, want a provider rejection with the client's transfer syntax", pcEcho, pc)
+		}
 	}
 	if len(ac.UserInfo.RoleSelections) != 0 || len(ac.UserInfo.ExtendedNegotiations) != 0 {
 		t.Errorf("AC carries role selection %+v / extended negotiation %+v for a SOP class the rule removed",
@@ -437,5 +450,90 @@ func TestRelayRQTheEdgeCannotTake(t *testing.T) {
 			case <-time.After(noResponseDeadline):
 			}
 		})
+	}
+}
+
+// Values the edge rebuilds into the backend's A-ASSOCIATE-RQ are bounded
+// by the standard, not by their 16-bit item lengths: an implementation
+// version name of 2,000 bytes or a 200-byte abstract syntax would reach a
+// backend that has room for 16 and 64. The RQ is malformed: A-ABORT (2, 6),
+// and the backend is not called.
+func TestRelayOversizeRQValuesNotForwarded(t *testing.T) {
+	long := "1.2.840.10008." + strings.Repeat("9", 186)
+	cases := []struct {
+		name string
+		edit func(*association.AssociateRQ)
+	}{
+		{"implementation version name", func(rq *association.AssociateRQ) {
+			rq.UserInfo.ImplementationVersionName = strings.Repeat("V", 2000)
+		}},
+		{"abstract syntax", func(rq *association.AssociateRQ) { rq.PresentationContexts[0].AbstractSyntax = long }},
+		{"implementation class UID", func(rq *association.AssociateRQ) { rq.UserInfo.ImplementationClassUID = long }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			be := startScriptBackend(t, 16384, nil)
+			e := inspectEdge(t, be, `services = ["C-ECHO"]`)
+			c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
+			rq := echoRQ("MODALITY1", "MAINPACS")
+			tc.edit(rq)
+			if err := association.WritePDU(c, rq); err != nil {
+				t.Fatal(err)
+			}
+			p, err := readPDU(t, c, 10*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ab, ok := p.(*association.Abort); !ok || ab.Source != association.AbortSourceServiceProvider ||
+				ab.Reason != association.AbortInvalidPDUParameterValue {
+				t.Fatalf("edge answered %T %+v, want A-ABORT (2, 6)", p, p)
+			}
+			select {
+			case brq := <-be.rq:
+				t.Fatalf("the backend received an A-ASSOCIATE-RQ with %q / %q", brq.UserInfo.ImplementationVersionName,
+					brq.PresentationContexts[0].AbstractSyntax)
+			case <-time.After(noResponseDeadline):
+			}
+		})
+	}
+}
+
+// Once the inspection has found one side at fault, the other pump may
+// feed it a PDU before the first has aborted: that PDU's verdict carries
+// the same violation, and the abort must still name the side at fault (its
+// A-ABORT with the reason, the other's with none), whichever pump records
+// it.
+func TestRelayViolationNamesTheSideAtFault(t *testing.T) {
+	cw, bw := &recordConn{}, &recordConn{}
+	r := &relay{c: &conn{raw: &discardConn{}, log: hclog.NewNullLogger()}, b: &discardConn{},
+		insp: inspect.New(inspect.Config{Contexts: []inspect.Context{{ID: 1, AbstractSyntax: association.VerificationSOPClass,
+			TransferSyntax: association.ImplicitVRLittleEndian}}})}
+	r.client = peer{name: "client", side: inspect.Requestor, w: &pduWriter{c: cw}}
+	r.backend = peer{name: "backend", side: inspect.Acceptor, w: &pduWriter{c: bw}}
+	// The client's data set with no command: found by the client's pump,
+	// which has not yet acted on it.
+	if v := r.insp.Feed(inspect.Requestor, pdataPDU(pdvItemBytes(1, false, true, []byte{1, 2}))); v.Violation == nil {
+		t.Fatal("no violation")
+	}
+	// The backend's pump feeds its next PDU and gets there first.
+	r.pdata(&r.backend, &r.client, pdataPDU(pdvItemBytes(1, true, true, echoCmd(1).Encode())))
+	if o := r.end.result(); o.abortReason != protocolReason("client", association.AbortUnexpectedPDUParameter) {
+		t.Errorf("outcome %+v, want the client's protocol violation", o)
+	}
+	abortOf := func(w *recordConn) association.AbortReason {
+		if len(w.all) != 1 {
+			t.Fatalf("%d writes, want one A-ABORT", len(w.all))
+		}
+		p, err := association.Decode(association.TypeAbort, w.all[0][association.HeaderLen:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p.(*association.Abort).Reason
+	}
+	if got := abortOf(cw); got != association.AbortUnexpectedPDUParameter {
+		t.Errorf("client's A-ABORT reason %v, want unexpected-pdu-parameter", got)
+	}
+	if got := abortOf(bw); got != association.AbortReasonNotSpecified {
+		t.Errorf("backend's A-ABORT reason %v, want not specified", got)
 	}
 }

@@ -91,11 +91,13 @@ func clientAC(rq *association.AssociateRQ, ac *association.AssociateAC, removed 
 	var icfg inspect.Config
 	var accepted []string
 	for _, pc := range rq.PresentationContexts {
+		// A rejection's transfer syntax is not tested (PS3.8 9.3.3.2): the
+		// client's first is given, never the backend's unchecked value.
+		ts := ""
+		if len(pc.TransferSyntaxes) > 0 {
+			ts = pc.TransferSyntaxes[0]
+		}
 		if removed[pc.ID] {
-			ts := ""
-			if len(pc.TransferSyntaxes) > 0 {
-				ts = pc.TransferSyntaxes[0]
-			}
 			cac.PresentationContexts = append(cac.PresentationContexts,
 				association.PresentationContextAC{ID: pc.ID, Result: association.PCUserRejection, TransferSyntax: ts})
 			continue
@@ -104,8 +106,12 @@ func clientAC(rq *association.AssociateRQ, ac *association.AssociateAC, removed 
 		if !ok {
 			for _, x := range ac.PresentationContexts {
 				if x.ID == pc.ID {
+					res := x.Result
+					if res > association.PCTransferSyntaxNotSupported {
+						res = association.PCProviderRejection // a result PS3.8 9.3.3.2 does not define
+					}
 					cac.PresentationContexts = append(cac.PresentationContexts,
-						association.PresentationContextAC{ID: x.ID, Result: x.Result, TransferSyntax: x.TransferSyntax})
+						association.PresentationContextAC{ID: x.ID, Result: res, TransferSyntax: ts})
 				}
 			}
 			continue

@@ -161,8 +161,13 @@ func (r *relay) pdata(x, y *peer, raw []byte) bool {
 		r.c.log.Info(n.Msg, n.Args...)
 	}
 	r.auditOps(v.Records)
-	if v.Violation != nil {
-		r.protocolFailure(x, y, v.Violation.ProtocolError(), v.Violation.Msg)
+	if v := v.Violation; v != nil {
+		// The side at fault may be y: its pump found the violation and has
+		// not yet acted on it when this PDU of x was fed.
+		if v.From != x.side {
+			x, y = y, x
+		}
+		r.protocolFailure(x, y, v.ProtocolError(), v.Msg)
 		return false
 	}
 	if len(v.Reply) > 0 {
