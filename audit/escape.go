@@ -2,27 +2,32 @@ package audit
 
 import (
 	"strings"
+	"unicode"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
 // unsafeRune reports whether r must never appear raw in a record or on a
 // reviewer's screen: C0 and C1 control characters and DEL (they move the
 // cursor or start terminal control sequences: U+009B is a one-byte CSI,
-// U+0085 a line break), and the bidirectional formatting characters that
-// reorder what follows them (U+202A-U+202E embeddings and overrides,
-// U+2066-U+2069 isolates, U+200E/U+200F and U+061C marks), with which a
-// crafted name can display as another. U+2028/U+2029 end lines in
-// JavaScript. Such characters reach the trail in AE titles, UIDs and
+// U+0085 a line break), and the format characters (Unicode category Cf),
+// which are invisible or change how what follows displays: the
+// bidirectional embeddings, overrides, isolates and marks (U+202A-U+202E,
+// U+2066-U+2069, U+200E/U+200F, U+061C) reorder it, zero-width ones
+// (U+200B-U+200D, U+2060, U+FEFF, U+00AD, the tag characters) hide inside
+// it, so that a crafted name displays as another. U+2028/U+2029 end lines
+// in JavaScript. Such characters reach the trail in AE titles, UIDs and
 // certificate fields that clients choose.
 func unsafeRune(r rune) bool {
 	switch {
 	case r < 0x20, r >= 0x7f && r <= 0x9f:
 		return true
-	case r == 0x061c, r == 0x200e, r == 0x200f, r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069,
-		r == 0x2028, r == 0x2029:
+	case r == 0x2028, r == 0x2029:
 		return true
+	case r < 0xad:
+		return false // printable ASCII and Latin-1: the common case, no table lookup
 	}
-	return false
+	return unicode.Is(unicode.Cf, r)
 }
 
 // Escape returns s with every character unsafeRune names written as
@@ -85,7 +90,12 @@ func EscapeLine(line []byte) []byte {
 	return append(out, line[start:]...)
 }
 
-// appendU writes r (in the Basic Multilingual Plane) as \uXXXX.
+// appendU writes r as \uXXXX, as a JSON surrogate pair (RFC 8259 7)
+// beyond the Basic Multilingual Plane (the tag characters U+E0001-U+E007F).
 func appendU(b []byte, r rune) []byte {
+	if r > 0xffff {
+		hi, lo := utf16.EncodeRune(r)
+		return appendU(appendU(b, hi), lo)
+	}
 	return append(b, '\\', 'u', hexDigits[r>>12&0xf], hexDigits[r>>8&0xf], hexDigits[r>>4&0xf], hexDigits[r&0xf])
 }

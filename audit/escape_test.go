@@ -15,6 +15,11 @@ func TestEscape(t *testing.T) {
 		{"x\x1b[31m\x7f", `x\u001b[31m\u007f`},
 		{"\u2066\u2069\u200e\u200f\u061c", `\u2066\u2069\u200e\u200f\u061c`},
 		{"bad\xffutf8", `bad\ufffdutf8`},
+		// Invisible: a name with a zero-width space, joiner, soft hyphen,
+		// byte order mark or tag character displays as the name without.
+		{"modality\u200b-a", `modality\u200b-a`},
+		{"a\u200d\u2060\u00ad\ufeffb", `a\u200d\u2060\u00ad\ufeffb`},
+		{"a\U000E0041b", `a\udb40\udc41b`},
 		{"Müller→Ω", "Müller→Ω"},
 	} {
 		if got := Escape(c.in); got != c.want {

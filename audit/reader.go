@@ -530,7 +530,12 @@ func verify(srcs []source, h *head, headName string) (int, error) {
 	case h == nil && n > 0 && mismatch == nil:
 		return n, anchorMissing{&VerifyError{File: headName,
 			Reason: "missing: without the head anchor, records deleted from the end cannot be ruled out"}}
-	case h == nil || h.Seq == 0:
+	case h == nil:
+	case h.Seq == 0 && h.Hash != ZeroHash:
+		// Seq 0 is the empty chain, whose hash is ZeroHash; the writer
+		// takes any other as an altered anchor, and so does verify.
+		return n, &VerifyError{File: headName, Reason: "records seq 0, the empty log, with a hash other than " + ZeroHash + ": the anchor was altered"}
+	case h.Seq == 0:
 	case !anchor.found:
 		return n, &VerifyError{File: lastFile, Line: 0, Seq: want,
 			Reason: fmt.Sprintf("truncated: the chain ends at seq %d but %s records seq %d", want-1, headName, h.Seq)}
