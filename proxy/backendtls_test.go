@@ -176,26 +176,9 @@ func TestBackendRefusesEdgeCertificate(t *testing.T) {
 	other.AppendCertsFromPEM(mustRead(t, p.rogueCA))
 	for _, version := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
 		t.Run(tls.VersionName(version), func(t *testing.T) {
-			ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pair},
+			addr := handshakeOnlyBackend(t, &tls.Config{Certificates: []tls.Certificate{pair},
 				MinVersion: version, MaxVersion: version, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: other})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { ln.Close() })
-			go func() {
-				for {
-					c, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					go func() {
-						defer c.Close()
-						_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-						_ = c.(*tls.Conn).Handshake()
-					}()
-				}
-			}()
-			e := startEdge(t, edgeOptions{Backends: tlsBackendBlock(p, ln.Addr().String()), Rules: storeRules(`"C-ECHO"`)})
+			e := startEdge(t, edgeOptions{Backends: tlsBackendBlock(p, addr), Rules: storeRules(`"C-ECHO"`)})
 			c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
 			if err := association.WritePDU(c, echoRQ("MODALITY1", "MAINPACS")); err != nil {
 				t.Fatal(err)
@@ -226,25 +209,8 @@ func TestBackendCertificateNotTrusted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pair}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-				_ = c.(*tls.Conn).Handshake()
-			}()
-		}
-	}()
-	e := startEdge(t, edgeOptions{Backends: tlsBackendBlock(p, ln.Addr().String()), Rules: storeRules(`"C-ECHO"`)})
+	addr := handshakeOnlyBackend(t, &tls.Config{Certificates: []tls.Certificate{pair}})
+	e := startEdge(t, edgeOptions{Backends: tlsBackendBlock(p, addr), Rules: storeRules(`"C-ECHO"`)})
 	c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
 	if err := association.WritePDU(c, echoRQ("MODALITY1", "MAINPACS")); err != nil {
 		t.Fatal(err)
@@ -272,4 +238,30 @@ func TestAlertName(t *testing.T) {
 			t.Errorf("alertName(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+// handshakeOnlyBackend is a TLS backend under cfg that completes (or
+// fails) the handshake of each connection and closes it: enough to see
+// how the edge's backend dial ends. It returns its address.
+func handshakeOnlyBackend(t *testing.T, cfg *tls.Config) string {
+	t.Helper()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				_ = c.(*tls.Conn).Handshake()
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }
