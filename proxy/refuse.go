@@ -43,8 +43,10 @@ type refusal struct {
 // source like tls.failed, so a flood of refused connections cannot flood
 // the trail (what is held back is summarised, see tlsfail.go).
 func (s *Server) refuse(nc net.Conn, r refusal) {
-	nc.Close()
+	// Counted before the close, so a client that has seen its refusal
+	// finds it counted in /metrics.
 	s.Metrics.ConnectionsRefused.WithLabelValues(r.Reason).Inc()
+	nc.Close()
 	remote := ""
 	if r.Remote.IsValid() {
 		remote = r.Remote.String()
