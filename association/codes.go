@@ -234,6 +234,9 @@ const (
 	UserIdentityJWT              UserIdentityType = 5
 )
 
+// Known reports whether u is a type PS3.7 D.3.3.7 defines.
+func (u UserIdentityType) Known() bool { return u >= UserIdentityUsername && u <= UserIdentityJWT }
+
 func (u UserIdentityType) String() string {
 	switch u {
 	case UserIdentityUsername:

@@ -245,6 +245,11 @@ func EachPDV(body []byte, fn func(PDV) error) error {
 			return protoErr(AbortInvalidPDUParameterValue, "PDV item length %d with %d bytes left", n, len(body)-4)
 		}
 		mch := body[5]
+		if mch&^3 != 0 {
+			// Bits 2-7 of the message control header are always 0 (PS3.8
+			// E.2); a relay forwarding the PDV as it came would pass them on.
+			return protoErr(AbortInvalidPDUParameterValue, "PDV message control header 0x%02x sets reserved bits", mch)
+		}
 		v := PDV{ContextID: body[4], Command: mch&1 != 0, Last: mch&2 != 0, Data: body[6 : 4+n : 4+n]}
 		if err := fn(v); err != nil {
 			return err

@@ -276,3 +276,15 @@ func TestReaderReleaseReusesPooledBuffer(t *testing.T) {
 		t.Fatalf("%.2f allocations per released PDU", allocs)
 	}
 }
+
+// Bits 2-7 of a PDV's message control header are always 0 (PS3.8 E.2): a
+// PDV that sets one is malformed.
+func TestEachPDVReservedBits(t *testing.T) {
+	for _, mch := range []byte{0x04, 0x80, 0xff} {
+		err := EachPDV(cat(u32(3), []byte{1, mch, 'a'}), func(PDV) error { return nil })
+		var pe *ProtocolError
+		if !errors.As(err, &pe) || pe.Reason != AbortInvalidPDUParameterValue {
+			t.Errorf("control header 0x%02x: %v, want invalid-PDU-parameter-value", mch, err)
+		}
+	}
+}

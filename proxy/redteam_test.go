@@ -537,3 +537,33 @@ func TestRelayViolationNamesTheSideAtFault(t *testing.T) {
 		t.Errorf("backend's A-ABORT reason %v, want not specified", got)
 	}
 }
+
+// A PDV's message control header uses bits 0 and 1; the others are 0
+// (PS3.8 E.2). A PDV with them set is malformed: forwarded as it came, it
+// would carry bits to the backend that mean nothing to the edge.
+func TestRelayPDVReservedBitsAborted(t *testing.T) {
+	be := startScriptBackend(t, 16384, nil)
+	e := inspectEdge(t, be, `services = ["C-ECHO"]`)
+	c := inspectClient(t, e)
+	writeRaw(t, c, pdataPDU(pdvItem(pcEcho, 0xfc|3, echoCmd(1).Encode())))
+	expectAbortAfter(t, c, association.AbortInvalidPDUParameterValue)
+	backendGotOnly(t, be, 0, 5*time.Second)
+	abortedEvent(t, e, "client:invalid-pdu-parameter-value")
+}
+
+// A user identity sub-item of a type PS3.7 D.3.3.7 does not define is not
+// passed to the backend (the edge forwards what it understands); the
+// association goes on without it.
+func TestRelayUnknownUserIdentityTypeNotForwarded(t *testing.T) {
+	be := startScriptBackend(t, 16384, nil)
+	e := inspectEdge(t, be, `services = ["C-ECHO"]`)
+	c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
+	rq := echoRQ("MODALITY1", "MAINPACS")
+	rq.UserInfo.UserIdentityRQ = &association.UserIdentityRQ{Type: 0x7f, Primary: bytes.Repeat([]byte{0xee}, 4000),
+		Secondary: []byte("opaque")}
+	associate(t, c, rq)
+	brq := <-be.rq
+	if u := brq.UserInfo.UserIdentityRQ; u != nil {
+		t.Errorf("the backend received a user identity of type %d (%d bytes)", u.Type, len(u.Primary))
+	}
+}

@@ -38,7 +38,9 @@ func backendRQ(rq *association.AssociateRQ, d *policy.Decision, calledAE string,
 	bui := &brq.UserInfo
 	bui.MaxLength, bui.HasMaxLength = clampMax(ui.MaxLength, maxLen), true
 	bui.ImplementationClassUID, bui.ImplementationVersionName = ui.ImplementationClassUID, ui.ImplementationVersionName
-	bui.UserIdentityRQ = ui.UserIdentityRQ
+	if u := ui.UserIdentityRQ; u != nil && u.Type.Known() {
+		bui.UserIdentityRQ = u // of another type it is not a sub-item the edge understands
+	}
 	if w := ui.AsyncOps; w != nil {
 		// The edge judges at most inspect.MaxOutstanding operations per side
 		// at once (0 is unlimited, PS3.7 D.3.3.3).
