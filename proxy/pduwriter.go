@@ -73,6 +73,9 @@ func (w *pduWriter) send(b []byte) error {
 	}
 	n, err := w.c.Write(b)
 	w.bytes.Add(int64(n))
+	if err != nil {
+		w.err = err // part of a PDU may be out: nothing may follow it
+	}
 	return err
 }
 

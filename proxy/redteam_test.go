@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"crypto/tls"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -567,3 +568,37 @@ func TestRelayUnknownUserIdentityTypeNotForwarded(t *testing.T) {
 		t.Errorf("the backend received a user identity of type %d (%d bytes)", u.Type, len(u.Primary))
 	}
 }
+
+// failConn fails every write, as a connection whose peer has stopped
+// reading does once the write deadline passes.
+type failConn struct{ discardConn }
+
+func (f *failConn) Write([]byte) (int, error) { return 0, errors.New("write timeout") }
+
+// A refusal the edge cannot write to the client (it has stopped reading:
+// the write deadline passed) ends the association: the client's stream
+// may hold part of a PDU now, and nothing more can be sent to it. The
+// relay used to log the failure and go on reading, judging and refusing.
+func TestRelayRefusalWriteFailureAborts(t *testing.T) {
+	r := &relay{c: &conn{s: &Server{Metrics: NewMetrics()}, raw: &discardConn{}, log: hclog.NewNullLogger()}, b: &discardConn{},
+		insp: inspect.New(inspect.Config{Contexts: []inspect.Context{{ID: 1, AbstractSyntax: association.VerificationSOPClass,
+			TransferSyntax: association.ImplicitVRLittleEndian}}, Policy: denyAll{}})}
+	r.client = peer{name: "client", side: inspect.Requestor, w: &pduWriter{c: &failConn{}}}
+	r.backend = peer{name: "backend", side: inspect.Acceptor, w: &pduWriter{c: &recordConn{}}}
+	if r.pdata(&r.client, &r.backend, pdataPDU(pdvItemBytes(1, true, true, echoCmd(1).Encode()))) {
+		t.Fatal("the pump goes on after its refusal could not be written")
+	}
+	if !r.end.ended() {
+		t.Fatal("no outcome recorded")
+	}
+	if o := r.end.result(); o.released || o.abortSource == "" {
+		t.Errorf("outcome %+v, want aborted", o)
+	}
+}
+
+// denyAll is a policy that allows nothing.
+type denyAll struct{}
+
+func (denyAll) AllowsService(string) bool         { return false }
+func (denyAll) AllowsSOPClass(string) bool        { return false }
+func (denyAll) AllowsMoveDestination(string) bool { return false }

@@ -171,10 +171,10 @@ func (r *relay) pdata(x, y *peer, raw []byte) bool {
 		return false
 	}
 	if len(v.Reply) > 0 {
-		if err := x.w.writeRaw(v.Reply); err != nil {
-			r.c.log.Info("write refusal failed", "to", x.name, "error", err)
-		} else {
-			x.count(x.wrote, len(v.Reply))
+		// x has stopped reading (or is gone): it cannot be answered any
+		// more, and its stream may end inside a PDU.
+		if !r.send(y, x, x.w.writeRaw, v.Reply) {
+			return false
 		}
 	}
 	out := v.Forward
