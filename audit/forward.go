@@ -30,8 +30,11 @@ type SyslogConfig struct {
 	// one). tlslayer builds it. ServerName defaults to Address's host.
 	TLS      *tls.Config
 	Hostname string // HOSTNAME field and AuditSourceID; default os.Hostname()
+	// The timings below are required (Open refuses zero): the edge fills
+	// them from the policy package's Syslog* values (proxy.AuditConfig).
+
 	// Poll is how often the audit file is checked for records the writer
-	// appended; default 100ms.
+	// appended.
 	Poll time.Duration
 	// ReadAhead bounds the records read from the file ahead of the sender;
 	// default 256.
@@ -43,15 +46,16 @@ type SyslogConfig struct {
 	// takes, however long the collector is away.
 	InFlight int
 	// ConfirmAfter is how long a connection must stay up after a record was
-	// written to it before the record counts as delivered; default 1s.
+	// written to it before the record counts as delivered.
 	// RFC 5425 has no acknowledgement: a collector that goes away may not
 	// have read the last records written, so those are sent again.
 	ConfirmAfter time.Duration
-	DialTimeout  time.Duration // default 5s
-	MaxBackoff   time.Duration // reconnect back-off cap; default 10s
+	DialTimeout  time.Duration // connecting, TLS handshake included
+	WriteTimeout time.Duration // one write to a collector that stopped reading
+	MaxBackoff   time.Duration // reconnect back-off cap
 	// CloseTimeout bounds how long Close keeps delivering the backlog while
-	// the collector is reachable; default 5s. During an outage Close does
-	// not wait. What is left is sent after the next start.
+	// the collector is reachable. During an outage Close does not wait.
+	// What is left is sent after the next start.
 	CloseTimeout time.Duration
 	Logger       hclog.Logger
 }
@@ -141,26 +145,20 @@ func checkSyslog(cfg *SyslogConfig) error {
 	if cfg.Hostname == "" {
 		cfg.Hostname, _ = os.Hostname()
 	}
-	if cfg.Poll <= 0 {
-		cfg.Poll = 100 * time.Millisecond
-	}
 	if cfg.ReadAhead <= 0 {
 		cfg.ReadAhead = 256
 	}
 	if cfg.InFlight <= 0 {
 		cfg.InFlight = 4096
 	}
-	if cfg.ConfirmAfter <= 0 {
-		cfg.ConfirmAfter = time.Second
-	}
-	if cfg.DialTimeout <= 0 {
-		cfg.DialTimeout = 5 * time.Second
-	}
-	if cfg.MaxBackoff <= 0 {
-		cfg.MaxBackoff = 10 * time.Second
-	}
-	if cfg.CloseTimeout <= 0 {
-		cfg.CloseTimeout = 5 * time.Second
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"Poll", cfg.Poll}, {"ConfirmAfter", cfg.ConfirmAfter}, {"DialTimeout", cfg.DialTimeout},
+		{"WriteTimeout", cfg.WriteTimeout}, {"MaxBackoff", cfg.MaxBackoff}, {"CloseTimeout", cfg.CloseTimeout}} {
+		if d.v <= 0 {
+			return fmt.Errorf("audit: syslog %s not set", d.name)
+		}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
@@ -579,7 +577,7 @@ func (s *sender) write() {
 		s.buf = append(s.buf, s.pending[n].frame...)
 		n++
 	}
-	s.conn.raw.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	s.conn.raw.SetWriteDeadline(time.Now().Add(s.f.cfg.WriteTimeout))
 	if _, err := s.conn.tc.Write(s.buf); err != nil {
 		s.lost(err)
 		return

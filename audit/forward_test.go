@@ -180,8 +180,8 @@ func BenchmarkForwarder(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			s, tc := startSink(b)
 			file := filepath.Join(b.TempDir(), "audit.jsonl")
-			w, err := Open(Config{File: file, Fsync: 100 * time.Millisecond, Syslog: &SyslogConfig{Address: s.ln.Addr().String(), Format: "json", TLS: tc,
-				Poll: 5 * time.Millisecond, ConfirmAfter: confirm, CloseTimeout: time.Minute}})
+			w, err := Open(Config{File: file, Fsync: 100 * time.Millisecond, Syslog: edgeTimings(&SyslogConfig{Address: s.ln.Addr().String(), Format: "json", TLS: tc,
+				Poll: 5 * time.Millisecond, ConfirmAfter: confirm, CloseTimeout: time.Minute})})
 			if err != nil {
 				b.Fatal(err)
 			}

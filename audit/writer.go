@@ -23,7 +23,6 @@ import (
 
 // Defaults applied by Open to zero Config fields.
 const (
-	DefaultFile       = "var/audit/audit.jsonl"
 	DefaultQueueSize  = 4096
 	DefaultRotateSize = 256 << 20
 	// maxLine bounds one record when reading a log back; the writer never
@@ -33,7 +32,9 @@ const (
 
 // Config configures a Writer. The policy's audit block maps onto it.
 type Config struct {
-	File string // the current log file; rotated files are File.1, File.2, ... (oldest first)
+	// File is the current log file (required; the policy's audit.file);
+	// rotated files are File.1, File.2, ... (oldest first).
+	File string
 	// Fsync is how often written records are synced to disk; zero syncs
 	// after every batch. Records are always synced at Close and rotation.
 	Fsync time.Duration
@@ -114,7 +115,7 @@ const (
 // current one is empty, so that seq and prev continue the existing chain.
 func Open(cfg Config) (*Writer, error) {
 	if cfg.File == "" {
-		cfg.File = DefaultFile
+		return nil, errors.New("audit: no file")
 	}
 	if cfg.QueueSize <= 0 {
 		cfg.QueueSize = DefaultQueueSize

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/dicomedge/dicomedge/policy"
 )
 
 // openT opens a writer in a temp dir (unless cfg.File is set) and closes it
@@ -25,12 +27,31 @@ func openT(t *testing.T, cfg Config) *Writer {
 	if cfg.File == "" {
 		cfg.File = filepath.Join(t.TempDir(), "audit", "audit.jsonl")
 	}
+	if cfg.Syslog != nil {
+		cfg.Syslog = edgeTimings(cfg.Syslog)
+	}
 	w, err := Open(cfg)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
 	t.Cleanup(func() { w.Close() })
 	return w
+}
+
+// edgeTimings fills the forwarder timings a test leaves unset with the
+// edge's own (policy's, as proxy.OpenAudit gives them).
+func edgeTimings(c *SyslogConfig) *SyslogConfig {
+	c2 := *c
+	for _, f := range []struct {
+		d   *time.Duration
+		def time.Duration
+	}{{&c2.Poll, policy.SyslogPoll}, {&c2.ConfirmAfter, policy.SyslogConfirmAfter}, {&c2.DialTimeout, policy.SyslogDialTimeout},
+		{&c2.WriteTimeout, policy.SyslogWriteTimeout}, {&c2.MaxBackoff, policy.SyslogMaxBackoff}, {&c2.CloseTimeout, policy.SyslogCloseTimeout}} {
+		if *f.d <= 0 {
+			*f.d = f.def
+		}
+	}
+	return &c2
 }
 
 func sampleEvent(i int) Event {
@@ -604,6 +625,16 @@ func TestOpenRejectsBadConfig(t *testing.T) {
 			t.Errorf("Open(%+v) succeeded", cfg)
 		}
 	}
+	// Defaults live in policy: the file and the forwarder's timings are
+	// given by the caller, never guessed here.
+	if _, err := Open(Config{}); err == nil {
+		t.Error("Open with no file succeeded")
+	}
+	sl := edgeTimings(&SyslogConfig{Address: "127.0.0.1:1"})
+	sl.DialTimeout = 0
+	if _, err := Open(Config{File: filepath.Join(t.TempDir(), "a.jsonl"), Syslog: sl}); err == nil || !strings.Contains(err.Error(), "DialTimeout") {
+		t.Errorf("Open with no syslog DialTimeout: %v", err)
+	}
 }
 
 func TestOpenRefusesUnreadableLastRecord(t *testing.T) {
@@ -684,7 +715,7 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	before := runtime.NumGoroutine()
 	for range 3 {
 		w, err := Open(Config{File: filepath.Join(t.TempDir(), "a.jsonl"), Fsync: 10 * time.Millisecond,
-			Syslog: &SyslogConfig{Address: "127.0.0.1:1", Format: "json", CloseTimeout: 50 * time.Millisecond, DialTimeout: 50 * time.Millisecond}})
+			Syslog: edgeTimings(&SyslogConfig{Address: "127.0.0.1:1", Format: "json", CloseTimeout: 50 * time.Millisecond, DialTimeout: 50 * time.Millisecond})})
 		if err != nil {
 			t.Fatal(err)
 		}

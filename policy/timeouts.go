@@ -14,6 +14,23 @@ const (
 	// FinalWriteTimeout bounds writing a final PDU (A-ASSOCIATE-RJ,
 	// A-ABORT) to a peer that may have stopped reading.
 	FinalWriteTimeout = 2 * time.Second
+
+	// The audit trail's forwarding to audit.syslog's collector (RFC 5425),
+	// docs/audit.md. SyslogPoll is how often the trail is read for new
+	// records; a record counts as delivered once its connection stayed up
+	// SyslogConfirmAfter after it was written (RFC 5425 has no
+	// acknowledgement).
+	SyslogPoll         = 100 * time.Millisecond
+	SyslogConfirmAfter = time.Second
+	// SyslogDialTimeout bounds connecting to the collector, TLS included;
+	// SyslogWriteTimeout one write to a collector that stopped reading.
+	SyslogDialTimeout  = 5 * time.Second
+	SyslogWriteTimeout = 30 * time.Second
+	// SyslogMaxBackoff caps the wait between reconnection attempts.
+	SyslogMaxBackoff = 10 * time.Second
+	// SyslogCloseTimeout bounds delivering the backlog at shutdown while
+	// the collector is reachable.
+	SyslogCloseTimeout = 5 * time.Second
 )
 
 // ARTIM is edge.artim_timeout, DefaultARTIMTimeout when unset (an Edge

@@ -69,7 +69,10 @@ func OpenAudit(cfg *policy.Config, logger hclog.Logger, edgeCert func() (*tls.Ce
 		if err != nil {
 			return nil, fmt.Errorf("audit.syslog: %w", err)
 		}
-		ac.Syslog = &audit.SyslogConfig{Address: sl.Address, Format: sl.Format, TLS: tc}
+		ac.Syslog = &audit.SyslogConfig{Address: sl.Address, Format: sl.Format, TLS: tc,
+			Poll: policy.SyslogPoll, ConfirmAfter: policy.SyslogConfirmAfter,
+			DialTimeout: policy.SyslogDialTimeout, WriteTimeout: policy.SyslogWriteTimeout,
+			MaxBackoff: policy.SyslogMaxBackoff, CloseTimeout: policy.SyslogCloseTimeout}
 		if logger != nil {
 			ac.Syslog.Logger = logger.Named("syslog")
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dicomedge/dicomedge/internal/loadclient"
+	"github.com/dicomedge/dicomedge/policy"
 )
 
 type targetFlags struct {
@@ -37,7 +38,7 @@ func (f *targetFlags) register(c *cobra.Command) {
 	c.Flags().StringVar(&f.ca, "ca", "", "CA bundle that the server's certificate chains to")
 	c.Flags().StringVar(&f.serverName, "server-name", "localhost", "name to verify in the server's certificate")
 	c.Flags().StringVar(&f.calling, "calling", "LOADCLIENT", "calling AE title")
-	c.Flags().StringVar(&f.called, "called", "DICOMEDGE", "called AE title")
+	c.Flags().StringVar(&f.called, "called", policy.DefaultAETitle, "called AE title (the edge's default)")
 	c.Flags().BoolVar(&f.plain, "plain", false, "plain TCP, no TLS (e.g. to a local stunnel client)")
 	c.Flags().BoolVar(&f.tls12, "allow-tls12", false, "also offer TLS 1.2 (for SCPs without TLS 1.3)")
 	_ = c.MarkFlagRequired("addr")
