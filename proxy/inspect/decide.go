@@ -140,6 +140,7 @@ func (in *Inspector) request(st *stream, ctx *Context, cmd *dimse.Command) (deci
 		o.scanner = dimse.NewPatientIDScanner(ctx.TransferSyntax)
 	}
 	in.ledger.add(o)
+	st.added = append(st.added, o)
 	d := decision{forward: true, next: next(cmd, InDataSet), filter: in.filterFor(st, cmd, ctx)}
 	if cmd.HasDataSet() {
 		d.op = o
@@ -204,6 +205,7 @@ func (in *Inspector) reverseRequest(st *stream, ctx *Context, cmd *dimse.Command
 		in.ledger.unanswered(st, old, in.cfg.Now())
 	}
 	in.ledger.add(o)
+	st.added = append(st.added, o)
 	d := decision{forward: true, next: next(cmd, InDataSet), filter: in.filterFor(st, cmd, ctx)}
 	if cmd.HasDataSet() {
 		d.op = o

@@ -223,7 +223,9 @@ func (in *Inspector) Feed(from Side, pdu []byte) Verdict {
 			v = &Violation{From: from, Reason: ab.Reason, Msg: err.Error()}
 		}
 		// What this PDU decided before the violation is still recorded
-		// (a refusal, say); nothing of it is sent.
+		// (a refusal, say); nothing of it is sent, so the requests it
+		// allowed are recorded as not forwarded.
+		in.ledger.unsent(st, in.cfg.Now())
 		vd := in.fail(v)
 		vd.Records, vd.Notes = st.records, st.notes
 		return vd

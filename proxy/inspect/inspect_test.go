@@ -3,6 +3,7 @@ package inspect
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -454,5 +455,62 @@ func TestInspectorViolationKeepsEarlierRecords(t *testing.T) {
 		dataPDV(ctxCT, true, []byte{3, 4})))
 	if v.Violation == nil || len(v.Records) != 1 || v.Records[0].Allowed || v.Pass || len(v.Forward) != 0 || len(v.Reply) != 0 {
 		t.Fatalf("verdict %+v", v)
+	}
+}
+
+// TestInspectorViolationUnforwardedRequests: a request allowed inside a PDU
+// that then breaks the protocol is never forwarded (the verdict is the
+// violation alone), so its record must not say it was allowed through,
+// whether it comes with the violation or from Finish.
+func TestInspectorViolationUnforwardedRequests(t *testing.T) {
+	getRQ := withData(&dimse.Command{CommandField: dimse.CGetRQ, MessageID: 7, AffectedSOPClassUID: getModel})
+	cases := []struct {
+		name    string
+		before  []step // PDUs forwarded first
+		from    Side
+		pdu     []byte
+		service string
+	}{
+		{name: "C-ECHO then data with no command", from: Requestor,
+			pdu:     pdu(cmdPDV(ctxEcho, echoRQ(1)), dataPDV(ctxEcho, true, []byte{1, 2})),
+			service: "C-ECHO"},
+		{name: "C-STORE then data on another context", from: Requestor,
+			pdu:     pdu(cmdPDV(ctxCT, storeRQ(1, ctStorage)), dataPDV(ctxMR, true, []byte{1, 2})),
+			service: "C-STORE"},
+		{name: "C-STORE data set then a second last data PDV", from: Requestor,
+			pdu: pdu(cmdPDV(ctxCT, storeRQ(1, ctStorage)), dataPDV(ctxCT, true, []byte{1, 2}),
+				dataPDV(ctxCT, true, []byte{3, 4})),
+			service: "C-STORE"},
+		{name: "C-GET sub-operation then data on another context", from: Acceptor,
+			before:  []step{R(pdu(cmdPDV(ctxGet, getRQ), dataPDV(ctxGet, true, []byte{1, 2})), pass)},
+			pdu:     pdu(cmdPDV(ctxCT, storeRQ(1001, ctStorage)), dataPDV(ctxMR, true, []byte{1, 2})),
+			service: "C-STORE"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			in := newTestInspector(rulePolicy{services: allServices})
+			run(t, in, tc.before)
+			v := in.Feed(tc.from, tc.pdu)
+			if v.Violation == nil || v.Pass || len(v.Forward) != 0 {
+				t.Fatalf("verdict %+v, want a violation with nothing forwarded", v)
+			}
+			recs := append(slices.Clone(v.Records), in.Finish()...)
+			n := 0
+			for _, r := range recs {
+				if r.Service != tc.service || r.From != tc.from {
+					continue
+				}
+				n++
+				if r.Allowed {
+					t.Errorf("record %+v says allowed; the request never went across", r)
+				}
+				if !strings.Contains(r.Detail, "not forwarded") {
+					t.Errorf("record detail %q does not say it was not forwarded", r.Detail)
+				}
+			}
+			if n != 1 {
+				t.Errorf("%d records of the %s, want 1: %+v", n, tc.service, recs)
+			}
+		})
 	}
 }

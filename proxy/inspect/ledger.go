@@ -118,6 +118,27 @@ func (l *ledger) record(st *stream, o *op, allowed bool, now time.Time) {
 	st.records = append(st.records, o.finish(allowed, o.responded, now))
 }
 
+// unsent records the requests st's PDU entered in the ledger, now that a
+// violation later in that PDU keeps all of it from going across: not
+// allowed through, whatever the rule said.
+func (l *ledger) unsent(st *stream, now time.Time) {
+	for _, o := range st.added {
+		if o.audited {
+			continue
+		}
+		if l.ops[o.from][o.rec.MessageID] == o {
+			delete(l.ops[o.from], o.rec.MessageID)
+		}
+		if st.op == o {
+			st.op = nil
+		}
+		o.audited = true
+		r := o.finish(false, false, now)
+		r.Detail = joinDetail(r.Detail, "not forwarded: its PDU broke the protocol")
+		st.records = append(st.records, r)
+	}
+}
+
 func (l *ledger) unanswered(st *stream, o *op, now time.Time) {
 	if o.audited {
 		return

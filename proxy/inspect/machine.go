@@ -93,6 +93,7 @@ type stream struct {
 	records []Record
 	notes   []Note
 	scratch []byte // a DataFilter's output
+	added   []*op  // requests this PDU entered in the ledger: not sent if it breaks the protocol
 }
 
 // heldPool holds command buffers of MaxCommandBytes: taken when a command
@@ -108,6 +109,8 @@ func (st *stream) begin(pdu []byte) {
 	st.records = st.records[:0]
 	clear(st.notes)
 	st.notes = st.notes[:0]
+	clear(st.added)
+	st.added = st.added[:0]
 }
 
 func (st *stream) verdict() Verdict {
