@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -244,22 +242,23 @@ func TestRelayRQCarriesOnlyWhatTheEdgeUnderstands(t *testing.T) {
 	}
 }
 
-// vmRSS is the process's resident set size, from /proc/self/status.
-func vmRSS(t *testing.T) int64 {
+func mib(b uint64) float64 { return float64(b) / (1 << 20) }
+
+// checkHeldHeap fails the test when the Go heap in use, after collection,
+// grew by more than heldBound: what the edge still holds after the attack.
+// RSS is printed, not judged: under the race detector and on a loaded
+// machine it counts freed memory the runtime has not yet returned and the
+// detector's shadow memory, and grew 46 MiB once for the same traffic.
+func checkHeldHeap(t *testing.T, before, after memSample) {
 	t.Helper()
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		t.Skip("no /proc/self/status on this platform")
+	if after.heap > before.heap && after.heap-before.heap > heldBound {
+		t.Errorf("Go heap in use grew %.1f MiB, bound %.0f MiB", mib(after.heap-before.heap), mib(heldBound))
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
-		}
-	}
-	t.Skip("no VmRSS")
-	return 0
 }
+
+// heldBound is well below the 13 MiB the attacks send, so an edge that
+// kept what it was sent fails, and above the association's own buffers.
+const heldBound = 6 << 20
 
 // P-DATA-TF PDUs full of 2-byte PDV items (command bit set, never last, no
 // data) used to grow the edge's memory by ~20 bytes per byte sent. Each
@@ -276,7 +275,7 @@ func TestRelayTinyPDVFloodBounded(t *testing.T) {
 	}
 	pdu := pdataPDU(items.Bytes())
 	c := inspectClient(t, e)
-	before := vmRSS(t)
+	before := memNow()
 	sent := 0
 	for sent < offered {
 		_ = c.SetWriteDeadline(time.Now().Add(10 * time.Second))
@@ -287,13 +286,11 @@ func TestRelayTinyPDVFloodBounded(t *testing.T) {
 		}
 	}
 	expectAbortAfter(t, c, association.AbortInvalidPDUParameterValue)
-	after := vmRSS(t)
-	t.Logf("RSS before %.1f MiB, after %.1f MiB (grew %.1f MiB) for %d MiB of 2-byte PDV items offered, %d bytes written before the A-ABORT; the command bound is %d bytes, %d fragments",
-		float64(before)/(1<<20), float64(after)/(1<<20), float64(after-before)/(1<<20), offered>>20, sent,
+	after := memNow()
+	t.Logf("RSS before %.1f MiB, after %.1f MiB; Go heap in use before %.1f MiB, after %.1f MiB; for %d MiB of 2-byte PDV items offered, %d bytes written before the A-ABORT; the command bound is %d bytes, %d fragments",
+		mib(before.rss), mib(after.rss), mib(before.heap), mib(after.heap), offered>>20, sent,
 		inspect.MaxCommandBytes, inspect.MaxCommandFragments)
-	if after-before > 32<<20 {
-		t.Errorf("RSS grew %d MiB", (after-before)>>20)
-	}
+	checkHeldHeap(t, before, after)
 	if g := backendGotOnly(t, be, 0, 5*time.Second); len(g) == 0 || g[len(g)-1].typ != association.TypeAbort {
 		t.Errorf("the backend got %+v, want only the A-ABORT", g)
 	}
@@ -382,15 +379,8 @@ func TestRelayFragmentedCommandsWithinBound(t *testing.T) {
 		}
 		answered <- nil
 	}()
-	// RSS is read after a warm-up quarter: the first commands of a fresh
-	// process grow its heap to a working size (tens of MiB under -race)
-	// whatever the edge holds; growth after that is what the attack buys.
-	warm := n / 4
-	var before int64
+	before := memNow()
 	for i := range n {
-		if i == warm {
-			before = vmRSS(t)
-		}
 		select {
 		case window <- struct{}{}:
 		case err := <-answered:
@@ -401,10 +391,8 @@ func TestRelayFragmentedCommandsWithinBound(t *testing.T) {
 	if err := <-answered; err != nil {
 		t.Fatal(err)
 	}
-	after := vmRSS(t)
-	t.Logf("RSS before %.1f MiB, after %.1f MiB (grew %.1f MiB) for the last %d of %d C-ECHOs of %d fragments each, %d MiB sent in all",
-		float64(before)/(1<<20), float64(after)/(1<<20), float64(after-before)/(1<<20), n-warm, n, inspect.MaxCommandFragments, offered>>20)
-	if after-before > 32<<20 {
-		t.Errorf("RSS grew %d MiB", (after-before)>>20)
-	}
+	after := memNow()
+	t.Logf("RSS before %.1f MiB, after %.1f MiB; Go heap in use before %.1f MiB, after %.1f MiB; for %d C-ECHOs of %d fragments each, %d MiB sent",
+		mib(before.rss), mib(after.rss), mib(before.heap), mib(after.heap), n, inspect.MaxCommandFragments, offered>>20)
+	checkHeldHeap(t, before, after)
 }

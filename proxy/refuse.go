@@ -43,8 +43,8 @@ type refusal struct {
 // source like tls.failed, so a flood of refused connections cannot flood
 // the trail (what is held back is summarised, see tlsfail.go).
 func (s *Server) refuse(nc net.Conn, r refusal) {
-	// Counted before the close, so a client that saw its connection closed
-	// finds it in the metric.
+	// Counted before the close, so a client that has seen its refusal
+	// finds it counted in /metrics.
 	s.Metrics.ConnectionsRefused.WithLabelValues(r.Reason).Inc()
 	nc.Close()
 	remote := ""

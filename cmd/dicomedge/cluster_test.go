@@ -186,7 +186,11 @@ func TestClusterBehindHAProxy(t *testing.T) {
 
 	// HAProxy with contrib/haproxy.cfg as shipped, moved to loopback: the
 	// instances' addresses and admin ports, faster health checks, and the
-	// balancer's own source address.
+	// balancer's own source address. Without "timeout check" a check's
+	// answer must come within inter: 200ms is too short on a loaded machine
+	// (an edge answering /readyz 200 in 202ms was marked DOWN, fall 1, and
+	// got none of the associations), so answers get 5s while checks still
+	// start every 200ms and a refused or 503 check fails at once.
 	shipped, err := os.ReadFile("../../contrib/haproxy.cfg")
 	if err != nil {
 		t.Fatal(err)
@@ -197,7 +201,7 @@ func TestClusterBehindHAProxy(t *testing.T) {
 		for _, r := range [][2]string{
 			{"  bind :2762\n", "  bind " + addrs[0] + "\n"},
 			{"  log stdout format raw local0\n", ""},
-			{"  balance leastconn\n", "  balance leastconn\n  source " + balancerSource + "\n"},
+			{"  balance leastconn\n", "  balance leastconn\n  source " + balancerSource + "\n  timeout check 5s\n"},
 			{"inter 2s", "inter 200ms"},
 			{"server edge1 10.0.1.21:2762 send-proxy-v2 check port 9102", fmt.Sprintf("server edge1 %s send-proxy-v2 check port %d", edges[0].listen, testpeer.Port(edges[0].admin))},
 			{"server edge2 10.0.1.22:2762 send-proxy-v2 check port 9102", fmt.Sprintf("server edge2 %s send-proxy-v2 check port %d", edges[1].listen, testpeer.Port(edges[1].admin))},

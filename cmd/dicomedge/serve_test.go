@@ -55,7 +55,9 @@ edge {
   ae_title      = "DICOMEDGE"
   listen        = %q
   admin_listen  = %q
-  artim_timeout = "5s"
+  # ARTIM also bounds the TLS handshake: 5s was overrun when a loaded
+  # machine stalled the whole process for 4s mid-handshake.
+  artim_timeout = "20s"
   drain_timeout = "2s"
 }
 tls {
