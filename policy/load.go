@@ -29,7 +29,11 @@ const (
 	DefaultTLSProfile      = "bcp195-rfc8996"
 	DefaultACMEDirectory   = "https://acme-v02.api.letsencrypt.org/directory"
 	DefaultAuditFile       = "var/audit/audit.jsonl"
-	DefaultFsync           = time.Second
+	// DefaultACMEStorage is beside the audit log's default, in the run
+	// directory next to the policy file: serve needs a place for the ACME
+	// account and certificates, so check and serve agree on one.
+	DefaultACMEStorage = "var/acme"
+	DefaultFsync       = time.Second
 
 	// The smallest and largest max_pdu_length accepted. PS3.8 lets a peer
 	// announce any length; the edge holds up to one PDU per direction in
@@ -644,7 +648,7 @@ func (l *loader) acme(s *acmeSchema) *ACME {
 	}
 	a.Directory = v.s
 	a.CARoots = l.paths(s.CARoots, "tls.acme.ca_roots")
-	a.Storage = l.filePath(s.Storage, "tls.acme.storage", "")
+	a.Storage = l.filePath(s.Storage, "tls.acme.storage", DefaultACMEStorage)
 	a.HTTPPort = int(l.integer(s.HTTPPort, "tls.acme.http_port", 0, 0, 65535))
 	return a
 }

@@ -451,3 +451,21 @@ func TestAdmission(t *testing.T) {
 		}
 	}
 }
+
+// TestACMEStorageDefault: serve cannot run ACME without a storage
+// directory, so a policy that leaves it out gets the run directory beside
+// the policy file rather than passing check and failing at start.
+func TestACMEStorageDefault(t *testing.T) {
+	cfg, diags := Load("/etc/dicomedge/policy.hcl", []byte(`
+tls {
+  client_ca = ["ca.pem"]
+  acme { domains = ["edge.example.org"] }
+}
+`))
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	if got, want := cfg.TLS.ACME.Storage, "/etc/dicomedge/var/acme"; got != want {
+		t.Errorf("acme storage = %q, want %q", got, want)
+	}
+}

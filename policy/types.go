@@ -105,7 +105,7 @@ type ACME struct {
 	Email     string
 	Directory string   // default Let's Encrypt's production directory
 	CARoots   []string // PEM files of roots that sign the ACME server itself
-	Storage   string   // certmagic storage directory; "" = certmagic's default
+	Storage   string   // certmagic storage directory; default DefaultACMEStorage beside the policy file
 	HTTPPort  int      // 0 = no HTTP-01 challenge listener (TLS-ALPN-01 on the listener)
 }
 
