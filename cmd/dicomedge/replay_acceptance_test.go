@@ -236,31 +236,32 @@ rule "deny" {
 		t.Errorf("replay under v1: exit %d\n%s\n%s", code, strings.Join(lines, "\n"), errOut)
 	}
 
-	code, lines, errOut = replay(v2File, "--exit-code")
-	t.Logf("replay under v2 (modalities without C-STORE):\n%s", strings.Join(lines, "\n"))
-	want := []string{
+	// expectChanges replays under config and wants exactly the change lines
+	// of want (timestamps stripped) followed by its summary line.
+	expectChanges := func(name, config string, wantCode int, want []string, extra ...string) {
+		t.Helper()
+		code, lines, errOut := replay(config, extra...)
+		t.Logf("replay under %s:\n%s", name, strings.Join(lines, "\n"))
+		if code != wantCode || strings.Join(append(changes(lines), lines[len(lines)-1]), "\n") != strings.Join(want, "\n") {
+			t.Errorf("replay under %s: exit %d (want %d)\n got:\n%s\nwant:\n%s\n%s", name, code, wantCode, strings.Join(lines, "\n"), strings.Join(want, "\n"), errOut)
+		}
+	}
+
+	expectChanges("v2 (modalities without C-STORE)", v2File, 1, []string{
 		`client 127.0.0.1  MOD1→MAINPACS  C-STORE 1.2.840.10008.5.1.4.1.1.7: allowed → refused (service not allowed by rule "modalities")`,
 		`client 127.0.0.1  MOD1→MAINPACS  C-STORE 1.2.840.10008.5.1.4.1.1.7: allowed → refused (service not allowed by rule "modalities")`,
 		`client 127.0.0.1  MOD2→MAINPACS  C-STORE 1.2.840.10008.5.1.4.1.1.7: allowed → refused (service not allowed by rule "modalities")`,
 		"7 associations replayed, 2 would change",
-	}
-	if code != 1 || strings.Join(append(changes(lines), lines[len(lines)-1]), "\n") != strings.Join(want, "\n") {
-		t.Errorf("replay under v2: exit %d (want 1)\n got:\n%s\nwant:\n%s\n%s", code, strings.Join(lines, "\n"), strings.Join(want, "\n"), errOut)
-	}
+	}, "--exit-code")
 
-	code, lines, errOut = replay(v4File)
-	t.Logf("replay under v4 (workstations rejected):\n%s", strings.Join(lines, "\n"))
-	want = []string{
+	expectChanges("v4 (workstations rejected)", v4File, 0, []string{
 		`ws 127.0.0.1  WS1→MAINPACS  relay pacs by rule "workstations" → reject called-ae-not-recognized by rule "workstations"`,
 		"7 associations replayed, 1 would change",
-	}
-	if code != 0 || strings.Join(append(changes(lines), lines[len(lines)-1]), "\n") != strings.Join(want, "\n") {
-		t.Errorf("replay under v4: exit %d\n got:\n%s\nwant:\n%s\n%s", code, strings.Join(lines, "\n"), strings.Join(want, "\n"), errOut)
-	}
+	})
 
 	code, lines, errOut = replay(v5File)
 	t.Logf("replay under v5 (no inside listener):\n%s", strings.Join(lines, "\n"))
-	want = []string{
+	want := []string{
 		`127.0.0.1  ARCHIVER→MAINPACS on inside  not replayed: listener "inside" is not in the policy`,
 		"6 associations replayed, 0 would change",
 		"1 association record not replayed (listed above)",
@@ -269,14 +270,10 @@ rule "deny" {
 		t.Errorf("replay under v5: exit %d\n got:\n%s\nwant:\n%s\n%s", code, strings.Join(lines, "\n"), strings.Join(want, "\n"), errOut)
 	}
 
-	code, lines, errOut = replay(v3File)
-	t.Logf("replay under v3 (deny transient):\n%s", strings.Join(lines, "\n"))
-	want = []string{
+	// Exit 0: no --exit-code.
+	expectChanges("v3 (deny transient)", v3File, 0, []string{
 		`client 127.0.0.1  OTHER→MAINPACS  reject calling-ae-not-recognized by rule "deny" → reject calling-ae-not-recognized (transient) by rule "deny"`,
 		`ws 127.0.0.1  WS1→DICOMEDGE  reject calling-ae-not-recognized by rule "deny" → reject calling-ae-not-recognized (transient) by rule "deny"`,
 		"7 associations replayed, 2 would change",
-	}
-	if code != 0 || strings.Join(append(changes(lines), lines[len(lines)-1]), "\n") != strings.Join(want, "\n") {
-		t.Errorf("replay under v3: exit %d (want 0 without --exit-code)\n got:\n%s\nwant:\n%s\n%s", code, strings.Join(lines, "\n"), strings.Join(want, "\n"), errOut)
-	}
+	})
 }
