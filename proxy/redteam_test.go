@@ -602,3 +602,25 @@ type denyAll struct{}
 func (denyAll) AllowsService(string) bool         { return false }
 func (denyAll) AllowsSOPClass(string) bool        { return false }
 func (denyAll) AllowsMoveDestination(string) bool { return false }
+
+// An A-RELEASE-RQ sent while the client's C-STORE data set is still
+// passing would hand the backend a truncated message: the edge aborts
+// both sides instead of carrying the release through.
+func TestRelayReleaseMidDataSetAborted(t *testing.T) {
+	be := startScriptBackend(t, 16384, nil)
+	e := inspectEdge(t, be, `services = ["C-ECHO", "C-STORE"]`)
+	c := inspectClient(t, e)
+	cmd := storeCmd(1, association.SecondaryCaptureImageStorage).Encode()
+	writeRaw(t, c, pdataPDU(append(pdvItemBytes(pcSC, true, true, cmd), pdvItemBytes(pcSC, false, false, []byte{0, 0, 0, 0})...)))
+	if g := be.next(t, 5*time.Second); g == nil || g.typ != association.TypePDataTF {
+		t.Fatalf("backend got %+v, want the C-STORE-RQ and its first fragment", g)
+	}
+	writeRaw(t, c, mustAppend(t, &association.ReleaseRQ{}))
+	expectAbortAfter(t, c, association.AbortUnexpectedPDU)
+	for _, g := range backendGotOnly(t, be, 0, 5*time.Second) {
+		if g.typ == association.TypeReleaseRQ {
+			t.Fatal("the backend received the A-RELEASE-RQ of an incomplete message")
+		}
+	}
+	abortedEvent(t, e, "client:unexpected-pdu")
+}

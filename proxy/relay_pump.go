@@ -118,6 +118,13 @@ func (r *relay) pumpFrom(x, y *peer) {
 			}
 		case association.TypeReleaseRQ:
 			r.c.log.Trace("release", "from", x.name)
+			if st := r.insp.State(x.side); st != inspect.AwaitCommand {
+				// The sender's last message is incomplete (PS3.7 6.3.1: a
+				// command set, then its announced data set); passing the
+				// release on would hand the peer a truncated message.
+				r.protocolFailure(x, y, association.Unexpected(typ), "A-RELEASE-RQ from the "+x.name+" in the middle of a DIMSE message ("+st.String()+")")
+				return
+			}
 			if !r.rel.request(x.side) {
 				r.protocolFailure(x, y, association.Unexpected(typ), "a second A-RELEASE-RQ from the "+x.name)
 				return
