@@ -72,10 +72,7 @@ func TestRelayPDataAfterReleaseRQAborted(t *testing.T) {
 	be := startScriptBackend(t, 16384, nil)
 	e := inspectEdge(t, be, `services = ["C-ECHO"]`)
 	c := inspectClient(t, e)
-	writeRaw(t, c, mustAppend(t, &association.ReleaseRQ{}))
-	if g := be.next(t, 5*time.Second); g == nil || g.typ != association.TypeReleaseRQ {
-		t.Fatalf("backend got %+v, want the A-RELEASE-RQ", g)
-	}
+	clientReleases(t, c, be)
 	writeRaw(t, c, pdataPDU(pdvItemBytes(pcEcho, true, true, echoCmd(1).Encode())))
 	expectAbortAfter(t, c, association.AbortUnexpectedPDU)
 	backendGotOnly(t, be, 0, 5*time.Second)
@@ -89,10 +86,7 @@ func TestRelayReleaseCollision(t *testing.T) {
 	be := startScriptBackend(t, 16384, nil)
 	e := inspectEdge(t, be, `services = ["C-ECHO"]`)
 	c := inspectClient(t, e)
-	writeRaw(t, c, mustAppend(t, &association.ReleaseRQ{}))
-	if g := be.next(t, 5*time.Second); g == nil || g.typ != association.TypeReleaseRQ {
-		t.Fatalf("backend got %+v, want the A-RELEASE-RQ", g)
-	}
+	clientReleases(t, c, be)
 	be.write(t, &association.ReleaseRQ{}) // the collision
 	if p, err := readPDU(t, c, 5*time.Second); err != nil {
 		t.Fatalf("client: %v, want the backend's A-RELEASE-RQ", err)
@@ -623,4 +617,14 @@ func TestRelayReleaseMidDataSetAborted(t *testing.T) {
 		}
 	}
 	abortedEvent(t, e, "client:unexpected-pdu")
+}
+
+// clientReleases sends the client's A-RELEASE-RQ and waits for the backend
+// to receive it.
+func clientReleases(t *testing.T, c *tls.Conn, be *scriptBackend) {
+	t.Helper()
+	writeRaw(t, c, mustAppend(t, &association.ReleaseRQ{}))
+	if g := be.next(t, 5*time.Second); g == nil || g.typ != association.TypeReleaseRQ {
+		t.Fatalf("backend got %+v, want the A-RELEASE-RQ", g)
+	}
 }
