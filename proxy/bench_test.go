@@ -375,6 +375,12 @@ func cpuProfile(t testing.TB, on bool, name string) func() {
 			pprof.StopCPUProfile()
 			f.Close()
 			fmt.Printf("  cpu profile: %s\n", f.Name())
+			// The allocations since the process started, beside it.
+			if af, err := os.Create(f.Name() + ".allocs"); err == nil {
+				_ = pprof.Lookup("allocs").WriteTo(af, 0)
+				af.Close()
+				fmt.Printf("  allocation profile: %s\n", af.Name())
+			}
 		})
 	}
 }

@@ -305,11 +305,11 @@ func (c *conn) handshake(ctx context.Context, pre *probeConn, deadline time.Time
 	tc := tls.Server(pre, c.s.TLS.ServerConfig())
 	c.tc = tc
 	// The handshake has a shorter bound of its own (docs/limits.md).
-	hsDeadline := minTime(time.Now().Add(bound), deadline)
-	_ = c.raw.SetDeadline(hsDeadline)
-	hctx, cancel := context.WithDeadline(ctx, hsDeadline)
-	id, err := tlslayer.Handshake(hctx, tc)
-	cancel()
+	// The socket's deadline alone bounds it: a context with a deadline would
+	// cost crypto/tls a watcher goroutine, a timer and a hand-off per
+	// handshake.
+	_ = c.raw.SetDeadline(minTime(time.Now().Add(bound), deadline))
+	id, err := tlslayer.Handshake(ctx, tc)
 	_ = c.raw.SetDeadline(deadline)
 	if err != nil {
 		reason := tlslayer.Classify(err)
