@@ -37,12 +37,23 @@ func (t Target) dial(ctx context.Context, tc *tls.Config) (net.Conn, bool, error
 		c, err := d.DialContext(ctx, "tcp", t.Addr)
 		return c, false, err
 	}
-	td := &tls.Dialer{NetDialer: d, Config: tc}
-	c, err := td.DialContext(ctx, "tcp", t.Addr)
+	c, err := d.DialContext(ctx, "tcp", t.Addr)
 	if err != nil {
 		return nil, false, err
 	}
-	tlc := c.(*tls.Conn)
+	// The handshake is bounded by the socket's deadline, as a DICOM client
+	// would do it: tls.Dialer's context would cost a watcher goroutine per
+	// handshake that the edge's figures would then include.
+	_ = c.SetDeadline(time.Now().Add(t.timeout()))
+	if tc.ServerName == "" {
+		tc = tc.Clone()
+		tc.ServerName, _, _ = net.SplitHostPort(t.Addr)
+	}
+	tlc := tls.Client(c, tc)
+	if err := tlc.Handshake(); err != nil {
+		c.Close()
+		return nil, false, err
+	}
 	return tlc, tlc.ConnectionState().DidResume, nil
 }
 
