@@ -496,12 +496,6 @@ func (w *Writer) Close() error {
 	return w.err
 }
 
-// groupCommitWindow is how long the writer lets events gather before it
-// writes a batch: short next to any association, long enough that a busy
-// edge writes (and wakes the writer) a few hundred times a second rather
-// than several times per association.
-const groupCommitWindow = time.Millisecond
-
 // run is the writer goroutine: it batches whatever is queued into one write,
 // and syncs on the Fsync interval.
 func (w *Writer) run() {
@@ -521,15 +515,7 @@ func (w *Writer) run() {
 				return
 			}
 			w.add(e)
-			// Group commit: the events other associations log in the next
-			// moment join this write. The writer sleeps instead of waiting
-			// on the queue, so their Log calls wake no one: one wake-up and
-			// one write per window instead of per event. The queue holds
-			// far more than a window brings (DefaultQueueSize).
-			if len(w.queue) < cap(w.queue)/2 {
-				time.Sleep(groupCommitWindow)
-			}
-			// Take what else is queued, up to a bound, for one write.
+			// Take what else is already queued, up to a bound, for one write.
 		batch:
 			for len(w.buf) < 256<<10 {
 				select {
