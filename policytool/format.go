@@ -22,7 +22,44 @@ func Format(filename string, src []byte) ([]byte, *hcl.File, hcl.Diagnostics) {
 	if diags.HasErrors() {
 		return nil, file, diags
 	}
-	return hclwrite.Format(src), file, nil
+	out := hclwrite.Format(src)
+	if _, outDiags := hclsyntax.ParseConfig(out, filename, hcl.InitialPos); outDiags.HasErrors() {
+		// hclwrite can join tokens that must stay apart ("0.0. 0", a
+		// number with a traversal, becomes the malformed number "0.0.0"):
+		// refuse rather than write a file that no longer parses.
+		return nil, file, hcl.Diagnostics{unformattable(filename, src, outDiags[0])}
+	}
+	return out, file, nil
+}
+
+// unformattable locates a refusal to format in src. hclwrite changes only
+// the spacing within lines, so the line of the error in its output is the
+// line to look at in src.
+func unformattable(filename string, src []byte, d *hcl.Diagnostic) *hcl.Diagnostic {
+	line := 1
+	if d.Subject != nil {
+		line = d.Subject.Start.Line
+	}
+	start, end := hcl.InitialPos, hcl.InitialPos
+	for i, n := 0, 1; i <= len(src); i++ {
+		if n == line && start.Line != line {
+			start = hcl.Pos{Line: line, Column: 1, Byte: i}
+		}
+		if i == len(src) || src[i] == '\n' {
+			if n == line {
+				end = hcl.Pos{Line: line, Column: i - start.Byte + 1, Byte: i}
+				break
+			}
+			n++
+		}
+	}
+	return &hcl.Diagnostic{
+		Severity: hcl.DiagError,
+		Summary:  "Cannot be formatted",
+		Detail: fmt.Sprintf("Formatting would turn this line into HCL that does not parse (%s); write its value another way "+
+			"(a traversal on a number, as in \"0.0. 0\", is one such case).", d.Summary),
+		Subject: &hcl.Range{Filename: filename, Start: start, End: end},
+	}
 }
 
 // Formatted reports whether src is already in canonical layout; see Format.

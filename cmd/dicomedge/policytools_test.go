@@ -107,6 +107,21 @@ func TestPolicyFmt(t *testing.T) {
 		t.Errorf("fmt on a syntax error: exit %d, file changed %v; want 2 and untouched", code, readString(t, broken) != before)
 	}
 
+	// A file that parses but whose canonical layout would not (hclwrite
+	// joins "0.0. 0" into the malformed number "0.0.0") is refused on its
+	// line, and left as it is.
+	odd := filepath.Join(dir, "odd.hcl")
+	oddSrc := "edge {\n  listen = \"127.0.0.1:2762\"\n}\nx = 0.0. 0\n"
+	if err := os.WriteFile(odd, []byte(oddSrc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut = policyRun(t, "policy", "fmt", odd)
+	if code != 2 || out != "" || !strings.Contains(errOut, odd+":4:1") || !strings.Contains(errOut, "Cannot be formatted") ||
+		readString(t, odd) != oddSrc {
+		t.Errorf("fmt on a file hclwrite would break: exit %d, stdout %q, stderr %q, file changed %v; want 2, %s:4:1 and untouched",
+			code, out, errOut, readString(t, odd) != oddSrc, odd)
+	}
+
 	// Only regular files are read: a device is refused, not read forever.
 	code, _, errOut = policyRun(t, "policy", "fmt", "--check", "/dev/zero")
 	if code != 2 || !strings.Contains(errOut, "/dev/zero: not a regular file") {
