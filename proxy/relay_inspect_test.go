@@ -226,8 +226,15 @@ func inspectClient(t *testing.T, e *testEdge) *tls.Conn {
 // readResponse reads one whole DIMSE command from the edge.
 func readResponse(t *testing.T, c net.Conn) *dimse.Command {
 	t.Helper()
+	return readResponseWithin(t, c, 0)
+}
+
+// readResponseWithin is readResponse that also fails the test when a
+// P-DATA-TF is longer than maxLength (PS3.8 D.1.1; 0: no check).
+func readResponseWithin(t *testing.T, c net.Conn, maxLength int) *dimse.Command {
+	t.Helper()
 	asm := &dimse.Assembler{}
-	for range 100 {
+	for range 200 {
 		p, err := readPDU(t, c, 5*time.Second)
 		if err != nil {
 			t.Fatalf("reading a response: %v", err)
@@ -235,6 +242,13 @@ func readResponse(t *testing.T, c net.Conn) *dimse.Command {
 		pd, ok := p.(*association.PDataTF)
 		if !ok {
 			t.Fatalf("edge sent %T, want P-DATA-TF", p)
+		}
+		length := 0
+		for _, v := range pd.PDVs {
+			length += 6 + len(v.Data) // item length field, context ID, message control header
+		}
+		if maxLength > 0 && length > maxLength {
+			t.Fatalf("the edge sent a P-DATA-TF of length %d to a requestor whose maximum is %d", length, maxLength)
 		}
 		for _, v := range pd.PDVs {
 			cmd, done, err := asm.Add(v)
@@ -246,7 +260,7 @@ func readResponse(t *testing.T, c net.Conn) *dimse.Command {
 			}
 		}
 	}
-	t.Fatal("no response in 100 PDUs")
+	t.Fatal("no response in 200 PDUs")
 	return nil
 }
 
