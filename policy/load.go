@@ -387,5 +387,6 @@ func (l *loader) build(fs *fileSchema) *Config {
 	cfg.Listeners = l.listeners(fs.Listener, &cfg.Edge, edge)
 	order := l.backends(fs.Backends, cfg.Backends)
 	cfg.Policy = l.rules(fs.Rules, cfg.Backends, order, cfg.Listeners)
+	l.admin(first(l, fs.Admin, "admin"), &cfg.Admin, &cfg.Edge)
 	return cfg
 }

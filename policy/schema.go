@@ -16,6 +16,7 @@ type fileSchema struct {
 	Listener []*listenerSchema `hcl:"listener,block"`
 	Backends []*backendSchema  `hcl:"backend,block"`
 	Rules    []*ruleSchema     `hcl:"rule,block"`
+	Admin    []*adminSchema    `hcl:"admin,block"`
 }
 
 type edgeSchema struct {
@@ -152,3 +153,26 @@ func (s *whenSchema) defRange() hcl.Range       { return s.DefRange }
 func (s *relaySchema) defRange() hcl.Range      { return s.DefRange }
 func (s *answerSchema) defRange() hcl.Range     { return s.DefRange }
 func (s *rejectSchema) defRange() hcl.Range     { return s.DefRange }
+
+// adminSchema is the admin block: the web console on edge.admin_listen.
+type adminSchema struct {
+	Console  []*consoleSchema `hcl:"console,block"`
+	DefRange hcl.Range        `hcl:",def_range"`
+}
+
+type consoleSchema struct {
+	ClientCA *hcl.Attribute `hcl:"client_ca,optional"`
+	Users    []*userSchema  `hcl:"user,block"`
+	DefRange hcl.Range      `hcl:",def_range"`
+}
+
+type userSchema struct {
+	Name         string         `hcl:"name,label"`
+	NameRange    hcl.Range      `hcl:"name,label_range"`
+	PasswordHash *hcl.Attribute `hcl:"password_hash,optional"`
+	Role         *hcl.Attribute `hcl:"role,optional"`
+	DefRange     hcl.Range      `hcl:",def_range"`
+}
+
+func (s *adminSchema) defRange() hcl.Range   { return s.DefRange }
+func (s *consoleSchema) defRange() hcl.Range { return s.DefRange }
