@@ -238,6 +238,8 @@ func (d *eventDecoder) event(e *Event) bool {
 			return d.str(&e.CalledAE)
 		case "listener":
 			return d.str(&e.Listener)
+		case "user":
+			return d.str(&e.User)
 		case "reason":
 			return d.str(&e.Reason)
 		case "rule":
@@ -328,6 +330,13 @@ func (d *eventDecoder) client(c *Client) bool {
 			return d.str(&c.Fingerprint)
 		case "issuer":
 			return d.str(&c.Issuer)
+		case "not_after":
+			d.ws()
+			start := d.i
+			if _, ok := d.raw(); !ok {
+				return false
+			}
+			return c.NotAfter.UnmarshalJSON(d.b[start:d.i]) == nil
 		}
 		return false
 	})

@@ -20,6 +20,13 @@ const (
 	EventCertRenewed        = "cert.renewed"
 	EventConnectionRefused  = "connection.refused"
 	EventAnchorMismatch     = "audit.anchor_mismatch"
+
+	// The web console (console/): a sign-in, a refused one, and what a
+	// signed-in person did (detail), with user or the admin certificate's
+	// client, and remote.
+	EventConsoleLogin       = "console.login"
+	EventConsoleLoginFailed = "console.login_failed"
+	EventConsoleAction      = "console.action"
 )
 
 // ZeroHash is the prev of the very first record of a chain.
@@ -39,6 +46,9 @@ type Client struct {
 	Email       []string `json:"email,omitempty"`
 	Fingerprint string   `json:"fingerprint,omitempty"` // "sha256:<hex>"
 	Issuer      string   `json:"issuer,omitempty"`
+	// NotAfter is when the certificate expires: the console's clients page
+	// lists the ones that run out soon first.
+	NotAfter time.Time `json:"not_after,omitzero"`
 }
 
 // UserIdentity is the A-ASSOCIATE-RQ user identity sub-item: its type and
@@ -63,6 +73,7 @@ type Event struct {
 	CallingAE string  `json:"calling_ae,omitempty"`
 	CalledAE  string  `json:"called_ae,omitempty"`
 	Listener  string  `json:"listener,omitempty"` // the name of the listener the connection arrived on
+	User      string  `json:"user,omitempty"`     // console.*: the console user (a password login)
 
 	// Reason is the failure class for tls.failed and connection.refused and
 	// the reject reason name (e.g. "calling-ae-not-recognized") for
@@ -145,6 +156,11 @@ func (e *Event) appendJSON(b []byte) []byte {
 		b = optStrings(b, "email", c.Email)
 		b = optString(b, "fingerprint", c.Fingerprint)
 		b = optString(b, "issuer", c.Issuer)
+		if !c.NotAfter.IsZero() {
+			b = append(b, `,"not_after":"`...)
+			b = c.NotAfter.UTC().AppendFormat(b, time.RFC3339Nano)
+			b = append(b, '"')
+		}
 		if len(b) > n {
 			b = append(b[:n], b[n+1:]...) // drop the leading comma of the first member
 		}
@@ -153,6 +169,7 @@ func (e *Event) appendJSON(b []byte) []byte {
 	b = optString(b, "calling_ae", e.CallingAE)
 	b = optString(b, "called_ae", e.CalledAE)
 	b = optString(b, "listener", e.Listener)
+	b = optString(b, "user", e.User)
 	b = optString(b, "reason", e.Reason)
 	// Measured values and the rejecting rule are written even when zero or
 	// empty, so that every record of an event type carries the fields
