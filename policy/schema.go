@@ -126,7 +126,9 @@ type relaySchema struct {
 	Services         *hcl.Attribute `hcl:"services,optional"`
 	SOPClasses       *hcl.Attribute `hcl:"sop_classes,optional"`
 	MoveDestinations *hcl.Attribute `hcl:"move_destinations,optional"`
-	DefRange         hcl.Range      `hcl:",def_range"`
+	// AllowUnsortedDataSets: see Decision.AllowUnsortedDataSets.
+	AllowUnsortedDataSets *hcl.Attribute `hcl:"allow_unsorted_data_sets,optional"`
+	DefRange              hcl.Range      `hcl:",def_range"`
 }
 
 type answerSchema struct {

@@ -207,6 +207,10 @@ type Decision struct {
 	Services         []string
 	SOPClasses       []string
 	MoveDestinations []string
+	// AllowUnsortedDataSets lets C-STORE data sets whose top-level elements
+	// are out of tag order, or repeat a tag (PS3.5 7.1), pass (each one
+	// audited); without it they abort the association (malformed-data-set).
+	AllowUnsortedDataSets bool
 
 	rule *rule // compiled permissions; nil when no rule matched
 }
