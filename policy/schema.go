@@ -16,6 +16,7 @@ type fileSchema struct {
 	Listener []*listenerSchema `hcl:"listener,block"`
 	Backends []*backendSchema  `hcl:"backend,block"`
 	Rules    []*ruleSchema     `hcl:"rule,block"`
+	Deid     []*deidSchema     `hcl:"deidentify,block"`
 }
 
 type edgeSchema struct {
@@ -126,7 +127,21 @@ type relaySchema struct {
 	Services         *hcl.Attribute `hcl:"services,optional"`
 	SOPClasses       *hcl.Attribute `hcl:"sop_classes,optional"`
 	MoveDestinations *hcl.Attribute `hcl:"move_destinations,optional"`
+	Deidentify       *hcl.Attribute `hcl:"deidentify,optional"`
 	DefRange         hcl.Range      `hcl:",def_range"`
+}
+
+type deidSchema struct {
+	Name      string         `hcl:"name,label"`
+	NameRange hcl.Range      `hcl:"name,label_range"`
+	Profile   *hcl.Attribute `hcl:"profile,optional"`
+	Options  *hcl.Attribute `hcl:"options,optional"`
+	KeyFile  *hcl.Attribute `hcl:"key_file,optional"`
+	Keep     *hcl.Attribute `hcl:"keep,optional"`
+	Remove   *hcl.Attribute `hcl:"remove,optional"`
+	Replace  *hcl.Attribute `hcl:"replace,optional"`
+	BurnedIn *hcl.Attribute `hcl:"burned_in,optional"`
+	DefRange hcl.Range      `hcl:",def_range"`
 }
 
 type answerSchema struct {

@@ -21,6 +21,8 @@ type Config struct {
 	// block.
 	Listeners []*Listener
 	Backends  map[string]*Backend  // by name
+	// Deidentify are the deidentify blocks by name, compiled (key read).
+	Deidentify map[string]*Deidentify
 	Policy    *Policy              // compiled rules
 	Files     map[string]*hcl.File // parsed sources, for WriteDiagnostics
 }
@@ -207,6 +209,9 @@ type Decision struct {
 	Services         []string
 	SOPClasses       []string
 	MoveDestinations []string
+	// Deidentify, when set, is the profile the relay applies to every
+	// C-STORE data set the requestor sends (docs/deidentify.md).
+	Deidentify *Deidentify
 
 	rule *rule // compiled permissions; nil when no rule matched
 }
