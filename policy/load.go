@@ -390,5 +390,6 @@ func (l *loader) build(fs *fileSchema) *Config {
 	cfg.Deidentify = l.deidentifyBlocks(fs.Deid)
 	l.deids = cfg.Deidentify
 	cfg.Policy = l.rules(fs.Rules, cfg.Backends, order, cfg.Listeners)
+	l.admin(first(l, fs.Admin, "admin"), &cfg.Admin, &cfg.Edge)
 	return cfg
 }
