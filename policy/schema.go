@@ -16,6 +16,8 @@ type fileSchema struct {
 	Listener []*listenerSchema `hcl:"listener,block"`
 	Backends []*backendSchema  `hcl:"backend,block"`
 	Rules    []*ruleSchema     `hcl:"rule,block"`
+	Deid     []*deidSchema     `hcl:"deidentify,block"`
+	Admin    []*adminSchema    `hcl:"admin,block"`
 }
 
 type edgeSchema struct {
@@ -142,7 +144,23 @@ type relaySchema struct {
 	Services         *hcl.Attribute `hcl:"services,optional"`
 	SOPClasses       *hcl.Attribute `hcl:"sop_classes,optional"`
 	MoveDestinations *hcl.Attribute `hcl:"move_destinations,optional"`
-	DefRange         hcl.Range      `hcl:",def_range"`
+	// AllowUnsortedDataSets: see Decision.AllowUnsortedDataSets.
+	AllowUnsortedDataSets *hcl.Attribute `hcl:"allow_unsorted_data_sets,optional"`
+	Deidentify            *hcl.Attribute `hcl:"deidentify,optional"`
+	DefRange              hcl.Range      `hcl:",def_range"`
+}
+
+type deidSchema struct {
+	Name      string         `hcl:"name,label"`
+	NameRange hcl.Range      `hcl:"name,label_range"`
+	Profile   *hcl.Attribute `hcl:"profile,optional"`
+	Options   *hcl.Attribute `hcl:"options,optional"`
+	KeyFile   *hcl.Attribute `hcl:"key_file,optional"`
+	Keep      *hcl.Attribute `hcl:"keep,optional"`
+	Remove    *hcl.Attribute `hcl:"remove,optional"`
+	Replace   *hcl.Attribute `hcl:"replace,optional"`
+	BurnedIn  *hcl.Attribute `hcl:"burned_in,optional"`
+	DefRange  hcl.Range      `hcl:",def_range"`
 }
 
 type answerSchema struct {
@@ -170,3 +188,26 @@ func (s *whenSchema) defRange() hcl.Range       { return s.DefRange }
 func (s *relaySchema) defRange() hcl.Range      { return s.DefRange }
 func (s *answerSchema) defRange() hcl.Range     { return s.DefRange }
 func (s *rejectSchema) defRange() hcl.Range     { return s.DefRange }
+
+// adminSchema is the admin block: the web console on edge.admin_listen.
+type adminSchema struct {
+	Console  []*consoleSchema `hcl:"console,block"`
+	DefRange hcl.Range        `hcl:",def_range"`
+}
+
+type consoleSchema struct {
+	ClientCA *hcl.Attribute `hcl:"client_ca,optional"`
+	Users    []*userSchema  `hcl:"user,block"`
+	DefRange hcl.Range      `hcl:",def_range"`
+}
+
+type userSchema struct {
+	Name         string         `hcl:"name,label"`
+	NameRange    hcl.Range      `hcl:"name,label_range"`
+	PasswordHash *hcl.Attribute `hcl:"password_hash,optional"`
+	Role         *hcl.Attribute `hcl:"role,optional"`
+	DefRange     hcl.Range      `hcl:",def_range"`
+}
+
+func (s *adminSchema) defRange() hcl.Range   { return s.DefRange }
+func (s *consoleSchema) defRange() hcl.Range { return s.DefRange }
