@@ -7,6 +7,7 @@ import (
 
 	"github.com/dicomedge/dicomedge/association"
 	"github.com/dicomedge/dicomedge/association/dimse"
+	"github.com/dicomedge/dicomedge/deid"
 )
 
 // decision is what becomes of a whole command's message.
@@ -15,6 +16,8 @@ type decision struct {
 	next    State      // the stream's state after the command
 	op      *op        // the request whose data set follows, if any
 	filter  DataFilter // rewrites the data set that follows, if any
+	deid    *deidOp    // de-identifies the data set that follows, if any
+	command []byte     // the command set to send instead of the one received
 }
 
 // decide judges a complete command from st's side on ctx.
@@ -122,6 +125,8 @@ func (in *Inspector) request(st *stream, ctx *Context, cmd *dimse.Command) (deci
 		status = dimse.StatusSOPClassNotSupported
 		why = fmt.Sprintf("SOP class %q is not the abstract syntax %q of presentation context %d",
 			cmd.AffectedSOPClassUID, ctx.AbstractSyntax, ctx.ID)
+	case in.cfg.Deidentify != nil && cmd.CommandField == dimse.CStoreRQ && !deid.Supported(ctx.TransferSyntax):
+		status, why = statusCannotUnderstand, fmt.Sprintf("data sets in transfer syntax %s cannot be de-identified", ctx.TransferSyntax)
 	case in.ledger.outstanding(Requestor, cmd.MessageID):
 		// PS3.7 C.5.6: a Message ID already outstanding is a duplicate
 		// invocation; forwarding it would hide one operation from the audit.
@@ -136,14 +141,19 @@ func (in *Inspector) request(st *stream, ctx *Context, cmd *dimse.Command) (deci
 	if v := dataSetAsDefined(st, cmd); v != nil {
 		return decision{}, v
 	}
-	if in.cfg.ScanPatientID && cmd.CommandField == dimse.CStoreRQ {
-		o.scanner = dimse.NewPatientIDScanner(ctx.TransferSyntax)
+	if cmd.CommandField == dimse.CStoreRQ {
+		in.scan(o, ctx)
 	}
 	in.ledger.add(o)
 	st.added = append(st.added, o)
 	d := decision{forward: true, next: next(cmd, InDataSet), filter: in.filterFor(st, cmd, ctx)}
 	if cmd.HasDataSet() {
 		d.op = o
+	}
+	if in.cfg.Deidentify != nil && cmd.CommandField == dimse.CStoreRQ && cmd.HasDataSet() {
+		// Held until the transform has judged the data set's header.
+		d.forward, d.filter = false, nil
+		d.deid, _ = in.deidStart(st, ctx, cmd, o)
 	}
 	return d, nil
 }
@@ -196,8 +206,8 @@ func (in *Inspector) reverseRequest(st *stream, ctx *Context, cmd *dimse.Command
 	if f == dimse.CStoreRQ {
 		o.rec.Detail = in.ledger.subOperationOf(cmd)
 	}
-	if in.cfg.ScanPatientID && f == dimse.CStoreRQ {
-		o.scanner = dimse.NewPatientIDScanner(ctx.TransferSyntax)
+	if f == dimse.CStoreRQ {
+		in.scan(o, ctx)
 	}
 	if old := in.ledger.take(Acceptor, cmd.MessageID); old != nil {
 		// The acceptor reused a message ID the requestor has not answered:
@@ -260,6 +270,10 @@ func (in *Inspector) response(st *stream, ctx *Context, cmd *dimse.Command) (dec
 	if v := dataSetAsDefined(st, cmd); v != nil {
 		return decision{}, v
 	}
+	var rewritten []byte
+	if o.field == dimse.CStoreRQ {
+		rewritten = restoreUID(o, cmd)
+	}
 	if dimse.ClassOf(cmd.Status) != dimse.ClassPending {
 		in.ledger.take(o.from, o.rec.MessageID)
 		o.responded, o.status = true, cmd.Status
@@ -267,7 +281,7 @@ func (in *Inspector) response(st *stream, ctx *Context, cmd *dimse.Command) (dec
 			in.ledger.record(st, o, true, in.cfg.Now())
 		}
 	}
-	return decision{forward: true, next: next(cmd, InDataSet), filter: in.filterFor(st, cmd, ctx)}, nil
+	return decision{forward: true, next: next(cmd, InDataSet), filter: in.filterFor(st, cmd, ctx), command: rewritten}, nil
 }
 
 // subOperationOf says which C-GET a C-STORE-RQ of the acceptor belongs
@@ -293,4 +307,51 @@ func (l *ledger) subOperationOf(cmd *dimse.Command) string {
 		s[i] = fmt.Sprint(g)
 	}
 	return "C-GET sub-operation of one of messages " + strings.Join(s, ", ")
+}
+
+// scan sets up the walk of a C-STORE data set's top level: its order is
+// checked (PS3.5 7.1) whatever the audit wants; Patient ID and Study
+// Instance UID are kept for the record when ScanPatientID is set.
+func (in *Inspector) scan(o *op, ctx *Context) {
+	o.scanner = dimse.NewPatientIDScanner(ctx.TransferSyntax)
+	o.scanPatient = in.cfg.ScanPatientID
+	if in.cfg.AllowUnsortedDataSets {
+		o.scanner.SetOrder(dimse.OrderAllow)
+	} else {
+		o.scanner.SetOrder(dimse.OrderRefuse)
+	}
+}
+
+// MalformedDataSet begins the account of a data set refused for its
+// element order, in the association's abort record and the request's.
+const MalformedDataSet = "malformed-data-set"
+
+// UnsortedDataSet begins the note in the record of a data set a rule's
+// allow_unsorted_data_sets let through out of order.
+const UnsortedDataSet = "unsorted-data-set allowed"
+
+// checkOrder acts on the order of o's data set once its scanner has met a
+// pair of tags out of order: refused (the violation that aborts the
+// association, before this fragment goes across), or, where the rule
+// allows it, noted once in o's record.
+func (in *Inspector) checkOrder(st *stream, o *op) *Violation {
+	if o.orderNoted {
+		return nil
+	}
+	what := o.scanner.DisorderText()
+	if what == "" {
+		return nil
+	}
+	o.orderNoted = true
+	if in.cfg.AllowUnsortedDataSets {
+		o.rec.Detail = joinDetail(o.rec.Detail, fmt.Sprintf("%s by rule %s: %s (PS3.5 7.1)", UnsortedDataSet, in.cfg.Rule, what))
+		st.notes = append(st.notes, Note{Msg: "C-STORE data set out of tag order, allowed by the rule",
+			Args: []any{"message_id", o.rec.MessageID, "tags", what}})
+		return nil
+	}
+	msg := fmt.Sprintf("%s: %s in the C-STORE data set of message %d; top-level elements must be in strictly ascending tag order, each tag once (PS3.5 7.1)",
+		MalformedDataSet, what, o.rec.MessageID)
+	o.rec.Detail = joinDetail(o.rec.Detail, MalformedDataSet+": "+what)
+	in.ledger.record(st, o, false, in.cfg.Now())
+	return violation(st, association.AbortInvalidPDUParameterValue, "%s", msg)
 }

@@ -26,6 +26,8 @@ type Record struct {
 	Allowed         bool
 	Detail          string // e.g. which C-GET a sub-operation belongs to
 	Unanswered      bool   // a request of the acceptor side the requestor never answered
+	// Deidentified: what the instance became on a de-identifying rule.
+	Deidentified *Deidentified
 }
 
 // StatusHex is Status as the audit writes it (0x%04X), empty without one.
@@ -47,17 +49,21 @@ func (r *Record) Class() string {
 // op is one request in the ledger, from its command until both its final
 // response and the end of its data set are seen.
 type op struct {
-	rec      Record
-	from     Side
-	field    dimse.CommandField
-	ctx      uint8
-	start    time.Time
-	scanner  *dimse.PatientIDScanner
-	dataDone bool // the last data PDV was seen, or the request has none
+	rec     Record
+	from    Side
+	field   dimse.CommandField
+	ctx     uint8
+	start   time.Time
+	scanner *dimse.PatientIDScanner
+	// scanPatient: the record takes the scanner's Patient ID and study.
+	scanPatient bool
+	orderNoted  bool // the data set's order was found wrong and acted on
+	dataDone    bool // the last data PDV was seen, or the request has none
 	// responded and status: the final (non-pending) response.
 	responded bool
 	status    uint16
 	audited   bool // its record is written
+	deid      *deidOp
 }
 
 // ledger holds the requests each side has outstanding, by message ID
@@ -156,7 +162,7 @@ func (o *op) finish(allowed, withStatus bool, now time.Time) Record {
 	if withStatus {
 		r.Status, r.HasStatus = o.status, true
 	}
-	if o.scanner != nil {
+	if o.scanner != nil && o.scanPatient {
 		r.PatientID, r.HasPatientID = o.scanner.PatientID()
 		r.StudyUID, _ = o.scanner.StudyInstanceUID()
 		if why := o.scanner.Undetermined(); why != "" {
