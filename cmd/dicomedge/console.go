@@ -96,6 +96,11 @@ func startConsole(ctx context.Context, s *proxy.Server, layer *tlslayer.Layer, o
 			host = "127.0.0.1"
 		}
 		u := "http://" + net.JoinHostPort(host, port) + "/console/"
+		if o.logFormat == "json" {
+			// Every line of a JSON log is JSON; a development password only.
+			logger.Info("development console", "url", u, "user", devConsoleUser, "password", devPassword)
+			return cancel, nil
+		}
 		logger.Info("development console", "url", u, "user", devConsoleUser)
 		fmt.Fprintf(stderr, "\n  Console (--dev): %s\n  user %q, password %s (operator; made for this run only)\n\n", u, devConsoleUser, devPassword)
 	}
