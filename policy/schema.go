@@ -55,13 +55,29 @@ type tlsSchema struct {
 }
 
 type acmeSchema struct {
-	Domains   *hcl.Attribute `hcl:"domains,optional"`
-	Email     *hcl.Attribute `hcl:"email,optional"`
-	Directory *hcl.Attribute `hcl:"directory,optional"`
-	CARoots   *hcl.Attribute `hcl:"ca_roots,optional"`
-	Storage   *hcl.Attribute `hcl:"storage,optional"`
-	HTTPPort  *hcl.Attribute `hcl:"http_port,optional"`
-	DefRange  hcl.Range      `hcl:",def_range"`
+	Domains   *hcl.Attribute   `hcl:"domains,optional"`
+	Email     *hcl.Attribute   `hcl:"email,optional"`
+	Directory *hcl.Attribute   `hcl:"directory,optional"`
+	CARoots   *hcl.Attribute   `hcl:"ca_roots,optional"`
+	Storage   *hcl.Attribute   `hcl:"storage,optional"`
+	HTTPPort  *hcl.Attribute   `hcl:"http_port,optional"`
+	DNS       []*acmeDNSSchema `hcl:"dns,block"`
+	DefRange  hcl.Range        `hcl:",def_range"`
+}
+
+// acmeDNSSchema is tls.acme.dns: the DNS-01 challenge, one block per provider.
+type acmeDNSSchema struct {
+	RFC2136  []*rfc2136Schema `hcl:"rfc2136,block"`
+	DefRange hcl.Range        `hcl:",def_range"`
+}
+
+type rfc2136Schema struct {
+	Server        *hcl.Attribute `hcl:"server,optional"`
+	KeyName       *hcl.Attribute `hcl:"key_name,optional"`
+	KeyAlg        *hcl.Attribute `hcl:"key_alg,optional"`
+	KeySecretFile *hcl.Attribute `hcl:"key_secret_file,optional"`
+	Zone          *hcl.Attribute `hcl:"zone,optional"`
+	DefRange      hcl.Range      `hcl:",def_range"`
 }
 
 type auditSchema struct {
@@ -165,6 +181,8 @@ func (s *tlsSchema) defRange() hcl.Range        { return s.DefRange }
 func (s *auditSchema) defRange() hcl.Range      { return s.DefRange }
 func (s *acmeSchema) defRange() hcl.Range       { return s.DefRange }
 func (s *syslogSchema) defRange() hcl.Range     { return s.DefRange }
+func (s *acmeDNSSchema) defRange() hcl.Range    { return s.DefRange }
+func (s *rfc2136Schema) defRange() hcl.Range    { return s.DefRange }
 func (s *backendTLSSchema) defRange() hcl.Range { return s.DefRange }
 func (s *whenSchema) defRange() hcl.Range       { return s.DefRange }
 func (s *relaySchema) defRange() hcl.Range      { return s.DefRange }

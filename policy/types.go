@@ -110,7 +110,33 @@ type ACME struct {
 	CARoots   []string // PEM files of roots that sign the ACME server itself
 	Storage   string   // certmagic storage directory; default DefaultACMEStorage beside the policy file
 	HTTPPort  int      // 0 = no HTTP-01 challenge listener (TLS-ALPN-01 on the listener)
+	DNS       *ACMEDNS // nil = TLS-ALPN-01 (or HTTP-01); set = DNS-01 only
 }
+
+// ACMEDNS is tls.acme.dns: the DNS-01 challenge (RFC 8555 section 8.4),
+// needed for "*." domains and where the CA cannot reach the edge. Exactly
+// one provider block is set.
+type ACMEDNS struct {
+	RFC2136 *RFC2136
+}
+
+// RFC2136 is tls.acme.dns.rfc2136: the challenge's TXT record is written by
+// a dynamic update (RFC 2136) signed with a TSIG key (RFC 8945).
+type RFC2136 struct {
+	Server        string // host:port of the primary server that takes updates
+	KeyName       string // TSIG key name, fully qualified, lower case ("dicomedge-acme.")
+	KeyAlg        string // "hmac-sha256", ... (TSIGAlgorithms)
+	KeySecretFile string
+	KeySecret     Secret // base64, read from KeySecretFile at load
+	Zone          string // fully qualified, lower case ("example.org.")
+}
+
+// Secret is a credential read from a file. It prints as "[redacted]" so that
+// a Config dumped with %v or %+v never shows it.
+type Secret string
+
+func (Secret) String() string   { return "[redacted]" }
+func (Secret) GoString() string { return `"[redacted]"` }
 
 // Audit is the audit block.
 type Audit struct {
