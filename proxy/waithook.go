@@ -36,13 +36,13 @@ type waitHook struct {
 	// noReadAhead: small reads of a plain connection go to the socket
 	// as asked (the benchmark's before).
 	noReadAhead bool
-	hdr        [tlsHeaderLen]byte // the current record's header bytes seen so far (hn of them)
-	hn         int
-	left       int                // bytes of the current record's body not yet returned; 0: in a header
-	ahead      [tlsHeaderLen]byte // the next record's first bytes, read with the end of the current one
-	an         int
-	pend       []byte  // read ahead from the socket, not yet returned (in pbox)
-	pbox       *[]byte // from readAheadPool while pend has bytes
+	hdr         [tlsHeaderLen]byte // the current record's header bytes seen so far (hn of them)
+	hn          int
+	left        int                // bytes of the current record's body not yet returned; 0: in a header
+	ahead       [tlsHeaderLen]byte // the next record's first bytes, read with the end of the current one
+	an          int
+	pend        []byte  // read ahead from the socket, not yet returned (in pbox)
+	pbox        *[]byte // from readAheadPool while pend has bytes
 }
 
 // tlsHeaderLen is a TLS record header: type, version, 16-bit length.
