@@ -46,6 +46,9 @@ type Index struct {
 
 	minutes  map[int64]*minute // unix minute → counts, the last 25 h
 	refusals []int             // rec indexes of the last refusals, oldest first
+	// deidUIDs holds the replaced UIDs of de-identified records (by rec
+	// index): few records have them, so they are not in every rec.
+	deidUIDs map[int][]uint64
 	clients  map[string]*ClientStat
 	rules    map[string]*RuleStat
 	lastSeq  uint64
@@ -127,7 +130,7 @@ func NewIndex(file string, now func() time.Time) *Index {
 		now = time.Now
 	}
 	x := &Index{file: file, now: now, whoID: map[string]uint32{}, kindID: map[kind]uint32{},
-		minutes: map[int64]*minute{}, clients: map[string]*ClientStat{}, rules: map[string]*RuleStat{}}
+		minutes: map[int64]*minute{}, deidUIDs: map[int][]uint64{}, clients: map[string]*ClientStat{}, rules: map[string]*RuleStat{}}
 	x.strs.id("") // id 0 is the empty string
 	x.who(nil, "")
 	return x
@@ -281,6 +284,17 @@ func (x *Index) add(e *audit.Event, line []byte, p audit.Position) {
 	}
 	x.recs = append(x.recs, r)
 	x.lastSeq = e.Seq
+	if d := e.Deidentified; d != nil {
+		var hs []uint64
+		for _, u := range []string{d.StudyUID, d.SeriesUID, d.SOPInstance, d.OriginalSeries} {
+			if h := uidHash(u); h != 0 {
+				hs = append(hs, h)
+			}
+		}
+		if len(hs) > 0 {
+			x.deidUIDs[len(x.recs)-1] = hs
+		}
+	}
 
 	// Aggregates.
 	t := e.Time
@@ -385,12 +399,8 @@ func (x *Index) Series(now time.Time) (assoc, refused []int) {
 }
 
 // Filter is what the audit page selects: the CLI's filters (audit.Filter,
-// with its wildcards and case rules) and a UID, which matches a record's SOP
-// Instance UID or Study Instance UID exactly.
-type Filter struct {
-	audit.Filter
-	UID string
-}
+// with its wildcards and case rules, and its exact UID).
+type Filter = audit.Filter
 
 // match is a filter compiled against the index's distinct values.
 type match struct {
@@ -456,7 +466,8 @@ func (x *Index) compile(f Filter) *match {
 	return m
 }
 
-func (m *match) ok(r *rec) bool {
+func (m *match) ok(x *Index, i int) bool {
+	r := &x.recs[i]
 	switch {
 	case m.since != 0 && r.nano < m.since, m.until != 0 && r.nano >= m.until:
 		return false
@@ -471,6 +482,11 @@ func (m *match) ok(r *rec) bool {
 	case m.listener != nil && !m.listener[r.listener]:
 		return false
 	case m.uid != 0 && r.uid != m.uid && r.uid2 != m.uid:
+		for _, h := range x.deidUIDs[i] {
+			if h == m.uid {
+				return true
+			}
+		}
 		return false
 	}
 	return true
@@ -491,7 +507,7 @@ func (x *Index) Query(f Filter, offset, limit int) (int, []Hit, error) {
 	total := 0
 	var picked []int
 	for i := len(x.recs) - 1; i >= 0; i-- {
-		if !m.ok(&x.recs[i]) {
+		if !m.ok(x, i) {
 			continue
 		}
 		if total >= offset && len(picked) < limit {
@@ -517,7 +533,7 @@ func (x *Index) Each(f Filter, fn func(line []byte) error) error {
 	m := x.compile(f)
 	var picked []int
 	for i := range x.recs {
-		if m.ok(&x.recs[i]) {
+		if m.ok(x, i) {
 			picked = append(picked, i)
 		}
 	}

@@ -296,8 +296,8 @@ func (c *Console) parseFilter(r *http.Request) (form, Filter, error) {
 	}
 	fm := form{Client: get("client"), CallingAE: get("calling_ae"), CalledAE: get("called_ae"), Event: get("event"),
 		Decision: get("decision"), Listener: get("listener"), UID: get("uid"), Since: get("since"), Until: get("until")}
-	f := Filter{Filter: audit.Filter{Client: fm.Client, CallingAE: fm.CallingAE, CalledAE: fm.CalledAE, Event: fm.Event,
-		Decision: fm.Decision, Listener: fm.Listener}, UID: fm.UID}
+	f := Filter{Client: fm.Client, CallingAE: fm.CallingAE, CalledAE: fm.CalledAE, Event: fm.Event,
+		Decision: fm.Decision, Listener: fm.Listener, UID: fm.UID}
 	now := c.opt.Now()
 	var err error
 	if f.Since, err = audit.ParseWhen(fm.Since, now); err != nil {
