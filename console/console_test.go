@@ -111,8 +111,15 @@ func startConsole(t testing.TB, cfg *policy.Config, live func() []proxy.OpenAsso
 	return tc
 }
 
-// events returns the audit records of the given event written so far.
+// events returns the audit records of the given event written so far
+// (waiting a little for the first, which the writer writes asynchronously).
 func (tc *testConsole) events(t testing.TB, event string) []audit.Event {
+	t.Helper()
+	return tc.eventsN(t, event, 1)
+}
+
+// eventsN waits (bounded) until at least n records of event are written.
+func (tc *testConsole) eventsN(t testing.TB, event string, n int) []audit.Event {
 	t.Helper()
 	var out []audit.Event
 	deadline := time.Now().Add(5 * time.Second)
@@ -122,7 +129,7 @@ func (tc *testConsole) events(t testing.TB, event string) []audit.Event {
 			out = append(out, e)
 			return nil
 		})
-		if len(out) > 0 || time.Now().After(deadline) {
+		if len(out) >= n || time.Now().After(deadline) {
 			return out
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -384,7 +391,7 @@ func TestLoginRateLimited(t *testing.T) {
 			t.Fatalf("attempt %d after the burst: %d, want 429", loginBurst+i+1, code)
 		}
 	}
-	failed := tc.events(t, audit.EventConsoleLoginFailed)
+	failed := tc.eventsN(t, audit.EventConsoleLoginFailed, loginBurst+1)
 	limited := 0
 	for _, e := range failed {
 		if strings.HasPrefix(e.Detail, "rate limited") {
