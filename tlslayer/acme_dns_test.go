@@ -74,8 +74,8 @@ func TestRFC2136ZoneBIND(t *testing.T) {
 	bad := *dnsConfigFor(b)
 	bad.KeySecret = "d3Jvbmctd3Jvbmctd3Jvbmctd3Jvbmctd3Jvbmctd3I="
 	_, err = newRFC2136Zone(bad).AppendRecords(ctx, "edge.test.", []libdns.Record{libdns.RR{Type: "TXT", Name: "_acme-challenge", Data: "forged"}})
-	if err == nil {
-		t.Fatal("BIND accepted an update signed with the wrong key")
+	if err == nil || !strings.Contains(err.Error(), "has this key_alg and secret") {
+		t.Fatalf("an update signed with the wrong key: %v", err)
 	}
 	if strings.Contains(err.Error(), bad.KeySecret) || strings.Contains(err.Error(), b.Secret) {
 		t.Fatalf("the error shows a secret: %v", err)
@@ -84,6 +84,17 @@ func TestRFC2136ZoneBIND(t *testing.T) {
 		t.Fatal("the forged record is served")
 	}
 	t.Logf("wrong key: %v", err)
+
+	// A server that is not primary for the zone refuses (NOTAUTH), and the
+	// error says where to look.
+	other := testpeer.StartBIND(t, "other.test.")
+	foreign := *dnsConfigFor(other)
+	foreign.Zone = "edge.test."
+	_, err = newRFC2136Zone(foreign).AppendRecords(ctx, "edge.test.", []libdns.Record{libdns.RR{Type: "TXT", Name: "_acme-challenge", Data: "x"}})
+	if err == nil || !strings.Contains(err.Error(), "update-policy") {
+		t.Fatalf("an update for a zone the server does not serve: %v", err)
+	}
+	t.Logf("zone not served: %v", err)
 }
 
 // TestACMEPebbleDNS01BIND: with port 443 closed (nothing listens on Pebble's
