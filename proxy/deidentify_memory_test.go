@@ -152,4 +152,3 @@ func buildLargeHeader(frames int) []byte {
 	b = append(b, 0xe0, 0x7f, 0x10, 0x00, 'O', 'W', 0, 0)
 	return binary.LittleEndian.AppendUint32(b, uint32(frames*512*512*2))
 }
-

@@ -34,6 +34,10 @@ type Metrics struct {
 	ForwardBacklog     prometheus.GaugeFunc
 	ForwardDelivered   prometheus.GaugeFunc
 
+	// clientCerts are the client certificates seen (clientcerts.go), the
+	// collector of dicomedge_client_cert_expiry_seconds.
+	clientCerts *clientCerts
+
 	// read by the func metrics; set by the server
 	auditDepth   atomic.Pointer[func() int]
 	auditDropped atomic.Pointer[func() uint64]
@@ -150,7 +154,8 @@ func NewMetrics() *Metrics {
 		}
 		return 0
 	})
-	m.Registry.MustRegister(m.Associations, m.TLSFailures, m.ConnectionsRefused, m.Active, m.RelayBytes, m.DIMSERequests,
+	m.clientCerts = newClientCerts()
+	m.Registry.MustRegister(m.clientCerts, m.Associations, m.TLSFailures, m.ConnectionsRefused, m.Active, m.RelayBytes, m.DIMSERequests,
 		m.AuditQueueDepth, m.AuditDropped, m.AuditWriteErrors, m.CertificateExpiry, m.AssociationLimit,
 		m.ForwardBacklog, m.ForwardDelivered,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
