@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"net/http"
@@ -26,6 +27,7 @@ type Metrics struct {
 	Active             prometheus.Gauge
 	RelayBytes         *prometheus.CounterVec // direction: in (client→edge), out (edge→client)
 	DIMSERequests      *prometheus.CounterVec // service, status_class
+	BackendHandshakes  *prometheus.CounterVec // backend, resumed
 	AuditQueueDepth    prometheus.GaugeFunc
 	AuditDropped       prometheus.CounterFunc
 	AuditWriteErrors   prometheus.CounterFunc
@@ -87,6 +89,10 @@ func NewMetrics() *Metrics {
 		Name: "dicomedge_dimse_requests_total",
 		Help: "DIMSE requests from clients by service and the status class of the response.",
 	}, []string{"service", "status_class"})
+	m.BackendHandshakes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dicomedge_backend_tls_handshakes_total",
+		Help: "Completed TLS handshakes with backends, by backend and whether a session was resumed.",
+	}, []string{"backend", "resumed"})
 	m.AuditQueueDepth = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "dicomedge_audit_queue_depth",
 		Help: "Audit events waiting to be written.",
@@ -155,7 +161,7 @@ func NewMetrics() *Metrics {
 		return 0
 	})
 	m.clientCerts = newClientCerts()
-	m.Registry.MustRegister(m.clientCerts, m.Associations, m.TLSFailures, m.ConnectionsRefused, m.Active, m.RelayBytes, m.DIMSERequests,
+	m.Registry.MustRegister(m.clientCerts, m.Associations, m.TLSFailures, m.ConnectionsRefused, m.Active, m.RelayBytes, m.DIMSERequests, m.BackendHandshakes,
 		m.AuditQueueDepth, m.AuditDropped, m.AuditWriteErrors, m.CertificateExpiry, m.AssociationLimit,
 		m.ForwardBacklog, m.ForwardDelivered,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -215,10 +221,13 @@ type adminServer struct {
 	ln  net.Listener
 }
 
-func startAdmin(addr string, h http.Handler) (*adminServer, error) {
+func startAdmin(addr string, h http.Handler, tlsCfg *tls.Config) (*adminServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
+	}
+	if tlsCfg != nil {
+		ln = newSniffListener(ln, tlsCfg)
 	}
 	a := &adminServer{ln: ln, srv: &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}}
 	go func() {
