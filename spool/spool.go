@@ -70,14 +70,14 @@ type Meta struct {
 // Spool is the directory of per-backend queues. It is safe for concurrent
 // use; one edge process owns a spool directory.
 type Spool struct {
-	cfg   Config
+	cfg Config
 	// queued is the bytes in queue/ of every backend; inflight those of
 	// writes in progress. max_size bounds their sum.
 	queued, inflight atomic.Int64
-	seq   atomic.Uint64
-	mu    sync.Mutex
-	dirs  map[string]*backendDir
-	start string // per-process prefix of names, so two runs never collide
+	seq              atomic.Uint64
+	mu               sync.Mutex
+	dirs             map[string]*backendDir
+	start            string // per-process prefix of names, so two runs never collide
 }
 
 // backendDir is one backend's directories and the group committer of its

@@ -316,7 +316,7 @@ type fakeSender struct {
 }
 
 func (f *fakeSender) Batch() (int, int64) { return 3, 1 << 20 }
-func (f *fakeSender) Close() error       { f.mu.Lock(); f.closed++; f.mu.Unlock(); return nil }
+func (f *fakeSender) Close() error        { f.mu.Lock(); f.closed++; f.mu.Unlock(); return nil }
 func (f *fakeSender) Send(_ context.Context, batch []*Entry) []error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
