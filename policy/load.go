@@ -385,6 +385,7 @@ func (l *loader) build(fs *fileSchema) *Config {
 	l.tls(first(l, fs.TLS, "tls"), &cfg.TLS)
 	l.audit(first(l, fs.Audit, "audit"), &cfg.Audit)
 	cfg.Listeners = l.listeners(fs.Listener, &cfg.Edge, edge)
+	l.spool(first(l, fs.Spool, "spool"), &cfg.Spool)
 	order := l.backends(fs.Backends, cfg.Backends)
 	cfg.Policy = l.rules(fs.Rules, cfg.Backends, order, cfg.Listeners)
 	return cfg

@@ -22,6 +22,9 @@ type Config struct {
 	Listeners []*Listener
 	Backends  map[string]*Backend  // by name
 	Policy    *Policy              // compiled rules
+	// Spool is the spool block, with its defaults when absent: where
+	// store-and-forward rules keep instances until delivered.
+	Spool Spool
 	Files     map[string]*hcl.File // parsed sources, for WriteDiagnostics
 }
 
@@ -135,6 +138,36 @@ type Backend struct {
 	Address string // host:port
 	AETitle string
 	TLS     *BackendTLS // nil = plain DICOM
+	// DICOMweb makes the backend a STOW-RS destination (PS3.18 10.5);
+	// Address and TLS are then unset, and every rule to it is
+	// store-and-forward.
+	DICOMweb *DICOMweb
+}
+
+// Spool is the spool block.
+type Spool struct {
+	Dir     string        // default DefaultSpoolDir beside the policy file
+	MaxSize int64         // bytes; default DefaultSpoolMaxSize
+	MaxAge  time.Duration // default DefaultSpoolMaxAge
+}
+
+// DICOMweb is a backend's dicomweb block.
+type DICOMweb struct {
+	URL       string   // the service's base URL; STOW-RS posts to URL + "/studies"
+	CA        []string // PEM files; empty = the system roots
+	CertFile  string   // client certificate for mutual TLS, optional
+	KeyFile   string
+	TokenFile string  // a bearer token, re-read when it changes; optional
+	OAuth2    *OAuth2 // client credentials grant; optional
+}
+
+// OAuth2 is the dicomweb.oauth2 block: the client credentials grant
+// (RFC 6749 4.4).
+type OAuth2 struct {
+	TokenURL         string
+	ClientID         string
+	ClientSecretFile string
+	Scopes           []string
 }
 
 // BackendTLS is the backend.tls block.
@@ -207,6 +240,10 @@ type Decision struct {
 	Services         []string
 	SOPClasses       []string
 	MoveDestinations []string
+	// StoreAndForward: the edge receives the association itself (C-ECHO,
+	// C-STORE), spools each instance and a forwarder delivers it to
+	// Backend. Always set for a DICOMweb backend.
+	StoreAndForward bool
 
 	rule *rule // compiled permissions; nil when no rule matched
 }
