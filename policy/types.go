@@ -20,12 +20,12 @@ type Config struct {
 	// the edge block's own TLS listener, named "edge", then each listener
 	// block.
 	Listeners []*Listener
-	Backends  map[string]*Backend  // by name
-	Policy    *Policy              // compiled rules
+	Backends  map[string]*Backend // by name
+	Policy    *Policy             // compiled rules
 	// Spool is the spool block, with its defaults when absent: where
 	// store-and-forward rules keep instances until delivered.
 	Spool Spool
-	Files     map[string]*hcl.File // parsed sources, for WriteDiagnostics
+	Files map[string]*hcl.File // parsed sources, for WriteDiagnostics
 }
 
 // Edge is the edge block: the listener and its limits.
