@@ -102,6 +102,10 @@ type Event struct {
 
 	// policy.reloaded / policy.reload_failed / cert.renewed
 	Detail string `json:"detail,omitempty"`
+
+	// written, when set, is closed once the record is in the file
+	// (LogWritten).
+	written chan struct{}
 }
 
 // Bool returns a pointer to b, for Event.Allowed.

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -68,10 +69,12 @@ type Writer struct {
 	cfg  Config
 	log  hclog.Logger
 	drop bool
-	key  []byte     // HMAC key for patient IDs in "hash" mode
-	macs sync.Pool  // of hash.Hash keyed with key: PatientID runs per C-STORE
-	lock *os.File   // holds File.lock while open
-	fwd  *Forwarder // nil without Syslog
+	key  []byte    // HMAC key for patient IDs in "hash" mode
+	macs sync.Pool // of hash.Hash keyed with key: PatientID runs per C-STORE
+	lock *os.File  // holds File.lock while open
+	// waiters are the LogWritten calls whose records are in buf.
+	waiters []chan struct{}
+	fwd     *Forwarder // nil without Syslog
 
 	mu     sync.RWMutex // guards closed against sends on a closed queue
 	closed bool
@@ -429,6 +432,24 @@ func (w *Writer) Log(e Event) bool {
 	return false
 }
 
+// LogWritten is Log that returns once the record is written to the file
+// (fsync'd on the Fsync interval like every record): a caller about to
+// delete the only other trace of what it records (the spool, after a
+// delivery) must not leave the record in a queue a crash would lose. It
+// waits for ctx at most; false when the record was not written.
+func (w *Writer) LogWritten(ctx context.Context, e Event) bool {
+	e.written = make(chan struct{})
+	if !w.Log(e) {
+		return false
+	}
+	select {
+	case <-e.written:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
 // PatientID formats a raw Patient ID (0010,0020) per PatientIDs: "" for
 // omit, "hmac-sha256:<hex>" (keyed, so equal IDs correlate without being
 // revealed) for hash, the trimmed value for plain.
@@ -569,6 +590,9 @@ func (w *Writer) add(e Event) {
 	w.prev = sha256.Sum256(line)
 	w.prevHex = hex.AppendEncode(w.prevHex[:0], w.prev[:])
 	w.buf = append(w.buf, '\n')
+	if e.written != nil {
+		w.waiters = append(w.waiters, e.written)
+	}
 }
 
 // flush writes the batch. On failure it keeps what was not written and
@@ -628,6 +652,11 @@ func (w *Writer) flush() {
 		delay = min(2*delay, retryMax)
 	}
 	w.buf = w.buf[:0]
+	for _, c := range w.waiters {
+		close(c)
+	}
+	clear(w.waiters)
+	w.waiters = w.waiters[:0]
 	if w.failing.Swap(false) {
 		w.log.Info("audit writes succeed again", "file", w.cfg.File)
 	}

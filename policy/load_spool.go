@@ -152,3 +152,20 @@ func (l *loader) storeAndForward(name string, s *relaySchema, r *rule, sfRng hcl
 		l.errorf(s.MoveDestinations.Expr.Range(), "Move destinations with store-and-forward", "rule %q is store-and-forward (%s): it carries no C-MOVE, so move_destinations has no meaning here.", name, why)
 	}
 }
+
+// StoreAndForwardBackends names the backends that store-and-forward rules
+// relay to, in rule order, each once: the backends a forwarder serves.
+func (p *Policy) StoreAndForwardBackends() []string {
+	if p == nil {
+		return nil
+	}
+	var out []string
+	seen := map[string]bool{}
+	for _, r := range p.rules {
+		if b := r.decision.Backend; r.decision.StoreAndForward && b != nil && !seen[b.Name] {
+			seen[b.Name] = true
+			out = append(out, b.Name)
+		}
+	}
+	return out
+}

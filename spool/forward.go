@@ -206,13 +206,13 @@ func (f *Forwarder) count(result string) {
 
 // next returns the oldest queued entries, as many as the Sender takes.
 func (f *Forwarder) next() ([]*Entry, error) {
-	list, err := f.Spool.List(f.Backend, Queued)
-	if err != nil || len(list) == 0 {
-		return nil, err
-	}
 	n, limit := f.Sender.Batch()
 	if n <= 0 {
 		n = 1
+	}
+	list, err := f.Spool.list(f.Backend, Queued, n)
+	if err != nil || len(list) == 0 {
+		return nil, err
 	}
 	var out []*Entry
 	var total int64

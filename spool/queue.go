@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,7 +31,11 @@ const (
 // List returns backend's entries in where (Queued, Failed or Expired), in
 // arrival order. Entries whose sidecar cannot be read are listed with what
 // the file name tells.
-func (s *Spool) List(backend, where string) ([]Entry, error) {
+func (s *Spool) List(backend, where string) ([]Entry, error) { return s.list(backend, where, 0) }
+
+// list is List of at most limit entries (0 = all); only their sidecars
+// are read, so the forwarder's look at a long queue stays cheap.
+func (s *Spool) list(backend, where string, limit int) ([]Entry, error) {
 	dir := filepath.Join(s.cfg.Dir, escapeName(backend), where)
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
@@ -44,6 +49,9 @@ func (s *Spool) List(backend, where string) ([]Entry, error) {
 		id, ok := strings.CutSuffix(e.Name(), extDICOM)
 		if !ok {
 			continue
+		}
+		if limit > 0 && len(out) >= limit {
+			break // os.ReadDir sorts by name: arrival order
 		}
 		en := Entry{ID: id, Path: filepath.Join(dir, e.Name())}
 		if b, err := os.ReadFile(filepath.Join(dir, id+extMeta)); err == nil {
@@ -307,4 +315,37 @@ func (s *Spool) Purge(backend string, olderThan time.Duration) (int, error) {
 		syncDir(filepath.Join(s.cfg.Dir, escapeName(b), dirQueue))
 	}
 	return n, nil
+}
+
+// Counts is a backend's queue depth, bytes and oldest arrival, from the
+// directory listing alone (names begin with the arrival time): cheap
+// enough for every metrics scrape.
+func (s *Spool) Counts(backend string) (n int, bytes int64, oldest time.Time) {
+	ents, _ := os.ReadDir(filepath.Join(s.cfg.Dir, escapeName(backend), dirQueue))
+	for _, e := range ents {
+		id, ok := strings.CutSuffix(e.Name(), extDICOM)
+		if !ok {
+			continue
+		}
+		if n == 0 {
+			oldest = idTime(id)
+		}
+		n++
+		if fi, err := e.Info(); err == nil {
+			bytes += fi.Size()
+		}
+	}
+	return n, bytes, oldest
+}
+
+// idTime is the arrival time an entry's name begins with.
+func idTime(id string) time.Time {
+	if len(id) < 20 {
+		return time.Time{}
+	}
+	ns, err := strconv.ParseInt(id[:20], 10, 64)
+	if err != nil {
+		return time.Time{}
+	}
+	return time.Unix(0, ns).UTC()
 }

@@ -130,6 +130,21 @@ func Open(cfg Config) (*Spool, error) {
 	return s, nil
 }
 
+// Inspect opens an existing spool directory for the command line (list,
+// retry, purge) beside a running edge: nothing is created or recovered.
+func Inspect(dir string, maxSize int64, maxAge time.Duration) (*Spool, error) {
+	if _, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	s := &Spool{cfg: Config{Dir: dir, MaxSize: maxSize, MaxAge: maxAge, Now: time.Now}, dirs: map[string]*backendDir{}}
+	s.start = fmt.Sprintf("%d", time.Now().UnixNano())
+	s.recount()
+	return s, nil
+}
+
+// SetAudit sets where spool.* records go (the command line's purge).
+func (s *Spool) SetAudit(f func(audit.Event)) { s.cfg.Audit = f }
+
 // Dir is the spool's directory.
 func (s *Spool) Dir() string { return s.cfg.Dir }
 

@@ -1,0 +1,217 @@
+package proxy
+
+import (
+	"strings"
+	"time"
+
+	"github.com/dicomedge/dicomedge/association"
+	"github.com/dicomedge/dicomedge/association/dimse"
+	"github.com/dicomedge/dicomedge/audit"
+	"github.com/dicomedge/dicomedge/policy"
+	"github.com/dicomedge/dicomedge/spool"
+)
+
+// ingest is the store-and-forward side of the answer path: on a rule with
+// store_and_forward (or a DICOMweb backend) the edge is the backend's
+// stand-in, and each C-STORE data set streams into the spool, PDV by PDV,
+// through a bounded buffer. Success is answered only once the instance is
+// durable; anything that stops it from being written is 0xA700.
+type ingest struct {
+	a  *answerer
+	sp *spool.Spool
+	d  policy.Decision
+	// Transform, when set, rewrites the data set on its way to the spool
+	// (de-identification): it sees the bytes of each PDV in order and
+	// writes what the spool keeps. nil stores the data set as received.
+	transform func(op *storeOp) dataSink
+	cur       *storeOp // the C-STORE whose data set is arriving
+}
+
+// dataSink receives one instance's data set bytes in order.
+type dataSink interface {
+	Write(p []byte) (int, error)
+}
+
+// storeOp is one C-STORE in progress.
+type storeOp struct {
+	cmd    *dimse.Command
+	ctxID  uint8
+	w      *spool.Writer
+	sink   dataSink
+	status uint16
+	why    string // why status is a failure, for the log and audit
+	start  time.Time
+	bytes  int64
+}
+
+// Non-storage abstract syntaxes a store-and-forward association never
+// accepts: the Query/Retrieve and Worklist information models (PS3.4 C, K)
+// and the SOP classes of N-services (Storage Commitment and the like,
+// PS3.4 J, under 1.2.840.10008.1.20 and 1.2.840.10008.3.1.2).
+var nonStoragePrefixes = []string{"1.2.840.10008.5.1.4.1.2.", "1.2.840.10008.5.1.4.31", "1.2.840.10008.1.20.", "1.2.840.10008.3.1.2.", "1.2.840.10008.5.1.4.33"}
+
+// acceptor is what a store-and-forward association accepts: Verification
+// and every storage SOP class the rule allows, each in the first transfer
+// syntax the requestor proposes (the spool keeps the data set as it came;
+// the forwarder proposes the same syntax to the backend).
+func (in *ingest) acceptor(rq *association.AssociateRQ) association.Acceptor {
+	acc := association.Acceptor{
+		AbstractSyntaxes: []string{association.VerificationSOPClass},
+		Roles: map[string]association.RoleSelection{
+			association.VerificationSOPClass: {SOPClassUID: association.VerificationSOPClass, SCU: true, SCP: false},
+		},
+	}
+	seenTS := map[string]bool{}
+	for _, pc := range rq.PresentationContexts {
+		for _, ts := range pc.TransferSyntaxes {
+			if !seenTS[ts] {
+				seenTS[ts] = true
+				acc.TransferSyntaxes = append(acc.TransferSyntaxes, ts)
+			}
+		}
+		as := pc.AbstractSyntax
+		if as == association.VerificationSOPClass || !in.d.AllowsSOPClass(as) || nonStorage(as) {
+			continue
+		}
+		acc.AbstractSyntaxes = append(acc.AbstractSyntaxes, as)
+		// PS3.4 B.2.2: the edge is only ever the Storage SCP here.
+		acc.Roles[as] = association.RoleSelection{SOPClassUID: as, SCU: true, SCP: false}
+	}
+	return acc
+}
+
+func nonStorage(uid string) bool {
+	for _, p := range nonStoragePrefixes {
+		if strings.HasPrefix(uid, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// begin starts a C-STORE: checks it, then opens its spool file. A refused
+// request still has its data set read (and dropped) before the response.
+func (in *ingest) begin(ctxID uint8, cmd *dimse.Command, ts string) error {
+	a := in.a
+	if in.cur != nil {
+		return &association.ProtocolError{Reason: association.AbortUnexpectedPDUParameter, Msg: "C-STORE-RQ before the previous data set ended"}
+	}
+	if !cmd.HasDataSet() {
+		return &association.ProtocolError{Reason: association.AbortUnexpectedPDUParameter, Msg: "C-STORE-RQ without a data set"}
+	}
+	op := &storeOp{cmd: cmd, ctxID: ctxID, start: time.Now()}
+	in.cur = op
+	sopClass, sopInst := cmd.AffectedSOPClassUID, cmd.AffectedSOPInstanceUID
+	switch {
+	case !in.d.AllowsService("C-STORE") || !in.d.AllowsSOPClass(sopClass):
+		op.status, op.why = dimse.StatusRefusedNotAuthorized, "not allowed by the rule"
+		return nil
+	case sopClass != a.contexts[ctxID]:
+		// PS3.4 B.2.3: the SOP class must be the context's abstract syntax.
+		op.status, op.why = dimse.StatusSOPClassNotSupported, "SOP class differs from the presentation context's"
+		return nil
+	case !validUID(sopInst) || !validUID(sopClass):
+		op.status, op.why = dimse.StatusIdentifierDoesNotMatchSOP, "invalid SOP Instance or Class UID"
+		return nil
+	}
+	m := spool.Meta{SOPClass: sopClass, SOPInstance: sopInst, TransferSyntax: ts,
+		CallingAE: association.TrimAE(a.c.rq.CallingAE), CalledAE: association.TrimAE(a.c.rq.CalledAE),
+		Listener: a.c.listener, Rule: in.d.Rule, Client: clientKey(a.c.identity.Fingerprint, a.c.source)}
+	w, err := in.sp.Create(in.d.Backend.Name, m)
+	if err != nil {
+		op.status, op.why = dimse.StatusRefusedOutOfResources, err.Error()
+		return nil
+	}
+	op.w, op.sink = w, w
+	if in.transform != nil {
+		op.sink = in.transform(op)
+	}
+	return nil
+}
+
+// data takes one data-set PDV of the current C-STORE; on the last one it
+// commits and answers.
+func (in *ingest) data(pdv association.PDV) error {
+	op := in.cur
+	if op == nil {
+		return &association.ProtocolError{Reason: association.AbortUnexpectedPDUParameter, Msg: "data-set PDV without a C-STORE-RQ"}
+	}
+	if pdv.ContextID != op.ctxID {
+		return &association.ProtocolError{Reason: association.AbortUnexpectedPDUParameter, Msg: "data-set PDV on another presentation context than its C-STORE-RQ"}
+	}
+	op.bytes += int64(len(pdv.Data))
+	if op.w != nil {
+		if _, err := op.sink.Write(pdv.Data); err != nil {
+			op.w.Abort()
+			op.w = nil
+			op.status, op.why = dimse.StatusRefusedOutOfResources, err.Error()
+		}
+	}
+	if !pdv.Last {
+		return nil
+	}
+	in.cur = nil
+	if op.w != nil {
+		if err := op.w.Commit(); err != nil {
+			op.status, op.why = dimse.StatusRefusedOutOfResources, err.Error()
+		} else {
+			op.status = dimse.StatusSuccess
+		}
+		op.w = nil
+	}
+	return in.respond(op)
+}
+
+func (in *ingest) respond(op *storeOp) error {
+	a, c := in.a, in.a.c
+	rsp := dimse.NewResponse(op.cmd, op.status)
+	if op.status != dimse.StatusSuccess && op.why != "" {
+		// PS3.7 C.4.2.1.2: Error Comment, at most 64 characters, no PHI.
+		rsp.ErrorComment = truncate(op.why, 64)
+	}
+	err := a.writeMessage(op.ctxID, rsp)
+	c.s.Metrics.DIMSERequests.WithLabelValues("C-STORE", dimse.ClassOf(op.status).String()).Inc()
+	e := c.event(audit.EventDIMSE)
+	e.Rule, e.Backend = in.d.Rule, in.d.Backend.Name
+	e.Service, e.SOPClass, e.SOPInstance = "C-STORE", op.cmd.AffectedSOPClassUID, op.cmd.AffectedSOPInstanceUID
+	e.MessageID, e.Status, e.Bytes = int(op.cmd.MessageID), statusHex(op.status), op.bytes
+	e.MS, e.Allowed = time.Since(op.start).Milliseconds(), audit.Bool(op.status != dimse.StatusRefusedNotAuthorized)
+	if op.status != dimse.StatusSuccess {
+		e.Detail = op.why
+	}
+	c.s.auditEvent(e)
+	if op.status != dimse.StatusSuccess {
+		c.log.Warn("C-STORE not spooled", "status", statusHex(op.status), "reason", op.why)
+	}
+	return err
+}
+
+// close drops a half-received instance when the association ends.
+func (in *ingest) close() {
+	if in.cur != nil && in.cur.w != nil {
+		in.cur.w.Abort()
+	}
+	in.cur = nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// validUID: PS3.5 9.1, digits and dots, at most 64 characters.
+func validUID(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, comp := range strings.Split(s, ".") {
+		if comp == "" || (len(comp) > 1 && comp[0] == '0') || strings.Trim(comp, "0123456789") != "" {
+			return false
+		}
+	}
+	return true
+}
+
+
