@@ -141,20 +141,23 @@ func (f *Forwarder) Run(ctx context.Context) {
 			err := errs[i]
 			switch {
 			case err == nil:
+				// The record first: a crash between the two resends the
+				// instance (the same SOP Instance UID, harmless) rather than
+				// leave a delivery out of the trail.
+				f.Spool.audit(audit.EventSpoolForwarded, &e.Meta, "")
 				if rerr := f.Spool.remove(e); rerr != nil {
 					log.Error("removing a delivered instance failed", "backend", f.Backend, "id", e.ID, "error", rerr)
 				}
 				delete(attempts, e.ID)
-				f.Spool.audit(audit.EventSpoolForwarded, &e.Meta, "")
 				f.count(ResultDelivered)
 				state.LastSuccess = time.Now().UTC()
 			case IsPermanent(err):
 				e.Meta.Attempts = attempts[e.ID] + 1
 				delete(attempts, e.ID)
+				f.Spool.audit(audit.EventSpoolFailed, &e.Meta, err.Error())
 				if merr := f.Spool.move(e, dirFailed, err.Error()); merr != nil {
 					log.Error("moving a refused instance to failed/ failed", "backend", f.Backend, "id", e.ID, "error", merr)
 				}
-				f.Spool.audit(audit.EventSpoolFailed, &e.Meta, err.Error())
 				f.count(ResultFailed)
 				log.Warn("backend refused an instance for good; moved to failed/", "backend", f.Backend, "sop_instance", e.Meta.SOPInstance, "error", err)
 			default:
