@@ -368,4 +368,3 @@ func parseStoreResponse(body []byte, r *Result) {
 		}
 	}
 }
-

@@ -26,9 +26,9 @@ type answerer struct {
 	syntaxes map[uint8]string // accepted context id → transfer syntax
 	// in is the store-and-forward side (C-STORE into the spool); nil on a
 	// plain answer rule, which serves Verification only.
-	in *ingest
-	peerMax  uint32
-	stopped  atomic.Bool // aborted by Shutdown
+	in      *ingest
+	peerMax uint32
+	stopped atomic.Bool // aborted by Shutdown
 }
 
 // run is the association's life. Negotiation and the A-ASSOCIATE-AC run

@@ -213,5 +213,3 @@ func validUID(s string) bool {
 	}
 	return true
 }
-
-
