@@ -106,6 +106,7 @@ type loader struct {
 	listenerRng map[string]hcl.Range // listener blocks' name labels
 	base        string
 	bodyEnd     hcl.Range
+	deids       map[string]*Deidentify // deidentify blocks, for the rules
 }
 
 // val is a decoded string with the range of the expression it came from.
@@ -387,6 +388,9 @@ func (l *loader) build(fs *fileSchema) *Config {
 	cfg.Listeners = l.listeners(fs.Listener, &cfg.Edge, edge)
 	l.spool(first(l, fs.Spool, "spool"), &cfg.Spool)
 	order := l.backends(fs.Backends, cfg.Backends)
+	cfg.Deidentify = l.deidentifyBlocks(fs.Deid)
+	l.deids = cfg.Deidentify
 	cfg.Policy = l.rules(fs.Rules, cfg.Backends, order, cfg.Listeners)
+	l.admin(first(l, fs.Admin, "admin"), &cfg.Admin, &cfg.Edge)
 	return cfg
 }

@@ -388,6 +388,8 @@ func (l *loader) relay(name string, s *relaySchema, r *rule, backends map[string
 			r.decision.MoveDestinations = append(r.decision.MoveDestinations, ae)
 		}
 	}
+	r.decision.AllowUnsortedDataSets = l.boolean(s.AllowUnsortedDataSets)
+	l.relayDeidentify(name, s, r)
 	if len(r.moveDest) > 0 && r.services&svcCMove == 0 && !r.decision.StoreAndForward {
 		l.warnf(s.MoveDestinations.Expr.Range(), "move_destinations without C-MOVE", "rule %q lists move destinations but its services do not include C-MOVE, so they have no effect.", name)
 	}

@@ -102,7 +102,7 @@ tls {
   client_ca = ["ca.pem", "ca2.pem"]
   crl       = ["ca.crl"]
   acme {
-    domains   = ["edge.example.org", "*.edge.example.org"]
+    domains   = ["edge.example.org", "dicom.edge.example.org"]
     email     = "admins@example.org"
     directory = "https://127.0.0.1:14000/dir"
     ca_roots  = ["pebble.minica.pem"]
@@ -136,7 +136,7 @@ audit {
 	}
 	ac := cfg.TLS.ACME
 	if cfg.TLS.Profile != "bcp195-nd" || len(cfg.TLS.ClientCA) != 2 || cfg.TLS.CRL[0] != filepath.Join("conf", "ca.crl") || ac == nil ||
-		strings.Join(ac.Domains, ",") != "edge.example.org,*.edge.example.org" || ac.Email != "admins@example.org" ||
+		strings.Join(ac.Domains, ",") != "edge.example.org,dicom.edge.example.org" || ac.Email != "admins@example.org" ||
 		ac.Directory != "https://127.0.0.1:14000/dir" || ac.CARoots[0] != filepath.Join("conf", "pebble.minica.pem") ||
 		ac.Storage != filepath.Join("conf", "acme") || ac.HTTPPort != 5002 {
 		t.Errorf("tls: %+v acme %+v", cfg.TLS, ac)

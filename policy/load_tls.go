@@ -47,11 +47,15 @@ func (l *loader) tls(s *tlsSchema, t *TLS) {
 
 func (l *loader) acme(s *acmeSchema) *ACME {
 	a := &ACME{}
+	if dns := first(l, s.DNS, "dns"); dns != nil {
+		a.DNS = l.acmeDNS(dns)
+	}
 	before := len(l.diags)
 	domains := l.strList(s.Domains)
 	for _, v := range domains {
 		if validDomain(v.s) {
 			a.Domains = append(a.Domains, strings.ToLower(v.s))
+			l.domainNeedsDNS(v, s.DNS != nil, a.DNS)
 		} else {
 			l.errorf(v.rng, "Invalid domain", "tls.acme.domains: %q is not a DNS name.", v.s)
 		}
@@ -77,6 +81,9 @@ func (l *loader) acme(s *acmeSchema) *ACME {
 	a.CARoots = l.paths(s.CARoots, "tls.acme.ca_roots")
 	a.Storage = l.filePath(s.Storage, "tls.acme.storage", DefaultACMEStorage)
 	a.HTTPPort = int(l.integer(s.HTTPPort, "tls.acme.http_port", 0, 0, 65535))
+	if s.HTTPPort != nil && len(s.DNS) > 0 {
+		l.errorf(s.HTTPPort.Expr.Range(), "http_port with dns", "tls.acme.http_port has no effect with a dns block: the edge then validates by DNS-01 only. Remove one of them.")
+	}
 	return a
 }
 

@@ -17,6 +17,8 @@ type fileSchema struct {
 	Backends []*backendSchema  `hcl:"backend,block"`
 	Rules    []*ruleSchema     `hcl:"rule,block"`
 	Spool    []*spoolSchema    `hcl:"spool,block"`
+	Deid     []*deidSchema     `hcl:"deidentify,block"`
+	Admin    []*adminSchema    `hcl:"admin,block"`
 }
 
 type edgeSchema struct {
@@ -54,13 +56,29 @@ type tlsSchema struct {
 }
 
 type acmeSchema struct {
-	Domains   *hcl.Attribute `hcl:"domains,optional"`
-	Email     *hcl.Attribute `hcl:"email,optional"`
-	Directory *hcl.Attribute `hcl:"directory,optional"`
-	CARoots   *hcl.Attribute `hcl:"ca_roots,optional"`
-	Storage   *hcl.Attribute `hcl:"storage,optional"`
-	HTTPPort  *hcl.Attribute `hcl:"http_port,optional"`
-	DefRange  hcl.Range      `hcl:",def_range"`
+	Domains   *hcl.Attribute   `hcl:"domains,optional"`
+	Email     *hcl.Attribute   `hcl:"email,optional"`
+	Directory *hcl.Attribute   `hcl:"directory,optional"`
+	CARoots   *hcl.Attribute   `hcl:"ca_roots,optional"`
+	Storage   *hcl.Attribute   `hcl:"storage,optional"`
+	HTTPPort  *hcl.Attribute   `hcl:"http_port,optional"`
+	DNS       []*acmeDNSSchema `hcl:"dns,block"`
+	DefRange  hcl.Range        `hcl:",def_range"`
+}
+
+// acmeDNSSchema is tls.acme.dns: the DNS-01 challenge, one block per provider.
+type acmeDNSSchema struct {
+	RFC2136  []*rfc2136Schema `hcl:"rfc2136,block"`
+	DefRange hcl.Range        `hcl:",def_range"`
+}
+
+type rfc2136Schema struct {
+	Server        *hcl.Attribute `hcl:"server,optional"`
+	KeyName       *hcl.Attribute `hcl:"key_name,optional"`
+	KeyAlg        *hcl.Attribute `hcl:"key_alg,optional"`
+	KeySecretFile *hcl.Attribute `hcl:"key_secret_file,optional"`
+	Zone          *hcl.Attribute `hcl:"zone,optional"`
+	DefRange      hcl.Range      `hcl:",def_range"`
 }
 
 type auditSchema struct {
@@ -128,8 +146,24 @@ type relaySchema struct {
 	Services         *hcl.Attribute `hcl:"services,optional"`
 	SOPClasses       *hcl.Attribute `hcl:"sop_classes,optional"`
 	MoveDestinations *hcl.Attribute `hcl:"move_destinations,optional"`
-	StoreAndForward  *hcl.Attribute `hcl:"store_and_forward,optional"`
-	DefRange         hcl.Range      `hcl:",def_range"`
+	// AllowUnsortedDataSets: see Decision.AllowUnsortedDataSets.
+	AllowUnsortedDataSets *hcl.Attribute `hcl:"allow_unsorted_data_sets,optional"`
+	Deidentify            *hcl.Attribute `hcl:"deidentify,optional"`
+	StoreAndForward       *hcl.Attribute `hcl:"store_and_forward,optional"`
+	DefRange              hcl.Range      `hcl:",def_range"`
+}
+
+type deidSchema struct {
+	Name      string         `hcl:"name,label"`
+	NameRange hcl.Range      `hcl:"name,label_range"`
+	Profile   *hcl.Attribute `hcl:"profile,optional"`
+	Options   *hcl.Attribute `hcl:"options,optional"`
+	KeyFile   *hcl.Attribute `hcl:"key_file,optional"`
+	Keep      *hcl.Attribute `hcl:"keep,optional"`
+	Remove    *hcl.Attribute `hcl:"remove,optional"`
+	Replace   *hcl.Attribute `hcl:"replace,optional"`
+	BurnedIn  *hcl.Attribute `hcl:"burned_in,optional"`
+	DefRange  hcl.Range      `hcl:",def_range"`
 }
 
 type answerSchema struct {
@@ -150,6 +184,8 @@ func (s *tlsSchema) defRange() hcl.Range        { return s.DefRange }
 func (s *auditSchema) defRange() hcl.Range      { return s.DefRange }
 func (s *acmeSchema) defRange() hcl.Range       { return s.DefRange }
 func (s *syslogSchema) defRange() hcl.Range     { return s.DefRange }
+func (s *acmeDNSSchema) defRange() hcl.Range    { return s.DefRange }
+func (s *rfc2136Schema) defRange() hcl.Range    { return s.DefRange }
 func (s *backendTLSSchema) defRange() hcl.Range { return s.DefRange }
 func (s *whenSchema) defRange() hcl.Range       { return s.DefRange }
 func (s *relaySchema) defRange() hcl.Range      { return s.DefRange }
@@ -184,3 +220,26 @@ type oauth2Schema struct {
 func (s *spoolSchema) defRange() hcl.Range    { return s.DefRange }
 func (s *dicomwebSchema) defRange() hcl.Range { return s.DefRange }
 func (s *oauth2Schema) defRange() hcl.Range   { return s.DefRange }
+
+// adminSchema is the admin block: the web console on edge.admin_listen.
+type adminSchema struct {
+	Console  []*consoleSchema `hcl:"console,block"`
+	DefRange hcl.Range        `hcl:",def_range"`
+}
+
+type consoleSchema struct {
+	ClientCA *hcl.Attribute `hcl:"client_ca,optional"`
+	Users    []*userSchema  `hcl:"user,block"`
+	DefRange hcl.Range      `hcl:",def_range"`
+}
+
+type userSchema struct {
+	Name         string         `hcl:"name,label"`
+	NameRange    hcl.Range      `hcl:"name,label_range"`
+	PasswordHash *hcl.Attribute `hcl:"password_hash,optional"`
+	Role         *hcl.Attribute `hcl:"role,optional"`
+	DefRange     hcl.Range      `hcl:",def_range"`
+}
+
+func (s *adminSchema) defRange() hcl.Range   { return s.DefRange }
+func (s *consoleSchema) defRange() hcl.Range { return s.DefRange }

@@ -21,10 +21,13 @@ type Config struct {
 	// block.
 	Listeners []*Listener
 	Backends  map[string]*Backend // by name
-	Policy    *Policy             // compiled rules
+	// Deidentify are the deidentify blocks by name, compiled (key read).
+	Deidentify map[string]*Deidentify
+	Policy     *Policy // compiled rules
 	// Spool is the spool block, with its defaults when absent: where
 	// store-and-forward rules keep instances until delivered.
 	Spool Spool
+	Admin Admin                // the admin block (the web console)
 	Files map[string]*hcl.File // parsed sources, for WriteDiagnostics
 }
 
@@ -110,7 +113,33 @@ type ACME struct {
 	CARoots   []string // PEM files of roots that sign the ACME server itself
 	Storage   string   // certmagic storage directory; default DefaultACMEStorage beside the policy file
 	HTTPPort  int      // 0 = no HTTP-01 challenge listener (TLS-ALPN-01 on the listener)
+	DNS       *ACMEDNS // nil = TLS-ALPN-01 (or HTTP-01); set = DNS-01 only
 }
+
+// ACMEDNS is tls.acme.dns: the DNS-01 challenge (RFC 8555 section 8.4),
+// needed for "*." domains and where the CA cannot reach the edge. Exactly
+// one provider block is set.
+type ACMEDNS struct {
+	RFC2136 *RFC2136
+}
+
+// RFC2136 is tls.acme.dns.rfc2136: the challenge's TXT record is written by
+// a dynamic update (RFC 2136) signed with a TSIG key (RFC 8945).
+type RFC2136 struct {
+	Server        string // host:port of the primary server that takes updates
+	KeyName       string // TSIG key name, fully qualified, lower case ("dicomedge-acme.")
+	KeyAlg        string // "hmac-sha256", ... (TSIGAlgorithms)
+	KeySecretFile string
+	KeySecret     Secret // base64, read from KeySecretFile at load
+	Zone          string // fully qualified, lower case ("example.org.")
+}
+
+// Secret is a credential read from a file. It prints as "[redacted]" so that
+// a Config dumped with %v or %+v never shows it.
+type Secret string
+
+func (Secret) String() string   { return "[redacted]" }
+func (Secret) GoString() string { return `"[redacted]"` }
 
 // Audit is the audit block.
 type Audit struct {
@@ -244,6 +273,13 @@ type Decision struct {
 	// C-STORE), spools each instance and a forwarder delivers it to
 	// Backend. Always set for a DICOMweb backend.
 	StoreAndForward bool
+	// AllowUnsortedDataSets lets C-STORE data sets whose top-level elements
+	// are out of tag order, or repeat a tag (PS3.5 7.1), pass (each one
+	// audited); without it they abort the association (malformed-data-set).
+	AllowUnsortedDataSets bool
+	// Deidentify, when set, is the profile the relay applies to every
+	// C-STORE data set the requestor sends (docs/deidentify.md).
+	Deidentify *Deidentify
 
 	rule *rule // compiled permissions; nil when no rule matched
 }
@@ -260,4 +296,32 @@ type Step struct {
 type Explanation struct {
 	Decision Decision
 	Steps    []Step // every rule tried, in file order, up to and including the match
+}
+
+// Admin is the admin block.
+type Admin struct {
+	Console *Console // nil = no console: admin_listen serves /metrics, /healthz, /readyz only
+}
+
+// Console is the admin.console block: who may use the web console on
+// edge.admin_listen, and how they prove it.
+type Console struct {
+	// ClientCA are PEM files: with any, the admin listener also speaks
+	// HTTPS and a client certificate chaining to one of them logs in.
+	ClientCA []string
+	Users    []ConsoleUser // in file order
+}
+
+// Console roles: a viewer reads every page; an operator may also act
+// (reload the policy, retry or purge the spool).
+const (
+	RoleViewer   = "viewer"
+	RoleOperator = "operator"
+)
+
+// ConsoleUser is an admin.console.user block.
+type ConsoleUser struct {
+	Name         string
+	PasswordHash string // argon2id or bcrypt, checked by console/password
+	Role         string // RoleViewer or RoleOperator
 }

@@ -32,6 +32,11 @@ func TLSConfig(cfg *policy.Config, logger hclog.Logger) tlslayer.Config {
 		if ap, err := netip.ParseAddrPort(normalizeListen(cfg.Edge.Listen)); err == nil {
 			t.ACME.TLSALPNPort = int(ap.Port())
 		}
+		if a.DNS != nil && a.DNS.RFC2136 != nil {
+			r := a.DNS.RFC2136
+			t.ACME.DNS = &tlslayer.DNSConfig{Server: r.Server, KeyName: r.KeyName, KeyAlg: r.KeyAlg,
+				KeySecret: string(r.KeySecret), Zone: r.Zone}
+		}
 	}
 	return t
 }

@@ -259,6 +259,7 @@ func (r *relay) accepted(rq *association.AssociateRQ, ac *association.AssociateA
 	r.br.SetLimit(icfg.MaxPDU[inspect.Requestor])
 	// Scanned with patient_ids = "omit" too: the record names the study.
 	icfg.ScanPatientID = c.s.Audit != nil
+	icfg.AllowUnsortedDataSets = r.d.AllowUnsortedDataSets
 	if called := association.TrimAE(rq.CalledAE); r.d.AllowsService("C-FIND") && called != r.d.Backend.AETitle {
 		// A client that follows Retrieve AE Title (0008,0054) in a C-FIND
 		// answer must reach the edge again, not the backend it cannot call.

@@ -22,6 +22,7 @@ type acmeManager struct {
 	cm              *certmagic.Config
 	challengeConfig *tls.Config
 	stopAsync       context.CancelFunc // ends ManageAsync's retries; nil after ManageSync
+	dns             *rfc2136Zone       // DNS-01's provider; nil without tls.acme.dns
 }
 
 func newACMEManager(ctx context.Context, cfg Config, log hclog.Logger) (*acmeManager, error) {
@@ -33,7 +34,7 @@ func newACMEManager(ctx context.Context, cfg Config, log hclog.Logger) (*acmeMan
 		return nil, errors.New("tls: acme: directory is required")
 	case a.Storage == "":
 		return nil, errors.New("tls: acme: storage is required")
-	case a.DisableTLSALPN && a.HTTPPort == 0:
+	case a.DNS == nil && a.DisableTLSALPN && a.HTTPPort == 0:
 		return nil, errors.New("tls: acme: with TLS-ALPN-01 disabled an HTTP-01 port is required")
 	}
 	var roots *x509.CertPool
@@ -97,6 +98,16 @@ func newACMEManager(ctx context.Context, cfg Config, log hclog.Logger) (*acmeMan
 		TrustedRoots:            roots,
 		Logger:                  nop,
 	})
+	if a.DNS != nil {
+		// DNS-01 only: certmagic then offers no other challenge.
+		m.dns = newRFC2136Zone(*a.DNS)
+		solver, err := dns01Solver(*a.DNS, m.dns, nop)
+		if err != nil {
+			m.cache.Stop()
+			return nil, fmt.Errorf("tls: acme: %w", err)
+		}
+		issuer.DNS01Solver = solver
+	}
 	m.cm.Issuers = []certmagic.Issuer{issuer}
 	m.challengeConfig = &tls.Config{
 		MinVersion:             tls.VersionTLS12,

@@ -57,6 +57,13 @@ func (p *pebble) issued() int { return strings.Count(p.proc.Output(), "Issued ce
 // TLS-ALPN-01 port is tlsPort on loopback, where the test puts the edge.
 func startPebble(t *testing.T, tlsPort, httpPort int, validity time.Duration) *pebble {
 	t.Helper()
+	return startPebbleDNS(t, tlsPort, httpPort, validity, fakeDNS(t))
+}
+
+// startPebbleDNS is startPebble with Pebble's validation authority asking
+// dnsServer (host:port) for A, AAAA and DNS-01's TXT records.
+func startPebbleDNS(t *testing.T, tlsPort, httpPort int, validity time.Duration, dnsServer string) *pebble {
+	t.Helper()
 	testpeer.Require(t, "pebble", "openssl")
 	https := testpeer.NewPKI(t, "pebble-https-ca")
 	cert, key := https.Issue(t, "pebble", testpeer.CertOptions{CN: "localhost", DNS: []string{"localhost"}, IPs: []string{"127.0.0.1"}, Server: true})
@@ -78,7 +85,7 @@ func startPebble(t *testing.T, tlsPort, httpPort int, validity time.Duration) *p
 	t.Setenv("PEBBLE_VA_NOSLEEP", "1")
 	t.Setenv("PEBBLE_WFE_NONCEREJECT", "0")
 	t.Setenv("PEBBLE_AUTHZREUSE", "0")
-	p := testpeer.Start(t, "pebble", "-config", confPath, "-dnsserver", fakeDNS(t))
+	p := testpeer.Start(t, "pebble", "-config", confPath, "-dnsserver", dnsServer)
 	testpeer.WaitListening(t, listen, testpeer.StartupTimeout, p)
 	testpeer.WaitListening(t, mgmt, testpeer.StartupTimeout, p)
 	return &pebble{dir: "https://" + listen + "/dir", mgmt: mgmt, httpsCA: https.CACert, proc: p}

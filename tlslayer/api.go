@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,7 +74,36 @@ type ACMEConfig struct {
 	// RenewCheckInterval is how often certmagic looks for certificates to
 	// renew; 0 keeps its default (10 minutes).
 	RenewCheckInterval time.Duration
+	// DNS, when set, validates by DNS-01 only (RFC 8555 section 8.4): the
+	// challenge's TXT record is written through the DNS provider, so neither
+	// port 443 nor HTTPPort need reach the edge, and "*." domains can be had.
+	DNS *DNSConfig
 }
+
+// DNSConfig is DNS-01 by RFC 2136 dynamic update signed with a TSIG key
+// (RFC 8945), which BIND, PowerDNS, Knot and Windows DNS accept.
+type DNSConfig struct {
+	Server    string // host:port of the primary server that takes updates for Zone
+	KeyName   string // TSIG key name ("dicomedge-acme.")
+	KeyAlg    string // "hmac-sha256", "hmac-sha512", ...
+	KeySecret string // base64; never logged
+	Zone      string // the zone the records are written in ("example.org.")
+	// Resolvers answer certmagic's zone lookup and its check that the record
+	// is served before the CA is told to look; empty means Server itself,
+	// the primary that took the update.
+	Resolvers []string
+	// PropagationTimeout bounds that check (0: certmagic's 2 minutes);
+	// PropagationDelay waits before it starts (secondaries catching up).
+	PropagationTimeout time.Duration
+	PropagationDelay   time.Duration
+}
+
+// String and GoString leave the secret out, wherever a DNSConfig is printed.
+func (d DNSConfig) String() string {
+	return fmt.Sprintf("rfc2136 server=%s zone=%s key=%s alg=%s", d.Server, d.Zone, d.KeyName, d.KeyAlg)
+}
+
+func (d DNSConfig) GoString() string { return "tlslayer.DNSConfig{" + d.String() + "}" }
 
 // Handshake failure reasons (Classify's results; label values of
 // dicomedge_tls_handshake_failures_total{reason}).

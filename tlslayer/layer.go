@@ -244,6 +244,13 @@ func (l *Layer) reload(cfg Config) error {
 		return err
 	}
 	l.st.Store(st)
+	if cfg.ACME != nil && cfg.ACME.DNS != nil && l.acme.dns != nil {
+		// A rotated TSIG key signs the next DNS-01 update; the server, zone
+		// and resolvers are fixed in certmagic's solver until a restart.
+		d, cur := cfg.ACME.DNS, *l.acme.dns.cfg.Load()
+		cur.KeyName, cur.KeyAlg, cur.KeySecret = d.KeyName, d.KeyAlg, d.KeySecret
+		l.acme.dns.cfg.Store(&cur)
+	}
 	l.log.Info("TLS configuration reloaded", "profile", st.prof.name, "client_cas", len(st.cas), "crl_issuers", len(st.crls))
 	l.announceCertChange(old, st, "reload")
 	return nil
@@ -328,5 +335,16 @@ func (l *Layer) close() error {
 func sameACME(a, b ACMEConfig) bool {
 	return slices.Equal(a.Domains, b.Domains) && slices.Equal(a.CARootFiles, b.CARootFiles) &&
 		a.Email == b.Email && a.Directory == b.Directory && a.Storage == b.Storage &&
-		a.HTTPPort == b.HTTPPort && a.TLSALPNPort == b.TLSALPNPort && a.DisableTLSALPN == b.DisableTLSALPN
+		a.HTTPPort == b.HTTPPort && a.TLSALPNPort == b.TLSALPNPort && a.DisableTLSALPN == b.DisableTLSALPN &&
+		sameDNS(a.DNS, b.DNS)
+}
+
+// sameDNS compares what a reload cannot change; the TSIG key itself is
+// reloaded live.
+func sameDNS(a, b *DNSConfig) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Server == b.Server && a.Zone == b.Zone && slices.Equal(a.Resolvers, b.Resolvers) &&
+		a.PropagationTimeout == b.PropagationTimeout && a.PropagationDelay == b.PropagationDelay
 }

@@ -76,5 +76,38 @@ func FuzzPatientIDScanner(f *testing.F) {
 		if len(id1) > maxPatientIDLen {
 			t.Fatalf("patient ID of %d bytes", len(id1))
 		}
+		// The order check: the same pair at any fragmentation, in either
+		// mode; a refused data set stops the scan, an allowed one keeps
+		// the first Patient ID.
+		var first [3]uint32
+		for i, mode := range []Order{OrderRefuse, OrderAllow} {
+			w, p := NewPatientIDScanner(ts), NewPatientIDScanner(ts)
+			w.SetOrder(mode)
+			p.SetOrder(mode)
+			w.Feed(data)
+			p.Feed(data[:k])
+			p.Feed(data[k:])
+			a1, b1, d1 := w.Disorder()
+			a2, b2, d2 := p.Disorder()
+			if a1 != a2 || b1 != b2 || d1 != d2 || w.Done() != p.Done() {
+				t.Fatalf("mode %d: whole %v %08X %08X, split at %d %v %08X %08X", mode, d1, a1, b1, k, d2, a2, b2)
+			}
+			if d1 && b1 > a1 {
+				t.Fatalf("mode %d: (%08X, %08X) named as out of order", mode, a1, b1)
+			}
+			if mode == OrderRefuse && d1 && !w.Done() {
+				t.Fatal("out of order, yet not done")
+			}
+			// Both modes meet the same first pair.
+			got := [3]uint32{a1, b1, 0}
+			if d1 {
+				got[2] = 1
+			}
+			if i == 0 {
+				first = got
+			} else if first != got {
+				t.Fatalf("refuse named %08X, allow %08X", first, got)
+			}
+		}
 	})
 }

@@ -28,7 +28,9 @@ const (
 // the whole top level: PS3.5 7.1 puts elements in ascending order, but a
 // crafted data set may put Patient ID after group 0020, and a PACS that
 // sorts what it receives stores it all the same. A second, different
-// Patient ID at the top level makes the result undetermined. Explicit VR
+// Patient ID at the top level makes the result undetermined. With an Order
+// set (SetOrder) it also checks that the top-level elements come in
+// strictly ascending tag order, as PS3.5 7.1 requires. Explicit VR
 // Little Endian (and the encapsulated syntaxes built on it) and Implicit VR
 // Little Endian are understood; for deflated or big-endian data sets it
 // gives up at once, and says so (Undetermined).
@@ -48,7 +50,60 @@ type PatientIDScanner struct {
 	valueTag uint32
 	want     uint32 // its length
 	depth    int    // undefined-length sequences we are inside
+
+	order      Order
+	last       uint32 // the last top-level tag seen (order checked)
+	hasLast    bool
+	disorder   [2]uint32 // the first pair out of order: the earlier tag, then the one that broke the order
+	disordered bool
 }
+
+// Order is what a PatientIDScanner does about top-level elements that are
+// not in strictly ascending tag order, or a tag that repeats: PS3.5 7.1
+// forbids both, and a data set that has them reads differently to
+// different parsers (a PACS may index the first Patient ID, another reader
+// the second).
+type Order uint8
+
+const (
+	// OrderIgnore: the order is not checked; a second, different Patient
+	// ID makes the result undetermined.
+	OrderIgnore Order = iota
+	// OrderRefuse: the first pair out of order stops the scan; Disorder
+	// names it, and the caller refuses the data set.
+	OrderRefuse
+	// OrderAllow: the first pair out of order is noted (Disorder) and the
+	// scan goes on; Patient ID is the first one, as a PACS that keeps the
+	// first of two reads it.
+	OrderAllow
+)
+
+// SetOrder sets what the scanner does about elements out of order; call it
+// before the first Feed.
+func (s *PatientIDScanner) SetOrder(o Order) { s.order = o }
+
+// Disorder returns the first pair of top-level tags out of strictly
+// ascending order (PS3.5 7.1): prev came first, next after it with a tag
+// no greater. ok is false when the order was not checked or held.
+func (s *PatientIDScanner) Disorder() (prev, next uint32, ok bool) {
+	return s.disorder[0], s.disorder[1], s.disordered
+}
+
+// DisorderText describes the pair Disorder returns, e.g. "(0010,0020)
+// repeated" or "(0010,0010) after (0010,0020)".
+func (s *PatientIDScanner) DisorderText() string {
+	if !s.disordered {
+		return ""
+	}
+	prev, next := s.disorder[0], s.disorder[1]
+	if prev == next {
+		return FormatTag(next) + " repeated"
+	}
+	return FormatTag(next) + " after " + FormatTag(prev)
+}
+
+// FormatTag writes a tag as DICOM does, "(gggg,eeee)" in upper-case hex.
+func FormatTag(t uint32) string { return fmt.Sprintf("(%04X,%04X)", t>>16, t&0xFFFF) }
 
 // NewPatientIDScanner returns a scanner for data sets in the given transfer
 // syntax.
@@ -191,11 +246,30 @@ func (s *PatientIDScanner) element() {
 		s.depth--
 		return
 	}
+	if s.depth == 0 && s.order != OrderIgnore {
+		if s.hasLast && tag <= s.last && !s.disordered {
+			s.disorder, s.disordered = [2]uint32{s.last, tag}, true
+			if s.order == OrderRefuse {
+				s.giveUp("")
+				return
+			}
+		}
+		s.last, s.hasLast = max(s.last, tag), true
+	}
 	if s.depth == 0 {
 		study := tag == tagStudyInstanceUID && !s.hasStudy && length != undefinedLength && length <= maxPatientIDLen
 		if tag == tagPatientID || study {
-			if length == undefinedLength || length > maxPatientIDLen {
+			if length == undefinedLength {
 				s.giveUp(fmt.Sprintf("Patient ID (0010,0020) of %d bytes", length))
+				return
+			}
+			if length > maxPatientIDLen {
+				// Not held; the walk goes on past it, so that what follows
+				// is still checked for order.
+				if s.why == "" {
+					s.why = fmt.Sprintf("Patient ID (0010,0020) of %d bytes", length)
+				}
+				s.skip = length
 				return
 			}
 			if length == 0 {
@@ -233,6 +307,9 @@ func (s *PatientIDScanner) got(tag uint32, v []byte) {
 // patientID takes a top-level Patient ID value: the first, or a repeat of
 // it; a different second value leaves the result undetermined.
 func (s *PatientIDScanner) patientID(v string) {
+	if s.found && s.order == OrderAllow {
+		return // the first stands, as the PACS reads it
+	}
 	if s.found && v != s.id {
 		s.giveUp("Patient ID (0010,0020) appears twice with different values")
 		return

@@ -149,8 +149,10 @@ func TestPatientIDScanner(t *testing.T) {
 			data: ex(0x0008, 0x0060, "CS", []byte("OT")),
 		},
 		{
+			// Not held, but walked past: what follows is still checked for
+			// order, so a long value cannot switch the check off.
 			name: "patient ID value too long", ts: association.ImplicitVRLittleEndian,
-			data: join(im(0x0010, 0x0020, []byte(strings.Repeat("x", 300))), pixels), doneEarly: true, why: "300 bytes",
+			data: join(im(0x0010, 0x0020, []byte(strings.Repeat("x", 300))), pixels), why: "300 bytes",
 		},
 		{
 			name: "UN of undefined length before: given up", ts: association.ExplicitVRLittleEndian,
@@ -224,5 +226,93 @@ func TestPatientIDScannerDoesNotBuffer(t *testing.T) {
 	})
 	if allocs > 1 {
 		t.Fatalf("%.0f allocations while skipping 8 MiB", allocs)
+	}
+}
+
+// The order check (PS3.5 7.1): the first pair of top-level tags out of
+// strictly ascending order is named, at any fragmentation; elements inside
+// sequence items are not top-level and are not compared with it.
+func TestPatientIDScannerOrder(t *testing.T) {
+	pixels := ex(0x7FE0, 0x0010, "OW", make([]byte, 4000))
+	cases := []struct {
+		name     string
+		ts       string
+		data     []byte
+		disorder string // DisorderText(), "" when in order
+		refused  string // PatientID() under OrderRefuse
+		allowed  string // PatientID() under OrderAllow
+	}{
+		{
+			name: "in order", ts: association.ExplicitVRLittleEndian,
+			data:    join(ex(0x0008, 0x0060, "CS", []byte("OT")), ex(0x0010, 0x0010, "PN", []byte("Doe^Jane")), ex(0x0010, 0x0020, "LO", []byte("P1")), pixels),
+			refused: "P1", allowed: "P1",
+		},
+		{
+			name: "patient ID repeated", ts: association.ExplicitVRLittleEndian,
+			data:     join(ex(0x0010, 0x0020, "LO", []byte("HARMLESS")), ex(0x0010, 0x0020, "LO", []byte("OTHER")), pixels),
+			disorder: "(0010,0020) repeated", refused: "HARMLESS", allowed: "HARMLESS",
+		},
+		{
+			name: "two elements swapped", ts: association.ImplicitVRLittleEndian,
+			data:     join(im(0x0008, 0x0060, []byte("OT")), im(0x0010, 0x0020, []byte("P2")), im(0x0010, 0x0010, []byte("Doe^Jane")), im(0x7FE0, 0x0010, make([]byte, 100))),
+			disorder: "(0010,0010) after (0010,0020)", refused: "P2", allowed: "P2",
+		},
+		{
+			name: "a second patient ID after the pixel data", ts: association.ExplicitVRLittleEndian,
+			data:     join(ex(0x0010, 0x0020, "LO", []byte("FIRST")), pixels, ex(0x0010, 0x0020, "LO", []byte("LATE"))),
+			disorder: "(0010,0020) after (7FE0,0010)", refused: "FIRST", allowed: "FIRST",
+		},
+		{
+			name: "after a too-long patient ID, still checked", ts: association.ExplicitVRLittleEndian,
+			data:     join(ex(0x0010, 0x0020, "UT", []byte(strings.Repeat("x", 300))), ex(0x0010, 0x0020, "LO", []byte("SECOND"))),
+			disorder: "(0010,0020) repeated",
+		},
+		{
+			name: "lower tags inside a sequence item are not out of order", ts: association.ExplicitVRLittleEndian,
+			data: join(ex(0x0010, 0x0020, "LO", []byte("P3")), ex(0x0040, 0x0275, "SQ", nil, u), delim(0xE000, u),
+				ex(0x0008, 0x0100, "SH", []byte("C1")), ex(0x0008, 0x0100, "SH", []byte("C1")), delim(0xE00D, 0), delim(0xE0DD, 0), pixels),
+			refused: "P3", allowed: "P3",
+		},
+		{
+			name: "out of order after an undefined-length sequence", ts: association.ExplicitVRLittleEndian,
+			data: join(ex(0x0010, 0x0020, "LO", []byte("P4")), ex(0x0040, 0x0275, "SQ", nil, u), delim(0xE000, u),
+				ex(0x0008, 0x0100, "SH", []byte("C1")), delim(0xE00D, 0), delim(0xE0DD, 0), ex(0x0020, 0x000D, "UI", []byte("1.2\x00"))),
+			disorder: "(0020,000D) after (0040,0275)", refused: "P4", allowed: "P4",
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, mode := range []Order{OrderRefuse, OrderAllow} {
+				want := tc.refused
+				if mode == OrderAllow {
+					want = tc.allowed
+				}
+				for split := 0; split <= len(tc.data); split += max(1, len(tc.data)/100) {
+					s := NewPatientIDScanner(tc.ts)
+					s.SetOrder(mode)
+					s.Feed(tc.data[:split])
+					s.Feed(tc.data[split:])
+					if got := s.DisorderText(); got != tc.disorder {
+						t.Fatalf("mode %d split %d: DisorderText() = %q, want %q", mode, split, got, tc.disorder)
+					}
+					_, _, ok := s.Disorder()
+					if ok != (tc.disorder != "") {
+						t.Fatalf("mode %d split %d: Disorder() ok = %v", mode, split, ok)
+					}
+					if mode == OrderRefuse && ok && !s.Done() {
+						t.Fatalf("split %d: refused, yet not done", split)
+					}
+					if id, _ := s.PatientID(); id != want {
+						t.Fatalf("mode %d split %d: PatientID() = %q, want %q", mode, split, id, want)
+					}
+				}
+			}
+			// Unchecked, the scanner says nothing of the order.
+			s := NewPatientIDScanner(tc.ts)
+			s.Feed(tc.data)
+			if _, _, ok := s.Disorder(); ok {
+				t.Fatal("Disorder() without SetOrder")
+			}
+		})
 	}
 }

@@ -48,6 +48,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newCertsCmd(),
 		newVersionCmd(),
 		newSpoolCmd(),
+		newAdminCmd(),
 	)
 	return root
 }

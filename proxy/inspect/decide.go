@@ -136,8 +136,8 @@ func (in *Inspector) request(st *stream, ctx *Context, cmd *dimse.Command) (deci
 	if v := dataSetAsDefined(st, cmd); v != nil {
 		return decision{}, v
 	}
-	if in.cfg.ScanPatientID && cmd.CommandField == dimse.CStoreRQ {
-		o.scanner = dimse.NewPatientIDScanner(ctx.TransferSyntax)
+	if cmd.CommandField == dimse.CStoreRQ {
+		in.scan(o, ctx)
 	}
 	in.ledger.add(o)
 	st.added = append(st.added, o)
@@ -196,8 +196,8 @@ func (in *Inspector) reverseRequest(st *stream, ctx *Context, cmd *dimse.Command
 	if f == dimse.CStoreRQ {
 		o.rec.Detail = in.ledger.subOperationOf(cmd)
 	}
-	if in.cfg.ScanPatientID && f == dimse.CStoreRQ {
-		o.scanner = dimse.NewPatientIDScanner(ctx.TransferSyntax)
+	if f == dimse.CStoreRQ {
+		in.scan(o, ctx)
 	}
 	if old := in.ledger.take(Acceptor, cmd.MessageID); old != nil {
 		// The acceptor reused a message ID the requestor has not answered:
@@ -293,4 +293,51 @@ func (l *ledger) subOperationOf(cmd *dimse.Command) string {
 		s[i] = fmt.Sprint(g)
 	}
 	return "C-GET sub-operation of one of messages " + strings.Join(s, ", ")
+}
+
+// scan sets up the walk of a C-STORE data set's top level: its order is
+// checked (PS3.5 7.1) whatever the audit wants; Patient ID and Study
+// Instance UID are kept for the record when ScanPatientID is set.
+func (in *Inspector) scan(o *op, ctx *Context) {
+	o.scanner = dimse.NewPatientIDScanner(ctx.TransferSyntax)
+	o.scanPatient = in.cfg.ScanPatientID
+	if in.cfg.AllowUnsortedDataSets {
+		o.scanner.SetOrder(dimse.OrderAllow)
+	} else {
+		o.scanner.SetOrder(dimse.OrderRefuse)
+	}
+}
+
+// MalformedDataSet begins the account of a data set refused for its
+// element order, in the association's abort record and the request's.
+const MalformedDataSet = "malformed-data-set"
+
+// UnsortedDataSet begins the note in the record of a data set a rule's
+// allow_unsorted_data_sets let through out of order.
+const UnsortedDataSet = "unsorted-data-set allowed"
+
+// checkOrder acts on the order of o's data set once its scanner has met a
+// pair of tags out of order: refused (the violation that aborts the
+// association, before this fragment goes across), or, where the rule
+// allows it, noted once in o's record.
+func (in *Inspector) checkOrder(st *stream, o *op) *Violation {
+	if o.orderNoted {
+		return nil
+	}
+	what := o.scanner.DisorderText()
+	if what == "" {
+		return nil
+	}
+	o.orderNoted = true
+	if in.cfg.AllowUnsortedDataSets {
+		o.rec.Detail = joinDetail(o.rec.Detail, fmt.Sprintf("%s by rule %s: %s (PS3.5 7.1)", UnsortedDataSet, in.cfg.Rule, what))
+		st.notes = append(st.notes, Note{Msg: "C-STORE data set out of tag order, allowed by the rule",
+			Args: []any{"message_id", o.rec.MessageID, "tags", what}})
+		return nil
+	}
+	msg := fmt.Sprintf("%s: %s in the C-STORE data set of message %d; top-level elements must be in strictly ascending tag order, each tag once (PS3.5 7.1)",
+		MalformedDataSet, what, o.rec.MessageID)
+	o.rec.Detail = joinDetail(o.rec.Detail, MalformedDataSet+": "+what)
+	in.ledger.record(st, o, false, in.cfg.Now())
+	return violation(st, association.AbortInvalidPDUParameterValue, "%s", msg)
 }

@@ -44,6 +44,10 @@ func FuzzInspector(f *testing.F) {
 	f.Add(fuzzInput(R(pdu(cmdPDV(ctxFind, withData(rsp(dimse.CFindRSP, 2, findModel, 0xFF00))), dataPDV(ctxFind, true, ds)), pass)))
 	f.Add(fuzzInput(R(pdu(cmdPDV(ctxCT, storeRQ(1, mrStorage)), dataPDV(ctxCT, true, ds)), pass),
 		R(pdu(dataPDV(ctxMR, true, ds)), pass)))
+	// A data set out of tag order (PS3.5 7.1), split over two PDUs.
+	twice := append(patientDataSet("A"), patientDataSet("B")...)
+	f.Add(fuzzInput(R(pdu(cmdPDV(ctxCT, storeRQ(1, ctStorage)), dataPDV(ctxCT, false, twice[:5])), pass),
+		R(pdu(dataPDV(ctxCT, true, twice[5:])), pass)))
 
 	f.Fuzz(func(t *testing.T, in []byte) {
 		const max = 512

@@ -78,6 +78,13 @@ type Config struct {
 	// ScanPatientID: C-STORE data sets are scanned for Patient ID (0010,0020)
 	// and Study Instance UID (0020,000D) for the audit record.
 	ScanPatientID bool
+	// AllowUnsortedDataSets: a C-STORE data set whose top-level elements
+	// are not in strictly ascending tag order, or that repeats a tag
+	// (PS3.5 7.1), passes, noted in its record, and its Patient ID is the
+	// first; without it such a data set is a protocol violation
+	// (malformed-data-set) found before its last fragment goes across.
+	// Every C-STORE data set is checked either way.
+	AllowUnsortedDataSets bool
 	// Filter, when set, may replace the data set a message carries on its
 	// way across (e.g. an attribute rewritten in C-FIND responses); nil
 	// or a nil DataFilter forwards data sets unchanged.

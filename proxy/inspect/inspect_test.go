@@ -2,6 +2,7 @@ package inspect
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"strings"
@@ -512,5 +513,91 @@ func TestInspectorViolationUnforwardedRequests(t *testing.T) {
 				t.Errorf("%d records of the %s, want 1: %+v", n, tc.service, recs)
 			}
 		})
+	}
+}
+
+// implicitElement is one Implicit VR LE element.
+func implicitElement(g, e uint16, v string) []byte {
+	if len(v)%2 == 1 {
+		v += " "
+	}
+	b := binary.LittleEndian.AppendUint16(binary.LittleEndian.AppendUint16(nil, g), e)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(v)))
+	return append(b, v...)
+}
+
+// TestInspectorDataSetOrder: a C-STORE data set whose top-level elements
+// are out of tag order, or repeat one (PS3.5 7.1), is a violation found in
+// the PDU that shows it, so its last fragment never goes across; the
+// record names the tags. A rule that allows it passes it, says so in the
+// record and keeps the first Patient ID. The check runs whether or not the
+// audit wants Patient ID.
+func TestInspectorDataSetOrder(t *testing.T) {
+	head := slices.Concat(implicitElement(0x0008, 0x0018, instanceUID), implicitElement(0x0008, 0x0060, "OT"))
+	pixels := implicitElement(0x7FE0, 0x0010, strings.Repeat("\x00", 64))
+	cases := []struct {
+		name string
+		rest []byte // after head, in the second data PDU
+		tags string
+		pid  string // the record's Patient ID when allowed
+	}{
+		{name: "patient ID repeated", tags: "(0010,0020) repeated", pid: "HARMLESS",
+			rest: slices.Concat(implicitElement(0x0010, 0x0020, "HARMLESS"), implicitElement(0x0010, 0x0020, "OTHER"), pixels)},
+		{name: "two elements swapped", tags: "(0010,0010) after (0010,0020)", pid: "P1",
+			rest: slices.Concat(implicitElement(0x0010, 0x0020, "P1"), implicitElement(0x0010, 0x0010, "Doe^Jane"), pixels)},
+	}
+	for _, tc := range cases {
+		for _, scan := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/scan=%v", tc.name, scan), func(t *testing.T) {
+				in := newTestInspector(rulePolicy{services: allServices}, func(c *Config) { c.ScanPatientID = scan })
+				v := in.Feed(Requestor, pdu(cmdPDV(ctxCT, storeRQ(1, ctStorage)), dataPDV(ctxCT, false, head)))
+				if v.Violation != nil || !v.Pass {
+					t.Fatalf("first PDU: %+v", v)
+				}
+				v = in.Feed(Requestor, pdu(dataPDV(ctxCT, true, tc.rest)))
+				if v.Violation == nil || v.Pass || len(v.Forward) != 0 {
+					t.Fatalf("second PDU: %+v, want a violation with nothing forwarded", v)
+				}
+				if v.Violation.Reason != association.AbortInvalidPDUParameterValue || v.Violation.From != Requestor ||
+					!strings.HasPrefix(v.Violation.Msg, MalformedDataSet+": "+tc.tags) {
+					t.Fatalf("violation %+v", v.Violation)
+				}
+				if len(v.Records) != 1 || v.Records[0].Allowed || v.Records[0].HasStatus ||
+					v.Records[0].Detail != MalformedDataSet+": "+tc.tags {
+					t.Fatalf("records %+v", v.Records)
+				}
+				if recs := in.Finish(); len(recs) != 0 {
+					t.Fatalf("Finish recorded it again: %+v", recs)
+				}
+			})
+		}
+		t.Run(tc.name+"/allowed", func(t *testing.T) {
+			in := newTestInspector(rulePolicy{services: allServices}, func(c *Config) { c.AllowUnsortedDataSets = true })
+			run(t, in, []step{
+				R(pdu(cmdPDV(ctxCT, storeRQ(1, ctStorage)), dataPDV(ctxCT, false, head)), pass).in(InDataSet),
+				R(pdu(dataPDV(ctxCT, true, tc.rest)), pass).then(func(t *testing.T, v Verdict) {
+					if len(v.Notes) != 1 || !strings.Contains(fmt.Sprint(v.Notes[0].Args...), tc.tags) {
+						t.Fatalf("notes %+v, want one naming %s", v.Notes, tc.tags)
+					}
+				}),
+			})
+			v := in.Feed(Acceptor, pdu(cmdPDV(ctxCT, rsp(dimse.CStoreRSP, 1, ctStorage, 0))))
+			if len(v.Records) != 1 {
+				t.Fatalf("records %+v", v.Records)
+			}
+			r := v.Records[0]
+			if !r.Allowed || r.PatientID != tc.pid || !r.HasPatientID ||
+				r.Detail != UnsortedDataSet+" by rule r: "+tc.tags+" (PS3.5 7.1)" {
+				t.Fatalf("record %+v", r)
+			}
+		})
+	}
+	// In order: no note, no violation.
+	in := newTestInspector(rulePolicy{services: allServices})
+	run(t, in, []step{R(pdu(cmdPDV(ctxCT, storeRQ(1, ctStorage)), dataPDV(ctxCT, false, head),
+		dataPDV(ctxCT, true, slices.Concat(implicitElement(0x0010, 0x0010, "Doe^Jane"), implicitElement(0x0010, 0x0020, "P2"), pixels))), pass)})
+	v := in.Feed(Acceptor, pdu(cmdPDV(ctxCT, rsp(dimse.CStoreRSP, 1, ctStorage, 0))))
+	if len(v.Records) != 1 || v.Records[0].Detail != "" || v.Records[0].PatientID != "P2" {
+		t.Fatalf("records %+v", v.Records)
 	}
 }

@@ -47,13 +47,16 @@ func (r *Record) Class() string {
 // op is one request in the ledger, from its command until both its final
 // response and the end of its data set are seen.
 type op struct {
-	rec      Record
-	from     Side
-	field    dimse.CommandField
-	ctx      uint8
-	start    time.Time
-	scanner  *dimse.PatientIDScanner
-	dataDone bool // the last data PDV was seen, or the request has none
+	rec     Record
+	from    Side
+	field   dimse.CommandField
+	ctx     uint8
+	start   time.Time
+	scanner *dimse.PatientIDScanner
+	// scanPatient: the record takes the scanner's Patient ID and study.
+	scanPatient bool
+	orderNoted  bool // the data set's order was found wrong and acted on
+	dataDone    bool // the last data PDV was seen, or the request has none
 	// responded and status: the final (non-pending) response.
 	responded bool
 	status    uint16
@@ -156,7 +159,7 @@ func (o *op) finish(allowed, withStatus bool, now time.Time) Record {
 	if withStatus {
 		r.Status, r.HasStatus = o.status, true
 	}
-	if o.scanner != nil {
+	if o.scanner != nil && o.scanPatient {
 		r.PatientID, r.HasPatientID = o.scanner.PatientID()
 		r.StudyUID, _ = o.scanner.StudyInstanceUID()
 		if why := o.scanner.Undetermined(); why != "" {

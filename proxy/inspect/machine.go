@@ -282,6 +282,9 @@ func forwardData(in *Inspector, st *stream, p association.PDV) *Violation {
 		op.rec.Bytes += int64(len(p.Data))
 		if op.scanner != nil && !op.scanner.Done() {
 			op.scanner.Feed(p.Data)
+			if v := in.checkOrder(st, op); v != nil {
+				return v
+			}
 		}
 	}
 	if st.filter != nil {
