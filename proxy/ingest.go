@@ -1,12 +1,14 @@
 package proxy
 
 import (
+	"fmt"
 	"strings"
 	"time"
 
 	"github.com/dicomedge/dicomedge/association"
 	"github.com/dicomedge/dicomedge/association/dimse"
 	"github.com/dicomedge/dicomedge/audit"
+	"github.com/dicomedge/dicomedge/deid"
 	"github.com/dicomedge/dicomedge/policy"
 	"github.com/dicomedge/dicomedge/spool"
 )
@@ -17,27 +19,21 @@ import (
 // through a bounded buffer. Success is answered only once the instance is
 // durable; anything that stops it from being written is 0xA700.
 type ingest struct {
-	a  *answerer
-	sp *spool.Spool
-	d  policy.Decision
-	// Transform, when set, rewrites the data set on its way to the spool
-	// (de-identification): it sees the bytes of each PDV in order and
-	// writes what the spool keeps. nil stores the data set as received.
-	transform func(op *storeOp) dataSink
-	cur       *storeOp // the C-STORE whose data set is arriving
-}
-
-// dataSink receives one instance's data set bytes in order.
-type dataSink interface {
-	Write(p []byte) (int, error)
+	a   *answerer
+	sp  *spool.Spool
+	d   policy.Decision
+	cur *storeOp // the C-STORE whose data set is arriving
 }
 
 // storeOp is one C-STORE in progress.
 type storeOp struct {
-	cmd    *dimse.Command
-	ctxID  uint8
-	w      *spool.Writer
-	sink   dataSink
+	cmd   *dimse.Command
+	ctxID uint8
+	w     *spool.Writer
+	// deid, on a de-identified rule, rewrites the data set on its way to
+	// the spool: the original PHI is never at rest in the spool.
+	deid   *deid.Transformer
+	out    []byte // the transform's output, reused
 	status uint16
 	why    string // why status is a failure, for the log and audit
 	start  time.Time
@@ -64,6 +60,9 @@ func (in *ingest) acceptor(rq *association.AssociateRQ) association.Acceptor {
 	seenTS := map[string]bool{}
 	for _, pc := range rq.PresentationContexts {
 		for _, ts := range pc.TransferSyntaxes {
+			if in.d.Deidentify != nil && !deid.Supported(ts) {
+				continue
+			}
 			if !seenTS[ts] {
 				seenTS[ts] = true
 				acc.TransferSyntaxes = append(acc.TransferSyntaxes, ts)
@@ -73,11 +72,25 @@ func (in *ingest) acceptor(rq *association.AssociateRQ) association.Acceptor {
 		if as == association.VerificationSOPClass || !in.d.AllowsSOPClass(as) || nonStorage(as) {
 			continue
 		}
+		if in.d.Deidentify != nil && !anySupported(pc.TransferSyntaxes) {
+			// A data set the transform cannot read is refused in the
+			// negotiation (no transfer syntax), not after it arrived.
+			continue
+		}
 		acc.AbstractSyntaxes = append(acc.AbstractSyntaxes, as)
 		// PS3.4 B.2.2: the edge is only ever the Storage SCP here.
 		acc.Roles[as] = association.RoleSelection{SOPClassUID: as, SCU: true, SCP: false}
 	}
 	return acc
+}
+
+func anySupported(tss []string) bool {
+	for _, ts := range tss {
+		if deid.Supported(ts) {
+			return true
+		}
+	}
+	return false
 }
 
 func nonStorage(uid string) bool {
@@ -117,16 +130,59 @@ func (in *ingest) begin(ctxID uint8, cmd *dimse.Command, ts string) error {
 	m := spool.Meta{SOPClass: sopClass, SOPInstance: sopInst, TransferSyntax: ts,
 		CallingAE: association.TrimAE(a.c.rq.CallingAE), CalledAE: association.TrimAE(a.c.rq.CalledAE),
 		Listener: a.c.listener, Rule: in.d.Rule, Client: clientKey(a.c.identity.Fingerprint, a.c.source)}
+	if dp := in.d.Deidentify; dp != nil {
+		t, err := deid.New(dp.Profile, ts)
+		if err != nil {
+			op.status, op.why = dimse.StatusUnableToProcess, "deidentify: "+err.Error()
+			return nil
+		}
+		op.deid = t
+		// The File Meta names the instance as the de-identified data set
+		// does (PS3.10 7.1: (0002,0003) equals (0008,0018)).
+		m.SOPInstance = t.MapUID(sopInst)
+		m.Rule = in.d.Rule
+	}
 	w, err := in.sp.Create(in.d.Backend.Name, m)
 	if err != nil {
 		op.status, op.why = dimse.StatusRefusedOutOfResources, err.Error()
 		return nil
 	}
-	op.w, op.sink = w, w
-	if in.transform != nil {
-		op.sink = in.transform(op)
-	}
+	op.w = w
 	return nil
+}
+
+// write passes data-set bytes to the spool, through the transform on a
+// de-identified rule. A refusal by the transform is 0xC000 (cannot
+// understand, PS3.4 B.2.3) with its reason; a spool error 0xA700.
+func (op *storeOp) write(p []byte, last bool) {
+	if op.w == nil {
+		return
+	}
+	fail := func(status uint16, why string) {
+		op.w.Abort()
+		op.w = nil
+		op.status, op.why = status, why
+	}
+	if op.deid == nil {
+		if _, err := op.w.Write(p); err != nil {
+			fail(dimse.StatusRefusedOutOfResources, err.Error())
+		}
+		return
+	}
+	_, err := op.deid.Write(p)
+	if err == nil && last {
+		err = op.deid.Close()
+	}
+	if err != nil {
+		fail(dimse.StatusUnableToProcess, "deidentify: "+err.Error())
+		return
+	}
+	op.out = op.deid.Next(op.out[:0])
+	if len(op.out) > 0 {
+		if _, err := op.w.Write(op.out); err != nil {
+			fail(dimse.StatusRefusedOutOfResources, err.Error())
+		}
+	}
 }
 
 // data takes one data-set PDV of the current C-STORE; on the last one it
@@ -140,13 +196,7 @@ func (in *ingest) data(pdv association.PDV) error {
 		return &association.ProtocolError{Reason: association.AbortUnexpectedPDUParameter, Msg: "data-set PDV on another presentation context than its C-STORE-RQ"}
 	}
 	op.bytes += int64(len(pdv.Data))
-	if op.w != nil {
-		if _, err := op.sink.Write(pdv.Data); err != nil {
-			op.w.Abort()
-			op.w = nil
-			op.status, op.why = dimse.StatusRefusedOutOfResources, err.Error()
-		}
-	}
+	op.write(pdv.Data, pdv.Last)
 	if !pdv.Last {
 		return nil
 	}
@@ -178,6 +228,13 @@ func (in *ingest) respond(op *storeOp) error {
 	e.MS, e.Allowed = time.Since(op.start).Milliseconds(), audit.Bool(op.status != dimse.StatusRefusedNotAuthorized)
 	if op.status != dimse.StatusSuccess {
 		e.Detail = op.why
+	}
+	if op.deid != nil && op.status == dimse.StatusSuccess {
+		// The original beside its replacement: the way back from what the
+		// spool keeps (and spool.stored names) to what was sent.
+		r := op.deid.Result()
+		e.Detail = fmt.Sprintf("deidentified (profile %s): study_uid %s, series_uid %s, sop_instance %s, patient_pseudonym %s",
+			r.Profile, r.StudyUID, r.SeriesUID, r.SOPInstanceUID, r.Pseudonym)
 	}
 	c.s.auditEvent(e)
 	if op.status != dimse.StatusSuccess {

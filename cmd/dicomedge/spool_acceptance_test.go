@@ -259,3 +259,134 @@ func TestStoreAndForwardSurvivesOutageAndKill(t *testing.T) {
 		t.Fatalf("audit verify: exit %d\n%s", code, out)
 	}
 }
+
+// A full spool answers 0xA700 and takes instances again once the backend
+// has drained it; an instance past max_age is moved to expired/ and
+// audited; `spool purge` (done by the running edge, which holds the audit
+// log) audits what it removes; a de-identified store-and-forward rule
+// keeps only the de-identified instance at rest.
+func TestStoreAndForwardFullSpoolExpiryPurgeAndDeidentify(t *testing.T) {
+	testpeer.Require(t, "storescu")
+	orthanc := testpeer.StartOrthanc(t, "ORTHANC", nil)
+	orthanc.Stop(t)
+	keyFile := filepath.Join(t.TempDir(), "deid.key")
+	if err := os.WriteFile(keyFile, bytes.Repeat([]byte{7}, 32), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	backends := fmt.Sprintf(`backend "pacs" {
+  address  = %q
+  ae_title = "ORTHANC"
+}
+deidentify "research" {
+  key_file  = %q
+  burned_in = "pass" # the test images are Secondary Capture without Burned In Annotation
+}`, orthanc.DICOM, keyFile)
+	rules := `rule "sf" {
+  when {
+    client_cn = ["client"]
+    called_ae = ["PACS"]
+  }
+  relay {
+    backend           = "pacs"
+    store_and_forward = true
+  }
+}
+rule "sf-deid" {
+  when {
+    client_cn = ["client"]
+    called_ae = ["RESEARCH"]
+  }
+  relay {
+    backend           = "pacs"
+    store_and_forward = true
+    deidentify        = "research"
+  }
+}`
+	e := newSFEdge(t, backends, rules)
+	src, _ := os.ReadFile(e.config)
+	// Room for two 256 KiB instances, not three; expiry after 4 s.
+	src = bytes.Replace(src, []byte(`dir = "spool"`), []byte("dir      = \"spool\"\n  max_size = \"600KiB\"\n  max_age  = \"4s\""), 1)
+	if err := os.WriteFile(e.config, src, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.start()
+	files, sent := testpeer.WriteDICOMFiles(t, filepath.Join(e.dir, "images"), "PAT-FULL-1", 4, 256, 512)
+
+	for i := range 2 {
+		if out, err := e.storescu("PACS", files[i]); err != nil || !strings.Contains(out, "Received Store Response (Success)") {
+			t.Fatalf("instance %d into the spool: %v\n%s", i, err, out)
+		}
+	}
+	out, _ := e.storescu("PACS", files[2])
+	if !strings.Contains(out, "OutOfResources") && !strings.Contains(out, "0xa700") {
+		t.Fatalf("a C-STORE into the full spool was not answered 0xA700:\n%s", out)
+	}
+	// The backend comes back and drains the spool: the edge takes
+	// instances again.
+	orthanc.Restart(t)
+	waitUntil(t, "the spool drained into Orthanc", func() bool { return orthancCount(orthanc.HTTP) == 2 })
+	if out, err := e.storescu("PACS", files[2]); err != nil || !strings.Contains(out, "Received Store Response (Success)") {
+		t.Fatalf("after draining the spool still refuses: %v\n%s", err, out)
+	}
+	waitUntil(t, "the third instance in Orthanc", func() bool { return orthancCount(orthanc.HTTP) == 3 })
+	got := orthancFiles(t, orthanc.HTTP)
+	for _, f := range files[:3] {
+		b, _ := os.ReadFile(f)
+		_, uid, _ := testpeer.SplitPart10(b)
+		if !bytes.Equal(got[uid], sent[uid]) {
+			t.Errorf("instance %s did not arrive byte-identical", uid)
+		}
+	}
+	orthanc.Stop(t)
+
+	// De-identified: what the spool keeps has none of the original
+	// patient's identity.
+	if out, err := e.storescu("RESEARCH", files[3]); err != nil || !strings.Contains(out, "Received Store Response (Success)") {
+		t.Fatalf("de-identified store-and-forward: %v\n%s", err, out)
+	}
+	queued, _ := filepath.Glob(filepath.Join(e.dir, "spool", "pacs", "queue", "*.dcm"))
+	if len(queued) != 1 {
+		t.Fatalf("queue holds %d files, want the de-identified instance", len(queued))
+	}
+	b, err := os.ReadFile(queued[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, origUID, _ := testpeer.SplitPart10(mustRead(t, files[3]))
+	if bytes.Contains(b, []byte("PAT-FULL-1")) || bytes.Contains(b, []byte(origUID)) {
+		t.Fatalf("the spooled instance still holds the original Patient ID or SOP Instance UID")
+	}
+	for _, fn := range []string{queued[0], filepath.Dir(queued[0])} {
+		if fi, _ := os.Stat(fn); fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s is %v: the spool must be private (0600/0700)", fn, fi.Mode().Perm())
+		}
+	}
+
+	// Expiry: past max_age the instance moves to expired/, audited.
+	waitUntil(t, "spool.expired", func() bool { return len(e.records("spool.expired")) == 1 })
+	if x, _ := filepath.Glob(filepath.Join(e.dir, "spool", "pacs", "expired", "*.dcm")); len(x) != 1 {
+		t.Fatalf("expired/ holds %d files, want 1", len(x))
+	}
+	// Purge while the edge runs: the edge does it and audits it.
+	code, out := e.cli("spool", "purge", "--config", e.config, "--backend", "pacs")
+	if code != 0 || !strings.Contains(out, "1 instances purged") {
+		t.Fatalf("spool purge: exit %d\n%s", code, out)
+	}
+	if n := len(e.records("spool.purged")); n != 1 {
+		t.Fatalf("%d spool.purged records, want 1", n)
+	}
+	_ = e.proc.Cmd.Process.Signal(syscall.SIGTERM)
+	<-e.proc.Done()
+	if code, out := e.cli("audit", "verify", "--file", e.audit); code != 0 {
+		t.Fatalf("audit verify: exit %d\n%s", code, out)
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
