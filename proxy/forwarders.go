@@ -86,6 +86,9 @@ func (s *Server) syncForwarders(cfg *policy.Config) {
 			log.Error("cannot forward to backend", "backend", name, "error", err)
 			continue
 		}
+		for _, r := range []string{spool.ResultDelivered, spool.ResultFailed, spool.ResultRetry} {
+			s.Metrics.ForwardTotal.WithLabelValues(name, r) // exported from the start at 0
+		}
 		ctx, cancel := context.WithCancel(context.Background())
 		run := &forwarderRun{cancel: cancel, done: make(chan struct{})}
 		fw := &spool.Forwarder{Spool: s.Spool, Backend: name, Sender: sender, Logger: log,

@@ -65,10 +65,6 @@ purge  removes instances (queued, failed/ and expired/; --older-than keeps
        newer ones), each audited as spool.purged. While the edge runs it holds
        the audit log: the purge is then done, and audited, by the edge.`,
 	}
-	pf := cmd.PersistentFlags()
-	pf.StringVar(&o.config, "config", "policy.hcl", "configuration and policy file")
-	pf.StringVar(&o.backend, "backend", "", "only this backend (default: every backend)")
-	pf.DurationVar(&o.olderThan, "older-than", 0, "only instances received longer ago than this (e.g. 72h)")
 	list := &cobra.Command{Use: "list", Short: "per backend: depth, bytes, oldest, last error", Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error { return spoolList(c.OutOrStdout(), c.ErrOrStderr(), o) }}
 	retry := &cobra.Command{Use: "retry", Short: "move failed/ back into the queue", Args: cobra.NoArgs,
@@ -76,6 +72,11 @@ purge  removes instances (queued, failed/ and expired/; --older-than keeps
 	retry.Flags().BoolVar(&o.expired, "expired", false, "move expired/ back too")
 	purge := &cobra.Command{Use: "purge", Short: "remove instances (audited)", Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error { return spoolPurge(c.OutOrStdout(), c.ErrOrStderr(), o) }}
+	for _, c := range []*cobra.Command{list, retry, purge} {
+		c.Flags().StringVar(&o.config, "config", "policy.hcl", "configuration and policy file")
+		c.Flags().StringVar(&o.backend, "backend", "", "only this backend (default: every backend)")
+	}
+	purge.Flags().DurationVar(&o.olderThan, "older-than", 0, "only instances received longer ago than this (e.g. 72h)")
 	cmd.AddCommand(list, retry, purge)
 	return cmd
 }
