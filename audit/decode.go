@@ -262,6 +262,28 @@ func (d *eventDecoder) event(e *Event) bool {
 				}
 				return false
 			})
+		case "deidentified":
+			if e.Deidentified == nil {
+				e.Deidentified = &Deidentified{}
+			}
+			x := e.Deidentified
+			return d.object(func(key []byte) bool {
+				switch string(key) {
+				case "profile":
+					return d.str(&x.Profile)
+				case "study_uid":
+					return d.str(&x.StudyUID)
+				case "series_uid":
+					return d.str(&x.SeriesUID)
+				case "sop_instance":
+					return d.str(&x.SOPInstance)
+				case "patient_pseudonym":
+					return d.str(&x.PatientPseudonym)
+				case "original_series_uid":
+					return d.str(&x.OriginalSeries)
+				}
+				return false
+			})
 		case "result":
 			return d.int(&e.Result)
 		case "source":

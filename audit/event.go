@@ -93,6 +93,8 @@ type Event struct {
 	Bytes           int64  `json:"bytes,omitempty"`
 	MS              int64  `json:"ms,omitempty"`
 	Allowed         *bool  `json:"allowed,omitempty"`
+	// Deidentified: on a de-identifying rule, what the instance became.
+	Deidentified *Deidentified `json:"deidentified,omitempty"`
 
 	// association.released / association.aborted
 	BytesIn     int64  `json:"bytes_in,omitempty"`
@@ -106,6 +108,18 @@ type Event struct {
 	// written, when set, is closed once the record is in the file
 	// (LogWritten).
 	written chan struct{}
+}
+
+// Deidentified is what a de-identified instance became (docs/deidentify.md):
+// with the record's sop_instance, study_uid and patient_id (the originals),
+// the way back from what a recipient reports to the hospital's study.
+type Deidentified struct {
+	Profile          string `json:"profile,omitempty"`
+	StudyUID         string `json:"study_uid,omitempty"`
+	SeriesUID        string `json:"series_uid,omitempty"`
+	SOPInstance      string `json:"sop_instance,omitempty"`
+	PatientPseudonym string `json:"patient_pseudonym,omitempty"`
+	OriginalSeries   string `json:"original_series_uid,omitempty"`
 }
 
 // Bool returns a pointer to b, for Event.Allowed.
@@ -201,6 +215,20 @@ func (e *Event) appendJSON(b []byte) []byte {
 	if e.Allowed != nil {
 		b = append(b, `,"allowed":`...)
 		b = strconv.AppendBool(b, *e.Allowed)
+	}
+	if d := e.Deidentified; d != nil {
+		b = append(b, `,"deidentified":{`...)
+		n := len(b)
+		b = optString(b, "profile", d.Profile)
+		b = optString(b, "study_uid", d.StudyUID)
+		b = optString(b, "series_uid", d.SeriesUID)
+		b = optString(b, "sop_instance", d.SOPInstance)
+		b = optString(b, "patient_pseudonym", d.PatientPseudonym)
+		b = optString(b, "original_series_uid", d.OriginalSeries)
+		if len(b) > n {
+			b = append(b[:n], b[n+1:]...)
+		}
+		b = append(b, '}')
 	}
 	b = intIf(b, "bytes_in", e.BytesIn, ended)
 	b = intIf(b, "bytes_out", e.BytesOut, ended)

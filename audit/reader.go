@@ -78,6 +78,18 @@ type Filter struct {
 	Listener     string // the listener's name
 	Event        string // e.g. "dimse", "association.*"
 	Decision     string // see Decision; also "accept", "rejected", "refused", ...
+	// UID matches a record naming it as its SOP instance, study or (on a
+	// de-identified record) any replaced UID: original or replacement.
+	UID string
+}
+
+// namesUID reports whether e names uid, original or replaced.
+func namesUID(e *Event, uid string) bool {
+	if e.SOPInstance == uid || e.StudyUID == uid {
+		return true
+	}
+	d := e.Deidentified
+	return d != nil && (d.StudyUID == uid || d.SeriesUID == uid || d.SOPInstance == uid || d.OriginalSeries == uid)
 }
 
 // Decision names what the edge decided for e: the action ("relay" or
@@ -125,6 +137,9 @@ func (f *Filter) match(e *Event) bool {
 		return false
 	}
 	if f.Listener != "" && !glob(f.Listener, e.Listener) {
+		return false
+	}
+	if f.UID != "" && !namesUID(e, strings.TrimSpace(f.UID)) {
 		return false
 	}
 	if f.Decision != "" {

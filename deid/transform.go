@@ -488,6 +488,11 @@ func (r *rewriteSink) element(w *walker, e *elem) error {
 		case act == Verbatim || frags:
 			r.emit(e.raw...)
 			r.stack = append(r.stack, outFrame{raw: true})
+		case act == Dummy:
+			// A dummy sequence: one empty item, nothing of the original.
+			r.header(e, undefinedLength)
+			r.emit(0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0, 0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0)
+			r.stack = append(r.stack, outFrame{drop: true})
 		default:
 			// The sequence is entered and cleaned by the table: written
 			// with undefined length, so nothing need be held to count it

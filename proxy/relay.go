@@ -265,6 +265,9 @@ func (r *relay) accepted(rq *association.AssociateRQ, ac *association.AssociateA
 		// answer must reach the edge again, not the backend it cannot call.
 		icfg.Filter = retrieveAEFilter(r.d.Backend.AETitle, called)
 	}
+	if d := r.d.Deidentify; d != nil {
+		icfg.Deidentify = d.Profile
+	}
 	r.insp = inspect.New(icfg)
 	r.trace = c.log.IsTrace()
 	r.touch()

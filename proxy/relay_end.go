@@ -191,6 +191,10 @@ func (r *relay) auditOps(recs []inspect.Record) {
 			e.PatientID = c.s.Audit.PatientID(rec.PatientID) // "" with patient_ids = "omit"
 		}
 		e.StudyUID = rec.StudyUID
+		if d := rec.Deidentified; d != nil {
+			e.Deidentified = &audit.Deidentified{Profile: d.Profile, StudyUID: d.StudyUID, SeriesUID: d.SeriesUID,
+				SOPInstance: d.SOPInstance, PatientPseudonym: d.Pseudonym, OriginalSeries: d.OriginalSeriesUID}
+		}
 		c.s.auditEvent(e)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"slices"
 
 	"github.com/dicomedge/dicomedge/association"
+	"github.com/dicomedge/dicomedge/deid"
 	"github.com/dicomedge/dicomedge/policy"
 	"github.com/dicomedge/dicomedge/proxy/inspect"
 )
@@ -30,9 +31,19 @@ func backendRQ(rq *association.AssociateRQ, d *policy.Decision, calledAE string,
 			removed[pc.ID] = true
 			continue
 		}
+		ts := pc.TransferSyntaxes
+		if d.Deidentify != nil {
+			// The transform rewrites only what it parses: deflated and big
+			// endian data sets are not offered to the backend.
+			ts = slices.DeleteFunc(slices.Clone(ts), func(s string) bool { return !deid.Supported(s) })
+			if len(ts) == 0 {
+				removed[pc.ID] = true
+				continue
+			}
+		}
 		kept[pc.AbstractSyntax] = true
 		brq.PresentationContexts = append(brq.PresentationContexts, association.PresentationContextRQ{
-			ID: pc.ID, AbstractSyntax: pc.AbstractSyntax, TransferSyntaxes: pc.TransferSyntaxes})
+			ID: pc.ID, AbstractSyntax: pc.AbstractSyntax, TransferSyntaxes: ts})
 	}
 	ui := &rq.UserInfo
 	bui := &brq.UserInfo

@@ -92,11 +92,11 @@ func TestRFC2136ZoneBIND(t *testing.T) {
 // real BIND9 by TSIG-signed RFC 2136 update, Pebble validates them by asking
 // that BIND (pebble -dnsserver), and certmagic's own propagation check asks
 // it too. The edge serves the certificate to a client asking for
-// a.edge.test (SNI) and to one sending no SNI, renews it by DNS-01 again,
-// and cleans the challenge records up.
+// a.edge.test (SNI) and to one sending no SNI, renews it by DNS-01 again
+// after a reload rotated the TSIG key, and cleans the challenge records up.
 func TestACMEPebbleDNS01BIND(t *testing.T) {
 	testpeer.Require(t, "pebble", "openssl")
-	b := testpeer.StartBIND(t, "edge.test.")
+	b := testpeer.StartBIND(t, "edge.test.", "dicomedge-acme-2")
 	peb := startPebbleDNS(t, testpeer.FreePort(t), testpeer.FreePort(t), 40*time.Second, b.Addr)
 	clients := testpeer.NewPKI(t, "client-ca")
 	cert, key := clients.Issue(t, "modality", testpeer.CertOptions{CN: "ct1.clinic-a.example.org"})
@@ -166,19 +166,33 @@ func TestACMEPebbleDNS01BIND(t *testing.T) {
 	}
 	srv.next(t)
 
+	// The TSIG key is rotated by a reload (SIGHUP): the renewal's updates
+	// are signed with the new key, without a restart.
+	rotated := cfg
+	acme := *cfg.ACME
+	acme.DNS = dnsConfigFor(b)
+	acme.DNS.KeyName, acme.DNS.KeySecret = "dicomedge-acme-2.", b.Extra["dicomedge-acme-2."]
+	rotated.ACME = &acme
+	if err := l.Reload(rotated); err != nil {
+		t.Fatalf("reload with a rotated TSIG key: %v", err)
+	}
+	byNewKey := func() int {
+		return strings.Count(b.Proc.Output(), "/key dicomedge-acme-2: updating zone 'edge.test/IN': adding an RR")
+	}
+
 	// The renewal solves DNS-01 through BIND again. Pebble reuses a valid
 	// authorization for about one order in a hundred even with
 	// PEBBLE_AUTHZREUSE=0; the next renewal (every ~12 s) validates anew.
 	updates := bindUpdates(b, challenge)
 	deadline := time.Now().Add(60 * time.Second)
-	for renewals.Load() == 0 || !l.CertificateNotAfter().After(first) || bindUpdates(b, challenge) <= updates {
+	for renewals.Load() == 0 || !l.CertificateNotAfter().After(first) || bindUpdates(b, challenge) <= updates || byNewKey() == 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("no renewal by DNS-01 within 60s (renewals %d, NotAfter %v -> %v, BIND TXT updates %d -> %d)\npebble:\n%s",
-				renewals.Load(), first, l.CertificateNotAfter(), updates, bindUpdates(b, challenge), peb.proc.Output())
+			t.Fatalf("no renewal by DNS-01 with the rotated key within 60s (renewals %d, NotAfter %v -> %v, BIND TXT updates %d -> %d, by the new key %d)\npebble:\n%s\nnamed:\n%s",
+				renewals.Load(), first, l.CertificateNotAfter(), updates, bindUpdates(b, challenge), byNewKey(), peb.proc.Output(), b.Proc.Output())
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	t.Logf("renewed by DNS-01: NotAfter %v -> %v; BIND TXT updates %d -> %d", first, l.CertificateNotAfter(), updates, bindUpdates(b, challenge))
+	t.Logf("renewed by DNS-01: NotAfter %v -> %v; BIND TXT updates %d -> %d (%d by the rotated key)", first, l.CertificateNotAfter(), updates, bindUpdates(b, challenge), byNewKey())
 	c, err := dial(srv.addr, &tls.Config{RootCAs: pool(t, root), ServerName: "a.edge.test",
 		Certificates: []tls.Certificate{keyPair(t, cert, key)}})
 	if err != nil {

@@ -3,12 +3,8 @@ package tlslayer
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
-	"io"
 	"net"
-	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -43,15 +39,16 @@ func fakeDNS(t *testing.T) string {
 	return pc.LocalAddr().String()
 }
 
+// pebble is testpeer's Pebble under the names these tests use.
 type pebble struct {
 	dir, mgmt string
 	httpsCA   string // the CA of Pebble's own HTTPS certificate
 	proc      *testpeer.Process
+	p         *testpeer.Pebble
 }
 
-// issued counts the certificates Pebble has issued so far (its log line
-// "Issued certificate serial ... for order ...").
-func (p *pebble) issued() int { return strings.Count(p.proc.Output(), "Issued certificate serial") }
+// issued counts the certificates Pebble has issued so far.
+func (p *pebble) issued() int { return p.p.Issued() }
 
 // startPebble runs Debian's pebble with real challenge validation: its
 // TLS-ALPN-01 port is tlsPort on loopback, where the test puts the edge.
@@ -64,52 +61,12 @@ func startPebble(t *testing.T, tlsPort, httpPort int, validity time.Duration) *p
 // dnsServer (host:port) for A, AAAA and DNS-01's TXT records.
 func startPebbleDNS(t *testing.T, tlsPort, httpPort int, validity time.Duration, dnsServer string) *pebble {
 	t.Helper()
-	testpeer.Require(t, "pebble", "openssl")
-	https := testpeer.NewPKI(t, "pebble-https-ca")
-	cert, key := https.Issue(t, "pebble", testpeer.CertOptions{CN: "localhost", DNS: []string{"localhost"}, IPs: []string{"127.0.0.1"}, Server: true})
-	listen, mgmt := testpeer.FreeAddr(t), testpeer.FreeAddr(t)
-	conf := map[string]any{"pebble": map[string]any{
-		"listenAddress": listen, "managementListenAddress": mgmt,
-		"certificate": cert, "privateKey": key,
-		"httpPort": httpPort, "tlsPort": tlsPort,
-		"ocspResponderURL": "", "externalAccountBindingRequired": false,
-		"certificateValidityPeriod": int(validity / time.Second),
-	}}
-	b, _ := json.Marshal(conf)
-	confPath := filepath.Join(t.TempDir(), "pebble.json")
-	if err := os.WriteFile(confPath, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// No random validation sleeps, no artificial nonce rejections, and no
-	// authorization reuse: the renewal must solve a fresh challenge.
-	t.Setenv("PEBBLE_VA_NOSLEEP", "1")
-	t.Setenv("PEBBLE_WFE_NONCEREJECT", "0")
-	t.Setenv("PEBBLE_AUTHZREUSE", "0")
-	p := testpeer.Start(t, "pebble", "-config", confPath, "-dnsserver", dnsServer)
-	testpeer.WaitListening(t, listen, testpeer.StartupTimeout, p)
-	testpeer.WaitListening(t, mgmt, testpeer.StartupTimeout, p)
-	return &pebble{dir: "https://" + listen + "/dir", mgmt: mgmt, httpsCA: https.CACert, proc: p}
+	p := testpeer.StartPebble(t, testpeer.PebbleOptions{TLSPort: tlsPort, HTTPPort: httpPort, DNSServer: dnsServer, Validity: validity})
+	return &pebble{dir: p.Directory, mgmt: p.Mgmt, httpsCA: p.HTTPSCA, proc: p.Proc, p: p}
 }
 
 // root fetches the root that signs Pebble's issued certificates.
-func (p *pebble) root(t *testing.T) string {
-	t.Helper()
-	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool(t, p.httpsCA)}}}
-	resp, err := hc.Get("https://" + p.mgmt + "/roots/0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("pebble root: %d %v", resp.StatusCode, err)
-	}
-	path := filepath.Join(t.TempDir(), "pebble-root.pem")
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
+func (p *pebble) root(t *testing.T) string { return p.p.Root(t) }
 
 // TestACMEPebble: the edge certificate comes from Pebble over real
 // TLS-ALPN-01 validation (the first order at start through certmagic's own

@@ -36,7 +36,7 @@ type auditOpts struct {
 	file, config                          string
 	since, until                          string
 	client, callingAE, calledAE, listener string
-	event, decision                       string
+	event, decision, uid                  string
 	json, follow                          bool
 	allowMissingAnchor                    bool // verify
 }
@@ -98,6 +98,7 @@ func filterFlags(cmd *cobra.Command, o *auditOpts) {
 	f.StringVar(&o.listener, "listener", "", "name of the listener the connection arrived on, e.g. edge or inside")
 	f.StringVar(&o.event, "event", "", "event name, e.g. dimse, association.*, tls.failed")
 	f.StringVar(&o.decision, "decision", "", "relay, answer, accept, reject, allow or refuse")
+	f.StringVar(&o.uid, "uid", "", "a SOP Instance, Series or Study UID, original or replaced by de-identification")
 }
 
 // logFile resolves which file to read: --file, or the log serve writes with
@@ -172,7 +173,7 @@ func (o *auditOpts) selection() (string, audit.Filter, error) {
 func (o *auditOpts) filter() (audit.Filter, error) {
 	f := audit.Filter{
 		Client: o.client, CallingAE: o.callingAE, CalledAE: o.calledAE, Listener: o.listener,
-		Event: o.event, Decision: o.decision,
+		Event: o.event, Decision: o.decision, UID: o.uid,
 	}
 	var err error
 	if f.Since, err = parseWhen(o.since); err != nil {

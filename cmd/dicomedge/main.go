@@ -49,6 +49,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newVersionCmd(),
 		newSpoolCmd(),
 		newAdminCmd(),
+		newDeidentifyCmd(),
 	)
 	return root
 }

@@ -251,6 +251,10 @@ func writeExplanation(w io.Writer, in *policy.Input, e policy.Explanation) {
 			fmt.Fprintf(w, "  backend %s (%s, AE %s); services: %s; sop_classes: %s; move_destinations: %s\n",
 				d.Backend.Name, d.Backend.Address, d.Backend.AETitle,
 				listOr(d.Services, "all"), listOr(d.SOPClasses, "all"), listOr(d.MoveDestinations, "none"))
+			if d.Deidentify != nil && d.Deidentify.Profile != nil {
+				// What leaves is de-identified (docs/deidentify.md): say by which block.
+				fmt.Fprintf(w, "  deidentify: %s (%s)\n", d.Deidentify.Name, d.Deidentify.Profile.Describe())
+			}
 		}
 	}
 	if len(earlier) > 0 {

@@ -23,7 +23,10 @@ type BIND struct {
 	KeyAlg  string // "hmac-sha256"
 	Secret  string // base64
 	KeyFile string // tsig-keygen's output: key "dicomedge-acme" { algorithm ...; secret "..."; };
-	Proc    *Process
+	// Extra holds the secrets of the further keys StartBIND was asked for
+	// (by name, fully qualified), each allowed the same updates.
+	Extra map[string]string
+	Proc  *Process
 }
 
 // sbin finds a tool that Debian installs in /usr/sbin, which a non-root
@@ -49,20 +52,32 @@ var secretRE = regexp.MustCompile(`secret\s+"([^"]+)"`)
 // an NS and ns1 at 127.0.0.1, updatable (TXT records under the zone only)
 // by a fresh hmac-sha256 key from tsig-keygen. Recursion is off: it answers
 // for its zone and nothing else, so nothing it serves leaves the machine.
-func StartBIND(t testing.TB, zone string) *BIND {
+// extraKeys names further keys to make (e.g. to rotate to).
+func StartBIND(t testing.TB, zone string, extraKeys ...string) *BIND {
 	t.Helper()
 	named, keygen := sbin(t, "named"), sbin(t, "tsig-keygen")
 	zone = dns.Fqdn(zone)
 	dir := t.TempDir()
-	b := &BIND{Zone: zone, KeyName: "dicomedge-acme.", KeyAlg: "hmac-sha256", KeyFile: filepath.Join(dir, "tsig.key")}
-	out, err := exec.Command(keygen, "-a", b.KeyAlg, "dicomedge-acme").CombinedOutput()
-	m := secretRE.FindSubmatch(out)
-	if err != nil || m == nil {
-		t.Fatalf("tsig-keygen: %v\n%s", err, out)
-	}
-	b.Secret = string(m[1])
-	if err := os.WriteFile(b.KeyFile, out, 0o600); err != nil {
-		t.Fatal(err)
+	b := &BIND{Zone: zone, KeyName: "dicomedge-acme.", KeyAlg: "hmac-sha256", KeyFile: filepath.Join(dir, "tsig.key"),
+		Extra: map[string]string{}}
+	var includes, grants string
+	for i, name := range append([]string{"dicomedge-acme"}, extraKeys...) {
+		out, err := exec.Command(keygen, "-a", b.KeyAlg, name).CombinedOutput()
+		m := secretRE.FindSubmatch(out)
+		if err != nil || m == nil {
+			t.Fatalf("tsig-keygen: %v\n%s", err, out)
+		}
+		file := filepath.Join(dir, fmt.Sprintf("tsig%d.key", i))
+		if i == 0 {
+			b.Secret, file = string(m[1]), b.KeyFile
+		} else {
+			b.Extra[dns.Fqdn(name)] = string(m[1])
+		}
+		if err := os.WriteFile(file, out, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		includes += fmt.Sprintf("include %q;\n", file)
+		grants += fmt.Sprintf(" grant %s zonesub TXT;", dns.Fqdn(name))
 	}
 	zoneFile := fmt.Sprintf(`$TTL 60
 @   IN SOA ns1.%[1]s hostmaster.%[1]s 1 60 60 3600 1
@@ -78,8 +93,7 @@ ns1 IN A   127.0.0.1
 	}
 	for attempt := 0; ; attempt++ {
 		port := FreePort(t)
-		conf := fmt.Sprintf(`include "%[1]s/tsig.key";
-options {
+		conf := fmt.Sprintf(`%[4]soptions {
 	directory "%[1]s";
 	pid-file "%[1]s/named.pid";
 	session-keyfile "%[1]s/session.key";
@@ -94,9 +108,9 @@ controls { };
 zone "%[3]s" {
 	type primary;
 	file "%[1]s/zone.db";
-	update-policy { grant dicomedge-acme. zonesub TXT; };
+	update-policy {%[5]s };
 };
-`, dir, port, zone)
+`, dir, port, zone, includes, grants)
 		confPath := filepath.Join(dir, "named.conf")
 		if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 			t.Fatal(err)

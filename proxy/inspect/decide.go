@@ -7,6 +7,7 @@ import (
 
 	"github.com/dicomedge/dicomedge/association"
 	"github.com/dicomedge/dicomedge/association/dimse"
+	"github.com/dicomedge/dicomedge/deid"
 )
 
 // decision is what becomes of a whole command's message.
@@ -15,6 +16,8 @@ type decision struct {
 	next    State      // the stream's state after the command
 	op      *op        // the request whose data set follows, if any
 	filter  DataFilter // rewrites the data set that follows, if any
+	deid    *deidOp    // de-identifies the data set that follows, if any
+	command []byte     // the command set to send instead of the one received
 }
 
 // decide judges a complete command from st's side on ctx.
@@ -122,6 +125,8 @@ func (in *Inspector) request(st *stream, ctx *Context, cmd *dimse.Command) (deci
 		status = dimse.StatusSOPClassNotSupported
 		why = fmt.Sprintf("SOP class %q is not the abstract syntax %q of presentation context %d",
 			cmd.AffectedSOPClassUID, ctx.AbstractSyntax, ctx.ID)
+	case in.cfg.Deidentify != nil && cmd.CommandField == dimse.CStoreRQ && !deid.Supported(ctx.TransferSyntax):
+		status, why = statusCannotUnderstand, fmt.Sprintf("data sets in transfer syntax %s cannot be de-identified", ctx.TransferSyntax)
 	case in.ledger.outstanding(Requestor, cmd.MessageID):
 		// PS3.7 C.5.6: a Message ID already outstanding is a duplicate
 		// invocation; forwarding it would hide one operation from the audit.
@@ -144,6 +149,11 @@ func (in *Inspector) request(st *stream, ctx *Context, cmd *dimse.Command) (deci
 	d := decision{forward: true, next: next(cmd, InDataSet), filter: in.filterFor(st, cmd, ctx)}
 	if cmd.HasDataSet() {
 		d.op = o
+	}
+	if in.cfg.Deidentify != nil && cmd.CommandField == dimse.CStoreRQ && cmd.HasDataSet() {
+		// Held until the transform has judged the data set's header.
+		d.forward, d.filter = false, nil
+		d.deid, _ = in.deidStart(st, ctx, cmd, o)
 	}
 	return d, nil
 }
@@ -260,6 +270,10 @@ func (in *Inspector) response(st *stream, ctx *Context, cmd *dimse.Command) (dec
 	if v := dataSetAsDefined(st, cmd); v != nil {
 		return decision{}, v
 	}
+	var rewritten []byte
+	if o.field == dimse.CStoreRQ {
+		rewritten = restoreUID(o, cmd)
+	}
 	if dimse.ClassOf(cmd.Status) != dimse.ClassPending {
 		in.ledger.take(o.from, o.rec.MessageID)
 		o.responded, o.status = true, cmd.Status
@@ -267,7 +281,7 @@ func (in *Inspector) response(st *stream, ctx *Context, cmd *dimse.Command) (dec
 			in.ledger.record(st, o, true, in.cfg.Now())
 		}
 	}
-	return decision{forward: true, next: next(cmd, InDataSet), filter: in.filterFor(st, cmd, ctx)}, nil
+	return decision{forward: true, next: next(cmd, InDataSet), filter: in.filterFor(st, cmd, ctx), command: rewritten}, nil
 }
 
 // subOperationOf says which C-GET a C-STORE-RQ of the acceptor belongs

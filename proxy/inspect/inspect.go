@@ -7,6 +7,7 @@ import (
 
 	"github.com/dicomedge/dicomedge/association"
 	"github.com/dicomedge/dicomedge/association/dimse"
+	"github.com/dicomedge/dicomedge/deid"
 )
 
 // Side is one end of the association.
@@ -89,6 +90,9 @@ type Config struct {
 	// way across (e.g. an attribute rewritten in C-FIND responses); nil
 	// or a nil DataFilter forwards data sets unchanged.
 	Filter func(from Side, cmd *dimse.Command, ctx Context) DataFilter
+	// Deidentify, when set, de-identifies every C-STORE data set of the
+	// requestor by this profile (docs/deidentify.md).
+	Deidentify *deid.Profile
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 }

@@ -26,6 +26,8 @@ type Record struct {
 	Allowed         bool
 	Detail          string // e.g. which C-GET a sub-operation belongs to
 	Unanswered      bool   // a request of the acceptor side the requestor never answered
+	// Deidentified: what the instance became on a de-identifying rule.
+	Deidentified *Deidentified
 }
 
 // StatusHex is Status as the audit writes it (0x%04X), empty without one.
@@ -61,6 +63,7 @@ type op struct {
 	responded bool
 	status    uint16
 	audited   bool // its record is written
+	deid      *deidOp
 }
 
 // ledger holds the requests each side has outstanding, by message ID

@@ -83,6 +83,7 @@ type stream struct {
 	frags  int        // held fragments
 	op     *op        // the request whose data set is passing (InDataSet), or nil
 	filter DataFilter // rewrites the passing data set, or nil
+	deid   *deidOp    // de-identifies the passing data set, or nil
 
 	// The verdict for the PDU being judged.
 	in      []byte // the PDU
@@ -239,6 +240,9 @@ func judgeCommand(in *Inspector, st *stream, p association.PDV) *Violation {
 		return v
 	}
 	switch {
+	case d.command != nil:
+		st.change()
+		st.fwd.command(ctx.ID, d.command)
 	case d.forward && fragmented:
 		st.change()
 		st.fwd.command(ctx.ID, data)
@@ -248,7 +252,7 @@ func judgeCommand(in *Inspector, st *stream, p association.PDV) *Violation {
 		st.change()
 	}
 	st.dropHeld()
-	st.state, st.ctx, st.op, st.filter = d.next, ctx.ID, d.op, d.filter
+	st.state, st.ctx, st.op, st.filter, st.deid = d.next, ctx.ID, d.op, d.filter, d.deid
 	return nil
 }
 
@@ -287,7 +291,11 @@ func forwardData(in *Inspector, st *stream, p association.PDV) *Violation {
 			}
 		}
 	}
-	if st.filter != nil {
+	if st.deid != nil {
+		if v := in.deidData(st, p); v != nil || st.deid == nil {
+			return v // a violation, or the instance was refused
+		}
+	} else if st.filter != nil {
 		st.scratch = st.filter.Filter(st.scratch[:0], p.Data, p.Last)
 		st.change()
 		if len(st.scratch) > 0 || p.Last {
@@ -300,7 +308,7 @@ func forwardData(in *Inspector, st *stream, p association.PDV) *Violation {
 		if op := st.op; op != nil {
 			in.ledger.dataDone(st, op, in.cfg.Now())
 		}
-		st.state, st.op, st.filter = AwaitCommand, nil, nil
+		st.state, st.op, st.filter, st.deid = AwaitCommand, nil, nil, nil
 	}
 	return nil
 }

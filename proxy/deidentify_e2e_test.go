@@ -1,0 +1,345 @@
+package proxy
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dicomedge/dicomedge/audit"
+	"github.com/dicomedge/dicomedge/deid"
+	"github.com/dicomedge/dicomedge/internal/testpeer"
+)
+
+// leakFile is a CT instance with a distinct marker in every attribute of
+// PS3.15 Table E.1-1 the basic profile does not keep (string values carry
+// "LK" and the tag; sequences a UID of their own), in private elements,
+// and all of it again two sequences deep.
+type leakFile struct {
+	study, series, sop string
+	markers            []string
+	pixels             []byte
+	pathCache          string // the Part 10 file
+}
+
+func leakElement(b []byte, tag uint32, vr string, v []byte) []byte {
+	if len(v)%2 == 1 {
+		pad := byte(' ')
+		if vr == "UI" || vr == "OB" || vr == "UN" {
+			pad = 0
+		}
+		v = append(append([]byte{}, v...), pad)
+	}
+	b = binary.LittleEndian.AppendUint16(b, uint16(tag>>16))
+	b = binary.LittleEndian.AppendUint16(b, uint16(tag))
+	b = append(b, vr...)
+	switch vr {
+	case "OB", "OW", "UN", "SQ", "UT", "UC", "UR", "OF", "OD", "OL", "OV", "SV", "UV":
+		b = append(b, 0, 0)
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(v)))
+	default:
+		b = binary.LittleEndian.AppendUint16(b, uint16(len(v)))
+	}
+	return append(b, v...)
+}
+
+func leakSequence(b []byte, tag uint32, item []byte) []byte {
+	b = binary.LittleEndian.AppendUint16(b, uint16(tag>>16))
+	b = binary.LittleEndian.AppendUint16(b, uint16(tag))
+	b = append(b, 'S', 'Q', 0, 0, 0xff, 0xff, 0xff, 0xff, 0xfe, 0xff, 0, 0xe0, 0xff, 0xff, 0xff, 0xff)
+	b = append(b, item...)
+	return append(b, 0xfe, 0xff, 0x0d, 0xe0, 0, 0, 0, 0, 0xfe, 0xff, 0xdd, 0xe0, 0, 0, 0, 0)
+}
+
+// skipPlant: attributes that must carry real values for the instance to be
+// one (or that the profile writes itself).
+var skipPlant = map[uint32]bool{
+	0x00080018: true, 0x0020000D: true, 0x0020000E: true, // set below, checked as UIDs
+	0x00120062: true, 0x00120063: true, 0x00120064: true, 0x00280303: true, 0x00420011: true,
+}
+
+func makeLeakFile(t *testing.T, seed string) *leakFile {
+	t.Helper()
+	f := &leakFile{study: "1.2.826.0.1.3680043.10.543." + seed + ".1", series: "1.2.826.0.1.3680043.10.543." + seed + ".2",
+		sop: "1.2.826.0.1.3680043.10.543." + seed + ".3", pixels: make([]byte, 64*64*2)}
+	if _, err := rand.Read(f.pixels); err != nil {
+		t.Fatal(err)
+	}
+	type el struct {
+		tag uint32
+		b   []byte
+	}
+	var planted []el
+	n := 0
+	for _, r := range deid.Table() {
+		if r.Mask != 0xffffffff || r.Tag>>16 == 0 || skipPlant[r.Tag] {
+			continue
+		}
+		vr := deid.VROf(r.Tag)
+		var b []byte
+		switch vr {
+		case "SQ":
+			n++
+			uid := fmt.Sprintf("1.2.826.0.1.3680043.10.544.%s.%d", seed, n)
+			f.markers = append(f.markers, uid)
+			b = leakSequence(nil, r.Tag, leakElement(nil, 0x00081155, "UI", []byte(uid)))
+		case "UI":
+			n++
+			uid := fmt.Sprintf("1.2.826.0.1.3680043.10.545.%s.%d", seed, n)
+			f.markers = append(f.markers, uid)
+			b = leakElement(nil, r.Tag, vr, []byte(uid))
+		case "OB", "OW", "UN", "AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UR", "UT":
+			m := fmt.Sprintf("LK%s%08X", seed, r.Tag)
+			f.markers = append(f.markers, m)
+			b = leakElement(nil, r.Tag, vr, []byte(m))
+		default:
+			continue // binary numbers: too short for a distinct marker
+		}
+		planted = append(planted, el{r.Tag, b})
+	}
+	priv := fmt.Sprintf("LKPRIV%sVALUE", seed)
+	f.markers = append(f.markers, priv, "LKPRIVCREATOR")
+	planted = append(planted, el{0x00090010, leakElement(nil, 0x00090010, "LO", []byte("LKPRIVCREATOR"))},
+		el{0x00091001, leakElement(nil, 0x00091001, "LO", []byte(priv))})
+	sort.Slice(planted, func(i, j int) bool { return planted[i].tag < planted[j].tag })
+	var inner []byte
+	for _, e := range planted {
+		inner = append(inner, e.b...)
+	}
+	// Two sequences deep: Language Code Sequence > Equivalent Code Sequence,
+	// neither of which the table lists, so both are entered.
+	nested := leakSequence(nil, 0x00080006, leakSequence(nil, 0x00080121, inner))
+	top := append([]el{}, planted...)
+	top = append(top, el{0x00080006, nested},
+		el{0x00080016, leakElement(nil, 0x00080016, "UI", []byte("1.2.840.10008.5.1.4.1.1.2"))},
+		el{0x00080018, leakElement(nil, 0x00080018, "UI", []byte(f.sop))},
+		el{0x0020000D, leakElement(nil, 0x0020000D, "UI", []byte(f.study))},
+		el{0x0020000E, leakElement(nil, 0x0020000E, "UI", []byte(f.series))},
+		el{0x00280002, leakElement(nil, 0x00280002, "US", []byte{1, 0})},
+		el{0x00280004, leakElement(nil, 0x00280004, "CS", []byte("MONOCHROME2"))},
+		el{0x00280010, leakElement(nil, 0x00280010, "US", []byte{64, 0})},
+		el{0x00280011, leakElement(nil, 0x00280011, "US", []byte{64, 0})},
+		el{0x00280100, leakElement(nil, 0x00280100, "US", []byte{16, 0})},
+		el{0x00280101, leakElement(nil, 0x00280101, "US", []byte{16, 0})},
+		el{0x00280102, leakElement(nil, 0x00280102, "US", []byte{15, 0})},
+		el{0x00280103, leakElement(nil, 0x00280103, "US", []byte{0, 0})},
+		el{0x7FE00010, leakElement(nil, 0x7FE00010, "OW", f.pixels)})
+	sort.SliceStable(top, func(i, j int) bool { return top[i].tag < top[j].tag })
+	var dataset []byte
+	for i, e := range top {
+		if i > 0 && top[i-1].tag == e.tag {
+			continue // a table attribute set below (e.g. photometric data): the real value wins
+		}
+		dataset = append(dataset, e.b...)
+	}
+	f.markers = append(f.markers, f.study, f.series, f.sop)
+	return f.write(t, dataset)
+}
+
+func (f *leakFile) write(t *testing.T, dataset []byte) *leakFile {
+	var meta []byte
+	meta = leakElement(meta, 0x00020001, "OB", []byte{0, 1})
+	meta = leakElement(meta, 0x00020002, "UI", []byte("1.2.840.10008.5.1.4.1.1.2"))
+	meta = leakElement(meta, 0x00020003, "UI", []byte(f.sop))
+	meta = leakElement(meta, 0x00020010, "UI", []byte("1.2.840.10008.1.2.1"))
+	meta = leakElement(meta, 0x00020012, "UI", []byte("1.2.826.0.1.3680043.10.543"))
+	out := append(make([]byte, 128), "DICM"...)
+	out = leakElement(out, 0x00020000, "UL", binary.LittleEndian.AppendUint32(nil, uint32(len(meta))))
+	out = append(out, meta...)
+	out = append(out, dataset...)
+	path := filepath.Join(t.TempDir(), "leak.dcm")
+	if err := os.WriteFile(path, out, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f.pathCache = path
+	return f
+}
+
+// TestDeidentifyLeakRealPeers: a PACS (DCMTK storescu) sends to the inside
+// listener; the edge de-identifies and relays over TLS to an outside
+// storescp: no marker leaves, pixel data is byte-identical, the sender
+// gets its own SOP Instance UID back, the same study maps to the same UIDs
+// again and after a restart of the edge, and another study to others.
+func TestDeidentifyLeakRealPeers(t *testing.T) {
+	testpeer.Require(t, "storescp", "storescu", "dciodvfy")
+	p := sharedPKI(t)
+	vendor := testpeer.NewPKI(t, "vendor")
+	wsCert, wsKey := vendor.Issue(t, "ai", testpeer.CertOptions{CN: "ai.vendor.test", DNS: []string{"localhost"}, IPs: []string{"127.0.0.1"}, Server: true})
+	edgeCert, edgeKey := p.issuer.Issue(t, "edge-out", testpeer.CertOptions{CN: "edge-out.hospital.test"})
+	scp := testpeer.StartStoreSCP(t, "AIVENDOR", "+tls", wsKey, wsCert, "+cf", p.ca, "--require-peer-cert")
+	keyFile := filepath.Join(t.TempDir(), "deid.key")
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	inside := testpeer.FreeAddr(t)
+	opts := edgeOptions{
+		Listeners: fmt.Sprintf(`
+listener "inside" {
+  listen     = %q
+  tls        = false
+  allow_cidr = ["127.0.0.1/32"]
+}
+`, inside),
+		Backends: fmt.Sprintf(`
+backend "ai-vendor" {
+  address  = %q
+  ae_title = "AIVENDOR"
+  tls {
+    ca          = [%q]
+    cert_file   = %q
+    key_file    = %q
+    server_name = "localhost"
+  }
+}
+deidentify "ai-vendor" {
+  key_file = %q
+}
+`, scp.Addr, vendor.CACert, edgeCert, edgeKey, keyFile),
+		Rules: `
+rule "pacs-to-ai-vendor" {
+  when {
+    listener   = ["inside"]
+    calling_ae = ["MAINPACS"]
+    called_ae  = ["AIVENDOR"]
+  }
+  relay {
+    backend    = "ai-vendor"
+    services   = ["C-ECHO", "C-STORE"]
+    deidentify = "ai-vendor"
+  }
+}
+`,
+	}
+	e := startEdge(t, opts)
+	send := func(t *testing.T, addr string, f *leakFile) string {
+		t.Helper()
+		ctx := testpeer.Context(t, time.Minute)
+		out, err := testpeer.Run(ctx, "storescu", "-d", "-aet", "MAINPACS", "-aec", "AIVENDOR", testpeer.Host(addr), fmt.Sprint(testpeer.Port(addr)), f.pathCache)
+		if err != nil {
+			t.Fatalf("storescu: %v\n%s", err, out)
+		}
+		return out
+	}
+	received := func(t *testing.T) map[string][]byte {
+		t.Helper()
+		got := map[string][]byte{}
+		entries, _ := os.ReadDir(scp.Dir)
+		for _, en := range entries {
+			b, err := os.ReadFile(filepath.Join(scp.Dir, en.Name()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got[en.Name()] = b
+		}
+		return got
+	}
+
+	a := makeLeakFile(t, "1")
+	out := send(t, inside, a)
+	// The response storescu printed names the sender's own instance.
+	if i := strings.Index(out, "C-STORE RSP"); i < 0 || !strings.Contains(out[i:], a.sop) {
+		t.Errorf("storescu's C-STORE response does not carry its own SOP Instance UID %s:\n%s", a.sop, out)
+	}
+	files := received(t)
+	if len(files) != 1 {
+		t.Fatalf("storescp holds %d files", len(files))
+	}
+	var file []byte
+	var name string
+	for n, b := range files {
+		file, name = b, n
+	}
+	for _, m := range a.markers {
+		if bytes.Contains(file, []byte(m)) {
+			t.Errorf("marker %q left the edge", m)
+		}
+	}
+	if !bytes.Contains(file, a.pixels) {
+		t.Error("pixel data did not arrive byte-identical")
+	}
+	// dciodvfy: no error on the output that it did not report on the input.
+	inErrs, outErrs := dciodvfyErrors(t, a.pathCache), dciodvfyErrors(t, filepath.Join(scp.Dir, name))
+	for k := range outErrs {
+		if !inErrs[k] {
+			t.Errorf("dciodvfy reports on the output only: %s", k)
+		}
+	}
+	rec := e.waitEvent(t, "dimse record of the de-identified store", func(ev audit.Event) bool {
+		return ev.Event == audit.EventDIMSE && ev.Deidentified != nil
+	})
+	d := rec.Deidentified
+	if rec.SOPInstance != a.sop || d.SOPInstance == "" || d.SOPInstance == a.sop || !strings.HasPrefix(d.StudyUID, "2.25.") || d.PatientPseudonym == "" {
+		t.Fatalf("record %+v, deidentified %+v", rec, d)
+	}
+	if !bytes.Contains(file, []byte(d.SOPInstance)) || !bytes.Contains(file, []byte(d.StudyUID)) {
+		t.Error("the record's replaced UIDs are not those of the file that arrived")
+	}
+
+	// The same study again, then through a restarted edge (same key): the
+	// same UIDs; another study: others.
+	send(t, inside, a)
+	// A second edge built afresh from the same policy and key stands for
+	// the restarted one (and for another edge of a cluster): the key is
+	// all the state the mapping has.
+	inside2 := testpeer.FreeAddr(t)
+	opts.Listeners = strings.Replace(opts.Listeners, inside, inside2, 1)
+	e2 := startEdge(t, opts)
+	send(t, inside2, a)
+	b := makeLeakFile(t, "2")
+	send(t, inside2, b)
+	var again []*audit.Deidentified
+	for deadline := time.Now().Add(10 * time.Second); len(again) < 2 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		again = again[:0]
+		for _, ev := range e2.events(t) {
+			if ev.Event == audit.EventDIMSE && ev.Deidentified != nil {
+				x := *ev.Deidentified
+				again = append(again, &x)
+			}
+		}
+	}
+	if len(again) != 2 {
+		t.Fatalf("%d de-identified records after the restart", len(again))
+	}
+	if again[0].StudyUID != d.StudyUID || again[0].SOPInstance != d.SOPInstance || again[0].PatientPseudonym != d.PatientPseudonym {
+		t.Errorf("after a restart the same study maps to %+v, before %+v", again[0], d)
+	}
+	if again[1].StudyUID == d.StudyUID || again[1].SOPInstance == d.SOPInstance {
+		t.Errorf("another study maps to the same UIDs: %+v", again[1])
+	}
+	for _, f := range received(t) {
+		for _, m := range append(a.markers, b.markers...) {
+			if bytes.Contains(f, []byte(m)) {
+				t.Errorf("marker %q left the edge", m)
+			}
+		}
+	}
+}
+
+// dciodvfyErrors runs dciodvfy on path and returns its error lines, each
+// without the values it quotes, as a set.
+func dciodvfyErrors(t *testing.T, path string) map[string]bool {
+	t.Helper()
+	ctx := testpeer.Context(t, time.Minute)
+	out, _ := testpeer.Run(ctx, "dciodvfy", path) // exits non-zero when it reports errors
+	errs := map[string]bool{}
+	for _, line := range strings.Split(out, "\n") {
+		if !strings.HasPrefix(line, "Error") {
+			continue
+		}
+		if i := strings.Index(line, "<"); i > 0 {
+			line = line[:i]
+		}
+		errs[strings.TrimSpace(line)] = true
+	}
+	return errs
+}
