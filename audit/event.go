@@ -104,10 +104,6 @@ type Event struct {
 
 	// policy.reloaded / policy.reload_failed / cert.renewed
 	Detail string `json:"detail,omitempty"`
-
-	// written, when set, is closed once the record is in the file
-	// (LogWritten).
-	written chan struct{}
 }
 
 // Deidentified is what a de-identified instance became (docs/deidentify.md):

@@ -390,3 +390,77 @@ func mustRead(t *testing.T, path string) []byte {
 	}
 	return b
 }
+
+// A DICOMweb destination: Orthanc with its DICOMweb plugin behind an
+// HTTPS gate (HAProxy: TLS with a client certificate required, and a
+// bearer token checked, 401 otherwise). Instances sent by storescu reach
+// it by STOW-RS byte-identical; while the token file holds a token the
+// gate refuses, they stay queued with the reason in `spool list`, and they
+// go once the file is fixed, without a reload.
+func TestDICOMwebDestinationThroughTLSAndBearerToken(t *testing.T) {
+	testpeer.Require(t, "storescu")
+	orthanc := testpeer.StartOrthancDICOMweb(t, "ORTHANC")
+	e := newSFEdge(t, "", "")
+	certs := filepath.Join(e.dir, "certs")
+	gatePEM := filepath.Join(e.dir, "gate.pem")
+	if err := os.WriteFile(gatePEM, append(mustRead(t, filepath.Join(certs, "edge.pem")), mustRead(t, filepath.Join(certs, "edge-key.pem"))...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, gate := testpeer.StartHTTPSGate(t, orthanc.HTTP, gatePEM, filepath.Join(certs, "ca.pem"), "good-token-1")
+	tokenFile := filepath.Join(e.dir, "cloud.token")
+	if err := os.WriteFile(tokenFile, []byte("expired-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.writePolicy(fmt.Sprintf(`backend "cloud" {
+  dicomweb {
+    url        = "https://%s/dicom-web"
+    ca         = ["certs/ca.pem"]
+    cert_file  = "certs/client.pem"
+    key_file   = "certs/client-key.pem"
+    token_file = "cloud.token"
+  }
+}`, gate), `rule "to-cloud" {
+  when {
+    client_cn = ["client"]
+    called_ae = ["CLOUD"]
+  }
+  relay { backend = "cloud" }
+}`)
+	e.start()
+
+	const n = 40
+	files, sent := testpeer.WriteDICOMFiles(t, filepath.Join(e.dir, "images"), "PAT-WEB-1", n, 128, 128)
+	out, err := e.storescu("CLOUD", files...)
+	if err != nil || strings.Count(out, "Received Store Response (Success)") != n {
+		t.Fatalf("storescu to the DICOMweb rule: %v\n%s", err, out)
+	}
+	waitUntil(t, "spool list shows the refused token", func() bool {
+		_, out := e.cli("spool", "list", "--config", e.config, "--backend", "cloud")
+		return strings.Contains(out, fmt.Sprintf("cloud    %d", n)) && strings.Contains(out, "HTTP 401")
+	})
+	_, listOut := e.cli("spool", "list", "--config", e.config)
+	t.Logf("spool list with a refused token:\n%s", listOut)
+	if c := orthancCount(orthanc.HTTP); c != 0 {
+		t.Fatalf("Orthanc holds %d instances although the gate refused the token", c)
+	}
+	if len(e.records("spool.failed")) != 0 {
+		t.Fatal("a refused token moved instances to failed/; they must stay queued")
+	}
+
+	// A sidecar refreshes the token: the next attempt uses it.
+	if err := os.WriteFile(tokenFile, []byte("good-token-1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "every instance in Orthanc", func() bool { return orthancCount(orthanc.HTTP) >= n })
+	waitUntil(t, "the queue drained", func() bool {
+		_, out := e.cli("spool", "list", "--config", e.config, "--backend", "cloud")
+		return strings.Contains(out, "cloud    0 ")
+	})
+	compareDelivered(t, orthancFiles(t, orthanc.HTTP), sent)
+	forwarded := perInstance(e.records("spool.forwarded"))
+	for uid := range sent {
+		if forwarded[uid] != 1 {
+			t.Errorf("instance %s: %d spool.forwarded records, want 1", uid, forwarded[uid])
+		}
+	}
+}
