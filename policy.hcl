@@ -89,6 +89,47 @@ backend "pacs" {
 #   }
 # }
 
+# De-identified, the way out to an AI vendor (README, "Sending to an AI vendor, de-identified"; docs/deidentify.md):
+# a rule with relay.deidentify rewrites every C-STORE data set it relays by DICOM PS3.15 Annex E (the Basic
+# Application Level Confidentiality Profile and the options named) before it leaves; instances with burned-in
+# annotation and encapsulated documents are refused, not sent. New UIDs, the patient pseudonym and the date shift
+# derive from key_file: `serve --dev` creates this one (32 random bytes, mode 0600) in var/, which git ignores. In
+# production keep the key beside the certificates and back it up: another key gives every study new UIDs and every
+# patient a new pseudonym. Try a profile on files first:
+#
+#   dicomedge deidentify --profile ai-vendor --explain --out /tmp/deid study/*.dcm
+deidentify "ai-vendor" {
+  profile   = "basic"
+  options   = ["retain-modified-dates", "retain-patient-characteristics", "clean-descriptors"]
+  key_file  = "var/deid.key"
+  keep      = []       # attributes kept as they came, e.g. "(0008,0060)" or "Modality"
+  remove    = []       # attributes removed whatever the table says
+  burned_in = "refuse" # refuse | pass
+}
+# With the "inside" listener above, the PACS's AE table points AIVENDOR at it (127.0.0.1:11113):
+#
+# backend "ai-vendor" {
+#   address  = "dicom.ai-vendor.example:2762"
+#   ae_title = "AIVENDOR"
+#   tls {
+#     ca        = ["certs/ai-vendor-ca.pem"]
+#     cert_file = "certs/edge-client.pem"
+#     key_file  = "certs/edge-client-key.pem"
+#   }
+# }
+# rule "pacs-to-ai-vendor" {
+#   when {
+#     listener   = ["inside"]
+#     calling_ae = ["MAINPACS"]
+#     called_ae  = ["AIVENDOR"]
+#   }
+#   relay {
+#     backend    = "ai-vendor"
+#     services   = ["C-ECHO", "C-STORE"] # a de-identifying rule allows these two only
+#     deidentify = "ai-vendor"
+#   }
+# }
+
 # Rules are tried from top to bottom; the first whose `when` matches decides. In `when`, every
 # attribute is a list (any element may match) and all attributes given must match; `*` and `?`
 # are wildcards; certificate names compare case-insensitively, AE titles after trimming spaces.

@@ -1,7 +1,9 @@
 package policy
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 
@@ -86,7 +88,11 @@ func (l *loader) deidentify(s *deidSchema) *Deidentify {
 	key, err := os.ReadFile(d.KeyFile)
 	switch {
 	case err != nil:
-		l.errorf(s.KeyFile.Expr.Range(), "Unreadable key file", "%s key_file: %s.", what, errText(err))
+		hint := ""
+		if errors.Is(err, fs.ErrNotExist) {
+			hint = fmt.Sprintf(" Create one with `(umask 077 && head -c %d /dev/urandom > %s)` (`dicomedge serve --dev` creates it for development), and keep it: another key gives new UIDs and pseudonyms.", deid.MinKeyLen, d.KeyFile)
+		}
+		l.errorf(s.KeyFile.Expr.Range(), "Unreadable key file", "%s key_file: %s.%s", what, errText(err), hint)
 		return d
 	case len(key) < deid.MinKeyLen:
 		l.errorf(s.KeyFile.Expr.Range(), "Key too short", "%s key_file %q holds %d bytes; a key needs at least %d random bytes.", what, d.KeyFile, len(key), deid.MinKeyLen)

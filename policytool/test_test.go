@@ -15,6 +15,10 @@ import (
 
 func loadPolicy(t testing.TB, path string) *policy.Config {
 	t.Helper()
+	// The bundled policy's deidentify key, as serve --dev creates it.
+	if _, err := policy.CreateDevKeys(path); err != nil {
+		t.Fatal(err)
+	}
 	cfg, diags := policy.LoadFile(path)
 	if diags.HasErrors() {
 		policy.WriteDiagnostics(os.Stderr, diags, cfg.Files)

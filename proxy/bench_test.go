@@ -222,11 +222,13 @@ func TestRelayBenchmarkReport(t *testing.T) {
 		for i, bt := range s.targets {
 			stop := cpuProfile(t, r == 0 && (i == relEdge || i == relHAProxyPP), fmt.Sprintf("relay-%d.cpu", i))
 			defer stop()
+			stopTrace := traceProfiles(t, r == 0 && i == relEdge, fmt.Sprintf("relay-%d", i))
 			before := processCPU()
 			wall, chainCPU := bt.store(t, files)
 			times[i] = append(times[i], wall)
 			chain[i] = append(chain[i], chainCPU)
 			cpu[i] = append(cpu[i], processCPU()-before)
+			stopTrace()
 			stop()
 		}
 	}

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"fmt"
 	"strings"
 	"time"
 
@@ -230,11 +229,15 @@ func (in *ingest) respond(op *storeOp) error {
 		e.Detail = op.why
 	}
 	if op.deid != nil && op.status == dimse.StatusSuccess {
-		// The original beside its replacement: the way back from what the
-		// spool keeps (and spool.stored names) to what was sent.
+		// The original (sop_instance) beside its replacement: the way back
+		// from what the spool keeps, and spool.stored names, to what was sent.
 		r := op.deid.Result()
-		e.Detail = fmt.Sprintf("deidentified (profile %s): study_uid %s, series_uid %s, sop_instance %s, patient_pseudonym %s",
-			r.Profile, r.StudyUID, r.SeriesUID, r.SOPInstanceUID, r.Pseudonym)
+		e.StudyUID = r.OriginalStudyUID
+		if c.s.Audit != nil {
+			e.PatientID = c.s.Audit.PatientID(r.OriginalPatientID)
+		}
+		e.Deidentified = &audit.Deidentified{Profile: r.Profile, StudyUID: r.StudyUID, SeriesUID: r.SeriesUID,
+			SOPInstance: r.SOPInstanceUID, PatientPseudonym: r.Pseudonym, OriginalSeries: r.OriginalSeriesUID}
 	}
 	c.s.auditEvent(e)
 	if op.status != dimse.StatusSuccess {

@@ -31,6 +31,9 @@ type pduWriter struct {
 	timeout time.Duration
 	// aborting is set by abort: no PDU is written after the A-ABORT.
 	aborting atomic.Bool
+	// g, when c is a tls.Conn over a hookConn, is that hookConn: each
+	// write's records reach the socket in one write call.
+	g *hookConn
 }
 
 // abortGrace is how long a write in progress may still run when abort
@@ -71,7 +74,15 @@ func (w *pduWriter) send(b []byte) error {
 	if w.aborting.Load() {
 		return errEnded
 	}
+	if w.g != nil {
+		w.g.out.begin()
+	}
 	n, err := w.c.Write(b)
+	if w.g != nil {
+		if gerr := w.g.out.end(w.g.Conn); err == nil {
+			err = gerr
+		}
+	}
 	w.bytes.Add(int64(n))
 	if err != nil {
 		w.err = err // part of a PDU may be out: nothing may follow it

@@ -105,6 +105,9 @@ func (r *relay) run(ctx context.Context, artimDeadline time.Time) bool {
 	r.bin = &countingReader{r: rd}
 	r.br = association.NewReader(r.bin, maxLen)
 	r.bw = &pduWriter{c: b, timeout: r.idle()}
+	if be.TLS != nil && !c.s.bench.oneWritePerRecord.Load() {
+		r.bw.g = bh
+	}
 	r.cw = &pduWriter{c: c.tc, timeout: r.idle()}
 	r.inBytes = c.s.Metrics.RelayBytes.WithLabelValues("in")
 	r.outBytes = c.s.Metrics.RelayBytes.WithLabelValues("out")
@@ -307,5 +310,8 @@ func (r *relay) accepted(rq *association.AssociateRQ, ac *association.AssociateA
 		_ = r.cw.flush()
 		r.br.Release()
 	})
+	if c.s.bench.plainReadsAsAsked.Load() {
+		c.pre.wait.noReadAhead, r.bh.wait.noReadAhead = true, true
+	}
 	return true
 }

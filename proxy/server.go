@@ -75,6 +75,17 @@ type Server struct {
 
 	backendTLS backendTLSCache // relay.go: per-backend TLS client configs of the policy in force
 	fwd        forwarders      // forwarders.go: the spool's forwarders
+
+	// bench switches speed-ups off, so that the benchmark reports can
+	// print a before and after from one run.
+	bench benchSwitches
+}
+
+// benchSwitches: each one, when set, takes the edge back to how it was
+// before a speed-up (scripts/bench prints both).
+type benchSwitches struct {
+	oneWritePerRecord atomic.Bool // TLS records to a backend written one by one (gather.go)
+	plainReadsAsAsked atomic.Bool // no read-ahead for PDU headers on plain connections (waithook.go)
 }
 
 func (s *Server) init() {

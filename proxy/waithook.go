@@ -33,13 +33,16 @@ type waitHook struct {
 	direct net.Conn // when set, read from it instead of the connection passed to read (the socket beneath a PROXY wrapper)
 
 	tlsRecords bool
-	hdr        [tlsHeaderLen]byte // the current record's header bytes seen so far (hn of them)
-	hn         int
-	left       int                // bytes of the current record's body not yet returned; 0: in a header
-	ahead      [tlsHeaderLen]byte // the next record's first bytes, read with the end of the current one
-	an         int
-	pend       []byte  // read ahead from the socket, not yet returned (in pbox)
-	pbox       *[]byte // from readAheadPool while pend has bytes
+	// noReadAhead: small reads of a plain connection go to the socket
+	// as asked (the benchmark's before).
+	noReadAhead bool
+	hdr         [tlsHeaderLen]byte // the current record's header bytes seen so far (hn of them)
+	hn          int
+	left        int                // bytes of the current record's body not yet returned; 0: in a header
+	ahead       [tlsHeaderLen]byte // the next record's first bytes, read with the end of the current one
+	an          int
+	pend        []byte  // read ahead from the socket, not yet returned (in pbox)
+	pbox        *[]byte // from readAheadPool while pend has bytes
 }
 
 // tlsHeaderLen is a TLS record header: type, version, 16-bit length.
@@ -115,7 +118,7 @@ func (h *waitHook) read(nc net.Conn, b []byte) (int, error) {
 	if h.direct != nil {
 		nc = h.direct
 	}
-	if len(b) == 0 || !h.tlsRecords && h.an == 0 && len(h.pend) == 0 {
+	if len(b) == 0 || !h.tlsRecords && h.an == 0 && len(h.pend) == 0 && (len(b) >= plainReadAheadBelow || h.rc == nil || h.noReadAhead) {
 		return h.readWait(nc, b)
 	}
 	// In a header, only the rest of it; in a body, only the rest of it
@@ -133,10 +136,13 @@ func (h *waitHook) read(nc net.Conn, b []byte) (int, error) {
 		h.records(b[:n])
 		return n, nil
 	}
-	if len(h.pend) == 0 && h.rc != nil && h.tlsRecords {
+	if len(h.pend) == 0 && h.rc != nil {
 		// Whatever is waiting, in one read into a pooled buffer (held
-		// only while it has bytes for tls.Conn): few reads per record
-		// while data streams, nothing held while the association waits.
+		// only while it has bytes for the reader above): few reads per
+		// record while data streams, nothing held while the association
+		// waits. On a plain connection this is the read of a PDU header:
+		// the body (and the PDUs after it) come in the same read, where
+		// reading the header alone would cost a system call of its own.
 		box := readAheadPool.Get().(*[]byte)
 		if n := h.prober.probe((*box)[:cap(*box)]); n > 0 {
 			h.pbox, h.pend = box, (*box)[:n]
@@ -171,6 +177,11 @@ func (h *waitHook) read(nc net.Conn, b []byte) (int, error) {
 	h.records(b[:n])
 	return n, err
 }
+
+// plainReadAheadBelow: on a plain connection, a read shorter than this (a
+// PDU header) takes whatever is waiting into a pooled buffer; a longer one
+// (a PDU body) reads into the caller's buffer directly, without a copy.
+const plainReadAheadBelow = 1 << 10
 
 // readAheadPool holds the buffers a waitHook beneath crypto/tls reads
 // what is waiting into; 64 KiB is a few records per read.
@@ -223,6 +234,16 @@ func (h *waitHook) readWait(nc net.Conn, b []byte) (int, error) {
 type hookConn struct {
 	net.Conn
 	wait *waitHook // set before the pumps start, by the goroutine that reads
+	out  gather    // beneath a tls.Conn: the records of one write, gathered
+}
+
+// Write passes b to the connection, or, while a write through the
+// tls.Conn above is being gathered, keeps it for that write's end.
+func (h *hookConn) Write(b []byte) (int, error) {
+	if n, err, ok := h.out.write(h.Conn, b); ok {
+		return n, err
+	}
+	return h.Conn.Write(b)
 }
 
 func (h *hookConn) Read(b []byte) (int, error) {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/dicomedge/dicomedge/internal/testpeer"
+	"github.com/dicomedge/dicomedge/policy"
 )
 
 // TestAcceptance drives the built binary only through its documented surface
@@ -77,6 +78,10 @@ func TestAcceptance(t *testing.T) {
 	}
 	config := filepath.Join(dir, "policy.hcl")
 	if err := os.WriteFile(config, []byte(policySrc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Its deidentify key, as serve --dev would create it.
+	if _, err := policy.CreateDevKeys(config); err != nil {
 		t.Fatal(err)
 	}
 	auditFile := filepath.Join(dir, "var", "audit", "audit.jsonl")

@@ -514,3 +514,51 @@ rule "pacs-to-vendor" {
 		t.Errorf("no de-identifying rule matched, yet:\n%s", out)
 	}
 }
+
+// serve --dev creates a deidentify block's missing key (32 random bytes,
+// mode 0600) before it loads the policy, and never replaces it; the edge
+// then starts on the policy that names it.
+func TestServeDevCreatesDeidentifyKey(t *testing.T) {
+	testpeer.Require(t, "openssl")
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	listen, admin := testpeer.FreeAddr(t), testpeer.FreeAddr(t)
+	cfgFile := filepath.Join(dir, "policy.hcl")
+	block := "deidentify \"ai-vendor\" {\n  key_file = \"var/deid.key\"\n}\n"
+	if err := os.WriteFile(cfgFile, []byte(servePolicy(listen, admin, block)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Without --dev the missing key is an invalid configuration, with a hint.
+	out, err := exec.Command(bin, "serve", "--config", cfgFile).CombinedOutput()
+	if code := testpeer.ExitCode(err); code != 2 || !strings.Contains(string(out), "serve --dev") {
+		t.Fatalf("serve without the key: exit %d, want 2 and a hint\n%s", code, out)
+	}
+	keyFile := filepath.Join(dir, "var", "deid.key")
+	var key []byte
+	for round := range 2 {
+		p := testpeer.Start(t, bin, "serve", "--dev", "--config", cfgFile)
+		testpeer.WaitListening(t, listen, testpeer.StartupTimeout, p)
+		st, err := os.Stat(keyFile)
+		if err != nil {
+			t.Fatalf("serve --dev did not create var/deid.key: %v\n%s", err, p.Output())
+		}
+		if st.Mode().Perm() != 0o600 || st.Size() != 32 {
+			t.Errorf("key file mode %v, %d bytes; want 0600, 32", st.Mode().Perm(), st.Size())
+		}
+		got, _ := os.ReadFile(keyFile)
+		if round == 0 {
+			key = got
+			if !strings.Contains(p.Output(), "de-identification key created") {
+				t.Errorf("serve --dev did not say it created the key:\n%s", p.Output())
+			}
+		} else if !bytes.Equal(got, key) {
+			t.Error("a second serve --dev replaced the key")
+		}
+		_ = p.Cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-p.Done():
+		case <-time.After(20 * time.Second):
+			t.Fatal("serve did not stop")
+		}
+	}
+}

@@ -40,8 +40,9 @@ func newServeCmd() *cobra.Command {
 		Long: `Runs the edge with the configuration and policy in --config.
 
 --dev first creates a development PKI (CA, edge certificate, client certificate
-"client") in certs/ next to the configuration file when those files are missing;
-it never overwrites a file.
+"client") in certs/ next to the configuration file when those files are missing,
+and the key_file of each deidentify block (32 random bytes, mode 0600) when it is
+missing; it never overwrites a file.
 
 Signals: SIGHUP reloads the policy and certificates (an invalid policy is refused,
 the old one stays); SIGINT/SIGTERM stop accepting, let open associations finish
@@ -58,7 +59,7 @@ shutdown, 1 on a fatal error, 2 for an invalid configuration.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.config, "config", "policy.hcl", "configuration and policy file")
-	f.BoolVar(&o.dev, "dev", false, "create a development PKI in certs/ next to the config when it is missing")
+	f.BoolVar(&o.dev, "dev", false, "create a development PKI in certs/ next to the config, and deidentify key files, when missing")
 	f.StringVar(&o.logLevel, "log-level", "info", "trace, debug, info, warn or error")
 	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	return cmd
@@ -84,6 +85,17 @@ func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
 		}
 		if len(created) > 0 {
 			logger.Info("development PKI created", "dir", dir, "files", strings.Join(created, ", "))
+		}
+		// A deidentify block's key, as the PKI: created when missing,
+		// never replaced (a new key gives new pseudonyms and UIDs). A file
+		// that does not parse is left to the load below to report.
+		keys, err := policy.CreateDevKeys(o.config)
+		var diags hcl.Diagnostics
+		if err != nil && !errors.As(err, &diags) && !errors.Is(err, fs.ErrNotExist) {
+			return withExit(1, fmt.Errorf("--dev: %w", err))
+		}
+		if len(keys) > 0 {
+			logger.Info("de-identification key created", "files", strings.Join(keys, ", "))
 		}
 	}
 

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/dicomedge/dicomedge/internal/testpeer"
+	"github.com/dicomedge/dicomedge/policy"
 )
 
 var build struct {
@@ -42,6 +43,13 @@ func buildBinary(t *testing.T) string {
 }
 
 func TestMain(m *testing.M) {
+	// The bundled policy.hcl names a deidentify key in its ignored run
+	// directory; tests that check or run it need the key, as a fresh
+	// checkout gets it from serve --dev.
+	if _, err := policy.CreateDevKeys(filepath.Join("..", "..", "policy.hcl")); err != nil {
+		fmt.Fprintln(os.Stderr, "creating the bundled policy's deidentify key:", err)
+		os.Exit(1)
+	}
 	code := m.Run()
 	if build.dir != "" {
 		os.RemoveAll(build.dir)

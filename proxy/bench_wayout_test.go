@@ -1,0 +1,217 @@
+package proxy
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"runtime/trace"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dicomedge/dicomedge/internal/testpeer"
+)
+
+// The way out: plain DICOM in on an inside listener, TLS with the edge's
+// client certificate to the backend (storescp +tls --require-peer-cert),
+// measured as the way in is (TestRelayBenchmarkReport), against stunnel4 in
+// client mode doing the same hop and DCMTK speaking TLS directly.
+
+// Indexes of the way-out report's configurations.
+const (
+	outTLSDirect = iota
+	outStunnel
+	outEdge
+	outEdgeIn
+	outEdgeBefore
+)
+
+// wayOutPolicy is the edge's inside listener and the rule that relays
+// MODALITY* → CLINA_WS1 on it to the TLS backend at addr.
+func wayOutPolicy(inside, addr string, p *testPKI) (listeners, backends, rules string) {
+	listeners = fmt.Sprintf(`
+listener "inside" {
+  listen     = %q
+  tls        = false
+  allow_cidr = ["127.0.0.1/32"]
+}
+`, inside)
+	backends = fmt.Sprintf(`
+backend "ws1" {
+  address  = %q
+  ae_title = "CLINA_WS1"
+  tls {
+    ca          = [%q]
+    cert_file   = %q
+    key_file    = %q
+    server_name = "localhost"
+  }
+}
+`, addr, p.ca, p.clientCert, p.clientKey)
+	rules = `
+rule "out" {
+  when {
+    listener   = ["inside"]
+    calling_ae = ["MODALITY*"]
+    called_ae  = ["CLINA_WS1"]
+  }
+  relay {
+    backend  = "ws1"
+    services = ["C-ECHO", "C-STORE"]
+  }
+}
+`
+	return listeners, backends, rules
+}
+
+func startWayOutBench(t testing.TB) []benchTarget {
+	t.Helper()
+	testpeer.Require(t, "storescu", "storescp", "stunnel4")
+	p := sharedPKI(t)
+	tlsSCP := testpeer.StartStoreSCP(t, "CLINA_WS1", "--ignore", "+tls", p.edgeKey, p.edgeCert, "+cf", p.ca, "--require-peer-cert")
+	plain := testpeer.StartStoreSCP(t, "STORESCP", "--ignore")
+	inside := testpeer.FreeAddr(t)
+	l, b, r := wayOutPolicy(inside, tlsSCP.Addr, p)
+	out := startEdge(t, edgeOptions{Listeners: l, Backends: b, Rules: r, Quiet: true})
+	in := startEdge(t, edgeOptions{Backends: backendBlock("pacs", plain.Addr, "STORESCP"), Rules: storeRules(`"C-ECHO", "C-STORE"`), Quiet: true})
+	l2, b2, r2 := wayOutPolicy(testpeer.FreeAddr(t), tlsSCP.Addr, p)
+	before := startEdge(t, edgeOptions{Listeners: l2, Backends: b2, Rules: r2, Quiet: true})
+	before.Server.bench.oneWritePerRecord.Store(true)
+	before.Server.bench.plainReadsAsAsked.Store(true)
+	tun := testpeer.StartStunnelClient(t, tlsSCP.Addr, p.clientCert, p.clientKey, p.ca)
+	tlsArgs := []string{"+tls", p.clientKey, p.clientCert, "+cf", p.ca}
+	target := func(name, addr string, tls []string, called string, edge bool, procs ...*testpeer.Process) benchTarget {
+		return benchTarget{name: name, host: testpeer.Host(addr), port: testpeer.Port(addr), tlsArgs: tls, called: called, edge: edge, procs: procs}
+	}
+	// In the order of the out* constants.
+	return []benchTarget{
+		target("DCMTK TLS direct, no hop", tlsSCP.Addr, tlsArgs, "CLINA_WS1", false, tlsSCP.Process),
+		target("stunnel4 client (plain in, TLS out)", tun.Accept, nil, "CLINA_WS1", false, tlsSCP.Process, tun.Process),
+		target("dicomedge inside (plain in, TLS out)", out.listenerAddr(t, "inside"), nil, "CLINA_WS1", true, tlsSCP.Process),
+		target("dicomedge way in (TLS in, plain out)", in.Addr, tlsArgs, "MAINPACS", true, plain.Process),
+		target("dicomedge inside, before the speed-ups", before.listenerAddr(t, "inside"), nil, "CLINA_WS1", true, tlsSCP.Process),
+	}
+}
+
+// TestWayOutBenchmarkReport prints the way-out comparison: every
+// configuration in each round, rounds alternated, medians and ratios.
+func TestWayOutBenchmarkReport(t *testing.T) {
+	benchEnabled(t)
+	rounds := benchRounds()
+	n := 200
+	if benchQuick() {
+		n = 40
+	}
+	files, total := storeFiles(t, 200)
+	files = files[:n]
+	total = total * int64(n) / 200
+	targets := startWayOutBench(t)
+	times := make([][]time.Duration, len(targets))
+	cpu := make([][]time.Duration, len(targets))
+	chain := make([][]time.Duration, len(targets))
+	for _, bt := range targets {
+		_, _ = bt.store(t, files[:10])
+	}
+	// Profiles (when asked for) come from a pass of their own, so that
+	// their cost is in none of the figures.
+	if os.Getenv("DICOMEDGE_CPUPROFILE") != "" || os.Getenv("DICOMEDGE_TRACE") != "" {
+		for i, bt := range targets {
+			if !bt.edge {
+				continue
+			}
+			stop := cpuProfile(t, true, fmt.Sprintf("wayout-%d.cpu", i))
+			stopTrace := traceProfiles(t, true, fmt.Sprintf("wayout-%d", i))
+			_, _ = bt.store(t, files)
+			stopTrace()
+			stop()
+		}
+	}
+	for r := 0; r < rounds; r++ {
+		for i, bt := range targets {
+			before := processCPU()
+			wall, chainCPU := bt.store(t, files)
+			times[i] = append(times[i], wall)
+			chain[i] = append(chain[i], chainCPU)
+			cpu[i] = append(cpu[i], processCPU()-before)
+		}
+	}
+	med := make([]time.Duration, len(times))
+	for i, ts := range times {
+		med[i] = median(ts)
+	}
+	mib := float64(total) / (1 << 20)
+	fmt.Printf("\nWay out: C-STORE of %d instances × 512 KiB (%.1f MiB), storescu → storescp --ignore (+tls --require-peer-cert), %d rounds alternated, medians\n",
+		len(files), mib, rounds)
+	fmt.Printf("%-40s %9s %9s %12s %14s %11s %12s\n", "configuration", "seconds", "MiB/s", "vs stunnel4", "vs TLS direct", "edge CPU s", "chain CPU s")
+	for i, bt := range targets {
+		sec := med[i].Seconds()
+		edgeCPU := "-"
+		if bt.edge {
+			edgeCPU = fmt.Sprintf("%.3f", median(cpu[i]).Seconds())
+		}
+		fmt.Printf("%-40s %9.3f %9.1f %11.2fx %13.2fx %11s %12.3f\n", bt.name, sec, mib/sec,
+			sec/med[outStunnel].Seconds(), sec/med[outTLSDirect].Seconds(), edgeCPU, median(chain[i]).Seconds())
+	}
+	ratio := func(a, b int) (float64, float64) {
+		var rs []float64
+		for r := range times[a] {
+			rs = append(rs, times[a][r].Seconds()/times[b][r].Seconds())
+		}
+		return med[a].Seconds() / med[b].Seconds(), median(rs)
+	}
+	fmt.Printf("%-62s %10s %12s %10s %10s\n", "row (time / baseline time; below 1.00x is faster)", "wall", "wall/round", "chain CPU", "edge CPU")
+	for _, row := range []struct {
+		name string
+		a, b int
+	}{
+		{"edge way out vs stunnel4 client doing the same hop (goal 0.80)", outEdge, outStunnel},
+		{"edge way out vs DCMTK speaking TLS directly (goal 1.25)", outEdge, outTLSDirect},
+		{"edge way out vs edge way in", outEdge, outEdgeIn},
+		{"edge way out vs the same before the speed-ups", outEdge, outEdgeBefore},
+	} {
+		a, b := ratio(row.a, row.b)
+		edgeCPU := "-"
+		if targets[row.a].edge && targets[row.b].edge {
+			edgeCPU = fmt.Sprintf("%.2fx", median(cpu[row.a]).Seconds()/median(cpu[row.b]).Seconds())
+		}
+		chainRatio := median(chain[row.a]).Seconds() / median(chain[row.b]).Seconds()
+		fmt.Printf("%-62s %9.2fx %11.2fx %9.2fx %10s\n", row.name, a, b, chainRatio, edgeCPU)
+	}
+	fmt.Printf("(wall: ratio of median times; wall/round: median of the per-round ratios; chain CPU: user+system time of\n"+
+		" storescu, every hop and storescp (this process for the edges), medians; load average at the end: %s)\n", loadAvg())
+}
+
+// traceProfiles, when DICOMEDGE_TRACE names a directory and on is true,
+// records an execution trace (the scheduler's view: what ran, what waited
+// on the network, on a lock, on a channel) and the block profile of this
+// process (the edges) into that directory as name.trace and name.block
+// until the returned function is called.
+func traceProfiles(t testing.TB, on bool, name string) func() {
+	dir := os.Getenv("DICOMEDGE_TRACE")
+	if !on || dir == "" {
+		return func() {}
+	}
+	f, err := os.Create(filepath.Join(dir, name+".trace"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := trace.Start(f); err != nil {
+		t.Fatal(err)
+	}
+	runtime.SetBlockProfileRate(int(10 * time.Microsecond))
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			trace.Stop()
+			f.Close()
+			runtime.SetBlockProfileRate(0)
+			if bf, err := os.Create(filepath.Join(dir, name+".block")); err == nil {
+				_ = pprof.Lookup("block").WriteTo(bf, 0)
+				bf.Close()
+			}
+			fmt.Printf("  trace and block profile: %s.{trace,block}\n", filepath.Join(dir, name))
+		})
+	}
+}
