@@ -3,6 +3,7 @@ package audit
 import (
 	"encoding/json"
 	"strconv"
+	"time"
 	"unicode/utf8"
 )
 
@@ -209,12 +210,7 @@ func (d *eventDecoder) event(e *Event) bool {
 	ok := d.object(func(key []byte) bool {
 		switch string(key) {
 		case "time":
-			d.ws()
-			start := d.i
-			if _, ok := d.raw(); !ok {
-				return false
-			}
-			return e.Time.UnmarshalJSON(d.b[start:d.i]) == nil
+			return d.time(&e.Time)
 		case "event":
 			return d.str(&e.Event)
 		case "seq":
@@ -333,6 +329,16 @@ func (d *eventDecoder) event(e *Event) bool {
 	return ok && d.i == len(d.b)
 }
 
+// time reads an RFC 3339 string as encoding/json decodes a time.Time.
+func (d *eventDecoder) time(t *time.Time) bool {
+	d.ws()
+	start := d.i
+	if _, ok := d.raw(); !ok {
+		return false
+	}
+	return t.UnmarshalJSON(d.b[start:d.i]) == nil
+}
+
 func (d *eventDecoder) client(c *Client) bool {
 	return d.object(func(key []byte) bool {
 		switch string(key) {
@@ -350,6 +356,12 @@ func (d *eventDecoder) client(c *Client) bool {
 			return d.str(&c.Fingerprint)
 		case "issuer":
 			return d.str(&c.Issuer)
+		case "serial":
+			return d.str(&c.Serial)
+		case "not_before":
+			return d.time(&c.NotBefore)
+		case "not_after":
+			return d.time(&c.NotAfter)
 		}
 		return false
 	})

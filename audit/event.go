@@ -20,6 +20,7 @@ const (
 	EventCertRenewed        = "cert.renewed"
 	EventConnectionRefused  = "connection.refused"
 	EventAnchorMismatch     = "audit.anchor_mismatch"
+	EventTLSExpiring        = "tls.expiring"
 )
 
 // ZeroHash is the prev of the very first record of a chain.
@@ -31,14 +32,19 @@ const TimeFormat = "2006-01-02T15:04:05.000000000Z07:00"
 
 // Client is the verified TLS identity of the peer, copied from the
 // certificate (audit stays a leaf: the proxy converts tlslayer.Identity).
+// On a tls.failed or tls.expiring record it is the certificate the client
+// presented; on tls.failed that certificate did not verify.
 type Client struct {
-	Subject     string   `json:"subject,omitempty"`
-	CN          string   `json:"cn,omitempty"`
-	DNS         []string `json:"dns,omitempty"`
-	URI         []string `json:"uri,omitempty"`
-	Email       []string `json:"email,omitempty"`
-	Fingerprint string   `json:"fingerprint,omitempty"` // "sha256:<hex>"
-	Issuer      string   `json:"issuer,omitempty"`
+	Subject     string    `json:"subject,omitempty"`
+	CN          string    `json:"cn,omitempty"`
+	DNS         []string  `json:"dns,omitempty"`
+	URI         []string  `json:"uri,omitempty"`
+	Email       []string  `json:"email,omitempty"`
+	Fingerprint string    `json:"fingerprint,omitempty"` // "sha256:<hex>"
+	Issuer      string    `json:"issuer,omitempty"`
+	Serial      string    `json:"serial,omitempty"`    // hexadecimal
+	NotBefore   time.Time `json:"not_before,omitzero"` // RFC 3339, UTC
+	NotAfter    time.Time `json:"not_after,omitzero"`
 }
 
 // UserIdentity is the A-ASSOCIATE-RQ user identity sub-item: its type and
@@ -159,6 +165,9 @@ func (e *Event) appendJSON(b []byte) []byte {
 		b = optStrings(b, "email", c.Email)
 		b = optString(b, "fingerprint", c.Fingerprint)
 		b = optString(b, "issuer", c.Issuer)
+		b = optString(b, "serial", c.Serial)
+		b = optTime(b, "not_before", c.NotBefore)
+		b = optTime(b, "not_after", c.NotAfter)
 		if len(b) > n {
 			b = append(b[:n], b[n+1:]...) // drop the leading comma of the first member
 		}
@@ -242,6 +251,17 @@ func optString(b []byte, key, v string) []byte {
 	b = append(b, key...)
 	b = append(b, '"', ':')
 	return appendString(b, v)
+}
+
+func optTime(b []byte, key string, t time.Time) []byte {
+	if t.IsZero() {
+		return b
+	}
+	b = append(b, ',', '"')
+	b = append(b, key...)
+	b = append(b, `":"`...)
+	b = t.UTC().AppendFormat(b, time.RFC3339Nano) // certificate times are whole seconds: "2026-12-21T13:00:00Z"
+	return append(b, '"')
 }
 
 func optStrings(b []byte, key string, v []string) []byte {

@@ -192,6 +192,15 @@ func ATNA(e *Event, host string) []byte {
 	case EventTLSFailed:
 		m.Event.ID, m.Event.Types = codeSecurityAlert, []atnaCode{codeNodeAuthentication}
 		m.Event.Desc = "TLS handshake failed: " + e.Reason
+		if e.Client != nil && e.Client.Fingerprint != "" {
+			// The requestor's name is what its certificate claims; only
+			// the fingerprint identifies it.
+			m.Event.Desc += "; presented certificate (unverified) " + e.Client.Fingerprint
+		}
+		m.Participants = []atnaParticipant{peer, edge}
+	case EventTLSExpiring:
+		m.Event.ID, m.Event.Types = codeSecurityAlert, []atnaCode{codeNodeAuthentication}
+		m.Event.Desc = "client certificate expires soon: " + e.Detail
 		m.Participants = []atnaParticipant{peer, edge}
 	case EventConnectionRefused:
 		m.Event.ID, m.Event.Types = codeSecurityAlert, []atnaCode{codeNodeAuthentication}

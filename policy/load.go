@@ -25,8 +25,14 @@ const (
 	DefaultIdleTimeout     = 10 * time.Minute
 	DefaultDrainTimeout    = 30 * time.Second
 	DefaultTLSProfile      = "bcp195-rfc8996"
-	DefaultACMEDirectory   = "https://acme-v02.api.letsencrypt.org/directory"
-	DefaultAuditFile       = "var/audit/audit.jsonl"
+	// DefaultWarnExpiry is how close to its expiry a client certificate
+	// gets tls.expiring records: time to call the clinic.
+	DefaultWarnExpiry = 14 * 24 * time.Hour
+	// MaxWarnExpiry bounds tls.warn_expiry: beyond a year every
+	// certificate would be "expiring" every day.
+	MaxWarnExpiry        = 366 * 24 * time.Hour
+	DefaultACMEDirectory = "https://acme-v02.api.letsencrypt.org/directory"
+	DefaultAuditFile     = "var/audit/audit.jsonl"
 	// DefaultACMEStorage is beside the audit log's default, in the run
 	// directory next to the policy file: serve needs a place for the ACME
 	// account and certificates, so check and serve agree on one.

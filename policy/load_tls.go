@@ -3,6 +3,9 @@ package policy
 import (
 	"net/url"
 	"strings"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
 )
 
 func (l *loader) tls(s *tlsSchema, t *TLS) {
@@ -33,6 +36,7 @@ func (l *loader) tls(s *tlsSchema, t *TLS) {
 	case s.KeyFile != nil && s.CertFile == nil:
 		l.errorf(s.KeyFile.Range, "Missing cert_file", "tls.key_file needs tls.cert_file, the certificate it belongs to.")
 	}
+	t.WarnExpiry = l.warnExpiry(s.WarnExpiry)
 	acme := first(l, s.ACME, "acme")
 	switch {
 	case acme != nil && (s.CertFile != nil || s.KeyFile != nil):
@@ -105,4 +109,22 @@ func validDomain(s string) bool {
 		}
 	}
 	return true
+}
+
+// warnExpiry reads tls.warn_expiry: a duration that may be in days ("14d").
+func (l *loader) warnExpiry(a *hcl.Attribute) time.Duration {
+	v, ok := l.str(a, "")
+	if !ok || a == nil {
+		return DefaultWarnExpiry
+	}
+	d, err := ParseDays(v.s)
+	switch {
+	case err != nil:
+		l.errorf(v.rng, "Invalid duration", "tls.warn_expiry = %q is not a duration: write a number of days or hours, like \"14d\" or \"72h\" (\"0\" turns tls.expiring records off).", v.s)
+		return DefaultWarnExpiry
+	case d < 0 || d > MaxWarnExpiry:
+		l.errorf(v.rng, "Value out of range", "tls.warn_expiry must be between 0 and %s, not %q.", FormatDays(MaxWarnExpiry), v.s)
+		return DefaultWarnExpiry
+	}
+	return d
 }

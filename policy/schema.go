@@ -51,8 +51,10 @@ type tlsSchema struct {
 	CRL      *hcl.Attribute `hcl:"crl,optional"`
 	CertFile *hcl.Attribute `hcl:"cert_file,optional"`
 	KeyFile  *hcl.Attribute `hcl:"key_file,optional"`
-	ACME     []*acmeSchema  `hcl:"acme,block"`
-	DefRange hcl.Range      `hcl:",def_range"`
+	// WarnExpiry: client certificates this close to expiry are reported.
+	WarnExpiry *hcl.Attribute `hcl:"warn_expiry,optional"`
+	ACME       []*acmeSchema  `hcl:"acme,block"`
+	DefRange   hcl.Range      `hcl:",def_range"`
 }
 
 type acmeSchema struct {

@@ -103,6 +103,9 @@ type TLS struct {
 	CertFile string   // set together with KeyFile, or ACME is set instead
 	KeyFile  string
 	ACME     *ACME // nil when the certificate comes from files
+	// WarnExpiry: a client certificate that expires within this gets one
+	// tls.expiring record a day; default DefaultWarnExpiry, 0 = none.
+	WarnExpiry time.Duration
 }
 
 // ACME is the tls.acme block: the edge's certificate from an ACME CA.

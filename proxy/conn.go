@@ -319,7 +319,7 @@ func (c *conn) handshake(ctx context.Context, pre *probeConn, deadline time.Time
 	// cost crypto/tls a watcher goroutine, a timer and a hand-off per
 	// handshake.
 	_ = c.raw.SetDeadline(minTime(time.Now().Add(bound), deadline))
-	id, err := tlslayer.Handshake(ctx, tc)
+	id, err := c.s.TLS.Handshake(ctx, tc)
 	_ = c.raw.SetDeadline(deadline)
 	if err != nil {
 		reason := tlslayer.Classify(err)
@@ -341,19 +341,53 @@ func (c *conn) handshake(ctx context.Context, pre *probeConn, deadline time.Time
 			return id, false
 		}
 		c.s.Metrics.TLSFailures.WithLabelValues(reason).Inc() // every one is metered
+		if he, ok := errors.AsType[*tlslayer.HandshakeError](err); ok && he.Issued {
+			// One of the CA's own clients refused for what its certificate
+			// says (expired, revoked, ...): the expiry metric names it, so
+			// an alert tells it from a flood of strangers.
+			c.s.Metrics.clientCerts.seen(tlslayer.PresentedIdentity(he.Presented), 0)
+		}
 		if !c.s.tlsFail.allow(c.source, reason) {
 			c.log.Debug("tls handshake failed; record suppressed (rate limit)", "reason", reason, "error", err)
 			return id, false
 		}
+		e := audit.Event{Event: audit.EventTLSFailed, Conn: c.id, Remote: c.remote, Listener: c.listener, Reason: reason}
+		if he, ok := errors.AsType[*tlslayer.HandshakeError](err); ok && he.Presented != nil {
+			// Whose certificate it was: the operator's first question.
+			// Unverified, so bounded and shown escaped like any claim.
+			e.Client = auditClient(tlslayer.PresentedIdentity(he.Presented))
+		}
 		c.log.Info("tls handshake failed", "reason", reason, "error", err)
-		c.s.auditEvent(audit.Event{Event: audit.EventTLSFailed, Conn: c.id, Remote: c.remote, Listener: c.listener, Reason: reason})
+		c.s.auditEvent(e)
 		return id, false
 	}
 	c.identity = id
-	c.client = &audit.Client{Subject: id.Subject, CN: id.CN, DNS: id.DNS, URI: id.URI, Email: id.Email,
-		Fingerprint: id.Fingerprint, Issuer: id.Issuer}
+	c.client = auditClient(id)
 	c.log = c.log.With("client_cn", id.CN)
+	c.clientSeen(id)
 	return id, true
+}
+
+// auditClient is the audit record's view of a certificate.
+func auditClient(id tlslayer.Identity) *audit.Client {
+	return &audit.Client{Subject: id.Subject, CN: id.CN, DNS: id.DNS, URI: id.URI, Email: id.Email,
+		Fingerprint: id.Fingerprint, Issuer: id.Issuer, Serial: id.Serial, NotBefore: id.NotBefore, NotAfter: id.NotAfter}
+}
+
+// clientSeen counts a certificate issued by a client CA as seen (the
+// expiry metric) and writes tls.expiring when it is due.
+func (c *conn) clientSeen(id tlslayer.Identity) {
+	warn := c.s.current().TLS.WarnExpiry
+	if !c.s.Metrics.clientCerts.seen(id, warn) {
+		return
+	}
+	left := time.Until(id.NotAfter)
+	days := int(left / (24 * time.Hour))
+	c.log.Warn("client certificate expires soon", "fingerprint", id.Fingerprint, "not_after", id.NotAfter, "days_left", days)
+	c.s.auditEvent(audit.Event{Event: audit.EventTLSExpiring, Conn: c.id, Remote: c.remote, Listener: c.listener,
+		Client: auditClient(id),
+		Detail: fmt.Sprintf("%d days left: the client certificate expires at %s (tls.warn_expiry %s)", days,
+			id.NotAfter.UTC().Format(time.RFC3339), policy.FormatDays(warn))})
 }
 
 // How a handshake that returned an error ended.

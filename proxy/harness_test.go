@@ -114,7 +114,9 @@ type edgeOptions struct {
 	NoAudit         bool
 	CertFile        string // the edge's certificate instead of the shared one
 	KeyFile         string
-	Quiet           bool // log at warn only (benchmarks)
+	TLSExtra        string   // more attributes of the tls block (crl, warn_expiry)
+	ExtraClientCAs  []string // client_ca files besides the shared test CA
+	Quiet           bool     // log at warn only (benchmarks)
 	// Prepare, when set, runs on the edge's directory before the audit
 	// trail is opened (e.g. to put the audit file on a failing device).
 	Prepare func(dir string)
@@ -167,6 +169,11 @@ func startEdge(t testing.TB, o edgeOptions) *testEdge {
 	}
 	if o.MaxPerClient > 0 {
 		pp += fmt.Sprintf("\n  max_associations_per_client = %d", o.MaxPerClient)
+	}
+	if !strings.Contains(o.TLSExtra, "warn_expiry") {
+		// The test certificates live 25 hours: every client would be
+		// "expiring" and write tls.expiring into the sequences tests expect.
+		o.TLSExtra += "\n  warn_expiry = \"0\""
 	}
 	src := o.source(p, admin, pp)
 	if o.Prepare != nil {
@@ -436,9 +443,10 @@ edge {
   %s
 }
 tls {
-  client_ca = [%q]
+  client_ca = [%s]
   cert_file = %q
   key_file  = %q
+  %s
 }
 audit {
   file        = "audit/audit.jsonl"
@@ -458,5 +466,14 @@ rule "echo" {
 rule "deny" {
   reject { reason = "calling-ae-not-recognized" }
 }
-`, admin, o.MaxPDU, o.MaxAssociations, o.ARTIM, o.Idle, o.Drain, pp, p.ca, o.CertFile, o.KeyFile, o.PatientIDs, o.Listeners, o.Backends, o.Rules)
+`, admin, o.MaxPDU, o.MaxAssociations, o.ARTIM, o.Idle, o.Drain, pp, quoteList(append([]string{p.ca}, o.ExtraClientCAs...)), o.CertFile, o.KeyFile, o.TLSExtra, o.PatientIDs, o.Listeners, o.Backends, o.Rules)
+}
+
+// quoteList renders strings as the elements of an HCL list.
+func quoteList(xs []string) string {
+	q := make([]string, len(xs))
+	for i, x := range xs {
+		q[i] = fmt.Sprintf("%q", x)
+	}
+	return strings.Join(q, ", ")
 }

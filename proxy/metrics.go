@@ -28,6 +28,7 @@ type Metrics struct {
 	Active             prometheus.Gauge
 	RelayBytes         *prometheus.CounterVec // direction: in (client→edge), out (edge→client)
 	DIMSERequests      *prometheus.CounterVec // service, status_class
+	BackendHandshakes  *prometheus.CounterVec // backend, resumed
 	AuditQueueDepth    prometheus.GaugeFunc
 	AuditDropped       prometheus.CounterFunc
 	AuditWriteErrors   prometheus.CounterFunc
@@ -38,6 +39,10 @@ type Metrics struct {
 	// ForwardTotal counts spooled instances by backend and outcome
 	// (delivered, failed, retry).
 	ForwardTotal *prometheus.CounterVec
+
+	// clientCerts are the client certificates seen (clientcerts.go), the
+	// collector of dicomedge_client_cert_expiry_seconds.
+	clientCerts *clientCerts
 
 	// read by the func metrics; set by the server
 	auditDepth   atomic.Pointer[func() int]
@@ -151,6 +156,10 @@ func NewMetrics() *Metrics {
 		Name: "dicomedge_dimse_requests_total",
 		Help: "DIMSE requests from clients by service and the status class of the response.",
 	}, []string{"service", "status_class"})
+	m.BackendHandshakes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dicomedge_backend_tls_handshakes_total",
+		Help: "Completed TLS handshakes with backends, by backend and whether a session was resumed.",
+	}, []string{"backend", "resumed"})
 	m.AuditQueueDepth = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "dicomedge_audit_queue_depth",
 		Help: "Audit events waiting to be written.",
@@ -222,7 +231,8 @@ func NewMetrics() *Metrics {
 		Name: "dicomedge_forward_total",
 		Help: "Spooled instances by backend and outcome: delivered, failed (moved to failed/), retry (a transient failure, retried after back-off).",
 	}, []string{"backend", "result"})
-	m.Registry.MustRegister(m.Associations, m.TLSFailures, m.ConnectionsRefused, m.Active, m.RelayBytes, m.DIMSERequests,
+	m.clientCerts = newClientCerts()
+	m.Registry.MustRegister(m.clientCerts, m.Associations, m.TLSFailures, m.ConnectionsRefused, m.Active, m.RelayBytes, m.DIMSERequests, m.BackendHandshakes,
 		m.AuditQueueDepth, m.AuditDropped, m.AuditWriteErrors, m.CertificateExpiry, m.AssociationLimit,
 		m.ForwardBacklog, m.ForwardDelivered, m.ForwardTotal, newSpoolCollector(m),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

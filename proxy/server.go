@@ -84,8 +84,9 @@ type Server struct {
 // benchSwitches: each one, when set, takes the edge back to how it was
 // before a speed-up (scripts/bench prints both).
 type benchSwitches struct {
-	oneWritePerRecord atomic.Bool // TLS records to a backend written one by one (gather.go)
-	plainReadsAsAsked atomic.Bool // no read-ahead for PDU headers on plain connections (waithook.go)
+	oneWritePerRecord  atomic.Bool // TLS records to a backend written one by one (gather.go)
+	plainReadsAsAsked  atomic.Bool // no read-ahead for PDU headers on plain connections (waithook.go)
+	backendSessionsOff atomic.Bool // a full TLS handshake with a backend for every association (backend.go)
 }
 
 func (s *Server) init() {

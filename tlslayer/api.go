@@ -3,6 +3,7 @@ package tlslayer
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"sync"
@@ -137,6 +138,16 @@ var ErrACMEChallenge = errors.New("tls-alpn-01 challenge connection")
 type HandshakeError struct {
 	Reason string
 	Err    error
+	// Presented is the leaf certificate the client sent, when it sent one
+	// (nil otherwise). It did not verify: every field of it is the
+	// client's claim, to be shown escaped and never trusted.
+	Presented *x509.Certificate
+	// Issued reports that Presented was issued by one of the client CAs:
+	// its chain verifies but for the failure named by Reason (it expired,
+	// was revoked, has two CNs or the wrong key usage). A certificate from
+	// an unknown CA is not Issued: anyone can make one.
+	Issued bool
+	chain  []*x509.Certificate // what the client sent, leaf first (intermediates for the Issued check)
 }
 
 func (e *HandshakeError) Error() string {
@@ -164,6 +175,17 @@ type Layer struct {
 // New loads everything cfg names (and, with ACME, obtains a certificate or
 // loads it from storage) and starts the file watcher.
 func New(ctx context.Context, cfg Config) (*Layer, error) { return newLayer(ctx, cfg) }
+
+// Handshake is like the package function Handshake, and on a failure
+// also judges the certificate the client presented against the current
+// client CAs (HandshakeError.Issued).
+func (l *Layer) Handshake(ctx context.Context, c *tls.Conn) (Identity, error) {
+	id, err := handshake(ctx, c)
+	if he, ok := errors.AsType[*HandshakeError](err); ok && he.Presented != nil && !he.Issued {
+		he.Issued = l.st.Load().issuedDespite(he)
+	}
+	return id, err
+}
 
 // Handshake runs the server handshake under ctx (its deadline is the ARTIM
 // bound: it is set on the connection and left in place, so that the same

@@ -23,7 +23,15 @@ func handshake(ctx context.Context, c *tls.Conn) (Identity, error) {
 		if ctx.Err() != nil && reason != ReasonEOF {
 			reason = ReasonTimeout
 		}
-		return Identity{}, &HandshakeError{Reason: reason, Err: err}
+		if he, ok := err.(*HandshakeError); ok {
+			// From VerifyConnection (checkChain): already classified
+			// and carrying the certificate.
+			he.Reason = reason
+			return Identity{}, he
+		}
+		he := &HandshakeError{Reason: reason, Err: err}
+		he.Presented, he.Issued, he.chain = presented(err)
+		return Identity{}, he
 	}
 	cs := c.ConnectionState()
 	if cs.NegotiatedProtocol == acmeTLSALPN {
@@ -35,6 +43,19 @@ func handshake(ctx context.Context, c *tls.Conn) (Identity, error) {
 		return Identity{}, &HandshakeError{Reason: ReasonNoClientCertificate, Err: errors.New("connection has no verified client certificate")}
 	}
 	return IdentityFromCertificate(cs.VerifiedChains[0][0]), nil
+}
+
+// presented finds the certificate the client sent in a handshake error:
+// crypto/tls's own verification failure carries the unverified chain, and
+// the checks of VerifyConnection (checkChain) attach the verified leaf.
+func presented(err error) (leaf *x509.Certificate, issued bool, chain []*x509.Certificate) {
+	if he, ok := errors.AsType[*HandshakeError](err); ok && he.Presented != nil {
+		return he.Presented, he.Issued, he.chain
+	}
+	if cve, ok := errors.AsType[*tls.CertificateVerificationError](err); ok && len(cve.UnverifiedCertificates) > 0 {
+		return cve.UnverifiedCertificates[0], false, cve.UnverifiedCertificates
+	}
+	return nil, false, nil
 }
 
 // Classify maps an error from a server-side handshake to one of the Reason*

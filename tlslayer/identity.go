@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"math/big"
 	"time"
+	"unicode/utf8"
 )
 
 // Identity is what the edge knows about a client after its certificate chain
@@ -19,6 +20,7 @@ type Identity struct {
 	Fingerprint string    `json:"fingerprint,omitempty"` // "sha256:<hex>" of the leaf's DER
 	Issuer      string    `json:"issuer,omitempty"`
 	Serial      string    `json:"serial,omitempty"` // hexadecimal
+	NotBefore   time.Time `json:"not_before,omitzero"`
 	NotAfter    time.Time `json:"not_after,omitzero"`
 }
 
@@ -36,12 +38,54 @@ func IdentityFromCertificate(cert *x509.Certificate) Identity {
 		Fingerprint: "sha256:" + hex.EncodeToString(sum[:]),
 		Issuer:      cert.Issuer.String(),
 		Serial:      serialHex(cert.SerialNumber),
+		NotBefore:   cert.NotBefore.UTC(),
 		NotAfter:    cert.NotAfter.UTC(),
 	}
 	for _, u := range cert.URIs {
 		id.URI = append(id.URI, u.String())
 	}
 	return id
+}
+
+// Bounds on what is kept of a certificate that did not verify: its names
+// are whatever the client wrote (a handshake message may hold 64 KiB), and
+// the record that names it must stay small however many failures come.
+const (
+	maxPresentedString = 512 // bytes of a subject, issuer, CN or SAN
+	maxPresentedNames  = 8   // SANs of each kind
+	maxPresentedSerial = 64  // hex digits (RFC 5280 4.1.2.2 allows 20 octets)
+)
+
+// PresentedIdentity describes a certificate a client presented that did
+// not verify (HandshakeError.Presented): as IdentityFromCertificate, with
+// each string cut to a bound (marked by a trailing "...") and at most a few
+// names of each kind. The fingerprint is of the whole certificate.
+func PresentedIdentity(cert *x509.Certificate) Identity {
+	id := IdentityFromCertificate(cert)
+	id.Subject = clip(id.Subject, maxPresentedString)
+	id.CN = clip(id.CN, maxPresentedString)
+	id.Issuer = clip(id.Issuer, maxPresentedString)
+	id.Serial = clip(id.Serial, maxPresentedSerial)
+	for _, l := range []*[]string{&id.DNS, &id.URI, &id.Email} {
+		if len(*l) > maxPresentedNames {
+			*l = (*l)[:maxPresentedNames]
+		}
+		for i := range *l {
+			(*l)[i] = clip((*l)[i], maxPresentedString)
+		}
+	}
+	return id
+}
+
+// clip cuts s to at most n bytes plus "...", at a UTF-8 boundary.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "..."
 }
 
 func serialHex(n *big.Int) string {

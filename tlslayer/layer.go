@@ -203,7 +203,13 @@ func (l *Layer) buildConfig(st *state) *tls.Config {
 		// that chain to be still valid and rooted in the current ClientCAs).
 		// Tickets are sealed with keys rotated hourly (tickets.go).
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			return st.checkChain(cs.VerifiedChains, time.Now())
+			err := st.checkChain(cs.VerifiedChains, time.Now())
+			if he, ok := errors.AsType[*HandshakeError](err); ok && len(cs.PeerCertificates) > 0 {
+				// The chain verified against the client CAs: the
+				// certificate is one of ours, refused for what it says.
+				he.Presented, he.Issued, he.chain = cs.PeerCertificates[0], len(cs.VerifiedChains) > 0, cs.PeerCertificates
+			}
+			return err
 		},
 	}
 	if st.cert != nil {

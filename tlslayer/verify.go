@@ -149,7 +149,7 @@ func (st *state) checkChain(chains [][]*x509.Certificate, now time.Time) error {
 	// RFC 5280 4.2.1.3 / RFC 8446 4.4.2.4: a TLS client certificate signs the
 	// handshake, so if the key usage extension is present it must allow that.
 	if leaf.KeyUsage != 0 && leaf.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
-		return &HandshakeError{Reason: ReasonBadKeyUsage, Err: fmt.Errorf("client certificate key usage %#x lacks digitalSignature", leaf.KeyUsage)}
+		return &HandshakeError{Reason: ReasonBadKeyUsage, Err: fmt.Errorf("client certificate key usage %#x lacks digitalSignature", int(leaf.KeyUsage))}
 	}
 	if err := st.prof.checkKeySize(leaf); err != nil {
 		return &HandshakeError{Reason: ReasonBadCertificate, Err: err}
@@ -199,4 +199,39 @@ func countCN(c *x509.Certificate) int {
 		}
 	}
 	return n
+}
+
+// issuedDespite reports whether the certificate a failed handshake
+// presented chains to one of this state's client CAs apart from the
+// failure itself: an expired (or not yet valid) certificate is judged as
+// if it were valid now, one with the wrong extended key usage for any
+// usage. Other failures (an unknown CA, a malformed certificate) say
+// nothing good about its issuer.
+func (st *state) issuedDespite(he *HandshakeError) bool {
+	leaf := he.Presented
+	if st == nil || leaf == nil {
+		return false
+	}
+	opts := x509.VerifyOptions{Roots: st.pool, Intermediates: x509.NewCertPool(),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}, CurrentTime: time.Now()}
+	for _, c := range he.chain {
+		if c != leaf {
+			opts.Intermediates.AddCert(c)
+		}
+	}
+	switch he.Reason {
+	case ReasonExpired, ReasonNotYetValid:
+		// A copy whose parsed dates span now: Verify judges validity by
+		// these fields, while the issuer's signature covers the original
+		// RawTBSCertificate, so the copy verifies exactly when the
+		// certificate was signed by a client CA (through a chain valid now).
+		undated := *leaf
+		undated.NotBefore, undated.NotAfter = opts.CurrentTime.Add(-time.Minute), opts.CurrentTime.Add(time.Minute)
+		leaf = &undated
+	case ReasonBadKeyUsage:
+	default:
+		return false
+	}
+	_, err := leaf.Verify(opts)
+	return err == nil
 }

@@ -24,6 +24,7 @@ import (
 
 	"github.com/dicomedge/dicomedge/audit"
 	"github.com/dicomedge/dicomedge/policy"
+	"github.com/dicomedge/dicomedge/tlslayer"
 )
 
 // auditNow is the clock for relative --since/--until; tests pin it.
@@ -310,6 +311,16 @@ func tableRow(e *audit.Event) []string {
 	switch e.Event {
 	case audit.EventTLSFailed, audit.EventConnectionRefused:
 		row[4], row[5] = "reject", e.Reason
+		if c := e.Client; c != nil {
+			// Which certificate: its fingerprint is the one name a client
+			// cannot choose, and for expired its date is the story.
+			row[5] = join(row[5], shortFingerprint(c.Fingerprint))
+			if e.Reason == tlslayer.ReasonExpired && !c.NotAfter.IsZero() {
+				row[5] = join(row[5], "not_after "+c.NotAfter.UTC().Format(time.RFC3339))
+			}
+		}
+	case audit.EventTLSExpiring:
+		row[4], row[5] = "warn", e.Detail
 	case audit.EventAccepted:
 		row[4] = join(e.Action, e.Backend)
 		if e.Rule != "" {
@@ -351,19 +362,39 @@ func tableRow(e *audit.Event) []string {
 }
 
 // who names the peer: its certificate identity, or, when it has none (a
-// failed handshake), its address in brackets.
+// failed handshake), its address in brackets. The certificate of a failed
+// handshake did not verify, so its name is marked as a claim with the
+// address beside it: a stranger calling itself a known modality must not
+// read as that modality.
 func who(e *audit.Event) string {
 	if n := clientName(e.Client); n != "" {
+		if e.Event == audit.EventTLSFailed {
+			return n + " (unverified) " + bracketHost(e.Remote)
+		}
 		return n
 	}
-	if e.Remote == "" {
+	return bracketHost(e.Remote)
+}
+
+// bracketHost is the host of an ip:port in brackets, or "" for none.
+func bracketHost(remote string) string {
+	if remote == "" {
 		return ""
 	}
-	host, _, err := net.SplitHostPort(e.Remote)
+	host, _, err := net.SplitHostPort(remote)
 	if err != nil {
-		host = e.Remote
+		host = remote
 	}
 	return "[" + host + "]"
+}
+
+// shortFingerprint keeps "sha256:" and 16 hex digits: enough to tell
+// certificates apart in a table; --json has the whole.
+func shortFingerprint(fp string) string {
+	if len(fp) > len("sha256:")+16 {
+		return fp[:len("sha256:")+16] + "…"
+	}
+	return fp
 }
 
 func clientName(c *audit.Client) string {
@@ -437,6 +468,7 @@ func (o *auditOpts) summary(cmd *cobra.Command) error {
 		byDecision, byReason    = map[string]int{}, map[string]int{}
 		byEvent                 = map[string]int{}
 		totalIn, totalOut, data int64
+		failedCerts             = map[string]*failedCert{} // tls.failed by presented certificate
 	)
 	get := func(m map[string]*row, k string) *row {
 		if k == "" {
@@ -492,6 +524,9 @@ func (o *auditOpts) summary(cmd *cobra.Command) error {
 			byReason[printable(e.Reason)]++
 		case audit.EventTLSFailed:
 			byReason["tls: "+printable(e.Reason)]++
+			if e.Client != nil && e.Client.Fingerprint != "" {
+				countFailedCert(failedCerts, &e)
+			}
 		case audit.EventConnectionRefused:
 			byReason["connection: "+printable(e.Reason)]++
 		case audit.EventDIMSE:
@@ -550,6 +585,7 @@ func (o *auditOpts) summary(cmd *cobra.Command) error {
 		{"By client:", table(byClient)},
 		{"By AE pair (calling→called):", table(byPair)},
 		{"By listener:", listenerRows},
+		{"TLS failures by presented certificate (unverified names):", failedCertRows(failedCerts)},
 		{"By decision:", counts(byDecision)},
 		{"Reject reasons:", counts(byReason)},
 		{"By event:", counts(byEvent)},
@@ -563,6 +599,76 @@ func (o *auditOpts) summary(cmd *cobra.Command) error {
 		}
 	}
 	return nil
+}
+
+// failedCert counts the failed handshakes of one presented certificate.
+type failedCert struct {
+	name, issuer, notAfter string
+	reasons                map[string]int
+	n                      int
+	sources                map[string]bool
+}
+
+// maxFailedCerts bounds the certificates summary keeps apart: a log may
+// hold a flood of strangers' certificates, each with its own fingerprint.
+const maxFailedCerts = 10000
+
+const otherFailedCerts = "(other certificates)"
+
+func countFailedCert(m map[string]*failedCert, e *audit.Event) {
+	c := e.Client
+	key := c.Fingerprint
+	if m[key] == nil && len(m) >= maxFailedCerts {
+		key = otherFailedCerts
+	}
+	f := m[key]
+	if f == nil {
+		f = &failedCert{reasons: map[string]int{}, sources: map[string]bool{}}
+		if key != otherFailedCerts {
+			f.name, f.issuer = clientName(c), c.Issuer
+			if !c.NotAfter.IsZero() {
+				f.notAfter = c.NotAfter.UTC().Format(time.RFC3339)
+			}
+		}
+		m[key] = f
+	}
+	f.n++
+	if len(f.reasons) < 32 {
+		f.reasons[e.Reason]++
+	}
+	if len(f.sources) < 32 {
+		f.sources[bracketHost(e.Remote)] = true
+	}
+}
+
+// failedCertRows lists the certificates by failures: one client's expired
+// certificate is one row with many failures; a flood of strangers is many
+// rows from many sources.
+func failedCertRows(m map[string]*failedCert) [][]string {
+	if len(m) == 0 {
+		return nil
+	}
+	rows := [][]string{{"CERTIFICATE", "FINGERPRINT", "ISSUER", "NOT AFTER", "REASONS", "SOURCES", "FAILURES"}}
+	for _, fp := range sortedKeys(m, func(k string) int { return m[k].n }) {
+		f := m[fp]
+		reasons := make([]string, 0, len(f.reasons))
+		for _, r := range sortedKeys(f.reasons, func(k string) int { return f.reasons[k] }) {
+			reasons = append(reasons, fmt.Sprintf("%s=%d", r, f.reasons[r]))
+		}
+		shown := shortFingerprint(fp)
+		if fp == otherFailedCerts {
+			shown = fp
+		}
+		row := []string{f.name, shown, f.issuer, f.notAfter, strings.Join(reasons, ","), strconv.Itoa(len(f.sources)), strconv.Itoa(f.n)}
+		for i, c := range row {
+			if c == "" {
+				c = "-"
+			}
+			row[i] = printable(c)
+		}
+		rows = append(rows, row)
+	}
+	return rows
 }
 
 // sortedKeys orders by count descending, then name, so output is stable.

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"crypto/tls"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -125,7 +127,26 @@ rule "sf" {
 	}
 	p := testpeer.Start(t, bin, "serve", "--config", config)
 	testpeer.WaitListening(t, admin, 30*time.Second, p)
+	// The client certificate metrics have a series once a client was seen.
+	pair, err := tls.LoadX509KeyPair(filepath.Join(dir, "certs", "client.pem"), filepath.Join(dir, "certs", "client-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", listen,
+		&tls.Config{Certificates: []tls.Certificate{pair}, InsecureSkipVerify: true}) // the edge's certificate is not what is tested
+	if err != nil {
+		t.Fatalf("TLS client: %v", err)
+	}
+	// TLS 1.3: the edge judges the client's certificate after the client's
+	// handshake ends; the first read waits for that.
+	_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	_, _ = c.Read(make([]byte, 1))
+	c.Close()
 	code, body := httpGetQuiet("http://" + admin + "/metrics")
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(body, "dicomedge_client_cert_expiry_seconds{") && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		code, body = httpGetQuiet("http://" + admin + "/metrics")
+	}
 	if code != 200 {
 		t.Fatalf("/metrics: %d", code)
 	}

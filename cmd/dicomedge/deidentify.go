@@ -159,6 +159,11 @@ func deidentifyFile(p *deid.Profile, in, outDir string, stdout io.Writer, explai
 	if sop == "" {
 		sop = t.MapUID(meta.MediaStorageSOPInstanceUID())
 	}
+	if meta.MediaStorageSOPClassUID() == "" && r.res.SOPClassUID != "" {
+		// Type 1 in the File Meta (PS3.10 7.1): the data set's SOP Class UID
+		// stands in for a writer that left it out.
+		meta.Elements = append(meta.Elements, deid.MetaElement{Tag: 0x00020002, VR: "UI", Value: []byte(r.res.SOPClassUID)})
+	}
 	head, err := deid.EncodeFileMeta(meta, sop, association.ImplementationClassUID, association.ImplementationVersionName)
 	if err != nil {
 		return r, &deid.RefusedError{Reason: "malformed-data-set", Detail: "neither the data set nor the File Meta Information has a SOP Instance UID"}
