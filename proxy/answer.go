@@ -99,7 +99,7 @@ func (a *answerer) accept() bool {
 	}
 	a.peerMax = rq.UserInfo.MaxLength
 	a.w = &pduWriter{c: c.tc, timeout: a.idle()}
-	if !c.establish(func() {
+	if !c.establish(a.w, func() {
 		a.stopped.Store(true)
 		a.abort(association.AbortSourceServiceProvider, association.AbortReasonNotSpecified)
 	}) {

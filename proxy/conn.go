@@ -55,7 +55,11 @@ type conn struct {
 	// negotiation) records it, so the log tells a policy reject from a
 	// later one (`dicomedge policy replay` relies on it).
 	ruleAction, ruleBackend string
-	rq                      *association.AssociateRQ
+	rule                    string // the rule that accepted it
+	// out counts the bytes written to the client once the association is
+	// established (OpenAssociations); set by establish.
+	out *pduWriter
+	rq  *association.AssociateRQ
 
 	// state moves pre (0) → established (1) or closing (2) exactly once
 	state atomic.Int32
@@ -122,8 +126,11 @@ func (c *conn) close() {
 }
 
 // establish marks the association established unless Shutdown got here
-// first.
-func (c *conn) establish(abort func()) bool {
+// first. out is the writer to the client, whose byte count the console's
+// list of open associations reads (OpenAssociations): it is set before the
+// state changes, so a reader that sees the state sees it too.
+func (c *conn) establish(out *pduWriter, abort func()) bool {
+	c.out = out
 	c.abortFn.Store(&abort)
 	return c.state.CompareAndSwap(statePre, stateEstablished)
 }
@@ -270,6 +277,7 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 			return nil, false
 		}
 		c.ruleAction = d.Action.String()
+		c.rule = d.Rule
 		if d.Backend != nil {
 			c.ruleBackend = d.Backend.Name
 		}

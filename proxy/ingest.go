@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"strings"
 	"time"
 
@@ -150,9 +151,26 @@ func (in *ingest) begin(ctxID uint8, cmd *dimse.Command, ts string) error {
 	return nil
 }
 
+// deidRefusalStatus is the C-STORE status for an instance the profile
+// refuses, as on a de-identified relay (docs/deidentify.md): 0x0124 for
+// burned-in annotation or an encapsulated document, 0xA700 over the
+// transform's bounds, 0xC000 (cannot understand) otherwise.
+func deidRefusalStatus(err error) uint16 {
+	var r *deid.RefusedError
+	if errors.As(err, &r) {
+		switch r.Reason {
+		case "burned-in-annotation", "encapsulated-document":
+			return dimse.StatusRefusedNotAuthorized
+		case "over-bound":
+			return dimse.StatusRefusedOutOfResources
+		}
+	}
+	return dimse.StatusUnableToProcess
+}
+
 // write passes data-set bytes to the spool, through the transform on a
-// de-identified rule. A refusal by the transform is 0xC000 (cannot
-// understand, PS3.4 B.2.3) with its reason; a spool error 0xA700.
+// de-identified rule. A refusal by the transform answers its status with
+// its reason; a spool error 0xA700.
 func (op *storeOp) write(p []byte, last bool) {
 	if op.w == nil {
 		return
@@ -173,7 +191,7 @@ func (op *storeOp) write(p []byte, last bool) {
 		err = op.deid.Close()
 	}
 	if err != nil {
-		fail(dimse.StatusUnableToProcess, "deidentify: "+err.Error())
+		fail(deidRefusalStatus(err), "deidentify: "+err.Error())
 		return
 	}
 	op.out = op.deid.Next(op.out[:0])

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"net/http"
@@ -292,10 +293,13 @@ type adminServer struct {
 	ln  net.Listener
 }
 
-func startAdmin(addr string, h http.Handler) (*adminServer, error) {
+func startAdmin(addr string, h http.Handler, tlsCfg *tls.Config) (*adminServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
+	}
+	if tlsCfg != nil {
+		ln = newSniffListener(ln, tlsCfg)
 	}
 	a := &adminServer{ln: ln, srv: &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}}
 	go func() {

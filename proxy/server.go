@@ -2,9 +2,11 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"strings"
 	"sync"
@@ -32,6 +34,13 @@ type Server struct {
 	Audit   *audit.Writer   // optional: nil writes no audit trail
 	Logger  hclog.Logger    // optional: nil discards
 	Metrics *Metrics        // optional: nil creates one
+	// Console, when set, serves the web console on the admin listener
+	// beside /metrics, /healthz and /readyz (which stay as they are).
+	Console http.Handler
+	// AdminTLS, when set, makes the admin listener speak HTTPS as well as
+	// plain HTTP (told apart by the first byte), for the console's client
+	// certificates; from tlslayer.Layer.AdminConfig.
+	AdminTLS *tls.Config
 	// Dialer dials backends; nil uses a net.Dialer. Tests use it to observe
 	// or break backend connections.
 	Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -172,7 +181,11 @@ func (s *Server) StartAdmin() error {
 	if s.admin != nil {
 		return nil
 	}
-	a, err := startAdmin(cfg.Edge.AdminListen, AdminHandler(s.Metrics, s.Ready))
+	h := AdminHandler(s.Metrics, s.Ready)
+	if s.Console != nil {
+		h = withConsole(h, s.Console)
+	}
+	a, err := startAdmin(cfg.Edge.AdminListen, h, s.AdminTLS)
 	if err != nil {
 		return fmt.Errorf("admin listen %s: %w", cfg.Edge.AdminListen, err)
 	}

@@ -144,6 +144,11 @@ func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
 	defer layer.Close()
 	s.TLS = layer
 	layerRef.Store(layer)
+	stopConsole, err := startConsole(ctx, s, layer, o, cfg, logger, stderr)
+	if err != nil {
+		return withExit(1, err)
+	}
+	defer stopConsole()
 	ln, err := net.Listen("tcp", cfg.Edge.Listen)
 	if err != nil {
 		return withExit(1, fmt.Errorf("listen %s: %w", cfg.Edge.Listen, err))
