@@ -190,6 +190,14 @@ func (t *Transformer) Next(dst []byte) []byte {
 	return dst
 }
 
+// Take gives the output so far without copying it: the slice is valid
+// until the next Write or Close.
+func (t *Transformer) Take() []byte {
+	out := t.out
+	t.out = t.out[:0]
+	return out
+}
+
 // Pending is how many output bytes Next would give.
 func (t *Transformer) Pending() int { return len(t.out) }
 

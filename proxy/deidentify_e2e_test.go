@@ -166,7 +166,17 @@ func (f *leakFile) write(t *testing.T, dataset []byte) *leakFile {
 // storescp: no marker leaves, pixel data is byte-identical, the sender
 // gets its own SOP Instance UID back, the same study maps to the same UIDs
 // again and after a restart of the edge, and another study to others.
-func TestDeidentifyLeakRealPeers(t *testing.T) {
+// deidSetup is the way out to an AI vendor: the PACS's storescu on the
+// plain inside listener, a de-identifying rule, the vendor a storescp that
+// requires TLS with the edge's client certificate.
+type deidSetup struct {
+	opts   edgeOptions
+	inside string
+	scp    *testpeer.StoreSCP
+}
+
+func newDeidSetup(t *testing.T) *deidSetup {
+	t.Helper()
 	testpeer.Require(t, "storescp", "storescu", "dciodvfy")
 	p := sharedPKI(t)
 	vendor := testpeer.NewPKI(t, "vendor")
@@ -220,6 +230,12 @@ rule "pacs-to-ai-vendor" {
 }
 `,
 	}
+	return &deidSetup{opts: opts, inside: inside, scp: scp}
+}
+
+func TestDeidentifyLeakRealPeers(t *testing.T) {
+	ds := newDeidSetup(t)
+	opts, inside, scp := ds.opts, ds.inside, ds.scp
 	e := startEdge(t, opts)
 	send := func(t *testing.T, addr string, f *leakFile) string {
 		t.Helper()
@@ -342,4 +358,38 @@ func dciodvfyErrors(t *testing.T, path string) map[string]bool {
 		errs[strings.TrimSpace(line)] = true
 	}
 	return errs
+}
+
+// TestDeidentifyRefusesBurnedIn: a Secondary Capture image without Burned
+// In Annotation cannot be cleaned here: storescu hears a failure status,
+// the vendor receives nothing, and the record says why; a CT sent on the
+// same association afterwards still goes.
+func TestDeidentifyRefusesBurnedIn(t *testing.T) {
+	ds := newDeidSetup(t)
+	e := startEdge(t, ds.opts)
+	scPaths, _ := testpeer.WriteDICOMFiles(t, t.TempDir(), "PATSC", 1, 16, 16) // Secondary Capture
+	ct := makeLeakFile(t, "3")
+	ctx := testpeer.Context(t, time.Minute)
+	out, _ := testpeer.Run(ctx, "storescu", "-d", "--no-halt", "-aet", "MAINPACS", "-aec", "AIVENDOR",
+		testpeer.Host(ds.inside), fmt.Sprint(testpeer.Port(ds.inside)), scPaths[0], ct.pathCache)
+	if !strings.Contains(out, "0x0124") {
+		t.Errorf("storescu did not hear status 0x0124 for the burned-in instance:\n%s", out)
+	}
+	rec := e.waitEvent(t, "refused dimse record", func(ev audit.Event) bool {
+		return ev.Event == audit.EventDIMSE && ev.Allowed != nil && !*ev.Allowed
+	})
+	if rec.Status != "0x0124" || !strings.Contains(rec.Detail, "burned-in-annotation") {
+		t.Errorf("record %+v", rec)
+	}
+	e.waitEvent(t, "the CT's record", func(ev audit.Event) bool {
+		return ev.Event == audit.EventDIMSE && ev.Deidentified != nil && ev.Status == "0x0000"
+	})
+	files, _ := os.ReadDir(ds.scp.Dir)
+	if len(files) != 1 {
+		t.Fatalf("the vendor holds %d files, want only the CT", len(files))
+	}
+	b, _ := os.ReadFile(filepath.Join(ds.scp.Dir, files[0].Name()))
+	if bytes.Contains(b, []byte("PATSC")) || !bytes.Contains(b, []byte("1.2.840.10008.5.1.4.1.1.2\x00")) {
+		t.Error("the file the vendor holds is not the de-identified CT")
+	}
 }
