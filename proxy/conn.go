@@ -269,6 +269,13 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 			association.RejectReason(d.Reject.Reason), d.Reject.ReasonName)
 		return nil, false
 	case policy.ActionAnswer, policy.ActionRelay:
+		if d.StoreAndForward && c.s.Spool == nil {
+			// A policy that needs the spool is only served with one open;
+			// a reload that added the first such rule needs a restart.
+			c.rejectDetail = "store-and-forward rule, but the edge has no spool open (restart the edge to open it)"
+			c.reject(d.Rule, association.RejectTransient, association.RejectSourceServiceUser, association.RejectUserNoReason, "")
+			return nil, false
+		}
 		c.ruleAction = d.Action.String()
 		c.rule = d.Rule
 		if d.Backend != nil {
@@ -295,8 +302,11 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 	c.clientKey = key
 	c.releasePre() // now counted against max_associations instead
 	_ = c.raw.SetDeadline(time.Time{})
-	if d.Action == policy.ActionAnswer {
+	if d.Action == policy.ActionAnswer || d.StoreAndForward {
 		a := &answerer{c: c, cfg: cfg, r: r, rule: d.Rule}
+		if d.StoreAndForward {
+			a.in = &ingest{a: a, sp: c.s.Spool, d: d}
+		}
 		return a.run, true
 	}
 	rl := &relay{c: c, cfg: cfg, d: d, cr: r}
