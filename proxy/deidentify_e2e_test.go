@@ -69,14 +69,16 @@ var skipPlant = map[uint32]bool{
 	0x00120062: true, 0x00120063: true, 0x00120064: true, 0x00280303: true, 0x00420011: true,
 }
 
-func makeLeakFile(t *testing.T, seed string) *leakFile { return makeLeakFileTS(t, seed, "1.2.840.10008.1.2.1") }
+func makeLeakFile(t *testing.T, seed string) *leakFile {
+	return makeLeakFileTS(t, seed, "1.2.840.10008.1.2.1")
+}
 
 // makeLeakFileTS is makeLeakFile in transferSyntax: Explicit VR Little
 // Endian with native Pixel Data, or JPEG Baseline with the pixels as
 // encapsulated fragments (their content is not decoded on the way).
 func makeLeakFileTS(t *testing.T, seed, transferSyntax string) *leakFile {
 	t.Helper()
-	f := &leakFile{transferSyntax: transferSyntax,study: "1.2.826.0.1.3680043.10.543." + seed + ".1", series: "1.2.826.0.1.3680043.10.543." + seed + ".2",
+	f := &leakFile{transferSyntax: transferSyntax, study: "1.2.826.0.1.3680043.10.543." + seed + ".1", series: "1.2.826.0.1.3680043.10.543." + seed + ".2",
 		sop: "1.2.826.0.1.3680043.10.543." + seed + ".3", pixels: make([]byte, 64*64*2)}
 	if _, err := rand.Read(f.pixels); err != nil {
 		t.Fatal(err)
