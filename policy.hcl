@@ -181,3 +181,15 @@ rule "clinic-a" {
 rule "deny" {
   reject { reason = "calling-ae-not-recognized" }
 }
+
+# The web console on admin_listen (docs/console.md). `serve --dev` serves it without this block, for a
+# development operator whose password it prints. In production name who may sign in:
+# admin {
+#   console {
+#     client_ca = ["certs/admin-ca.pem"]    # administrators' client certificates (HTTPS on admin_listen)
+#     user "pacs-admin" {
+#       password_hash = "$argon2id$..."     # `dicomedge admin passwd` prints it
+#       role          = "operator"          # viewer | operator (may reload the policy)
+#     }
+#   }
+# }

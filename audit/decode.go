@@ -234,6 +234,8 @@ func (d *eventDecoder) event(e *Event) bool {
 			return d.str(&e.CalledAE)
 		case "listener":
 			return d.str(&e.Listener)
+		case "user":
+			return d.str(&e.User)
 		case "reason":
 			return d.str(&e.Reason)
 		case "rule":

@@ -20,6 +20,13 @@ const (
 	EventCertRenewed        = "cert.renewed"
 	EventConnectionRefused  = "connection.refused"
 	EventAnchorMismatch     = "audit.anchor_mismatch"
+
+	// The web console (console/): a sign-in, a refused one, and what a
+	// signed-in person did (detail), with user or the admin certificate's
+	// client, and remote.
+	EventConsoleLogin       = "console.login"
+	EventConsoleLoginFailed = "console.login_failed"
+	EventConsoleAction      = "console.action"
 	EventTLSExpiring        = "tls.expiring"
 )
 
@@ -69,6 +76,7 @@ type Event struct {
 	CallingAE string  `json:"calling_ae,omitempty"`
 	CalledAE  string  `json:"called_ae,omitempty"`
 	Listener  string  `json:"listener,omitempty"` // the name of the listener the connection arrived on
+	User      string  `json:"user,omitempty"`     // console.*: the console user (a password login)
 
 	// Reason is the failure class for tls.failed and connection.refused and
 	// the reject reason name (e.g. "calling-ae-not-recognized") for
@@ -176,6 +184,7 @@ func (e *Event) appendJSON(b []byte) []byte {
 	b = optString(b, "calling_ae", e.CallingAE)
 	b = optString(b, "called_ae", e.CalledAE)
 	b = optString(b, "listener", e.Listener)
+	b = optString(b, "user", e.User)
 	b = optString(b, "reason", e.Reason)
 	// Measured values and the rejecting rule are written even when zero or
 	// empty, so that every record of an event type carries the fields
@@ -357,3 +366,15 @@ func appendString(b []byte, s string) []byte {
 	b = append(b, s[start:]...)
 	return append(b, '"')
 }
+
+// Store-and-forward events (docs/audit.md): one spool.stored per instance
+// made durable, spool.forwarded per delivery, spool.failed on a permanent
+// refusal (moved to failed/), spool.expired past max_age, spool.purged by
+// `dicomedge spool purge`.
+const (
+	EventSpoolStored    = "spool.stored"
+	EventSpoolForwarded = "spool.forwarded"
+	EventSpoolFailed    = "spool.failed"
+	EventSpoolExpired   = "spool.expired"
+	EventSpoolPurged    = "spool.purged"
+)

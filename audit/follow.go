@@ -24,11 +24,20 @@ func Follow(ctx context.Context, file string, f Filter, poll time.Duration, fn f
 	return follow(ctx, file, f, poll, nil, fn)
 }
 
+// FollowAt is Follow that also says where each record's line is, so that a
+// reader can index the log and read a record again later (the console).
+func FollowAt(ctx context.Context, file string, f Filter, poll time.Duration, fn func(Event, []byte, Position) error) error {
+	return followScanner(ctx, file, poll, nil, &scanner{f: f, at: fn, tr: tracker{}})
+}
+
 // follow is Follow; skip, when set, is asked about each rotated file before
 // it is read, and a file it skips counts as read (the forwarder passes the
 // files that end before its cursor instead of decoding them again).
 func follow(ctx context.Context, file string, f Filter, poll time.Duration, skip func(path string) bool, fn func(Event, []byte) error) error {
-	s := newScanner(f, fn)
+	return followScanner(ctx, file, poll, skip, newScanner(f, fn))
+}
+
+func followScanner(ctx context.Context, file string, poll time.Duration, skip func(path string) bool, s *scanner) error {
 	var (
 		cur    *os.File
 		curSt  os.FileInfo
@@ -68,7 +77,9 @@ func follow(ctx context.Context, file string, f Filter, poll time.Duration, skip
 	}
 	// drain reads cur from off to its current end.
 	drain := func() error {
+		s.base = off
 		n, ln, err := s.read(io.NewSectionReader(cur, off, 1<<62), cur.Name(), lineNo)
+		s.base = 0
 		off += n
 		lineNo = ln
 		return err

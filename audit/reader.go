@@ -120,6 +120,10 @@ var decisionAliases = map[string][]string{
 	"allowed": {"allow"}, "refused": {"refuse"},
 }
 
+// Match reports whether f selects e, as ReadFiles and `dicomedge audit`
+// decide it (after the association's earlier records filled e in).
+func (f *Filter) Match(e *Event) bool { return f.match(e) }
+
 func (f *Filter) match(e *Event) bool {
 	if !f.Since.IsZero() && e.Time.Before(f.Since) {
 		return false
@@ -294,6 +298,17 @@ type scanner struct {
 	fn  func(Event, []byte) error
 	tr  tracker
 	bad BadLinesError
+	// at, when set, is called instead of fn with where each line is: the
+	// file's name and the line's offset in it (base + what read consumed).
+	at   func(Event, []byte, Position) error
+	base int64
+}
+
+// Position is where a record's line starts: the file's name when it was
+// read (a current file is renamed when it rotates) and the byte offset.
+type Position struct {
+	File   string
+	Offset int64
 }
 
 func newScanner(f Filter, fn func(Event, []byte) error) *scanner {
@@ -314,7 +329,7 @@ func (s *scanner) readFile(p string) error {
 // returns the bytes and lines consumed.
 func (s *scanner) read(r io.Reader, name string, firstLine int) (int64, int, error) {
 	last := firstLine
-	n, err := readLines(r, name, firstLine, func(line []byte, ln int) error {
+	n, err := readLines(r, name, firstLine, func(line []byte, ln int, off int64) error {
 		last = ln
 		var e Event
 		if line == nil {
@@ -329,16 +344,20 @@ func (s *scanner) read(r io.Reader, name string, firstLine int) (int64, int, err
 		if !s.f.match(&e) {
 			return nil
 		}
+		if s.at != nil {
+			return s.at(e, line, Position{File: name, Offset: s.base + off})
+		}
 		return s.fn(e, line)
 	})
 	return n, last, err
 }
 
 // readLines calls fn for each complete line of r (numbered from firstLine+1,
-// without its newline) and returns the number of bytes consumed, which stops
-// before a trailing incomplete line. A line longer than maxLine is skipped
-// without buffering it and passed to fn as nil.
-func readLines(r io.Reader, name string, firstLine int, fn func(line []byte, n int) error) (int64, error) {
+// without its newline, and the offset in r where it starts) and returns the
+// number of bytes consumed, which stops before a trailing incomplete line. A
+// line longer than maxLine is skipped without buffering it and passed to fn
+// as nil.
+func readLines(r io.Reader, name string, firstLine int, fn func(line []byte, n int, off int64) error) (int64, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	var consumed, skipped int64
 	n := firstLine
@@ -367,7 +386,7 @@ func readLines(r io.Reader, name string, firstLine int, fn func(line []byte, n i
 		if skipping {
 			consumed += skipped + int64(len(chunk))
 			skipping, skipped = false, 0
-			if err := fn(nil, n); err != nil {
+			if err := fn(nil, n, consumed); err != nil {
 				return consumed, err
 			}
 			continue
@@ -378,7 +397,7 @@ func readLines(r io.Reader, name string, firstLine int, fn func(line []byte, n i
 			long = nil
 		}
 		consumed += int64(len(line))
-		if err := fn(line[:len(line)-1], n); err != nil {
+		if err := fn(line[:len(line)-1], n, consumed-int64(len(line))); err != nil {
 			return consumed, err
 		}
 	}
@@ -480,7 +499,7 @@ func verify(srcs []source, h *head, headName string) (int, error) {
 	for fi, src := range srcs {
 		p := src.name
 		lineNo := 0
-		consumed, err := readLines(src.r, p, 0, func(line []byte, ln int) error {
+		consumed, err := readLines(src.r, p, 0, func(line []byte, ln int, _ int64) error {
 			lineNo = ln
 			if line == nil {
 				return &VerifyError{p, ln, want, fmt.Sprintf("line longer than %d bytes", maxLine)}

@@ -33,6 +33,21 @@ func FuzzLoad(f *testing.F) {
 		minimalTLS + `edge { proxy_protocol = [null, 1, true] }`,
 		"rule \"\xff\" {\n reject { reason = \"\\u0000\" }\n}",
 		minimalTLS + `audit { syslog { ca = {} } }`,
+		`tls {
+  client_ca = ["ca.pem"]
+  acme {
+    domains = ["*.edge.example.org", "edge.example.org."]
+    dns {
+      rfc2136 {
+        server = "[::1]:53"
+        key_name = "k."
+        key_alg = "hmac-sha512"
+        key_secret_file = "testdata/none.key"
+        zone = "example.org"
+      }
+    }
+  }
+}`,
 	} {
 		f.Add([]byte(s))
 	}

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -44,5 +45,51 @@ func TestRepoPolicy(t *testing.T) {
 				t.Errorf("Evaluate = %q by rule %q, want %q by rule %q", d, d.Rule, tc.want, tc.rule)
 			}
 		})
+	}
+}
+
+// The commented examples of the bundled policy (the way out to a clinic,
+// de-identified to an AI vendor) are valid once uncommented and decide as
+// their comments say.
+func TestRepoPolicyCommentedExamples(t *testing.T) {
+	path := filepath.Join("..", "policy.hcl")
+	if _, err := CreateDevKeys(path); err != nil {
+		t.Fatal(err)
+	}
+	src, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	in := false
+	for _, l := range strings.Split(string(src), "\n") {
+		switch {
+		case !in && (strings.HasPrefix(l, "# listener ") || strings.HasPrefix(l, "# backend ") || strings.HasPrefix(l, "# rule ")):
+			in = true
+			l = strings.TrimPrefix(l, "# ")
+		case in:
+			if l == "# }" {
+				in = false
+			}
+			l = strings.TrimPrefix(strings.TrimPrefix(l, "#"), " ")
+		}
+		out = append(out, l)
+	}
+	cfg, diags := Load(path, []byte(strings.Join(out, "\n")))
+	if len(diags) > 0 {
+		WriteDiagnostics(os.Stderr, diags, cfg.Files)
+		t.Fatalf("policy.hcl with its examples uncommented: %d diagnostics", len(diags))
+	}
+	pacs := netip.MustParseAddr("127.0.0.1")
+	d := cfg.Policy.Evaluate(&Input{Listener: "inside", SourceIP: pacs, CallingAE: "MAINPACS", CalledAE: "AIVENDOR"})
+	if d.String() != "relay ai-vendor" || d.Deidentify == nil || d.Deidentify.Name != "ai-vendor" || d.Deidentify.Profile == nil {
+		t.Errorf("MAINPACS to AIVENDOR: %q by %q, deidentify %+v; want relay ai-vendor, de-identified by ai-vendor", d, d.Rule, d.Deidentify)
+	}
+	if !d.Deidentify.Profile.HasOption("retain-modified-dates") {
+		t.Error("the ai-vendor block lost retain-modified-dates")
+	}
+	d = cfg.Policy.Evaluate(&Input{Listener: "inside", SourceIP: pacs, CallingAE: "MAINPACS", CalledAE: "CLINA_WS1"})
+	if d.String() != "relay clinic-a-ws1" || d.Deidentify != nil {
+		t.Errorf("MAINPACS to CLINA_WS1: %q by %q, want relay clinic-a-ws1, not de-identified", d, d.Rule)
 	}
 }

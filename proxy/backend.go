@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -45,11 +46,18 @@ func (r *relay) dial(ctx context.Context, be *policy.Backend, artimDeadline time
 		nc.Close()
 		return nil, nil, err
 	}
+	if tcfg.ClientSessionCache != nil && r.c.s.bench.backendSessionsOff.Load() {
+		tcfg = tcfg.Clone()
+		tcfg.ClientSessionCache = nil
+	}
 	tc := tls.Client(hc, tcfg)
 	if err := tc.HandshakeContext(dctx); err != nil {
 		nc.Close()
 		return nil, nil, fmt.Errorf("%w: %w", errBackendHandshake, err)
 	}
+	resumed := tc.ConnectionState().DidResume
+	r.c.s.Metrics.BackendHandshakes.WithLabelValues(be.Name, strconv.FormatBool(resumed)).Inc()
+	r.c.log.Trace("backend TLS handshake", "resumed", resumed)
 	return tc, hc, nil
 }
 
@@ -59,10 +67,48 @@ func (r *relay) dial(ctx context.Context, be *policy.Backend, artimDeadline time
 // the current policy's backends. An entry is rebuilt when its files' size or
 // modification time changed, so a rotated client certificate or CA bundle
 // is used from the next dial without a SIGHUP.
+//
+// Each backend's configs share one TLS session cache (tickets, and TLS 1.2
+// session IDs), so a burst of short associations to a backend costs one
+// full handshake: the others resume. The cache belongs to the backend's
+// TLS as written and as on disk (tlsIdentity): a reload that leaves them
+// as they were keeps it, one that changes them (another address, name,
+// CA, certificate or profile), or a rotated file, starts afresh, so no
+// session made under the old trust is resumed under the new.
 type backendTLSCache struct {
-	mu  sync.Mutex
-	cfg *policy.Config
-	m   map[*policy.Backend]backendTLSEntry
+	mu       sync.Mutex
+	cfg      *policy.Config
+	m        map[*policy.Backend]backendTLSEntry
+	sessions map[string]tls.ClientSessionCache // by tlsIdentity, those in use under cfg
+	previous map[string]tls.ClientSessionCache // under the policy before cfg, carried over on first use
+}
+
+// backendSessions bounds the TLS sessions kept per backend: as many as
+// associations to it may start at once without waiting for each other's
+// tickets.
+const backendSessions = 64
+
+// sessionsFor returns the session cache for the backend TLS identity id.
+func (c *backendTLSCache) sessionsFor(id string) tls.ClientSessionCache {
+	if sc := c.sessions[id]; sc != nil {
+		return sc
+	}
+	sc := c.previous[id]
+	if sc == nil {
+		sc = tls.NewLRUClientSessionCache(backendSessions)
+	}
+	if c.sessions == nil {
+		c.sessions = map[string]tls.ClientSessionCache{}
+	}
+	c.sessions[id] = sc
+	return sc
+}
+
+// tlsIdentity is what a backend's TLS sessions depend on: its name and
+// address, the tls block's settings, the profile and the files' state.
+func tlsIdentity(profile string, be *policy.Backend, files string) string {
+	t := be.TLS
+	return strings.Join([]string{be.Name, be.Address, profile, t.ServerName, strings.Join(t.CA, "\x00"), t.CertFile, t.KeyFile, files}, "\x00")
 }
 
 type backendTLSEntry struct {
@@ -97,6 +143,7 @@ func (c *backendTLSCache) get(cfg, current *policy.Config, be *policy.Backend) (
 			return backendTLSConfig(cfg.TLS.Profile, be)
 		}
 		c.cfg, c.m = cfg, map[*policy.Backend]backendTLSEntry{}
+		c.previous, c.sessions = c.sessions, nil
 	}
 	files := backendTLSFiles(be)
 	if e, ok := c.m[be]; ok && e.files == files {
@@ -106,6 +153,7 @@ func (c *backendTLSCache) get(cfg, current *policy.Config, be *policy.Backend) (
 	if err != nil {
 		return nil, err
 	}
+	tc.ClientSessionCache = c.sessionsFor(tlsIdentity(cfg.TLS.Profile, be, files))
 	c.m[be] = backendTLSEntry{tc: tc, files: files}
 	return tc, nil
 }

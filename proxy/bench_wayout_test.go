@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/dicomedge/dicomedge/internal/testpeer"
 )
 
@@ -214,4 +216,95 @@ func traceProfiles(t testing.TB, on bool, name string) func() {
 			fmt.Printf("  trace and block profile: %s.{trace,block}\n", filepath.Join(dir, name))
 		})
 	}
+}
+
+// TestWayOutRateReport prints the rate of short outbound associations
+// (connect, A-ASSOCIATE-RQ/AC, C-ECHO, A-RELEASE from a plain client to the
+// edge's inside listener; TLS with the edge's client certificate to
+// storescp +tls --require-peer-cert), with a full TLS handshake for every
+// association and with the session kept per backend resumed, beside
+// stunnel4 in client mode; rounds alternated, medians. storescp serves one
+// association at a time, so its handshakes are in every figure; the edge's
+// CPU per association is the edge's own cost.
+func TestWayOutRateReport(t *testing.T) {
+	benchEnabled(t)
+	testpeer.Require(t, "storescp", "stunnel4")
+	p := sharedPKI(t)
+	rounds := benchRounds()
+	dur := "5s"
+	if benchQuick() {
+		dur = "2s"
+	}
+	scp := testpeer.StartStoreSCP(t, "CLINA_WS1", "--ignore", "+tls", p.edgeKey, p.edgeCert, "+cf", p.ca, "--require-peer-cert")
+	edge := func(sessions bool) *testEdge {
+		l, b, r := wayOutPolicy(testpeer.FreeAddr(t), scp.Addr, p)
+		e := startEdge(t, edgeOptions{Listeners: l, Backends: b, Rules: r, Quiet: true})
+		e.Server.bench.backendSessionsOff.Store(!sessions)
+		return e
+	}
+	full, resumed := edge(false), edge(true)
+	tun := testpeer.StartStunnelClient(t, scp.Addr, p.clientCert, p.clientKey, p.ca)
+	type config struct {
+		name  string
+		e     *testEdge
+		addr  string
+		runs  []float64
+		per   []time.Duration // edge CPU per association
+		res   []float64       // share of backend handshakes resumed
+		errs  int64
+		first string
+	}
+	configs := []*config{
+		{name: "dicomedge inside, full TLS handshake each", e: full, addr: full.listenerAddr(t, "inside")},
+		{name: "dicomedge inside, session resumed per backend", e: resumed, addr: resumed.listenerAddr(t, "inside")},
+		{name: "stunnel4 client", addr: tun.Accept},
+	}
+	args := func(c *config, d string) []string {
+		return []string{"--plain", "--addr", c.addr, "--called", "CLINA_WS1", "--calling", "MODALITY1", "--workers", "4", "--duration", d}
+	}
+	handshakes := func(e *testEdge) (float64, float64) {
+		m := e.Server.Metrics.BackendHandshakes
+		return testutil.ToFloat64(m.WithLabelValues("ws1", "false")), testutil.ToFloat64(m.WithLabelValues("ws1", "true"))
+	}
+	for _, c := range configs {
+		_, _ = runRate(t, args(c, "300ms")...)
+	}
+	for r := 0; r < rounds; r++ {
+		for _, c := range configs {
+			before := processCPU()
+			var f0, r0 float64
+			if c.e != nil {
+				f0, r0 = handshakes(c.e)
+			}
+			res, _ := runRate(t, args(c, dur)...)
+			c.runs = append(c.runs, res.PerSecond)
+			c.errs += res.Errors
+			if res.FirstError != "" && c.first == "" {
+				c.first = res.FirstError
+			}
+			if c.e != nil {
+				c.per = append(c.per, (processCPU()-before)/time.Duration(max(res.Associations, 1)))
+				f1, r1 := handshakes(c.e)
+				c.res = append(c.res, (r1-r0)/max(f1-f0+r1-r0, 1))
+			}
+		}
+	}
+	fmt.Printf("\nWay out, association rate: plain client (cmd/dicomedge-load, 4 workers) → A-ASSOCIATE, C-ECHO, A-RELEASE →\n"+
+		"TLS to storescp +tls --require-peer-cert (one association at a time), %s per run, %d rounds alternated, medians\n", dur, rounds)
+	fmt.Printf("%-48s %9s %9s %16s %8s\n", "configuration", "assoc/s", "resumed", "edge CPU/assoc", "errors")
+	rate := make([]float64, len(configs))
+	for i, c := range configs {
+		rate[i] = median(c.runs)
+		resumed, per := "-", "-"
+		if c.e != nil {
+			resumed = fmt.Sprintf("%.0f%%", 100*median(c.res))
+			per = fmt.Sprintf("%.3f ms", float64(median(c.per).Microseconds())/1000)
+		}
+		fmt.Printf("%-48s %9.0f %9s %16s %8d\n", c.name, rate[i], resumed, per, c.errs)
+		if c.first != "" {
+			fmt.Printf("    first error: %s\n", c.first)
+		}
+	}
+	fmt.Printf("resumed vs full handshakes: %.2fx the rate, %.2fx the edge CPU per association; edge resumed vs stunnel4: %.2fx (load average at the end: %s)\n",
+		rate[1]/rate[0], float64(median(configs[1].per))/float64(median(configs[0].per)), rate[1]/rate[2], loadAvg())
 }

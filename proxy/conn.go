@@ -55,7 +55,11 @@ type conn struct {
 	// negotiation) records it, so the log tells a policy reject from a
 	// later one (`dicomedge policy replay` relies on it).
 	ruleAction, ruleBackend string
-	rq                      *association.AssociateRQ
+	rule                    string // the rule that accepted it
+	// out counts the bytes written to the client once the association is
+	// established (OpenAssociations); set by establish.
+	out *pduWriter
+	rq  *association.AssociateRQ
 
 	// state moves pre (0) → established (1) or closing (2) exactly once
 	state atomic.Int32
@@ -122,8 +126,11 @@ func (c *conn) close() {
 }
 
 // establish marks the association established unless Shutdown got here
-// first.
-func (c *conn) establish(abort func()) bool {
+// first. out is the writer to the client, whose byte count the console's
+// list of open associations reads (OpenAssociations): it is set before the
+// state changes, so a reader that sees the state sees it too.
+func (c *conn) establish(out *pduWriter, abort func()) bool {
+	c.out = out
 	c.abortFn.Store(&abort)
 	return c.state.CompareAndSwap(statePre, stateEstablished)
 }
@@ -262,7 +269,15 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 			association.RejectReason(d.Reject.Reason), d.Reject.ReasonName)
 		return nil, false
 	case policy.ActionAnswer, policy.ActionRelay:
+		if d.StoreAndForward && c.s.Spool == nil {
+			// A policy that needs the spool is only served with one open;
+			// a reload that added the first such rule needs a restart.
+			c.rejectDetail = "store-and-forward rule, but the edge has no spool open (restart the edge to open it)"
+			c.reject(d.Rule, association.RejectTransient, association.RejectSourceServiceUser, association.RejectUserNoReason, "")
+			return nil, false
+		}
 		c.ruleAction = d.Action.String()
+		c.rule = d.Rule
 		if d.Backend != nil {
 			c.ruleBackend = d.Backend.Name
 		}
@@ -287,8 +302,11 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 	c.clientKey = key
 	c.releasePre() // now counted against max_associations instead
 	_ = c.raw.SetDeadline(time.Time{})
-	if d.Action == policy.ActionAnswer {
+	if d.Action == policy.ActionAnswer || d.StoreAndForward {
 		a := &answerer{c: c, cfg: cfg, r: r, rule: d.Rule}
+		if d.StoreAndForward {
+			a.in = &ingest{a: a, sp: c.s.Spool, d: d}
+		}
 		return a.run, true
 	}
 	rl := &relay{c: c, cfg: cfg, d: d, cr: r}

@@ -274,7 +274,7 @@ func (r *relay) accepted(rq *association.AssociateRQ, ac *association.AssociateA
 	r.insp = inspect.New(icfg)
 	r.trace = c.log.IsTrace()
 	r.touch()
-	if !c.establish(func() { r.abortBoth(reasonShutdown) }) {
+	if !c.establish(r.cw, func() { r.abortBoth(reasonShutdown) }) {
 		c.sendAbort(r.b, association.AbortSourceServiceProvider, association.AbortReasonNotSpecified)
 		return false
 	}

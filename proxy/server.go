@@ -2,9 +2,11 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"strings"
 	"sync"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/dicomedge/dicomedge/audit"
 	"github.com/dicomedge/dicomedge/policy"
+	"github.com/dicomedge/dicomedge/spool"
 	"github.com/dicomedge/dicomedge/tlslayer"
 )
 
@@ -31,9 +34,19 @@ type Server struct {
 	Audit   *audit.Writer   // optional: nil writes no audit trail
 	Logger  hclog.Logger    // optional: nil discards
 	Metrics *Metrics        // optional: nil creates one
+	// Console, when set, serves the web console on the admin listener
+	// beside /metrics, /healthz and /readyz (which stay as they are).
+	Console http.Handler
+	// AdminTLS, when set, makes the admin listener speak HTTPS as well as
+	// plain HTTP (told apart by the first byte), for the console's client
+	// certificates; from tlslayer.Layer.AdminConfig.
+	AdminTLS *tls.Config
 	// Dialer dials backends; nil uses a net.Dialer. Tests use it to observe
 	// or break backend connections.
 	Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Spool holds the instances of store-and-forward rules; nil refuses
+	// such rules' associations (transient A-ASSOCIATE-RJ).
+	Spool *spool.Spool
 
 	cfg    atomic.Pointer[policy.Config]
 	once   sync.Once
@@ -70,6 +83,7 @@ type Server struct {
 	wg        sync.WaitGroup // one per conn goroutine
 
 	backendTLS backendTLSCache // relay.go: per-backend TLS client configs of the policy in force
+	fwd        forwarders      // forwarders.go: the spool's forwarders
 
 	// bench switches speed-ups off, so that the benchmark reports can
 	// print a before and after from one run.
@@ -79,8 +93,9 @@ type Server struct {
 // benchSwitches: each one, when set, takes the edge back to how it was
 // before a speed-up (scripts/bench prints both).
 type benchSwitches struct {
-	oneWritePerRecord atomic.Bool // TLS records to a backend written one by one (gather.go)
-	plainReadsAsAsked atomic.Bool // no read-ahead for PDU headers on plain connections (waithook.go)
+	oneWritePerRecord  atomic.Bool // TLS records to a backend written one by one (gather.go)
+	plainReadsAsAsked  atomic.Bool // no read-ahead for PDU headers on plain connections (waithook.go)
+	backendSessionsOff atomic.Bool // a full TLS handshake with a backend for every association (backend.go)
 }
 
 func (s *Server) init() {
@@ -95,6 +110,9 @@ func (s *Server) init() {
 		s.log = s.log.Named("proxy")
 		if s.Metrics == nil {
 			s.Metrics = NewMetrics()
+		}
+		if s.Spool != nil {
+			s.Metrics.SetSpool(s.Spool)
 		}
 		if s.Audit != nil {
 			w := s.Audit
@@ -163,7 +181,11 @@ func (s *Server) StartAdmin() error {
 	if s.admin != nil {
 		return nil
 	}
-	a, err := startAdmin(cfg.Edge.AdminListen, AdminHandler(s.Metrics, s.Ready))
+	h := AdminHandler(s.Metrics, s.Ready)
+	if s.Console != nil {
+		h = withConsole(h, s.Console)
+	}
+	a, err := startAdmin(cfg.Edge.AdminListen, h, s.AdminTLS)
 	if err != nil {
 		return fmt.Errorf("admin listen %s: %w", cfg.Edge.AdminListen, err)
 	}
@@ -390,6 +412,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			err = errors.New("proxy: connections did not end after abort")
 		}
 	}
+	s.stopForwarders()
 	s.tlsFail.flush() // what was held back is summarised before the trail closes
 	s.refused.flush()
 	if admin != nil {
@@ -435,6 +458,7 @@ func (s *Server) Reload(cfg *policy.Config) error {
 		s.log.Info("listeners reloaded", "change", n)
 		detail += "; " + n
 	}
+	s.syncForwarders(cfg)
 	s.log.Info("policy reloaded", "file", cfg.Filename, "rules", len(cfg.Policy.Rules()), "backends", len(cfg.Backends))
 	s.auditEvent(audit.Event{Event: audit.EventPolicyReloaded, Detail: detail})
 	return nil

@@ -10,6 +10,7 @@ import (
 	"github.com/caddyserver/certmagic"
 	"github.com/libdns/libdns"
 	"github.com/libdns/rfc2136"
+	"github.com/miekg/dns"
 	"go.uber.org/zap"
 )
 
@@ -44,9 +45,27 @@ func (z *rfc2136Zone) AppendRecords(ctx context.Context, zone string, recs []lib
 	}
 	out, err := p.AppendRecords(ctx, pinned, in)
 	if err != nil {
-		return nil, fmt.Errorf("RFC 2136 update of zone %s at %s: %w", pinned, p.Server, err)
+		return nil, updateError(pinned, p, err)
 	}
 	return rezone(out, pinned, zone)
+}
+
+// updateError says what an operator checks for the usual refusals.
+func updateError(zone string, p *rfc2136.Provider, err error) error {
+	hint := ""
+	switch msg := err.Error(); {
+	case errors.Is(err, dns.ErrAuth), errors.Is(err, dns.ErrSig), errors.Is(err, dns.ErrKeyAlg):
+		// The server's answer failed TSIG verification: a wrong secret or
+		// algorithm, or an unsigned refusal (a zone it is not primary for).
+		hint = fmt.Sprintf(" (the server refused the update: check that it is the primary for %s, that its key %s has this key_alg and secret, and that its update-policy lets the key write TXT records there)", zone, p.KeyName)
+	case errors.Is(err, dns.ErrTime):
+		hint = " (TSIG time check failed: the clocks of the edge and the DNS server differ by more than 5 minutes)"
+	case strings.Contains(msg, `"REFUSED"`), strings.Contains(msg, `"NOTAUTH"`):
+		hint = fmt.Sprintf(" (the server does not let key %s update TXT records in %s: see its update-policy or allow-update)", p.KeyName, zone)
+	case strings.Contains(msg, `"NOTZONE"`):
+		hint = fmt.Sprintf(" (the name is not in zone %s on that server)", zone)
+	}
+	return fmt.Errorf("RFC 2136 update of zone %s at %s: %w%s", zone, p.Server, err, hint)
 }
 
 func (z *rfc2136Zone) DeleteRecords(ctx context.Context, zone string, recs []libdns.Record) ([]libdns.Record, error) {
@@ -57,7 +76,7 @@ func (z *rfc2136Zone) DeleteRecords(ctx context.Context, zone string, recs []lib
 	}
 	out, err := p.DeleteRecords(ctx, pinned, in)
 	if err != nil {
-		return nil, fmt.Errorf("RFC 2136 update of zone %s at %s: %w", pinned, p.Server, err)
+		return nil, updateError(pinned, p, err)
 	}
 	return rezone(out, pinned, zone)
 }

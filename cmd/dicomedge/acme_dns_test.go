@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -122,6 +123,25 @@ rule "echo" {
 	if code, out, errOut := policyRun(t, "policy", "check", "--config", cfgFile); code != 0 {
 		t.Fatalf("policy check: exit %d\n%s\n%s", code, out, errOut)
 	}
+
+	// A key BIND does not know: serve says why it has no certificate and
+	// exits 1, without printing either secret.
+	const wrong = "d3Jvbmctd3Jvbmctd3Jvbmctd3Jvbmctd3Jvbmctd3I="
+	wrongKey := filepath.Join(dir, "wrong.key")
+	if err := os.WriteFile(wrongKey, []byte(wrong+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	wrongCfg := filepath.Join(dir, "wrong.hcl")
+	if err := os.WriteFile(wrongCfg, []byte(strings.Replace(src, b.KeyFile, wrongKey, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.CommandContext(testpeer.Context(t, 90*time.Second), bin, "serve", "--config", wrongCfg).CombinedOutput()
+	if code := testpeer.ExitCode(err); code != 1 || !strings.Contains(string(out), "RFC 2136 update of zone edge.test.") ||
+		strings.Contains(string(out), wrong) || strings.Contains(string(out), b.Secret) {
+		t.Fatalf("serve with a TSIG key BIND refuses: exit %d (want 1, the update named, no secret)\n%s", code, out)
+	}
+	t.Logf("with a wrong key: %s", strings.TrimSpace(string(out)))
+
 	p := testpeer.Start(t, bin, "serve", "--config", cfgFile, "--log-level", "debug")
 	testpeer.WaitListening(t, listen, 90*time.Second, p)
 	if n := strings.Count(b.Proc.Output(), "adding an RR at '_acme-challenge.edge.test' TXT"); n != 1 {
@@ -138,9 +158,9 @@ rule "echo" {
 	}
 	sargs := []string{"s_client", "-connect", listen, "-servername", "a.edge.test", "-verify_hostname", "a.edge.test",
 		"-CAfile", root, "-cert", cert, "-key", key, "-verify_return_error"}
-	out, _ := testpeer.Run(testpeer.Context(t, 30*time.Second), "openssl", sargs...)
-	if !strings.Contains(out, "Verify return code: 0") || !strings.Contains(out, "CN = *.edge.test") && !strings.Contains(out, "CN=*.edge.test") {
-		t.Fatalf("s_client did not verify *.edge.test for a.edge.test\n%s", testpeer.Describe("openssl", sargs, out))
+	sout, _ := testpeer.Run(testpeer.Context(t, 30*time.Second), "openssl", sargs...)
+	if !strings.Contains(sout, "Verify return code: 0") || !strings.Contains(sout, "CN = *.edge.test") && !strings.Contains(sout, "CN=*.edge.test") {
+		t.Fatalf("s_client did not verify *.edge.test for a.edge.test\n%s", testpeer.Describe("openssl", sargs, sout))
 	}
 	_ = p.Cmd.Process.Signal(syscall.SIGTERM)
 	select {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net"
 	"os"
 	"os/signal"
@@ -186,47 +185,12 @@ func (o *auditOpts) filter() (audit.Filter, error) {
 	return f, nil
 }
 
-var whenLayouts = []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02 15:04:05", "2006-01-02 15:04", "2006-01-02"}
-
 // parseWhen takes a duration (that long before now) or a time; times
 // without a zone are UTC, like the log.
-func parseWhen(s string) (time.Time, error) {
-	if s == "" {
-		return time.Time{}, nil
-	}
-	if d, err := parseDuration(s); err == nil {
-		return auditNow().Add(-d), nil
-	}
-	for _, l := range whenLayouts {
-		if t, err := time.Parse(l, s); err == nil {
-			return t, nil
-		}
-	}
-	return time.Time{}, fmt.Errorf("%q is neither a duration (1h30m, 7d) nor a time (2006-01-02T15:04:05Z)", s)
-}
+func parseWhen(s string) (time.Time, error) { return audit.ParseWhen(s, auditNow()) }
 
-// parseDuration is time.ParseDuration plus a leading whole number of days
-// ("7d", "1d12h"): administrators review audit trails in days, and Go
-// durations stop at hours.
-func parseDuration(s string) (time.Duration, error) {
-	days, rest, ok := strings.Cut(s, "d")
-	if !ok {
-		return time.ParseDuration(s)
-	}
-	n, err := strconv.ParseUint(days, 10, 16)
-	if err != nil || days == "" || days[0] == '+' {
-		return 0, fmt.Errorf("bad day count in %q", s)
-	}
-	d := time.Duration(n) * 24 * time.Hour
-	if rest == "" {
-		return d, nil
-	}
-	r, err := time.ParseDuration(rest)
-	if err != nil || r < 0 || r > math.MaxInt64-d {
-		return 0, fmt.Errorf("bad duration %q", s)
-	}
-	return d + r, nil
-}
+// parseDuration is audit.ParseDuration (days allowed: "7d", "1d12h").
+func parseDuration(s string) (time.Duration, error) { return audit.ParseDuration(s) }
 
 func (o *auditOpts) list(cmd *cobra.Command) error {
 	file, f, err := o.selection()

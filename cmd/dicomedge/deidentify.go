@@ -85,8 +85,10 @@ func runDeidentify(cmd *cobra.Command, f *deidentifyFlags, files []string) error
 		if r.path != "" {
 			where = "written to " + r.path
 		}
+		// Under retain-uids the UIDs are the file's own: escaped like any
+		// value read from a file.
 		fmt.Fprintf(out, "%s: de-identified with %q, %s: sop_instance %s, study %s, series %s, patient %s\n",
-			printable(in), d.Name, printable(where), r.res.SOPInstanceUID, r.res.StudyUID, r.res.SeriesUID, r.res.Pseudonym)
+			printable(in), d.Name, printable(where), printable(r.res.SOPInstanceUID), printable(r.res.StudyUID), printable(r.res.SeriesUID), r.res.Pseudonym)
 	}
 	if refused > 0 {
 		return withExit(1, fmt.Errorf("%s of %d refused", plural(refused, "file"), len(files)))
@@ -158,6 +160,11 @@ func deidentifyFile(p *deid.Profile, in, outDir string, stdout io.Writer, explai
 	sop := r.res.SOPInstanceUID
 	if sop == "" {
 		sop = t.MapUID(meta.MediaStorageSOPInstanceUID())
+	}
+	if meta.MediaStorageSOPClassUID() == "" && r.res.SOPClassUID != "" {
+		// Type 1 in the File Meta (PS3.10 7.1): the data set's SOP Class UID
+		// stands in for a writer that left it out.
+		meta.Elements = append(meta.Elements, deid.MetaElement{Tag: 0x00020002, VR: "UI", Value: []byte(r.res.SOPClassUID)})
 	}
 	head, err := deid.EncodeFileMeta(meta, sop, association.ImplementationClassUID, association.ImplementationVersionName)
 	if err != nil {

@@ -2,19 +2,24 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"image"
 	"image/color"
 	"image/jpeg"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/dicomedge/dicomedge/deid"
 	"github.com/dicomedge/dicomedge/internal/testpeer"
 )
 
@@ -560,5 +565,99 @@ func TestServeDevCreatesDeidentifyKey(t *testing.T) {
 		case <-time.After(20 * time.Second):
 			t.Fatal("serve did not stop")
 		}
+	}
+}
+
+// A file with 64 MiB of Pixel Data goes through in bounded memory: the
+// command allocates a few MiB in all, not the instance, and the pixels
+// arrive byte for byte.
+func TestDeidentifyLargeFileBounded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes 128 MiB")
+	}
+	dir := t.TempDir()
+	in := filepath.Join(dir, "big.dcm")
+	const pixels = 64 << 20
+	head, err := deid.EncodeFileMeta(&deid.FileMeta{Elements: []deid.MetaElement{
+		{Tag: 0x00020002, VR: "UI", Value: []byte("1.2.840.10008.5.1.4.1.1.2\x00")},
+		{Tag: 0x00020010, VR: "UI", Value: []byte("1.2.840.10008.1.2.1\x00")},
+	}}, "1.2.826.0.1.3680043.10.99.1", "2.25.1", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	el := func(b []byte, group, elem uint16, vr, v string) []byte {
+		if len(v)%2 == 1 {
+			v += "\x00"
+		}
+		b = binary.LittleEndian.AppendUint16(b, group)
+		b = binary.LittleEndian.AppendUint16(b, elem)
+		b = append(b, vr...)
+		return append(binary.LittleEndian.AppendUint16(b, uint16(len(v))), v...)
+	}
+	ds := el(nil, 0x0008, 0x0016, "UI", "1.2.840.10008.5.1.4.1.1.2")
+	ds = el(ds, 0x0008, 0x0018, "UI", "1.2.826.0.1.3680043.10.99.1")
+	ds = el(ds, 0x0010, 0x0010, "PN", "MARKPATNAME")
+	ds = el(ds, 0x0010, 0x0020, "LO", "MARKPATID77")
+	ds = el(ds, 0x0020, 0x000D, "UI", "1.2.826.0.1.3680043.10.99.2")
+	ds = el(ds, 0x0028, 0x0301, "CS", "NO")
+	ds = append(ds, 0xe0, 0x7f, 0x10, 0x00, 'O', 'W', 0, 0)
+	ds = binary.LittleEndian.AppendUint32(ds, pixels)
+	f, err := os.Create(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(head)
+	f.Write(ds)
+	chunk := make([]byte, 1<<20)
+	for i := range chunk {
+		chunk[i] = byte(i*31 + i>>8)
+	}
+	for range pixels / len(chunk) {
+		if _, err := f.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	p, err := deid.NewProfile(deid.Config{Name: "big", Key: bytes.Repeat([]byte{7}, 32)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out")
+	if err := os.Mkdir(out, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	r, err := deidentifyFile(p, in, out, io.Discard, false)
+	runtime.ReadMemStats(&after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("allocated %d KiB", (after.TotalAlloc-before.TotalAlloc)>>10)
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 8<<20 {
+		t.Errorf("de-identifying a file with %d MiB of Pixel Data allocated %d KiB: it is held, not streamed", pixels>>20, alloc>>10)
+	}
+	tail := func(name string) [32]byte {
+		t.Helper()
+		f, err := os.Open(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.Seek(-(pixels + 12), io.SeekEnd); err != nil {
+			t.Fatal(err)
+		}
+		h := sha256.New()
+		io.Copy(h, f)
+		return [32]byte(h.Sum(nil))
+	}
+	if tail(in) != tail(r.path) {
+		t.Error("Pixel Data differs")
+	}
+	if st, _ := os.Stat(r.path); st.Size() > int64(pixels+4096) {
+		t.Errorf("output of %d bytes", st.Size())
 	}
 }

@@ -122,6 +122,14 @@ func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
 	}
 	defer aw.Close()
 	s := &proxy.Server{Config: cfg, Audit: aw, Logger: logger}
+	sp, err := openSpool(cfg, aw)
+	if err != nil {
+		return withExit(1, err)
+	}
+	if sp != nil {
+		defer sp.Close()
+		s.Spool = sp
+	}
 	layer, err := tlslayer.New(ctx, s.TLSConfigFor(cfg))
 	if err != nil {
 		if !strings.HasPrefix(err.Error(), "tls:") {
@@ -136,6 +144,11 @@ func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
 	defer layer.Close()
 	s.TLS = layer
 	layerRef.Store(layer)
+	stopConsole, err := startConsole(ctx, s, layer, o, cfg, logger, stderr)
+	if err != nil {
+		return withExit(1, err)
+	}
+	defer stopConsole()
 	ln, err := net.Listen("tcp", cfg.Edge.Listen)
 	if err != nil {
 		return withExit(1, fmt.Errorf("listen %s: %w", cfg.Edge.Listen, err))
@@ -149,6 +162,9 @@ func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
 		ln.Close()
 		return withExit(1, err)
 	}
+
+	// Deliver what the spool holds: an edge back after a crash drains it.
+	s.StartForwarders()
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
