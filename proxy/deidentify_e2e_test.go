@@ -26,7 +26,12 @@ type leakFile struct {
 	markers            []string
 	pixels             []byte
 	pathCache          string // the Part 10 file
+	transferSyntax     string
 }
+
+// jpegBaseline is JPEG Baseline (Process 1), an encapsulated transfer
+// syntax (PS3.5 A.4.1): its Pixel Data is a sequence of fragments.
+const jpegBaseline = "1.2.840.10008.1.2.4.50"
 
 func leakElement(b []byte, tag uint32, vr string, v []byte) []byte {
 	if len(v)%2 == 1 {
@@ -65,8 +70,15 @@ var skipPlant = map[uint32]bool{
 }
 
 func makeLeakFile(t *testing.T, seed string) *leakFile {
+	return makeLeakFileTS(t, seed, "1.2.840.10008.1.2.1")
+}
+
+// makeLeakFileTS is makeLeakFile in transferSyntax: Explicit VR Little
+// Endian with native Pixel Data, or JPEG Baseline with the pixels as
+// encapsulated fragments (their content is not decoded on the way).
+func makeLeakFileTS(t *testing.T, seed, transferSyntax string) *leakFile {
 	t.Helper()
-	f := &leakFile{study: "1.2.826.0.1.3680043.10.543." + seed + ".1", series: "1.2.826.0.1.3680043.10.543." + seed + ".2",
+	f := &leakFile{transferSyntax: transferSyntax, study: "1.2.826.0.1.3680043.10.543." + seed + ".1", series: "1.2.826.0.1.3680043.10.543." + seed + ".2",
 		sop: "1.2.826.0.1.3680043.10.543." + seed + ".3", pixels: make([]byte, 64*64*2)}
 	if _, err := rand.Read(f.pixels); err != nil {
 		t.Fatal(err)
@@ -129,7 +141,7 @@ func makeLeakFile(t *testing.T, seed string) *leakFile {
 		el{0x00280101, leakElement(nil, 0x00280101, "US", []byte{16, 0})},
 		el{0x00280102, leakElement(nil, 0x00280102, "US", []byte{15, 0})},
 		el{0x00280103, leakElement(nil, 0x00280103, "US", []byte{0, 0})},
-		el{0x7FE00010, leakElement(nil, 0x7FE00010, "OW", f.pixels)})
+		el{0x7FE00010, pixelData(f)})
 	sort.SliceStable(top, func(i, j int) bool { return top[i].tag < top[j].tag })
 	var dataset []byte
 	for i, e := range top {
@@ -142,12 +154,28 @@ func makeLeakFile(t *testing.T, seed string) *leakFile {
 	return f.write(t, dataset)
 }
 
+// pixelData is native OW, or for JPEG Baseline an empty basic offset table
+// and the pixels in two fragments.
+func pixelData(f *leakFile) []byte {
+	if f.transferSyntax != jpegBaseline {
+		return leakElement(nil, 0x7FE00010, "OW", f.pixels)
+	}
+	b := []byte{0xe0, 0x7f, 0x10, 0x00, 'O', 'B', 0, 0, 0xff, 0xff, 0xff, 0xff, 0xfe, 0xff, 0x00, 0xe0, 0, 0, 0, 0}
+	half := len(f.pixels) / 2
+	for _, frag := range [][]byte{f.pixels[:half], f.pixels[half:]} {
+		b = append(b, 0xfe, 0xff, 0x00, 0xe0)
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(frag)))
+		b = append(b, frag...)
+	}
+	return append(b, 0xfe, 0xff, 0xdd, 0xe0, 0, 0, 0, 0)
+}
+
 func (f *leakFile) write(t *testing.T, dataset []byte) *leakFile {
 	var meta []byte
 	meta = leakElement(meta, 0x00020001, "OB", []byte{0, 1})
 	meta = leakElement(meta, 0x00020002, "UI", []byte("1.2.840.10008.5.1.4.1.1.2"))
 	meta = leakElement(meta, 0x00020003, "UI", []byte(f.sop))
-	meta = leakElement(meta, 0x00020010, "UI", []byte("1.2.840.10008.1.2.1"))
+	meta = leakElement(meta, 0x00020010, "UI", []byte(f.transferSyntax))
 	meta = leakElement(meta, 0x00020012, "UI", []byte("1.2.826.0.1.3680043.10.543"))
 	out := append(make([]byte, 128), "DICM"...)
 	out = leakElement(out, 0x00020000, "UL", binary.LittleEndian.AppendUint32(nil, uint32(len(meta))))
@@ -240,7 +268,11 @@ func TestDeidentifyLeakRealPeers(t *testing.T) {
 	send := func(t *testing.T, addr string, f *leakFile) string {
 		t.Helper()
 		ctx := testpeer.Context(t, time.Minute)
-		out, err := testpeer.Run(ctx, "storescu", "-d", "-aet", "MAINPACS", "-aec", "AIVENDOR", testpeer.Host(addr), fmt.Sprint(testpeer.Port(addr)), f.pathCache)
+		args := []string{"-d", "-aet", "MAINPACS", "-aec", "AIVENDOR"}
+		if f.transferSyntax == jpegBaseline {
+			args = append(args, "--propose-jpeg8")
+		}
+		out, err := testpeer.Run(ctx, "storescu", append(args, testpeer.Host(addr), fmt.Sprint(testpeer.Port(addr)), f.pathCache)...)
 		if err != nil {
 			t.Fatalf("storescu: %v\n%s", err, out)
 		}
@@ -301,6 +333,29 @@ func TestDeidentifyLeakRealPeers(t *testing.T) {
 		t.Error("the record's replaced UIDs are not those of the file that arrived")
 	}
 
+	// The same with JPEG-encapsulated pixel data: the fragments pass as they came.
+	j := makeLeakFileTS(t, "4", jpegBaseline)
+	before := received(t)
+	send(t, inside, j)
+	var jfile []byte
+	for n, b := range received(t) {
+		if _, old := before[n]; !old {
+			jfile = b
+		}
+	}
+	if jfile == nil {
+		t.Fatal("the JPEG instance did not arrive")
+	}
+	for _, m := range j.markers {
+		if bytes.Contains(jfile, []byte(m)) {
+			t.Errorf("JPEG instance: marker %q left the edge", m)
+		}
+	}
+	if half := len(j.pixels) / 2; !bytes.Contains(jfile, j.pixels[:half]) || !bytes.Contains(jfile, j.pixels[half:]) ||
+		!bytes.Contains(jfile, []byte(jpegBaseline)) {
+		t.Error("JPEG instance: the fragments did not arrive byte-identical in their transfer syntax")
+	}
+
 	// The same study again, then through a restarted edge (same key): the
 	// same UIDs; another study: others.
 	send(t, inside, a)
@@ -324,6 +379,7 @@ func TestDeidentifyLeakRealPeers(t *testing.T) {
 		}
 	}
 	if len(again) != 2 {
+		// (the records of the restarted edge: the first file again, then another study)
 		t.Fatalf("%d de-identified records after the restart", len(again))
 	}
 	if again[0].StudyUID != d.StudyUID || again[0].SOPInstance != d.SOPInstance || again[0].PatientPseudonym != d.PatientPseudonym {
