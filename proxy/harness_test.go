@@ -118,6 +118,10 @@ type edgeOptions struct {
 	TLSExtra        string   // more attributes of the tls block (crl, warn_expiry)
 	ExtraClientCAs  []string // client_ca files besides the shared test CA
 	Quiet           bool     // log at warn only (benchmarks)
+	// BeforeSpeedUps runs the edge as it was before the speed-ups the
+	// benchmark reports measure (benchSwitches, tlslayer's
+	// VerifyEachHandshake), for their before rows.
+	BeforeSpeedUps bool
 	// Prepare, when set, runs on the edge's directory before the audit
 	// trail is opened (e.g. to put the audit file on a failing device).
 	Prepare func(dir string)
@@ -219,6 +223,12 @@ func startEdge(t testing.TB, o edgeOptions) *testEdge {
 	}
 	tc := s.TLSConfigFor(cfg)
 	tc.PollInterval = 200 * time.Millisecond
+	if o.BeforeSpeedUps {
+		tc.VerifyEachHandshake = true
+		s.bench.oneWritePerRecord.Store(true)
+		s.bench.plainReadsAsAsked.Store(true)
+		s.bench.eagerLoggers.Store(true)
+	}
 	layer, err := tlslayer.New(context.Background(), tc)
 	if err != nil {
 		t.Fatalf("tls layer: %v", err)
