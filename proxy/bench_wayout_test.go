@@ -79,9 +79,7 @@ func startWayOutBench(t testing.TB) []benchTarget {
 	out := startEdge(t, edgeOptions{Listeners: l, Backends: b, Rules: r, Quiet: true})
 	in := startEdge(t, edgeOptions{Backends: backendBlock("pacs", plain.Addr, "STORESCP"), Rules: storeRules(`"C-ECHO", "C-STORE"`), Quiet: true})
 	l2, b2, r2 := wayOutPolicy(testpeer.FreeAddr(t), tlsSCP.Addr, p)
-	before := startEdge(t, edgeOptions{Listeners: l2, Backends: b2, Rules: r2, Quiet: true})
-	before.Server.bench.oneWritePerRecord.Store(true)
-	before.Server.bench.plainReadsAsAsked.Store(true)
+	before := startEdge(t, edgeOptions{Listeners: l2, Backends: b2, Rules: r2, Quiet: true, BeforeSpeedUps: true})
 	tun := testpeer.StartStunnelClient(t, tlsSCP.Addr, p.clientCert, p.clientKey, p.ca)
 	tlsArgs := []string{"+tls", p.clientKey, p.clientCert, "+cf", p.ca}
 	target := func(name, addr string, tls []string, called string, edge bool, procs ...*testpeer.Process) benchTarget {

@@ -96,6 +96,7 @@ type benchSwitches struct {
 	oneWritePerRecord  atomic.Bool // TLS records to a backend written one by one (gather.go)
 	plainReadsAsAsked  atomic.Bool // no read-ahead for PDU headers on plain connections (waithook.go)
 	backendSessionsOff atomic.Bool // a full TLS handshake with a backend for every association (backend.go)
+	eagerLoggers       atomic.Bool // each connection's logger built as its fields become known (connlog.go)
 }
 
 func (s *Server) init() {

@@ -33,7 +33,7 @@ func TestSystemdUnitVerifies(t *testing.T) {
 	unit := string(src)
 	for _, want := range []string{
 		"\nUser=dicomedge\n", "\nGroup=dicomedge\n", "\nProtectSystem=strict\n", "\nNoNewPrivileges=yes\n",
-		"\nCapabilityBoundingSet=CAP_NET_BIND_SERVICE\n", "\nReadWritePaths=/var/lib/dicomedge/audit /var/lib/dicomedge/acme\n",
+		"\nCapabilityBoundingSet=CAP_NET_BIND_SERVICE\n", "\nReadWritePaths=/var/lib/dicomedge/audit /var/lib/dicomedge/acme /var/lib/dicomedge/spool\n",
 		"\nExecReload=/bin/kill -HUP $MAINPID\n", "\nKillSignal=SIGTERM\n",
 	} {
 		if !strings.Contains(unit, want) {
