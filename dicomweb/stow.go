@@ -1,6 +1,7 @@
 package dicomweb
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -197,8 +198,8 @@ func (s *Sender) Send(ctx context.Context, batch []*spool.Entry) []error {
 			f.Close()
 		}
 	}()
-	// Each part is one Part 10 file as spooled (PS3.18 8.6.1.2: a
-	// multipart/related payload of application/dicom parts).
+	// Each part is one Part 10 file (PS3.18 8.6.1.2: a multipart/related
+	// payload of application/dicom parts).
 	head := "--" + bnd + "\r\nContent-Type: application/dicom\r\n\r\n"
 	for i, e := range batch {
 		f, err := os.Open(e.Path)
@@ -212,9 +213,19 @@ func (s *Sender) Send(ctx context.Context, batch []*spool.Entry) []error {
 			errs[i] = spool.Permanent(err)
 			continue
 		}
+		fm, err := spool.ReadFileMeta(f)
+		if err != nil {
+			f.Close()
+			errs[i] = spool.Permanent(err)
+			continue
+		}
 		files = append(files, f)
-		parts = append(parts, strings.NewReader(head), f, strings.NewReader("\r\n"))
-		length += int64(len(head)) + fi.Size() + 2
+		// The File Meta as it leaves the edge (without the edge's own
+		// Private Information), then the data set as received.
+		meta := spool.PublicFileMeta(fm)
+		data := fi.Size() - fm.DataOffset
+		parts = append(parts, strings.NewReader(head), bytes.NewReader(meta), io.NewSectionReader(f, fm.DataOffset, data), strings.NewReader("\r\n"))
+		length += int64(len(head)) + int64(len(meta)) + data + 2
 	}
 	if len(files) == 0 {
 		return errs

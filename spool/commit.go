@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 )
 
 // dirSyncer is the group commit of one queue directory: every writer that
@@ -13,6 +14,7 @@ import (
 // fsyncs instead of N.
 type dirSyncer struct {
 	dir     *os.File
+	count   *atomic.Int64 // fsyncs done
 	mu      sync.Mutex
 	next    *syncRound // the round that collects waiters; nil = none yet
 	running bool
@@ -23,12 +25,17 @@ type syncRound struct {
 	err  error
 }
 
-func newDirSyncer(path string) (*dirSyncer, error) {
+func newDirSyncer(path string, count *atomic.Int64) (*dirSyncer, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
-	return &dirSyncer{dir: f}, nil
+	return &dirSyncer{dir: f, count: count}, nil
+}
+
+func (d *dirSyncer) fsync() error {
+	d.count.Add(1)
+	return d.dir.Sync()
 }
 
 // sync returns once an fsync of the directory that began after the call
@@ -50,7 +57,7 @@ func (d *dirSyncer) sync() error {
 	d.running = true
 	d.next = nil
 	d.mu.Unlock()
-	r.err = d.dir.Sync()
+	r.err = d.fsync()
 	close(r.done)
 	d.mu.Lock()
 	if nr := d.next; nr != nil {
@@ -66,7 +73,7 @@ func (d *dirSyncer) sync() error {
 // lead runs round r and the rounds that gather behind it.
 func (d *dirSyncer) lead(r *syncRound) {
 	for r != nil {
-		r.err = d.dir.Sync()
+		r.err = d.fsync()
 		close(r.done)
 		d.mu.Lock()
 		r = d.next

@@ -3,6 +3,7 @@ package spool
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,9 +18,14 @@ const (
 	// edge as the writer of the File Meta (0002,0012), (0002,0013).
 	ImplementationClassUID    = "2.25.232425370930189296468219612370012386197"
 	ImplementationVersionName = "DICOMEDGE_SPOOL"
-	// maxMetaLen bounds the meta group a reader accepts: the edge writes a
-	// few hundred bytes.
+	// maxMetaLen bounds the meta group a reader accepts: the edge writes
+	// under 2 KiB.
 	maxMetaLen = 16 << 10
+	// PrivateInfoCreatorUID names the edge as the creator of the Private
+	// Information (0002,0102) it writes in each spooled file's File Meta
+	// (PS3.10 7.1): the instance's Meta as JSON, so the one fsync of the
+	// file makes the instance and what the edge knows of it durable.
+	PrivateInfoCreatorUID = "2.25.232425370930189296468219612370012386198"
 )
 
 // appendElement appends one Explicit VR Little Endian element, padding an
@@ -56,7 +62,16 @@ func appendElement(b []byte, group, elem uint16, vr string, value []byte) []byte
 // (PS3.10 7.1): version 00 01, the SOP class and instance, the transfer
 // syntax the data set was received in, the edge's implementation and the
 // sender's AE title as Source Application Entity Title (0002,0016).
-func fileMeta(m *Meta) []byte {
+func fileMeta(m *Meta) []byte { return fileMetaWith(m, true) }
+
+// PublicFileMeta is the File Meta of an instance as it leaves the edge
+// (STOW-RS sends whole Part 10 files): without the edge's Private
+// Information, which names the sender, its client and the rule.
+func PublicFileMeta(fm FileMeta) []byte {
+	return fileMetaWith(&Meta{SOPClass: fm.SOPClass, SOPInstance: fm.SOPInstance, TransferSyntax: fm.TransferSyntax}, false)
+}
+
+func fileMetaWith(m *Meta, private bool) []byte {
 	var g []byte
 	g = appendElement(g, 0x0002, 0x0001, "OB", []byte{0, 1})
 	g = appendElement(g, 0x0002, 0x0002, "UI", []byte(m.SOPClass))
@@ -66,6 +81,11 @@ func fileMeta(m *Meta) []byte {
 	g = appendElement(g, 0x0002, 0x0013, "SH", []byte(ImplementationVersionName))
 	if m.CallingAE != "" {
 		g = appendElement(g, 0x0002, 0x0016, "AE", []byte(m.CallingAE))
+	}
+	if private {
+		js, _ := json.Marshal(m)
+		g = appendElement(g, 0x0002, 0x0100, "UI", []byte(PrivateInfoCreatorUID))
+		g = appendElement(g, 0x0002, 0x0102, "OB", js)
 	}
 	out := make([]byte, preambleLen, preambleLen+4+12+len(g))
 	out = append(out, "DICM"...)
@@ -80,6 +100,8 @@ var errNotPart10 = errors.New("spool: not a DICOM Part 10 file")
 type FileMeta struct {
 	SOPClass, SOPInstance, TransferSyntax string
 	DataOffset                            int64 // where the data set starts
+	// Meta is the edge's Private Information, when the file is the edge's.
+	Meta *Meta
 }
 
 // ReadFileMeta reads the File Meta group of a Part 10 file from r, bounded
@@ -106,6 +128,8 @@ func ReadFileMeta(r io.ReaderAt) (FileMeta, error) {
 		return FileMeta{}, fmt.Errorf("%w: %v", errNotPart10, err)
 	}
 	fm := FileMeta{DataOffset: start + int64(n)}
+	var creator string
+	var private []byte
 	for len(g) > 0 {
 		if len(g) < 8 {
 			return FileMeta{}, fmt.Errorf("%w: truncated meta element", errNotPart10)
@@ -124,8 +148,13 @@ func ReadFileMeta(r io.ReaderAt) (FileMeta, error) {
 		if vlen < 0 || vlen > len(g)-hdr {
 			return FileMeta{}, fmt.Errorf("%w: meta element (0002,%04X) overruns the group", errNotPart10, elem)
 		}
-		v := string(bytes.TrimRight(g[hdr:hdr+vlen], "\x00 "))
+		raw := g[hdr : hdr+vlen]
+		v := string(bytes.TrimRight(raw, "\x00 "))
 		switch elem {
+		case 0x0100:
+			creator = v
+		case 0x0102:
+			private = raw
 		case 0x0002:
 			fm.SOPClass = v
 		case 0x0003:
@@ -134,6 +163,13 @@ func ReadFileMeta(r io.ReaderAt) (FileMeta, error) {
 			fm.TransferSyntax = v
 		}
 		g = g[hdr+vlen:]
+	}
+	if creator == PrivateInfoCreatorUID && len(private) > 0 {
+		var m Meta
+		// OB is padded with a NUL to even length.
+		if json.Unmarshal(bytes.TrimRight(private, "\x00"), &m) == nil {
+			fm.Meta = &m
+		}
 	}
 	if fm.SOPClass == "" || fm.SOPInstance == "" || fm.TransferSyntax == "" {
 		return FileMeta{}, fmt.Errorf("%w: SOP class, instance or transfer syntax missing", errNotPart10)

@@ -54,19 +54,43 @@ func (s *Spool) list(backend, where string, limit int) ([]Entry, error) {
 			break // os.ReadDir sorts by name: arrival order
 		}
 		en := Entry{ID: id, Path: filepath.Join(dir, e.Name())}
+		readMeta(&en)
 		if b, err := os.ReadFile(filepath.Join(dir, id+extMeta)); err == nil {
-			_ = json.Unmarshal(b, &en.Meta)
+			// failed/ and expired/: why, and how often it was tried.
+			var why Meta
+			if json.Unmarshal(b, &why) == nil {
+				en.Meta.LastError, en.Meta.Attempts = why.LastError, why.Attempts
+			}
 		}
 		en.Meta.Backend = backend
-		if en.Meta.Size == 0 {
-			if fi, err := e.Info(); err == nil {
-				en.Meta.Size = fi.Size()
-			}
+		if fi, err := e.Info(); err == nil {
+			en.Meta.Size = fi.Size()
+		}
+		if en.Meta.Received.IsZero() {
+			en.Meta.Received = idTime(id)
 		}
 		out = append(out, en)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil
+}
+
+// readMeta fills e.Meta from the file's File Meta (the edge's Private
+// Information); a file without it keeps what its name tells.
+func readMeta(e *Entry) {
+	f, err := os.Open(e.Path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	fm, err := ReadFileMeta(f)
+	if err != nil {
+		return
+	}
+	if fm.Meta != nil {
+		e.Meta = *fm.Meta
+	}
+	e.Meta.SOPClass, e.Meta.SOPInstance, e.Meta.TransferSyntax = fm.SOPClass, fm.SOPInstance, fm.TransferSyntax
 }
 
 // State is what a forwarder last saw, kept in the backend's state.json
@@ -161,16 +185,18 @@ func (s *Spool) move(e *Entry, where, why string) error {
 	from := filepath.Dir(e.Path)
 	to := filepath.Join(root, where)
 	e.Meta.LastError = why
-	if b, err := json.Marshal(&e.Meta); err == nil {
+	if where == dirQueue {
+		// Back into the queue: the reason no longer applies.
+		_ = os.Remove(filepath.Join(from, e.ID+extMeta))
+	} else if b, err := json.Marshal(Meta{LastError: why, Attempts: e.Meta.Attempts}); err == nil {
+		// The reason first, fsync'd, then the file: a crash between
+		// the two leaves a sidecar without its file, removed at start.
 		tmp := filepath.Join(root, dirTmp, e.ID+extMeta)
 		if writeFileSync(tmp, b) == nil {
-			_ = os.Rename(tmp, filepath.Join(from, e.ID+extMeta))
+			_ = os.Rename(tmp, filepath.Join(to, e.ID+extMeta))
 		} else {
 			_ = os.Remove(tmp)
 		}
-	}
-	if err := os.Rename(filepath.Join(from, e.ID+extMeta), filepath.Join(to, e.ID+extMeta)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("spool: %w", err)
 	}
 	if err := os.Rename(e.Path, filepath.Join(to, e.ID+extDICOM)); err != nil {
 		return fmt.Errorf("spool: %w", err)

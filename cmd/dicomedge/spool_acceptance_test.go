@@ -464,3 +464,37 @@ func TestDICOMwebDestinationThroughTLSAndBearerToken(t *testing.T) {
 		}
 	}
 }
+
+// The forwarder speaks TLS to a backend whose tls block says so: Orthanc
+// with its own DICOM TLS, requiring the edge's client certificate.
+func TestStoreAndForwardToTLSBackend(t *testing.T) {
+	testpeer.Require(t, "storescu")
+	e := newSFEdge(t, "", "")
+	certs := filepath.Join(e.dir, "certs")
+	orthanc := testpeer.StartOrthancTLS(t, "ORTHANC", filepath.Join(certs, "edge.pem"), filepath.Join(certs, "edge-key.pem"), filepath.Join(certs, "ca.pem"))
+	e.writePolicy(fmt.Sprintf(`backend "pacs" {
+  address  = %q
+  ae_title = "ORTHANC"
+  tls {
+    ca        = ["certs/ca.pem"]
+    cert_file = "certs/client.pem"
+    key_file  = "certs/client-key.pem"
+  }
+}`, orthanc.DICOM), `rule "sf" {
+  when {
+    client_cn = ["client"]
+    called_ae = ["PACS"]
+  }
+  relay {
+    backend           = "pacs"
+    store_and_forward = true
+  }
+}`)
+	e.start()
+	files, sent := testpeer.WriteDICOMFiles(t, filepath.Join(e.dir, "images"), "PAT-TLS-1", 5, 64, 64)
+	if out, err := e.storescu("PACS", files...); err != nil || strings.Count(out, "Received Store Response (Success)") != 5 {
+		t.Fatalf("storescu: %v\n%s", err, out)
+	}
+	waitUntil(t, "every instance in Orthanc over TLS", func() bool { return orthancCount(orthanc.HTTP) >= 5 })
+	compareDelivered(t, orthancFiles(t, orthanc.HTTP), sent)
+}
