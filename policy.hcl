@@ -37,6 +37,7 @@ tls {
   #   email   = "pacs-admins@example.org"
   #   storage = "/var/lib/dicomedge/acme"
   # }
+  # warn_expiry = "14d"          # a client certificate this close to expiry: tls.expiring once a day (0 = never)
 }
 
 audit {

@@ -366,3 +366,15 @@ func appendString(b []byte, s string) []byte {
 	b = append(b, s[start:]...)
 	return append(b, '"')
 }
+
+// Store-and-forward events (docs/audit.md): one spool.stored per instance
+// made durable, spool.forwarded per delivery, spool.failed on a permanent
+// refusal (moved to failed/), spool.expired past max_age, spool.purged by
+// `dicomedge spool purge`.
+const (
+	EventSpoolStored    = "spool.stored"
+	EventSpoolForwarded = "spool.forwarded"
+	EventSpoolFailed    = "spool.failed"
+	EventSpoolExpired   = "spool.expired"
+	EventSpoolPurged    = "spool.purged"
+)

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -68,14 +69,16 @@ type Writer struct {
 	cfg  Config
 	log  hclog.Logger
 	drop bool
-	key  []byte     // HMAC key for patient IDs in "hash" mode
-	macs sync.Pool  // of hash.Hash keyed with key: PatientID runs per C-STORE
-	lock *os.File   // holds File.lock while open
-	fwd  *Forwarder // nil without Syslog
+	key  []byte    // HMAC key for patient IDs in "hash" mode
+	macs sync.Pool // of hash.Hash keyed with key: PatientID runs per C-STORE
+	lock *os.File  // holds File.lock while open
+	// waiters are the LogWritten calls whose records are in buf.
+	waiters []chan struct{}
+	fwd     *Forwarder // nil without Syslog
 
 	mu     sync.RWMutex // guards closed against sends on a closed queue
 	closed bool
-	queue  chan Event
+	queue  chan queued
 	done   chan struct{}
 
 	dropped     atomic.Uint64
@@ -181,10 +184,10 @@ func Open(cfg Config) (*Writer, error) {
 		}
 		w.fwd = fwd
 	}
-	w.queue = make(chan Event, cfg.QueueSize)
+	w.queue = make(chan queued, cfg.QueueSize)
 	if w.mismatch != "" {
 		// The first record of this run, before anything Log queues.
-		w.queue <- Event{Event: EventAnchorMismatch, Detail: w.mismatch}
+		w.queue <- queued{e: Event{Event: EventAnchorMismatch, Detail: w.mismatch}}
 	}
 	w.done = make(chan struct{})
 	w.stop = make(chan struct{})
@@ -403,7 +406,17 @@ func lastLine(f *os.File, size int64) (line []byte, torn bool, err error) {
 // Log queues e for writing and reports whether it was accepted. The writer
 // goroutine sets Time, Seq and Prev, so file order is seq order. With
 // OnFull "drop" a full queue makes Log return false at once.
-func (w *Writer) Log(e Event) bool {
+func (w *Writer) Log(e Event) bool { return w.log1(queued{e: e}) }
+
+// queued is a record waiting for the writer goroutine; written, when set,
+// is closed once the record is in the file (LogWritten).
+type queued struct {
+	e       Event
+	written chan struct{}
+}
+
+func (w *Writer) log1(q queued) bool {
+	e := q.e
 	w.mu.RLock()
 	defer w.mu.RUnlock()
 	if w.closed {
@@ -411,11 +424,11 @@ func (w *Writer) Log(e Event) bool {
 		return false
 	}
 	if !w.drop {
-		w.queue <- e
+		w.queue <- q
 		return true
 	}
 	select {
-	case w.queue <- e:
+	case w.queue <- q:
 		return true
 	default:
 	}
@@ -427,6 +440,24 @@ func (w *Writer) Log(e Event) bool {
 		w.log.Warn("audit queue full: dropping events", "dropped_total", n, "queue_size", cap(w.queue), "event", e.Event)
 	}
 	return false
+}
+
+// LogWritten is Log that returns once the record is written to the file
+// (fsync'd on the Fsync interval like every record): a caller about to
+// delete the only other trace of what it records (the spool, after a
+// delivery) must not leave the record in a queue a crash would lose. It
+// waits for ctx at most; false when the record was not written.
+func (w *Writer) LogWritten(ctx context.Context, e Event) bool {
+	q := queued{e: e, written: make(chan struct{})}
+	if !w.log1(q) {
+		return false
+	}
+	select {
+	case <-q.written:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // PatientID formats a raw Patient ID (0010,0020) per PatientIDs: "" for
@@ -509,23 +540,23 @@ func (w *Writer) run() {
 	defer t.Stop()
 	for {
 		select {
-		case e, ok := <-w.queue:
+		case q, ok := <-w.queue:
 			if !ok {
 				w.finish()
 				return
 			}
-			w.add(e)
+			w.add(q)
 			// Take what else is already queued, up to a bound, for one write.
 		batch:
 			for len(w.buf) < 256<<10 {
 				select {
-				case e, ok := <-w.queue:
+				case q, ok := <-w.queue:
 					if !ok {
 						w.flush()
 						w.finish()
 						return
 					}
-					w.add(e)
+					w.add(q)
 				default:
 					break batch
 				}
@@ -545,7 +576,8 @@ func (w *Writer) run() {
 
 // add encodes e as the next record into the batch, rotating first when the
 // record would push the file past RotateSize.
-func (w *Writer) add(e Event) {
+func (w *Writer) add(q queued) {
+	e := q.e
 	e.Time = w.cfg.Now()
 	e.Seq = w.seq + 1
 	e.Prev = string(w.prevHex) // string() copies: prevHex is reused
@@ -569,6 +601,9 @@ func (w *Writer) add(e Event) {
 	w.prev = sha256.Sum256(line)
 	w.prevHex = hex.AppendEncode(w.prevHex[:0], w.prev[:])
 	w.buf = append(w.buf, '\n')
+	if q.written != nil {
+		w.waiters = append(w.waiters, q.written)
+	}
 }
 
 // flush writes the batch. On failure it keeps what was not written and
@@ -628,6 +663,11 @@ func (w *Writer) flush() {
 		delay = min(2*delay, retryMax)
 	}
 	w.buf = w.buf[:0]
+	for _, c := range w.waiters {
+		close(c)
+	}
+	clear(w.waiters)
+	w.waiters = w.waiters[:0]
 	if w.failing.Swap(false) {
 		w.log.Info("audit writes succeed again", "file", w.cfg.File)
 	}

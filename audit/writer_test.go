@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -772,5 +773,26 @@ func TestPerEventFieldsPresentWhenZero(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestLogWrittenReturnsOnceTheRecordIsInTheFile(t *testing.T) {
+	dir := t.TempDir()
+	w, err := Open(Config{File: filepath.Join(dir, "audit.jsonl"), Fsync: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	for i := range 50 {
+		if !w.LogWritten(context.Background(), Event{Event: EventSpoolForwarded, SOPInstance: fmt.Sprintf("2.25.%d", i)}) {
+			t.Fatal("LogWritten = false")
+		}
+		b, err := os.ReadFile(filepath.Join(dir, "audit.jsonl"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), fmt.Sprintf(`"sop_instance":"2.25.%d"`, i)) {
+			t.Fatalf("record %d not in the file when LogWritten returned", i)
+		}
 	}
 }

@@ -261,3 +261,92 @@ func TestTableGenerated(t *testing.T) {
 		t.Errorf("%d rows in the JSON, %d generated", n, len(profileTable))
 	}
 }
+
+// optValue is markerValue, but free text carries a record number that
+// cleaning must take out.
+func optValue(tag uint32, v vr) []byte {
+	switch v {
+	case vrAE, vrCS, vrLO, vrLT, vrPN, vrSH, vrST, vrUC, vrUT:
+		return []byte("NOTE12345678")
+	}
+	return markerValue(tag, v)
+}
+
+// optionColumns maps the JSON's option columns to the policy's names.
+var optionColumns = map[string]string{
+	"rtnLongFullDatesOpt": "retain-full-dates", "rtnLongModifDatesOpt": "retain-modified-dates",
+	"rtnPatCharsOpt": "retain-patient-characteristics", "rtnDevIdOpt": "retain-device-identity",
+	"rtnInstIdOpt": "retain-institution-identity", "rtnUIDsOpt": "retain-uids", "rtnSafePrivOpt": "retain-safe-private",
+	"cleanDescOpt": "clean-descriptors", "cleanStructContOpt": "clean-structured-content", "cleanGraphOpt": "clean-graphics",
+}
+
+// TestTableE11Options: with each option alone, every attribute whose
+// option column says K leaves as it came, and every one that says C leaves
+// cleaned (a date moved, text without its marker's digit run, a sequence
+// entered), in both encodings, at the top level and two sequences deep.
+func TestTableE11Options(t *testing.T) {
+	data, err := os.ReadFile("testdata/confidentiality_profile_attributes.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []map[string]string
+	if err := json.Unmarshal(data, &rows); err != nil {
+		t.Fatal(err)
+	}
+	seqA, seqB := plainSequences(t)
+	checked := 0
+	for col, opt := range optionColumns {
+		p := testProfile(t, Config{Options: []string{opt}})
+		for _, r := range rows {
+			code := r[col]
+			tag, mask, ok := parseTagPattern(r["tag"])
+			if code == "" || !ok || mask != 0xffffffff || tag>>16 == 0 || tag == tagEncapsulatedDocument || tag == tagPatientID || tag == tagPatientName {
+				continue
+			}
+			v := lookupVR(tag)
+			for _, explicit := range []bool{false, true} {
+				for _, nested := range []bool{false, true} {
+					var attr []byte
+					if v == vrSQ {
+						attr = (&ds{explicit: explicit}).seq(tag, explicit, (&ds{explicit: explicit}).str(tagCodeValue, "MKINNER").b).b
+					} else {
+						attr = (&ds{explicit: explicit}).el(tag, v, optValue(tag, v)).b
+					}
+					in := (&ds{explicit: explicit}).str(tagSOPClassUID, ctImage).b
+					path := []uint32{tag}
+					if nested {
+						in = append(in, (&ds{explicit: explicit}).seq(seqA, explicit, (&ds{explicit: explicit}).seq(seqB, !explicit, attr).b).b...)
+						path = []uint32{seqA, seqB, tag}
+					} else if tag > tagSOPClassUID {
+						in = append(in, attr...)
+					} else {
+						in = append(attr, in...)
+					}
+					out, _, err := run(t, p, explicit, in)
+					if err != nil {
+						t.Fatalf("%s %s: %v", opt, r["tag"], err)
+					}
+					got := find(parse(t, out, explicit), path...)
+					if got == nil {
+						t.Fatalf("%s %s (%s): gone, want %s", opt, r["tag"], v, code)
+					}
+					orig := optValue(tag, v)
+					val := bytes.TrimRight(got.value, "\x00 ")
+					switch {
+					case v == vrSQ:
+					case code == "K" && !bytes.Equal(val, bytes.TrimRight(orig, "\x00 ")):
+						t.Errorf("%s %s: want kept %q, got %q", opt, r["tag"], orig, val)
+					case code == "C" && (v == vrDA || v == vrDT) && (bytes.Equal(val, orig) || len(val) < 8):
+						t.Errorf("%s %s: want a shifted date, got %q", opt, r["tag"], val)
+					case code == "C" && v.text() && v != vrTM && v != vrDA && v != vrDT && v != vrUI && bytes.Contains(val, []byte("12345678")):
+						t.Errorf("%s %s: want cleaned, got %q", opt, r["tag"], val)
+					}
+					checked++
+				}
+			}
+		}
+	}
+	if checked < 1500 {
+		t.Fatalf("only %d cases", checked)
+	}
+}

@@ -190,6 +190,14 @@ func (t *Transformer) Next(dst []byte) []byte {
 	return dst
 }
 
+// Take gives the output so far without copying it: the slice is valid
+// until the next Write or Close.
+func (t *Transformer) Take() []byte {
+	out := t.out
+	t.out = t.out[:0]
+	return out
+}
+
 // Pending is how many output bytes Next would give.
 func (t *Transformer) Pending() int { return len(t.out) }
 
@@ -688,8 +696,8 @@ func shiftDates(v string, kind vr, days int) string {
 
 // clean keeps a descriptor's meaning without what identifies: every word
 // that was a value of an identifying attribute of this data set (a name,
-// an ID, an institution) and every run of four or more digits (dates,
-// record numbers, telephone numbers) becomes X's.
+// an ID, an institution) and every run of four or more digits, inside a
+// word too (dates, record numbers, telephone numbers), becomes X's.
 func (r *rewriteSink) clean(v string, kind vr) string {
 	b := []byte(strings.TrimRight(v, "\x00 "))
 	for i := 0; i < len(b); {
@@ -698,17 +706,30 @@ func (r *rewriteSink) clean(v string, kind vr) string {
 			continue
 		}
 		j := i
-		digits := true
 		for j < len(b) && !notAlnum(rune(b[j])) {
-			if b[j] < '0' || b[j] > '9' {
-				digits = false
-			}
 			j++
 		}
-		if digits && j-i >= 4 || r.words[strings.ToUpper(string(b[i:j]))] {
+		if r.words[strings.ToUpper(string(b[i:j]))] {
 			for k := i; k < j; k++ {
 				b[k] = 'X'
 			}
+		}
+		// Runs of four or more digits, also inside a word (MRN12345).
+		for k := i; k < j; {
+			if b[k] < '0' || b[k] > '9' {
+				k++
+				continue
+			}
+			e := k
+			for e < j && b[e] >= '0' && b[e] <= '9' {
+				e++
+			}
+			if e-k >= 4 {
+				for x := k; x < e; x++ {
+					b[x] = 'X'
+				}
+			}
+			k = e
 		}
 		i = j
 	}

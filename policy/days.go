@@ -25,7 +25,7 @@ func ParseDays(s string) (time.Duration, error) {
 		return d, nil
 	}
 	r, err := time.ParseDuration(rest)
-	if err != nil || r < 0 {
+	if err != nil || r < 0 || d+r < d { // d+r < d: past time.Duration's 292 years
 		return 0, fmt.Errorf("invalid duration %q", s)
 	}
 	return d + r, nil

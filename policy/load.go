@@ -392,6 +392,7 @@ func (l *loader) build(fs *fileSchema) *Config {
 	l.tls(first(l, fs.TLS, "tls"), &cfg.TLS)
 	l.audit(first(l, fs.Audit, "audit"), &cfg.Audit)
 	cfg.Listeners = l.listeners(fs.Listener, &cfg.Edge, edge)
+	l.spool(first(l, fs.Spool, "spool"), &cfg.Spool)
 	order := l.backends(fs.Backends, cfg.Backends)
 	cfg.Deidentify = l.deidentifyBlocks(fs.Deid)
 	l.deids = cfg.Deidentify

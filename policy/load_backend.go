@@ -23,11 +23,29 @@ func (l *loader) backends(list []*backendSchema, out map[string]*Backend) []stri
 			seen[s.Name] = s.NameRange
 		}
 		b := &Backend{Name: s.Name}
+		web := first(l, s.DICOMweb, "dicomweb")
+		if web != nil {
+			b.DICOMweb = l.dicomweb(s.Name, web)
+			if s.Address != nil {
+				l.errorf(s.Address.Range, "Address with dicomweb", "backend %q is a DICOMweb destination: its url says where it is; remove address.", s.Name)
+			}
+			if len(s.TLS) > 0 {
+				l.errorf(s.TLS[0].DefRange, "tls with dicomweb", "backend %q is a DICOMweb destination: its TLS settings (ca, cert_file, key_file) go in the dicomweb block.", s.Name)
+			}
+			if v, ok := l.str(s.AETitle, ""); ok {
+				b.AETitle, _ = l.aeTitle(v, fmt.Sprintf("backend %q ae_title", s.Name))
+			}
+			if !dup {
+				out[s.Name] = b
+				order = append(order, s.Name)
+			}
+			continue
+		}
 		if v, ok := l.str(s.Address, ""); ok {
 			l.hostPort(v, fmt.Sprintf("backend %q address", s.Name), false)
 			b.Address = v.s
 		} else if s.Address == nil {
-			l.errorf(s.DefRange, "Missing address", "backend %q needs address = \"host:port\" of the PACS.", s.Name)
+			l.errorf(s.DefRange, "Missing address", "backend %q needs address = \"host:port\" of the PACS (or a dicomweb block for a DICOMweb destination).", s.Name)
 		}
 		if v, ok := l.str(s.AETitle, ""); ok {
 			b.AETitle, _ = l.aeTitle(v, fmt.Sprintf("backend %q ae_title", s.Name))

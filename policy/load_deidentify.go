@@ -148,7 +148,9 @@ func (l *loader) relayDeidentify(name string, s *relaySchema, r *rule) {
 		return
 	}
 	r.decision.Deidentify = d
-	if s.Services == nil || r.services&^(svcCEcho|svcCStore) != 0 {
+	// A store-and-forward rule without services allows exactly C-ECHO and
+	// C-STORE already.
+	if (s.Services == nil && !r.decision.StoreAndForward) || r.services&^(svcCEcho|svcCStore) != 0 {
 		rng := s.DefRange
 		if s.Services != nil {
 			rng = s.Services.Expr.Range()

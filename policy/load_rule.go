@@ -320,8 +320,29 @@ func (l *loader) relay(name string, s *relaySchema, r *rule, backends map[string
 		l.errorf(s.DefRange, "Missing backend", "A relay block needs backend = \"<name>\", naming a backend block.")
 	}
 
+	sf := false
+	var sfRng hcl.Range
+	why := "store_and_forward = true"
+	if s.StoreAndForward != nil {
+		sf, sfRng = l.boolean(s.StoreAndForward), s.StoreAndForward.Range
+	}
+	if b := r.decision.Backend; b != nil && b.DICOMweb != nil {
+		if s.StoreAndForward != nil && !sf {
+			l.errorf(s.StoreAndForward.Expr.Range(), "DICOMweb backend needs store-and-forward", "rule %q relays to the DICOMweb backend %q, which is store-and-forward by nature; remove store_and_forward = false.", name, b.Name)
+		}
+		if s.StoreAndForward == nil {
+			sfRng = s.Backend.Range
+		}
+		sf, why = true, fmt.Sprintf("backend %q is a DICOMweb destination", b.Name)
+	}
+	if sf {
+		l.storeAndForward(name, s, r, sfRng, why)
+	}
+
 	if s.Services == nil {
-		r.services = svcAll
+		if !sf {
+			r.services = svcAll
+		}
 	} else {
 		before := len(l.diags)
 		vals := l.strList(s.Services)
@@ -369,7 +390,7 @@ func (l *loader) relay(name string, s *relaySchema, r *rule, backends map[string
 	}
 	r.decision.AllowUnsortedDataSets = l.boolean(s.AllowUnsortedDataSets)
 	l.relayDeidentify(name, s, r)
-	if len(r.moveDest) > 0 && r.services&svcCMove == 0 {
+	if len(r.moveDest) > 0 && r.services&svcCMove == 0 && !r.decision.StoreAndForward {
 		l.warnf(s.MoveDestinations.Expr.Range(), "move_destinations without C-MOVE", "rule %q lists move destinations but its services do not include C-MOVE, so they have no effect.", name)
 	}
 }

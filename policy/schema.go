@@ -16,6 +16,7 @@ type fileSchema struct {
 	Listener []*listenerSchema `hcl:"listener,block"`
 	Backends []*backendSchema  `hcl:"backend,block"`
 	Rules    []*ruleSchema     `hcl:"rule,block"`
+	Spool    []*spoolSchema    `hcl:"spool,block"`
 	Deid     []*deidSchema     `hcl:"deidentify,block"`
 	Admin    []*adminSchema    `hcl:"admin,block"`
 }
@@ -106,6 +107,7 @@ type backendSchema struct {
 	Address   *hcl.Attribute      `hcl:"address,optional"`
 	AETitle   *hcl.Attribute      `hcl:"ae_title,optional"`
 	TLS       []*backendTLSSchema `hcl:"tls,block"`
+	DICOMweb  []*dicomwebSchema   `hcl:"dicomweb,block"`
 	DefRange  hcl.Range           `hcl:",def_range"`
 }
 
@@ -149,6 +151,7 @@ type relaySchema struct {
 	// AllowUnsortedDataSets: see Decision.AllowUnsortedDataSets.
 	AllowUnsortedDataSets *hcl.Attribute `hcl:"allow_unsorted_data_sets,optional"`
 	Deidentify            *hcl.Attribute `hcl:"deidentify,optional"`
+	StoreAndForward       *hcl.Attribute `hcl:"store_and_forward,optional"`
 	DefRange              hcl.Range      `hcl:",def_range"`
 }
 
@@ -190,6 +193,35 @@ func (s *whenSchema) defRange() hcl.Range       { return s.DefRange }
 func (s *relaySchema) defRange() hcl.Range      { return s.DefRange }
 func (s *answerSchema) defRange() hcl.Range     { return s.DefRange }
 func (s *rejectSchema) defRange() hcl.Range     { return s.DefRange }
+
+type spoolSchema struct {
+	Dir      *hcl.Attribute `hcl:"dir,optional"`
+	MaxSize  *hcl.Attribute `hcl:"max_size,optional"`
+	MaxAge   *hcl.Attribute `hcl:"max_age,optional"`
+	DefRange hcl.Range      `hcl:",def_range"`
+}
+
+type dicomwebSchema struct {
+	URL       *hcl.Attribute  `hcl:"url,optional"`
+	CA        *hcl.Attribute  `hcl:"ca,optional"`
+	CertFile  *hcl.Attribute  `hcl:"cert_file,optional"`
+	KeyFile   *hcl.Attribute  `hcl:"key_file,optional"`
+	TokenFile *hcl.Attribute  `hcl:"token_file,optional"`
+	OAuth2    []*oauth2Schema `hcl:"oauth2,block"`
+	DefRange  hcl.Range       `hcl:",def_range"`
+}
+
+type oauth2Schema struct {
+	TokenURL         *hcl.Attribute `hcl:"token_url,optional"`
+	ClientID         *hcl.Attribute `hcl:"client_id,optional"`
+	ClientSecretFile *hcl.Attribute `hcl:"client_secret_file,optional"`
+	Scopes           *hcl.Attribute `hcl:"scopes,optional"`
+	DefRange         hcl.Range      `hcl:",def_range"`
+}
+
+func (s *spoolSchema) defRange() hcl.Range    { return s.DefRange }
+func (s *dicomwebSchema) defRange() hcl.Range { return s.DefRange }
+func (s *oauth2Schema) defRange() hcl.Range   { return s.DefRange }
 
 // adminSchema is the admin block: the web console on edge.admin_listen.
 type adminSchema struct {

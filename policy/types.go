@@ -23,9 +23,12 @@ type Config struct {
 	Backends  map[string]*Backend // by name
 	// Deidentify are the deidentify blocks by name, compiled (key read).
 	Deidentify map[string]*Deidentify
-	Policy     *Policy              // compiled rules
-	Admin      Admin                // the admin block (the web console)
-	Files      map[string]*hcl.File // parsed sources, for WriteDiagnostics
+	Policy     *Policy // compiled rules
+	// Spool is the spool block, with its defaults when absent: where
+	// store-and-forward rules keep instances until delivered.
+	Spool Spool
+	Admin Admin                // the admin block (the web console)
+	Files map[string]*hcl.File // parsed sources, for WriteDiagnostics
 }
 
 // Edge is the edge block: the listener and its limits.
@@ -167,6 +170,36 @@ type Backend struct {
 	Address string // host:port
 	AETitle string
 	TLS     *BackendTLS // nil = plain DICOM
+	// DICOMweb makes the backend a STOW-RS destination (PS3.18 10.5);
+	// Address and TLS are then unset, and every rule to it is
+	// store-and-forward.
+	DICOMweb *DICOMweb
+}
+
+// Spool is the spool block.
+type Spool struct {
+	Dir     string        // default DefaultSpoolDir beside the policy file
+	MaxSize int64         // bytes; default DefaultSpoolMaxSize
+	MaxAge  time.Duration // default DefaultSpoolMaxAge
+}
+
+// DICOMweb is a backend's dicomweb block.
+type DICOMweb struct {
+	URL       string   // the service's base URL; STOW-RS posts to URL + "/studies"
+	CA        []string // PEM files; empty = the system roots
+	CertFile  string   // client certificate for mutual TLS, optional
+	KeyFile   string
+	TokenFile string  // a bearer token, re-read when it changes; optional
+	OAuth2    *OAuth2 // client credentials grant; optional
+}
+
+// OAuth2 is the dicomweb.oauth2 block: the client credentials grant
+// (RFC 6749 4.4).
+type OAuth2 struct {
+	TokenURL         string
+	ClientID         string
+	ClientSecretFile string
+	Scopes           []string
 }
 
 // BackendTLS is the backend.tls block.
@@ -239,6 +272,10 @@ type Decision struct {
 	Services         []string
 	SOPClasses       []string
 	MoveDestinations []string
+	// StoreAndForward: the edge receives the association itself (C-ECHO,
+	// C-STORE), spools each instance and a forwarder delivers it to
+	// Backend. Always set for a DICOMweb backend.
+	StoreAndForward bool
 	// AllowUnsortedDataSets lets C-STORE data sets whose top-level elements
 	// are out of tag order, or repeat a tag (PS3.5 7.1), pass (each one
 	// audited); without it they abort the association (malformed-data-set).

@@ -66,3 +66,27 @@ func TestFormatDays(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseDays: any input either fails or gives a duration that
+// FormatDays writes back to the same value; nothing panics.
+func FuzzParseDays(f *testing.F) {
+	for _, s := range []string{"14d", "1d12h", "72h", "0", "d", "-1d", "1d-1h", "99999d", "65535d", "1.5d", " 7d ", "1dd", "1d1d"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		d, err := ParseDays(s)
+		if err != nil || d < 0 {
+			return
+		}
+		back, err := ParseDays(FormatDays(d))
+		if err != nil || back != d {
+			t.Fatalf("ParseDays(%q) = %v; FormatDays gives %q, which reads back as %v, %v", s, d, FormatDays(d), back, err)
+		}
+	})
+}
+
+func TestParseDaysOverflow(t *testing.T) {
+	if d, err := ParseDays("65535d2562047h"); err == nil {
+		t.Fatalf("ParseDays of more than time.Duration holds = %v, want an error", d)
+	}
+}

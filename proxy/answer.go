@@ -23,8 +23,12 @@ type answerer struct {
 
 	w        *pduWriter
 	contexts map[uint8]string // accepted context id → abstract syntax
-	peerMax  uint32
-	stopped  atomic.Bool // aborted by Shutdown
+	syntaxes map[uint8]string // accepted context id → transfer syntax
+	// in is the store-and-forward side (C-STORE into the spool); nil on a
+	// plain answer rule, which serves Verification only.
+	in      *ingest
+	peerMax uint32
+	stopped atomic.Bool // aborted by Shutdown
 }
 
 // run is the association's life. Negotiation and the A-ASSOCIATE-AC run
@@ -55,6 +59,9 @@ func (a *answerer) accept() bool {
 			association.VerificationSOPClass: {SOPClassUID: association.VerificationSOPClass, SCU: true, SCP: false},
 		},
 	}
+	if a.in != nil {
+		acc = a.in.acceptor(rq)
+	}
 	pcs, roles := acc.Negotiate(rq)
 	ac := &association.AssociateAC{
 		ProtocolVersion: 1,
@@ -77,12 +84,14 @@ func (a *answerer) accept() bool {
 		ac.UserInfo.AsyncOps = &association.AsyncOpsWindow{MaxInvoked: 1, MaxPerformed: 1}
 	}
 	a.contexts = map[uint8]string{}
+	a.syntaxes = map[uint8]string{}
 	var accepted []string
 	for _, pc := range pcs {
 		if pc.Result == association.PCAcceptance {
 			for _, p := range rq.PresentationContexts {
 				if p.ID == pc.ID {
 					a.contexts[pc.ID] = p.AbstractSyntax
+					a.syntaxes[pc.ID] = pc.TransferSyntax
 					accepted = appendUnique(accepted, p.AbstractSyntax)
 				}
 			}
@@ -100,9 +109,15 @@ func (a *answerer) accept() bool {
 		c.log.Info("write A-ASSOCIATE-AC failed", "error", err)
 		return false
 	}
-	c.s.Metrics.Associations.WithLabelValues("answer", a.rule).Inc()
+	action := "answer"
 	e := c.event(audit.EventAccepted)
-	e.Rule, e.Action, e.Contexts, e.UserIdentity = a.rule, "answer", accepted, userIdentity(rq)
+	if a.in != nil {
+		// A store-and-forward rule is a relay rule whose association the
+		// edge receives itself.
+		action, e.Backend = "relay", a.in.d.Backend.Name
+	}
+	c.s.Metrics.Associations.WithLabelValues(action, a.rule).Inc()
+	e.Rule, e.Action, e.Contexts, e.UserIdentity = a.rule, action, accepted, userIdentity(rq)
 	c.s.auditEvent(e)
 	c.log.Trace("A-ASSOCIATE-AC", "accepted", len(accepted), "proposed", len(rq.PresentationContexts))
 	return true
@@ -195,6 +210,15 @@ func (a *answerer) onPDV(pdv association.PDV, asm *dimse.Assembler, skipData *bo
 		return endOutcome{abortSource: sourceEdge, abortReason: protocolReason("client", association.AbortInvalidPDUParameterValue),
 			err: fmt.Errorf("PDV on presentation context %d which was not accepted", pdv.ContextID)}, true
 	}
+	if !pdv.Command && a.in != nil {
+		if _, _, err := asm.Add(pdv); err != nil {
+			return a.protocolAbort(err), true
+		}
+		if err := a.in.data(pdv); err != nil {
+			return a.protocolAbort(err), true
+		}
+		return endOutcome{}, false
+	}
 	if !pdv.Command {
 		if !*skipData && c.log.IsTrace() { // the call's arguments allocate even when not logged
 			c.log.Trace("data PDV without a request that takes one; ignored", "context", pdv.ContextID)
@@ -211,10 +235,28 @@ func (a *answerer) onPDV(pdv association.PDV, asm *dimse.Assembler, skipData *bo
 		return endOutcome{}, false
 	}
 	*skipData = cmd.HasDataSet()
+	if a.in != nil && cmd.CommandField == dimse.CStoreRQ {
+		if err := a.in.begin(pdv.ContextID, cmd, a.syntaxes[pdv.ContextID]); err != nil {
+			return a.protocolAbort(err), true
+		}
+		return endOutcome{}, false
+	}
 	if err := a.handle(pdv.ContextID, cmd); err != nil {
 		return endOutcome{abortSource: "client", abortReason: reasonConnError, err: err}, true
 	}
 	return endOutcome{}, false
+}
+
+// protocolAbort ends the association for a protocol error of the
+// requestor's (A-ABORT, source 2, the error's reason); a write error
+// returned by a response ends it as a connection error.
+func (a *answerer) protocolAbort(err error) endOutcome {
+	var pe *association.ProtocolError
+	if !errors.As(err, &pe) {
+		return endOutcome{abortSource: "client", abortReason: reasonConnError, err: err}
+	}
+	a.abort(association.AbortSourceServiceProvider, pe.Reason)
+	return endOutcome{abortSource: sourceEdge, abortReason: protocolReason("client", pe.Reason), err: err}
 }
 
 // handle answers one complete DIMSE request.
@@ -282,6 +324,9 @@ func (a *answerer) abort(src association.AbortSource, reason association.AbortRe
 
 func (a *answerer) finish(o endOutcome) {
 	c := a.c
+	if a.in != nil {
+		a.in.close()
+	}
 	name := audit.EventReleased
 	if !o.released {
 		name = audit.EventAborted
@@ -291,10 +336,17 @@ func (a *answerer) finish(o endOutcome) {
 	c.s.Metrics.RelayBytes.WithLabelValues("out").Add(float64(out))
 	e := c.event(name)
 	e.Rule = a.rule
+	if a.in != nil {
+		e.Backend = a.in.d.Backend.Name
+	}
 	e.BytesIn, e.BytesOut, e.MS = in, out, time.Since(c.start).Milliseconds()
 	e.AbortSource, e.AbortReason = string(o.abortSource), string(o.abortReason)
 	c.s.auditEvent(e)
-	c.log.Info("association ended", o.logArgs("decision", "answer", "rule", a.rule, "end", name,
+	decision := "answer"
+	if a.in != nil {
+		decision = "store-and-forward"
+	}
+	c.log.Info("association ended", o.logArgs("decision", decision, "rule", a.rule, "end", name,
 		"bytes_in", in, "bytes_out", out, "duration", time.Since(c.start))...)
 }
 

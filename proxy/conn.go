@@ -14,8 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-
 	"github.com/dicomedge/dicomedge/association"
 	"github.com/dicomedge/dicomedge/audit"
 	"github.com/dicomedge/dicomedge/policy"
@@ -41,7 +39,7 @@ type conn struct {
 	listener string // the name of the listener it arrived on
 	plain    bool   // that listener speaks DICOM without TLS
 	id       string
-	log      hclog.Logger
+	log      *connLog
 	start    time.Time
 	remote   string
 	source   netip.Addr
@@ -102,7 +100,7 @@ const (
 func (s *Server) newConn(raw net.Conn, listener string) *conn {
 	n := s.connID.Add(1)
 	id := fmt.Sprintf("%s-%d", processID, n)
-	return &conn{s: s, raw: raw, id: id, listener: listener, start: time.Now(), log: s.log.With("conn", id, "listener", listener)}
+	return &conn{s: s, raw: raw, id: id, listener: listener, start: time.Now(), log: newConnLog(s.log, s.bench.eagerLoggers.Load(), "conn", id, "listener", listener)}
 }
 
 // drain is called by Shutdown: a connection that has no association yet is
@@ -184,7 +182,7 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 	if ap.IsValid() {
 		c.remote, c.source = ap.String(), ap.Addr()
 	}
-	c.log = c.log.With("remote", c.remote)
+	c.log.with("remote", c.remote)
 	if err != nil {
 		if errors.Is(err, errNoBytes) {
 			c.log.Debug("connection closed before its PROXY header (TCP check)")
@@ -253,7 +251,7 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 	}
 	rq := p.(*association.AssociateRQ)
 	c.rq = rq
-	c.log = c.log.With("calling_ae", rq.CallingAE, "called_ae", rq.CalledAE)
+	c.log.with("calling_ae", rq.CallingAE, "called_ae", rq.CalledAE)
 	c.log.Trace("A-ASSOCIATE-RQ", "contexts", len(rq.PresentationContexts), "max_length", rq.UserInfo.MaxLength,
 		"implementation", rq.UserInfo.ImplementationClassUID)
 
@@ -269,6 +267,13 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 			association.RejectReason(d.Reject.Reason), d.Reject.ReasonName)
 		return nil, false
 	case policy.ActionAnswer, policy.ActionRelay:
+		if d.StoreAndForward && c.s.Spool == nil {
+			// A policy that needs the spool is only served with one open;
+			// a reload that added the first such rule needs a restart.
+			c.rejectDetail = "store-and-forward rule, but the edge has no spool open (restart the edge to open it)"
+			c.reject(d.Rule, association.RejectTransient, association.RejectSourceServiceUser, association.RejectUserNoReason, "")
+			return nil, false
+		}
 		c.ruleAction = d.Action.String()
 		c.rule = d.Rule
 		if d.Backend != nil {
@@ -295,8 +300,11 @@ func (c *conn) open(ctx context.Context) (run func(), held bool) {
 	c.clientKey = key
 	c.releasePre() // now counted against max_associations instead
 	_ = c.raw.SetDeadline(time.Time{})
-	if d.Action == policy.ActionAnswer {
+	if d.Action == policy.ActionAnswer || d.StoreAndForward {
 		a := &answerer{c: c, cfg: cfg, r: r, rule: d.Rule}
+		if d.StoreAndForward {
+			a.in = &ingest{a: a, sp: c.s.Spool, d: d}
+		}
 		return a.run, true
 	}
 	rl := &relay{c: c, cfg: cfg, d: d, cr: r}
@@ -361,7 +369,7 @@ func (c *conn) handshake(ctx context.Context, pre *probeConn, deadline time.Time
 	}
 	c.identity = id
 	c.client = auditClient(id)
-	c.log = c.log.With("client_cn", id.CN)
+	c.log.with("client_cn", id.CN)
 	c.clientSeen(id)
 	return id, true
 }

@@ -26,7 +26,12 @@ type leakFile struct {
 	markers            []string
 	pixels             []byte
 	pathCache          string // the Part 10 file
+	transferSyntax     string
 }
+
+// jpegBaseline is JPEG Baseline (Process 1), an encapsulated transfer
+// syntax (PS3.5 A.4.1): its Pixel Data is a sequence of fragments.
+const jpegBaseline = "1.2.840.10008.1.2.4.50"
 
 func leakElement(b []byte, tag uint32, vr string, v []byte) []byte {
 	if len(v)%2 == 1 {
@@ -65,8 +70,15 @@ var skipPlant = map[uint32]bool{
 }
 
 func makeLeakFile(t *testing.T, seed string) *leakFile {
+	return makeLeakFileTS(t, seed, "1.2.840.10008.1.2.1")
+}
+
+// makeLeakFileTS is makeLeakFile in transferSyntax: Explicit VR Little
+// Endian with native Pixel Data, or JPEG Baseline with the pixels as
+// encapsulated fragments (their content is not decoded on the way).
+func makeLeakFileTS(t *testing.T, seed, transferSyntax string) *leakFile {
 	t.Helper()
-	f := &leakFile{study: "1.2.826.0.1.3680043.10.543." + seed + ".1", series: "1.2.826.0.1.3680043.10.543." + seed + ".2",
+	f := &leakFile{transferSyntax: transferSyntax, study: "1.2.826.0.1.3680043.10.543." + seed + ".1", series: "1.2.826.0.1.3680043.10.543." + seed + ".2",
 		sop: "1.2.826.0.1.3680043.10.543." + seed + ".3", pixels: make([]byte, 64*64*2)}
 	if _, err := rand.Read(f.pixels); err != nil {
 		t.Fatal(err)
@@ -129,7 +141,7 @@ func makeLeakFile(t *testing.T, seed string) *leakFile {
 		el{0x00280101, leakElement(nil, 0x00280101, "US", []byte{16, 0})},
 		el{0x00280102, leakElement(nil, 0x00280102, "US", []byte{15, 0})},
 		el{0x00280103, leakElement(nil, 0x00280103, "US", []byte{0, 0})},
-		el{0x7FE00010, leakElement(nil, 0x7FE00010, "OW", f.pixels)})
+		el{0x7FE00010, pixelData(f)})
 	sort.SliceStable(top, func(i, j int) bool { return top[i].tag < top[j].tag })
 	var dataset []byte
 	for i, e := range top {
@@ -142,12 +154,28 @@ func makeLeakFile(t *testing.T, seed string) *leakFile {
 	return f.write(t, dataset)
 }
 
+// pixelData is native OW, or for JPEG Baseline an empty basic offset table
+// and the pixels in two fragments.
+func pixelData(f *leakFile) []byte {
+	if f.transferSyntax != jpegBaseline {
+		return leakElement(nil, 0x7FE00010, "OW", f.pixels)
+	}
+	b := []byte{0xe0, 0x7f, 0x10, 0x00, 'O', 'B', 0, 0, 0xff, 0xff, 0xff, 0xff, 0xfe, 0xff, 0x00, 0xe0, 0, 0, 0, 0}
+	half := len(f.pixels) / 2
+	for _, frag := range [][]byte{f.pixels[:half], f.pixels[half:]} {
+		b = append(b, 0xfe, 0xff, 0x00, 0xe0)
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(frag)))
+		b = append(b, frag...)
+	}
+	return append(b, 0xfe, 0xff, 0xdd, 0xe0, 0, 0, 0, 0)
+}
+
 func (f *leakFile) write(t *testing.T, dataset []byte) *leakFile {
 	var meta []byte
 	meta = leakElement(meta, 0x00020001, "OB", []byte{0, 1})
 	meta = leakElement(meta, 0x00020002, "UI", []byte("1.2.840.10008.5.1.4.1.1.2"))
 	meta = leakElement(meta, 0x00020003, "UI", []byte(f.sop))
-	meta = leakElement(meta, 0x00020010, "UI", []byte("1.2.840.10008.1.2.1"))
+	meta = leakElement(meta, 0x00020010, "UI", []byte(f.transferSyntax))
 	meta = leakElement(meta, 0x00020012, "UI", []byte("1.2.826.0.1.3680043.10.543"))
 	out := append(make([]byte, 128), "DICM"...)
 	out = leakElement(out, 0x00020000, "UL", binary.LittleEndian.AppendUint32(nil, uint32(len(meta))))
@@ -166,7 +194,17 @@ func (f *leakFile) write(t *testing.T, dataset []byte) *leakFile {
 // storescp: no marker leaves, pixel data is byte-identical, the sender
 // gets its own SOP Instance UID back, the same study maps to the same UIDs
 // again and after a restart of the edge, and another study to others.
-func TestDeidentifyLeakRealPeers(t *testing.T) {
+// deidSetup is the way out to an AI vendor: the PACS's storescu on the
+// plain inside listener, a de-identifying rule, the vendor a storescp that
+// requires TLS with the edge's client certificate.
+type deidSetup struct {
+	opts   edgeOptions
+	inside string
+	scp    *testpeer.StoreSCP
+}
+
+func newDeidSetup(t *testing.T) *deidSetup {
+	t.Helper()
 	testpeer.Require(t, "storescp", "storescu", "dciodvfy")
 	p := sharedPKI(t)
 	vendor := testpeer.NewPKI(t, "vendor")
@@ -220,11 +258,21 @@ rule "pacs-to-ai-vendor" {
 }
 `,
 	}
+	return &deidSetup{opts: opts, inside: inside, scp: scp}
+}
+
+func TestDeidentifyLeakRealPeers(t *testing.T) {
+	ds := newDeidSetup(t)
+	opts, inside, scp := ds.opts, ds.inside, ds.scp
 	e := startEdge(t, opts)
 	send := func(t *testing.T, addr string, f *leakFile) string {
 		t.Helper()
 		ctx := testpeer.Context(t, time.Minute)
-		out, err := testpeer.Run(ctx, "storescu", "-d", "-aet", "MAINPACS", "-aec", "AIVENDOR", testpeer.Host(addr), fmt.Sprint(testpeer.Port(addr)), f.pathCache)
+		args := []string{"-d", "-aet", "MAINPACS", "-aec", "AIVENDOR"}
+		if f.transferSyntax == jpegBaseline {
+			args = append(args, "--propose-jpeg8")
+		}
+		out, err := testpeer.Run(ctx, "storescu", append(args, testpeer.Host(addr), fmt.Sprint(testpeer.Port(addr)), f.pathCache)...)
 		if err != nil {
 			t.Fatalf("storescu: %v\n%s", err, out)
 		}
@@ -284,6 +332,41 @@ rule "pacs-to-ai-vendor" {
 	if !bytes.Contains(file, []byte(d.SOPInstance)) || !bytes.Contains(file, []byte(d.StudyUID)) {
 		t.Error("the record's replaced UIDs are not those of the file that arrived")
 	}
+	// The way back: `dicomedge audit --uid` with what the vendor reports
+	// (a replaced UID) or with the hospital's own finds the same record.
+	for _, uid := range []string{d.SOPInstance, d.StudyUID, d.SeriesUID, a.sop, a.study} {
+		var found []audit.Event
+		err := audit.ReadFiles(audit.Files(e.AuditFile), audit.Filter{UID: uid}, func(ev audit.Event, _ []byte) error {
+			found = append(found, ev)
+			return nil
+		})
+		if err != nil || len(found) != 1 || found[0].Seq != rec.Seq {
+			t.Errorf("audit --uid %s: %d records (%v), want the one dimse record", uid, len(found), err)
+		}
+	}
+
+	// The same with JPEG-encapsulated pixel data: the fragments pass as they came.
+	j := makeLeakFileTS(t, "4", jpegBaseline)
+	before := received(t)
+	send(t, inside, j)
+	var jfile []byte
+	for n, b := range received(t) {
+		if _, old := before[n]; !old {
+			jfile = b
+		}
+	}
+	if jfile == nil {
+		t.Fatal("the JPEG instance did not arrive")
+	}
+	for _, m := range j.markers {
+		if bytes.Contains(jfile, []byte(m)) {
+			t.Errorf("JPEG instance: marker %q left the edge", m)
+		}
+	}
+	if half := len(j.pixels) / 2; !bytes.Contains(jfile, j.pixels[:half]) || !bytes.Contains(jfile, j.pixels[half:]) ||
+		!bytes.Contains(jfile, []byte(jpegBaseline)) {
+		t.Error("JPEG instance: the fragments did not arrive byte-identical in their transfer syntax")
+	}
 
 	// The same study again, then through a restarted edge (same key): the
 	// same UIDs; another study: others.
@@ -308,6 +391,7 @@ rule "pacs-to-ai-vendor" {
 		}
 	}
 	if len(again) != 2 {
+		// (the records of the restarted edge: the first file again, then another study)
 		t.Fatalf("%d de-identified records after the restart", len(again))
 	}
 	if again[0].StudyUID != d.StudyUID || again[0].SOPInstance != d.SOPInstance || again[0].PatientPseudonym != d.PatientPseudonym {
@@ -342,4 +426,38 @@ func dciodvfyErrors(t *testing.T, path string) map[string]bool {
 		errs[strings.TrimSpace(line)] = true
 	}
 	return errs
+}
+
+// TestDeidentifyRefusesBurnedIn: a Secondary Capture image without Burned
+// In Annotation cannot be cleaned here: storescu hears a failure status,
+// the vendor receives nothing, and the record says why; a CT sent on the
+// same association afterwards still goes.
+func TestDeidentifyRefusesBurnedIn(t *testing.T) {
+	ds := newDeidSetup(t)
+	e := startEdge(t, ds.opts)
+	scPaths, _ := testpeer.WriteDICOMFiles(t, t.TempDir(), "PATSC", 1, 16, 16) // Secondary Capture
+	ct := makeLeakFile(t, "3")
+	ctx := testpeer.Context(t, time.Minute)
+	out, _ := testpeer.Run(ctx, "storescu", "-d", "--no-halt", "-aet", "MAINPACS", "-aec", "AIVENDOR",
+		testpeer.Host(ds.inside), fmt.Sprint(testpeer.Port(ds.inside)), scPaths[0], ct.pathCache)
+	if !strings.Contains(out, "0x0124") {
+		t.Errorf("storescu did not hear status 0x0124 for the burned-in instance:\n%s", out)
+	}
+	rec := e.waitEvent(t, "refused dimse record", func(ev audit.Event) bool {
+		return ev.Event == audit.EventDIMSE && ev.Allowed != nil && !*ev.Allowed
+	})
+	if rec.Status != "0x0124" || !strings.Contains(rec.Detail, "burned-in-annotation") {
+		t.Errorf("record %+v", rec)
+	}
+	e.waitEvent(t, "the CT's record", func(ev audit.Event) bool {
+		return ev.Event == audit.EventDIMSE && ev.Deidentified != nil && ev.Status == "0x0000"
+	})
+	files, _ := os.ReadDir(ds.scp.Dir)
+	if len(files) != 1 {
+		t.Fatalf("the vendor holds %d files, want only the CT", len(files))
+	}
+	b, _ := os.ReadFile(filepath.Join(ds.scp.Dir, files[0].Name()))
+	if bytes.Contains(b, []byte("PATSC")) || !bytes.Contains(b, []byte("1.2.840.10008.5.1.4.1.1.2\x00")) {
+		t.Error("the file the vendor holds is not the de-identified CT")
+	}
 }

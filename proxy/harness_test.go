@@ -19,6 +19,7 @@ import (
 	"github.com/dicomedge/dicomedge/audit"
 	"github.com/dicomedge/dicomedge/internal/testpeer"
 	"github.com/dicomedge/dicomedge/policy"
+	"github.com/dicomedge/dicomedge/spool"
 	"github.com/dicomedge/dicomedge/tlslayer"
 )
 
@@ -117,6 +118,10 @@ type edgeOptions struct {
 	TLSExtra        string   // more attributes of the tls block (crl, warn_expiry)
 	ExtraClientCAs  []string // client_ca files besides the shared test CA
 	Quiet           bool     // log at warn only (benchmarks)
+	// BeforeSpeedUps runs the edge as it was before the speed-ups the
+	// benchmark reports measure (benchSwitches, tlslayer's
+	// VerifyEachHandshake), for their before rows.
+	BeforeSpeedUps bool
 	// Prepare, when set, runs on the edge's directory before the audit
 	// trail is opened (e.g. to put the audit file on a failing device).
 	Prepare func(dir string)
@@ -203,8 +208,29 @@ func startEdge(t testing.TB, o edgeOptions) *testEdge {
 	if o.NoAudit {
 		s.Audit = nil
 	}
+	if len(cfg.Policy.StoreAndForwardBackends()) > 0 {
+		// A store-and-forward rule: the spool, as serve opens it.
+		sc := spool.Config{Dir: cfg.Spool.Dir, MaxSize: cfg.Spool.MaxSize, MaxAge: cfg.Spool.MaxAge}
+		if s.Audit != nil {
+			sc.Audit = func(e audit.Event) { aw.LogWritten(context.Background(), e) }
+		}
+		sp, err := spool.Open(sc)
+		if err != nil {
+			t.Fatalf("spool: %v", err)
+		}
+		t.Cleanup(sp.Close)
+		s.Spool = sp
+	}
 	tc := s.TLSConfigFor(cfg)
 	tc.PollInterval = 200 * time.Millisecond
+	if o.BeforeSpeedUps {
+		tc.VerifyEachHandshake = true
+		s.bench.oneWritePerRecord.Store(true)
+		s.bench.plainReadsAsAsked.Store(true)
+		s.bench.eagerLoggers.Store(true)
+		s.bench.groupNotLearned.Store(true)
+		s.bench.backendSessionsOff.Store(true)
+	}
 	layer, err := tlslayer.New(context.Background(), tc)
 	if err != nil {
 		t.Fatalf("tls layer: %v", err)
@@ -223,6 +249,7 @@ func startEdge(t testing.TB, o edgeOptions) *testEdge {
 	if err := s.StartListeners(); err != nil {
 		t.Fatal(err)
 	}
+	s.StartForwarders()
 	// Serve registers the listener in its goroutine; until then the edge
 	// is not ready (/readyz 503), which a test asking at once would see.
 	for deadline := time.Now().Add(20 * time.Second); s.ListenerAddr(policy.EdgeListener) == nil; time.Sleep(5 * time.Millisecond) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/dicomedge/dicomedge/spool"
 	"github.com/dicomedge/dicomedge/tlslayer"
 )
 
@@ -35,6 +37,9 @@ type Metrics struct {
 	AssociationLimit   prometheus.GaugeFunc
 	ForwardBacklog     prometheus.GaugeFunc
 	ForwardDelivered   prometheus.GaugeFunc
+	// ForwardTotal counts spooled instances by backend and outcome
+	// (delivered, failed, retry).
+	ForwardTotal *prometheus.CounterVec
 
 	// clientCerts are the client certificates seen (clientcerts.go), the
 	// collector of dicomedge_client_cert_expiry_seconds.
@@ -48,6 +53,69 @@ type Metrics struct {
 	assocLimit   atomic.Pointer[func() int]
 	fwdBacklog   atomic.Pointer[func() uint64]
 	fwdLast      atomic.Pointer[func() time.Time]
+	spool        atomic.Pointer[spool.Spool]
+}
+
+// SetSpool makes the spool gauges read from sp.
+func (m *Metrics) SetSpool(sp *spool.Spool) { m.spool.Store(sp) }
+
+// spoolCollector exports the queues' figures, read afresh at each scrape.
+type spoolCollector struct {
+	m                        *Metrics
+	mu                       sync.Mutex
+	instances, bytes, oldest *prometheus.GaugeVec
+}
+
+func newSpoolCollector(m *Metrics) *spoolCollector {
+	return &spoolCollector{m: m,
+		instances: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "dicomedge_spool_instances",
+			Help: "Instances queued for a backend (acknowledged, not yet delivered).",
+		}, []string{"backend"}),
+		bytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "dicomedge_spool_bytes",
+			Help: "Bytes queued for a backend.",
+		}, []string{"backend"}),
+		oldest: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "dicomedge_spool_oldest_seconds",
+			Help: "Age of the oldest instance queued for a backend, seconds; 0 when its queue is empty.",
+		}, []string{"backend"}),
+	}
+}
+
+func (c *spoolCollector) Describe(ch chan<- *prometheus.Desc) {
+	c.instances.Describe(ch)
+	c.bytes.Describe(ch)
+	c.oldest.Describe(ch)
+}
+
+func (c *spoolCollector) Collect(ch chan<- prometheus.Metric) {
+	sp := c.m.spool.Load()
+	if sp == nil {
+		return
+	}
+	names, err := sp.Backends()
+	if err != nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.instances.Reset()
+	c.bytes.Reset()
+	c.oldest.Reset()
+	for _, b := range names {
+		n, bytes, oldest := sp.Counts(b)
+		age := 0.0
+		if n > 0 && !oldest.IsZero() {
+			age = time.Since(oldest).Seconds()
+		}
+		c.instances.WithLabelValues(b).Set(float64(n))
+		c.bytes.WithLabelValues(b).Set(float64(bytes))
+		c.oldest.WithLabelValues(b).Set(age)
+	}
+	c.instances.Collect(ch)
+	c.bytes.Collect(ch)
+	c.oldest.Collect(ch)
 }
 
 // NewMetrics registers every metric of docs/metrics.md on a fresh registry.
@@ -160,10 +228,14 @@ func NewMetrics() *Metrics {
 		}
 		return 0
 	})
+	m.ForwardTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dicomedge_forward_total",
+		Help: "Spooled instances by backend and outcome: delivered, failed (moved to failed/), retry (a transient failure, retried after back-off).",
+	}, []string{"backend", "result"})
 	m.clientCerts = newClientCerts()
 	m.Registry.MustRegister(m.clientCerts, m.Associations, m.TLSFailures, m.ConnectionsRefused, m.Active, m.RelayBytes, m.DIMSERequests, m.BackendHandshakes,
 		m.AuditQueueDepth, m.AuditDropped, m.AuditWriteErrors, m.CertificateExpiry, m.AssociationLimit,
-		m.ForwardBacklog, m.ForwardDelivered,
+		m.ForwardBacklog, m.ForwardDelivered, m.ForwardTotal, newSpoolCollector(m),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -463,7 +463,7 @@ func TestRelayOversizeRQValuesNotForwarded(t *testing.T) {
 // it.
 func TestRelayViolationNamesTheSideAtFault(t *testing.T) {
 	cw, bw := &recordConn{}, &recordConn{}
-	r := &relay{c: &conn{raw: &discardConn{}, log: hclog.NewNullLogger()}, b: &discardConn{},
+	r := &relay{c: &conn{raw: &discardConn{}, log: newConnLog(hclog.NewNullLogger(), false)}, b: &discardConn{},
 		insp: inspect.New(inspect.Config{Contexts: []inspect.Context{{ID: 1, AbstractSyntax: association.VerificationSOPClass,
 			TransferSyntax: association.ImplicitVRLittleEndian}}})}
 	r.client = peer{name: "client", side: inspect.Requestor, w: &pduWriter{c: cw}}
@@ -537,7 +537,7 @@ func (f *failConn) Write([]byte) (int, error) { return 0, errors.New("write time
 // may hold part of a PDU now, and nothing more can be sent to it. The
 // relay used to log the failure and go on reading, judging and refusing.
 func TestRelayRefusalWriteFailureAborts(t *testing.T) {
-	r := &relay{c: &conn{s: &Server{Metrics: NewMetrics()}, raw: &discardConn{}, log: hclog.NewNullLogger()}, b: &discardConn{},
+	r := &relay{c: &conn{s: &Server{Metrics: NewMetrics()}, raw: &discardConn{}, log: newConnLog(hclog.NewNullLogger(), false)}, b: &discardConn{},
 		insp: inspect.New(inspect.Config{Contexts: []inspect.Context{{ID: 1, AbstractSyntax: association.VerificationSOPClass,
 			TransferSyntax: association.ImplicitVRLittleEndian}}, Policy: denyAll{}})}
 	r.client = peer{name: "client", side: inspect.Requestor, w: &pduWriter{c: &failConn{}}}

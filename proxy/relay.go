@@ -69,7 +69,7 @@ func (r *relay) run(ctx context.Context, artimDeadline time.Time) bool {
 			association.RejectPresentationTemporaryCongestion, "")
 		return false
 	}
-	c.log = c.log.With("backend", be.Name)
+	c.log.with("backend", be.Name)
 	maxLen := r.cfg.Edge.MaxPDULength
 
 	brq, removed := backendRQ(rq, &r.d, be.AETitle, maxLen)

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -93,12 +94,16 @@ func TestBidiOverrideInCNEscaped(t *testing.T) {
 
 // A C-STORE whose data set puts Patient ID (0010,0020) after group 0020
 // and after the pixel data (out of PS3.5 order, as a crafted client sends
-// it) is stored by a real storescp under that patient: the audit records
-// that Patient ID too.
+// it), on a rule that lets unsorted data sets through for a known device,
+// is stored by a real storescp under that patient: the audit records that
+// Patient ID too. (Without the opt-out the edge refuses such a data set:
+// TestRelayRefusesUnsortedDataSets.)
 func TestPatientIDAfterGroup0020Recorded(t *testing.T) {
 	testpeer.Require(t, "storescp")
 	scp := testpeer.StartStoreSCP(t, "STORESCP")
-	e := startEdge(t, edgeOptions{Backends: backendBlock("pacs", scp.Addr, "STORESCP"), Rules: scOnlyRule})
+	rule := strings.Replace(scOnlyRule, `services    = ["C-ECHO", "C-STORE"]`, `services    = ["C-ECHO", "C-STORE"]
+    allow_unsorted_data_sets = true`, 1)
+	e := startEdge(t, edgeOptions{Backends: backendBlock("pacs", scp.Addr, "STORESCP"), Rules: rule})
 	c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
 	rq := echoRQ("MODALITY1", "MAINPACS")
 	rq.PresentationContexts = append(rq.PresentationContexts, association.PresentationContextRQ{ID: 3,

@@ -19,6 +19,7 @@ import (
 
 	"github.com/dicomedge/dicomedge/audit"
 	"github.com/dicomedge/dicomedge/policy"
+	"github.com/dicomedge/dicomedge/spool"
 	"github.com/dicomedge/dicomedge/tlslayer"
 )
 
@@ -43,6 +44,9 @@ type Server struct {
 	// Dialer dials backends; nil uses a net.Dialer. Tests use it to observe
 	// or break backend connections.
 	Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Spool holds the instances of store-and-forward rules; nil refuses
+	// such rules' associations (transient A-ASSOCIATE-RJ).
+	Spool *spool.Spool
 
 	cfg    atomic.Pointer[policy.Config]
 	once   sync.Once
@@ -79,6 +83,7 @@ type Server struct {
 	wg        sync.WaitGroup // one per conn goroutine
 
 	backendTLS backendTLSCache // relay.go: per-backend TLS client configs of the policy in force
+	fwd        forwarders      // forwarders.go: the spool's forwarders
 
 	// bench switches speed-ups off, so that the benchmark reports can
 	// print a before and after from one run.
@@ -91,6 +96,8 @@ type benchSwitches struct {
 	oneWritePerRecord  atomic.Bool // TLS records to a backend written one by one (gather.go)
 	plainReadsAsAsked  atomic.Bool // no read-ahead for PDU headers on plain connections (waithook.go)
 	backendSessionsOff atomic.Bool // a full TLS handshake with a backend for every association (backend.go)
+	eagerLoggers       atomic.Bool // each connection's logger built as its fields become known (connlog.go)
+	groupNotLearned    atomic.Bool // every backend handshake offers the profile's groups in its order (backend.go)
 }
 
 func (s *Server) init() {
@@ -105,6 +112,9 @@ func (s *Server) init() {
 		s.log = s.log.Named("proxy")
 		if s.Metrics == nil {
 			s.Metrics = NewMetrics()
+		}
+		if s.Spool != nil {
+			s.Metrics.SetSpool(s.Spool)
 		}
 		if s.Audit != nil {
 			w := s.Audit
@@ -404,6 +414,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			err = errors.New("proxy: connections did not end after abort")
 		}
 	}
+	s.stopForwarders()
 	s.tlsFail.flush() // what was held back is summarised before the trail closes
 	s.refused.flush()
 	if admin != nil {
@@ -449,6 +460,7 @@ func (s *Server) Reload(cfg *policy.Config) error {
 		s.log.Info("listeners reloaded", "change", n)
 		detail += "; " + n
 	}
+	s.syncForwarders(cfg)
 	s.log.Info("policy reloaded", "file", cfg.Filename, "rules", len(cfg.Policy.Rules()), "backends", len(cfg.Backends))
 	s.auditEvent(audit.Event{Event: audit.EventPolicyReloaded, Detail: detail})
 	return nil

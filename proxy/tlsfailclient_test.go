@@ -66,9 +66,15 @@ func TestTLSFailedNamesThePresentedCertificate(t *testing.T) {
 	}
 	add(tlslayer.ReasonExpired, "ct-expired", testpeer.CertOptions{CN: "ct1.clinic-a.example.org",
 		NotBefore: now.Add(-400 * 24 * time.Hour), NotAfter: now.Add(-2 * time.Hour)}, true, "CN=ct1.clinic-a.example.org")
-	add(tlslayer.ReasonMultipleCN, "two-cn", testpeer.CertOptions{Subject: "/O=dicomedge tests/CN=harmless/CN=mr1.clinic-b.example.org"}, true, "CN=mr1.clinic-b.example.org")
+	// Both CNs are shown: the one a tool would match and the one it would display.
+	add(tlslayer.ReasonMultipleCN, "two-cn", testpeer.CertOptions{Subject: "/O=dicomedge tests/CN=harmless/CN=mr1.clinic-b.example.org"}, true, "CN=mr1.clinic-b.example.org,CN=harmless")
 	add(tlslayer.ReasonBadKeyUsage, "no-digsig", testpeer.CertOptions{CN: "us1.clinic-c.example.org", KeyUsage: "critical,keyAgreement"}, true, "CN=us1.clinic-c.example.org")
 	add(tlslayer.ReasonBadKeyUsage, "codesigning", testpeer.CertOptions{CN: "cr1.clinic-d.example.org", ExtUsage: "codeSigning"}, true, "CN=cr1.clinic-d.example.org")
+	add(tlslayer.ReasonNotYetValid, "not-yet", testpeer.CertOptions{CN: "nm1.clinic-f.example.org",
+		NotBefore: now.Add(48 * time.Hour), NotAfter: now.Add(400 * 24 * time.Hour)}, true, "CN=nm1.clinic-f.example.org")
+	// A name built to pass for another client: a right-to-left override
+	// (U+202E) inside the CN, which the record must carry escaped.
+	add(tlslayer.ReasonMultipleCN, "bidi", testpeer.CertOptions{Subject: "/O=dicomedge tests/CN=gro.elpmaxe.a-cinilc.1tc\u202e/CN=x"}, true, "CN=gro.elpmaxe.a-cinilc.1tc\u202e")
 	revoked, revokedKey := ca.Issue(t, "dx-revoked", testpeer.CertOptions{CN: "dx1.clinic-e.example.org"})
 	ca.Revoke(t, revoked)
 	cases = append(cases, tc{tlslayer.ReasonRevoked, revoked, revokedKey, true, "CN=dx1.clinic-e.example.org"})
@@ -93,7 +99,15 @@ func TestTLSFailedNamesThePresentedCertificate(t *testing.T) {
 				t.Errorf("reason %q, want %q", ev.Reason, c.reason)
 			}
 			cl := ev.Client
-			if !strings.Contains(cl.Subject, c.subjectHas) || cl.Subject != cert.Subject.String() {
+			// Every record line keeps attacker-controlled characters escaped.
+			raw, err := os.ReadFile(e.AuditFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.ContainsRune(string(raw), '\u202e') {
+				t.Errorf("the audit file holds a raw U+202E")
+			}
+			if !strings.Contains(cl.Subject, c.subjectHas) || cl.Subject != tlslayer.IdentityFromCertificate(cert).Subject {
 				t.Errorf("subject %q, want %q (with %s)", cl.Subject, cert.Subject, c.subjectHas)
 			}
 			if cl.Issuer != cert.Issuer.String() || cl.Serial != cert.SerialNumber.Text(16) ||
@@ -101,6 +115,15 @@ func TestTLSFailedNamesThePresentedCertificate(t *testing.T) {
 				t.Errorf("client %+v does not describe %s (issuer %q serial %x %v..%v)", cl, c.cert, cert.Issuer, cert.SerialNumber, cert.NotBefore, cert.NotAfter)
 			}
 		})
+	}
+	if raw, _ := os.ReadFile(e.AuditFile); !strings.Contains(string(raw), `gro.elpmaxe.a-cinilc.1tc\u202e`) {
+		var lines []string
+		for _, l := range strings.Split(string(raw), "\n") {
+			if strings.Contains(l, "1tc") {
+				lines = append(lines, l)
+			}
+		}
+		t.Errorf("the override in the presented CN is not in the audit file as \\u202e: %q", lines)
 	}
 	// A record names the certificate, and the metric only the clients of a
 	// client CA: every issued one, none of the stranger's.

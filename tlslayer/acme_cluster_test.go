@@ -107,7 +107,7 @@ func TestACMESharedStorageCluster(t *testing.T) {
 				tc := tls.Server(c, layers[i].ServerConfig())
 				hctx, hcancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer hcancel()
-				if _, err := Handshake(hctx, tc); errors.Is(err, ErrACMEChallenge) {
+				if _, err := layers[i].Handshake(hctx, tc); errors.Is(err, ErrACMEChallenge) {
 					answered[i].Add(1)
 				}
 			}()

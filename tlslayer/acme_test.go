@@ -139,7 +139,7 @@ func TestACMEPebble(t *testing.T) {
 				tc := tls.Server(c, l.ServerConfig())
 				hctx, hcancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer hcancel()
-				id, err := Handshake(hctx, tc)
+				id, err := l.Handshake(hctx, tc)
 				if errors.Is(err, ErrACMEChallenge) {
 					challenges.Add(1)
 					return

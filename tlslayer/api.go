@@ -43,6 +43,11 @@ type Config struct {
 	// edge certificate served changes: files rotated on disk, Reload with a
 	// new pair, or an ACME certificate obtained or renewed. detail says which.
 	OnCertRenewed func(detail string)
+	// VerifyEachHandshake has crypto/tls verify every client chain itself,
+	// without the cache of chains already verified (chaincache.go): the
+	// benchmark's before. Its alerts are then crypto/tls's own
+	// (unknown_ca, certificate_expired) rather than bad_certificate.
+	VerifyEachHandshake bool
 }
 
 // ACMEConfig obtains and renews the edge certificate from an ACME CA through
@@ -180,7 +185,11 @@ func New(ctx context.Context, cfg Config) (*Layer, error) { return newLayer(ctx,
 // also judges the certificate the client presented against the current
 // client CAs (HandshakeError.Issued).
 func (l *Layer) Handshake(ctx context.Context, c *tls.Conn) (Identity, error) {
-	id, err := handshake(ctx, c)
+	id, err := handshake(ctx, c, func(certs []*x509.Certificate) ([][]*x509.Certificate, error) {
+		// The chain VerifyConnection verified moments ago, from the cache
+		// (verified again only if a reload came in between).
+		return l.st.Load().verifyClient(certs, time.Now())
+	})
 	if he, ok := errors.AsType[*HandshakeError](err); ok && he.Presented != nil && !he.Issued {
 		he.Issued = l.st.Load().issuedDespite(he)
 	}
@@ -191,7 +200,10 @@ func (l *Layer) Handshake(ctx context.Context, c *tls.Conn) (Identity, error) {
 // bound: it is set on the connection and left in place, so that the same
 // bound covers the A-ASSOCIATE-RQ that follows; clear it when the RQ is read)
 // and returns the verified client's Identity. Errors are *HandshakeError.
-func Handshake(ctx context.Context, c *tls.Conn) (Identity, error) { return handshake(ctx, c) }
+// It is for configs whose client chains crypto/tls verifies itself
+// (RequireAndVerifyClientCert); a Layer's configs verify them in
+// VerifyConnection: use Layer.Handshake for those.
+func Handshake(ctx context.Context, c *tls.Conn) (Identity, error) { return handshake(ctx, c, nil) }
 
 // ServerConfig returns the tls.Config for tls.NewListener / tls.Server. Its
 // callbacks read the current state, so Reload needs no new listener.

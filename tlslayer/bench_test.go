@@ -63,7 +63,7 @@ func BenchmarkMutualTLSHandshake(b *testing.B) {
 						ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 						defer cancel()
 						tc := tls.Server(c, l.ServerConfig())
-						if _, err := Handshake(ctx, tc); err != nil {
+						if _, err := l.Handshake(ctx, tc); err != nil {
 							select {
 							case errs <- err:
 							default:

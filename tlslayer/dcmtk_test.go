@@ -89,7 +89,7 @@ func TestDCMTKEchoscuHandshake(t *testing.T) {
 				tc := tls.Server(c, l.ServerConfig())
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
-				id, err := Handshake(ctx, tc)
+				id, err := l.Handshake(ctx, tc)
 				if err != nil {
 					done <- outcome{err: err}
 					return

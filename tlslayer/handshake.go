@@ -12,7 +12,11 @@ import (
 	"time"
 )
 
-func handshake(ctx context.Context, c *tls.Conn) (Identity, error) {
+// handshake runs c's server handshake; verify, when crypto/tls did not
+// verify the client's chain itself (the Layer's configs verify it in
+// VerifyConnection), gives the verified chains of the presented
+// certificates.
+func handshake(ctx context.Context, c *tls.Conn, verify func([]*x509.Certificate) ([][]*x509.Certificate, error)) (Identity, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		if err := c.SetDeadline(dl); err != nil {
 			return Identity{}, &HandshakeError{Reason: ReasonOther, Err: err}
@@ -37,12 +41,21 @@ func handshake(ctx context.Context, c *tls.Conn) (Identity, error) {
 	if cs.NegotiatedProtocol == acmeTLSALPN {
 		return Identity{}, &HandshakeError{Reason: ReasonACMEChallenge, Err: ErrACMEChallenge}
 	}
-	if len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
+	chains := cs.VerifiedChains
+	if len(chains) == 0 && verify != nil && len(cs.PeerCertificates) > 0 {
+		var err error
+		if chains, err = verify(cs.PeerCertificates); err != nil {
+			he := &HandshakeError{Reason: Classify(err), Err: err}
+			he.Presented, he.Issued, he.chain = presented(err)
+			return Identity{}, he
+		}
+	}
+	if len(chains) == 0 || len(chains[0]) == 0 {
 		// Only reachable with a tls.Config that does not verify clients:
 		// refuse rather than hand out an empty identity.
 		return Identity{}, &HandshakeError{Reason: ReasonNoClientCertificate, Err: errors.New("connection has no verified client certificate")}
 	}
-	return IdentityFromCertificate(cs.VerifiedChains[0][0]), nil
+	return IdentityFromCertificate(chains[0][0]), nil
 }
 
 // presented finds the certificate the client sent in a handshake error:

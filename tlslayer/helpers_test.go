@@ -56,7 +56,7 @@ func startServer(t *testing.T, l *Layer, bound time.Duration) *testServer {
 				defer c.Close()
 				tc := tls.Server(c, l.ServerConfig())
 				hctx, hcancel := context.WithTimeout(ctx, bound)
-				id, err := Handshake(hctx, tc)
+				id, err := l.Handshake(hctx, tc)
 				hcancel()
 				select {
 				case s.results <- result{id, err}:

@@ -3,6 +3,8 @@ package tlslayer
 import (
 	"crypto/sha256"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/hex"
 	"math/big"
 	"time"
@@ -31,12 +33,12 @@ func IdentityFromCertificate(cert *x509.Certificate) Identity {
 	}
 	sum := sha256.Sum256(cert.Raw)
 	id := Identity{
-		Subject:     cert.Subject.String(),
+		Subject:     nameString(cert.Subject, cert.RawSubject),
 		CN:          cert.Subject.CommonName,
 		DNS:         append([]string(nil), cert.DNSNames...),
 		Email:       append([]string(nil), cert.EmailAddresses...),
 		Fingerprint: "sha256:" + hex.EncodeToString(sum[:]),
-		Issuer:      cert.Issuer.String(),
+		Issuer:      nameString(cert.Issuer, cert.RawIssuer),
 		Serial:      serialHex(cert.SerialNumber),
 		NotBefore:   cert.NotBefore.UTC(),
 		NotAfter:    cert.NotAfter.UTC(),
@@ -45,6 +47,29 @@ func IdentityFromCertificate(cert *x509.Certificate) Identity {
 		id.URI = append(id.URI, u.String())
 	}
 	return id
+}
+
+// nameString is the RFC 4514 form of a subject or issuer. pkix.Name keeps
+// one value per attribute type, so a subject with two CNs ("CN=harmless,
+// CN=modality-a", refused as multiple-cn) would print with one of them:
+// when the raw name holds attributes the parsed one drops, every attribute
+// of the raw name is shown, as the certificate has it.
+func nameString(n pkix.Name, raw []byte) string {
+	var seq pkix.RDNSequence
+	if rest, err := asn1.Unmarshal(raw, &seq); err != nil || len(rest) != 0 {
+		return n.String()
+	}
+	count := func(s pkix.RDNSequence) int {
+		c := 0
+		for _, rdn := range s {
+			c += len(rdn)
+		}
+		return c
+	}
+	if count(seq) > count(n.ToRDNSequence()) {
+		return seq.String()
+	}
+	return n.String()
 }
 
 // Bounds on what is kept of a certificate that did not verify: its names

@@ -28,6 +28,7 @@ type state struct {
 	crls   map[string]*crlSet // by issuer raw subject
 	stamp  string             // sizes and mtimes of the files loaded
 	tlsCfg *tls.Config        // what GetConfigForClient hands out
+	chains chainCache         // client chains verified under this state (chaincache.go)
 }
 
 func newLayer(ctx context.Context, cfg Config) (*Layer, error) {
@@ -192,25 +193,39 @@ func (l *Layer) buildConfig(st *state) *tls.Config {
 		MaxVersion:       st.prof.maxVersion,
 		CipherSuites:     st.prof.suites,
 		CurvePreferences: st.prof.curves,
-		ClientAuth:       tls.RequireAndVerifyClientCert,
-		ClientCAs:        st.pool,
+		// A client certificate is required; its chain is verified in
+		// VerifyConnection against this state's client CAs (ClientCAs still
+		// names them in the CertificateRequest), through the cache of
+		// chains already verified (chaincache.go).
+		ClientAuth: tls.RequireAnyClientCert,
+		ClientCAs:  st.pool,
 		// Session resumption is on: crypto/tls calls VerifyConnection after
-		// a full handshake's chain verification and on every resumed session
-		// alike, so the CRLs, key usage and key size of this state are
-		// applied to each, a certificate revoked since its ticket was issued
-		// cannot resume, and the identity a resumed session carries is the
-		// chain verified when the ticket was issued (crypto/tls also requires
-		// that chain to be still valid and rooted in the current ClientCAs).
-		// Tickets are sealed with keys rotated hourly (tickets.go).
+		// a full handshake and on every resumed session alike, so the chain
+		// is verified against the current client CAs, and the CRLs, key
+		// usage and key size of this state are applied to each: a
+		// certificate revoked (or a CA removed) since its ticket was issued
+		// cannot resume. Tickets are sealed with keys rotated hourly
+		// (tickets.go).
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			err := st.checkChain(cs.VerifiedChains, time.Now())
+			now := time.Now()
+			chains := cs.VerifiedChains
+			if chains == nil {
+				var err error
+				if chains, err = st.verifyClient(cs.PeerCertificates, now); err != nil {
+					return err
+				}
+			}
+			err := st.checkChain(chains, now)
 			if he, ok := errors.AsType[*HandshakeError](err); ok && len(cs.PeerCertificates) > 0 {
 				// The chain verified against the client CAs: the
 				// certificate is one of ours, refused for what it says.
-				he.Presented, he.Issued, he.chain = cs.PeerCertificates[0], len(cs.VerifiedChains) > 0, cs.PeerCertificates
+				he.Presented, he.Issued, he.chain = cs.PeerCertificates[0], len(chains) > 0, cs.PeerCertificates
 			}
 			return err
 		},
+	}
+	if st.cfg.VerifyEachHandshake {
+		c.ClientAuth = tls.RequireAndVerifyClientCert
 	}
 	if st.cert != nil {
 		cert := st.cert

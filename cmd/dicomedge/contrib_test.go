@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/tls"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -32,7 +33,7 @@ func TestSystemdUnitVerifies(t *testing.T) {
 	unit := string(src)
 	for _, want := range []string{
 		"\nUser=dicomedge\n", "\nGroup=dicomedge\n", "\nProtectSystem=strict\n", "\nNoNewPrivileges=yes\n",
-		"\nCapabilityBoundingSet=CAP_NET_BIND_SERVICE\n", "\nReadWritePaths=/var/lib/dicomedge/audit /var/lib/dicomedge/acme\n",
+		"\nCapabilityBoundingSet=CAP_NET_BIND_SERVICE\n", "\nReadWritePaths=/var/lib/dicomedge/audit /var/lib/dicomedge/acme /var/lib/dicomedge/spool\n",
 		"\nExecReload=/bin/kill -HUP $MAINPID\n", "\nKillSignal=SIGTERM\n",
 	} {
 		if !strings.Contains(unit, want) {
@@ -108,7 +109,20 @@ func TestAlertRulesUseExportedMetrics(t *testing.T) {
 	}
 	listen, admin := testpeer.FreeAddr(t), testpeer.FreeAddr(t)
 	config := filepath.Join(dir, "policy.hcl")
-	if err := os.WriteFile(config, []byte(servePolicy(listen, admin, "")), 0o600); err != nil {
+	// A store-and-forward rule, so that the spool's and forwarders'
+	// metrics are exported too (its backend need not be up).
+	sf := fmt.Sprintf(`backend "pacs" {
+  address  = %q
+  ae_title = "PACS"
+}
+rule "sf" {
+  when { called_ae = ["PACS"] }
+  relay {
+    backend           = "pacs"
+    store_and_forward = true
+  }
+}`, testpeer.FreeAddr(t))
+	if err := os.WriteFile(config, []byte(servePolicy(listen, admin, sf)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	p := testpeer.Start(t, bin, "serve", "--config", config)

@@ -85,8 +85,10 @@ func runDeidentify(cmd *cobra.Command, f *deidentifyFlags, files []string) error
 		if r.path != "" {
 			where = "written to " + r.path
 		}
+		// Under retain-uids the UIDs are the file's own: escaped like any
+		// value read from a file.
 		fmt.Fprintf(out, "%s: de-identified with %q, %s: sop_instance %s, study %s, series %s, patient %s\n",
-			printable(in), d.Name, printable(where), r.res.SOPInstanceUID, r.res.StudyUID, r.res.SeriesUID, r.res.Pseudonym)
+			printable(in), d.Name, printable(where), printable(r.res.SOPInstanceUID), printable(r.res.StudyUID), printable(r.res.SeriesUID), r.res.Pseudonym)
 	}
 	if refused > 0 {
 		return withExit(1, fmt.Errorf("%s of %d refused", plural(refused, "file"), len(files)))

@@ -320,7 +320,7 @@ func TestDeidentifyFiles(t *testing.T) {
 // --explain prints every attribute with its action and reason; nothing is
 // written without --out, and the options of the block are applied.
 func TestDeidentifyExplain(t *testing.T) {
-	testpeer.Require(t, "dump2dcm")
+	testpeer.Require(t, "dump2dcm", "dcmdump", "dciodvfy")
 	dir := t.TempDir()
 	cfg := deidPolicy(t, dir, `options = ["retain-modified-dates", "clean-descriptors"]
   replace = { "(0008,0070)" = "VENDOR" }`)
@@ -352,13 +352,47 @@ func TestDeidentifyExplain(t *testing.T) {
 	if files, _ := filepath.Glob(filepath.Join(dir, "*", "*.dcm")); len(files) != 0 {
 		t.Errorf("without --out, files were written: %q", files)
 	}
+
+	// Written with these options, the instance is still as valid as it was,
+	// its dates moved back by the patient's shift.
+	out := filepath.Join(dir, "out")
+	if err := os.Mkdir(out, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if code, stdout, stderr := deidRun(t, "--config", cfg, "--profile", "vendor", "--out", out, in); code != 0 {
+		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
+	}
+	files, _ := filepath.Glob(filepath.Join(out, "*.dcm"))
+	if len(files) != 1 {
+		t.Fatalf("wrote %q", files)
+	}
+	before, after := dciodvfyErrors(t, in), dciodvfyErrors(t, files[0])
+	for _, e := range after {
+		if !slices.Contains(before, e) {
+			t.Errorf("dciodvfy reports on the output an error it did not report on the input: %s", e)
+		}
+	}
+	dump := dcmdump(t, files[0])
+	shifted, err := time.Parse("20060102", dumpValue(dump, "0008,0020"))
+	if err != nil {
+		t.Fatalf("Study Date %q: %v", dumpValue(dump, "0008,0020"), err)
+	}
+	if days := time.Date(2024, 1, 2, 0, 0, 0, 0, time.UTC).Sub(shifted).Hours() / 24; days < 1 || days > 3650 {
+		t.Errorf("Study Date moved %v days back, want 1 to 3650", days)
+	}
+	if v := dumpValue(dump, "0028,0303"); v != "MODIFIED" {
+		t.Errorf("Longitudinal Temporal Information Modified %q, want MODIFIED", v)
+	}
+	if v := dumpValue(dump, "0008,0070"); v != "VENDOR" {
+		t.Errorf("Manufacturer %q, want the policy's replacement", v)
+	}
 }
 
 // A JPEG-compressed Secondary Capture made by img2dcm: the encapsulated
 // transfer syntax is kept and its fragments pass byte for byte, once the
 // image says it has no burned-in annotation; without that it is refused.
 func TestDeidentifyEncapsulated(t *testing.T) {
-	testpeer.Require(t, "img2dcm", "dcmdump")
+	testpeer.Require(t, "img2dcm", "dcmdump", "dciodvfy")
 	dir := t.TempDir()
 	cfg := deidPolicy(t, dir, "")
 	img := image.NewGray(image.Rect(0, 0, 64, 48))
@@ -413,6 +447,12 @@ func TestDeidentifyEncapsulated(t *testing.T) {
 	for _, m := range []string{"MARKPATNAME", "MARKPATID77", "MARKINST"} {
 		if bytes.Contains(raw, []byte(m)) {
 			t.Errorf("marker %q left", m)
+		}
+	}
+	before, after := dciodvfyErrors(t, clean), dciodvfyErrors(t, files[0])
+	for _, e := range after {
+		if !slices.Contains(before, e) {
+			t.Errorf("dciodvfy reports on the output an error it did not report on the input: %s", e)
 		}
 	}
 	code, _, stderr = deidRun(t, "--config", cfg, "--profile", "vendor", "--out", out, unknown)

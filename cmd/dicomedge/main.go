@@ -47,6 +47,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newAuditCmd(),
 		newCertsCmd(),
 		newVersionCmd(),
+		newSpoolCmd(),
 		newAdminCmd(),
 		newDeidentifyCmd(),
 	)

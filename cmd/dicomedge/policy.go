@@ -248,12 +248,20 @@ func writeExplanation(w io.Writer, in *policy.Input, e policy.Explanation) {
 		fmt.Fprintf(w, "rule: %q at %s\n", matched.Rule, pos(matched.Range))
 		fmt.Fprintf(w, "  %s\n", matched.Why)
 		if d.Action == policy.ActionRelay {
+			where := d.Backend.Address
+			if d.Backend.DICOMweb != nil {
+				where = "STOW-RS " + d.Backend.DICOMweb.URL
+			}
 			fmt.Fprintf(w, "  backend %s (%s, AE %s); services: %s; sop_classes: %s; move_destinations: %s\n",
-				d.Backend.Name, d.Backend.Address, d.Backend.AETitle,
+				d.Backend.Name, where, aeOr(d.Backend.AETitle),
 				listOr(d.Services, "all"), listOr(d.SOPClasses, "all"), listOr(d.MoveDestinations, "none"))
 			if d.Deidentify != nil && d.Deidentify.Profile != nil {
 				// What leaves is de-identified (docs/deidentify.md): say by which block.
 				fmt.Fprintf(w, "  deidentify: %s (%s)\n", d.Deidentify.Name, d.Deidentify.Profile.Describe())
+			}
+			if d.StoreAndForward {
+				// The edge answers the C-STOREs itself (docs/spool.md).
+				fmt.Fprintln(w, "  store-and-forward: the edge answers each C-STORE once the instance is durable in the spool; a forwarder delivers it")
 			}
 		}
 	}
@@ -304,4 +312,12 @@ func describeInput(in *policy.Input) string {
 		parts = append(parts, "source "+in.SourceIP.String())
 	}
 	return strings.Join(parts, ", ")
+}
+
+// aeOr is an AE title for explain's output; a DICOMweb backend may have none.
+func aeOr(ae string) string {
+	if ae == "" {
+		return "none"
+	}
+	return ae
 }

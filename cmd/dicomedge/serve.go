@@ -122,6 +122,14 @@ func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
 	}
 	defer aw.Close()
 	s := &proxy.Server{Config: cfg, Audit: aw, Logger: logger}
+	sp, err := openSpool(cfg, aw)
+	if err != nil {
+		return withExit(1, err)
+	}
+	if sp != nil {
+		defer sp.Close()
+		s.Spool = sp
+	}
 	layer, err := tlslayer.New(ctx, s.TLSConfigFor(cfg))
 	if err != nil {
 		if !strings.HasPrefix(err.Error(), "tls:") {
@@ -154,6 +162,9 @@ func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
 		ln.Close()
 		return withExit(1, err)
 	}
+
+	// Deliver what the spool holds: an edge back after a crash drains it.
+	s.StartForwarders()
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)

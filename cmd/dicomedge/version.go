@@ -8,6 +8,11 @@ import (
 	"github.com/spf13/cobra"
 )
 
+// version is set at link time by release builds (scripts/package:
+// -ldflags "-X main.version=..."), so the binary reports the version of the
+// package it came in; otherwise the module version from the build info.
+var version string
+
 func newVersionCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
@@ -15,9 +20,12 @@ func newVersionCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out := cmd.OutOrStdout()
-			version, revision, modified := "devel", "", false
+			version, revision, modified := version, "", false
+			if version == "" {
+				version = "devel"
+			}
 			if bi, ok := debug.ReadBuildInfo(); ok {
-				if bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+				if version == "devel" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
 					version = bi.Main.Version
 				}
 				for _, s := range bi.Settings {

@@ -25,6 +25,14 @@ type DICOMFile struct {
 	SOPInstanceUID         string
 	Rows, Columns          int // 16-bit monochrome pixel data of Rows*Columns*2 bytes
 	Seed                   byte
+	SOPClassUID            string // default Secondary Capture Image Storage
+}
+
+func (f DICOMFile) sopClass() string {
+	if f.SOPClassUID == "" {
+		return SecondaryCaptureImageStorage
+	}
+	return f.SOPClassUID
 }
 
 // element appends one Explicit VR Little Endian element.
@@ -60,7 +68,7 @@ func us(v int) []byte { return binary.LittleEndian.AppendUint16(nil, uint16(v)) 
 func (f DICOMFile) DataSet() []byte {
 	var b bytes.Buffer
 	b.Grow(f.Rows*f.Columns*2 + 1024)
-	element(&b, 0x0008, 0x0016, "UI", []byte(SecondaryCaptureImageStorage))
+	element(&b, 0x0008, 0x0016, "UI", []byte(f.sopClass()))
 	element(&b, 0x0008, 0x0018, "UI", []byte(f.SOPInstanceUID))
 	element(&b, 0x0008, 0x0020, "DA", []byte("20260101"))
 	element(&b, 0x0008, 0x0030, "TM", []byte("120000"))
@@ -103,7 +111,7 @@ func (f DICOMFile) Bytes() []byte { return f.part10(f.DataSet()) }
 func (f DICOMFile) part10(dataset []byte) []byte {
 	var meta bytes.Buffer
 	element(&meta, 0x0002, 0x0001, "OB", []byte{0, 1})
-	element(&meta, 0x0002, 0x0002, "UI", []byte(SecondaryCaptureImageStorage))
+	element(&meta, 0x0002, 0x0002, "UI", []byte(f.sopClass()))
 	element(&meta, 0x0002, 0x0003, "UI", []byte(f.SOPInstanceUID))
 	element(&meta, 0x0002, 0x0010, "UI", []byte(ExplicitVRLittleEndian))
 	element(&meta, 0x0002, 0x0012, "UI", []byte(testImplementationClassUID))
@@ -122,6 +130,12 @@ func (f DICOMFile) part10(dataset []byte) []byte {
 // rows*cols*2 bytes of pixel data, and returns their paths and data sets.
 func WriteDICOMFiles(t testing.TB, dir, patientID string, n, rows, cols int) (paths []string, datasets map[string][]byte) {
 	t.Helper()
+	return WriteDICOMFilesOf(t, SecondaryCaptureImageStorage, dir, patientID, n, rows, cols)
+}
+
+// WriteDICOMFilesOf is WriteDICOMFiles for instances of SOP class sopClass.
+func WriteDICOMFilesOf(t testing.TB, sopClass, dir, patientID string, n, rows, cols int) (paths []string, datasets map[string][]byte) {
+	t.Helper()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -139,6 +153,7 @@ func WriteDICOMFiles(t testing.TB, dir, patientID string, n, rows, cols int) (pa
 			Rows:           rows,
 			Columns:        cols,
 			Seed:           byte(i),
+			SOPClassUID:    sopClass,
 		}
 		p := filepath.Join(dir, fmt.Sprintf("img%04d.dcm", i+1))
 		ds := f.DataSet()

@@ -20,6 +20,7 @@ type Orthanc struct {
 	HTTP    string // host:port
 	Storage string
 	*Process
+	bin, conf string
 }
 
 // OrthancModality is a remote AE Orthanc knows (C-MOVE destinations, and
@@ -64,7 +65,7 @@ func StartOrthancWith(t testing.TB, aet string, modalities map[string]OrthancMod
 	}
 	Require(t, bin)
 	dir := t.TempDir()
-	o := &Orthanc{AETitle: aet, Storage: filepath.Join(dir, "storage")}
+	o := &Orthanc{AETitle: aet, Storage: filepath.Join(dir, "storage"), bin: bin, conf: filepath.Join(dir, "orthanc.json")}
 	mods := map[string]any{}
 	for name, m := range modalities {
 		mods[name] = map[string]any{
@@ -111,6 +112,82 @@ func StartOrthancWith(t testing.TB, aet string, modalities map[string]OrthancMod
 	o.DICOM, o.HTTP = addrs[0], addrs[1]
 	o.waitReady(t)
 	return o
+}
+
+// Stop kills Orthanc, as a PACS going down for maintenance, and waits for
+// it to exit.
+func (o *Orthanc) Stop(t testing.TB) {
+	t.Helper()
+	_ = o.Cmd.Process.Kill()
+	select {
+	case <-o.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("Orthanc did not exit after SIGKILL")
+	}
+}
+
+// Restart starts a stopped Orthanc again with the same configuration,
+// ports and storage, and waits until it is ready.
+func (o *Orthanc) Restart(t testing.TB) {
+	t.Helper()
+	o.Process = Start(t, o.bin, "--verbose", o.conf)
+	o.waitReady(t)
+}
+
+// StartOrthancDICOMweb runs Orthanc with Debian's DICOMweb plugin
+// (orthanc-dicomweb) serving DICOMweb under http://HTTP/dicom-web.
+func StartOrthancDICOMweb(t testing.TB, aet string) *Orthanc {
+	t.Helper()
+	plugin := "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+	if _, err := os.Stat(plugin); err != nil {
+		if InCI() {
+			t.Fatalf("the Orthanc DICOMweb plugin is missing (%s): scripts/test installs orthanc-dicomweb", plugin)
+		}
+		t.Skipf("the Orthanc DICOMweb plugin is missing (%s); run scripts/test to install orthanc-dicomweb", plugin)
+	}
+	return StartOrthancWith(t, aet, nil, map[string]any{
+		"Plugins":  []string{plugin},
+		"DicomWeb": map[string]any{"Enable": true, "Root": "/dicom-web/"},
+	})
+}
+
+// StartHTTPSGate runs HAProxy in HTTP mode as a TLS front to upstream
+// (host:port, plain HTTP) that lets a request through only with
+// "Authorization: Bearer <token>" and answers 401 otherwise, as a site puts
+// an authenticating reverse proxy before a DICOMweb service. pemFile holds
+// the server certificate and its key; with clientCA the gate requires a
+// client certificate chaining to it (mutual TLS). It returns the address.
+func StartHTTPSGate(t testing.TB, upstream, pemFile, clientCA, token string) (*Process, string) {
+	t.Helper()
+	bin := "haproxy"
+	if _, err := os.Stat("/usr/sbin/haproxy"); err == nil {
+		bin = "/usr/sbin/haproxy"
+	}
+	Require(t, bin)
+	conf := filepath.Join(t.TempDir(), "haproxy-gate.cfg")
+	p, addrs := StartListening(t, 1, bin, func(addrs []string) []string {
+		verify := ""
+		if clientCA != "" {
+			verify = " ca-file " + clientCA + " verify required"
+		}
+		cfg := fmt.Sprintf(`global
+  maxconn 256
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 120s
+  timeout server 120s
+frontend gate
+  bind %s ssl crt %s%s
+  http-request deny deny_status 401 unless { req.hdr(authorization) -m str "Bearer %s" }
+  default_backend dicomweb
+backend dicomweb
+  server orthanc %s
+`, addrs[0], pemFile, verify, token, upstream)
+		writeFile(t, conf, cfg)
+		return []string{"-db", "-f", conf}
+	})
+	return p, addrs[0]
 }
 
 // waitReady waits until this Orthanc's REST API answers /system with its

@@ -87,9 +87,8 @@ func (in *Inspector) deidData(st *stream, p association.PDV) *Violation {
 		o.rec.Deidentified = &Deidentified{Profile: r.Profile, StudyUID: r.StudyUID, SeriesUID: r.SeriesUID,
 			SOPInstance: d.newUID, Pseudonym: r.Pseudonym, OriginalStudyUID: r.OriginalStudyUID, OriginalSeriesUID: r.OriginalSeriesUID}
 	}
-	st.scratch = d.tr.Next(st.scratch[:0])
-	if len(st.scratch) > 0 || p.Last {
-		st.fwd.data(ctx, st.scratch, p.Last)
+	if out := d.tr.Take(); len(out) > 0 || p.Last {
+		st.fwd.data(ctx, out, p.Last)
 	}
 	return nil
 }

@@ -164,7 +164,11 @@ func (st *stream) dropHeld() {
 }
 
 func (st *stream) release() {
-	st.fwd.release()
+	if st.deid == nil {
+		// While a data set is being de-identified every PDU is rebuilt: its
+		// buffer is kept until the data set ends.
+		st.fwd.release()
+	}
 	st.reply.release()
 	if cap(st.scratch) > 4<<10 {
 		st.scratch = nil

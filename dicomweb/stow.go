@@ -1,0 +1,381 @@
+package dicomweb
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/dicomedge/dicomedge/spool"
+	"github.com/dicomedge/dicomedge/tlslayer"
+)
+
+// Bounds of one STOW-RS request and of what is read back.
+const (
+	// DefaultBatch and DefaultBatchBytes bound one request: several
+	// instances share its round trip, and a refused request costs little.
+	DefaultBatch      = 32
+	DefaultBatchBytes = 32 << 20
+	// maxResponse bounds the response body read: a Store Instances
+	// Response of a batch is a few kilobytes.
+	maxResponse = 1 << 20
+	// requestTimeout bounds a whole request, upload included.
+	requestTimeout = 5 * time.Minute
+)
+
+// Config describes one STOW-RS destination.
+type Config struct {
+	Name      string // the backend's name, for messages
+	URL       string // DICOMweb base URL; STOW-RS posts to URL + "/studies"
+	Profile   string // PS3.15 TLS profile
+	CA        []string
+	CertFile  string
+	KeyFile   string
+	TokenFile string
+	OAuth2    *OAuth2
+	// Batch and BatchBytes bound one request; 0 = the defaults.
+	Batch      int
+	BatchBytes int64
+}
+
+// OAuth2 is the client credentials grant (RFC 6749 4.4).
+type OAuth2 struct {
+	TokenURL, ClientID, ClientSecretFile string
+	Scopes                               []string
+}
+
+// Sender posts spooled instances to one STOW-RS service (spool.Sender).
+type Sender struct {
+	cfg    Config
+	client *http.Client
+	tr     *http.Transport
+
+	mu        sync.Mutex
+	token     string
+	tokenStat string // size and modification time the token was read at
+	oauth     oauth2.TokenSource
+	oauthStat string
+}
+
+// New builds a Sender; the TLS files are read now.
+func New(cfg Config) (*Sender, error) {
+	u, err := url.Parse(cfg.URL)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("dicomweb: %q is not an https URL", cfg.URL)
+	}
+	host := u.Host
+	if u.Port() == "" {
+		host = net.JoinHostPort(u.Hostname(), "443")
+	}
+	tc, err := tlslayer.OutboundConfig(tlslayer.Outbound{Profile: cfg.Profile, CAFiles: cfg.CA, Address: host,
+		CertFile: cfg.CertFile, KeyFile: cfg.KeyFile})
+	if err != nil {
+		return nil, fmt.Errorf("dicomweb: %w", err)
+	}
+	tr := &http.Transport{TLSClientConfig: tc, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 2,
+		IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 30 * time.Second, ResponseHeaderTimeout: requestTimeout,
+		Proxy: http.ProxyFromEnvironment}
+	if cfg.Batch <= 0 {
+		cfg.Batch = DefaultBatch
+	}
+	if cfg.BatchBytes <= 0 {
+		cfg.BatchBytes = DefaultBatchBytes
+	}
+	s := &Sender{cfg: cfg, tr: tr, client: &http.Client{Transport: tr, Timeout: requestTimeout,
+		// A redirect would re-send the credentials elsewhere; a STOW-RS
+		// endpoint has a fixed URL.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+	return s, nil
+}
+
+// Batch bounds one request.
+func (s *Sender) Batch() (int, int64) { return s.cfg.Batch, s.cfg.BatchBytes }
+
+// Close drops idle connections.
+func (s *Sender) Close() error {
+	s.tr.CloseIdleConnections()
+	return nil
+}
+
+func fileStat(path string) (string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%d|%d", fi.Size(), fi.ModTime().UnixNano()), nil
+}
+
+// authorization returns the Authorization header value, or "" without
+// credentials. The token file is read again when its size or modification
+// time changed, so a sidecar that refreshes it is followed without a reload.
+func (s *Sender) authorization(ctx context.Context) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.cfg.TokenFile != "":
+		st, err := fileStat(s.cfg.TokenFile)
+		if err != nil {
+			return "", fmt.Errorf("token_file: %w", err)
+		}
+		if st != s.tokenStat {
+			b, err := os.ReadFile(s.cfg.TokenFile)
+			if err != nil {
+				return "", fmt.Errorf("token_file: %w", err)
+			}
+			tok := strings.TrimSpace(string(b))
+			if tok == "" || strings.ContainsAny(tok, "\r\n\x00") {
+				return "", errors.New("token_file holds no usable token")
+			}
+			s.token, s.tokenStat = tok, st
+		}
+		return "Bearer " + s.token, nil
+	case s.cfg.OAuth2 != nil:
+		o := s.cfg.OAuth2
+		st, err := fileStat(o.ClientSecretFile)
+		if err != nil {
+			return "", fmt.Errorf("oauth2 client_secret_file: %w", err)
+		}
+		if st != s.oauthStat || s.oauth == nil {
+			b, err := os.ReadFile(o.ClientSecretFile)
+			if err != nil {
+				return "", fmt.Errorf("oauth2 client_secret_file: %w", err)
+			}
+			cc := clientcredentials.Config{ClientID: o.ClientID, ClientSecret: strings.TrimSpace(string(b)), TokenURL: o.TokenURL, Scopes: o.Scopes}
+			// The token endpoint is reached over the same TLS settings.
+			tctx := context.WithValue(context.Background(), oauth2.HTTPClient, &http.Client{Transport: s.tr, Timeout: time.Minute})
+			s.oauth, s.oauthStat = cc.TokenSource(tctx), st
+		}
+		tok, err := s.oauth.Token()
+		if err != nil {
+			return "", fmt.Errorf("oauth2 token: %w", err)
+		}
+		return tok.Type() + " " + tok.AccessToken, nil
+	}
+	return "", nil
+}
+
+// boundary returns a random multipart boundary (RFC 2046 5.1.1).
+func boundary() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return "dicomedge-" + hex.EncodeToString(b[:])
+}
+
+// Send posts the batch in one STOW-RS request (PS3.18 10.5.1) and returns
+// each instance's outcome.
+func (s *Sender) Send(ctx context.Context, batch []*spool.Entry) []error {
+	errs := make([]error, len(batch))
+	all := func(err error) []error {
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs
+	}
+	auth, err := s.authorization(ctx)
+	if err != nil {
+		return all(fmt.Errorf("dicomweb %s: %w", s.cfg.Name, err))
+	}
+	bnd := boundary()
+	var parts []io.Reader
+	var length int64
+	var files []*os.File
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	// Each part is one Part 10 file (PS3.18 8.6.1.2: a multipart/related
+	// payload of application/dicom parts).
+	head := "--" + bnd + "\r\nContent-Type: application/dicom\r\n\r\n"
+	for i, e := range batch {
+		f, err := os.Open(e.Path)
+		if err != nil {
+			errs[i] = spool.Permanent(fmt.Errorf("spooled file unreadable: %w", err))
+			continue
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			f.Close()
+			errs[i] = spool.Permanent(err)
+			continue
+		}
+		fm, err := spool.ReadFileMeta(f)
+		if err != nil {
+			f.Close()
+			errs[i] = spool.Permanent(err)
+			continue
+		}
+		files = append(files, f)
+		// The File Meta as it leaves the edge (without the edge's own
+		// Private Information), then the data set as received.
+		meta := spool.PublicFileMeta(fm)
+		data := fi.Size() - fm.DataOffset
+		parts = append(parts, strings.NewReader(head), bytes.NewReader(meta), io.NewSectionReader(f, fm.DataOffset, data), strings.NewReader("\r\n"))
+		length += int64(len(head)) + int64(len(meta)) + data + 2
+	}
+	if len(files) == 0 {
+		return errs
+	}
+	tail := "--" + bnd + "--\r\n"
+	parts = append(parts, strings.NewReader(tail))
+	length += int64(len(tail))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.URL+"/studies", io.MultiReader(parts...))
+	if err != nil {
+		return all(spool.Permanent(err))
+	}
+	req.ContentLength = length
+	req.Header.Set("Content-Type", `multipart/related; type="application/dicom"; boundary=`+bnd)
+	req.Header.Set("Accept", "application/dicom+json")
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	rsp, err := s.client.Do(req)
+	if err != nil {
+		return all(fmt.Errorf("dicomweb %s: %w", s.cfg.Name, err))
+	}
+	defer rsp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(rsp.Body, maxResponse))
+	_, _ = io.Copy(io.Discard, io.LimitReader(rsp.Body, maxResponse))
+	res := Classify(rsp.StatusCode, body)
+	for i, e := range batch {
+		if errs[i] != nil {
+			continue
+		}
+		if err := res.For(e.Meta.SOPInstance); err != nil {
+			errs[i] = fmt.Errorf("dicomweb %s: %w", s.cfg.Name, err)
+			if spool.IsPermanent(err) {
+				errs[i] = spool.Permanent(errs[i])
+			}
+		}
+	}
+	return errs
+}
+
+// Result is a STOW-RS response read per instance.
+type Result struct {
+	Status int
+	// Whole is the outcome of every instance the response does not name:
+	// nil delivered, else the error (permanent or transient).
+	Whole  error
+	Failed map[string]uint16 // SOP Instance UID → Failure Reason (0008,1197)
+	Stored map[string]bool   // in Referenced SOP Sequence (0008,1199)
+}
+
+// For returns the outcome of one instance.
+func (r *Result) For(sopInstance string) error {
+	if reason, ok := r.Failed[sopInstance]; ok {
+		err := fmt.Errorf("STOW-RS HTTP %d: instance refused, failure reason 0x%04X", r.Status, reason)
+		// PS3.18 10.5.3 / PS3.4 B.2.3: 0xA7xx is out of resources, which
+		// may pass; every other reason is about the instance itself.
+		if reason&0xFF00 == 0xA700 {
+			return err
+		}
+		return spool.Permanent(err)
+	}
+	if r.Stored[sopInstance] {
+		return nil
+	}
+	return r.Whole
+}
+
+// Classify reads an HTTP status and Store Instances Response body (DICOM
+// JSON, PS3.18 F.2) into per-instance outcomes. 200: stored; 202: some
+// failed (the Failed SOP Sequence names them); 409: none stored. 401 and
+// 403 are an authentication problem, transient: the instances stay queued
+// until the token is fixed. 408, 429 and 5xx are transient; other 4xx
+// permanent.
+func Classify(status int, body []byte) *Result {
+	r := &Result{Status: status, Failed: map[string]uint16{}, Stored: map[string]bool{}}
+	parseStoreResponse(body, r)
+	switch {
+	case status == http.StatusOK || status == http.StatusAccepted:
+		r.Whole = nil
+	case status == http.StatusConflict:
+		r.Whole = spool.Permanent(fmt.Errorf("STOW-RS HTTP 409: the service stored none of the request's instances"))
+	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+		r.Whole = fmt.Errorf("STOW-RS HTTP %d: the service refused the credentials (check token_file or oauth2)", status)
+	case status == http.StatusRequestTimeout || status == http.StatusTooManyRequests || status >= 500:
+		r.Whole = fmt.Errorf("STOW-RS HTTP %d %s", status, http.StatusText(status))
+	default:
+		r.Whole = spool.Permanent(fmt.Errorf("STOW-RS HTTP %d %s", status, http.StatusText(status)))
+	}
+	return r
+}
+
+// DICOM JSON attributes of the Store Instances Response (PS3.18 10.5.3.2).
+const (
+	tagFailedSOPSequence     = "00081198"
+	tagReferencedSOPSequence = "00081199"
+	tagReferencedSOPInstance = "00081155"
+	tagFailureReason         = "00081197"
+)
+
+type jsonAttr struct {
+	VR    string            `json:"vr"`
+	Value []json.RawMessage `json:"Value"`
+}
+
+// parseStoreResponse fills r from a DICOM JSON body; anything else (an
+// HTML error page, XML) is ignored, leaving the HTTP status to decide.
+func parseStoreResponse(body []byte, r *Result) {
+	var ds map[string]jsonAttr
+	if json.Unmarshal(body, &ds) != nil {
+		// Some services answer a one-element array.
+		var arr []map[string]jsonAttr
+		if json.Unmarshal(body, &arr) != nil || len(arr) == 0 {
+			return
+		}
+		ds = arr[0]
+	}
+	items := func(tag string) []map[string]jsonAttr {
+		var out []map[string]jsonAttr
+		for _, raw := range ds[tag].Value {
+			var it map[string]jsonAttr
+			if json.Unmarshal(raw, &it) == nil {
+				out = append(out, it)
+			}
+		}
+		return out
+	}
+	str := func(it map[string]jsonAttr, tag string) string {
+		if v := it[tag].Value; len(v) > 0 {
+			var s string
+			if json.Unmarshal(v[0], &s) == nil {
+				return s
+			}
+		}
+		return ""
+	}
+	for _, it := range items(tagFailedSOPSequence) {
+		uid := str(it, tagReferencedSOPInstance)
+		var reason uint16 = 0xC000
+		if v := it[tagFailureReason].Value; len(v) > 0 {
+			var n uint16
+			if json.Unmarshal(v[0], &n) == nil {
+				reason = n
+			}
+		}
+		if uid != "" {
+			r.Failed[uid] = reason
+		}
+	}
+	for _, it := range items(tagReferencedSOPSequence) {
+		if uid := str(it, tagReferencedSOPInstance); uid != "" {
+			r.Stored[uid] = true
+		}
+	}
+}

@@ -1,0 +1,250 @@
+package proxy
+
+import (
+	"bytes"
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dicomedge/dicomedge/association"
+	"github.com/dicomedge/dicomedge/association/dimse"
+	"github.com/dicomedge/dicomedge/audit"
+	"github.com/dicomedge/dicomedge/internal/testpeer"
+	"github.com/dicomedge/dicomedge/spool"
+)
+
+// On a store-and-forward rule the edge answers C-ECHO itself and each
+// C-STORE from the spool: four storescu +tls at once, the backend down;
+// every instance is in the queue with its data set byte for byte as sent,
+// its File Meta naming the sender, one spool.stored and one dimse record
+// (success) each.
+func TestStoreAndForwardIngestWithDCMTK(t *testing.T) {
+	testpeer.Require(t, "storescu", "echoscu")
+	p := sharedPKI(t)
+	e := startEdge(t, edgeOptions{Backends: backendBlock("pacs", testpeer.FreeAddr(t), "STORESCP"), Rules: sfRule()})
+	tlsArgs := []string{"+tls", p.clientKey, p.clientCert, "+cf", p.ca}
+	args := func(tool string, extra ...string) []string {
+		return append(append(append([]string{}, tlsArgs...), "-aet", "MODALITY1", "-aec", "MAINPACS", e.host(), strconv.Itoa(testpeer.Port(e.Addr))), extra...)
+	}
+	if out, err := testpeer.Run(testpeer.Context(t, 30*time.Second), "echoscu", args("echoscu")...); err != nil {
+		t.Fatalf("echoscu answered by the store-and-forward rule: %v\n%s", err, out)
+	}
+	files, sent := testpeer.WriteDICOMFiles(t, filepath.Join(t.TempDir(), "img"), "PAT-INGEST", 20, 64, 64)
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			var mine []string
+			for i := g; i < len(files); i += 4 {
+				mine = append(mine, files[i])
+			}
+			out, err := testpeer.Run(testpeer.Context(t, time.Minute), "storescu", args("storescu", mine...)...)
+			if err != nil {
+				t.Errorf("storescu: %v\n%s", err, out)
+			}
+		})
+	}
+	wg.Wait()
+	list, err := e.Server.Spool.List("pacs", spool.Queued)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != len(files) {
+		t.Fatalf("the queue holds %d instances, %d were sent", len(list), len(files))
+	}
+	for _, en := range list {
+		b, err := os.ReadFile(en.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fm, err := spool.ReadFileMeta(bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(b[fm.DataOffset:], sent[fm.SOPInstance]) {
+			t.Errorf("%s: the spooled data set differs from what was sent", fm.SOPInstance)
+		}
+		if fm.TransferSyntax != testpeer.ExplicitVRLittleEndian || en.Meta.CallingAE != "MODALITY1" || en.Meta.CalledAE != "MAINPACS" || en.Meta.Rule != "modalities" || en.Meta.Listener != "edge" {
+			t.Errorf("%s: meta %+v", fm.SOPInstance, en.Meta)
+		}
+	}
+	// spool.stored is written before each acknowledgement; the dimse
+	// record follows the response.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		n := 0
+		for _, ev := range e.events(t) {
+			if ev.Event == audit.EventDIMSE && ev.Service == "C-STORE" {
+				n++
+			}
+		}
+		if n == len(files) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d C-STORE dimse records, want %d", n, len(files))
+		}
+	}
+	stored := 0
+	for _, ev := range e.events(t) {
+		if ev.Event == audit.EventSpoolStored {
+			stored++
+		}
+	}
+	if stored != len(files) {
+		t.Errorf("%d spool.stored records, want %d", stored, len(files))
+	}
+	stores := 0
+	for _, ev := range e.events(t) {
+		if ev.Event == audit.EventDIMSE && ev.Service == "C-STORE" {
+			stores++
+			if ev.Status != "0x0000" || ev.Backend != "pacs" || ev.Bytes == 0 {
+				t.Errorf("dimse record %+v", ev)
+			}
+		}
+	}
+	if stores != len(files) {
+		t.Errorf("%d C-STORE dimse records, want %d", stores, len(files))
+	}
+}
+
+// TestStoreAndForwardLargeInstanceBounded streams a 512 MiB multi-frame CT
+// (128 MiB under the race detector) into the spool from a Go client over
+// TLS: the Go heap in use grows by less than 16 MiB (the instance is
+// never held), the sender hears success only once it is in the queue, and
+// the queued file is the whole instance.
+func TestStoreAndForwardLargeInstanceBounded(t *testing.T) {
+	frames := 1024
+	if raceEnabled {
+		frames = 256
+	}
+	const frameBytes = 512 * 512 * 2
+	e := startEdge(t, edgeOptions{Quiet: true, Backends: backendBlock("pacs", testpeer.FreeAddr(t), "STORESCP"), Rules: sfRule()})
+	c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
+	rq := echoRQ("MODALITY1", "MAINPACS")
+	const pcCT = 3
+	rq.PresentationContexts = append(rq.PresentationContexts, association.PresentationContextRQ{ID: pcCT,
+		AbstractSyntax: ctImageStorage, TransferSyntaxes: []string{association.ExplicitVRLittleEndian}})
+	ac := associate(t, c, rq)
+	if pc, ok := ac.AcceptedContext(pcCT); !ok || pc.Result != association.PCAcceptance {
+		t.Fatalf("CT context not accepted: %+v", ac.PresentationContexts)
+	}
+	const uid = "1.2.826.0.1.3680043.10.543.77"
+	cmd := &dimse.Command{CommandField: dimse.CStoreRQ, MessageID: 1, AffectedSOPClassUID: ctImageStorage,
+		AffectedSOPInstanceUID: uid, CommandDataSetType: 0}
+	header := buildLargeHeader(frames)
+	pixelLen := frames * frameBytes
+	var peakHeap uint64
+	var mu sync.Mutex
+	done := make(chan struct{})
+	before := memNow()
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(20 * time.Millisecond):
+				var ms runtime.MemStats
+				runtime.ReadMemStats(&ms)
+				mu.Lock()
+				peakHeap = max(peakHeap, ms.HeapInuse)
+				mu.Unlock()
+			}
+		}
+	}()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Minute))
+	if err := dimse.WriteMessage(c, pcCT, cmd, nil, ac.UserInfo.MaxLength); err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, min(int(ac.UserInfo.MaxLength), 256<<10)-12)
+	pdu := make([]byte, 0, len(chunk)+64)
+	send := func(data []byte, last bool) {
+		mch := byte(0)
+		if last {
+			mch = 2
+		}
+		pdu = append(pdu[:0], byte(association.TypePDataTF), 0)
+		pdu = binary.BigEndian.AppendUint32(pdu, uint32(len(data)+6))
+		pdu = binary.BigEndian.AppendUint32(pdu, uint32(len(data)+2))
+		pdu = append(pdu, pcCT, mch)
+		pdu = append(pdu, data...)
+		if _, err := c.Write(pdu); err != nil {
+			t.Fatalf("writing the data set: %v", err)
+		}
+	}
+	send(header, false)
+	for sent := 0; sent < pixelLen; {
+		n := min(len(chunk), pixelLen-sent)
+		sent += n
+		send(chunk[:n], sent == pixelLen)
+	}
+	rsp := readResponseWithin(t, c, 0)
+	close(done)
+	mu.Lock()
+	heapGrew := int64(peakHeap) - int64(before.heap)
+	mu.Unlock()
+	t.Logf("%d MiB of pixel data spooled; Go heap in use before %.1f MiB, peak %.1f MiB", pixelLen>>20, mib(before.heap), mib(peakHeap))
+	if rsp.Status != dimse.StatusSuccess || rsp.AffectedSOPInstanceUID != uid {
+		t.Fatalf("response status 0x%04X for %q, want success", rsp.Status, rsp.AffectedSOPInstanceUID)
+	}
+	if heapGrew > 16<<20 {
+		t.Errorf("Go heap in use grew %.1f MiB spooling the instance, bound 16 MiB", float64(heapGrew)/(1<<20))
+	}
+	list, _ := e.Server.Spool.List("pacs", spool.Queued)
+	if len(list) != 1 {
+		t.Fatalf("queue holds %d instances", len(list))
+	}
+	fi, _ := os.Stat(list[0].Path)
+	f, _ := os.Open(list[0].Path)
+	defer f.Close()
+	fm, err := spool.ReadFileMeta(f)
+	if err != nil || fi.Size()-fm.DataOffset != int64(len(header)+pixelLen) {
+		t.Fatalf("the queued file holds %d data set bytes, %d were sent (%v)", fi.Size()-fm.DataOffset, len(header)+pixelLen, err)
+	}
+}
+
+// A data set out of tag order (PS3.5 7.1) on a store-and-forward rule is
+// refused as on a relay: A-ABORT before the instance completes, nothing in
+// the spool, the dimse record saying malformed-data-set.
+func TestStoreAndForwardRefusesUnsortedDataSet(t *testing.T) {
+	e := startEdge(t, edgeOptions{Backends: backendBlock("pacs", testpeer.FreeAddr(t), "STORESCP"), Rules: sfRule()})
+	c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
+	rq := echoRQ("MODALITY1", "MAINPACS")
+	const pcCT = 3
+	rq.PresentationContexts = append(rq.PresentationContexts, association.PresentationContextRQ{ID: pcCT,
+		AbstractSyntax: ctImageStorage, TransferSyntaxes: []string{association.ExplicitVRLittleEndian}})
+	ac := associate(t, c, rq)
+	if pc, ok := ac.AcceptedContext(pcCT); !ok || pc.Result != association.PCAcceptance {
+		t.Fatalf("CT context not accepted: %+v", ac.PresentationContexts)
+	}
+	var ds []byte
+	ds = leakElement(ds, 0x00100020, "LO", []byte("PAT1"))
+	ds = leakElement(ds, 0x00080018, "UI", []byte("1.2.3.4")) // before (0010,0020): out of order
+	cmd := &dimse.Command{CommandField: dimse.CStoreRQ, MessageID: 7, AffectedSOPClassUID: ctImageStorage,
+		AffectedSOPInstanceUID: "1.2.3.4", CommandDataSetType: 0}
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := dimse.WriteMessage(c, pcCT, cmd, ds, ac.UserInfo.MaxLength); err != nil {
+		t.Fatal(err)
+	}
+	expectAbort(t, c, association.AbortInvalidPDUParameterValue)
+	if list, _ := e.Server.Spool.List("pacs", spool.Queued); len(list) != 0 {
+		t.Fatalf("an unsorted data set was spooled: %+v", list)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		for _, ev := range e.events(t) {
+			if ev.Event == audit.EventDIMSE && ev.MessageID == 7 {
+				if !strings.Contains(ev.Detail, "malformed-data-set: (0008,0018) after (0010,0020)") || ev.Status != "" {
+					t.Fatalf("dimse record %+v", ev)
+				}
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no dimse record for the refused C-STORE")
+		}
+	}
+}

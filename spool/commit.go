@@ -1,0 +1,88 @@
+package spool
+
+import (
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+)
+
+// dirSyncer is the group commit of one queue directory: every writer that
+// renamed a file into it waits for an fsync of the directory that started
+// after its rename, and the writers that arrive while one fsync runs share
+// the next. A burst of N concurrent commits costs about two directory
+// fsyncs instead of N.
+type dirSyncer struct {
+	dir     *os.File
+	count   *atomic.Int64 // fsyncs done
+	mu      sync.Mutex
+	next    *syncRound // the round that collects waiters; nil = none yet
+	running bool
+}
+
+type syncRound struct {
+	done chan struct{}
+	err  error
+}
+
+func newDirSyncer(path string, count *atomic.Int64) (*dirSyncer, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	return &dirSyncer{dir: f, count: count}, nil
+}
+
+func (d *dirSyncer) fsync() error {
+	d.count.Add(1)
+	return d.dir.Sync()
+}
+
+// sync returns once an fsync of the directory that began after the call
+// has completed.
+func (d *dirSyncer) sync() error {
+	d.mu.Lock()
+	r := d.next
+	if r == nil {
+		r = &syncRound{done: make(chan struct{})}
+		d.next = r
+	}
+	if d.running {
+		d.mu.Unlock()
+		<-r.done
+		return r.err
+	}
+	// Lead: run this round; the writers that gather behind it meanwhile
+	// get the next one, led from a goroutine so this caller returns now.
+	d.running = true
+	d.next = nil
+	d.mu.Unlock()
+	r.err = d.fsync()
+	close(r.done)
+	d.mu.Lock()
+	if nr := d.next; nr != nil {
+		d.next = nil
+		go d.lead(nr)
+	} else {
+		d.running = false
+	}
+	d.mu.Unlock()
+	return r.err
+}
+
+// lead runs round r and the rounds that gather behind it.
+func (d *dirSyncer) lead(r *syncRound) {
+	for r != nil {
+		r.err = d.fsync()
+		close(r.done)
+		d.mu.Lock()
+		r = d.next
+		d.next = nil
+		if r == nil {
+			d.running = false
+		}
+		d.mu.Unlock()
+	}
+}
+
+func (d *dirSyncer) close() { d.dir.Close() }
