@@ -342,7 +342,11 @@ func (a *answerer) finish(o endOutcome) {
 	e.BytesIn, e.BytesOut, e.MS = in, out, time.Since(c.start).Milliseconds()
 	e.AbortSource, e.AbortReason = string(o.abortSource), string(o.abortReason)
 	c.s.auditEvent(e)
-	c.log.Info("association ended", o.logArgs("decision", "answer", "rule", a.rule, "end", name,
+	decision := "answer"
+	if a.in != nil {
+		decision = "store-and-forward"
+	}
+	c.log.Info("association ended", o.logArgs("decision", decision, "rule", a.rule, "end", name,
 		"bytes_in", in, "bytes_out", out, "duration", time.Since(c.start))...)
 }
 

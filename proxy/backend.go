@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,6 +47,7 @@ func (r *relay) dial(ctx context.Context, be *policy.Backend, artimDeadline time
 		nc.Close()
 		return nil, nil, err
 	}
+	cached := tcfg
 	if tcfg.ClientSessionCache != nil && r.c.s.bench.backendSessionsOff.Load() {
 		tcfg = tcfg.Clone()
 		tcfg.ClientSessionCache = nil
@@ -55,7 +57,11 @@ func (r *relay) dial(ctx context.Context, be *policy.Backend, artimDeadline time
 		nc.Close()
 		return nil, nil, fmt.Errorf("%w: %w", errBackendHandshake, err)
 	}
-	resumed := tc.ConnectionState().DidResume
+	cs := tc.ConnectionState()
+	resumed := cs.DidResume
+	if !r.c.s.bench.groupNotLearned.Load() {
+		r.c.s.backendTLS.learnGroup(r.cfg, be, cached, cs.CurveID)
+	}
 	r.c.s.Metrics.BackendHandshakes.WithLabelValues(be.Name, strconv.FormatBool(resumed)).Inc()
 	r.c.log.Trace("backend TLS handshake", "resumed", resumed)
 	return tc, hc, nil
@@ -81,6 +87,33 @@ type backendTLSCache struct {
 	m        map[*policy.Backend]backendTLSEntry
 	sessions map[string]tls.ClientSessionCache // by tlsIdentity, those in use under cfg
 	previous map[string]tls.ClientSessionCache // under the policy before cfg, carried over on first use
+}
+
+// learnGroup makes be's config offer only the key-exchange group be's
+// server chose from the profile's groups, so that the next handshakes send
+// their key share in it. crypto/tls sends its shares for the groups it
+// prefers (X25519MLKEM768 and X25519), whatever the order configured; a
+// backend that takes neither (OpenSSL 3.0 with DCMTK's group list takes
+// P-256) answers every ClientHello with a HelloRetryRequest: another round
+// trip and another key generation, on resumed sessions too. The group was
+// the server's choice among all the profile offers, in a handshake the
+// server authenticated, so offering it alone gives the same group without
+// the retry; after groupRelearn, or a reload or changed file, the profile's
+// groups are offered again.
+func (c *backendTLSCache) learnGroup(cfg *policy.Config, be *policy.Backend, used *tls.Config, group tls.CurveID) {
+	if group == 0 || !slices.Contains(used.CurvePreferences, group) || len(used.CurvePreferences) == 1 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[be]
+	if cfg != c.cfg || !ok || e.tc != used {
+		return // not the cached config (a reload, or a rebuilt entry)
+	}
+	tc := used.Clone()
+	tc.CurvePreferences = []tls.CurveID{group}
+	e.full, e.tc, e.relearn = used, tc, time.Now().Add(groupRelearn)
+	c.m[be] = e
 }
 
 // backendSessions bounds the TLS sessions kept per backend: as many as
@@ -114,7 +147,16 @@ func tlsIdentity(profile string, be *policy.Backend, files string) string {
 type backendTLSEntry struct {
 	tc    *tls.Config
 	files string // backendTLSFiles when tc was built
+	// full is the config with the profile's groups while tc offers only
+	// the group the backend chose (learnGroup), until relearn.
+	full    *tls.Config
+	relearn time.Time
 }
+
+// groupRelearn is how long the edge offers a backend only the group it
+// chose before offering the profile's groups again (a backend that has
+// learned a better one, say the hybrid post-quantum group, then gets it).
+const groupRelearn = time.Hour
 
 // backendTLSFiles is the name, size and modification time of be's CA,
 // certificate and key files.
@@ -147,6 +189,10 @@ func (c *backendTLSCache) get(cfg, current *policy.Config, be *policy.Backend) (
 	}
 	files := backendTLSFiles(be)
 	if e, ok := c.m[be]; ok && e.files == files {
+		if e.full != nil && time.Now().After(e.relearn) {
+			e.tc, e.full = e.full, nil
+			c.m[be] = e
+		}
 		return e.tc, nil
 	}
 	tc, err := backendTLSConfig(cfg.TLS.Profile, be)

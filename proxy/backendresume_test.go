@@ -1,9 +1,11 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -89,4 +91,53 @@ func TestBackendSessionsResumed(t *testing.T) {
 	echo()
 	echo()
 	want("after a reload that changed the client certificate", 2, 6)
+}
+
+// The key-exchange group a backend chose is the one later handshakes offer
+// it, so they send their key share in it and need no HelloRetryRequest,
+// until groupRelearn has passed.
+func TestBackendGroupLearned(t *testing.T) {
+	p := sharedPKI(t)
+	pair, err := tls.LoadX509KeyPair(p.edgeCert, p.edgeKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := handshakeOnlyBackend(t, &tls.Config{Certificates: []tls.Certificate{pair}, CurvePreferences: []tls.CurveID{tls.CurveP384},
+		ClientAuth: tls.RequireAnyClientCert})
+	e := startEdge(t, edgeOptions{Backends: tlsBackendBlock(p, addr), Rules: storeRules(`"C-ECHO"`)})
+	cfg := e.Server.current()
+	be := cfg.Backends["pacs"]
+	before, err := e.Server.backendTLS.get(cfg, cfg, be)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.CurvePreferences[0] == tls.CurveP384 {
+		t.Fatalf("the profile's order already starts with P-384: %v", before.CurvePreferences)
+	}
+	c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
+	if err := association.WritePDU(c, echoRQ("MODALITY1", "MAINPACS")); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = readPDU(t, c, 15*time.Second) // the backend never answers the RQ: whatever the edge says
+	after, err := e.Server.backendTLS.get(cfg, cfg, be)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(after.CurvePreferences, []tls.CurveID{tls.CurveP384}) || after.ClientSessionCache != before.ClientSessionCache {
+		t.Fatalf("after a handshake in P-384: preferences %v (were %v), same session cache %v", after.CurvePreferences, before.CurvePreferences,
+			after.ClientSessionCache == before.ClientSessionCache)
+	}
+	// After groupRelearn the profile's groups are offered again.
+	e.Server.backendTLS.mu.Lock()
+	ent := e.Server.backendTLS.m[be]
+	ent.relearn = time.Now().Add(-time.Second)
+	e.Server.backendTLS.m[be] = ent
+	e.Server.backendTLS.mu.Unlock()
+	again, err := e.Server.backendTLS.get(cfg, cfg, be)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again != before {
+		t.Fatalf("after groupRelearn: preferences %v, want the profile's %v", again.CurvePreferences, before.CurvePreferences)
+	}
 }

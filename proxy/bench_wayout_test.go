@@ -234,13 +234,13 @@ func TestWayOutRateReport(t *testing.T) {
 		dur = "2s"
 	}
 	scp := testpeer.StartStoreSCP(t, "CLINA_WS1", "--ignore", "+tls", p.edgeKey, p.edgeCert, "+cf", p.ca, "--require-peer-cert")
-	edge := func(sessions bool) *testEdge {
+	edge := func(sessions, before bool) *testEdge {
 		l, b, r := wayOutPolicy(testpeer.FreeAddr(t), scp.Addr, p)
-		e := startEdge(t, edgeOptions{Listeners: l, Backends: b, Rules: r, Quiet: true})
+		e := startEdge(t, edgeOptions{Listeners: l, Backends: b, Rules: r, Quiet: true, BeforeSpeedUps: before})
 		e.Server.bench.backendSessionsOff.Store(!sessions)
 		return e
 	}
-	full, resumed := edge(false), edge(true)
+	full, resumed, before := edge(false, false), edge(true, false), edge(false, true)
 	tun := testpeer.StartStunnelClient(t, scp.Addr, p.clientCert, p.clientKey, p.ca)
 	type config struct {
 		name  string
@@ -256,6 +256,7 @@ func TestWayOutRateReport(t *testing.T) {
 		{name: "dicomedge inside, full TLS handshake each", e: full, addr: full.listenerAddr(t, "inside")},
 		{name: "dicomedge inside, session resumed per backend", e: resumed, addr: resumed.listenerAddr(t, "inside")},
 		{name: "stunnel4 client", addr: tun.Accept},
+		{name: "dicomedge inside, before the speed-ups", e: before, addr: before.listenerAddr(t, "inside")},
 	}
 	args := func(c *config, d string) []string {
 		return []string{"--plain", "--addr", c.addr, "--called", "CLINA_WS1", "--calling", "MODALITY1", "--workers", "4", "--duration", d}
@@ -266,6 +267,17 @@ func TestWayOutRateReport(t *testing.T) {
 	}
 	for _, c := range configs {
 		_, _ = runRate(t, args(c, "300ms")...)
+	}
+	// Profiles (when asked for) from a pass of their own.
+	for i, c := range configs {
+		if c.e == nil || os.Getenv("DICOMEDGE_CPUPROFILE") == "" && os.Getenv("DICOMEDGE_TRACE") == "" {
+			continue
+		}
+		stop := cpuProfile(t, true, fmt.Sprintf("wayout-rate-%d.cpu", i))
+		stopTrace := traceProfiles(t, true, fmt.Sprintf("wayout-rate-%d", i))
+		_, _ = runRate(t, args(c, "2s")...)
+		stopTrace()
+		stop()
 	}
 	for r := 0; r < rounds; r++ {
 		for _, c := range configs {
@@ -303,6 +315,10 @@ func TestWayOutRateReport(t *testing.T) {
 			fmt.Printf("    first error: %s\n", c.first)
 		}
 	}
-	fmt.Printf("resumed vs full handshakes: %.2fx the rate, %.2fx the edge CPU per association; edge resumed vs stunnel4: %.2fx (load average at the end: %s)\n",
-		rate[1]/rate[0], float64(median(configs[1].per))/float64(median(configs[0].per)), rate[1]/rate[2], loadAvg())
+	fmt.Printf("resumed vs full handshakes: %.2fx the rate, %.2fx the edge CPU per association; edge resumed vs stunnel4: %.2fx;\n"+
+		"full handshakes after vs before the speed-ups (key share in the group the backend chose, loggers): %.2fx the rate, %.2fx the edge CPU\n"+
+		"per association; resumed vs before: %.2fx the rate, %.2fx the CPU (load average at the end: %s)\n",
+		rate[1]/rate[0], float64(median(configs[1].per))/float64(median(configs[0].per)), rate[1]/rate[2],
+		rate[0]/rate[3], float64(median(configs[0].per))/float64(median(configs[3].per)),
+		rate[1]/rate[3], float64(median(configs[1].per))/float64(median(configs[3].per)), loadAvg())
 }

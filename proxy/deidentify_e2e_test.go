@@ -332,6 +332,18 @@ func TestDeidentifyLeakRealPeers(t *testing.T) {
 	if !bytes.Contains(file, []byte(d.SOPInstance)) || !bytes.Contains(file, []byte(d.StudyUID)) {
 		t.Error("the record's replaced UIDs are not those of the file that arrived")
 	}
+	// The way back: `dicomedge audit --uid` with what the vendor reports
+	// (a replaced UID) or with the hospital's own finds the same record.
+	for _, uid := range []string{d.SOPInstance, d.StudyUID, d.SeriesUID, a.sop, a.study} {
+		var found []audit.Event
+		err := audit.ReadFiles(audit.Files(e.AuditFile), audit.Filter{UID: uid}, func(ev audit.Event, _ []byte) error {
+			found = append(found, ev)
+			return nil
+		})
+		if err != nil || len(found) != 1 || found[0].Seq != rec.Seq {
+			t.Errorf("audit --uid %s: %d records (%v), want the one dimse record", uid, len(found), err)
+		}
+	}
 
 	// The same with JPEG-encapsulated pixel data: the fragments pass as they came.
 	j := makeLeakFileTS(t, "4", jpegBaseline)

@@ -228,6 +228,8 @@ func startEdge(t testing.TB, o edgeOptions) *testEdge {
 		s.bench.oneWritePerRecord.Store(true)
 		s.bench.plainReadsAsAsked.Store(true)
 		s.bench.eagerLoggers.Store(true)
+		s.bench.groupNotLearned.Store(true)
+		s.bench.backendSessionsOff.Store(true)
 	}
 	layer, err := tlslayer.New(context.Background(), tc)
 	if err != nil {

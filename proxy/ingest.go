@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/dicomedge/dicomedge/audit"
 	"github.com/dicomedge/dicomedge/deid"
 	"github.com/dicomedge/dicomedge/policy"
+	"github.com/dicomedge/dicomedge/proxy/inspect"
 	"github.com/dicomedge/dicomedge/spool"
 )
 
@@ -32,12 +34,18 @@ type storeOp struct {
 	w     *spool.Writer
 	// deid, on a de-identified rule, rewrites the data set on its way to
 	// the spool: the original PHI is never at rest in the spool.
-	deid   *deid.Transformer
-	out    []byte // the transform's output, reused
-	status uint16
-	why    string // why status is a failure, for the log and audit
-	start  time.Time
-	bytes  int64
+	deid *deid.Transformer
+	out  []byte // the transform's output, reused
+	// scan walks the data set's top level as received: Patient ID and
+	// Study Instance UID for the record, and its tag order (PS3.5 7.1),
+	// refused as on a relay unless the rule allows unsorted data sets.
+	scan       *dimse.PatientIDScanner
+	orderNoted bool
+	status     uint16
+	why        string // why status is a failure, for the log and audit
+	note       string // for the record, whatever the status
+	start      time.Time
+	bytes      int64
 }
 
 // Non-storage abstract syntaxes a store-and-forward association never
@@ -112,7 +120,12 @@ func (in *ingest) begin(ctxID uint8, cmd *dimse.Command, ts string) error {
 	if !cmd.HasDataSet() {
 		return &association.ProtocolError{Reason: association.AbortUnexpectedPDUParameter, Msg: "C-STORE-RQ without a data set"}
 	}
-	op := &storeOp{cmd: cmd, ctxID: ctxID, start: time.Now()}
+	op := &storeOp{cmd: cmd, ctxID: ctxID, start: time.Now(), scan: dimse.NewPatientIDScanner(ts)}
+	if in.d.AllowUnsortedDataSets {
+		op.scan.SetOrder(dimse.OrderAllow)
+	} else {
+		op.scan.SetOrder(dimse.OrderRefuse)
+	}
 	in.cur = op
 	sopClass, sopInst := cmd.AffectedSOPClassUID, cmd.AffectedSOPInstanceUID
 	switch {
@@ -213,6 +226,26 @@ func (in *ingest) data(pdv association.PDV) error {
 		return &association.ProtocolError{Reason: association.AbortUnexpectedPDUParameter, Msg: "data-set PDV on another presentation context than its C-STORE-RQ"}
 	}
 	op.bytes += int64(len(pdv.Data))
+	if !op.scan.Done() {
+		op.scan.Feed(pdv.Data)
+	}
+	if what := op.scan.DisorderText(); what != "" && !op.orderNoted {
+		op.orderNoted = true
+		if !in.d.AllowUnsortedDataSets {
+			// As on a relay: the association is aborted before the
+			// instance completes, and nothing of it is kept.
+			if op.w != nil {
+				op.w.Abort()
+				op.w = nil
+			}
+			in.cur = nil
+			msg := fmt.Sprintf("%s: %s in the C-STORE data set of message %d; top-level elements must be in strictly ascending tag order, each tag once (PS3.5 7.1)",
+				inspect.MalformedDataSet, what, op.cmd.MessageID)
+			in.record(op, "", inspect.MalformedDataSet+": "+what, false)
+			return &association.ProtocolError{Reason: association.AbortInvalidPDUParameterValue, Msg: msg}
+		}
+		op.note = fmt.Sprintf("%s by rule %s: %s (PS3.5 7.1)", inspect.UnsortedDataSet, in.d.Rule, what)
+	}
 	op.write(pdv.Data, pdv.Last)
 	if !pdv.Last {
 		return nil
@@ -230,44 +263,77 @@ func (in *ingest) data(pdv association.PDV) error {
 }
 
 func (in *ingest) respond(op *storeOp) error {
-	a, c := in.a, in.a.c
+	a := in.a
 	rsp := dimse.NewResponse(op.cmd, op.status)
 	if op.status != dimse.StatusSuccess && op.why != "" {
 		// PS3.7 C.4.2.1.2: Error Comment, at most 64 characters, no PHI.
 		rsp.ErrorComment = truncate(op.why, 64)
 	}
 	err := a.writeMessage(op.ctxID, rsp)
-	c.s.Metrics.DIMSERequests.WithLabelValues("C-STORE", dimse.ClassOf(op.status).String()).Inc()
-	e := c.event(audit.EventDIMSE)
-	e.Rule, e.Backend = in.d.Rule, in.d.Backend.Name
-	e.Service, e.SOPClass, e.SOPInstance = "C-STORE", op.cmd.AffectedSOPClassUID, op.cmd.AffectedSOPInstanceUID
-	e.MessageID, e.Status, e.Bytes = int(op.cmd.MessageID), statusHex(op.status), op.bytes
-	e.MS, e.Allowed = time.Since(op.start).Milliseconds(), audit.Bool(op.status != dimse.StatusRefusedNotAuthorized)
+	detail := ""
 	if op.status != dimse.StatusSuccess {
-		e.Detail = op.why
+		detail = op.why
 	}
-	if op.deid != nil && op.status == dimse.StatusSuccess {
-		// The original (sop_instance) beside its replacement: the way back
-		// from what the spool keeps, and spool.stored names, to what was sent.
-		r := op.deid.Result()
-		e.StudyUID = r.OriginalStudyUID
-		if c.s.Audit != nil {
-			e.PatientID = c.s.Audit.PatientID(r.OriginalPatientID)
-		}
-		e.Deidentified = &audit.Deidentified{Profile: r.Profile, StudyUID: r.StudyUID, SeriesUID: r.SeriesUID,
-			SOPInstance: r.SOPInstanceUID, PatientPseudonym: r.Pseudonym, OriginalSeries: r.OriginalSeriesUID}
-	}
-	c.s.auditEvent(e)
+	in.record(op, statusHex(op.status), detail, op.status != dimse.StatusRefusedNotAuthorized)
 	if op.status != dimse.StatusSuccess {
-		c.log.Warn("C-STORE not spooled", "status", statusHex(op.status), "reason", op.why)
+		a.c.log.Warn("C-STORE not spooled", "status", statusHex(op.status), "reason", op.why)
 	}
 	return err
 }
 
+// record writes the C-STORE's dimse record: status "" when no response
+// was sent (the association was aborted).
+func (in *ingest) record(op *storeOp, status, detail string, allowed bool) {
+	c := in.a.c
+	class := "incomplete"
+	if status != "" {
+		class = dimse.ClassOf(op.status).String()
+	}
+	c.s.Metrics.DIMSERequests.WithLabelValues("C-STORE", class).Inc()
+	e := c.event(audit.EventDIMSE)
+	e.Rule, e.Backend = in.d.Rule, in.d.Backend.Name
+	e.Service, e.SOPClass, e.SOPInstance = "C-STORE", op.cmd.AffectedSOPClassUID, op.cmd.AffectedSOPInstanceUID
+	e.MessageID, e.Status, e.Bytes = int(op.cmd.MessageID), status, op.bytes
+	e.MS, e.Allowed = time.Since(op.start).Milliseconds(), audit.Bool(allowed)
+	e.Detail = joinDetails(op.note, detail)
+	if uid, ok := op.scan.StudyInstanceUID(); ok {
+		e.StudyUID = uid
+	}
+	if c.s.Audit != nil {
+		if id, ok := op.scan.PatientID(); ok {
+			e.PatientID = c.s.Audit.PatientID(id)
+		} else if why := op.scan.Undetermined(); why != "" && status != "" {
+			e.Detail = joinDetails(e.Detail, "patient_id could not be determined: "+why)
+		}
+	}
+	if op.deid != nil && op.status == dimse.StatusSuccess && status != "" {
+		// The original (sop_instance, study_uid, patient_id) beside its
+		// replacement: the way back from what the spool keeps, and
+		// spool.stored names, to what was sent.
+		r := op.deid.Result()
+		e.Deidentified = &audit.Deidentified{Profile: r.Profile, StudyUID: r.StudyUID, SeriesUID: r.SeriesUID,
+			SOPInstance: r.SOPInstanceUID, PatientPseudonym: r.Pseudonym, OriginalSeries: r.OriginalSeriesUID}
+	}
+	c.s.auditEvent(e)
+}
+
+func joinDetails(a, b string) string {
+	switch {
+	case a == "":
+		return b
+	case b == "":
+		return a
+	}
+	return a + "; " + b
+}
+
 // close drops a half-received instance when the association ends.
 func (in *ingest) close() {
-	if in.cur != nil && in.cur.w != nil {
-		in.cur.w.Abort()
+	if op := in.cur; op != nil {
+		if op.w != nil {
+			op.w.Abort()
+		}
+		in.record(op, "", "not stored: the association ended before the data set was complete", true)
 	}
 	in.cur = nil
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -203,5 +204,47 @@ func TestStoreAndForwardLargeInstanceBounded(t *testing.T) {
 	fm, err := spool.ReadFileMeta(f)
 	if err != nil || fi.Size()-fm.DataOffset != int64(len(header)+pixelLen) {
 		t.Fatalf("the queued file holds %d data set bytes, %d were sent (%v)", fi.Size()-fm.DataOffset, len(header)+pixelLen, err)
+	}
+}
+
+// A data set out of tag order (PS3.5 7.1) on a store-and-forward rule is
+// refused as on a relay: A-ABORT before the instance completes, nothing in
+// the spool, the dimse record saying malformed-data-set.
+func TestStoreAndForwardRefusesUnsortedDataSet(t *testing.T) {
+	e := startEdge(t, edgeOptions{Backends: backendBlock("pacs", testpeer.FreeAddr(t), "STORESCP"), Rules: sfRule()})
+	c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
+	rq := echoRQ("MODALITY1", "MAINPACS")
+	const pcCT = 3
+	rq.PresentationContexts = append(rq.PresentationContexts, association.PresentationContextRQ{ID: pcCT,
+		AbstractSyntax: ctImageStorage, TransferSyntaxes: []string{association.ExplicitVRLittleEndian}})
+	ac := associate(t, c, rq)
+	if pc, ok := ac.AcceptedContext(pcCT); !ok || pc.Result != association.PCAcceptance {
+		t.Fatalf("CT context not accepted: %+v", ac.PresentationContexts)
+	}
+	var ds []byte
+	ds = leakElement(ds, 0x00100020, "LO", []byte("PAT1"))
+	ds = leakElement(ds, 0x00080018, "UI", []byte("1.2.3.4")) // before (0010,0020): out of order
+	cmd := &dimse.Command{CommandField: dimse.CStoreRQ, MessageID: 7, AffectedSOPClassUID: ctImageStorage,
+		AffectedSOPInstanceUID: "1.2.3.4", CommandDataSetType: 0}
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := dimse.WriteMessage(c, pcCT, cmd, ds, ac.UserInfo.MaxLength); err != nil {
+		t.Fatal(err)
+	}
+	expectAbort(t, c, association.AbortInvalidPDUParameterValue)
+	if list, _ := e.Server.Spool.List("pacs", spool.Queued); len(list) != 0 {
+		t.Fatalf("an unsorted data set was spooled: %+v", list)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		for _, ev := range e.events(t) {
+			if ev.Event == audit.EventDIMSE && ev.MessageID == 7 {
+				if !strings.Contains(ev.Detail, "malformed-data-set: (0008,0018) after (0010,0020)") || ev.Status != "" {
+					t.Fatalf("dimse record %+v", ev)
+				}
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no dimse record for the refused C-STORE")
+		}
 	}
 }

@@ -97,6 +97,7 @@ type benchSwitches struct {
 	plainReadsAsAsked  atomic.Bool // no read-ahead for PDU headers on plain connections (waithook.go)
 	backendSessionsOff atomic.Bool // a full TLS handshake with a backend for every association (backend.go)
 	eagerLoggers       atomic.Bool // each connection's logger built as its fields become known (connlog.go)
+	groupNotLearned    atomic.Bool // every backend handshake offers the profile's groups in its order (backend.go)
 }
 
 func (s *Server) init() {
