@@ -13,7 +13,7 @@ import (
 func chartSVG(title string, perMinute []int, now time.Time, color string) template.HTML {
 	const (
 		w, h        = 880, 160
-		left, right = 44, 8
+		left, right = 44, 24
 		top, bottom = 10, 22
 		group       = 5
 	)
@@ -29,14 +29,17 @@ func chartSVG(title string, perMinute []int, now time.Time, color string) templa
 	plotW, plotH := float64(w-left-right), float64(h-top-bottom)
 	bw := plotW / float64(len(bars))
 	var b strings.Builder
-	fmt.Fprintf(&b, `<svg class="chart" viewBox="0 0 %d %d" width="%d" height="%d" role="img" aria-label="%s" xmlns="http://www.w3.org/2000/svg">`,
-		w, h, w, h, template.HTMLEscapeString(title))
+	fmt.Fprintf(&b, `<svg class="chart" viewBox="0 0 %d %d" role="img" aria-label="%s" xmlns="http://www.w3.org/2000/svg">`,
+		w, h, template.HTMLEscapeString(title))
 	fmt.Fprintf(&b, `<title>%s</title>`, template.HTMLEscapeString(title))
 	// Grid lines and the y axis: 0, half, the scale.
 	for _, f := range []float64{0, 0.5, 1} {
 		y := float64(top) + plotH*(1-f)
 		fmt.Fprintf(&b, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#ddd"/>`, left, y, w-right, y)
-		fmt.Fprintf(&b, `<text x="%d" y="%.1f" font-size="10" text-anchor="end" fill="#555">%d</text>`, left-4, y+3, int(float64(scale)*f+0.5))
+		if f == 0.5 && scale%2 != 0 {
+			continue // no fractional label
+		}
+		fmt.Fprintf(&b, `<text x="%d" y="%.1f" font-size="10" text-anchor="end" fill="#555">%d</text>`, left-4, y+3, int(float64(scale)*f))
 	}
 	for i, v := range bars {
 		if v == 0 {
@@ -54,7 +57,7 @@ func chartSVG(title string, perMinute []int, now time.Time, color string) templa
 		x := float64(left) + plotW*float64(hh)/24
 		fmt.Fprintf(&b, `<text x="%.1f" y="%d" font-size="10" text-anchor="middle" fill="#555">%s</text>`, x, h-6, t.UTC().Format("15:04"))
 	}
-	fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="10" fill="#555">per 5 min, UTC</text>`, w-right-90, top+10)
+	fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="10" text-anchor="end" fill="#555">per 5 min, UTC</text>`, w-right, top+10)
 	b.WriteString(`</svg>`)
 	return template.HTML(b.String()) // built from numbers and escaped text only
 }

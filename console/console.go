@@ -100,7 +100,7 @@ func New(o Options) (*Console, error) {
 		o.Live = func() []proxy.OpenAssociation { return nil }
 	}
 	c := &Console{opt: o, log: o.Logger.Named("console"), idx: NewIndex(o.AuditFile, o.Now), auth: newAuthenticator(), started: o.Now()}
-	c.verify.mu = make(chanMutex, 1)
+	c.verify.mu, c.verify.kick = make(chanMutex, 1), make(chan struct{}, 1)
 	var err error
 	if c.tmpl, err = parseTemplates(); err != nil {
 		return nil, err
@@ -188,7 +188,10 @@ func (c *Console) secure(h http.Handler) http.Handler {
 		hd.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 		hd.Set("X-Frame-Options", "DENY")
 		hd.Set("X-Content-Type-Options", "nosniff")
-		hd.Set("Referrer-Policy", "no-referrer")
+		// same-origin: no URL (with its filter values) leaves the site in a
+		// Referer, while the browser still names this origin in the Origin
+		// header of a POST (with no-referrer it sends "null").
+		hd.Set("Referrer-Policy", "same-origin")
 		hd.Set("Cross-Origin-Opener-Policy", "same-origin")
 		hd.Set("Cross-Origin-Resource-Policy", "same-origin")
 		if strings.HasPrefix(r.URL.Path, "/console/static/") {
@@ -247,11 +250,12 @@ func (c *Console) authed(h func(http.ResponseWriter, *http.Request, *session)) h
 }
 
 // sameOrigin refuses a POST whose Origin header names another site (a
-// second line behind the CSRF token and SameSite=Strict).
+// second line behind the CSRF token and SameSite=Strict). A missing or
+// opaque ("null") origin says nothing, and the token decides.
 func sameOrigin(r *http.Request) bool {
 	o := r.Header.Get("Origin")
 	if o == "" || o == "null" {
-		return o == ""
+		return true
 	}
 	u, err := url.Parse(o)
 	return err == nil && u.Host == r.Host

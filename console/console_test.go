@@ -499,3 +499,11 @@ func TestCertificateLogin(t *testing.T) {
 		t.Errorf("console.login records: %+v", logins)
 	}
 }
+
+// startHTTP serves con's handler on a loopback test server and returns its URL.
+func startHTTP(t testing.TB, con *Console) string {
+	t.Helper()
+	srv := httptest.NewServer(con.Handler())
+	t.Cleanup(srv.Close)
+	return srv.URL
+}

@@ -154,6 +154,7 @@ type overviewData struct {
 
 func (c *Console) overview(w http.ResponseWriter, r *http.Request, s *session) {
 	now := c.opt.Now()
+	c.wantVerify()
 	d := overviewData{Actions: c.actionList(), Verify: c.verify.view()}
 	if cfg := c.opt.Config(); cfg != nil {
 		d.Policy = esc(cfg.Filename)
@@ -493,6 +494,7 @@ func (c *Console) record(w http.ResponseWriter, r *http.Request, s *session) {
 		c.render(w, http.StatusInternalServerError, "message", c.page(r, s, "Audit", map[string]any{"Title": "Unreadable record", "Text": esc(err.Error())}))
 		return
 	}
+	c.wantVerify()
 	d := recordData{Seq: e.Seq, JSON: string(audit.EscapeLine(line)), Verify: c.verify.view(),
 		Association: e.Event == audit.EventAccepted || e.Event == audit.EventRejected, Assoc: esc(e.Assoc)}
 	d.Fields = fields(&e)
@@ -687,8 +689,34 @@ type verifyView struct {
 }
 
 type verifyState struct {
-	mu  chanMutex
-	cur verifyView
+	mu   chanMutex
+	cur  verifyView
+	kick chan struct{} // a page asks for a fresh verification
+	last time.Time
+}
+
+// verifyAgainAfter: a page view asks for a new verification when the last
+// one is older than this (and the log grew), so the status a reviewer sees
+// is recent without verifying on every request.
+const verifyAgainAfter = time.Minute
+
+// want asks the verifier for a fresh run when the last one is old and
+// records were added since; it never waits.
+func (c *Console) wantVerify() {
+	v := c.verify.view()
+	if v.Running || (v.Done && v.Records >= c.idx.Len()) {
+		return
+	}
+	c.verify.mu <- struct{}{}
+	stale := time.Since(c.verify.last) > verifyAgainAfter
+	<-c.verify.mu
+	if !stale {
+		return
+	}
+	select {
+	case c.verify.kick <- struct{}{}:
+	default:
+	}
 }
 
 // chanMutex is a mutex made of a channel, so that the verifier can hold it
@@ -722,6 +750,7 @@ func (c *Console) verifyLoop(ctx context.Context) {
 		n, err := audit.Verify(audit.Files(c.opt.AuditFile))
 		now := c.opt.Now()
 		c.verify.set(func(v *verifyView) {
+			c.verify.last = time.Now()
 			*v = verifyView{Done: true, At: fmtTime(now), Records: n, OK: err == nil}
 			if err != nil {
 				v.Problem = esc(err.Error())
@@ -731,6 +760,7 @@ func (c *Console) verifyLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-time.After(verifyEvery):
+		case <-c.verify.kick:
 		}
 	}
 }

@@ -179,3 +179,47 @@ func TestOnlyHTTPS(t *testing.T) {
 		t.Fatal("an http:// URL was accepted")
 	}
 }
+
+// A service that refuses the request's size (413) gets smaller requests;
+// the instances are kept, not failed, and go in the smaller batches.
+func TestTooLargeRequestsShrinkTheBatch(t *testing.T) {
+	srv, ts, ca := startStow(t)
+	srv.token = "t"
+	tok := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(tok, []byte("t"), 0o600)
+	limited := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > 2000 {
+			w.WriteHeader(http.StatusRequestEntityTooLarge)
+			return
+		}
+		srv.ServeHTTP(w, r)
+	})
+	ts.Config.Handler = limited
+	s, err := New(Config{Name: "cloud", URL: ts.URL + "/dicomweb", CA: []string{ca}, TokenFile: tok, Batch: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	batch := spooled(t, 8)
+	errs := s.Send(context.Background(), batch)
+	if errs[0] == nil || spool.IsPermanent(errs[0]) {
+		t.Fatalf("413 on a batch: %v, want transient", errs[0])
+	}
+	if n, _ := s.Batch(); n != 4 {
+		t.Fatalf("batch after 413: %d, want 4", n)
+	}
+	for len(batch) > 0 {
+		n, _ := s.Batch()
+		n = min(n, len(batch))
+		errs := s.Send(context.Background(), batch[:n])
+		if errs[0] != nil && spool.IsPermanent(errs[0]) {
+			t.Fatalf("instances failed for good: %v", errs[0])
+		}
+		if errs[0] == nil {
+			batch = batch[n:]
+		}
+	}
+	if len(srv.received) != 8 {
+		t.Errorf("received %d instances, want 8", len(srv.received))
+	}
+}

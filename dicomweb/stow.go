@@ -103,7 +103,11 @@ func New(cfg Config) (*Sender, error) {
 }
 
 // Batch bounds one request.
-func (s *Sender) Batch() (int, int64) { return s.cfg.Batch, s.cfg.BatchBytes }
+func (s *Sender) Batch() (int, int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg.Batch, s.cfg.BatchBytes
+}
 
 // Close drops idle connections.
 func (s *Sender) Close() error {
@@ -250,6 +254,16 @@ func (s *Sender) Send(ctx context.Context, batch []*spool.Entry) []error {
 	defer rsp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(rsp.Body, maxResponse))
 	_, _ = io.Copy(io.Discard, io.LimitReader(rsp.Body, maxResponse))
+	if rsp.StatusCode == http.StatusRequestEntityTooLarge && len(files) > 1 {
+		// The service takes smaller requests: send fewer instances per
+		// request from now on; a single instance it refuses is refused.
+		s.mu.Lock()
+		s.cfg.Batch = max(1, len(files)/2)
+		s.cfg.BatchBytes = max(1, s.cfg.BatchBytes/2)
+		n := s.cfg.Batch
+		s.mu.Unlock()
+		return all(fmt.Errorf("dicomweb %s: STOW-RS HTTP 413: request of %d instances too large; now at most %d per request", s.cfg.Name, len(files), n))
+	}
 	res := Classify(rsp.StatusCode, body)
 	for i, e := range batch {
 		if errs[i] != nil {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/dicomedge/dicomedge/association"
@@ -39,6 +40,7 @@ type dimseSender struct {
 	callAE  string // the edge's AE title as calling AE
 
 	nc       net.Conn
+	ncMu     sync.Mutex // guards nc against the cancel hook, which runs on another goroutine
 	r        *association.Reader
 	peerMax  uint32
 	contexts map[ctxKey]uint8 // accepted (SOP class, transfer syntax) → context ID
@@ -54,6 +56,16 @@ func (d *dimseSender) Batch() (int, int64) { return forwardBatch, 0 }
 // Send stores each entry in order; on a transient failure the rest of the
 // batch gets the same error and is retried later.
 func (d *dimseSender) Send(ctx context.Context, batch []*spool.Entry) []error {
+	// Shutdown or a reload ends a Send blocked on a silent backend at
+	// once: every read and write fails when the deadline is in the past.
+	stop := context.AfterFunc(ctx, func() {
+		d.ncMu.Lock()
+		defer d.ncMu.Unlock()
+		if d.nc != nil {
+			_ = d.nc.SetDeadline(time.Unix(1, 0))
+		}
+	})
+	defer stop()
 	errs := make([]error, len(batch))
 	for i, e := range batch {
 		err := d.sendOne(ctx, batch[i:], e)
@@ -147,6 +159,8 @@ func (d *dimseSender) associate(ctx context.Context, next []*spool.Entry) error 
 		return fmt.Errorf("backend %s: %w", d.backend.Name, err)
 	}
 	_ = nc.SetDeadline(time.Now().Add(forwardTimeout))
+	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
 	r := association.NewReader(nc, forwardMaxPDU)
 	if err := association.WritePDU(nc, rq); err != nil {
 		nc.Close()
@@ -166,7 +180,13 @@ func (d *dimseSender) associate(ctx context.Context, next []*spool.Entry) error 
 			}
 		}
 		d.peerMax, _ = p.UserInfo.MaxPDULength()
+		d.ncMu.Lock()
 		d.nc, d.r = nc, r
+		d.ncMu.Unlock()
+		if ctx.Err() != nil {
+			d.drop()
+			return ctx.Err()
+		}
 		return nil
 	case *association.AssociateRJ:
 		nc.Close()
@@ -321,6 +341,8 @@ func (d *dimseSender) release() {
 
 // drop closes the connection without ceremony (after a failure).
 func (d *dimseSender) drop() {
+	d.ncMu.Lock()
+	defer d.ncMu.Unlock()
 	if d.nc != nil {
 		d.nc.Close()
 		d.r.Release()

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"encoding/binary"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -246,5 +247,54 @@ func TestStoreAndForwardRefusesUnsortedDataSet(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("no dimse record for the refused C-STORE")
 		}
+	}
+}
+
+// A backend that accepts the TCP connection and then says nothing holds
+// the forwarder in its A-ASSOCIATE-RQ; a shutdown still ends at once.
+func TestForwarderStopsPromptlyOnASilentBackend(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c // held open, never answered
+		}
+	}()
+	e := startEdge(t, edgeOptions{Quiet: true, Backends: backendBlock("pacs", ln.Addr().String(), "SILENT"), Rules: sfRule()})
+	w, err := e.Server.Spool.Create("pacs", spool.Meta{SOPClass: ctImageStorage, SOPInstance: "1.2.3", TransferSyntax: association.ExplicitVRLittleEndian})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte{8, 0, 0x18, 0, 'U', 'I', 2, 0, '1', 0})
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case c := <-accepted:
+		defer c.Close()
+	case <-time.After(10 * time.Second):
+		t.Fatal("the forwarder never connected")
+	}
+	start := time.Now()
+	done := make(chan struct{})
+	go func() { e.Server.stopForwarders(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("stopping the forwarders waited on the silent backend")
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("stopping took %v", d)
+	}
+	if list, _ := e.Server.Spool.List("pacs", spool.Queued); len(list) != 1 {
+		t.Errorf("the undelivered instance is no longer queued: %d", len(list))
 	}
 }

@@ -264,13 +264,8 @@ func (s *Spool) recount() {
 	}
 	var disk int64
 	for _, b := range names {
-		list, err := s.List(b, Queued)
-		if err != nil {
-			return
-		}
-		for _, e := range list {
-			disk += e.Meta.Size
-		}
+		_, bytes, _ := s.Counts(b)
+		disk += bytes
 	}
 	s.queued.Store(disk)
 }

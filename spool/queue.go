@@ -33,9 +33,19 @@ const (
 // the file name tells.
 func (s *Spool) List(backend, where string) ([]Entry, error) { return s.list(backend, where, 0) }
 
-// list is List of at most limit entries (0 = all); only their sidecars
+// list is List of at most limit entries (0 = all); only their headers
 // are read, so the forwarder's look at a long queue stays cheap.
 func (s *Spool) list(backend, where string, limit int) ([]Entry, error) {
+	n := 0
+	return s.listWhile(backend, where, func(string) bool {
+		n++
+		return limit <= 0 || n <= limit
+	})
+}
+
+// listWhile is List of the entries, in order, up to the first whose ID
+// keep refuses.
+func (s *Spool) listWhile(backend, where string, keep func(id string) bool) ([]Entry, error) {
 	dir := filepath.Join(s.cfg.Dir, escapeName(backend), where)
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
@@ -50,7 +60,7 @@ func (s *Spool) list(backend, where string, limit int) ([]Entry, error) {
 		if !ok {
 			continue
 		}
-		if limit > 0 && len(out) >= limit {
+		if !keep(id) {
 			break // os.ReadDir sorts by name: arrival order
 		}
 		en := Entry{ID: id, Path: filepath.Join(dir, e.Name())}
@@ -198,14 +208,21 @@ func (s *Spool) move(e *Entry, where, why string) error {
 			_ = os.Remove(tmp)
 		}
 	}
-	if err := os.Rename(e.Path, filepath.Join(to, e.ID+extDICOM)); err != nil {
+	id := e.ID
+	if where == dirQueue {
+		// Back in the queue it is a new arrival, behind what is queued
+		// (in the order retried): max_age counts from now, and the
+		// forwarder's order stays the order of the names.
+		id = s.newID(s.cfg.Now())
+	}
+	if err := os.Rename(e.Path, filepath.Join(to, id+extDICOM)); err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
 	syncDir(to)
 	if from == filepath.Join(root, dirQueue) {
 		s.queued.Add(-e.Meta.Size)
 	}
-	e.Path = filepath.Join(to, e.ID+extDICOM)
+	e.ID, e.Path = id, filepath.Join(to, id+extDICOM)
 	return nil
 }
 
@@ -242,7 +259,9 @@ func (s *Spool) Expire() (int, error) {
 	cut := s.cfg.Now().Add(-s.cfg.MaxAge)
 	n := 0
 	for _, b := range names {
-		q, err := s.List(b, Queued)
+		// Names begin with the arrival time and sort by it: only the
+		// expired head of the queue is opened.
+		q, err := s.listWhile(b, Queued, func(id string) bool { return idTime(id).Before(cut) })
 		if err != nil {
 			return n, err
 		}

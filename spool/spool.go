@@ -295,6 +295,12 @@ func (s *Spool) audit(name string, m *Meta, detail string) {
 		CallingAE: m.CallingAE, CalledAE: m.CalledAE, Listener: m.Listener, Rule: m.Rule, Detail: detail})
 }
 
+// newID names an arrival at now: names sort in arrival order, the time
+// first, then the process start and a sequence number, all fixed width.
+func (s *Spool) newID(now time.Time) string {
+	return fmt.Sprintf("%020d-%s-%012d", now.UnixNano(), s.start, s.seq.Add(1))
+}
+
 // Writer streams one instance into backend's queue. Nothing it wrote is
 // visible to a forwarder, or survives a crash, until Commit returns nil.
 type Writer struct {
@@ -332,9 +338,7 @@ func (s *Spool) Create(backend string, m Meta) (*Writer, error) {
 	if m.Received.IsZero() {
 		m.Received = now.UTC()
 	}
-	// Names sort in arrival order: the process start, then a sequence
-	// number, both fixed width.
-	id := fmt.Sprintf("%020d-%s-%012d", now.UnixNano(), s.start, s.seq.Add(1))
+	id := s.newID(now)
 	f, err := os.OpenFile(filepath.Join(d.root, dirTmp, id+extDICOM), os.O_WRONLY|os.O_CREATE|os.O_EXCL, fileMode)
 	if err != nil {
 		return nil, fmt.Errorf("spool: %w", err)

@@ -227,8 +227,13 @@ func TestExpiryMovesAndAudits(t *testing.T) {
 	if n, _ := s.Retry("pacs", true); n != 1 {
 		t.Errorf("retry moved %d, want 1", n)
 	}
-	if q, _ := s.List("pacs", Queued); len(q) != 2 || q[0].Meta.SOPInstance != meta(1).SOPInstance {
-		t.Errorf("after retry the queue is %d long, oldest first expected", len(q))
+	// Retried, it is a new arrival: behind what is queued, and not
+	// expired again at once.
+	if q, _ := s.List("pacs", Queued); len(q) != 2 || q[1].Meta.SOPInstance != meta(1).SOPInstance {
+		t.Errorf("after retry the queue is %d long, the retried instance last expected", len(q))
+	}
+	if n, _ := s.Expire(); n != 0 {
+		t.Errorf("the retried instance expired again at once")
 	}
 }
 
