@@ -338,61 +338,33 @@ type auditData struct {
 	Took       string
 }
 
-// row is what the CLI's table shows of a record, with the same cells.
+// row is what the CLI's table shows of a record, cell for cell
+// (audit.TableRow, escaped), with the fields the record inherits from its
+// association filled in from the index as `dicomedge audit` fills them.
 func (c *Console) row(pos int, line []byte) (auditRow, bool) {
 	var e audit.Event
 	if e.UnmarshalJSON(line) != nil {
 		return auditRow{}, false
 	}
-	calling, called, _, cl, host := c.idx.Context(pos)
-	ae := ""
-	if calling != "" || called != "" {
-		ae = calling + "→" + called
+	calling, called, listener, cl, host := c.idx.Context(pos)
+	if e.CallingAE == "" {
+		e.CallingAE = calling
 	}
-	row := auditRow{Seq: e.Seq, Time: e.Time.UTC().Format("2006-01-02T15:04:05.000Z"), Client: esc(clientName(cl, host)),
-		AE: esc(ae), Event: esc(e.Event), Association: e.Event == audit.EventAccepted || e.Event == audit.EventRejected}
-	if e.User != "" {
-		row.Client = esc(e.User)
+	if e.CalledAE == "" {
+		e.CalledAE = called
 	}
-	join := func(a, b string) string {
-		switch {
-		case a == "":
-			return b
-		case b == "":
-			return a
-		}
-		return a + " " + b
+	if e.Listener == "" {
+		e.Listener = listener
 	}
-	switch e.Event {
-	case audit.EventTLSFailed, audit.EventConnectionRefused:
-		row.Decision, row.Status = "reject", e.Reason
-	case audit.EventAccepted:
-		row.Decision = join(e.Action, e.Backend)
-		row.Rule = e.Rule
-	case audit.EventRejected:
-		row.Decision, row.Status, row.Rule = "reject", e.Reason, e.Rule
-		if e.Result != 0 {
-			row.Status = join(e.Reason, fmt.Sprintf("(%d/%d/%d)", e.Result, e.Source, e.ReasonCode))
-		}
-	case audit.EventDIMSE:
-		row.Decision = e.Service
-		if e.Allowed != nil && !*e.Allowed {
-			row.Decision = join(e.Service, "refused")
-		}
-		row.Status = e.Status
-		if e.Bytes != 0 {
-			row.Bytes = humanBytes(e.Bytes)
-		}
-	case audit.EventReleased, audit.EventAborted:
-		row.Status = join(e.AbortSource, e.AbortReason)
-		if e.BytesIn != 0 || e.BytesOut != 0 {
-			row.Bytes = "in " + humanBytes(e.BytesIn) + " out " + humanBytes(e.BytesOut)
-		}
-	default:
-		row.Status = e.Detail
+	if e.Client == nil {
+		e.Client = cl
 	}
-	row.Decision, row.Status, row.Rule = esc(row.Decision), esc(row.Status), esc(row.Rule)
-	return row, true
+	if e.Remote == "" && host != "" {
+		e.Remote = net.JoinHostPort(host, "0") // only the host is shown
+	}
+	cells := audit.TableRow(&e)
+	return auditRow{Seq: e.Seq, Time: cells[0], Client: cells[1], AE: cells[2], Event: cells[3], Decision: cells[4],
+		Status: cells[5], Bytes: cells[6], Association: e.Event == audit.EventAccepted || e.Event == audit.EventRejected}, true
 }
 
 func (c *Console) auditPage(w http.ResponseWriter, r *http.Request, s *session) {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -23,7 +22,6 @@ import (
 
 	"github.com/dicomedge/dicomedge/audit"
 	"github.com/dicomedge/dicomedge/policy"
-	"github.com/dicomedge/dicomedge/tlslayer"
 )
 
 // auditNow is the clock for relative --since/--until; tests pin it.
@@ -262,157 +260,21 @@ func followLog(ctx context.Context, file string, f audit.Filter, asJSON bool, ou
 	})
 }
 
-var tableHeader = []string{"TIME", "CLIENT", "AE (CALLING→CALLED)", "EVENT", "DECISION/SERVICE", "STATUS", "BYTES"}
+var tableHeader = audit.TableHeader
 
-func tableRow(e *audit.Event) []string {
-	row := []string{
-		e.Time.UTC().Format("2006-01-02T15:04:05.000Z"),
-		who(e),
-		aePair(e),
-		e.Event,
-		"", "", "",
-	}
-	switch e.Event {
-	case audit.EventTLSFailed, audit.EventConnectionRefused:
-		row[4], row[5] = "reject", e.Reason
-		if c := e.Client; c != nil {
-			// Which certificate: its fingerprint is the one name a client
-			// cannot choose, and for expired its date is the story.
-			row[5] = join(row[5], shortFingerprint(c.Fingerprint))
-			if e.Reason == tlslayer.ReasonExpired && !c.NotAfter.IsZero() {
-				row[5] = join(row[5], "not_after "+c.NotAfter.UTC().Format(time.RFC3339))
-			}
-		}
-	case audit.EventTLSExpiring:
-		row[4], row[5] = "warn", e.Detail
-	case audit.EventAccepted:
-		row[4] = join(e.Action, e.Backend)
-		if e.Rule != "" {
-			row[5] = "rule " + e.Rule
-		}
-	case audit.EventRejected:
-		row[4] = "reject"
-		row[5] = e.Reason
-		if e.Result != 0 {
-			row[5] = join(e.Reason, fmt.Sprintf("(%d/%d/%d)", e.Result, e.Source, e.ReasonCode))
-		}
-		if e.Rule != "" {
-			row[5] = join(row[5], "rule "+e.Rule)
-		}
-	case audit.EventDIMSE:
-		row[4] = e.Service
-		if e.Allowed != nil && !*e.Allowed {
-			row[4] = join(e.Service, "refused")
-		}
-		row[5] = e.Status
-		if e.Bytes != 0 {
-			row[6] = humanBytes(e.Bytes)
-		}
-	case audit.EventReleased, audit.EventAborted:
-		row[5] = join(e.AbortSource, e.AbortReason)
-		if e.BytesIn != 0 || e.BytesOut != 0 {
-			row[6] = "in " + humanBytes(e.BytesIn) + " out " + humanBytes(e.BytesOut)
-		}
-	default:
-		row[5] = e.Detail
-	}
-	for i, c := range row {
-		if c == "" {
-			c = "-"
-		}
-		row[i] = printable(c)
-	}
-	return row
-}
-
-// who names the peer: its certificate identity, or, when it has none (a
-// failed handshake), its address in brackets. The certificate of a failed
-// handshake did not verify, so its name is marked as a claim with the
-// address beside it: a stranger calling itself a known modality must not
-// read as that modality.
-func who(e *audit.Event) string {
-	if n := clientName(e.Client); n != "" {
-		if e.Event == audit.EventTLSFailed {
-			return n + " (unverified) " + bracketHost(e.Remote)
-		}
-		return n
-	}
-	return bracketHost(e.Remote)
-}
-
-// bracketHost is the host of an ip:port in brackets, or "" for none.
-func bracketHost(remote string) string {
-	if remote == "" {
-		return ""
-	}
-	host, _, err := net.SplitHostPort(remote)
-	if err != nil {
-		host = remote
-	}
-	return "[" + host + "]"
-}
-
-// shortFingerprint keeps "sha256:" and 16 hex digits: enough to tell
-// certificates apart in a table; --json has the whole.
-func shortFingerprint(fp string) string {
-	if len(fp) > len("sha256:")+16 {
-		return fp[:len("sha256:")+16] + "…"
-	}
-	return fp
-}
-
-func clientName(c *audit.Client) string {
-	switch {
-	case c == nil:
-		return ""
-	case c.CN != "":
-		return c.CN
-	case len(c.DNS) > 0:
-		return c.DNS[0]
-	case len(c.URI) > 0:
-		return c.URI[0]
-	case len(c.Email) > 0:
-		return c.Email[0]
-	case c.Subject != "":
-		return c.Subject
-	}
-	return c.Fingerprint
-}
-
-func aePair(e *audit.Event) string {
-	calling, called := strings.TrimSpace(e.CallingAE), strings.TrimSpace(e.CalledAE)
-	if calling == "" && called == "" {
-		return ""
-	}
-	return calling + "→" + called
-}
-
-func join(a, b string) string {
-	switch {
-	case a == "":
-		return b
-	case b == "":
-		return a
-	}
-	return a + " " + b
-}
+// The table's cells and names come from audit (the console shows the same).
+func tableRow(e *audit.Event) []string  { return audit.TableRow(e) }
+func who(e *audit.Event) string         { return audit.Who(e) }
+func clientName(c *audit.Client) string { return audit.ClientName(c) }
+func aePair(e *audit.Event) string      { return audit.AEPair(e) }
+func humanBytes(n int64) string         { return audit.HumanBytes(n) }
+func bracketHost(remote string) string  { return audit.BracketHost(remote) }
+func shortFingerprint(fp string) string { return audit.ShortFingerprint(fp) }
 
 // printable keeps terminal control sequences and bidirectional overrides
 // that arrived in AE titles, UIDs or certificate fields from reaching the
 // reviewer's terminal: they are shown as \uXXXX (docs/audit.md).
 func printable(s string) string { return audit.Escape(s) }
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit && n > -unit {
-		return strconv.FormatInt(n, 10) + " B"
-	}
-	v, i := float64(n), 0
-	for ; (v >= unit || v <= -unit) && i < 5; i++ {
-		v /= unit
-	}
-	return strconv.FormatFloat(v, 'f', 1, 64) + " " + "KMGTPE"[i-1:i] + "iB"
-}
 
 // summary aggregates the selected records.
 func (o *auditOpts) summary(cmd *cobra.Command) error {

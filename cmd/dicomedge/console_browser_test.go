@@ -206,6 +206,12 @@ func (e *consoleEdge) holdAssociation(t *testing.T, calling string) {
 // cliSeqs runs `dicomedge audit --json` with args and returns the records'
 // seqs (and events) in the CLI's order.
 func (e *consoleEdge) cliRecords(t *testing.T, args ...string) (seqs []uint64, events []string) {
+	seqs, events, _ = e.cliRecordsAt(t, args...)
+	return seqs, events
+}
+
+// cliRecordsAt is cliRecords with each record's time as the table shows it.
+func (e *consoleEdge) cliRecordsAt(t *testing.T, args ...string) (seqs []uint64, events, times []string) {
 	t.Helper()
 	cmd := exec.Command(e.bin, append([]string{"audit", "--file", e.auditFile, "--json"}, args...)...)
 	var out, errOut bytes.Buffer
@@ -216,16 +222,18 @@ func (e *consoleEdge) cliRecords(t *testing.T, args ...string) (seqs []uint64, e
 	sc := bufio.NewScanner(&out)
 	for sc.Scan() {
 		var r struct {
-			Seq   uint64 `json:"seq"`
-			Event string `json:"event"`
+			Seq   uint64    `json:"seq"`
+			Event string    `json:"event"`
+			Time  time.Time `json:"time"`
 		}
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
 			t.Fatalf("audit --json line %q: %v", sc.Text(), err)
 		}
 		seqs = append(seqs, r.Seq)
 		events = append(events, r.Event)
+		times = append(times, r.Time.UTC().Format("2006-01-02T15:04:05.000Z"))
 	}
-	return seqs, events
+	return seqs, events, times
 }
 
 // browser starts headless chromium (Debian's package, driven by chromedp).
@@ -384,11 +392,13 @@ func TestConsoleInBrowser(t *testing.T) {
 	})
 
 	t.Run("audit filtered by calling AE is the CLI's selection", func(t *testing.T) {
-		want, events := e.cliRecords(t, "--calling-ae", "MODALITY1")
+		want, events, times := e.cliRecordsAt(t, "--calling-ae", "MODALITY1")
 		if len(want) < 4 || !slices.Contains(events, "association.rejected") {
 			t.Fatalf("the CLI selects %d records (%v): the traffic is not there", len(want), events)
 		}
 		slices.Reverse(want) // the page lists newest first
+		slices.Reverse(events)
+		slices.Reverse(times)
 		navigateTo(t, ctx, base+"/console/audit", `form.filters`)
 		do(t, ctx, "filtering the audit page",
 			chromedp.SendKeys(chromedp.CSS(`input[name="calling_ae"]`), "MODALITY1"),
@@ -409,6 +419,18 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 		if !slices.Equal(got, want) {
 			t.Errorf("the audit page lists seqs %v; dicomedge audit --calling-ae MODALITY1 gives %v", got, want)
+		}
+		// Row by row, the time and event the CLI prints for each record.
+		body := text(t, ctx, `#records tbody`)
+		at := 0
+		for i := range want {
+			j := strings.Index(body[at:], times[i])
+			k := strings.Index(body[at:], events[i])
+			if j < 0 || k < j {
+				t.Errorf("row %d: the page does not show %s %s in the CLI's order:\n%s", i, times[i], events[i], body)
+				break
+			}
+			at += k + len(events[i])
 		}
 		summary := text(t, ctx, `#summary`)
 		if !strings.HasPrefix(summary, fmt.Sprintf("%d records", len(want))) {
