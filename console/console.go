@@ -70,13 +70,13 @@ type Options struct {
 // Console is the web console: its handler, its index of the audit log and
 // its sessions.
 type Console struct {
-	opt     Options
-	log     hclog.Logger
-	idx     *Index
-	tmpl    map[string]*template.Template
-	auth    *authenticator
-	ss      sessions
-	limit   limiter
+	opt   Options
+	log   hclog.Logger
+	idx   *Index
+	tmpl  map[string]*template.Template
+	auth  *authenticator
+	ss    sessions
+	limit limiter
 
 	mu      sync.Mutex
 	actions []Action

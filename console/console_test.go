@@ -328,7 +328,9 @@ func TestPostNeedsCSRFToken(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || tc.reloads.Load() != 1 {
 		t.Errorf("with the token: %d, %d reloads", resp.StatusCode, tc.reloads.Load())
 	}
-	acts := tc.events(t, audit.EventConsoleAction)
+	// Five refusals (four tokens, one foreign origin), then the reload: the
+	// writer is asynchronous.
+	acts := tc.eventsN(t, audit.EventConsoleAction, 6)
 	found := false
 	for _, e := range acts {
 		found = found || (e.User == "op" && e.Detail == "reload: ok: reloaded")
