@@ -42,14 +42,16 @@ type options struct {
 var debVersion = regexp.MustCompile(`^[0-9][A-Za-z0-9.+~]*$`)
 
 const (
-	maintainer  = "dicomedge maintainers <dicomedge@users.noreply.github.com>"
-	homepage    = "https://github.com/dicomedge/dicomedge"
-	unitSource  = "contrib/dicomedge.service"
-	binPath     = "/usr/bin/dicomedge"
-	unitPath    = "/lib/systemd/system/dicomedge.service" // Debian 12 keeps units under /lib
-	policyPath  = "/etc/dicomedge/policy.hcl"
-	docDir      = "/usr/share/doc/dicomedge"
-	description = `TLS-first secure DICOM edge proxy
+	maintainer = "dicomedge maintainers <dicomedge@users.noreply.github.com>"
+	homepage   = "https://github.com/dicomedge/dicomedge"
+	unitSource = "contrib/dicomedge.service"
+	binPath    = "/usr/bin/dicomedge"
+	unitPath   = "/lib/systemd/system/dicomedge.service" // Debian 12 keeps units under /lib
+	policyPath = "/etc/dicomedge/policy.hcl"
+	// pristinePolicy is the packaged policy as shipped (not a conffile).
+	pristinePolicy = "/usr/share/dicomedge/policy.hcl.dist"
+	docDir         = "/usr/share/doc/dicomedge"
+	description    = `TLS-first secure DICOM edge proxy
  dicomedge stands at a hospital's network perimeter between outside DICOM
  peers (remote modalities, clinics, teleradiology and AI vendors) and the
  PACS inside. Every connection is mutual TLS with a verified client
@@ -184,6 +186,15 @@ func layout(o options, stage string) (files.Contents, error) {
 		return nil, fmt.Errorf("%s: no /usr/local/bin/dicomedge to point at %s", unitSource, binPath)
 	}
 	unit = bytes.ReplaceAll(unit, []byte("/usr/local/bin/dicomedge"), []byte(binPath))
+	// Enabled at install, yet not started until the site has edited the
+	// policy: while /etc/dicomedge/policy.hcl is still the packaged one,
+	// a start (at boot, say) is skipped as a condition not met, not failed.
+	if !bytes.Contains(unit, []byte("\n[Service]\n")) {
+		return nil, fmt.Errorf("%s: no [Service] section", unitSource)
+	}
+	unit = bytes.Replace(unit, []byte("\n[Service]\n"), []byte("\n[Service]\n"+
+		"# Skipped, not failed, while the policy is still the packaged one: edit it first.\n"+
+		"ExecCondition=/bin/sh -c '! cmp -s "+policyPath+" "+pristinePolicy+"'\n"), 1)
 	stagedUnit := filepath.Join(stage, "dicomedge.service")
 	if err := os.WriteFile(stagedUnit, unit, 0o644); err != nil {
 		return nil, err
@@ -201,6 +212,8 @@ func layout(o options, stage string) (files.Contents, error) {
 		{Source: src("contrib/debian/policy.hcl"), Destination: policyPath, Type: files.TypeConfigNoReplace,
 			FileInfo: &files.ContentFileInfo{Owner: "root", Group: "dicomedge", Mode: 0o640, MTime: o.MTime}},
 		dir("/etc/dicomedge", "root", "dicomedge"),
+		// The policy as shipped, for the unit's "not edited yet" condition.
+		file(src("contrib/debian/policy.hcl"), pristinePolicy, 0o644),
 		// What the service writes (the unit's ReadWritePaths).
 		dir("/var/lib/dicomedge", "dicomedge", "dicomedge"),
 		dir("/var/lib/dicomedge/audit", "dicomedge", "dicomedge"),

@@ -118,6 +118,7 @@ func TestDebianPackage(t *testing.T) {
 		"/usr/share/doc/dicomedge/docs/policy.md":                {"-rw-r--r--", "root/root"},
 		"/usr/share/lintian/overrides/dicomedge":                 {"-rw-r--r--", "root/root"},
 		"/usr/share/doc/dicomedge/examples/dicomedge-alerts.yml": {"-rw-r--r--", "root/root"},
+		"/usr/share/dicomedge/policy.hcl.dist":                   {"-rw-r--r--", "root/root"},
 	}
 	for p, w := range want {
 		if got, ok := files[p]; !ok {
@@ -185,6 +186,33 @@ func TestDebianPackage(t *testing.T) {
 	}
 	if strings.Contains(string(unit), "/usr/local/") {
 		t.Error("the packaged unit still names /usr/local")
+	}
+	// Enabled, yet not started until the policy is edited: the unit's
+	// condition skips a start while the policy is the packaged one, and
+	// lets it go once the site has changed it.
+	cond := ""
+	for _, line := range strings.Split(string(unit), "\n") {
+		if c, ok := strings.CutPrefix(line, "ExecCondition=/bin/sh -c "); ok {
+			cond = strings.Trim(c, "'")
+		}
+	}
+	if cond == "" {
+		t.Fatal("the packaged unit has no ExecCondition for an unedited policy")
+	}
+	inTree := strings.NewReplacer("/etc/", filepath.Join(tree, "etc")+"/", "/usr/share/", filepath.Join(tree, "usr", "share")+"/").Replace(cond)
+	if err := exec.CommandContext(ctx, "sh", "-c", inTree).Run(); err == nil {
+		t.Error("the unit's condition lets the service start on the packaged, unedited policy")
+	}
+	edited := filepath.Join(tree, "etc", "dicomedge", "policy.hcl")
+	orig, _ := os.ReadFile(edited)
+	if err := os.WriteFile(edited, append(orig, []byte("\n# edited by the site\n")...), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.CommandContext(ctx, "sh", "-c", inTree).CombinedOutput(); err != nil {
+		t.Errorf("the unit's condition keeps the service from starting on an edited policy: %v\n%s", err, out)
+	}
+	if err := os.WriteFile(edited, orig, 0o640); err != nil {
+		t.Fatal(err)
 	}
 	vdir := t.TempDir()
 	vunit := filepath.Join(vdir, "dicomedge.service")
