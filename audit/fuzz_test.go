@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 )
 
@@ -117,6 +118,23 @@ func FuzzAppendString(f *testing.F) {
 		}
 		if back != want {
 			t.Fatalf("round trip of %q = %q; want %q", s, back, want)
+		}
+	})
+}
+
+// FuzzParseWhen: --since/--until (and the console's since/until fields)
+// never panic, and a duration is never in the future of now.
+func FuzzParseWhen(f *testing.F) {
+	for _, s := range []string{"", "24h", "7d", "1d12h", "2026-01-02", "2026-01-02T03:04:05Z", "65535d", "-1h", "d", "9999999999h"} {
+		f.Add(s)
+	}
+	now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, s string) {
+		if d, err := ParseDuration(s); err == nil && d >= 0 {
+			got, err := ParseWhen(s, now)
+			if err != nil || got.After(now) {
+				t.Fatalf("ParseWhen(%q) = %v, %v: a positive duration is before now", s, got, err)
+			}
 		}
 	})
 }

@@ -77,7 +77,6 @@ type Console struct {
 	auth    *authenticator
 	ss      sessions
 	limit   limiter
-	started time.Time
 
 	mu      sync.Mutex
 	actions []Action
@@ -99,7 +98,7 @@ func New(o Options) (*Console, error) {
 	if o.Live == nil {
 		o.Live = func() []proxy.OpenAssociation { return nil }
 	}
-	c := &Console{opt: o, log: o.Logger.Named("console"), idx: NewIndex(o.AuditFile, o.Now), auth: newAuthenticator(), started: o.Now()}
+	c := &Console{opt: o, log: o.Logger.Named("console"), idx: NewIndex(o.AuditFile, o.Now), auth: newAuthenticator()}
 	c.verify.mu, c.verify.kick = make(chanMutex, 1), make(chan struct{}, 1)
 	var err error
 	if c.tmpl, err = parseTemplates(); err != nil {

@@ -507,3 +507,40 @@ func startHTTP(t testing.TB, con *Console) string {
 	t.Cleanup(srv.Close)
 	return srv.URL
 }
+
+// TestPlainHTTPGoesToHTTPS: where the listener speaks HTTPS, a console
+// request over plain HTTP from another host is sent there (a password or
+// cookie never crosses the network in clear); from this host (a tunnel) it
+// is served; the overview refreshes itself without script when asked.
+func TestPlainHTTPGoesToHTTPS(t *testing.T) {
+	cfg := consolePolicy(t, t.TempDir(), "")
+	con, err := New(Options{Config: func() *policy.Config { return cfg }, AuditFile: cfg.Audit.File, HTTPS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := con.Handler()
+	req := httptest.NewRequest("GET", "http://edge.example.org:9102/console/login?x=1", nil)
+	req.RemoteAddr = "192.0.2.10:5555"
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusPermanentRedirect || rec.Header().Get("Location") != "https://edge.example.org:9102/console/login?x=1" {
+		t.Errorf("plain HTTP from another host: %d to %q", rec.Code, rec.Header().Get("Location"))
+	}
+	req.RemoteAddr = "127.0.0.1:5555"
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `id="login"`) {
+		t.Errorf("plain HTTP from this host: %d", rec.Code)
+	}
+
+	tc := startConsole(t, consolePolicy(t, t.TempDir(), ""), nil)
+	c := client(t)
+	tc.login(t, c, "viewer", "viewer-pw")
+	_, body := get(t, c, tc.srv.URL+"/console/?refresh=1")
+	if !strings.Contains(body, `<meta http-equiv="refresh" content="5">`) {
+		t.Errorf("?refresh=1: no meta refresh bounded to 5 s")
+	}
+	if _, body := get(t, c, tc.srv.URL+"/console/"); strings.Contains(body, `http-equiv="refresh"`) {
+		t.Errorf("the overview refreshes without being asked")
+	}
+}

@@ -38,6 +38,7 @@ const expiringWithin = 30 * 24 * time.Hour
 // page is the frame every page shares.
 type page struct {
 	Title    string
+	Refresh  int // seconds: the page reloads itself (a meta refresh, no script)
 	Nav      string
 	Who      string
 	Role     string
@@ -150,6 +151,7 @@ type overviewData struct {
 	Actions    []Action
 	Verify     verifyView
 	Policy     string
+	Refresh    int
 }
 
 func (c *Console) overview(w http.ResponseWriter, r *http.Request, s *session) {
@@ -191,7 +193,15 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request, s *session) {
 	}
 	d.AssocChart = chartSVG("Associations accepted per minute, last 24 h", assoc, now, "#2b6cb0")
 	d.RefChart = chartSVG("Refusals per minute (rejected, TLS failed, connection refused), last 24 h", ref, now, "#c53030")
-	c.render(w, http.StatusOK, "overview", c.page(r, s, "Overview", d))
+	p := c.page(r, s, "Overview", d)
+	// ?refresh=N keeps the overview live without script: the browser
+	// reloads it every N seconds (5 to 300).
+	if n, err := strconv.Atoi(r.URL.Query().Get("refresh")); err == nil {
+		p.Refresh = min(max(n, 5), 300)
+		d.Refresh = p.Refresh
+		p.Data = d
+	}
+	c.render(w, http.StatusOK, "overview", p)
 }
 
 // ---- Clients ----

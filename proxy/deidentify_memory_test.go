@@ -152,3 +152,36 @@ func buildLargeHeader(frames int) []byte {
 	b = append(b, 0xe0, 0x7f, 0x10, 0x00, 'O', 'W', 0, 0)
 	return binary.LittleEndian.AppendUint32(b, uint32(frames*512*512*2))
 }
+
+// TestDeidentifyOffersOnlyWhatItRewrites: on a de-identifying rule the
+// backend is never offered Deflated Explicit VR Little Endian or Explicit
+// VR Big Endian (the transform cannot rewrite them): a context proposing
+// only those is refused, one proposing them beside Explicit VR Little
+// Endian is accepted with that.
+func TestDeidentifyOffersOnlyWhatItRewrites(t *testing.T) {
+	testpeer.Require(t, "storescp")
+	scp := testpeer.StartStoreSCP(t, "STORESCP")
+	keyFile := filepath.Join(t.TempDir(), "deid.key")
+	if err := os.WriteFile(keyFile, make([]byte, 32), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := startEdge(t, edgeOptions{Backends: backendBlock("pacs", scp.Addr, "STORESCP") + fmt.Sprintf(`
+deidentify "d" {
+  key_file = %q
+}
+`, keyFile), Rules: modalityRelayRule(`services = ["C-ECHO", "C-STORE"]
+    deidentify = "d"`)})
+	c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
+	rq := echoRQ("MODALITY1", "MAINPACS")
+	const deflated, bigEndian = "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"
+	rq.PresentationContexts = append(rq.PresentationContexts,
+		association.PresentationContextRQ{ID: 3, AbstractSyntax: ctImageStorage, TransferSyntaxes: []string{deflated, bigEndian}},
+		association.PresentationContextRQ{ID: 5, AbstractSyntax: ctImageStorage, TransferSyntaxes: []string{deflated, association.ExplicitVRLittleEndian}})
+	ac := associate(t, c, rq)
+	if pc, ok := ac.AcceptedContext(3); ok && pc.Result == association.PCAcceptance {
+		t.Errorf("a context of deflated and big endian only was accepted: %+v", pc)
+	}
+	if pc, ok := ac.AcceptedContext(5); !ok || pc.Result != association.PCAcceptance || pc.TransferSyntax != association.ExplicitVRLittleEndian {
+		t.Errorf("context 5: %+v, want Explicit VR Little Endian accepted", pc)
+	}
+}
