@@ -126,7 +126,9 @@ func TestRelayRefusesUnsortedDataSetsOrthanc(t *testing.T) {
 	for _, tc := range unsortedDataSets() {
 		c := inspectClient(t, e)
 		sent := make(chan error, 1)
-		go func() { sent <- dimse.WriteMessage(c, pcSC, storeCmd(1, association.SecondaryCaptureImageStorage), tc.ds, 16384) }()
+		go func() {
+			sent <- dimse.WriteMessage(c, pcSC, storeCmd(1, association.SecondaryCaptureImageStorage), tc.ds, 16384)
+		}()
 		expectAbortAfter(t, c, association.AbortInvalidPDUParameterValue)
 		<-sent
 		c.Close()
