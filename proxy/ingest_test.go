@@ -298,3 +298,37 @@ func TestForwarderStopsPromptlyOnASilentBackend(t *testing.T) {
 		t.Errorf("the undelivered instance is no longer queued: %d", len(list))
 	}
 }
+
+// A reload that moves the backend restarts its forwarder with the new
+// address: what the spool held for the old one goes to the new one.
+func TestForwarderFollowsAReloadedBackend(t *testing.T) {
+	testpeer.Require(t, "storescp")
+	e := startEdge(t, edgeOptions{Quiet: true, Backends: backendBlock("pacs", testpeer.FreeAddr(t), "STORESCP"), Rules: sfRule()})
+	for i := range 3 {
+		w, err := e.Server.Spool.Create("pacs", spool.Meta{SOPClass: ctImageStorage, SOPInstance: "1.2.3." + strconv.Itoa(i+1), TransferSyntax: association.ExplicitVRLittleEndian})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write(leakElement(nil, 0x00080018, "UI", []byte("1.2.3."+strconv.Itoa(i+1))))
+		if err := w.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	scp := testpeer.StartStoreSCP(t, "STORESCP")
+	o := e.opts
+	o.Backends = backendBlock("pacs", scp.Addr, "STORESCP")
+	if err := os.WriteFile(e.file, []byte(o.source(e.pki, "", "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Server.ReloadFile(e.file); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); scp.Count() < 3; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("storescp received %d of 3 after the reload", scp.Count())
+		}
+	}
+	if list, _ := e.Server.Spool.List("pacs", spool.Queued); len(list) != 0 {
+		t.Errorf("%d still queued", len(list))
+	}
+}

@@ -3,6 +3,8 @@ package proxy
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -97,6 +99,65 @@ func TestRelayRefusesUnsortedDataSets(t *testing.T) {
 				t.Fatalf("storescp stored %d instances (%d files), want none\n%s", len(got), scp.Count(), scp.Output())
 			}
 		})
+	}
+}
+
+// The same through the edge to Orthanc, a PACS that indexes what it
+// receives: nothing reaches its index, and a well-ordered data set sent on
+// a new association afterwards is stored (so the empty index is the
+// refusal, not an Orthanc that stores nothing).
+func TestRelayRefusesUnsortedDataSetsOrthanc(t *testing.T) {
+	testpeer.Require(t, "Orthanc")
+	o := testpeer.StartOrthanc(t, "ORTHANC", nil)
+	e := startEdge(t, edgeOptions{Backends: backendBlock("pacs", o.DICOM, "ORTHANC"), Rules: storeRules(`"C-ECHO", "C-STORE"`)})
+	instances := func() []string {
+		t.Helper()
+		resp, err := http.Get("http://" + o.HTTP + "/instances")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var ids []string
+		if err := json.NewDecoder(resp.Body).Decode(&ids); err != nil {
+			t.Fatal(err)
+		}
+		return ids
+	}
+	for _, tc := range unsortedDataSets() {
+		c := inspectClient(t, e)
+		sent := make(chan error, 1)
+		go func() {
+			sent <- dimse.WriteMessage(c, pcSC, storeCmd(1, association.SecondaryCaptureImageStorage), tc.ds, 16384)
+		}()
+		expectAbortAfter(t, c, association.AbortInvalidPDUParameterValue)
+		<-sent
+		c.Close()
+	}
+	time.Sleep(300 * time.Millisecond)
+	if ids := instances(); len(ids) != 0 {
+		t.Fatalf("Orthanc indexed %d instances of data sets out of order\n%s", len(ids), o.Output())
+	}
+	// A well-ordered one goes through.
+	ok := bytes.Join([][]byte{
+		exElement(0x0008, 0x0016, "UI", []byte(association.SecondaryCaptureImageStorage+"\x00")),
+		exElement(0x0008, 0x0018, "UI", []byte(testInstanceUID+".9")),
+		exElement(0x0008, 0x0060, "CS", []byte("OT")),
+		exElement(0x0010, 0x0010, "PN", []byte("Doe^Jane")),
+		exElement(0x0010, 0x0020, "LO", []byte("ORDERED")),
+		exElement(0x0020, 0x000D, "UI", []byte("2.25.77\x00")),
+		exElement(0x0020, 0x000E, "UI", []byte("2.25.78\x00")),
+	}, nil)
+	c := inspectClient(t, e)
+	cmd := storeCmd(1, association.SecondaryCaptureImageStorage)
+	cmd.AffectedSOPInstanceUID = testInstanceUID + ".9"
+	if err := dimse.WriteMessage(c, pcSC, cmd, ok, 16384); err != nil {
+		t.Fatal(err)
+	}
+	if rsp := readResponse(t, c); rsp.Status != dimse.StatusSuccess {
+		t.Fatalf("the well-ordered data set: status 0x%04X\n%s", rsp.Status, o.Output())
+	}
+	if ids := instances(); len(ids) != 1 {
+		t.Fatalf("Orthanc holds %d instances after the well-ordered one, want 1", len(ids))
 	}
 }
 
