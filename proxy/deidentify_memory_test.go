@@ -28,7 +28,6 @@ func TestDeidentifyLargeInstanceBounded(t *testing.T) {
 	if raceEnabled {
 		frames = 512
 	}
-	const frameBytes = 512 * 512 * 2
 	scp := testpeer.StartStoreSCP(t, "STORESCP", "--ignore")
 	keyFile := filepath.Join(t.TempDir(), "deid.key")
 	key := make([]byte, 32)
@@ -45,6 +44,46 @@ deidentify "big" {
 `, keyFile), Rules: modalityRelayRule(`services = ["C-ECHO", "C-STORE"]
     deidentify = "big"`)})
 
+	res := storeLargeCT(t, e, frames)
+	t.Logf("%d MiB of pixel data relayed de-identified; RSS before %.1f MiB, peak %.1f MiB (grew %.1f MiB); Go heap in use before %.1f MiB, peak %.1f MiB",
+		res.pixelLen>>20, mib(res.before.rss), mib(res.peakRSS), float64(res.rssGrew())/(1<<20), mib(res.before.heap), mib(res.peakHeap))
+	if res.rsp.Status != dimse.StatusSuccess || res.rsp.AffectedSOPInstanceUID != largeCTUID {
+		t.Fatalf("response status 0x%04X for %q, want success for %q", res.rsp.Status, res.rsp.AffectedSOPInstanceUID, largeCTUID)
+	}
+	grew, heapGrew := res.rssGrew(), res.heapGrew()
+	switch {
+	case raceEnabled && heapGrew > 16<<20:
+		// The race detector's shadow memory follows every byte touched, so
+		// RSS says little there; the Go heap is what the edge holds.
+		t.Errorf("Go heap in use grew %.1f MiB relaying the instance, bound 16 MiB", float64(heapGrew)/(1<<20))
+	case !raceEnabled && grew > 16<<20:
+		t.Errorf("RSS grew %.1f MiB relaying the instance, bound 16 MiB", float64(grew)/(1<<20))
+	}
+}
+
+// largeCT is what storeLargeCT saw: the response, and this process's
+// memory before and at its peak while the instance went through.
+type largeCT struct {
+	rsp               *dimse.Command
+	before            memSample
+	peakRSS, peakHeap uint64
+	header            []byte
+	pixelLen          int
+}
+
+func (r largeCT) rssGrew() int64  { return int64(r.peakRSS) - int64(r.before.rss) }
+func (r largeCT) heapGrew() int64 { return int64(r.peakHeap) - int64(r.before.heap) }
+
+// largeCTUID is the SOP Instance UID of the instance storeLargeCT sends.
+const largeCTUID = "1.2.826.0.1.3680043.10.543.77"
+
+// storeLargeCT sends one C-STORE of a multi-frame CT of frames × 512 KiB
+// from a Go client over TLS through e, the pixel data in PDVs as large as
+// the edge's AC allows from one reused buffer (the client makes no
+// garbage), sampling this process's RSS and Go heap every 20 ms, and
+// returns the response.
+func storeLargeCT(t *testing.T, e *testEdge, frames int) largeCT {
+	t.Helper()
 	c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
 	rq := echoRQ("MODALITY1", "MAINPACS")
 	const pcCT = 3
@@ -54,16 +93,12 @@ deidentify "big" {
 	if pc, ok := ac.AcceptedContext(pcCT); !ok || pc.Result != association.PCAcceptance {
 		t.Fatalf("CT context not accepted: %+v", ac.PresentationContexts)
 	}
-	const uid = "1.2.826.0.1.3680043.10.543.77"
 	cmd := &dimse.Command{CommandField: dimse.CStoreRQ, MessageID: 1, AffectedSOPClassUID: ctImageStorage,
-		AffectedSOPInstanceUID: uid, CommandDataSetType: 0} // any value but 0x0101: a data set follows
-	header := buildLargeHeader(frames)
-	pixelLen := frames * frameBytes
-
-	var peak, peakHeap uint64
+		AffectedSOPInstanceUID: largeCTUID, CommandDataSetType: 0} // any value but 0x0101: a data set follows
+	res := largeCT{header: buildLargeHeader(frames), pixelLen: frames * 512 * 512 * 2}
 	var mu sync.Mutex
 	done := make(chan struct{})
-	before := memNow()
+	res.before = memNow()
 	go func() {
 		for {
 			select {
@@ -74,7 +109,7 @@ deidentify "big" {
 				var ms runtime.MemStats
 				runtime.ReadMemStats(&ms)
 				mu.Lock()
-				peak, peakHeap = max(peak, r), max(peakHeap, ms.HeapInuse)
+				res.peakRSS, res.peakHeap = max(res.peakRSS, r), max(res.peakHeap, ms.HeapInuse)
 				mu.Unlock()
 			}
 		}
@@ -85,7 +120,6 @@ deidentify "big" {
 	}
 	// The edge holds the client to the maximum length its AC announced.
 	chunk := make([]byte, min(int(ac.UserInfo.MaxLength), 256<<10)-12)
-	// One PDU buffer, reused: the client itself makes no garbage.
 	pdu := make([]byte, 0, len(chunk)+64)
 	send := func(data []byte, last bool) {
 		mch := byte(0)
@@ -101,30 +135,17 @@ deidentify "big" {
 			t.Fatalf("writing the data set: %v", err)
 		}
 	}
-	send(header, false)
-	for sent := 0; sent < pixelLen; {
-		n := min(len(chunk), pixelLen-sent)
+	send(res.header, false)
+	for sent := 0; sent < res.pixelLen; {
+		n := min(len(chunk), res.pixelLen-sent)
 		sent += n
-		send(chunk[:n], sent == pixelLen)
+		send(chunk[:n], sent == res.pixelLen)
 	}
-	rsp := readResponseWithin(t, c, 0)
+	res.rsp = readResponseWithin(t, c, 0)
 	close(done)
 	mu.Lock()
-	grew, heapGrew := int64(peak)-int64(before.rss), int64(peakHeap)-int64(before.heap)
-	mu.Unlock()
-	t.Logf("%d MiB of pixel data relayed de-identified; RSS before %.1f MiB, peak %.1f MiB (grew %.1f MiB); Go heap in use before %.1f MiB, peak %.1f MiB",
-		pixelLen>>20, mib(before.rss), mib(peak), float64(grew)/(1<<20), mib(before.heap), mib(peakHeap))
-	if rsp.Status != dimse.StatusSuccess || rsp.AffectedSOPInstanceUID != uid {
-		t.Fatalf("response status 0x%04X for %q, want success for %q", rsp.Status, rsp.AffectedSOPInstanceUID, uid)
-	}
-	switch {
-	case raceEnabled && heapGrew > 16<<20:
-		// The race detector's shadow memory follows every byte touched, so
-		// RSS says little there; the Go heap is what the edge holds.
-		t.Errorf("Go heap in use grew %.1f MiB relaying the instance, bound 16 MiB", float64(heapGrew)/(1<<20))
-	case !raceEnabled && grew > 16<<20:
-		t.Errorf("RSS grew %.1f MiB relaying the instance, bound 16 MiB", float64(grew)/(1<<20))
-	}
+	defer mu.Unlock()
+	return res
 }
 
 // buildLargeHeader is a multi-frame CT's data set up to the header of a
@@ -132,7 +153,7 @@ deidentify "big" {
 func buildLargeHeader(frames int) []byte {
 	var b []byte
 	b = leakElement(b, 0x00080016, "UI", []byte(ctImageStorage))
-	b = leakElement(b, 0x00080018, "UI", []byte("1.2.826.0.1.3680043.10.543.77"))
+	b = leakElement(b, 0x00080018, "UI", []byte(largeCTUID))
 	b = leakElement(b, 0x00080020, "DA", []byte("20260101"))
 	b = leakElement(b, 0x00080050, "SH", []byte("ACCBIG"))
 	b = leakElement(b, 0x00080060, "CS", []byte("CT"))

@@ -2,11 +2,9 @@ package proxy
 
 import (
 	"bytes"
-	"encoding/binary"
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -123,74 +121,12 @@ func TestStoreAndForwardLargeInstanceBounded(t *testing.T) {
 	if raceEnabled {
 		frames = 256
 	}
-	const frameBytes = 512 * 512 * 2
 	e := startEdge(t, edgeOptions{Quiet: true, Backends: backendBlock("pacs", testpeer.FreeAddr(t), "STORESCP"), Rules: sfRule()})
-	c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
-	rq := echoRQ("MODALITY1", "MAINPACS")
-	const pcCT = 3
-	rq.PresentationContexts = append(rq.PresentationContexts, association.PresentationContextRQ{ID: pcCT,
-		AbstractSyntax: ctImageStorage, TransferSyntaxes: []string{association.ExplicitVRLittleEndian}})
-	ac := associate(t, c, rq)
-	if pc, ok := ac.AcceptedContext(pcCT); !ok || pc.Result != association.PCAcceptance {
-		t.Fatalf("CT context not accepted: %+v", ac.PresentationContexts)
-	}
-	const uid = "1.2.826.0.1.3680043.10.543.77"
-	cmd := &dimse.Command{CommandField: dimse.CStoreRQ, MessageID: 1, AffectedSOPClassUID: ctImageStorage,
-		AffectedSOPInstanceUID: uid, CommandDataSetType: 0}
-	header := buildLargeHeader(frames)
-	pixelLen := frames * frameBytes
-	var peakHeap uint64
-	var mu sync.Mutex
-	done := make(chan struct{})
-	before := memNow()
-	go func() {
-		for {
-			select {
-			case <-done:
-				return
-			case <-time.After(20 * time.Millisecond):
-				var ms runtime.MemStats
-				runtime.ReadMemStats(&ms)
-				mu.Lock()
-				peakHeap = max(peakHeap, ms.HeapInuse)
-				mu.Unlock()
-			}
-		}
-	}()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Minute))
-	if err := dimse.WriteMessage(c, pcCT, cmd, nil, ac.UserInfo.MaxLength); err != nil {
-		t.Fatal(err)
-	}
-	chunk := make([]byte, min(int(ac.UserInfo.MaxLength), 256<<10)-12)
-	pdu := make([]byte, 0, len(chunk)+64)
-	send := func(data []byte, last bool) {
-		mch := byte(0)
-		if last {
-			mch = 2
-		}
-		pdu = append(pdu[:0], byte(association.TypePDataTF), 0)
-		pdu = binary.BigEndian.AppendUint32(pdu, uint32(len(data)+6))
-		pdu = binary.BigEndian.AppendUint32(pdu, uint32(len(data)+2))
-		pdu = append(pdu, pcCT, mch)
-		pdu = append(pdu, data...)
-		if _, err := c.Write(pdu); err != nil {
-			t.Fatalf("writing the data set: %v", err)
-		}
-	}
-	send(header, false)
-	for sent := 0; sent < pixelLen; {
-		n := min(len(chunk), pixelLen-sent)
-		sent += n
-		send(chunk[:n], sent == pixelLen)
-	}
-	rsp := readResponseWithin(t, c, 0)
-	close(done)
-	mu.Lock()
-	heapGrew := int64(peakHeap) - int64(before.heap)
-	mu.Unlock()
-	t.Logf("%d MiB of pixel data spooled; Go heap in use before %.1f MiB, peak %.1f MiB", pixelLen>>20, mib(before.heap), mib(peakHeap))
-	if rsp.Status != dimse.StatusSuccess || rsp.AffectedSOPInstanceUID != uid {
-		t.Fatalf("response status 0x%04X for %q, want success", rsp.Status, rsp.AffectedSOPInstanceUID)
+	res := storeLargeCT(t, e, frames)
+	header, pixelLen, heapGrew := res.header, res.pixelLen, res.heapGrew()
+	t.Logf("%d MiB of pixel data spooled; Go heap in use before %.1f MiB, peak %.1f MiB", pixelLen>>20, mib(res.before.heap), mib(res.peakHeap))
+	if res.rsp.Status != dimse.StatusSuccess || res.rsp.AffectedSOPInstanceUID != largeCTUID {
+		t.Fatalf("response status 0x%04X for %q, want success", res.rsp.Status, res.rsp.AffectedSOPInstanceUID)
 	}
 	if heapGrew > 16<<20 {
 		t.Errorf("Go heap in use grew %.1f MiB spooling the instance, bound 16 MiB", float64(heapGrew)/(1<<20))
