@@ -42,7 +42,15 @@ type Action struct {
 	// Fields are extra form fields the button's form carries, by name,
 	// e.g. {"backend": "pacs"}; Run reads them from form.
 	Fields map[string]string
+	// Inputs are text fields the operator fills in (e.g. a backend's
+	// name); Run reads and checks them from form.
+	Inputs []Input
 	Run    func(ctx context.Context, form url.Values) (string, error)
+}
+
+// Input is one text field of an action's form.
+type Input struct {
+	Name, Label, Placeholder string
 }
 
 // Options are what the console reads from, and how it is reached.

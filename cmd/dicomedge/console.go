@@ -87,6 +87,13 @@ func startConsole(ctx context.Context, s *proxy.Server, layer *tlslayer.Layer, o
 			return fmt.Sprintf("%s: %d rules, %d backends", newCfg.Filename, len(newCfg.Policy.Rules()), len(newCfg.Backends)), nil
 		},
 	})
+	if s.Spool != nil {
+		// Retry and purge, as `dicomedge spool retry|purge`; the spool
+		// audits each purged instance.
+		for _, a := range console.SpoolActions(s.Spool) {
+			con.AddAction(a)
+		}
+	}
 	s.Console = con.Handler()
 	cctx, cancel := context.WithCancel(ctx)
 	go func() { _ = con.Run(cctx) }()
