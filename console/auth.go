@@ -126,22 +126,18 @@ func (s *session) live(now time.Time) bool {
 func (ss *sessions) get(id string, now time.Time) *session {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	s := ss.byID[id]
-	if s == nil {
-		return nil
-	}
-	if !s.live(now) {
-		ss.dropLocked(s)
-		return nil
-	}
-	s.seen = now
-	return s
+	return ss.touchLocked(ss.byID[id], now)
 }
 
 func (ss *sessions) certSession(fp string, now time.Time) *session {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	s := ss.byCert[fp]
+	return ss.touchLocked(ss.byCert[fp], now)
+}
+
+// touchLocked returns s if it is live, marking it seen now; an expired one
+// is dropped.
+func (ss *sessions) touchLocked(s *session, now time.Time) *session {
 	if s == nil {
 		return nil
 	}

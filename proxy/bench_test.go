@@ -249,39 +249,45 @@ func TestRelayBenchmarkReport(t *testing.T) {
 		fmt.Printf("%-36s %9.3f %9.1f %9.2fx %11.2fx %13.2fx %11s %12.3f\n", bt.name, sec, mib/sec,
 			sec/med[relPlain].Seconds(), sec/med[relStunnel].Seconds(), sec/med[relTLSDirect].Seconds(), edgeCPU, median(chain[i]).Seconds())
 	}
-	// The per-round ratio compares runs made seconds apart, so it is less
-	// exposed to load that comes and goes than the ratio of medians.
-	ratio := func(a, b int) (float64, float64) {
-		var rs []float64
-		for r := range times[a] {
-			rs = append(rs, times[a][r].Seconds()/times[b][r].Seconds())
-		}
-		return med[a].Seconds() / med[b].Seconds(), median(rs)
-	}
-	fmt.Printf("%-62s %10s %12s %10s %10s\n", "row (time / baseline time; below 1.00x is faster)", "wall", "wall/round", "chain CPU", "edge CPU")
-	for _, row := range []struct {
-		name string
-		a, b int
-	}{
+	printRatioRows(times, cpu, chain, hasEdge, []ratioRow{
 		{"edge relay vs DCMTK speaking TLS directly", relEdge, relTLSDirect},
 		{"edge relay vs stunnel4 doing the same hop", relEdge, relStunnel},
 		{"edge relay vs plain DCMTK, no TLS", relEdge, relPlain},
 		{"HAProxy send-proxy-v2 → edge vs HAProxy → edge without PROXY", relHAProxyPP, relHAProxy},
 		{"edge audit on vs audit off", relEdge, relEdgeNoAudit},
-	} {
-		a, b := ratio(row.a, row.b)
-		// Where both sides run an edge, its CPU time is the steadier
-		// comparison on a shared machine.
-		edgeCPU := "-"
-		if hasEdge(row.a) && hasEdge(row.b) {
-			edgeCPU = fmt.Sprintf("%.2fx", median(cpu[row.a]).Seconds()/median(cpu[row.b]).Seconds())
-		}
-		chainRatio := median(chain[row.a]).Seconds() / median(chain[row.b]).Seconds()
-		fmt.Printf("%-62s %9.2fx %11.2fx %9.2fx %10s\n", row.name, a, b, chainRatio, edgeCPU)
-	}
+	})
 	fmt.Printf("(wall: ratio of median times; wall/round: median of the per-round ratios; chain CPU: user+system time of\n"+
 		" storescu, every hop and storescp (this process for the edges), medians; load average at the end: %s)\n", loadAvg())
 	setupReport(t)
+}
+
+// ratioRow compares configuration a with baseline b of a report.
+type ratioRow struct {
+	name string
+	a, b int
+}
+
+// printRatioRows prints each row's ratios from one report's samples per
+// configuration (wall times, this process's CPU, the chain's CPU): of the
+// median times, and the median of the per-round ratios, which compares
+// runs made seconds apart and so is less exposed to load that comes and
+// goes; where both sides run an edge (edge(i)), the ratio of its CPU time,
+// the steadier comparison on a shared machine.
+func printRatioRows(times, cpu, chain [][]time.Duration, edge func(int) bool, rows []ratioRow) {
+	fmt.Printf("%-62s %10s %12s %10s %10s\n", "row (time / baseline time; below 1.00x is faster)", "wall", "wall/round", "chain CPU", "edge CPU")
+	for _, row := range rows {
+		var rs []float64
+		for r := range times[row.a] {
+			rs = append(rs, times[row.a][r].Seconds()/times[row.b][r].Seconds())
+		}
+		wall := median(times[row.a]).Seconds() / median(times[row.b]).Seconds()
+		edgeCPU := "-"
+		if edge(row.a) && edge(row.b) {
+			edgeCPU = fmt.Sprintf("%.2fx", median(cpu[row.a]).Seconds()/median(cpu[row.b]).Seconds())
+		}
+		chainRatio := median(chain[row.a]).Seconds() / median(chain[row.b]).Seconds()
+		fmt.Printf("%-62s %9.2fx %11.2fx %9.2fx %10s\n", row.name, wall, median(rs), chainRatio, edgeCPU)
+	}
 }
 
 // setupLatency measures TLS handshake + A-ASSOCIATE-RQ → AC (+ release) n

@@ -154,31 +154,12 @@ func TestWayOutBenchmarkReport(t *testing.T) {
 		fmt.Printf("%-40s %9.3f %9.1f %11.2fx %13.2fx %11s %12.3f\n", bt.name, sec, mib/sec,
 			sec/med[outStunnel].Seconds(), sec/med[outTLSDirect].Seconds(), edgeCPU, median(chain[i]).Seconds())
 	}
-	ratio := func(a, b int) (float64, float64) {
-		var rs []float64
-		for r := range times[a] {
-			rs = append(rs, times[a][r].Seconds()/times[b][r].Seconds())
-		}
-		return med[a].Seconds() / med[b].Seconds(), median(rs)
-	}
-	fmt.Printf("%-62s %10s %12s %10s %10s\n", "row (time / baseline time; below 1.00x is faster)", "wall", "wall/round", "chain CPU", "edge CPU")
-	for _, row := range []struct {
-		name string
-		a, b int
-	}{
+	printRatioRows(times, cpu, chain, func(i int) bool { return targets[i].edge }, []ratioRow{
 		{"edge way out vs stunnel4 client doing the same hop (goal 0.80)", outEdge, outStunnel},
 		{"edge way out vs DCMTK speaking TLS directly (goal 1.25)", outEdge, outTLSDirect},
 		{"edge way out vs edge way in", outEdge, outEdgeIn},
 		{"edge way out vs the same before the speed-ups", outEdge, outEdgeBefore},
-	} {
-		a, b := ratio(row.a, row.b)
-		edgeCPU := "-"
-		if targets[row.a].edge && targets[row.b].edge {
-			edgeCPU = fmt.Sprintf("%.2fx", median(cpu[row.a]).Seconds()/median(cpu[row.b]).Seconds())
-		}
-		chainRatio := median(chain[row.a]).Seconds() / median(chain[row.b]).Seconds()
-		fmt.Printf("%-62s %9.2fx %11.2fx %9.2fx %10s\n", row.name, a, b, chainRatio, edgeCPU)
-	}
+	})
 	fmt.Printf("(wall: ratio of median times; wall/round: median of the per-round ratios; chain CPU: user+system time of\n"+
 		" storescu, every hop and storescp (this process for the edges), medians; load average at the end: %s)\n", loadAvg())
 }
