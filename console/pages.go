@@ -69,23 +69,10 @@ func (c *Console) render(w http.ResponseWriter, status int, name string, data an
 
 // clientName names a certificate as the CLI's table does.
 func clientName(cl *audit.Client, host string) string {
-	switch {
-	case cl == nil && host != "":
+	if cl == nil && host != "" {
 		return "[" + host + "]"
-	case cl == nil:
-		return ""
-	case cl.CN != "":
-		return cl.CN
-	case len(cl.DNS) > 0:
-		return cl.DNS[0]
-	case len(cl.URI) > 0:
-		return cl.URI[0]
-	case len(cl.Email) > 0:
-		return cl.Email[0]
-	case cl.Subject != "":
-		return cl.Subject
 	}
-	return cl.Fingerprint
+	return audit.ClientName(cl)
 }
 
 func hostOf(remote string) string {
@@ -338,14 +325,10 @@ type auditData struct {
 	Took       string
 }
 
-// row is what the CLI's table shows of a record, cell for cell
-// (audit.TableRow, escaped), with the fields the record inherits from its
-// association filled in from the index as `dicomedge audit` fills them.
-func (c *Console) row(pos int, line []byte) (auditRow, bool) {
-	var e audit.Event
-	if e.UnmarshalJSON(line) != nil {
-		return auditRow{}, false
-	}
+// inherit fills in what the record at pos inherits from its association
+// (AE titles, listener, client), as `dicomedge audit` does, and returns
+// the association's source host.
+func (c *Console) inherit(e *audit.Event, pos int) (host string) {
 	calling, called, listener, cl, host := c.idx.Context(pos)
 	if e.CallingAE == "" {
 		e.CallingAE = calling
@@ -359,6 +342,18 @@ func (c *Console) row(pos int, line []byte) (auditRow, bool) {
 	if e.Client == nil {
 		e.Client = cl
 	}
+	return host
+}
+
+// row is what the CLI's table shows of a record, cell for cell
+// (audit.TableRow, escaped), with the fields the record inherits from its
+// association filled in from the index as `dicomedge audit` fills them.
+func (c *Console) row(pos int, line []byte) (auditRow, bool) {
+	var e audit.Event
+	if e.UnmarshalJSON(line) != nil {
+		return auditRow{}, false
+	}
+	host := c.inherit(&e, pos)
 	if e.Remote == "" && host != "" {
 		e.Remote = net.JoinHostPort(host, "0") // only the host is shown
 	}
@@ -624,19 +619,7 @@ func (c *Console) explain(w http.ResponseWriter, r *http.Request, s *session) {
 		return
 	}
 	// The record as the CLI reads it: with what it inherits filled in.
-	calling, called, listener, cl, _ := c.idx.Context(pos)
-	if e.CallingAE == "" {
-		e.CallingAE = calling
-	}
-	if e.CalledAE == "" {
-		e.CalledAE = called
-	}
-	if e.Listener == "" {
-		e.Listener = listener
-	}
-	if e.Client == nil {
-		e.Client = cl
-	}
+	c.inherit(&e, pos)
 	cfg := c.opt.Config()
 	x := policytool.ExplainRecord(cfg, &e)
 	d := explainData{Seq: e.Seq, Event: esc(e.Event), Client: esc(clientName(e.Client, hostOf(e.Remote))),

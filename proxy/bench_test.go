@@ -87,6 +87,17 @@ func storeFiles(t testing.TB, n int) ([]string, int64) {
 	return benchFiles, benchBytes
 }
 
+// reportFiles are the 512 KiB instances a relay report stores: 200, or 40
+// with --quick, and their bytes.
+func reportFiles(t testing.TB) ([]string, int64) {
+	n := 200
+	if benchQuick() {
+		n = 40
+	}
+	files, total := storeFiles(t, 200)
+	return files[:n], total * int64(n) / 200
+}
+
 // benchTarget is one way for storescu to reach a storescp.
 type benchTarget struct {
 	name    string
@@ -203,13 +214,7 @@ func BenchmarkStoreRelay(b *testing.B) {
 func TestRelayBenchmarkReport(t *testing.T) {
 	benchEnabled(t)
 	rounds := benchRounds()
-	n := 200
-	if benchQuick() {
-		n = 40
-	}
-	files, total := storeFiles(t, 200)
-	files = files[:n]
-	total = total * int64(n) / 200
+	files, total := reportFiles(t)
 	s := startBenchSetup(t)
 	times := make([][]time.Duration, len(s.targets))
 	cpu := make([][]time.Duration, len(s.targets))   // this process's CPU: the in-process edges

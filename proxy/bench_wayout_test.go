@@ -100,13 +100,7 @@ func startWayOutBench(t testing.TB) []benchTarget {
 func TestWayOutBenchmarkReport(t *testing.T) {
 	benchEnabled(t)
 	rounds := benchRounds()
-	n := 200
-	if benchQuick() {
-		n = 40
-	}
-	files, total := storeFiles(t, 200)
-	files = files[:n]
-	total = total * int64(n) / 200
+	files, total := reportFiles(t)
 	targets := startWayOutBench(t)
 	times := make([][]time.Duration, len(targets))
 	cpu := make([][]time.Duration, len(targets))

@@ -187,14 +187,9 @@ func compareDelivered(t *testing.T, got, sent map[string][]byte) {
 // (SIGKILL) in the middle of forwarding once the PACS is back, restarted,
 // and every instance arrives byte-identical, none lost, each stored once
 // and forwarded at least once in an audit trail that verifies.
-func TestStoreAndForwardSurvivesOutageAndKill(t *testing.T) {
-	testpeer.Require(t, "storescu")
-	orthanc := testpeer.StartOrthanc(t, "ORTHANC", nil)
-	orthanc.Stop(t) // the PACS is in its maintenance window
-	e := newSFEdge(t, fmt.Sprintf(`backend "pacs" {
-  address  = %q
-  ae_title = "ORTHANC"
-}`, orthanc.DICOM), `rule "sf" {
+// sfRuleHCL stores every association of the test client calling PACS
+// and forwards it to backend "pacs".
+const sfRuleHCL = `rule "sf" {
   when {
     client_cn = ["client"]
     called_ae = ["PACS"]
@@ -203,7 +198,16 @@ func TestStoreAndForwardSurvivesOutageAndKill(t *testing.T) {
     backend           = "pacs"
     store_and_forward = true
   }
-}`)
+}`
+
+func TestStoreAndForwardSurvivesOutageAndKill(t *testing.T) {
+	testpeer.Require(t, "storescu")
+	orthanc := testpeer.StartOrthanc(t, "ORTHANC", nil)
+	orthanc.Stop(t) // the PACS is in its maintenance window
+	e := newSFEdge(t, fmt.Sprintf(`backend "pacs" {
+  address  = %q
+  ae_title = "ORTHANC"
+}`, orthanc.DICOM), sfRuleHCL)
 	e.start()
 
 	const n = 200
@@ -480,16 +484,7 @@ func TestStoreAndForwardToTLSBackend(t *testing.T) {
     cert_file = "certs/client.pem"
     key_file  = "certs/client-key.pem"
   }
-}`, orthanc.DICOM), `rule "sf" {
-  when {
-    client_cn = ["client"]
-    called_ae = ["PACS"]
-  }
-  relay {
-    backend           = "pacs"
-    store_and_forward = true
-  }
-}`)
+}`, orthanc.DICOM), sfRuleHCL)
 	e.start()
 	files, sent := testpeer.WriteDICOMFiles(t, filepath.Join(e.dir, "images"), "PAT-TLS-1", 5, 64, 64)
 	if out, err := e.storescu("PACS", files...); err != nil || strings.Count(out, "Received Store Response (Success)") != 5 {
