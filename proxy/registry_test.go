@@ -16,7 +16,13 @@ func TestOpenAssociations(t *testing.T) {
 	}
 	c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
 	associate(t, c, echoRQ("MODALITY1", "DICOMEDGE"))
+	// The AC reaches the client as the edge's write returns, before the
+	// edge has counted its bytes: wait (bounded) for the count.
 	got := e.Server.OpenAssociations()
+	for deadline := time.Now().Add(5 * time.Second); len(got) == 1 && got[0].BytesOut == 0 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+		got = e.Server.OpenAssociations()
+	}
 	if len(got) != 1 {
 		t.Fatalf("one association held: listed %+v", got)
 	}
