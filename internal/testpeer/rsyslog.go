@@ -1,6 +1,7 @@
 package testpeer
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -93,10 +94,13 @@ func (r *Rsyslog) Restart() {
 // Lines returns the messages stored so far.
 func (r *Rsyslog) Lines() []string {
 	b, _ := os.ReadFile(r.Out)
-	if len(b) == 0 {
+	// rsyslogd may be in the middle of writing a message: only lines it
+	// has finished (ended by a newline) are messages.
+	i := bytes.LastIndexByte(b, '\n')
+	if i < 0 {
 		return nil
 	}
-	return strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	return strings.Split(string(b[:i]), "\n")
 }
 
 // WaitLines waits until the collector stored at least n messages (or 20 s)
