@@ -229,8 +229,12 @@ func (s *Spool) move(e *Entry, where, why string) error {
 // remove deletes a queued entry (delivered or purged).
 func (s *Spool) remove(e *Entry) error {
 	queued := filepath.Base(filepath.Dir(e.Path)) == dirQueue
-	if err := os.Remove(e.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("spool: %w", err)
+	d, err := s.backendOf(e.Path)
+	if err != nil {
+		return err
+	}
+	if err := s.recycle(d, e.Path); err != nil {
+		return err
 	}
 	_ = os.Remove(strings.TrimSuffix(e.Path, extDICOM) + extMeta)
 	if queued {

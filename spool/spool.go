@@ -82,6 +82,9 @@ type Spool struct {
 	// fileSyncs and dirSyncs count fsyncs of instance files and of queue
 	// directories: the benchmark shows the group commit with them.
 	fileSyncs, dirSyncs atomic.Int64
+	// unnamed: writers open files with no name (O_TMPFILE) and link them
+	// into queue/; else they create them in tmp/ and rename them.
+	unnamed bool
 }
 
 // SyncCounts returns how many instance files and queue directories were
@@ -96,6 +99,10 @@ type backendDir struct {
 	// wake is signalled when an instance is committed, so an idle
 	// forwarder starts at once.
 	wake chan struct{}
+	// free is the pool of spent files in free/, truncated, that new
+	// instances are written into (recycle.go).
+	freeMu sync.Mutex
+	free   []string
 }
 
 // Open creates the spool directory (0700) when missing, removes what a
@@ -132,10 +139,29 @@ func Open(cfg Config) (*Spool, error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := d.loadFree(); err != nil {
+			return nil, err
+		}
 		total += n
 	}
 	s.queued.Store(total)
+	s.unnamed = probeUnnamed(cfg.Dir)
 	return s, nil
+}
+
+// probeUnnamed reports whether dir's file system makes and links unnamed
+// files (Linux O_TMPFILE, and /proc or AT_EMPTY_PATH to link them).
+func probeUnnamed(dir string) bool {
+	f, err := openUnnamed(dir)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	name := filepath.Join(dir, fmt.Sprintf(".probe-%d", os.Getpid()))
+	if err := linkUnnamed(f, name); err != nil {
+		return false
+	}
+	return os.Remove(name) == nil
 }
 
 // Inspect opens an existing spool directory for the command line (list,
@@ -228,7 +254,7 @@ func (s *Spool) dir(backend string) (*backendDir, error) {
 		return d, nil
 	}
 	root := filepath.Join(s.cfg.Dir, escapeName(backend))
-	for _, sub := range []string{"", dirQueue, dirFailed, dirExpired, dirTmp} {
+	for _, sub := range []string{"", dirQueue, dirFailed, dirExpired, dirTmp, dirFree} {
 		if err := os.MkdirAll(filepath.Join(root, sub), dirMode); err != nil {
 			return nil, fmt.Errorf("spool: %w", err)
 		}
@@ -309,6 +335,7 @@ type Writer struct {
 	meta    Meta
 	id      string
 	f       *os.File
+	named   bool // f has a name, in tmp/ or free/ (else none until Commit links it)
 	bw      *bufio.Writer
 	n       int64 // bytes written, counted in s.inflight until committed
 	err     error
@@ -339,13 +366,23 @@ func (s *Spool) Create(backend string, m Meta) (*Writer, error) {
 		m.Received = now.UTC()
 	}
 	id := s.newID(now)
-	f, err := os.OpenFile(filepath.Join(d.root, dirTmp, id+extDICOM), os.O_WRONLY|os.O_CREATE|os.O_EXCL, fileMode)
+	// A spent file from the pool first, then a new one: unnamed where the
+	// system makes them, else named in tmp/.
+	f, named := d.takeFree(), true
+	switch {
+	case f != nil:
+	case s.unnamed:
+		f, err = openUnnamed(filepath.Join(d.root, dirQueue))
+		named = false
+	default:
+		f, err = os.OpenFile(filepath.Join(d.root, dirTmp, id+extDICOM), os.O_WRONLY|os.O_CREATE|os.O_EXCL, fileMode)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
 	bw := bufPool.Get().(*bufio.Writer)
 	bw.Reset(f)
-	w := &Writer{s: s, d: d, meta: m, id: id, f: f, bw: bw, started: now}
+	w := &Writer{s: s, d: d, meta: m, id: id, f: f, named: named, bw: bw, started: now}
 	if _, err := w.Write(fileMeta(&m)); err != nil {
 		w.Abort()
 		return nil, err
@@ -385,7 +422,9 @@ func (w *Writer) Abort() {
 	w.closed = true
 	w.release()
 	w.f.Close()
-	_ = os.Remove(w.f.Name())
+	if w.named {
+		_ = os.Remove(w.f.Name())
+	}
 	w.s.inflight.Add(-w.n)
 }
 
@@ -396,9 +435,10 @@ func (w *Writer) release() {
 }
 
 // Commit makes the instance durable and visible to the forwarder: flush,
-// fsync the file (its File Meta holds the Meta), rename it into queue/,
-// fsync queue/ (shared with the writers committing at the same time). Only after a nil return
-// may the sender be told success; on error nothing was queued.
+// fsync the file (its File Meta holds the Meta), name it in queue/ (link
+// the unnamed file, or rename it from tmp/), fsync queue/ (shared with the
+// writers committing at the same time). Only after a nil return may the
+// sender be told success; on error nothing was queued.
 func (w *Writer) Commit() error {
 	if w.closed {
 		return errors.New("spool: writer already closed")
@@ -422,7 +462,11 @@ func (w *Writer) Commit() error {
 	// The file's own fsync covers what the edge knows of it: the Meta is
 	// in its File Meta (Private Information, part10.go).
 	q := filepath.Join(w.d.root, dirQueue, w.id)
-	if err := os.Rename(w.f.Name(), q+extDICOM); err != nil {
+	place := linkUnnamed
+	if w.named {
+		place = func(f *os.File, path string) error { return os.Rename(f.Name(), path) }
+	}
+	if err := place(w.f, q+extDICOM); err != nil {
 		return fail(err)
 	}
 	w.closed = true
