@@ -406,6 +406,18 @@ func TestForwarderDrainsInOrderRetriesAndFailsPermanent(t *testing.T) {
 	if st.State.LastError != "" || st.Failed != 1 {
 		t.Errorf("state after recovery %+v", st)
 	}
+	// Delivered files wait, empty, in free/ for the next instances.
+	if recycling {
+		free, _ := os.ReadDir(filepath.Join(s.Dir(), "pacs", dirFree))
+		if len(free) != 6 {
+			t.Errorf("free/ holds %d files after 6 deliveries", len(free))
+		}
+		for _, e := range free {
+			if fi, _ := e.Info(); fi.Size() != 0 {
+				t.Errorf("free/%s keeps %d bytes of a delivered instance", e.Name(), fi.Size())
+			}
+		}
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	if results[ResultDelivered] != 6 || results[ResultFailed] != 1 || results[ResultRetry] == 0 {
