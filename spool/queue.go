@@ -229,11 +229,7 @@ func (s *Spool) move(e *Entry, where, why string) error {
 // remove deletes a queued entry (delivered or purged).
 func (s *Spool) remove(e *Entry) error {
 	queued := filepath.Base(filepath.Dir(e.Path)) == dirQueue
-	d, err := s.backendOf(e.Path)
-	if err != nil {
-		return err
-	}
-	if err := s.recycle(d, e.Path); err != nil {
+	if err := s.recycle(s.openDirOf(e.Path), e.Path); err != nil {
 		return err
 	}
 	_ = os.Remove(strings.TrimSuffix(e.Path, extDICOM) + extMeta)

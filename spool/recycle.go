@@ -6,7 +6,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 )
 
 // Spent instance files (delivered or purged) are not deleted: each is
@@ -126,6 +125,9 @@ func (d *backendDir) takeFree() *os.File {
 // expired/): renamed into free/ and truncated, or deleted when the pool
 // is full. Once it returns, path is gone.
 func (s *Spool) recycle(d *backendDir, path string) error {
+	if d == nil {
+		return removeFile(path)
+	}
 	d.freeMu.Lock()
 	full := len(d.free) >= maxFree
 	d.freeMu.Unlock()
@@ -142,18 +144,28 @@ func (s *Spool) recycle(d *backendDir, path string) error {
 			return nil
 		}
 	}
+	return removeFile(path)
+}
+
+func removeFile(path string) error {
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("spool: %w", err)
 	}
 	return nil
 }
 
-// backendOf is the backend directory a queued, failed or expired file is
-// in.
-func (s *Spool) backendOf(path string) (*backendDir, error) {
+// openDirOf is the open backend directory a queued, failed or expired
+// file is in; nil when that backend is not open (a closed spool, or one
+// the command line inspects), whose spent files are deleted.
+func (s *Spool) openDirOf(path string) *backendDir {
 	name, ok := unescapeName(filepath.Base(filepath.Dir(filepath.Dir(path))))
-	if !ok || !strings.HasPrefix(path, s.cfg.Dir) {
-		return nil, fmt.Errorf("spool: %s is not in the spool", path)
+	if !ok {
+		return nil
 	}
-	return s.dir(name)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if d := s.dirs[name]; d != nil && filepath.Dir(filepath.Dir(path)) == d.root {
+		return d
+	}
+	return nil
 }
