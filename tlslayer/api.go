@@ -189,7 +189,7 @@ func (l *Layer) Handshake(ctx context.Context, c *tls.Conn) (Identity, error) {
 		// The chain VerifyConnection verified moments ago, from the cache
 		// (verified again only if a reload came in between).
 		return l.st.Load().verifyClient(certs, time.Now())
-	})
+	}, func(leaf *x509.Certificate) Identity { return l.st.Load().identity(leaf) })
 	if he, ok := errors.AsType[*HandshakeError](err); ok && he.Presented != nil && !he.Issued {
 		he.Issued = l.st.Load().issuedDespite(he)
 	}
@@ -203,7 +203,9 @@ func (l *Layer) Handshake(ctx context.Context, c *tls.Conn) (Identity, error) {
 // It is for configs whose client chains crypto/tls verifies itself
 // (RequireAndVerifyClientCert); a Layer's configs verify them in
 // VerifyConnection: use Layer.Handshake for those.
-func Handshake(ctx context.Context, c *tls.Conn) (Identity, error) { return handshake(ctx, c, nil) }
+func Handshake(ctx context.Context, c *tls.Conn) (Identity, error) {
+	return handshake(ctx, c, nil, nil)
+}
 
 // ServerConfig returns the tls.Config for tls.NewListener / tls.Server. Its
 // callbacks read the current state, so Reload needs no new listener.

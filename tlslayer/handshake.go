@@ -15,8 +15,9 @@ import (
 // handshake runs c's server handshake; verify, when crypto/tls did not
 // verify the client's chain itself (the Layer's configs verify it in
 // VerifyConnection), gives the verified chains of the presented
-// certificates.
-func handshake(ctx context.Context, c *tls.Conn, verify func([]*x509.Certificate) ([][]*x509.Certificate, error)) (Identity, error) {
+// certificates, and describe (nil: IdentityFromCertificate) the verified
+// leaf.
+func handshake(ctx context.Context, c *tls.Conn, verify func([]*x509.Certificate) ([][]*x509.Certificate, error), describe func(*x509.Certificate) Identity) (Identity, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		if err := c.SetDeadline(dl); err != nil {
 			return Identity{}, &HandshakeError{Reason: ReasonOther, Err: err}
@@ -55,7 +56,10 @@ func handshake(ctx context.Context, c *tls.Conn, verify func([]*x509.Certificate
 		// refuse rather than hand out an empty identity.
 		return Identity{}, &HandshakeError{Reason: ReasonNoClientCertificate, Err: errors.New("connection has no verified client certificate")}
 	}
-	return IdentityFromCertificate(chains[0][0]), nil
+	if describe == nil {
+		describe = IdentityFromCertificate
+	}
+	return describe(chains[0][0]), nil
 }
 
 // presented finds the certificate the client sent in a handshake error:

@@ -29,6 +29,7 @@ type state struct {
 	stamp  string             // sizes and mtimes of the files loaded
 	tlsCfg *tls.Config        // what GetConfigForClient hands out
 	chains chainCache         // client chains verified under this state (chaincache.go)
+	ids    identities         // the Identity of each leaf described (chaincache.go)
 }
 
 func newLayer(ctx context.Context, cfg Config) (*Layer, error) {
