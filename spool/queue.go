@@ -229,11 +229,14 @@ func (s *Spool) move(e *Entry, where, why string) error {
 // remove deletes a queued entry (delivered or purged).
 func (s *Spool) remove(e *Entry) error {
 	queued := filepath.Base(filepath.Dir(e.Path)) == dirQueue
-	if err := s.recycle(s.openDirOf(e.Path), e.Path); err != nil {
+	gone, err := s.recycle(s.openDirOf(e.Path), e.Path)
+	if err != nil {
 		return err
 	}
 	_ = os.Remove(strings.TrimSuffix(e.Path, extDICOM) + extMeta)
-	if queued {
+	// Gone already (delivered and purged, or expired, at once): its bytes
+	// were subtracted by whoever took it.
+	if queued && gone {
 		s.queued.Add(-e.Meta.Size)
 	}
 	return nil

@@ -39,23 +39,34 @@ func (d *backendDir) loadFree() error {
 	}
 	held := map[uint64]bool{}
 	for _, sub := range []string{dirQueue, dirFailed, dirExpired} {
-		es, _ := os.ReadDir(filepath.Join(d.root, sub))
+		// Unreadable, an instance there could be taken for a spent file.
+		es, err := os.ReadDir(filepath.Join(d.root, sub))
+		if err != nil {
+			return fmt.Errorf("spool: %w", err)
+		}
 		for _, e := range es {
 			if ino, ok := inode(e); ok {
 				held[ino] = true
 			}
 		}
 	}
+	// pooled: an inode is pooled under one name only. Two names in free/
+	// for one inode (a crash in the middle of renames, on a file system
+	// that does not journal its directories and counts one link for both)
+	// pooled twice would have the second take truncate the instance
+	// written into the first.
+	pooled := map[uint64]bool{}
 	for _, e := range ents {
 		path := filepath.Join(dir, e.Name())
 		ino, ok := inode(e)
 		switch {
 		case !ok || !e.Type().IsRegular():
 			continue
-		case held[ino]:
+		case held[ino] || pooled[ino]:
 			if linkCount(path) > 1 {
 				// The file system counts both names: dropping this one
-				// leaves the instance whole.
+				// leaves the other whole. Else removing it would free an
+				// inode still named, so it stays, never reused.
 				_ = os.Remove(path)
 			}
 			continue
@@ -66,6 +77,7 @@ func (d *backendDir) loadFree() error {
 		if err := os.Truncate(path, 0); err != nil {
 			continue
 		}
+		pooled[ino] = true
 		d.free = append(d.free, path)
 	}
 	return nil
@@ -108,7 +120,9 @@ func (d *backendDir) takeFree() *os.File {
 		path := d.free[n-1]
 		d.free = d.free[:n-1]
 		d.freeMu.Unlock()
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, fileMode)
+		// Not O_TRUNC: the link count is checked before anything of the
+		// file is touched.
+		f, err := os.OpenFile(path, os.O_WRONLY, fileMode)
 		if err != nil {
 			continue
 		}
@@ -117,14 +131,26 @@ func (d *backendDir) takeFree() *os.File {
 			f.Close()
 			continue
 		}
+		if err := f.Truncate(0); err != nil {
+			f.Close()
+			_ = os.Remove(path)
+			continue
+		}
 		return f
 	}
 }
 
 // recycle retires a spent instance file at path (in queue/, failed/ or
 // expired/): renamed into free/ and truncated, or deleted when the pool
-// is full. Once it returns, path is gone.
-func (s *Spool) recycle(d *backendDir, path string) error {
+// is full. Once it returns, path is gone; gone reports whether this call
+// took it (false: it was gone already, delivered and purged at once).
+//
+// The directory path leaves is fsync'd before the file is truncated and
+// pooled: on a file system that does not journal its directories, a crash
+// could otherwise leave the old name in place, pointing at the next
+// instance written into the inode (never acknowledged, perhaps half
+// written) or at an empty file, and the forwarder would send it.
+func (s *Spool) recycle(d *backendDir, path string) (gone bool, err error) {
 	if d == nil {
 		return removeFile(path)
 	}
@@ -134,24 +160,42 @@ func (s *Spool) recycle(d *backendDir, path string) error {
 	if !full && recycling {
 		name := filepath.Join(d.root, dirFree, fmt.Sprintf("%s-%012d", s.start, s.seq.Add(1)))
 		if err := os.Rename(path, name); err == nil {
-			if os.Truncate(name, 0) == nil {
+			var err error
+			if from := filepath.Dir(path); from == filepath.Join(d.root, dirQueue) {
+				err = d.sync.sync()
+			} else {
+				err = fsyncDir(from)
+			}
+			if err == nil && os.Truncate(name, 0) == nil {
 				d.freeMu.Lock()
 				d.free = append(d.free, name)
 				d.freeMu.Unlock()
 			} else {
 				_ = os.Remove(name)
 			}
-			return nil
+			return true, nil
 		}
 	}
 	return removeFile(path)
 }
 
-func removeFile(path string) error {
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("spool: %w", err)
+func fsyncDir(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
 	}
-	return nil
+	defer f.Close()
+	return f.Sync()
+}
+
+func removeFile(path string) (gone bool, err error) {
+	if err := os.Remove(path); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return false, nil
+		}
+		return false, fmt.Errorf("spool: %w", err)
+	}
+	return true, nil
 }
 
 // openDirOf is the open backend directory a queued, failed or expired
