@@ -13,11 +13,16 @@ import (
 // the next. A burst of N concurrent commits costs about two directory
 // fsyncs instead of N.
 type dirSyncer struct {
-	dir     *os.File
-	count   *atomic.Int64 // fsyncs done
-	mu      sync.Mutex
-	next    *syncRound // the round that collects waiters; nil = none yet
-	running bool
+	dir   *os.File
+	count *atomic.Int64 // fsyncs done
+	// started numbers the fsyncs as they begin; done is the number of the
+	// last one that succeeded. One runs at a time, so every fsync numbered
+	// at most done has completed: a change made before started was read
+	// is durable once done passes what was read.
+	started, done atomic.Uint64
+	mu            sync.Mutex
+	next          *syncRound // the round that collects waiters; nil = none yet
+	running       bool
 }
 
 type syncRound struct {
@@ -35,7 +40,12 @@ func newDirSyncer(path string, count *atomic.Int64) (*dirSyncer, error) {
 
 func (d *dirSyncer) fsync() error {
 	d.count.Add(1)
-	return d.dir.Sync()
+	n := d.started.Add(1)
+	err := d.dir.Sync()
+	if err == nil {
+		d.done.Store(n)
+	}
+	return err
 }
 
 // sync returns once an fsync of the directory that began after the call

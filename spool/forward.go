@@ -132,7 +132,9 @@ func (f *Forwarder) Run(ctx context.Context) {
 			continue
 		}
 		connected = true
+		f.Spool.markSending(f.Backend, batch, true)
 		errs := f.Sender.Send(ctx, batch)
+		f.Spool.markSending(f.Backend, batch, false)
 		if ctx.Err() != nil {
 			return // a send cut short by shutdown proves nothing
 		}

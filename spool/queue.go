@@ -360,7 +360,15 @@ func (s *Spool) Purge(backend string, olderThan time.Duration) (int, error) {
 				n++
 			}
 		}
-		syncDir(filepath.Join(s.cfg.Dir, escapeName(b), dirQueue))
+		// The queue's fsync through its group commit: the files purged
+		// from it may be reused once it has run (recycle.go).
+		if d := s.openDir(b); d != nil {
+			if err := d.sync.sync(); err != nil {
+				return n, fmt.Errorf("spool: %w", err)
+			}
+		} else {
+			syncDir(filepath.Join(s.cfg.Dir, escapeName(b), dirQueue))
+		}
 	}
 	return n, nil
 }

@@ -8,13 +8,30 @@ import (
 	"path/filepath"
 )
 
-// Spent instance files (delivered or purged) are not deleted: each is
-// renamed into its backend's free/, truncated, and the next instance is
-// written into it. A steady flow then allocates and frees no inodes, which
-// on ext4 without a journal is most of an instance's cost: every new inode
-// is searched for past each inode freed in the last 5 to 35 seconds (the
-// kernel will not reuse those yet), and a busy queue frees one per
-// instance delivered.
+// Spent instance files (delivered, or purged from the queue) are not
+// deleted: each is renamed from queue/ into its backend's free/,
+// truncated, and a later instance is written into it. A steady flow then
+// allocates and frees no inodes, which on ext4 without a journal is most
+// of an instance's cost: every new inode is searched for past each inode
+// freed in the last 5 to 35 seconds (the kernel will not reuse those
+// yet), and a busy queue frees one per instance delivered.
+//
+// Two rules keep a reused file from ever showing through an old name:
+//   - A spent file is handed out only after an fsync of queue/ that began
+//     after it left (the group commit's, which every new instance runs):
+//     on a file system that does not journal its directories, a crash
+//     before that could keep the old name on disk, pointing at the next
+//     instance written into the inode, never acknowledged.
+//   - A file the forwarder is reading is deleted, not reused, when it is
+//     purged meanwhile: its open descriptor keeps the bytes it sends.
+
+// spent is a pooled file and the number of the queue/ fsync that must
+// have completed before it is reused (0: none).
+type spent struct {
+	path string
+	need uint64
+}
+
 const (
 	dirFree = "free"
 	// maxFree bounds a backend's pool; past it spent files are deleted.
@@ -78,7 +95,7 @@ func (d *backendDir) loadFree() error {
 			continue
 		}
 		pooled[ino] = true
-		d.free = append(d.free, path)
+		d.free = append(d.free, spent{path: path})
 	}
 	return nil
 }
@@ -108,17 +125,16 @@ func linkCount(path string) uint64 {
 }
 
 // takeFree opens a pooled file for a new instance, or returns nil when the
-// pool is empty.
+// pool has none that may be reused yet.
 func (d *backendDir) takeFree() *os.File {
 	for {
 		d.freeMu.Lock()
-		n := len(d.free)
-		if n == 0 {
+		if len(d.free) == 0 || d.free[0].need > d.sync.done.Load() {
 			d.freeMu.Unlock()
 			return nil
 		}
-		path := d.free[n-1]
-		d.free = d.free[:n-1]
+		path := d.free[0].path
+		d.free = d.free[1:]
 		d.freeMu.Unlock()
 		// Not O_TRUNC: the link count is checked before anything of the
 		// file is touched.
@@ -140,52 +156,68 @@ func (d *backendDir) takeFree() *os.File {
 	}
 }
 
-// recycle retires a spent instance file at path (in queue/, failed/ or
-// expired/): renamed into free/ and truncated, or deleted when the pool
-// is full. Once it returns, path is gone; gone reports whether this call
-// took it (false: it was gone already, delivered and purged at once).
-//
-// The directory path leaves is fsync'd before the file is truncated and
-// pooled: on a file system that does not journal its directories, a crash
-// could otherwise leave the old name in place, pointing at the next
-// instance written into the inode (never acknowledged, perhaps half
-// written) or at an empty file, and the forwarder would send it.
+// recycle retires a spent instance file at path: from queue/, renamed
+// into free/, truncated and pooled (reused after the next fsync of
+// queue/); deleted when it comes from failed/ or expired/, when the
+// forwarder is reading it, or when the pool is full. Once it returns,
+// path is gone; gone reports whether this call took it (false: it was
+// gone already, delivered and purged at once).
 func (s *Spool) recycle(d *backendDir, path string) (gone bool, err error) {
-	if d == nil {
+	if d == nil || !recycling || filepath.Dir(path) != filepath.Join(d.root, dirQueue) {
 		return removeFile(path)
 	}
+	name := filepath.Join(d.root, dirFree, fmt.Sprintf("%s-%012d", s.start, s.seq.Add(1)))
 	d.freeMu.Lock()
-	full := len(d.free) >= maxFree
-	d.freeMu.Unlock()
-	if !full && recycling {
-		name := filepath.Join(d.root, dirFree, fmt.Sprintf("%s-%012d", s.start, s.seq.Add(1)))
-		if err := os.Rename(path, name); err == nil {
-			var err error
-			if from := filepath.Dir(path); from == filepath.Join(d.root, dirQueue) {
-				err = d.sync.sync()
-			} else {
-				err = fsyncDir(from)
-			}
-			if err == nil && os.Truncate(name, 0) == nil {
-				d.freeMu.Lock()
-				d.free = append(d.free, name)
-				d.freeMu.Unlock()
-			} else {
-				_ = os.Remove(name)
-			}
-			return true, nil
-		}
+	if len(d.free) >= maxFree || d.sending[path] {
+		d.freeMu.Unlock()
+		return removeFile(path)
 	}
-	return removeFile(path)
+	// Renamed under the lock the forwarder marks its files under: once it
+	// has marked path it is deleted above; once renamed, the forwarder
+	// finds no file to open.
+	err = os.Rename(path, name)
+	d.freeMu.Unlock()
+	if err != nil {
+		return removeFile(path)
+	}
+	if os.Truncate(name, 0) != nil {
+		return removeFile(name)
+	}
+	// Read after the rename: an fsync numbered above it began after it.
+	need := d.sync.started.Load() + 1
+	d.freeMu.Lock()
+	d.free = append(d.free, spent{path: name, need: need})
+	d.freeMu.Unlock()
+	return true, nil
 }
 
-func fsyncDir(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
+// markSending marks the files of batch as being read by the forwarder (on)
+// or no more (off): a purge meanwhile deletes them instead of reusing
+// them.
+func (s *Spool) markSending(backend string, batch []*Entry, on bool) {
+	d := s.openDir(backend)
+	if d == nil {
+		return
 	}
-	defer f.Close()
-	return f.Sync()
+	d.freeMu.Lock()
+	defer d.freeMu.Unlock()
+	if d.sending == nil {
+		d.sending = map[string]bool{}
+	}
+	for _, e := range batch {
+		if on {
+			d.sending[e.Path] = true
+		} else {
+			delete(d.sending, e.Path)
+		}
+	}
+}
+
+// openDir is backend's open directory, nil when it is not open.
+func (s *Spool) openDir(backend string) *backendDir {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.dirs[backend]
 }
 
 func removeFile(path string) (gone bool, err error) {

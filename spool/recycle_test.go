@@ -41,7 +41,7 @@ func TestWriteSourcesQueueTheSameAndLeaveNothingUncommitted(t *testing.T) {
 			}
 			pooled := map[uint64]bool{}
 			for _, p := range d.free {
-				if fi, err := os.Stat(p); err == nil {
+				if fi, err := os.Stat(p.path); err == nil {
 					ino, _, _ := fileID(fi)
 					pooled[ino] = true
 				}

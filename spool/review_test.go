@@ -2,6 +2,7 @@ package spool
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -23,7 +24,7 @@ func TestTakeFreeLeavesAFileWithAnotherNameWhole(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.freeMu.Lock()
-	d.free = append(d.free, second)
+	d.free = append(d.free, spent{path: second})
 	d.freeMu.Unlock()
 	store(t, s, "pacs", 2, []byte("the next instance"))
 	after, err := os.ReadFile(list[0].Path)
@@ -33,26 +34,71 @@ func TestTakeFreeLeavesAFileWithAnotherNameWhole(t *testing.T) {
 }
 
 // A spent file's inode is reused only once its old name is gone for good:
-// the directory it left is fsync'd before the pool hands it out, else a
-// crash (on a file system that does not journal its directories) can
-// leave the old, delivered name pointing at a new instance never
-// acknowledged, or half written, which the forwarder would send.
-func TestRecycleSyncsTheDirectoryLeftBeforePooling(t *testing.T) {
+// after an fsync of queue/ that began after it left. Else a crash (on a
+// file system that does not journal its directories) can leave the old,
+// delivered name pointing at a new instance never acknowledged, or half
+// written, which the forwarder would send.
+func TestSpentFileWaitsForTheQueueFsyncBeforeReuse(t *testing.T) {
 	if !recycling {
 		t.Skip("spent files are deleted on this system")
 	}
 	s, _ := openTest(t, Config{})
 	store(t, s, "pacs", 1, []byte("delivered"))
 	list, _ := s.List("pacs", Queued)
-	_, before := s.SyncCounts()
 	if err := s.remove(&list[0]); err != nil {
 		t.Fatal(err)
 	}
-	if _, after := s.SyncCounts(); after == before {
-		t.Errorf("queue/ not fsync'd after a spent file left it for the pool")
+	d := s.dirs["pacs"]
+	if n := len(d.free); n != 1 {
+		t.Fatalf("pool holds %d, want 1", n)
 	}
-	if n := len(s.dirs["pacs"].free); n != 1 {
-		t.Errorf("pool holds %d, want 1", n)
+	if f := d.takeFree(); f != nil {
+		f.Close()
+		t.Fatal("a spent file was handed out before queue/ was fsync'd after it left")
+	}
+	if err := d.sync.sync(); err != nil {
+		t.Fatal(err)
+	}
+	f := d.takeFree()
+	if f == nil {
+		t.Fatal("the spent file is not reused after queue/ was fsync'd")
+	}
+	f.Close()
+}
+
+// A file the forwarder is reading is deleted, not reused, when it is
+// purged meanwhile: the forwarder's open descriptor keeps the bytes it
+// sends, which a writer reusing the file would overwrite.
+func TestPurgeDuringSendDoesNotReuseTheFile(t *testing.T) {
+	if !recycling {
+		t.Skip("spent files are deleted on this system")
+	}
+	s, _ := openTest(t, Config{})
+	data := bytes.Repeat([]byte("instance being sent "), 100)
+	store(t, s, "pacs", 1, data)
+	list, _ := s.List("pacs", Queued)
+	batch := []*Entry{&list[0]}
+	s.markSending("pacs", batch, true)
+	f, err := os.Open(list[0].Path) // as the Sender does
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if n, err := s.Purge("pacs", 0); err != nil || n != 1 {
+		t.Fatalf("purged %d, %v", n, err)
+	}
+	store(t, s, "pacs", 2, []byte("the next instance"))
+	store(t, s, "pacs", 3, []byte("and one more"))
+	s.markSending("pacs", batch, false)
+	got, err := io.ReadAll(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasSuffix(got, data) {
+		t.Errorf("the forwarder read %d bytes ending %q: not the instance it was sending", len(got), got[max(0, len(got)-40):])
+	}
+	if n := len(s.dirs["pacs"].free); n != 0 {
+		t.Errorf("the pool took %d files, one of them being sent", n)
 	}
 }
 

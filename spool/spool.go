@@ -100,9 +100,11 @@ type backendDir struct {
 	// forwarder starts at once.
 	wake chan struct{}
 	// free is the pool of spent files in free/, truncated, that new
-	// instances are written into (recycle.go).
-	freeMu sync.Mutex
-	free   []string
+	// instances are written into, oldest first; sending the queued files
+	// the forwarder is reading (recycle.go).
+	freeMu  sync.Mutex
+	free    []spent
+	sending map[string]bool
 }
 
 // Open creates the spool directory (0700) when missing, removes what a
