@@ -128,3 +128,26 @@ func TestPoolNeverReusesAQueuedFile(t *testing.T) {
 		t.Errorf("the queued instance changed: %v", err)
 	}
 }
+
+// An unnamed file linked as pending and never committed (a crash between
+// its fsync and its rename) is never listed and is gone after a restart.
+func TestPendingFilesAreNeverListedAndGoAtStart(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "spool")
+	s, _ := openTest(t, Config{Dir: dir})
+	store(t, s, "pacs", 1, []byte("committed"))
+	pending := filepath.Join(dir, "pacs", dirQueue, pendingPrefix+"00000000000000000002-x-000000000002")
+	if err := os.WriteFile(pending, []byte("never acknowledged"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if list, _ := s.List("pacs", Queued); len(list) != 1 {
+		t.Errorf("listed %d, want the committed one only", len(list))
+	}
+	if n, _, _ := s.Counts("pacs"); n != 1 {
+		t.Errorf("counted %d, want 1", n)
+	}
+	s.Close()
+	openTest(t, Config{Dir: dir})
+	if _, err := os.Stat(pending); !os.IsNotExist(err) {
+		t.Errorf("a pending file survives a restart: %v", err)
+	}
+}

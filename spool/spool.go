@@ -20,9 +20,12 @@ const (
 	dirFailed  = "failed"
 	dirExpired = "expired"
 	dirTmp     = "tmp"
-	extDICOM   = ".dcm"
-	extMeta    = ".json"
-	stateFile  = "state.json"
+	// pendingPrefix names an unnamed file linked into queue/ and not yet
+	// committed: passed over by every reader, removed at start.
+	pendingPrefix = ".pending-"
+	extDICOM      = ".dcm"
+	extMeta       = ".json"
+	stateFile     = "state.json"
 	// purgeRequest is how `dicomedge spool purge` asks a running edge,
 	// which holds the audit log, to purge and audit on its behalf.
 	purgeRequest = "purge.request"
@@ -270,8 +273,8 @@ func (s *Spool) dir(backend string) (*backendDir, error) {
 	return d, nil
 }
 
-// recover removes what a crash left: temporary files, and sidecars whose
-// Part 10 file is gone (a crash in the middle of a move). It returns the
+// recover removes what a crash left: temporary and pending files, and
+// sidecars whose Part 10 file is gone (a crash in the middle of a move). It returns the
 // bytes queued.
 func (d *backendDir) recover() (int64, error) {
 	tmp := filepath.Join(d.root, dirTmp)
@@ -301,7 +304,9 @@ func (d *backendDir) recover() (int64, error) {
 			}
 		}
 		for _, e := range ents {
-			if id, ok := strings.CutSuffix(e.Name(), extMeta); ok && !have[id] {
+			if id, ok := strings.CutSuffix(e.Name(), extMeta); ok && !have[id] || strings.HasPrefix(e.Name(), pendingPrefix) {
+				// A sidecar whose instance is gone, or an instance never
+				// committed.
 				_ = os.Remove(filepath.Join(dir, e.Name()))
 			}
 		}
@@ -337,7 +342,7 @@ type Writer struct {
 	meta    Meta
 	id      string
 	f       *os.File
-	named   bool // f has a name, in tmp/ or free/ (else none until Commit links it)
+	path    string // f's name, in free/, tmp/ or queue/ (pending); "" while it has none (unnamed)
 	bw      *bufio.Writer
 	n       int64 // bytes written, counted in s.inflight until committed
 	err     error
@@ -370,12 +375,11 @@ func (s *Spool) Create(backend string, m Meta) (*Writer, error) {
 	id := s.newID(now)
 	// A spent file from the pool first, then a new one: unnamed where the
 	// system makes them, else named in tmp/.
-	f, named := d.takeFree(), true
+	f := d.takeFree()
 	switch {
 	case f != nil:
 	case s.unnamed:
 		f, err = openUnnamed(filepath.Join(d.root, dirQueue))
-		named = false
 	default:
 		f, err = os.OpenFile(filepath.Join(d.root, dirTmp, id+extDICOM), os.O_WRONLY|os.O_CREATE|os.O_EXCL, fileMode)
 	}
@@ -384,7 +388,10 @@ func (s *Spool) Create(backend string, m Meta) (*Writer, error) {
 	}
 	bw := bufPool.Get().(*bufio.Writer)
 	bw.Reset(f)
-	w := &Writer{s: s, d: d, meta: m, id: id, f: f, named: named, bw: bw, started: now}
+	w := &Writer{s: s, d: d, meta: m, id: id, f: f, bw: bw, started: now}
+	if f.Name() != filepath.Join(d.root, dirQueue) { // an unnamed file's is its directory's
+		w.path = f.Name()
+	}
 	if _, err := w.Write(fileMeta(&m)); err != nil {
 		w.Abort()
 		return nil, err
@@ -424,8 +431,8 @@ func (w *Writer) Abort() {
 	w.closed = true
 	w.release()
 	w.f.Close()
-	if w.named {
-		_ = os.Remove(w.f.Name())
+	if w.path != "" {
+		_ = os.Remove(w.path)
 	}
 	w.s.inflight.Add(-w.n)
 }
@@ -437,10 +444,11 @@ func (w *Writer) release() {
 }
 
 // Commit makes the instance durable and visible to the forwarder: flush,
-// fsync the file (its File Meta holds the Meta), name it in queue/ (link
-// the unnamed file, or rename it from tmp/), fsync queue/ (shared with the
-// writers committing at the same time). Only after a nil return may the
-// sender be told success; on error nothing was queued.
+// name an unnamed file in queue/ as pending, fsync the file (its File Meta
+// holds the Meta), rename it into queue/ as an instance (from free/, tmp/
+// or its pending name), fsync queue/ (shared with the writers committing
+// at the same time). Only after a nil return may the sender be told
+// success; on error nothing was queued.
 func (w *Writer) Commit() error {
 	if w.closed {
 		return errors.New("spool: writer already closed")
@@ -456,6 +464,18 @@ func (w *Writer) Commit() error {
 	if err := w.bw.Flush(); err != nil {
 		return fail(err)
 	}
+	if w.path == "" {
+		// An unnamed file gets a name the forwarder passes over before its
+		// fsync, so that the fsync writes the link as well: on ext4
+		// without a journal an fsync of the directory does not write the
+		// file's link count, and after a crash its queue/ name could
+		// point at a file with none.
+		pending := filepath.Join(w.d.root, dirQueue, pendingPrefix+w.id)
+		if err := linkUnnamed(w.f, pending); err != nil {
+			return fail(err)
+		}
+		w.path = pending
+	}
 	if err := w.f.Sync(); err != nil {
 		return fail(err)
 	}
@@ -464,11 +484,7 @@ func (w *Writer) Commit() error {
 	// The file's own fsync covers what the edge knows of it: the Meta is
 	// in its File Meta (Private Information, part10.go).
 	q := filepath.Join(w.d.root, dirQueue, w.id)
-	place := linkUnnamed
-	if w.named {
-		place = func(f *os.File, path string) error { return os.Rename(f.Name(), path) }
-	}
-	if err := place(w.f, q+extDICOM); err != nil {
+	if err := os.Rename(w.path, q+extDICOM); err != nil {
 		return fail(err)
 	}
 	w.closed = true
