@@ -18,11 +18,14 @@ type dirSyncer struct {
 	// started numbers the fsyncs as they begin; done is the number of the
 	// last one that succeeded. One runs at a time, so every fsync numbered
 	// at most done has completed: a change made before started was read
-	// is durable once done passes what was read.
-	started, done atomic.Uint64
-	mu            sync.Mutex
-	next          *syncRound // the round that collects waiters; nil = none yet
-	running       bool
+	// is durable once done passes what was read. failed is the number of
+	// the last fsync that failed: after a write error the kernel drops the
+	// dirty blocks rather than retry them, so a change made before a
+	// failed fsync is never proven durable by a later one.
+	started, done, failed atomic.Uint64
+	mu                    sync.Mutex
+	next                  *syncRound // the round that collects waiters; nil = none yet
+	running               bool
 }
 
 type syncRound struct {
@@ -38,11 +41,16 @@ func newDirSyncer(path string, count *atomic.Int64) (*dirSyncer, error) {
 	return &dirSyncer{dir: f, count: count}, nil
 }
 
+// syncDirFile fsyncs a queue directory (tests make it fail).
+var syncDirFile = (*os.File).Sync
+
 func (d *dirSyncer) fsync() error {
 	d.count.Add(1)
 	n := d.started.Add(1)
-	err := d.dir.Sync()
-	if err == nil {
+	err := syncDirFile(d.dir)
+	if err != nil {
+		d.failed.Store(n)
+	} else {
 		d.done.Store(n)
 	}
 	return err

@@ -129,7 +129,22 @@ func linkCount(path string) uint64 {
 func (d *backendDir) takeFree() *os.File {
 	for {
 		d.freeMu.Lock()
-		if len(d.free) == 0 || d.free[0].need > d.sync.done.Load() {
+		if len(d.free) == 0 {
+			d.freeMu.Unlock()
+			return nil
+		}
+		// done first: a failed fsync numbered at most done stored failed
+		// before done was stored.
+		need, done := d.free[0].need, d.sync.done.Load()
+		if need != 0 && need <= d.sync.failed.Load() {
+			// An fsync of queue/ after it left failed: its old name may
+			// never reach the disk gone. It stays in free/, empty, not
+			// reused by this run.
+			d.free = d.free[1:]
+			d.freeMu.Unlock()
+			continue
+		}
+		if need > done {
 			d.freeMu.Unlock()
 			return nil
 		}
