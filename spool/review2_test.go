@@ -1,8 +1,10 @@
 package spool
 
 import (
+	"bytes"
 	"errors"
 	"os"
+	"sync"
 	"testing"
 )
 
@@ -55,5 +57,39 @@ func TestSpentFileIsNotReusedAfterAFailedQueueFsync(t *testing.T) {
 	if f := d.takeFree(); f != nil {
 		f.Close()
 		t.Fatal("a spent file was reused though the queue fsync after it left failed")
+	}
+}
+
+// A commit whose directory fsync fails frees the instance's bytes only
+// when it removes the file itself: the forwarder may have delivered and
+// removed it meanwhile (it is in queue/ from the rename on), freeing them
+// already. Freed twice, Used() falls below what the queues hold and
+// max_size no longer bounds them.
+func TestFailedCommitDoesNotFreeBytesTwice(t *testing.T) {
+	s, _ := openTest(t, Config{MaxSize: 1 << 20})
+	var once sync.Once
+	delivered := false
+	failDirSync(t, func() {
+		once.Do(func() {
+			// The forwarder, between the rename and the fsync's end.
+			list, _ := s.List("pacs", Queued)
+			if len(list) == 1 && s.remove(&list[0]) == nil {
+				delivered = true
+			}
+		})
+	}, func() bool { return true })
+	w, err := s.Create("pacs", meta(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(bytes.Repeat([]byte("x"), 1000))
+	if err := w.Commit(); err == nil {
+		t.Fatal("the commit succeeded with a failing fsync")
+	}
+	if !delivered {
+		t.Fatal("the instance was not removed during the fsync")
+	}
+	if got := s.Used(); got != 0 {
+		t.Errorf("Used() = %d after the only instance went, want 0", got)
 	}
 }

@@ -496,8 +496,11 @@ func (w *Writer) Commit() error {
 		// The rename may or may not survive a crash: it is not
 		// acknowledged, and the sender resends the same SOP Instance UID
 		// (the receiver keeps one).
-		_ = os.Remove(q + extDICOM)
-		w.s.queued.Add(-w.n)
+		// Its bytes are freed by whoever takes it: here, or the forwarder
+		// (or an expiry or a purge) that found it in queue/ meanwhile.
+		if os.Remove(q+extDICOM) == nil {
+			w.s.queued.Add(-w.n)
+		}
 		return fmt.Errorf("spool: %w", err)
 	}
 	select {
