@@ -3,6 +3,7 @@ package spool
 import (
 	"context"
 	"errors"
+	"os"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -153,6 +154,10 @@ func (f *Forwarder) Run(ctx context.Context) {
 				delete(attempts, e.ID)
 				f.count(ResultDelivered)
 				state.LastSuccess = time.Now().UTC()
+			case IsPermanent(err) && gone(e.Path):
+				// Purged or expired while it was sent (and audited as
+				// such): the sender found no file, nothing was refused.
+				delete(attempts, e.ID)
 			case IsPermanent(err):
 				e.Meta.Attempts = attempts[e.ID] + 1
 				delete(attempts, e.ID)
@@ -201,6 +206,12 @@ func (f *Forwarder) Run(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// gone reports whether no file is at path any more.
+func gone(path string) bool {
+	_, err := os.Lstat(path)
+	return errors.Is(err, os.ErrNotExist)
 }
 
 func (f *Forwarder) count(result string) {

@@ -216,6 +216,10 @@ func (s *Spool) move(e *Entry, where, why string) error {
 		id = s.newID(s.cfg.Now())
 	}
 	if err := os.Rename(e.Path, filepath.Join(to, id+extDICOM)); err != nil {
+		if where != dirQueue {
+			// Not moved (gone meanwhile): no sidecar without its file.
+			_ = os.Remove(filepath.Join(to, e.ID+extMeta))
+		}
 		return fmt.Errorf("spool: %w", err)
 	}
 	syncDir(to)

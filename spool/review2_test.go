@@ -2,10 +2,16 @@ package spool
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/dicomedge/dicomedge/audit"
 )
 
 // failDirSync makes the queue directory fsyncs fail while fail returns
@@ -91,5 +97,68 @@ func TestFailedCommitDoesNotFreeBytesTwice(t *testing.T) {
 	}
 	if got := s.Used(); got != 0 {
 		t.Errorf("Used() = %d after the only instance went, want 0", got)
+	}
+}
+
+// purgingSender purges the first instance of its first batch while it
+// is being sent, then opens each file as the real senders do (a file it
+// cannot open is a permanent error).
+type purgingSender struct {
+	s    *Spool
+	once sync.Once
+}
+
+func (p *purgingSender) Batch() (int, int64) { return 2, 1 << 20 }
+func (p *purgingSender) Close() error        { return nil }
+func (p *purgingSender) Send(_ context.Context, batch []*Entry) []error {
+	p.once.Do(func() {
+		e := *batch[0]
+		if err := p.s.remove(&e); err != nil {
+			panic(err)
+		}
+		p.s.audit(audit.EventSpoolPurged, &e.Meta, "purged from queue")
+	})
+	errs := make([]error, len(batch))
+	for i, e := range batch {
+		f, err := os.Open(e.Path)
+		if err != nil {
+			errs[i] = Permanent(fmt.Errorf("spooled file unreadable: %w", err))
+			continue
+		}
+		f.Close()
+	}
+	return errs
+}
+
+// An instance purged (or expired) while the forwarder sends it is not
+// also recorded as refused by the backend, and leaves no sidecar in
+// failed/.
+func TestForwarderPassesOverAnInstancePurgedWhileSent(t *testing.T) {
+	s, rec := openTest(t, Config{})
+	store(t, s, "pacs", 1, []byte("purged while sent"))
+	store(t, s, "pacs", 2, []byte("delivered"))
+	delivered := make(chan struct{}, 4)
+	fw := &Forwarder{Spool: s, Backend: "pacs", Sender: &purgingSender{s: s}, MinBackoff: 10 * time.Millisecond,
+		Result: func(_, r string) {
+			if r == ResultDelivered {
+				delivered <- struct{}{}
+			}
+		}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { fw.Run(ctx); close(done) }()
+	select {
+	case <-delivered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the second instance was never delivered")
+	}
+	cancel()
+	<-done
+	if n := rec.count(audit.EventSpoolFailed); n != 0 {
+		t.Errorf("%d spool.failed records for an instance purged, not refused", n)
+	}
+	ents, _ := os.ReadDir(filepath.Join(s.Dir(), "pacs", dirFailed))
+	for _, e := range ents {
+		t.Errorf("failed/ holds %s", e.Name())
 	}
 }
