@@ -176,6 +176,10 @@ func (f *Forwarder) Run(ctx context.Context) {
 			}
 		}
 		idleSince = time.Now()
+		// The delivered files' old names gone for good, they are emptied.
+		if err := f.Spool.settle(f.Backend); err != nil {
+			log.Error("emptying delivered instance files failed", "backend", f.Backend, "error", err)
+		}
 		if transient == nil {
 			backoff = 0
 			if state.LastError != "" || !state.NextAttempt.IsZero() {

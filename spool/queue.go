@@ -364,11 +364,11 @@ func (s *Spool) Purge(backend string, olderThan time.Duration) (int, error) {
 				n++
 			}
 		}
-		// The queue's fsync through its group commit: the files purged
-		// from it may be reused once it has run (recycle.go).
-		if d := s.openDir(b); d != nil {
-			if err := d.sync.sync(); err != nil {
-				return n, fmt.Errorf("spool: %w", err)
+		// The queue's fsync, then the files purged from it are emptied
+		// (recycle.go).
+		if s.openDir(b) != nil {
+			if err := s.settle(b); err != nil {
+				return n, err
 			}
 		} else {
 			syncDir(filepath.Join(s.cfg.Dir, escapeName(b), dirQueue))

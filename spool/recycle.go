@@ -30,6 +30,10 @@ import (
 type spent struct {
 	path string
 	need uint64
+	// full: not truncated yet. Its blocks are freed only once its old
+	// name is gone for good (settle): freed earlier, another file could
+	// take them while the old name, after a crash, still shows them.
+	full bool
 }
 
 const (
@@ -172,8 +176,8 @@ func (d *backendDir) takeFree() *os.File {
 }
 
 // recycle retires a spent instance file at path: from queue/, renamed
-// into free/, truncated and pooled (reused after the next fsync of
-// queue/); deleted when it comes from failed/ or expired/, when the
+// into free/ and pooled (truncated by settle, reused, after the next fsync
+// of queue/); deleted when it comes from failed/ or expired/, when the
 // forwarder is reading it, or when the pool is full. Once it returns,
 // path is gone; gone reports whether this call took it (false: it was
 // gone already, delivered and purged at once).
@@ -195,15 +199,48 @@ func (s *Spool) recycle(d *backendDir, path string) (gone bool, err error) {
 	if err != nil {
 		return removeFile(path)
 	}
-	if os.Truncate(name, 0) != nil {
-		return removeFile(name)
-	}
 	// Read after the rename: an fsync numbered above it began after it.
 	need := d.sync.started.Load() + 1
 	d.freeMu.Lock()
-	d.free = append(d.free, spent{path: name, need: need})
+	d.free = append(d.free, spent{path: name, need: need, full: true})
 	d.freeMu.Unlock()
 	return true, nil
+}
+
+// settle makes the spent files of backend that left queue/ so far safe to
+// empty: an fsync of queue/ (the group commit's, shared with the writers
+// meanwhile), then each of them is truncated, so no delivered instance
+// stays at rest in free/. The forwarder runs it after each batch it
+// delivered, a purge after it purged.
+func (s *Spool) settle(backend string) error {
+	d := s.openDir(backend)
+	if d == nil {
+		return nil
+	}
+	d.freeMu.Lock()
+	full := false
+	for _, e := range d.free {
+		full = full || e.full
+	}
+	d.freeMu.Unlock()
+	if !full {
+		return nil
+	}
+	if err := d.sync.sync(); err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	done, failed := d.sync.done.Load(), d.sync.failed.Load()
+	// Under the lock: a file in the pool is not being written, and none is
+	// taken while it is emptied.
+	d.freeMu.Lock()
+	defer d.freeMu.Unlock()
+	for i := range d.free {
+		if e := &d.free[i]; e.full && e.need <= done && e.need > failed {
+			e.full = false
+			_ = os.Truncate(e.path, 0)
+		}
+	}
+	return nil
 }
 
 // markSending marks the files of batch as being read by the forwarder (on)

@@ -151,3 +151,33 @@ func TestPendingFilesAreNeverListedAndGoAtStart(t *testing.T) {
 		t.Errorf("a pending file survives a restart: %v", err)
 	}
 }
+
+// A spent file keeps its blocks until queue/ has been fsync'd after it
+// left: freed earlier, another file could take them while, after a crash
+// on a file system that does not journal its directories, the old name
+// still shows them. Then it is emptied.
+func TestSpentFileIsEmptiedOnlyAfterTheQueueFsync(t *testing.T) {
+	if !recycling {
+		t.Skip("spent files are deleted on this system")
+	}
+	s, _ := openTest(t, Config{})
+	store(t, s, "pacs", 1, bytes.Repeat([]byte("delivered "), 100))
+	list, _ := s.List("pacs", Queued)
+	syncs := s.dirs["pacs"].sync.started.Load()
+	if err := s.remove(&list[0]); err != nil {
+		t.Fatal(err)
+	}
+	spentPath := s.dirs["pacs"].free[0].path
+	if fi, _ := os.Stat(spentPath); fi.Size() == 0 {
+		t.Fatal("a spent file was emptied before queue/ was fsync'd after it left")
+	}
+	if err := s.settle("pacs"); err != nil {
+		t.Fatal(err)
+	}
+	if s.dirs["pacs"].sync.started.Load() == syncs {
+		t.Error("settle emptied files without an fsync of queue/")
+	}
+	if fi, _ := os.Stat(spentPath); fi.Size() != 0 {
+		t.Errorf("a settled spent file keeps %d bytes", fi.Size())
+	}
+}
