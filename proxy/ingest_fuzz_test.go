@@ -46,10 +46,30 @@ func FuzzStoreAndForwardIngest(f *testing.F) {
 			AbstractSyntax: ctImageStorage, TransferSyntaxes: []string{association.ExplicitVRLittleEndian}})
 		associate(t, c, rq)
 		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		// The edge's answers are drained as they come, so it never waits
-		// on a client that does not read.
-		drained := make(chan struct{})
-		go func() { _, _ = io.Copy(io.Discard, c); close(drained) }()
+		// The edge's answers are read as they come, so it never waits on a
+		// client that does not read; its A-RELEASE-RP or A-ABORT ends the
+		// association (after an A-ABORT the edge waits for the client to
+		// close).
+		drained, ended := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(drained)
+			rd := association.NewReader(c, 1<<20)
+			once := false
+			for {
+				typ, _, err := rd.Next()
+				if err != nil {
+					_, _ = io.Copy(io.Discard, c)
+					break
+				}
+				if !once && (typ == association.TypeReleaseRP || typ == association.TypeAbort) {
+					once = true
+					close(ended)
+				}
+			}
+			if !once {
+				close(ended)
+			}
+		}()
 		for len(script) >= 2 {
 			ctrl, n := script[0], int(script[1])
 			script = script[2:]
@@ -68,8 +88,8 @@ func FuzzStoreAndForwardIngest(f *testing.F) {
 		_ = association.WritePDU(c, &association.ReleaseRQ{})
 		// Released, the edge closes; after its A-ABORT it waits for us to.
 		select {
-		case <-drained:
-		case <-time.After(time.Second):
+		case <-ended:
+		case <-time.After(5 * time.Second):
 		}
 		c.Close()
 		<-drained
