@@ -252,6 +252,13 @@ func (in *ingest) data(pdv association.PDV) error {
 	}
 	in.cur = nil
 	if op.w != nil {
+		if status, why := op.judge(); status != dimse.StatusSuccess {
+			op.w.Abort()
+			op.w = nil
+			op.status, op.why = status, why
+		}
+	}
+	if op.w != nil {
 		if err := op.w.Commit(); err != nil {
 			op.status, op.why = dimse.StatusRefusedOutOfResources, err.Error()
 		} else {
@@ -260,6 +267,31 @@ func (in *ingest) data(pdv association.PDV) error {
 		op.w = nil
 	}
 	return in.respond(op)
+}
+
+// judge is what the edge, receiving for the backend, checks of a whole
+// data set before it acknowledges it: not empty, not cut inside an
+// element, and naming the instance and class the command names (the C-STORE's
+// Affected SOP Instance and Class UIDs are those of its data set, PS3.7
+// 9.1.1; 0xA900 is C-STORE's "data set does not match SOP class", PS3.4
+// B.2.3). What the scanner could not read (a syntax it does not walk) is
+// left to the backend.
+func (op *storeOp) judge() (status uint16, why string) {
+	switch {
+	case op.bytes == 0:
+		return dimse.StatusDataSetMismatch, "the data set is empty"
+	case op.scan.Cut():
+		return dimse.StatusUnableToProcess, "the data set ends inside an element"
+	}
+	if uid, ok := op.scan.SOPInstanceUID(); ok && uid != op.cmd.AffectedSOPInstanceUID {
+		return dimse.StatusDataSetMismatch, "(0008,0018) is not the Affected SOP Instance UID"
+	} else if !ok && op.scan.Walked() {
+		return dimse.StatusDataSetMismatch, "the data set has no SOP Instance UID (0008,0018)"
+	}
+	if uid, ok := op.scan.SOPClassUID(); ok && uid != op.cmd.AffectedSOPClassUID {
+		return dimse.StatusDataSetMismatch, "(0008,0016) is not the Affected SOP Class UID"
+	}
+	return dimse.StatusSuccess, ""
 }
 
 func (in *ingest) respond(op *storeOp) error {

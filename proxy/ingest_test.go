@@ -268,3 +268,64 @@ func TestForwarderFollowsAReloadedBackend(t *testing.T) {
 		t.Errorf("%d still queued", len(list))
 	}
 }
+
+// The edge, receiving for the backend, acknowledges only a data set that
+// is whole and names the instance and class of its command: an empty one,
+// one cut inside an element, or one whose (0008,0018) or (0008,0016) is
+// not the command's gets its failure status and nothing is spooled; the
+// association goes on.
+func TestStoreAndForwardJudgesTheDataSetBeforeTheAck(t *testing.T) {
+	e := startEdge(t, edgeOptions{Backends: backendBlock("pacs", testpeer.FreeAddr(t), "STORESCP"), Rules: sfRule()})
+	c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
+	rq := echoRQ("MODALITY1", "MAINPACS")
+	const pcCT = 3
+	rq.PresentationContexts = append(rq.PresentationContexts, association.PresentationContextRQ{ID: pcCT,
+		AbstractSyntax: ctImageStorage, TransferSyntaxes: []string{association.ExplicitVRLittleEndian}})
+	ac := associate(t, c, rq)
+	dataSet := func(class, inst string) []byte {
+		var ds []byte
+		if class != "" {
+			ds = leakElement(ds, 0x00080016, "UI", []byte(class))
+		}
+		if inst != "" {
+			ds = leakElement(ds, 0x00080018, "UI", []byte(inst))
+		}
+		return leakElement(ds, 0x00100020, "LO", []byte("PAT1"))
+	}
+	whole := dataSet(ctImageStorage, "1.2.3.4")
+	for i, tc := range []struct {
+		name   string
+		ds     []byte
+		status uint16
+	}{
+		{"empty", nil, dimse.StatusDataSetMismatch},
+		{"cut inside an element", whole[:len(whole)-2], dimse.StatusUnableToProcess},
+		{"another SOP Instance UID", dataSet(ctImageStorage, "1.2.3.5"), dimse.StatusDataSetMismatch},
+		{"no SOP Instance UID", dataSet(ctImageStorage, ""), dimse.StatusDataSetMismatch},
+		{"another SOP Class UID", dataSet("1.2.840.10008.5.1.4.1.1.4", "1.2.3.4"), dimse.StatusDataSetMismatch},
+		{"whole", whole, dimse.StatusSuccess},
+	} {
+		cmd := &dimse.Command{CommandField: dimse.CStoreRQ, MessageID: uint16(10 + i), AffectedSOPClassUID: ctImageStorage,
+			AffectedSOPInstanceUID: "1.2.3.4", CommandDataSetType: 0}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if err := dimse.WriteMessage(c, pcCT, cmd, tc.ds, ac.UserInfo.MaxLength); err != nil {
+			t.Fatal(err)
+		}
+		if len(tc.ds) == 0 {
+			// One data-set PDV with no bytes, the last (PS3.8 E.2).
+			if _, err := c.Write([]byte{byte(association.TypePDataTF), 0, 0, 0, 0, 6, 0, 0, 0, 2, pcCT, 0b10}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if rsp := readResponse(t, c); rsp.Status != tc.status {
+			t.Errorf("%s: status %#04x (%q), want %#04x", tc.name, rsp.Status, rsp.ErrorComment, tc.status)
+		}
+		want := 0
+		if tc.status == dimse.StatusSuccess {
+			want = 1
+		}
+		if list, _ := e.Server.Spool.List("pacs", spool.Queued); len(list) != want {
+			t.Errorf("%s: %d spooled, want %d", tc.name, len(list), want)
+		}
+	}
+}

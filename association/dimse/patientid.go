@@ -11,6 +11,8 @@ import (
 const (
 	tagPatientID          = 0x00100020
 	tagStudyInstanceUID   = 0x0020000D
+	tagSOPClassUID        = 0x00080016
+	tagSOPInstanceUID     = 0x00080018
 	undefinedLength       = 0xFFFFFFFF
 	maxPatientIDLen       = 256 // LO is at most 64 characters; allow slack, never more
 	maxSequenceDepth      = 32
@@ -42,6 +44,10 @@ type PatientIDScanner struct {
 	why      string // why the scanner gave up without a certain Patient ID
 	study    string
 	hasStudy bool
+	// The data set's own SOP Class and Instance UIDs (the first of each),
+	// which a receiver compares with the command's.
+	sopClass, sopInstance       string
+	hasSOPClass, hasSOPInstance bool
 
 	hdr      [12]byte
 	nhdr     int
@@ -133,6 +139,28 @@ func (s *PatientIDScanner) PatientID() (string, bool) {
 // StudyInstanceUID returns the (first) Study Instance UID found, trimmed of
 // padding.
 func (s *PatientIDScanner) StudyInstanceUID() (string, bool) { return s.study, s.hasStudy }
+
+// SOPInstanceUID and SOPClassUID return the data set's (first) SOP
+// Instance UID (0008,0018) and SOP Class UID (0008,0016), trimmed of
+// padding.
+func (s *PatientIDScanner) SOPInstanceUID() (string, bool) { return s.sopInstance, s.hasSOPInstance }
+
+// SOPClassUID: see SOPInstanceUID.
+func (s *PatientIDScanner) SOPClassUID() (string, bool) { return s.sopClass, s.hasSOPClass }
+
+// Walked reports that the scanner read the whole data set fed so far, to
+// an element boundary at the top level, without giving up: what it did
+// not find is not there.
+func (s *PatientIDScanner) Walked() bool {
+	return !s.done && s.nhdr == 0 && s.skip == 0 && s.value == nil && s.depth == 0
+}
+
+// Cut reports that the data set fed so far ends inside an element (an
+// element header, a value or a sequence), as far as a scanner that did
+// not give up can tell.
+func (s *PatientIDScanner) Cut() bool {
+	return !s.done && (s.nhdr > 0 || s.skip > 0 || s.value != nil || s.depth > 0)
+}
 
 // Undetermined says why the data set fed so far does not tell its Patient
 // ID for certain, or "" when it does (found, or a complete top level
@@ -257,8 +285,9 @@ func (s *PatientIDScanner) element() {
 		s.last, s.hasLast = max(s.last, tag), true
 	}
 	if s.depth == 0 {
-		study := tag == tagStudyInstanceUID && !s.hasStudy && length != undefinedLength && length <= maxPatientIDLen
-		if tag == tagPatientID || study {
+		uid := (tag == tagStudyInstanceUID && !s.hasStudy || tag == tagSOPClassUID && !s.hasSOPClass ||
+			tag == tagSOPInstanceUID && !s.hasSOPInstance) && length != undefinedLength && length <= maxPatientIDLen
+		if tag == tagPatientID || uid {
 			if length == undefinedLength {
 				s.giveUp(fmt.Sprintf("Patient ID (0010,0020) of %d bytes", length))
 				return
@@ -297,11 +326,16 @@ func (s *PatientIDScanner) element() {
 func (s *PatientIDScanner) got(tag uint32, v []byte) {
 	s.value = nil
 	t := strings.Trim(string(v), " \x00")
-	if tag == tagStudyInstanceUID {
+	switch tag {
+	case tagStudyInstanceUID:
 		s.study, s.hasStudy = t, true
-		return
+	case tagSOPClassUID:
+		s.sopClass, s.hasSOPClass = t, true
+	case tagSOPInstanceUID:
+		s.sopInstance, s.hasSOPInstance = t, true
+	default:
+		s.patientID(t)
 	}
-	s.patientID(t)
 }
 
 // patientID takes a top-level Patient ID value: the first, or a repeat of
