@@ -50,6 +50,7 @@ func FuzzDecodeCommand(f *testing.F) {
 // the data set is fragmented.
 func FuzzPatientIDScanner(f *testing.F) {
 	f.Add([]byte(ex(0x0010, 0x0020, "LO", []byte("P1"))), uint16(3), false)
+	f.Add(join(ex(0x0008, 0x0016, "UI", []byte("1.2.840.10008.5.1.4.1.1.2\x00")), ex(0x0008, 0x0018, "UI", []byte("1.2.3")), ex(0x0010, 0x0020, "LO", []byte("P"))), uint16(9), false)
 	f.Add(join(im(0x0008, 0x1032, nil, u), delim(0xE000, u), im(0x0008, 0x0100, []byte("C ")), delim(0xE00D, 0), delim(0xE0DD, 0),
 		im(0x0010, 0x0020, []byte("IMPL"))), uint16(17), true)
 	f.Add(join(ex(0x0020, 0x000D, "UI", []byte("1.2\x00")), ex(0x7FE0, 0x0010, "OW", make([]byte, 64)), ex(0x0010, 0x0020, "LO", []byte("LATE"))), uint16(30), false)
@@ -69,6 +70,14 @@ func FuzzPatientIDScanner(f *testing.F) {
 		id2, ok2 := parts.PatientID()
 		st1, _ := whole.StudyInstanceUID()
 		st2, _ := parts.StudyInstanceUID()
+		si1, sok1 := whole.SOPInstanceUID()
+		si2, sok2 := parts.SOPInstanceUID()
+		sc1, _ := whole.SOPClassUID()
+		sc2, _ := parts.SOPClassUID()
+		if si1 != si2 || sok1 != sok2 || sc1 != sc2 || whole.Walked() != parts.Walked() || whole.Cut() != parts.Cut() {
+			t.Fatalf("whole: instance %q %v class %q walked %v cut %v; split at %d: %q %v %q %v %v",
+				si1, sok1, sc1, whole.Walked(), whole.Cut(), k, si2, sok2, sc2, parts.Walked(), parts.Cut())
+		}
 		if id1 != id2 || ok1 != ok2 || st1 != st2 || whole.Done() != parts.Done() || whole.Undetermined() != parts.Undetermined() {
 			t.Fatalf("whole %q %v %v %q, split at %d %q %v %v %q", id1, ok1, whole.Done(), whole.Undetermined(),
 				k, id2, ok2, parts.Done(), parts.Undetermined())

@@ -316,3 +316,34 @@ func TestPatientIDScannerOrder(t *testing.T) {
 		})
 	}
 }
+
+// The scanner names the data set's SOP Class and Instance UIDs, tells a
+// data set walked to its end from one cut inside an element, and claims
+// neither when it gave up.
+func TestPatientIDScannerSOPUIDsAndCompleteness(t *testing.T) {
+	ds := join(ex(0x0008, 0x0016, "UI", []byte("1.2.840.10008.5.1.4.1.1.2\x00")), ex(0x0008, 0x0018, "UI", []byte("1.2.3.4")),
+		ex(0x0010, 0x0020, "LO", []byte("P1")), ex(0x7FE0, 0x0010, "OW", make([]byte, 16)))
+	s := NewPatientIDScanner(association.ExplicitVRLittleEndian)
+	s.Feed(ds)
+	if uid, ok := s.SOPInstanceUID(); !ok || uid != "1.2.3.4" {
+		t.Errorf("SOP Instance UID %q %v", uid, ok)
+	}
+	if uid, ok := s.SOPClassUID(); !ok || uid != "1.2.840.10008.5.1.4.1.1.2" {
+		t.Errorf("SOP Class UID %q %v", uid, ok)
+	}
+	if !s.Walked() || s.Cut() {
+		t.Errorf("whole data set: walked %v, cut %v", s.Walked(), s.Cut())
+	}
+	for _, n := range []int{3, 9, len(ds) - 5} { // in a header, in a value, in pixel data
+		c := NewPatientIDScanner(association.ExplicitVRLittleEndian)
+		c.Feed(ds[:n])
+		if c.Walked() || !c.Cut() {
+			t.Errorf("cut at %d: walked %v, cut %v", n, c.Walked(), c.Cut())
+		}
+	}
+	g := NewPatientIDScanner(association.DeflatedExplicitVRLittleEndian)
+	g.Feed(ds)
+	if _, ok := g.SOPInstanceUID(); ok || g.Walked() || g.Cut() {
+		t.Error("a scanner that gave up claims what it did not read")
+	}
+}
