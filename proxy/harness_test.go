@@ -230,6 +230,7 @@ func startEdge(t testing.TB, o edgeOptions) *testEdge {
 		s.bench.eagerLoggers.Store(true)
 		s.bench.groupNotLearned.Store(true)
 		s.bench.backendSessionsOff.Store(true)
+		s.bench.backendMaxOffered.Store(true)
 	}
 	layer, err := tlslayer.New(context.Background(), tc)
 	if err != nil {

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"strings"
 	"testing"
@@ -117,11 +118,11 @@ func TestRelayPDUOverNegotiatedMaxAborted(t *testing.T) {
 	be := startScriptBackend(t, 16384, nil)
 	e := inspectEdge(t, be, `services = ["C-ECHO", "C-STORE"]`)
 	c, ac := inspectClientRQ(t, e, nil)
-	if ac.UserInfo.MaxLength != 16384 {
-		t.Fatalf("AC max length %d, want the backend's 16384", ac.UserInfo.MaxLength)
+	if ac.UserInfo.MaxLength != relayOffer {
+		t.Fatalf("AC max length %d, want the edge's offer %d", ac.UserInfo.MaxLength, relayOffer)
 	}
 	cmd := storeCmd(1, association.SecondaryCaptureImageStorage).Encode()
-	big := bytes.Repeat([]byte{0}, 20000)
+	big := bytes.Repeat([]byte{0}, relayOffer+1000)
 	// The edge judges the PDU by its header and aborts without reading the
 	// body, so the rest of this write may meet a closed socket (EPIPE); the
 	// A-ABORT sent before the close is still there to read.
@@ -130,6 +131,60 @@ func TestRelayPDUOverNegotiatedMaxAborted(t *testing.T) {
 	expectAbortAfter(t, c, association.AbortInvalidPDUParameterValue)
 	backendGotOnly(t, be, 0, 5*time.Second)
 	abortedEvent(t, e, "client:invalid-pdu-parameter-value")
+}
+
+// A client offered more than the backend takes sends longer PDUs: each
+// reaches the backend cut to its maximum, the data whole and in order, the
+// last-fragment bit on the final piece only (PS3.8 E.2).
+func TestRelayCutsLongPDUsToTheBackendsMaximum(t *testing.T) {
+	be := startScriptBackend(t, 16384, nil)
+	e := inspectEdge(t, be, `services = ["C-ECHO", "C-STORE"]`)
+	c, ac := inspectClientRQ(t, e, nil)
+	if ac.UserInfo.MaxLength <= 16384 {
+		t.Fatalf("AC max length %d: the client is offered no more than the backend takes", ac.UserInfo.MaxLength)
+	}
+	cmd := storeCmd(1, association.SecondaryCaptureImageStorage).Encode()
+	// One Pixel Data element (explicit VR little endian, OB) of patterned
+	// bytes: a data set the inspection walks.
+	data := []byte{0xE0, 0x7F, 0x10, 0x00, 'O', 'B', 0, 0}
+	data = binary.LittleEndian.AppendUint32(data, 100000-12)
+	for i := len(data); i < 100000; i++ {
+		data = append(data, byte(i*7))
+	}
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	// The command and the first part of the data set in one PDU, the rest
+	// in another, both longer than the backend's maximum.
+	writeRaw(t, c, pdataPDU(append(pdvItemBytes(pcSC, true, true, cmd), pdvItemBytes(pcSC, false, false, data[:60000])...)))
+	writeRaw(t, c, pdataPDU(pdvItemBytes(pcSC, false, true, data[60000:])))
+	var got []byte
+	lasts := 0
+	for len(got) < len(data) {
+		g := be.next(t, 5*time.Second)
+		if g == nil || g.typ != association.TypePDataTF {
+			t.Fatalf("backend got %+v, want P-DATA-TF", g)
+		}
+		if g.length > 16384+association.HeaderLen {
+			t.Fatalf("backend got a PDU of %d bytes, over its maximum length 16384", g.length)
+		}
+		for _, p := range g.pdu.(*association.PDataTF).PDVs {
+			if p.Command {
+				if p.Last && !bytes.Equal(p.Data, cmd) {
+					t.Fatal("the command set changed on its way")
+				}
+				continue
+			}
+			if lasts > 0 {
+				t.Fatal("a data-set fragment after the last one")
+			}
+			if p.Last {
+				lasts++
+			}
+			got = append(got, p.Data...)
+		}
+	}
+	if !bytes.Equal(got, data) || lasts != 1 {
+		t.Fatalf("backend got %d data-set bytes (equal: %v), %d last fragments", len(got), bytes.Equal(got, data), lasts)
+	}
 }
 
 // The backend too is held to the maximum length the edge announced in its

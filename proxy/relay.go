@@ -253,12 +253,15 @@ func (r *relay) idle() time.Duration { return r.cfg.Edge.Idle() }
 func (r *relay) accepted(rq *association.AssociateRQ, ac *association.AssociateAC, removed map[uint8]bool) bool {
 	c := r.c
 	cac, icfg, accepted := clientAC(rq, ac, removed, r.cfg.Edge.MaxPDULength)
+	if c.s.bench.backendMaxOffered.Load() {
+		cac.UserInfo.MaxLength = icfg.MaxPDU[inspect.Acceptor]
+	}
 	icfg.Policy, icfg.Rule = &r.d, r.d.Rule
 	// Each side is held to the maximum length the edge announced to it
-	// (PS3.8 D.1.1): the client to the AC's, the backend to the RQ's. PDUs
-	// pass unchanged, so a longer one would reach a peer that said it
-	// cannot take it.
-	r.cr.SetLimit(icfg.MaxPDU[inspect.Acceptor])
+	// (PS3.8 D.1.1): the client to the AC's, the backend to the RQ's. The
+	// client may have been offered more than the backend takes: its
+	// longer PDUs are cut to the backend's maximum by the inspection.
+	r.cr.SetLimit(cac.UserInfo.MaxLength)
 	r.br.SetLimit(icfg.MaxPDU[inspect.Requestor])
 	// Scanned with patient_ids = "omit" too: the record names the study.
 	icfg.ScanPatientID = c.s.Audit != nil

@@ -140,7 +140,7 @@ func clientAC(rq *association.AssociateRQ, ac *association.AssociateAC, removed 
 		accepted = appendUnique(accepted, pc.AbstractSyntax)
 	}
 	ui, cui := &ac.UserInfo, &cac.UserInfo
-	cui.MaxLength, cui.HasMaxLength = clampMax(ui.MaxLength, maxLen), true
+	cui.MaxLength, cui.HasMaxLength = requestorOffer(ui.MaxLength, maxLen), true
 	cui.ImplementationClassUID, cui.ImplementationVersionName = ui.ImplementationClassUID, ui.ImplementationVersionName
 	if rq.UserInfo.AsyncOps != nil {
 		cui.AsyncOps = ui.AsyncOps
@@ -188,4 +188,19 @@ func proposedExtended(rq *association.AssociateRQ, uid string) bool {
 		}
 	}
 	return false
+}
+
+// relayOffer is the least maximum length the edge offers a relayed
+// association's requestor: PDUs of at most it are cut to the backend's
+// maximum on their way (the inspection rebuilds them), so a sender
+// whose costs go by the PDU (DCMTK's do: 16 KiB PDUs take about 1.5 times
+// as long as 128 KiB ones) sends fewer, whatever the backend takes. Each
+// PDU is held whole before it is forwarded; this bounds that.
+const relayOffer = 128 << 10
+
+// requestorOffer is the maximum length offered to the requestor when the
+// backend accepts backend: the larger of that and relayOffer, within the
+// edge's own maximum.
+func requestorOffer(backend, edge uint32) uint32 {
+	return max(clampMax(backend, edge), min(relayOffer, edge))
 }

@@ -98,6 +98,7 @@ type benchSwitches struct {
 	backendSessionsOff atomic.Bool // a full TLS handshake with a backend for every association (backend.go)
 	eagerLoggers       atomic.Bool // each connection's logger built as its fields become known (connlog.go)
 	groupNotLearned    atomic.Bool // every backend handshake offers the profile's groups in its order (backend.go)
+	backendMaxOffered  atomic.Bool // a relayed client is offered the backend's maximum PDU length only (relay_negotiate.go)
 }
 
 func (s *Server) init() {

@@ -23,7 +23,8 @@ func fuzzInput(steps ...step) []byte {
 
 // FuzzInspector feeds PDV sequences from both sides and checks what must
 // hold whatever comes: no panic; what is forwarded or replied is whole
-// P-DATA-TF PDUs within the receiver's maximum length, on accepted
+// P-DATA-TF PDUs within the receiver's maximum length (a longer PDU is cut
+// to fit, never passed), on accepted
 // contexts; after a violation every verdict is that violation and
 // nothing is sent; nothing stays held after Finish.
 func FuzzInspector(f *testing.F) {
@@ -79,6 +80,10 @@ func FuzzInspector(f *testing.F) {
 				continue
 			}
 			rmax := insp.cfg.MaxPDU[from.Other()]
+			if v.Pass && uint32(len(body)) > rmax {
+				// Longer than the receiver takes: it must be cut, not passed.
+				t.Fatalf("passed a PDU of %d bytes to a side that takes %d", len(body), rmax)
+			}
 			for _, s := range parsePDUs(t, v.Forward, rmax) {
 				if insp.context(s.ctx) == nil {
 					t.Fatalf("forwarded a PDV on context %d", s.ctx)

@@ -220,6 +220,13 @@ func (in *Inspector) Feed(from Side, pdu []byte) Verdict {
 	if len(pdu) < association.HeaderLen || association.PDUType(pdu[0]) != association.TypePDataTF {
 		return in.fail(&Violation{From: from, Reason: association.AbortUnexpectedPDU, Msg: "not a P-DATA-TF PDU"})
 	}
+	if uint32(len(pdu)-association.HeaderLen) > st.fwd.max {
+		// Longer than the other side takes (the sender was offered more):
+		// rebuilt, its PDVs cut to fit.
+		n := len(pdu) - association.HeaderLen
+		st.fwd.grow(n + (n/int(st.fwd.max)+2)*(association.HeaderLen+pdvHeaderLen))
+		st.change()
+	}
 	err := association.EachPDV(pdu[association.HeaderLen:], func(p association.PDV) error {
 		if v := in.pdv(st, p); v != nil {
 			return v

@@ -3,6 +3,7 @@ package inspect
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/dicomedge/dicomedge/association"
@@ -125,13 +126,13 @@ func (st *stream) verdict() Verdict {
 	return v
 }
 
-// keep forwards p as it came.
+// keep forwards p as it came (cut to the other side's maximum length).
 func (st *stream) keep(p association.PDV) {
 	if !st.changed {
 		st.kept++
 		return
 	}
-	st.fwd.pdv(p.ContextID, p.MessageControlHeader(), p.Data)
+	st.fwd.fit(p.ContextID, p.MessageControlHeader(), p.Data)
 }
 
 // change marks the PDU as not forwarded as it came: the PDVs kept so far
@@ -147,7 +148,7 @@ func (st *stream) change() {
 			return errStop
 		}
 		n--
-		st.fwd.pdv(p.ContextID, p.MessageControlHeader(), p.Data)
+		st.fwd.fit(p.ContextID, p.MessageControlHeader(), p.Data)
 		return nil
 	})
 }
@@ -340,10 +341,36 @@ type builder struct {
 func (b *builder) reset() { b.buf, b.open = b.buf[:0], false }
 
 func (b *builder) release() {
-	if cap(b.buf) > 4<<10 { // rewrites are rare: an idle association keeps no large buffer
+	if cap(b.buf) > 4<<10 { // an idle association keeps no large buffer
+		if cap(b.buf) <= maxPooledBuild {
+			buf := b.buf[:0]
+			buildPool.Put(&buf)
+		}
 		b.buf = nil
 	}
 	b.open = false
+}
+
+// buildPool holds the buffers long PDUs are rebuilt into (cut to the other
+// side's maximum length): a sender offered more than its backend takes
+// has every data-set PDU rebuilt.
+var buildPool sync.Pool
+
+// maxPooledBuild: larger buffers are not kept.
+const maxPooledBuild = 2 << 20
+
+// grow makes room for n more bytes, from the pool when the buffer is new.
+func (b *builder) grow(n int) {
+	if cap(b.buf)-len(b.buf) >= n {
+		return
+	}
+	if len(b.buf) == 0 {
+		if p, ok := buildPool.Get().(*[]byte); ok && cap(*p) >= n {
+			b.buf = (*p)[:0]
+			return
+		}
+	}
+	b.buf = slices.Grow(b.buf, n)
 }
 
 func (b *builder) pdv(ctx, mch uint8, data []byte) {
@@ -391,6 +418,17 @@ func (b *builder) split(ctx, mch uint8, data []byte, last bool) {
 		b.pdv(ctx, m, data[:n])
 		data = data[n:]
 	}
+}
+
+// fit appends one PDV as it came, cut into PDVs that fit max when it does
+// not: the same context and kind (command or data set), the last-fragment
+// bit on the final piece only (PS3.8 E.2).
+func (b *builder) fit(ctx, mch uint8, data []byte) {
+	if pdvHeaderLen+len(data) <= int(b.max) {
+		b.pdv(ctx, mch, data)
+		return
+	}
+	b.split(ctx, mch&^2, data, mch&2 != 0)
 }
 
 // appendWriter lets dimse.WriteMessage encode into a builder's buffer.
