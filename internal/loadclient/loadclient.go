@@ -3,6 +3,7 @@ package loadclient
 import (
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -269,7 +270,13 @@ func Hold(ctx context.Context, cfg HoldConfig) ([]net.Conn, error) {
 	}
 	var dataset []byte
 	if cfg.StoreBytes > 0 {
-		dataset = make([]byte, cfg.StoreBytes-12) // 12: PDV header + PDV item length
+		// One Pixel Data element (Implicit VR Little Endian: tag, 32-bit
+		// length) filling the PDU: a data set the edge walks (a run of
+		// zero bytes would be (0000,0000) repeated, which it refuses).
+		// 12: PDV header + PDV item length; 8: the element's header.
+		dataset = make([]byte, cfg.StoreBytes-12)
+		copy(dataset, []byte{0xE0, 0x7F, 0x10, 0x00})
+		binary.LittleEndian.PutUint32(dataset[4:8], uint32(len(dataset)-8))
 	}
 	for i := 0; i < cfg.N; i++ {
 		var tc *tls.Config
