@@ -9,19 +9,20 @@ import (
 )
 
 // Spent instance files (delivered, or purged from the queue) are not
-// deleted: each is renamed from queue/ into its backend's free/,
-// truncated, and a later instance is written into it. A steady flow then
+// deleted: each is renamed from queue/ into its backend's free/, emptied
+// (settle), and a later instance is written into it. A steady flow then
 // allocates and frees no inodes, which on ext4 without a journal is most
 // of an instance's cost: every new inode is searched for past each inode
 // freed in the last 5 to 35 seconds (the kernel will not reuse those
 // yet), and a busy queue frees one per instance delivered.
 //
 // Two rules keep a reused file from ever showing through an old name:
-//   - A spent file is handed out only after an fsync of queue/ that began
-//     after it left (the group commit's, which every new instance runs):
-//     on a file system that does not journal its directories, a crash
-//     before that could keep the old name on disk, pointing at the next
-//     instance written into the inode, never acknowledged.
+//   - A spent file is emptied and handed out only after a successful fsync
+//     of queue/ that began after it left (the group commit's, which every
+//     new instance, the forwarder after each batch and a purge run): on a
+//     file system that does not journal its directories, a crash before
+//     that could keep the old name on disk, pointing at blocks or an inode
+//     another instance now holds.
 //   - A file the forwarder is reading is deleted, not reused, when it is
 //     purged meanwhile: its open descriptor keeps the bytes it sends.
 
@@ -39,7 +40,7 @@ type spent struct {
 const (
 	dirFree = "free"
 	// maxFree bounds a backend's pool; past it spent files are deleted.
-	// A pooled file holds no data, only its inode.
+	// A settled pooled file holds no data, only its inode.
 	maxFree = 8192
 )
 
