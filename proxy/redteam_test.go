@@ -646,3 +646,27 @@ func clientReleases(t *testing.T, c *tls.Conn, be *scriptBackend) {
 		t.Fatalf("backend got %+v, want the A-RELEASE-RQ", g)
 	}
 }
+
+// An A-RELEASE-RQ is 4 bytes after its header (PS3.8 9.3.6). A longer
+// one, which the client's offer of more than the backend takes now lets
+// through the reader, is refused, not relayed as it came to a backend
+// that announced a smaller maximum.
+func TestRelayMalformedReleaseRQAborted(t *testing.T) {
+	be := startScriptBackend(t, 16384, nil)
+	e := inspectEdge(t, be, `services = ["C-ECHO", "C-STORE"]`)
+	c, ac := inspectClientRQ(t, e, nil)
+	if ac.UserInfo.MaxLength <= 20000 {
+		t.Fatalf("AC max length %d", ac.UserInfo.MaxLength)
+	}
+	rq := make([]byte, association.HeaderLen+20000)
+	rq[0] = byte(association.TypeReleaseRQ)
+	binary.BigEndian.PutUint32(rq[2:], 20000)
+	writeRaw(t, c, rq)
+	expectAbortAfter(t, c, association.AbortInvalidPDUParameterValue)
+	for _, g := range backendGotOnly(t, be, 0, 5*time.Second) {
+		if g.typ == association.TypeReleaseRQ {
+			t.Fatalf("the backend received an A-RELEASE-RQ of %d bytes", g.length)
+		}
+	}
+	abortedEvent(t, e, "client:invalid-pdu-parameter-value")
+}

@@ -107,6 +107,15 @@ func (r *relay) pumpFrom(x, y *peer) {
 		if !ok {
 			return
 		}
+		if typ == association.TypeReleaseRQ || typ == association.TypeReleaseRP {
+			// Relayed as they came: a malformed one (PS3.8 9.3.6, 9.3.7:
+			// 4 bytes after the header) would reach the peer, however long
+			// the reader let it be.
+			if _, err := association.Decode(typ, raw[association.HeaderLen:]); err != nil {
+				r.protocolFailure(x, y, err, "")
+				return
+			}
+		}
 		switch typ {
 		case association.TypePDataTF:
 			if r.rel.requested(x.side) {
