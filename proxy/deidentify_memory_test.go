@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/binary"
 	"fmt"
 	"os"
@@ -74,6 +75,26 @@ type largeCT struct {
 func (r largeCT) rssGrew() int64  { return int64(r.peakRSS) - int64(r.before.rss) }
 func (r largeCT) heapGrew() int64 { return int64(r.peakHeap) - int64(r.before.heap) }
 
+// pcCT is the presentation context of CT Image Storage (Explicit VR
+// Little Endian) that ctAssociation proposes.
+const pcCT = 3
+
+// ctAssociation opens a Go client's TLS association through e as
+// MODALITY1 → MAINPACS with Verification and CT Image Storage (pcCT)
+// proposed, and fails unless the CT context is accepted.
+func ctAssociation(t *testing.T, e *testEdge) (*tls.Conn, *association.AssociateAC) {
+	t.Helper()
+	c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
+	rq := echoRQ("MODALITY1", "MAINPACS")
+	rq.PresentationContexts = append(rq.PresentationContexts, association.PresentationContextRQ{ID: pcCT,
+		AbstractSyntax: ctImageStorage, TransferSyntaxes: []string{association.ExplicitVRLittleEndian}})
+	ac := associate(t, c, rq)
+	if pc, ok := ac.AcceptedContext(pcCT); !ok || pc.Result != association.PCAcceptance {
+		t.Fatalf("CT context not accepted: %+v", ac.PresentationContexts)
+	}
+	return c, ac
+}
+
 // largeCTUID is the SOP Instance UID of the instance storeLargeCT sends.
 const largeCTUID = "1.2.826.0.1.3680043.10.543.77"
 
@@ -84,15 +105,7 @@ const largeCTUID = "1.2.826.0.1.3680043.10.543.77"
 // returns the response.
 func storeLargeCT(t *testing.T, e *testEdge, frames int) largeCT {
 	t.Helper()
-	c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
-	rq := echoRQ("MODALITY1", "MAINPACS")
-	const pcCT = 3
-	rq.PresentationContexts = append(rq.PresentationContexts, association.PresentationContextRQ{ID: pcCT,
-		AbstractSyntax: ctImageStorage, TransferSyntaxes: []string{association.ExplicitVRLittleEndian}})
-	ac := associate(t, c, rq)
-	if pc, ok := ac.AcceptedContext(pcCT); !ok || pc.Result != association.PCAcceptance {
-		t.Fatalf("CT context not accepted: %+v", ac.PresentationContexts)
-	}
+	c, ac := ctAssociation(t, e)
 	cmd := &dimse.Command{CommandField: dimse.CStoreRQ, MessageID: 1, AffectedSOPClassUID: ctImageStorage,
 		AffectedSOPInstanceUID: largeCTUID, CommandDataSetType: 0} // any value but 0x0101: a data set follows
 	res := largeCT{header: buildLargeHeader(frames), pixelLen: frames * 512 * 512 * 2}

@@ -149,15 +149,7 @@ func TestStoreAndForwardLargeInstanceBounded(t *testing.T) {
 // the spool, the dimse record saying malformed-data-set.
 func TestStoreAndForwardRefusesUnsortedDataSet(t *testing.T) {
 	e := startEdge(t, edgeOptions{Backends: backendBlock("pacs", testpeer.FreeAddr(t), "STORESCP"), Rules: sfRule()})
-	c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
-	rq := echoRQ("MODALITY1", "MAINPACS")
-	const pcCT = 3
-	rq.PresentationContexts = append(rq.PresentationContexts, association.PresentationContextRQ{ID: pcCT,
-		AbstractSyntax: ctImageStorage, TransferSyntaxes: []string{association.ExplicitVRLittleEndian}})
-	ac := associate(t, c, rq)
-	if pc, ok := ac.AcceptedContext(pcCT); !ok || pc.Result != association.PCAcceptance {
-		t.Fatalf("CT context not accepted: %+v", ac.PresentationContexts)
-	}
+	c, ac := ctAssociation(t, e)
 	var ds []byte
 	ds = leakElement(ds, 0x00100020, "LO", []byte("PAT1"))
 	ds = leakElement(ds, 0x00080018, "UI", []byte("1.2.3.4")) // before (0010,0020): out of order
@@ -276,12 +268,7 @@ func TestForwarderFollowsAReloadedBackend(t *testing.T) {
 // association goes on.
 func TestStoreAndForwardJudgesTheDataSetBeforeTheAck(t *testing.T) {
 	e := startEdge(t, edgeOptions{Backends: backendBlock("pacs", testpeer.FreeAddr(t), "STORESCP"), Rules: sfRule()})
-	c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
-	rq := echoRQ("MODALITY1", "MAINPACS")
-	const pcCT = 3
-	rq.PresentationContexts = append(rq.PresentationContexts, association.PresentationContextRQ{ID: pcCT,
-		AbstractSyntax: ctImageStorage, TransferSyntaxes: []string{association.ExplicitVRLittleEndian}})
-	ac := associate(t, c, rq)
+	c, ac := ctAssociation(t, e)
 	dataSet := func(class, inst string) []byte {
 		var ds []byte
 		if class != "" {
