@@ -44,34 +44,14 @@ const (
 	maxFree = 8192
 )
 
-// loadFree fills d's pool from free/, as a previous run left it. A name
-// there that also names a queued, failed or expired instance (a crash in
-// the middle of a rename, on a file system that does not journal its
-// directories) is never reused: writing into it would overwrite that
-// instance. Every pooled file is truncated, so no data a previous run left
-// stays at rest in free/.
-func (d *backendDir) loadFree() error {
+// loadFree fills d's pool from ents, free/ as a previous run left it. A
+// name there whose inode is held (also names a queued, failed or expired
+// instance: a crash in the middle of a rename, on a file system that does
+// not journal its directories) is never reused: writing into it would
+// overwrite that instance. Every pooled file is truncated, so no data a
+// previous run left stays at rest in free/.
+func (d *backendDir) loadFree(ents []fs.DirEntry, held map[uint64]bool) {
 	dir := filepath.Join(d.root, dirFree)
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return fmt.Errorf("spool: %w", err)
-	}
-	if len(ents) == 0 {
-		return nil
-	}
-	held := map[uint64]bool{}
-	for _, sub := range []string{dirQueue, dirFailed, dirExpired} {
-		// Unreadable, an instance there could be taken for a spent file.
-		es, err := os.ReadDir(filepath.Join(d.root, sub))
-		if err != nil {
-			return fmt.Errorf("spool: %w", err)
-		}
-		for _, e := range es {
-			if ino, ok := inode(e); ok {
-				held[ino] = true
-			}
-		}
-	}
 	// pooled: an inode is pooled under one name only. Two names in free/
 	// for one inode (a crash in the middle of renames, on a file system
 	// that does not journal its directories and counts one link for both)
@@ -102,7 +82,6 @@ func (d *backendDir) loadFree() error {
 		pooled[ino] = true
 		d.free = append(d.free, spent{path: path})
 	}
-	return nil
 }
 
 func inode(e fs.DirEntry) (uint64, bool) {

@@ -140,13 +140,22 @@ func Open(cfg Config) (*Spool, error) {
 		if err != nil {
 			return nil, err
 		}
-		n, err := d.recover()
+		// The pool's names are checked against every file the queues
+		// hold (recycle.go): recover, which lists them anyway, collects
+		// their inodes when there is a pool to check.
+		free, err := os.ReadDir(filepath.Join(d.root, dirFree))
+		if err != nil {
+			return nil, fmt.Errorf("spool: %w", err)
+		}
+		var held map[uint64]bool
+		if len(free) > 0 {
+			held = map[uint64]bool{}
+		}
+		n, err := d.recover(held)
 		if err != nil {
 			return nil, err
 		}
-		if err := d.loadFree(); err != nil {
-			return nil, err
-		}
+		d.loadFree(free, held)
 		total += n
 	}
 	s.queued.Store(total)
@@ -274,9 +283,10 @@ func (s *Spool) dir(backend string) (*backendDir, error) {
 }
 
 // recover removes what a crash left: temporary and pending files, and
-// sidecars whose Part 10 file is gone (a crash in the middle of a move). It returns the
-// bytes queued.
-func (d *backendDir) recover() (int64, error) {
+// sidecars whose Part 10 file is gone (a crash in the middle of a move).
+// It returns the bytes queued; held, unless nil, gets the inode of every
+// file left in queue/, failed/ and expired/.
+func (d *backendDir) recover(held map[uint64]bool) (int64, error) {
 	tmp := filepath.Join(d.root, dirTmp)
 	ents, err := os.ReadDir(tmp)
 	if err != nil {
@@ -294,13 +304,22 @@ func (d *backendDir) recover() (int64, error) {
 		}
 		have := map[string]bool{}
 		for _, e := range ents {
-			if strings.HasSuffix(e.Name(), extDICOM) {
+			dcm := strings.HasSuffix(e.Name(), extDICOM)
+			if dcm {
 				have[strings.TrimSuffix(e.Name(), extDICOM)] = true
-				if sub == dirQueue {
-					if fi, err := e.Info(); err == nil {
-						total += fi.Size()
-					}
-				}
+			}
+			if !(dcm && sub == dirQueue) && held == nil {
+				continue
+			}
+			fi, err := e.Info()
+			if err != nil {
+				continue
+			}
+			if dcm && sub == dirQueue {
+				total += fi.Size()
+			}
+			if ino, _, ok := fileID(fi); ok && held != nil {
+				held[ino] = true
 			}
 		}
 		for _, e := range ents {
