@@ -76,7 +76,7 @@ func newRateCmd() *cobra.Command {
 	var tf targetFlags
 	var workers int
 	var dur time.Duration
-	var resume bool
+	var resume, handshakeOnly bool
 	c := &cobra.Command{
 		Use:   "rate",
 		Short: "full associations per second (connect, TLS, A-ASSOCIATE, C-ECHO, A-RELEASE)",
@@ -86,7 +86,7 @@ func newRateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res := loadclient.Rate(cmd.Context(), loadclient.RateConfig{Target: t, Workers: workers, Duration: dur, Resume: resume})
+			res := loadclient.Rate(cmd.Context(), loadclient.RateConfig{Target: t, Workers: workers, Duration: dur, Resume: resume, HandshakeOnly: handshakeOnly})
 			return json.NewEncoder(cmd.OutOrStdout()).Encode(res)
 		},
 	}
@@ -94,6 +94,7 @@ func newRateCmd() *cobra.Command {
 	c.Flags().IntVar(&workers, "workers", 8, "concurrent workers")
 	c.Flags().DurationVar(&dur, "duration", 5*time.Second, "how long to run")
 	c.Flags().BoolVar(&resume, "resume", false, "offer TLS session resumption after each worker's first association")
+	c.Flags().BoolVar(&handshakeOnly, "handshake-only", false, "TLS handshake and close, no DICOM: the TLS floor under a full association")
 	return c
 }
 

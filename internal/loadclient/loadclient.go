@@ -175,6 +175,27 @@ func Echo(ctx context.Context, t Target, tc *tls.Config) (resumed bool, err erro
 	return resumed, nil
 }
 
+// handshake connects, completes the TLS handshake and closes, after the
+// server's session tickets if it sends any (a resumed session needs one).
+func handshake(ctx context.Context, t Target, tc *tls.Config) (resumed bool, err error) {
+	if tc == nil {
+		return false, errors.New("a handshake-only run needs TLS")
+	}
+	c, resumed, err := t.dial(ctx, tc)
+	if err != nil {
+		return false, fmt.Errorf("connect: %w", err)
+	}
+	defer c.Close()
+	// TLS 1.3 sends tickets after the handshake; a read that waits for
+	// the server's close (or reads a ticket and then the close) takes them.
+	if tc.ClientSessionCache != nil {
+		_ = c.SetReadDeadline(time.Now().Add(t.timeout()))
+		var b [1]byte
+		_, _ = c.Read(b[:])
+	}
+	return resumed, nil
+}
+
 // RateConfig is an association-rate run.
 type RateConfig struct {
 	Target
@@ -183,6 +204,10 @@ type RateConfig struct {
 	// Resume keeps a TLS session cache per worker, so that after its first
 	// association every worker offers TLS 1.3 session resumption.
 	Resume bool
+	// HandshakeOnly makes each connection a TLS handshake and a close, no
+	// DICOM: what a TLS server needs for the handshake alone, the floor
+	// under the figures of a full association.
+	HandshakeOnly bool
 }
 
 // RateResult is what a rate run measured.
@@ -220,8 +245,12 @@ func Rate(ctx context.Context, cfg RateConfig) RateResult {
 			}
 		}
 		wg.Go(func() {
+			one := Echo
+			if cfg.HandshakeOnly {
+				one = handshake
+			}
 			for ctx.Err() == nil {
-				r, err := Echo(context.Background(), cfg.Target, tc)
+				r, err := one(context.Background(), cfg.Target, tc)
 				switch {
 				case err == nil:
 					ok.Add(1)
