@@ -458,7 +458,7 @@ func runRate(t testing.TB, args ...string) (loadclient.RateResult, time.Duration
 // certificate and the default profile's versions and groups (curves, when
 // not nil, instead), asking for a client certificate as the edge does, and
 // closes each connection once its handshake is done.
-func startBareTLS(t testing.TB, p *testPKI, curves []tls.CurveID) string {
+func startBareTLS(t *testing.T, p *testPKI, curves []tls.CurveID) string {
 	t.Helper()
 	cert, err := tls.LoadX509KeyPair(p.edgeCert, p.edgeKey)
 	if err != nil {
@@ -472,25 +472,7 @@ func startBareTLS(t testing.TB, p *testPKI, curves []tls.CurveID) string {
 	if curves != nil {
 		cfg.CurvePreferences = curves
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-				_ = tls.Server(c, cfg).Handshake()
-			}()
-		}
-	}()
-	return ln.Addr().String()
+	return handshakeOnlyBackend(t, cfg)
 }
 
 // TestAssociationRateReport prints full mutual-TLS associations per second
