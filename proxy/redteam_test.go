@@ -670,3 +670,42 @@ func TestRelayMalformedReleaseRQAborted(t *testing.T) {
 	}
 	abortedEvent(t, e, "client:invalid-pdu-parameter-value")
 }
+
+// A backend whose A-ASSOCIATE-AC announces a maximum length from 1 to 6
+// takes no P-DATA-TF: one PDV item header is 6 bytes (PS3.8 9.3.5.1), and
+// the smallest PDU with data is 7. Relaying would send it PDUs longer than
+// it announced (PS3.8 D.1.1), so the association is refused: the client
+// as for a malformed answer (2/3/1, backend-no-answer), the backend
+// aborted.
+func TestRelayBackendACMaxTooSmallRefused(t *testing.T) {
+	be := startScriptBackend(t, 6, nil)
+	e := inspectEdge(t, be, `services = ["C-ECHO"]`)
+	c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
+	if err := association.WritePDU(c, echoRQ("MODALITY1", "MAINPACS")); err != nil {
+		t.Fatal(err)
+	}
+	p, err := readPDU(t, c, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := association.AssociateRJ{Result: association.RejectTransient, Source: association.RejectSourceServiceProviderPresentation,
+		Reason: association.RejectPresentationTemporaryCongestion}
+	if rj, ok := p.(*association.AssociateRJ); !ok || *rj != want {
+		if _, isAC := p.(*association.AssociateAC); isAC {
+			// Show what the backend would get: a C-ECHO in PDUs of 7 bytes.
+			_ = dimse.WriteMessage(c, pcEcho, &dimse.Command{CommandField: dimse.CEchoRQ, MessageID: 1,
+				AffectedSOPClassUID: association.VerificationSOPClass, CommandDataSetType: dimse.NoDataSet}, nil, 16384)
+			if g := be.next(t, 5*time.Second); g != nil && g.typ == association.TypePDataTF {
+				t.Fatalf("edge accepted; the backend, which announced 6, got a P-DATA-TF of %d bytes after the header",
+					g.length-association.HeaderLen)
+			}
+		}
+		t.Fatalf("edge answered %T %+v, want A-ASSOCIATE-RJ %+v", p, p, want)
+	}
+	if g := be.next(t, 5*time.Second); g == nil || g.typ != association.TypeAbort {
+		t.Fatalf("backend got %+v, want A-ABORT", g)
+	}
+	e.waitEvent(t, "association.rejected", func(ev audit.Event) bool {
+		return ev.Event == audit.EventRejected && ev.Reason == "backend-no-answer"
+	})
+}

@@ -147,6 +147,16 @@ func (r *relay) run(ctx context.Context, artimDeadline time.Time) bool {
 	}
 	switch p := p.(type) {
 	case *association.AssociateAC:
+		if n := p.UserInfo.MaxLength; n != 0 && n < association.MinMaxLength {
+			// No P-DATA-TF fits a maximum below 7 (PS3.8 9.3.5.1: a PDV
+			// item header is 6 bytes); relayed PDUs would exceed what the
+			// backend announced (PS3.8 D.1.1). An answer the edge cannot use.
+			c.sendAbort(b, association.AbortSourceServiceProvider, association.AbortInvalidPDUParameterValue)
+			c.log.Warn("backend announced a maximum length no P-DATA-TF fits", "max_length", n)
+			c.reject(r.d.Rule, association.RejectTransient, association.RejectSourceServiceProviderPresentation,
+				association.RejectPresentationTemporaryCongestion, "backend-no-answer")
+			return false
+		}
 		established = r.accepted(rq, p, removed)
 	case *association.AssociateRJ:
 		// The backend's own decision goes back unchanged.

@@ -284,8 +284,8 @@ func (in *Inspector) Finish() []Record {
 }
 
 // pduMax is the PDU length to build for a side that accepts max (0: no
-// limit, PS3.8 D.1.1). An RQ below association.MinMaxLength is rejected;
-// an AC below it still gets PDVs of one data byte.
+// limit, PS3.8 D.1.1). The relay refuses an RQ or AC below
+// association.MinMaxLength; were one to come, it gets PDVs of one data byte.
 func pduMax(n uint32) uint32 {
 	if n == 0 || n > 1<<30 {
 		return dimse.DefaultFragment
