@@ -135,6 +135,16 @@ func (in *Inspector) request(st *stream, ctx *Context, cmd *dimse.Command) (deci
 		status, why = dimse.StatusResourceLimitation, fmt.Sprintf("more than %d operations outstanding", MaxOutstanding)
 	}
 	if why != "" {
+		if st.refused >= MaxOutstanding {
+			// Refusals are answered once their PDU is judged: until then
+			// they are outstanding too (PS3.7 D.3.3.3), and their answers,
+			// built for the requestor's maximum length (as small as 7
+			// bytes a PDU), are what the edge holds for them. Bounded
+			// here, one PDU cannot make the edge build megabytes of replies.
+			return decision{}, violation(st, association.AbortUnexpectedPDUParameter,
+				"more than %d requests refused in one PDU", MaxOutstanding)
+		}
+		st.refused++
 		in.refuse(st, ctx, cmd, o, status, why)
 		return decision{next: next(cmd, DiscardDataSet)}, nil
 	}

@@ -437,6 +437,30 @@ func TestInspectorOutstandingBound(t *testing.T) {
 	}
 }
 
+// TestInspectorRefusalsPerPDUBound: the edge answers at most MaxOutstanding
+// refused requests of one PDU; past that the PDU breaks the protocol, so a
+// requestor that announced a 7-byte maximum cannot have one PDU of requests
+// turned into megabytes of replies the edge holds.
+func TestInspectorRefusalsPerPDUBound(t *testing.T) {
+	for _, n := range []int{MaxOutstanding, MaxOutstanding + 1} {
+		in := newTestInspector(rulePolicy{services: []string{"C-STORE"}}, func(c *Config) { c.MaxPDU[Requestor] = 7 })
+		var items [][]byte
+		for i := 1; i <= n; i++ {
+			items = append(items, cmdPDV(ctxEcho, echoRQ(uint16(i))))
+		}
+		v := in.Feed(Requestor, pdu(items...))
+		switch {
+		case n <= MaxOutstanding && (v.Violation != nil || len(commands(t, parsePDUs(t, v.Reply, 7))) != n):
+			t.Fatalf("%d refused requests in one PDU: violation %v, %d bytes of replies", n, v.Violation, len(v.Reply))
+		case n > MaxOutstanding && (v.Violation == nil || v.Violation.Reason != association.AbortUnexpectedPDUParameter):
+			t.Fatalf("%d refused requests in one PDU: violation %v, %d bytes of replies", n, v.Violation, len(v.Reply))
+		}
+		if len(v.Records) != min(n, MaxOutstanding) {
+			t.Fatalf("%d refused requests in one PDU: %d records", n, len(v.Records))
+		}
+	}
+}
+
 func ExampleInspector() {
 	in := New(Config{
 		Contexts: []Context{{ID: 1, AbstractSyntax: association.VerificationSOPClass, TransferSyntax: association.ImplicitVRLittleEndian}},

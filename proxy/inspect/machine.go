@@ -96,6 +96,7 @@ type stream struct {
 	notes   []Note
 	scratch []byte // a DataFilter's output
 	added   []*op  // requests this PDU entered in the ledger: not sent if it breaks the protocol
+	refused int    // requests this PDU refused: their answers are in reply
 }
 
 // heldPool holds command buffers of MaxCommandBytes: taken when a command
@@ -104,7 +105,7 @@ type stream struct {
 var heldPool = sync.Pool{New: func() any { b := make([]byte, 0, MaxCommandBytes); return &b }}
 
 func (st *stream) begin(pdu []byte) {
-	st.in, st.changed, st.kept = pdu, false, 0
+	st.in, st.changed, st.kept, st.refused = pdu, false, 0, 0
 	st.fwd.reset()
 	st.reply.reset()
 	clear(st.records)
