@@ -133,6 +133,32 @@ func TestRelayPDUOverNegotiatedMaxAborted(t *testing.T) {
 	abortedEvent(t, e, "client:invalid-pdu-parameter-value")
 }
 
+// The client is offered at least relayOffer, but never more than
+// offerGrowthMax times what the backend takes: PDUs cut for a backend with
+// a tiny maximum grow 13-fold, and the edge builds and holds them.
+func TestRequestorOffer(t *testing.T) {
+	for _, c := range []struct{ backend, edge, want uint32 }{
+		{16384, 4 << 20, relayOffer},
+		{256 << 10, 4 << 20, 256 << 10},
+		{0, 4 << 20, 4 << 20},
+		{0, 64 << 10, 64 << 10},
+		{16384, 64 << 10, 64 << 10},
+		{7, 4 << 20, 112},
+		{1024, 4 << 20, 16 << 10},
+		{8 << 20, 1 << 31, 8 << 20},
+		{1 << 31, 0xFFFFFFFF, 1 << 31},
+	} {
+		if got := requestorOffer(c.backend, c.edge); got != c.want {
+			t.Errorf("requestorOffer(%d, %d) = %d, want %d", c.backend, c.edge, got, c.want)
+		}
+	}
+	be := startScriptBackend(t, 7, nil)
+	e := inspectEdge(t, be, `services = ["C-ECHO"]`)
+	if _, ac := inspectClientRQ(t, e, nil); ac.UserInfo.MaxLength != 7*offerGrowthMax {
+		t.Fatalf("with a backend taking 7 bytes the client was offered %d, want %d", ac.UserInfo.MaxLength, 7*offerGrowthMax)
+	}
+}
+
 // A client offered more than the backend takes sends longer PDUs: each
 // reaches the backend cut to its maximum, the data whole and in order, the
 // last-fragment bit on the final piece only (PS3.8 E.2).

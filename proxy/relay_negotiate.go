@@ -198,9 +198,17 @@ func proposedExtended(rq *association.AssociateRQ, uid string) bool {
 // PDU is held whole before it is forwarded; this bounds that.
 const relayOffer = 128 << 10
 
+// offerGrowthMax bounds the offer by the backend's maximum B: a PDU cut to
+// B carries B-6 data bytes in B+6 on the wire (PS3.8 9.3.1, 9.3.5: 6-byte
+// PDU and PDV item headers), so the inspection's rebuilt PDUs are
+// (B+6)/(B-6) times the client's, 13 times at B = 7. A client PDU of at
+// most 16 B keeps what one makes the edge build and hold small.
+const offerGrowthMax = 16
+
 // requestorOffer is the maximum length offered to the requestor when the
 // backend accepts backend: the larger of that and relayOffer, within the
-// edge's own maximum.
+// edge's own maximum and offerGrowthMax times the backend's.
 func requestorOffer(backend, edge uint32) uint32 {
-	return max(clampMax(backend, edge), min(relayOffer, edge))
+	b := clampMax(backend, edge)
+	return max(b, uint32(min(uint64(relayOffer), uint64(edge), offerGrowthMax*uint64(b))))
 }
