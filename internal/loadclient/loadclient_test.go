@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/dicomedge/dicomedge/internal/testpeer"
 )
 
 // The load client against its own SCP over plain TCP: a whole association,
@@ -82,32 +84,18 @@ func TestHandshakeOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	var done atomic.Int64
 	srv := &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequireAnyClientCert}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-				if tls.Server(c, srv).Handshake() == nil {
-					done.Add(1)
-				}
-			}()
+	addr := testpeer.ListenServe(t, func(c net.Conn) {
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if tls.Server(c, srv).Handshake() == nil {
+			done.Add(1)
 		}
-	}()
+	})
 	roots := x509.NewCertPool()
 	roots.AddCert(leaf)
 	cli := &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}, ServerName: "localhost"}
-	target := Target{Addr: ln.Addr().String(), TLS: cli, Timeout: 5 * time.Second}
+	target := Target{Addr: addr, TLS: cli, Timeout: 5 * time.Second}
 	for _, resume := range []bool{false, true} {
 		before := done.Load()
 		res := Rate(context.Background(), RateConfig{Target: target, Workers: 2, Duration: 200 * time.Millisecond, Resume: resume, HandshakeOnly: true})
@@ -127,7 +115,7 @@ func TestHandshakeOnly(t *testing.T) {
 			t.Fatalf("resume %v: %d of %d resumed", resume, res.Resumed, res.Associations)
 		}
 	}
-	plain := Rate(context.Background(), RateConfig{Target: Target{Addr: ln.Addr().String()}, Workers: 1, Duration: 50 * time.Millisecond, HandshakeOnly: true})
+	plain := Rate(context.Background(), RateConfig{Target: Target{Addr: addr}, Workers: 1, Duration: 50 * time.Millisecond, HandshakeOnly: true})
 	if plain.Associations != 0 || plain.Errors == 0 {
 		t.Fatalf("a handshake-only run without TLS: %+v", plain)
 	}
