@@ -1,6 +1,9 @@
 package proxy
 
 import (
+	"crypto/tls"
+	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -116,5 +119,73 @@ func answerAborted(t *testing.T, e *testEdge, reason string) {
 	ev := e.waitEvent(t, "association.aborted", func(ev audit.Event) bool { return ev.Event == audit.EventAborted })
 	if ev.AbortSource != "service-provider" || ev.AbortReason != reason {
 		t.Errorf("aborted record: source %q reason %q, want service-provider, %s", ev.AbortSource, ev.AbortReason, reason)
+	}
+}
+
+// countConn counts the bytes read from the socket, TLS records included.
+type countConn struct {
+	net.Conn
+	n atomic.Int64
+}
+
+func (c *countConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// A requestor that announced the PS3.8 minimum of 7 bytes gets each
+// answer in one-byte PDVs: about 90 PDUs of 13 bytes for a C-ECHO-RSP. One
+// PDU packed with C-ECHO-RQs used to cost the edge a write call and a TLS
+// record (22 bytes of overhead) per PDU, nearly 3 bytes on the wire and a
+// seal per byte of answer; each answer now goes out in one write.
+func TestAnswerTinyMaxLengthAnswersNotOneRecordPerPDU(t *testing.T) {
+	e := startEdge(t, edgeOptions{Quiet: true})
+	raw, err := net.DialTimeout("tcp", e.Addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := &countConn{Conn: raw}
+	c := tls.Client(cc, e.clientTLS(t, e.pki.clientCert, e.pki.clientKey))
+	t.Cleanup(func() { c.Close() })
+	rq := echoRQ("GOCLIENT", "DICOMEDGE")
+	rq.UserInfo.MaxLength = association.MinMaxLength
+	associate(t, c, rq)
+	const n = 64
+	var body []byte
+	for i := 1; i <= n; i++ {
+		body = append(body, pdvItemBytes(1, true, true, cEchoRQ(t, uint16(i)))...)
+	}
+	before := cc.n.Load()
+	writeRaw(t, c, pdataPDU(body))
+	var pduBytes int64
+	asm := &dimse.Assembler{}
+	for got := 0; got < n; {
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		typ, b, err := association.NewReader(c, 1<<20).Next()
+		if err != nil {
+			t.Fatalf("after %d answers: %v", got, err)
+		}
+		pduBytes += int64(len(b))
+		p, err := association.Decode(typ, b[association.HeaderLen:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		pd, ok := p.(*association.PDataTF)
+		if !ok || len(b) > association.HeaderLen+association.MinMaxLength {
+			t.Fatalf("got %T of %d bytes, want P-DATA-TF within the announced 7", p, len(b))
+		}
+		for _, v := range pd.PDVs {
+			if _, done, err := asm.Add(v); err != nil {
+				t.Fatal(err)
+			} else if done {
+				got++
+			}
+		}
+	}
+	wire := cc.n.Load() - before
+	t.Logf("%d C-ECHO-RSP: %d bytes of PDUs, %d bytes on the wire", n, pduBytes, wire)
+	if wire > pduBytes*3/2 {
+		t.Fatalf("%d bytes on the wire for %d bytes of PDUs: a TLS record per 13-byte PDU", wire, pduBytes)
 	}
 }
