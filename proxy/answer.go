@@ -12,6 +12,7 @@ import (
 	"github.com/dicomedge/dicomedge/association/dimse"
 	"github.com/dicomedge/dicomedge/audit"
 	"github.com/dicomedge/dicomedge/policy"
+	"github.com/dicomedge/dicomedge/proxy/inspect"
 )
 
 // answerer is the answer path: the edge is the SCP (Verification only).
@@ -159,6 +160,17 @@ func (a *answerer) serve() endOutcome {
 			return a.readFailed(err)
 		}
 		if typ == association.TypePDataTF {
+			if n := lastCommandFragments(raw[association.HeaderLen:]); n > inspect.MaxOutstanding {
+				// Every message of a PDU is sent before the requestor can
+				// have read an answer to the first, where one operation at a
+				// time was negotiated (PS3.7 D.3.3.3). Bounded as on a relay,
+				// one PDU of requests cannot make the edge build, write and
+				// audit thousands of answers (each in one-byte PDVs to a
+				// requestor that announced 7 bytes): A-ABORT (2, 5) before
+				// any is answered.
+				return a.protocolAbort(&association.ProtocolError{Reason: association.AbortUnexpectedPDUParameter,
+					Msg: fmt.Sprintf("more than %d messages in one PDU", inspect.MaxOutstanding)})
+			}
 			// Walk the PDVs in place: decoding them into a slice would cost a
 			// 32-byte PDV per 6-byte item of a hostile PDU.
 			var end endOutcome
@@ -211,6 +223,20 @@ func (a *answerer) serve() endOutcome {
 }
 
 var errStopPDVs = errors.New("stop")
+
+// lastCommandFragments counts the PDVs of a P-DATA-TF body that end a
+// command set: the messages it carries. Malformed items stop the count;
+// the walk that follows reports them.
+func lastCommandFragments(body []byte) int {
+	n := 0
+	_ = association.EachPDV(body, func(pdv association.PDV) error {
+		if pdv.Command && pdv.Last {
+			n++
+		}
+		return nil
+	})
+	return n
+}
 
 // onPDV handles one PDV of a P-DATA-TF; stop reports that the association
 // ended with out.

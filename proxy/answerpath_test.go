@@ -11,6 +11,7 @@ import (
 	"github.com/dicomedge/dicomedge/association/dimse"
 	"github.com/dicomedge/dicomedge/audit"
 	"github.com/dicomedge/dicomedge/internal/testpeer"
+	"github.com/dicomedge/dicomedge/proxy/inspect"
 	"github.com/dicomedge/dicomedge/spool"
 )
 
@@ -187,5 +188,32 @@ func TestAnswerTinyMaxLengthAnswersNotOneRecordPerPDU(t *testing.T) {
 	t.Logf("%d C-ECHO-RSP: %d bytes of PDUs, %d bytes on the wire", n, pduBytes, wire)
 	if wire > pduBytes*3/2 {
 		t.Fatalf("%d bytes on the wire for %d bytes of PDUs: a TLS record per 13-byte PDU", wire, pduBytes)
+	}
+}
+
+// One P-DATA-TF carries at most 256 messages on the answer path, as on a
+// relay: every one is sent before the requestor can have read an answer,
+// where one operation at a time was negotiated (PS3.7 D.3.3.3). Past that
+// the PDU is A-ABORT (2, 5) before any is answered, so one PDU cannot make
+// the edge write and audit thousands of answers.
+func TestAnswerMessagesPerPDUBound(t *testing.T) {
+	e := startEdge(t, edgeOptions{Quiet: true})
+	for _, n := range []int{inspect.MaxOutstanding, inspect.MaxOutstanding + 1} {
+		c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
+		associate(t, c, echoRQ("GOCLIENT", "DICOMEDGE"))
+		var body []byte
+		for i := 1; i <= n; i++ {
+			body = append(body, pdvItemBytes(1, true, true, cEchoRQ(t, uint16(i)))...)
+		}
+		writeRaw(t, c, pdataPDU(body))
+		if n > inspect.MaxOutstanding {
+			expectAbortAfter(t, c, association.AbortUnexpectedPDUParameter)
+			continue
+		}
+		for i := 1; i <= n; i++ {
+			if rsp := readResponse(t, c); rsp.CommandField != dimse.CEchoRSP || rsp.MessageIDBeingRespondedTo != uint16(i) {
+				t.Fatalf("answer %d: %v to %d", i, rsp.CommandField, rsp.MessageIDBeingRespondedTo)
+			}
+		}
 	}
 }
