@@ -12,6 +12,7 @@ import (
 	"github.com/dicomedge/dicomedge/association/dimse"
 	"github.com/dicomedge/dicomedge/audit"
 	"github.com/dicomedge/dicomedge/policy"
+	"github.com/dicomedge/dicomedge/proxy/inspect"
 )
 
 // answerer is the answer path: the edge is the SCP (Verification only).
@@ -145,7 +146,9 @@ func (a *answerer) idle() time.Duration { return a.cfg.Edge.Idle() }
 func (a *answerer) serve() endOutcome {
 	c := a.c
 	asm := &dimse.Assembler{}
-	var skipData bool // data set PDVs of a request the edge refused
+	// inData: a request announced a data set whose last fragment has not
+	// come yet (on a plain answer rule its PDVs are read and dropped).
+	var inData bool
 	for {
 		_ = c.tc.SetReadDeadline(time.Now().Add(a.idle()))
 		a.r.Release() // nothing of the last PDU is used now: an idle association holds no PDU buffer
@@ -157,12 +160,23 @@ func (a *answerer) serve() endOutcome {
 			return a.readFailed(err)
 		}
 		if typ == association.TypePDataTF {
+			if n := lastCommandFragments(raw[association.HeaderLen:]); n > inspect.MaxOutstanding {
+				// Every message of a PDU is sent before the requestor can
+				// have read an answer to the first, where one operation at a
+				// time was negotiated (PS3.7 D.3.3.3). Bounded as on a relay,
+				// one PDU of requests cannot make the edge build, write and
+				// audit thousands of answers (each in one-byte PDVs to a
+				// requestor that announced 7 bytes): A-ABORT (2, 5) before
+				// any is answered.
+				return a.protocolAbort(&association.ProtocolError{Reason: association.AbortUnexpectedPDUParameter,
+					Msg: fmt.Sprintf("more than %d messages in one PDU", inspect.MaxOutstanding)})
+			}
 			// Walk the PDVs in place: decoding them into a slice would cost a
 			// 32-byte PDV per 6-byte item of a hostile PDU.
 			var end endOutcome
 			var ended bool
 			err := association.EachPDV(raw[association.HeaderLen:], func(pdv association.PDV) error {
-				if end, ended = a.onPDV(pdv, asm, &skipData); ended {
+				if end, ended = a.onPDV(pdv, asm, &inData); ended {
 					return errStopPDVs
 				}
 				return nil
@@ -181,6 +195,16 @@ func (a *answerer) serve() endOutcome {
 		}
 		switch p := p.(type) {
 		case *association.ReleaseRQ:
+			if asm.Pending() || inData || (a.in != nil && a.in.cur != nil) {
+				// PS3.8 Sta6: releasing in the middle of a DIMSE message would
+				// truncate it; a normal release would tell the requestor the
+				// association ended cleanly while its message (a C-STORE data
+				// set that is then dropped) never completed. A-ABORT (2, 2),
+				// as on a relay.
+				a.abort(association.AbortSourceServiceProvider, association.AbortUnexpectedPDU)
+				return endOutcome{abortSource: sourceEdge, abortReason: protocolReason("client", association.AbortUnexpectedPDU),
+					err: errors.New("A-RELEASE-RQ in the middle of a DIMSE message")}
+			}
 			if err := a.w.write(&association.ReleaseRP{}); err != nil {
 				return endOutcome{abortSource: "client", abortReason: reasonConnError, err: err}
 			}
@@ -200,9 +224,23 @@ func (a *answerer) serve() endOutcome {
 
 var errStopPDVs = errors.New("stop")
 
+// lastCommandFragments counts the PDVs of a P-DATA-TF body that end a
+// command set: the messages it carries. Malformed items stop the count;
+// the walk that follows reports them.
+func lastCommandFragments(body []byte) int {
+	n := 0
+	_ = association.EachPDV(body, func(pdv association.PDV) error {
+		if pdv.Command && pdv.Last {
+			n++
+		}
+		return nil
+	})
+	return n
+}
+
 // onPDV handles one PDV of a P-DATA-TF; stop reports that the association
 // ended with out.
-func (a *answerer) onPDV(pdv association.PDV, asm *dimse.Assembler, skipData *bool) (out endOutcome, stop bool) {
+func (a *answerer) onPDV(pdv association.PDV, asm *dimse.Assembler, inData *bool) (out endOutcome, stop bool) {
 	c := a.c
 	if _, ok := a.contexts[pdv.ContextID]; !ok {
 		// PS3.8 9.3.5: PDVs must use an accepted presentation context.
@@ -217,13 +255,29 @@ func (a *answerer) onPDV(pdv association.PDV, asm *dimse.Assembler, skipData *bo
 		if err := a.in.data(pdv); err != nil {
 			return a.protocolAbort(err), true
 		}
+		if pdv.Last {
+			*inData = false
+		}
 		return endOutcome{}, false
 	}
 	if !pdv.Command {
-		if !*skipData && c.log.IsTrace() { // the call's arguments allocate even when not logged
+		if !*inData && c.log.IsTrace() { // the call's arguments allocate even when not logged
 			c.log.Trace("data PDV without a request that takes one; ignored", "context", pdv.ContextID)
 		}
+		if pdv.Last {
+			*inData = false
+		}
 		return endOutcome{}, false
+	}
+	if *inData || (a.in != nil && a.in.cur != nil) {
+		// PS3.8 E.2, PS3.7 6.3.1: a message's data set follows its command
+		// to its last fragment before the next command. Answering a request
+		// sent inside a C-STORE data set would interleave two operations
+		// where one at a time was negotiated, and a data set that then
+		// "continues" could be another message's. A-ABORT (2, 5), as on a
+		// relay.
+		return a.protocolAbort(&association.ProtocolError{Reason: association.AbortUnexpectedPDUParameter,
+			Msg: "command PDV before the data set in progress has its last fragment"}), true
 	}
 	cmd, done, err := asm.Add(pdv)
 	if err != nil {
@@ -234,7 +288,7 @@ func (a *answerer) onPDV(pdv association.PDV, asm *dimse.Assembler, skipData *bo
 	if !done {
 		return endOutcome{}, false
 	}
-	*skipData = cmd.HasDataSet()
+	*inData = cmd.HasDataSet()
 	if a.in != nil && cmd.CommandField == dimse.CStoreRQ {
 		if err := a.in.begin(pdv.ContextID, cmd, a.syntaxes[pdv.ContextID]); err != nil {
 			return a.protocolAbort(err), true

@@ -192,12 +192,25 @@ func (w *pduWriter) write(p association.PDU) error {
 
 // writeMessage writes a DIMSE message the edge builds itself (a refusal, an
 // answer) on ctxID, in PDUs no longer than max, after what is queued; it
-// returns the bytes it wrote.
+// returns the bytes it wrote. The message's PDUs go out in one write: a
+// peer that announced the PS3.8 minimum of 7 bytes gets a command in
+// one-byte PDVs, and a write (a TLS record, a system call) per 13-byte PDU
+// would cost the edge more than the message itself. The message is a
+// command set only, a few hundred bytes, so the buffer stays small.
 func (w *pduWriter) writeMessage(ctxID uint8, cmd *dimse.Command, max uint32) (int64, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	box := encodePool.Get().(*[]byte)
+	b := (*box)[:0]
 	before := w.bytes.Load()
-	err := dimse.WriteMessage(writerFunc(w.writeLocked), ctxID, cmd, nil, max)
+	err := dimse.WriteMessage(writerFunc(func(p []byte) error { b = append(b, p...); return nil }), ctxID, cmd, nil, max)
+	if err == nil {
+		err = w.writeLocked(b)
+	}
+	if cap(b) <= 64<<10 {
+		*box = b[:0]
+		encodePool.Put(box)
+	}
 	return w.bytes.Load() - before, err
 }
 
