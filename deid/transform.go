@@ -308,7 +308,7 @@ func (s *scanSink) element(w *walker, e *elem) error {
 	case tagEncapsulatedDocument:
 		s.encapsulatedDoc = true
 	}
-	if s.reading == 0 && e.length != undefinedLength && (e.vr == vrPN || e.vr == vrLO || e.vr == vrSH) {
+	if s.reading == 0 && !e.seq && e.length != undefinedLength && (e.as == vrPN || e.as == vrLO || e.as == vrSH) {
 		if a, _ := s.t.p.Decide(e.tag); a != Keep && a != Verbatim && a != Clean {
 			s.collect = true
 		}
@@ -454,7 +454,7 @@ func (r *rewriteSink) insertUpTo(tag uint32) {
 
 func (r *rewriteSink) element(w *walker, e *elem) error {
 	f := r.top()
-	container := e.length == undefinedLength || e.vr == vrSQ
+	container := e.length == undefinedLength || e.seq
 	if f.drop || f.raw {
 		if !f.drop {
 			r.emit(e.raw...)
@@ -486,7 +486,7 @@ func (r *rewriteSink) element(w *walker, e *elem) error {
 	r.cur, r.act, r.val = *e, act, r.val[:0]
 	r.cur.raw = nil
 	if container {
-		frags := e.length == undefinedLength && (e.vr == vrOB || e.vr == vrOW)
+		frags := e.length == undefinedLength && !e.seq // encapsulated Pixel Data
 		switch {
 		case act == Remove:
 			r.stack = append(r.stack, outFrame{drop: true})
@@ -510,6 +510,9 @@ func (r *rewriteSink) element(w *walker, e *elem) error {
 		}
 		return nil
 	}
+	// The value is judged by its attribute's VR (e.as), whatever VR it
+	// came under: a date sent as UN or TM is still a date to shift, a
+	// UID sent as LO still a UID to replace.
 	r.mode = vmPass
 	switch act {
 	case Remove:
@@ -521,24 +524,24 @@ func (r *rewriteSink) element(w *walker, e *elem) error {
 		r.emit(e.raw...)
 	case Dummy:
 		switch {
-		case e.vr == vrUI:
+		case e.as == vrUI:
 			r.mode = vmRead
-		case e.vr.text():
+		case e.as.text():
 			r.mode = vmSkip
-			r.writeValue(e, dummy(e.vr))
+			r.writeValue(e, dummy(e.as))
 		default:
 			r.emit(e.raw...)
 			r.mode = vmZeros
 		}
 	case UID:
-		if e.vr == vrUI || e.vr == vrUN {
+		if e.as == vrUI || e.as == vrUN {
 			r.mode = vmRead
 		} else {
 			r.emit(e.raw...) // a U on a non-UID VR: kept (the table puts U only on UIDs and sequences)
 		}
 	case Clean:
 		switch {
-		case e.vr == vrTM || !e.vr.text():
+		case e.as == vrTM || !e.as.text() && e.as != vrUN:
 			r.emit(e.raw...)
 		default:
 			r.mode = vmRead
@@ -579,18 +582,18 @@ func (r *rewriteSink) valueEnd() error {
 	e := &r.cur
 	v := string(r.val)
 	switch {
-	case r.act == UID || e.vr == vrUI:
+	case r.act == UID || e.as == vrUI:
 		parts := strings.Split(strings.TrimRight(v, "\x00 "), "\\")
 		for i, u := range parts {
 			parts[i] = r.t.p.NewUID(u)
 		}
 		r.writeValue(e, strings.Join(parts, "\\"))
-	case r.act == Clean && (e.vr == vrDA || e.vr == vrDT) && r.t.p.options[optModifiedDates]:
-		r.writeValue(e, shiftDates(v, e.vr, r.shift))
-	case r.act == Clean && (e.vr == vrDA || e.vr == vrDT):
-		r.writeValue(e, dummy(e.vr))
+	case r.act == Clean && (e.as == vrDA || e.as == vrDT) && r.t.p.options[optModifiedDates]:
+		r.writeValue(e, shiftDates(v, e.as, r.shift))
+	case r.act == Clean && (e.as == vrDA || e.as == vrDT):
+		r.writeValue(e, dummy(e.as))
 	default:
-		r.writeValue(e, r.clean(v, e.vr))
+		r.writeValue(e, r.clean(v, e.as))
 	}
 	return nil
 }
