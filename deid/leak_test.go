@@ -139,3 +139,27 @@ func TestLeakValueAttributeSentAsSequence(t *testing.T) {
 		leaks(t, p, explicit, d.b, "SEQNAMEMARKER")
 	}
 }
+
+func beEl(b []byte, tag uint32, v vr, s string) []byte {
+	if len(s)%2 == 1 {
+		s += " "
+	}
+	b = binary.BigEndian.AppendUint16(b, uint16(tag>>16))
+	b = binary.BigEndian.AppendUint16(b, uint16(tag))
+	b = append(b, byte(v>>8), byte(v))
+	return append(binary.BigEndian.AppendUint16(b, uint16(len(s))), s...)
+}
+
+// A big endian data set announced as little endian reads as elements of
+// tags no table lists: none of it may go out before the transform fails
+// on it.
+func TestLeakBigEndianSentAsLittle(t *testing.T) {
+	p := testProfile(t, Config{})
+	var b []byte
+	b = beEl(b, 0x00080005, vrCS, "ISO_IR 100")
+	b = beEl(b, 0x00080016, vrUI, ctImage)
+	b = beEl(b, 0x00080018, vrUI, "1.2.3.4")
+	b = beEl(b, 0x00100010, vrPN, "BENAMEMARKER")
+	b = beEl(b, 0x00100020, vrLO, "BEPIDMARKER")
+	leaks(t, p, true, b, "BENAMEMARKER", "BEPIDMARKER")
+}

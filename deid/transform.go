@@ -391,6 +391,14 @@ var burnedInClasses = map[string]bool{
 
 func (s *scanSink) verdict() error {
 	p := s.t.p
+	if s.sopClass == "" {
+		// Type 1 in every stored instance (PS3.3 C.12.1): without it the
+		// bytes are not the data set they claim to be (a big endian data
+		// set announced as little endian reads as elements of tags no
+		// table lists), and nothing of them may start to go out.
+		return &RefusedError{Reason: "malformed-data-set",
+			Detail: "no SOP Class UID (0008,0016) at the top level before the verdict point"}
+	}
 	if s.encapsulatedDoc && !p.keep[tagEncapsulatedDocument] {
 		return &RefusedError{Reason: "encapsulated-document", Detail: "Encapsulated Document (0042,0011) is present and not in the profile's keep list"}
 	}
