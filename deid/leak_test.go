@@ -163,3 +163,20 @@ func TestLeakBigEndianSentAsLittle(t *testing.T) {
 	b = beEl(b, 0x00100020, vrLO, "BEPIDMARKER")
 	leaks(t, p, true, b, "BENAMEMARKER", "BEPIDMARKER")
 }
+
+// A transfer syntax that deflates the data set, or a private one, cannot
+// be read as Explicit VR Little Endian: what the transform would pass of
+// it as kept attributes is the compressed original.
+func TestLeakDeflatedOrPrivateSyntaxNotSupported(t *testing.T) {
+	for _, ts := range []string{"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.4.95",
+		"1.2.840.10008.1.2.4.205", "1.3.6.1.4.1.99999.1.2", "1.2.840.10008.1.20"} {
+		if Supported(ts) {
+			t.Errorf("%s reported readable", ts)
+		}
+	}
+	for _, ts := range []string{"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.5\x00"} {
+		if !Supported(ts) {
+			t.Errorf("%s reported unreadable", ts)
+		}
+	}
+}

@@ -16,15 +16,25 @@ const (
 	ExplicitVRLittleEndian = "1.2.840.10008.1.2.1"
 	DeflatedExplicitVRLE   = "1.2.840.10008.1.2.1.99"
 	ExplicitVRBigEndian    = "1.2.840.10008.1.2.2"
+	// The JPIP Referenced Deflate syntaxes deflate the data set as
+	// Deflated Explicit VR Little Endian does (PS3.5 A.6, A.7, A.52).
+	jpipReferencedDeflate      = "1.2.840.10008.1.2.4.95"
+	jpipHTJ2KReferencedDeflate = "1.2.840.10008.1.2.4.205"
+	standardSyntaxes           = "1.2.840.10008.1.2"
 )
 
 // Supported reports whether the transform can read data sets in
 // transferSyntax: Implicit and Explicit VR Little Endian, and the
 // encapsulated syntaxes, whose data set is Explicit VR Little Endian
-// (PS3.5 A.4). Deflated and big endian data sets it cannot rewrite.
+// (PS3.5 A.4). Deflated and big endian data sets it cannot rewrite, nor
+// a data set in a private transfer syntax, whose encoding it cannot know.
 func Supported(transferSyntax string) bool {
 	ts := strings.TrimRight(transferSyntax, "\x00 ")
-	return ts != "" && ts != DeflatedExplicitVRLE && ts != ExplicitVRBigEndian
+	switch ts {
+	case DeflatedExplicitVRLE, ExplicitVRBigEndian, jpipReferencedDeflate, jpipHTJ2KReferencedDeflate:
+		return false
+	}
+	return ts == standardSyntaxes || strings.HasPrefix(ts, standardSyntaxes+".")
 }
 
 // RefusedError is an instance the profile does not let through: it
