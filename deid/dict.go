@@ -36,6 +36,11 @@ func lookupVR(tag uint32) vr {
 	if tag&0xffff == 0 {
 		return vrUL // group length (PS3.5 7.2)
 	}
+	if (tag>>16)%2 == 1 {
+		// Private (PS3.5 7.8): the repeating groups are even (PS3.5 7.6),
+		// so (6001,3000) is not Overlay Data.
+		return vrUN
+	}
 	for _, e := range repeating {
 		if tag&e.mask == e.tag {
 			return e.vr

@@ -72,7 +72,7 @@ func (c *collect) element(w *walker, e *elem) error {
 	p := parsed{path: append(append([]uint32{}, c.path...), e.tag), vr: e.vr, undef: e.length == undefinedLength}
 	c.out = append(c.out, p)
 	c.cur = &c.out[len(c.out)-1]
-	if e.length == undefinedLength || e.vr == vrSQ {
+	if e.length == undefinedLength || e.seq {
 		c.seqs = append(c.seqs, e.tag)
 		c.cur = nil
 	}

@@ -234,6 +234,12 @@ func (p *Profile) Decide(tag uint32) (Action, string) {
 		return Remove, "private attribute (X; no safe private attributes are known to the edge)"
 	}
 	r := row(tag)
+	if r == nil && (tag>>16 == 0x0000 || tag>>16 == 0x0002) {
+		// Command (PS3.7 Annex E) and File Meta Information (PS3.10 7.1)
+		// elements are no attributes of a data set: sent inside one, what
+		// they carry is nothing the profile can judge.
+		return Remove, "command or File Meta element in a data set"
+	}
 	if r == nil {
 		return Keep, "not in Table E.1-1"
 	}

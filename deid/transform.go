@@ -16,15 +16,25 @@ const (
 	ExplicitVRLittleEndian = "1.2.840.10008.1.2.1"
 	DeflatedExplicitVRLE   = "1.2.840.10008.1.2.1.99"
 	ExplicitVRBigEndian    = "1.2.840.10008.1.2.2"
+	// The JPIP Referenced Deflate syntaxes deflate the data set as
+	// Deflated Explicit VR Little Endian does (PS3.5 A.6, A.7, A.52).
+	jpipReferencedDeflate      = "1.2.840.10008.1.2.4.95"
+	jpipHTJ2KReferencedDeflate = "1.2.840.10008.1.2.4.205"
+	standardSyntaxes           = "1.2.840.10008.1.2"
 )
 
 // Supported reports whether the transform can read data sets in
 // transferSyntax: Implicit and Explicit VR Little Endian, and the
 // encapsulated syntaxes, whose data set is Explicit VR Little Endian
-// (PS3.5 A.4). Deflated and big endian data sets it cannot rewrite.
+// (PS3.5 A.4). Deflated and big endian data sets it cannot rewrite, nor
+// a data set in a private transfer syntax, whose encoding it cannot know.
 func Supported(transferSyntax string) bool {
 	ts := strings.TrimRight(transferSyntax, "\x00 ")
-	return ts != "" && ts != DeflatedExplicitVRLE && ts != ExplicitVRBigEndian
+	switch ts {
+	case DeflatedExplicitVRLE, ExplicitVRBigEndian, jpipReferencedDeflate, jpipHTJ2KReferencedDeflate:
+		return false
+	}
+	return ts == standardSyntaxes || strings.HasPrefix(ts, standardSyntaxes+".")
 }
 
 // RefusedError is an instance the profile does not let through: it
@@ -308,7 +318,7 @@ func (s *scanSink) element(w *walker, e *elem) error {
 	case tagEncapsulatedDocument:
 		s.encapsulatedDoc = true
 	}
-	if s.reading == 0 && e.length != undefinedLength && (e.vr == vrPN || e.vr == vrLO || e.vr == vrSH) {
+	if s.reading == 0 && !e.seq && e.length != undefinedLength && (e.as == vrPN || e.as == vrLO || e.as == vrSH) {
 		if a, _ := s.t.p.Decide(e.tag); a != Keep && a != Verbatim && a != Clean {
 			s.collect = true
 		}
@@ -391,6 +401,14 @@ var burnedInClasses = map[string]bool{
 
 func (s *scanSink) verdict() error {
 	p := s.t.p
+	if s.sopClass == "" {
+		// Type 1 in every stored instance (PS3.3 C.12.1): without it the
+		// bytes are not the data set they claim to be (a big endian data
+		// set announced as little endian reads as elements of tags no
+		// table lists), and nothing of them may start to go out.
+		return &RefusedError{Reason: "malformed-data-set",
+			Detail: "no SOP Class UID (0008,0016) at the top level before the verdict point"}
+	}
 	if s.encapsulatedDoc && !p.keep[tagEncapsulatedDocument] {
 		return &RefusedError{Reason: "encapsulated-document", Detail: "Encapsulated Document (0042,0011) is present and not in the profile's keep list"}
 	}
@@ -454,7 +472,7 @@ func (r *rewriteSink) insertUpTo(tag uint32) {
 
 func (r *rewriteSink) element(w *walker, e *elem) error {
 	f := r.top()
-	container := e.length == undefinedLength || e.vr == vrSQ
+	container := e.length == undefinedLength || e.seq
 	if f.drop || f.raw {
 		if !f.drop {
 			r.emit(e.raw...)
@@ -486,7 +504,7 @@ func (r *rewriteSink) element(w *walker, e *elem) error {
 	r.cur, r.act, r.val = *e, act, r.val[:0]
 	r.cur.raw = nil
 	if container {
-		frags := e.length == undefinedLength && (e.vr == vrOB || e.vr == vrOW)
+		frags := e.length == undefinedLength && !e.seq // encapsulated Pixel Data
 		switch {
 		case act == Remove:
 			r.stack = append(r.stack, outFrame{drop: true})
@@ -510,6 +528,9 @@ func (r *rewriteSink) element(w *walker, e *elem) error {
 		}
 		return nil
 	}
+	// The value is judged by its attribute's VR (e.as), whatever VR it
+	// came under: a date sent as UN or TM is still a date to shift, a
+	// UID sent as LO still a UID to replace.
 	r.mode = vmPass
 	switch act {
 	case Remove:
@@ -521,24 +542,24 @@ func (r *rewriteSink) element(w *walker, e *elem) error {
 		r.emit(e.raw...)
 	case Dummy:
 		switch {
-		case e.vr == vrUI:
+		case e.as == vrUI:
 			r.mode = vmRead
-		case e.vr.text():
+		case e.as.text():
 			r.mode = vmSkip
-			r.writeValue(e, dummy(e.vr))
+			r.writeValue(e, dummy(e.as))
 		default:
 			r.emit(e.raw...)
 			r.mode = vmZeros
 		}
 	case UID:
-		if e.vr == vrUI || e.vr == vrUN {
+		if e.as == vrUI || e.as == vrUN {
 			r.mode = vmRead
 		} else {
 			r.emit(e.raw...) // a U on a non-UID VR: kept (the table puts U only on UIDs and sequences)
 		}
 	case Clean:
 		switch {
-		case e.vr == vrTM || !e.vr.text():
+		case e.as == vrTM || !e.as.text() && e.as != vrUN:
 			r.emit(e.raw...)
 		default:
 			r.mode = vmRead
@@ -579,18 +600,18 @@ func (r *rewriteSink) valueEnd() error {
 	e := &r.cur
 	v := string(r.val)
 	switch {
-	case r.act == UID || e.vr == vrUI:
+	case r.act == UID || e.as == vrUI:
 		parts := strings.Split(strings.TrimRight(v, "\x00 "), "\\")
 		for i, u := range parts {
 			parts[i] = r.t.p.NewUID(u)
 		}
 		r.writeValue(e, strings.Join(parts, "\\"))
-	case r.act == Clean && (e.vr == vrDA || e.vr == vrDT) && r.t.p.options[optModifiedDates]:
-		r.writeValue(e, shiftDates(v, e.vr, r.shift))
-	case r.act == Clean && (e.vr == vrDA || e.vr == vrDT):
-		r.writeValue(e, dummy(e.vr))
+	case r.act == Clean && (e.as == vrDA || e.as == vrDT) && r.t.p.options[optModifiedDates]:
+		r.writeValue(e, shiftDates(v, e.as, r.shift))
+	case r.act == Clean && (e.as == vrDA || e.as == vrDT):
+		r.writeValue(e, dummy(e.as))
 	default:
-		r.writeValue(e, r.clean(v, e.vr))
+		r.writeValue(e, r.clean(v, e.as))
 	}
 	return nil
 }

@@ -12,6 +12,9 @@ const (
 	tagItemDelim     = 0xFFFEE00D
 	tagSequenceDelim = 0xFFFEE0DD
 	undefinedLength  = 0xFFFFFFFF
+	// Pixel Data is the one element whose value may be encapsulated in
+	// fragments (PS3.5 A.4).
+	tagPixelData = 0x7FE00010
 )
 
 // maxDepth bounds how deep sequences are followed (frames: items and
@@ -52,8 +55,13 @@ type frame struct {
 
 // elem is one element header as read.
 type elem struct {
-	tag      uint32
-	vr       vr
+	tag uint32
+	vr  vr // as written: the header's VR, what a rewritten header carries
+	// as is the VR the value is read as: the attribute's VR in PS3.6 when
+	// the dictionary knows the tag, so that a value sent with VR UN
+	// (PS3.5 6.2.2) or under another VR is still cleaned as its attribute.
+	as       vr
+	seq      bool // a sequence: items follow (SQ, or UN holding one)
 	length   uint32
 	explicit bool
 	raw      []byte // the header's bytes as they came
@@ -228,6 +236,7 @@ func (w *walker) header() error {
 		return &MalformedError{Offset: w.pos, Prev: f.lastTag, Tag: tag, Order: true,
 			Msg: fmt.Sprintf("element %s after %s: not in ascending tag order (PS3.5 7.1)", FormatTag(tag), FormatTag(f.lastTag))}
 	}
+	known := lookupVR(tag)
 	if f.explicit {
 		e.vr = mkVR(string(raw[4:6]))
 		if !e.vr.known() {
@@ -239,17 +248,33 @@ func (w *walker) header() error {
 			e.length = uint32(binary.LittleEndian.Uint16(raw[6:]))
 		}
 	} else {
-		e.vr = lookupVR(tag)
+		e.vr = known
 		e.length = binary.LittleEndian.Uint32(raw[4:])
+	}
+	e.as = e.vr
+	if known != vrUN {
+		e.as = known
+	}
+	// Whether items follow: SQ, or UN holding a sequence in Implicit VR
+	// Little Endian (PS3.5 6.2.2), of undefined length or, for a tag the
+	// dictionary knows as a sequence, of any length.
+	e.seq = e.vr == vrSQ || e.vr == vrUN && (e.length == undefinedLength || known == vrSQ)
+	switch {
+	case known == vrSQ && !e.seq:
+		// Read as a value, a sequence's items would pass unexamined.
+		return w.malformed("element %s is a sequence in PS3.6 but came with VR %s", FormatTag(tag), e.vr)
+	case known != vrSQ && known != vrUN && e.seq:
+		// Read as items, a value would escape its attribute's action.
+		return w.malformed("element %s (%s in PS3.6) came as a sequence", FormatTag(tag), known)
 	}
 	if e.length == undefinedLength {
 		switch {
-		case e.vr == vrSQ, e.vr == vrUN, !f.explicit && e.vr != vrOB && e.vr != vrOW:
-			// PS3.5 6.2.2 and 7.1.3: an undefined length on UN (or on any
-			// element Implicit VR cannot type) is a sequence, encoded
-			// Implicit VR Little Endian inside.
-		case e.vr == vrOB || e.vr == vrOW:
+		case e.seq:
+		case (e.vr == vrOB || e.vr == vrOW) && tag == tagPixelData:
+			// Encapsulated Pixel Data: fragments (PS3.5 A.4).
 		default:
+			// Fragments under any other tag would go out as they came,
+			// whatever the attribute's action.
 			return w.malformed("element %s (%s) has an undefined length", FormatTag(tag), e.vr)
 		}
 	} else if err := w.checkFits(len(raw), e.length); err != nil {
@@ -261,15 +286,15 @@ func (w *walker) header() error {
 	f.lastTag, f.seen = tag, true
 	w.consume()
 	switch {
-	case e.length == undefinedLength && (e.vr == vrOB || e.vr == vrOW):
-		w.stack = append(w.stack, frame{kind: fFrags, end: -1, explicit: f.explicit, tag: tag})
-		return nil
-	case e.length == undefinedLength:
+	case e.seq && e.length == undefinedLength:
 		w.stack = append(w.stack, frame{kind: fSeq, end: -1, explicit: f.explicit && e.vr == vrSQ, tag: tag})
 		return nil
-	case e.vr == vrSQ:
-		w.stack = append(w.stack, frame{kind: fSeq, end: w.pos + int64(e.length), explicit: f.explicit, tag: tag})
+	case e.seq:
+		w.stack = append(w.stack, frame{kind: fSeq, end: w.pos + int64(e.length), explicit: f.explicit && e.vr == vrSQ, tag: tag})
 		return w.popEnded()
+	case e.length == undefinedLength:
+		w.stack = append(w.stack, frame{kind: fFrags, end: -1, explicit: f.explicit, tag: tag})
+		return nil
 	}
 	return w.startValue(int64(e.length))
 }
