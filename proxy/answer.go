@@ -201,9 +201,8 @@ func (a *answerer) serve() endOutcome {
 				// association ended cleanly while its message (a C-STORE data
 				// set that is then dropped) never completed. A-ABORT (2, 2),
 				// as on a relay.
-				a.abort(association.AbortSourceServiceProvider, association.AbortUnexpectedPDU)
-				return endOutcome{abortSource: sourceEdge, abortReason: protocolReason("client", association.AbortUnexpectedPDU),
-					err: errors.New("A-RELEASE-RQ in the middle of a DIMSE message")}
+				return a.protocolAbort(&association.ProtocolError{Reason: association.AbortUnexpectedPDU,
+					Msg: "A-RELEASE-RQ in the middle of a DIMSE message"})
 			}
 			if err := a.w.write(&association.ReleaseRP{}); err != nil {
 				return endOutcome{abortSource: "client", abortReason: reasonConnError, err: err}
@@ -310,7 +309,7 @@ func (a *answerer) protocolAbort(err error) endOutcome {
 		return endOutcome{abortSource: "client", abortReason: reasonConnError, err: err}
 	}
 	a.abort(association.AbortSourceServiceProvider, pe.Reason)
-	return endOutcome{abortSource: sourceEdge, abortReason: protocolReason("client", pe.Reason), err: err}
+	return endOutcome{abortSource: sourceEdge, abortReason: protocolReason("client", pe.Reason), detail: err.Error(), err: err}
 }
 
 // handle answers one complete DIMSE request.
@@ -394,7 +393,7 @@ func (a *answerer) finish(o endOutcome) {
 		e.Backend = a.in.d.Backend.Name
 	}
 	e.BytesIn, e.BytesOut, e.MS = in, out, time.Since(c.start).Milliseconds()
-	e.AbortSource, e.AbortReason = string(o.abortSource), string(o.abortReason)
+	e.AbortSource, e.AbortReason, e.Detail = string(o.abortSource), string(o.abortReason), o.detail
 	c.s.auditEvent(e)
 	decision := "answer"
 	if a.in != nil {
