@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"html"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -544,5 +545,30 @@ func TestPlainHTTPGoesToHTTPS(t *testing.T) {
 	}
 	if _, body := get(t, c, tc.srv.URL+"/console/"); strings.Contains(body, `http-equiv="refresh"`) {
 		t.Errorf("the overview refreshes without being asked")
+	}
+}
+
+var exportHrefRE = regexp.MustCompile(`href="(/console/audit/export[^"]*)"`)
+
+// TestExportLinkKeepsTheFilter: the audit page's export link exports the
+// records the page lists, not the whole log: a reviewer who filtered on one
+// client must not download every record (every Patient ID) by following it.
+func TestExportLinkKeepsTheFilter(t *testing.T) {
+	tc := startConsole(t, consolePolicy(t, t.TempDir(), ""), nil)
+	tc.aw.Log(audit.Event{Event: audit.EventRejected, CallingAE: "WANTED", CalledAE: "X", Remote: "192.0.2.7:4000"})
+	tc.aw.Log(audit.Event{Event: audit.EventRejected, CallingAE: "OTHER", CalledAE: "X", Remote: "192.0.2.8:4000"})
+	for tc.Index().Len() < 2 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	c := client(t)
+	tc.login(t, c, "viewer", "viewer-pw")
+	_, page := get(t, c, tc.srv.URL+"/console/audit?calling_ae=WANT*&event=association.rejected")
+	m := exportHrefRE.FindStringSubmatch(page)
+	if m == nil {
+		t.Fatalf("no export link:\n%s", page)
+	}
+	code, body := get(t, c, tc.srv.URL+html.UnescapeString(m[1]))
+	if code != http.StatusOK || !strings.Contains(body, "WANTED") || strings.Contains(body, "OTHER") {
+		t.Errorf("export link %q: %d, exports\n%s\nwant only the WANTED record", m[1], code, body)
 	}
 }

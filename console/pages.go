@@ -321,8 +321,12 @@ type auditData struct {
 	From, To   int
 	Rows       []auditRow
 	Prev, Next string
-	Query      string
-	Took       string
+	// Export is the export link's whole URL, built here: html/template
+	// escapes a value placed after the "?" of an href as one query
+	// component ("=" and "&" too), which would turn the filter into a
+	// parameter nobody reads and export the whole log.
+	Export string
+	Took   string
 }
 
 // inherit fills in what the record at pos inherits from its association
@@ -365,7 +369,7 @@ func (c *Console) row(pos int, line []byte) (auditRow, bool) {
 func (c *Console) auditPage(w http.ResponseWriter, r *http.Request, s *session) {
 	start := time.Now()
 	fm, f, err := c.parseFilter(r)
-	d := auditData{Form: fm, FormEsc: escForm(fm), Query: fm.query()}
+	d := auditData{Form: fm, FormEsc: escForm(fm), Export: "/console/audit/export?" + fm.query()}
 	if err != nil {
 		d.Error = esc(err.Error())
 		c.render(w, http.StatusBadRequest, "audit", c.page(r, s, "Audit", d))
