@@ -78,7 +78,9 @@ func newToken() string {
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-func (ss *sessions) create(s *session, now time.Time) {
+// create stores s as a new session and returns a copy of it for the
+// request that made it (see get).
+func (ss *sessions) create(s *session, now time.Time) *session {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if ss.byID == nil {
@@ -101,6 +103,7 @@ func (ss *sessions) create(s *session, now time.Time) {
 	if s.client != nil {
 		ss.byCert[s.client.Fingerprint] = s
 	}
+	return copyOf(s)
 }
 
 func (ss *sessions) dropLocked(s *session) {
@@ -122,17 +125,27 @@ func (s *session) live(now time.Time) bool {
 	return now.Sub(s.created) < sessionMaxAge && now.Sub(s.seen) < sessionIdle
 }
 
-// get returns the live session id names, touching it.
+// get returns a copy of the live session id names, touching it. A copy:
+// the request sets its role from the policy in force, and concurrent
+// requests of the same session must not write one shared session.
 func (ss *sessions) get(id string, now time.Time) *session {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	return ss.touchLocked(ss.byID[id], now)
+	return copyOf(ss.touchLocked(ss.byID[id], now))
 }
 
 func (ss *sessions) certSession(fp string, now time.Time) *session {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	return ss.touchLocked(ss.byCert[fp], now)
+	return copyOf(ss.touchLocked(ss.byCert[fp], now))
+}
+
+func copyOf(s *session) *session {
+	if s == nil {
+		return nil
+	}
+	cp := *s
+	return &cp
 }
 
 // touchLocked returns s if it is live, marking it seen now; an expired one

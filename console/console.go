@@ -270,6 +270,9 @@ func sameOrigin(r *http.Request) bool {
 
 // sessionOf finds the request's session: a certificate login (one session
 // per certificate, created and audited at its first request) or the cookie.
+// It returns this request's copy, with the role the policy in force gives:
+// a role removed or changed by a reload applies at once, to a certificate's
+// session as to a password's.
 func (c *Console) sessionOf(r *http.Request, now time.Time) *session {
 	cons := c.console()
 	if cons == nil {
@@ -277,10 +280,10 @@ func (c *Console) sessionOf(r *http.Request, now time.Time) *session {
 	}
 	if cl := certClient(r); cl != nil && len(cons.ClientCA) > 0 {
 		if s := c.ss.certSession(cl.Fingerprint, now); s != nil {
+			s.role = certRole(cons, cl.CN)
 			return s
 		}
-		s := &session{client: cl, role: certRole(cons, cl.CN)}
-		c.ss.create(s, now)
+		s := c.ss.create(&session{client: cl, role: certRole(cons, cl.CN)}, now)
 		c.audit(r, s, audit.EventConsoleLogin, "certificate, role "+s.role)
 		return s
 	}
@@ -292,7 +295,6 @@ func (c *Console) sessionOf(r *http.Request, now time.Time) *session {
 	if s == nil {
 		return nil
 	}
-	// A role removed or changed by a reload applies at once.
 	if s.user != "" {
 		found := false
 		for _, u := range cons.Users {
@@ -383,8 +385,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		c.renderLogin(w, r, http.StatusUnauthorized, "Wrong user name or password.")
 		return
 	}
-	s := &session{user: name, role: role}
-	c.ss.create(s, now)
+	s := c.ss.create(&session{user: name, role: role}, now)
 	c.audit(r, s, audit.EventConsoleLogin, "password, role "+role)
 	c.setCookie(w, r, c.cookieName(r), s.id, sessionMaxAge, "/")
 	c.setCookie(w, r, loginCSRFName, "", -1, "/console/login")

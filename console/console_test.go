@@ -572,3 +572,98 @@ func TestExportLinkKeepsTheFilter(t *testing.T) {
 		t.Errorf("export link %q: %d, exports\n%s\nwant only the WANTED record", m[1], code, body)
 	}
 }
+
+// TestReloadedRoleAppliesToCertificateSessions: a reload that takes the
+// operator role from a certificate's CN applies at its next request, as it
+// does for a password session: the certificate's session is not left an
+// operator for up to 8 hours. Concurrent requests of one session see the
+// role of the policy in force without racing on it.
+func TestReloadedRoleAppliesToCertificateSessions(t *testing.T) {
+	dir := t.TempDir()
+	certs := filepath.Join(dir, "certs")
+	if _, err := tlslayer.InitDevPKI(certs, nil, []string{"op"}); err != nil {
+		t.Fatal(err)
+	}
+	before := consolePolicy(t, dir, `client_ca = ["certs/ca.pem"]`)
+	after := consolePolicy(t, dir, `client_ca = ["certs/ca.pem"]`)
+	for i := range after.Admin.Console.Users {
+		after.Admin.Console.Users[i].Role = policy.RoleViewer
+	}
+	var cur atomic.Pointer[policy.Config]
+	cur.Store(before)
+	layer, err := tlslayer.New(context.Background(), tlslayer.Config{ClientCAFiles: before.TLS.ClientCA, CertFile: before.TLS.CertFile, KeyFile: before.TLS.KeyFile, PollInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer layer.Close()
+	tlsCfg, err := layer.AdminConfig(before.TLS.Profile, before.Admin.Console.ClientCA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reloads atomic.Int32
+	con, err := New(Options{Config: cur.Load, AuditFile: before.Audit.File, HTTPS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	con.AddAction(Action{Name: "reload", Label: "Reload the policy", Run: func(context.Context, url.Values) (string, error) {
+		reloads.Add(1)
+		return "reloaded", nil
+	}})
+	srv := httptest.NewUnstartedServer(con.Handler())
+	srv.TLS = tlsCfg
+	srv.StartTLS()
+	defer srv.Close()
+	caPEM, _ := os.ReadFile(filepath.Join(certs, "ca.pem"))
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	pair, err := tls.LoadX509KeyPair(filepath.Join(certs, "op.pem"), filepath.Join(certs, "op-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := client(t)
+	c.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost", Certificates: []tls.Certificate{pair}}}
+	code, body := get(t, c, srv.URL+"/console/")
+	if code != 200 || !strings.Contains(body, "role-operator") {
+		t.Fatalf("certificate op before the reload: %d, want the overview as operator", code)
+	}
+	cur.Store(after)
+	code, body = get(t, c, srv.URL+"/console/")
+	if code != 200 || !strings.Contains(body, "role-viewer") {
+		t.Errorf("certificate op after a reload made it a viewer: %d, still shown as %s", code, regexp.MustCompile(`role-\w+`).FindString(body))
+	}
+	tok := csrfRE.FindStringSubmatch(body)[1]
+	resp, _ := post(t, c, srv.URL+"/console/action/reload", url.Values{"csrf": {tok}})
+	if resp.StatusCode != http.StatusForbidden || reloads.Load() != 0 {
+		t.Errorf("a demoted certificate's action: %d, %d runs; want 403 and none", resp.StatusCode, reloads.Load())
+	}
+
+	// A password session's requests at once, while the role changes.
+	cur.Store(before)
+	pc := client(t)
+	pc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}}
+	_, page := get(t, pc, srv.URL+"/console/login")
+	resp, _ = post(t, pc, srv.URL+"/console/login", url.Values{"csrf": {csrfRE.FindStringSubmatch(page)[1]}, "user": {"op"}, "password": {"op-pw"}})
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("password login: %d", resp.StatusCode)
+	}
+	done := make(chan struct{})
+	for i := 0; i < 4; i++ {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for j := 0; j < 10; j++ {
+				if r, err := pc.Get(srv.URL + "/console/rules"); err == nil {
+					_, _ = io.Copy(io.Discard, r.Body)
+					r.Body.Close()
+				}
+				if j%3 == 0 {
+					cur.Store(after)
+				} else {
+					cur.Store(before)
+				}
+			}
+		}()
+	}
+	for i := 0; i < 4; i++ {
+		<-done
+	}
+}
