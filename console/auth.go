@@ -237,14 +237,20 @@ func (l *limiter) forgetLocked(now time.Time) {
 	}
 }
 
-// sourceOf is the client's address without the port: what the limit is
-// kept per.
+// sourceOf is what the limit is kept per: the client's IPv4 address, or
+// the /64 of its IPv6 address. A host (or its network) is given a whole
+// /64 and may use any address in it, so a limit per IPv6 address would let
+// one source make 5 attempts per address, without end.
 func sourceOf(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		return r.RemoteAddr
+		host = r.RemoteAddr
 	}
-	return host
+	ip := net.ParseIP(host)
+	if ip == nil || ip.To4() != nil {
+		return host
+	}
+	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }
 
 // authenticator checks passwords against the policy's users.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"html"
 	"io"
 	"net/http"
@@ -665,5 +666,40 @@ func TestReloadedRoleAppliesToCertificateSessions(t *testing.T) {
 	}
 	for i := 0; i < 4; i++ {
 		<-done
+	}
+}
+
+// TestLoginLimitPerIPv6Prefix: the sign-in limit holds for a client that
+// changes its IPv6 address within its /64 (one host or network usually has
+// a whole /64 and may pick any address in it), so the burst is not 5
+// attempts per address but 5 per source.
+func TestLoginLimitPerIPv6Prefix(t *testing.T) {
+	cfg := consolePolicy(t, t.TempDir(), "")
+	con, err := New(Options{Config: func() *policy.Config { return cfg }, AuditFile: cfg.Audit.File})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := con.Handler()
+	attempt := func(remote string) int {
+		tok := newToken()
+		req := httptest.NewRequest("POST", "http://edge.example.org:9102/console/login",
+			strings.NewReader(url.Values{"csrf": {tok}, "user": {"op"}, "password": {"wrong"}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.AddCookie(&http.Cookie{Name: loginCSRFName, Value: tok})
+		req.RemoteAddr = remote
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	for i := 0; i < loginBurst; i++ {
+		if code := attempt(fmt.Sprintf("[2001:db8:1:2::%x]:4000", i+1)); code != http.StatusUnauthorized {
+			t.Fatalf("attempt %d: %d, want 401", i+1, code)
+		}
+	}
+	if code := attempt("[2001:db8:1:2:dead:beef:0:1]:4000"); code != http.StatusTooManyRequests {
+		t.Errorf("another address of the same /64 after the burst: %d, want 429", code)
+	}
+	if code := attempt("[2001:db8:1:3::1]:4000"); code != http.StatusUnauthorized {
+		t.Errorf("another /64: %d, want 401", code)
 	}
 }
