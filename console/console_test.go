@@ -703,3 +703,37 @@ func TestLoginLimitPerIPv6Prefix(t *testing.T) {
 		t.Errorf("another /64: %d, want 401", code)
 	}
 }
+
+// TestUnverifiedCertificateIsMarked: the certificate a failed handshake
+// presented did not verify, so its names are the presenter's claim. The
+// overview's refusals and the clients page mark it so, as the CLI's table
+// does, and its claimed expiry does not put it above the clients the edge
+// verified: a stranger calling itself a known client does not read as it.
+func TestUnverifiedCertificateIsMarked(t *testing.T) {
+	tc := startConsole(t, consolePolicy(t, t.TempDir(), ""), nil)
+	now := time.Now()
+	tc.aw.Log(audit.Event{Event: audit.EventTLSFailed, Remote: "198.51.100.9:4000", Reason: "unknown-ca",
+		Client: &audit.Client{CN: "PACS-MOD", Fingerprint: "sha256:" + strings.Repeat("b", 64), NotAfter: now.Add(24 * time.Hour)}})
+	tc.aw.Log(audit.Event{Event: audit.EventAccepted, Remote: "192.0.2.1:4000", CallingAE: "MOD", CalledAE: "DICOMEDGE", Rule: "echo", Action: "answer",
+		Client: &audit.Client{CN: "PACS-MOD", Fingerprint: "sha256:" + strings.Repeat("a", 64), NotAfter: now.Add(90 * 24 * time.Hour)}})
+	for tc.Index().Len() < 2 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	c := client(t)
+	tc.login(t, c, "viewer", "viewer-pw")
+	_, page := get(t, c, tc.srv.URL+"/console/")
+	if refusals := regexp.MustCompile(`(?s)<table id="refusals">.*?</table>`).FindString(page); !strings.Contains(refusals, "PACS-MOD (unverified) [198.51.100.9]") {
+		t.Errorf("the overview's refusals do not mark the failed handshake's certificate unverified:\n%s", refusals)
+	}
+	_, page = get(t, c, tc.srv.URL+"/console/clients")
+	rows := strings.Split(page[strings.Index(page, "<tbody>"):], "<tr")[1:]
+	if len(rows) != 2 {
+		t.Fatalf("%d client rows, want 2:\n%s", len(rows), page)
+	}
+	if !strings.Contains(rows[0], strings.Repeat("a", 64)) || strings.Contains(rows[0], "unverified") {
+		t.Errorf("first client row: want the verified certificate, unmarked:\n%s", rows[0])
+	}
+	if !strings.Contains(rows[1], "PACS-MOD (unverified)") {
+		t.Errorf("the failed handshake's certificate is not marked unverified:\n%s", rows[1])
+	}
+}

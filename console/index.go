@@ -96,6 +96,10 @@ type ClientStat struct {
 	Accepted    int
 	Rejected    int
 	TLSFailures int
+	// Verified: an association record carries the certificate, so the
+	// edge verified it. A certificate only ever presented in failed
+	// handshakes is not: its names and dates are what a stranger claims.
+	Verified bool
 }
 
 // RuleStat is one rule's traffic in the trail.
@@ -344,6 +348,11 @@ func (x *Index) add(e *audit.Event, line []byte, p audit.Position) {
 			}
 			if t.After(cs.LastSeen) {
 				cs.LastSeen = t
+			}
+			if e.Client != nil && e.Event != audit.EventTLSFailed && !cs.Verified {
+				// The verified certificate's own fields, rather than those a
+				// failed handshake recorded first (cut to 512 bytes, 8 SANs).
+				cs.Client, cs.Verified = *e.Client, true
 			}
 			if e.Client != nil && !e.Client.NotAfter.IsZero() {
 				cs.Client.NotAfter = e.Client.NotAfter
@@ -673,8 +682,11 @@ func (x *Index) Clients(now time.Time, soon time.Duration) []ClientStat {
 		out = append(out, *c)
 	}
 	x.mu.RUnlock()
+	// Only a verified certificate's expiry puts it first: anyone can
+	// present a certificate with a known client's name that expires
+	// tomorrow, and push the real ones down the list.
 	expiring := func(c *ClientStat) bool {
-		return !c.Client.NotAfter.IsZero() && c.Client.NotAfter.Before(now.Add(soon))
+		return c.Verified && !c.Client.NotAfter.IsZero() && c.Client.NotAfter.Before(now.Add(soon))
 	}
 	sort.SliceStable(out, func(i, j int) bool {
 		a, b := &out[i], &out[j]

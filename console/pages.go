@@ -170,7 +170,16 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request, s *session) {
 		if e.Detail != "" && e.Event != audit.EventRejected {
 			reason += ": " + e.Detail
 		}
-		d.Refusals = append(d.Refusals, refusalRow{Seq: e.Seq, Time: fmtTime(e.Time), Client: esc(clientName(cl, host)),
+		if e.Client == nil {
+			e.Client = cl
+		}
+		if e.Remote == "" && host != "" {
+			e.Remote = net.JoinHostPort(host, "0") // only the host is shown
+		}
+		// Named as the CLI's table names it: a failed handshake's
+		// certificate is marked unverified, beside its source address, so a
+		// stranger calling itself a known client does not read as that client.
+		d.Refusals = append(d.Refusals, refusalRow{Seq: e.Seq, Time: fmtTime(e.Time), Client: esc(audit.Who(&e)),
 			Calling: esc(calling), Called: esc(called), Event: esc(e.Event), Reason: esc(reason), Rule: esc(e.Rule)})
 	}
 	assoc, ref := c.idx.Series(now)
@@ -209,6 +218,10 @@ func (c *Console) clients(w http.ResponseWriter, r *http.Request, s *session) {
 			Name: esc(clientName(&cs.Client, "")), Subject: esc(cs.Client.Subject), Fingerprint: esc(cs.Client.Fingerprint),
 			Issuer: esc(cs.Client.Issuer), FirstSeen: fmtTime(cs.FirstSeen), LastSeen: fmtTime(cs.LastSeen),
 			Accepted: cs.Accepted, Rejected: cs.Rejected, TLSFailures: cs.TLSFailures, NotAfter: "-", DaysLeft: "-",
+		}
+		if cs.Host == "" && !cs.Verified {
+			// As the CLI marks it: the name is the presenter's claim.
+			row.Name = esc(clientName(&cs.Client, "") + " (unverified)")
 		}
 		if cs.Host != "" {
 			row.Name = esc("[" + cs.Host + "]")
