@@ -440,15 +440,7 @@ func TestCertificateLogin(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := consolePolicy(t, dir, `client_ca = ["certs/ca.pem"]`)
-	layer, err := tlslayer.New(context.Background(), tlslayer.Config{ClientCAFiles: cfg.TLS.ClientCA, CertFile: cfg.TLS.CertFile, KeyFile: cfg.TLS.KeyFile, PollInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer layer.Close()
-	tlsCfg, err := layer.AdminConfig(cfg.TLS.Profile, cfg.Admin.Console.ClientCA)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tlsCfg := adminTLS(t, cfg)
 	aw, err := audit.Open(audit.Config{File: cfg.Audit.File})
 	if err != nil {
 		t.Fatal(err)
@@ -592,15 +584,7 @@ func TestReloadedRoleAppliesToCertificateSessions(t *testing.T) {
 	}
 	var cur atomic.Pointer[policy.Config]
 	cur.Store(before)
-	layer, err := tlslayer.New(context.Background(), tlslayer.Config{ClientCAFiles: before.TLS.ClientCA, CertFile: before.TLS.CertFile, KeyFile: before.TLS.KeyFile, PollInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer layer.Close()
-	tlsCfg, err := layer.AdminConfig(before.TLS.Profile, before.Admin.Console.ClientCA)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tlsCfg := adminTLS(t, before)
 	var reloads atomic.Int32
 	con, err := New(Options{Config: cur.Load, AuditFile: before.Audit.File, HTTPS: true})
 	if err != nil {
@@ -736,4 +720,20 @@ func TestUnverifiedCertificateIsMarked(t *testing.T) {
 	if !strings.Contains(rows[1], "PACS-MOD (unverified)") {
 		t.Errorf("the failed handshake's certificate is not marked unverified:\n%s", rows[1])
 	}
+}
+
+// adminTLS is the console's TLS configuration under cfg, with its client
+// certificate check, as serve builds it.
+func adminTLS(t *testing.T, cfg *policy.Config) *tls.Config {
+	t.Helper()
+	layer, err := tlslayer.New(context.Background(), tlslayer.Config{ClientCAFiles: cfg.TLS.ClientCA, CertFile: cfg.TLS.CertFile, KeyFile: cfg.TLS.KeyFile, PollInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { layer.Close() })
+	tlsCfg, err := layer.AdminConfig(cfg.TLS.Profile, cfg.Admin.Console.ClientCA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tlsCfg
 }

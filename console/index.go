@@ -4,7 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"hash/fnv"
+	"hash/maphash"
 	"io"
 	"net"
 	"os"
@@ -30,8 +30,9 @@ import (
 // from the log at start, in the background, and kept current as the writer
 // appends; the console never writes the log.
 type Index struct {
-	file string
-	now  func() time.Time
+	file    string
+	now     func() time.Time
+	uidSeed maphash.Seed // uidHash's
 
 	mu    sync.RWMutex
 	recs  []rec
@@ -133,7 +134,7 @@ func NewIndex(file string, now func() time.Time) *Index {
 	if now == nil {
 		now = time.Now
 	}
-	x := &Index{file: file, now: now, whoID: map[string]uint32{}, kindID: map[kind]uint32{},
+	x := &Index{file: file, now: now, uidSeed: maphash.MakeSeed(), whoID: map[string]uint32{}, kindID: map[kind]uint32{},
 		minutes: map[int64]*minute{}, deidUIDs: map[int][]uint64{}, clients: map[string]*ClientStat{}, rules: map[string]*RuleStat{}}
 	x.strs.id("") // id 0 is the empty string
 	x.who(nil, "")
@@ -238,13 +239,15 @@ func (x *Index) who(c *audit.Client, host string) uint32 {
 	return id
 }
 
-func uidHash(s string) uint64 {
+// uidHash is what the index keeps of a UID and matches a UID filter by. A
+// client chooses the UIDs it sends: seeded per index, the hash gives it no
+// way to make a UID of its own collide with another's, and so show up in a
+// reviewer's search for that one.
+func (x *Index) uidHash(s string) uint64 {
 	if s == "" {
 		return 0
 	}
-	h := fnv.New64a()
-	h.Write([]byte(s))
-	return h.Sum64() | 1
+	return maphash.String(x.uidSeed, s) | 1
 }
 
 // refusal reports whether e is a refusal the overview counts: a rejected
@@ -284,14 +287,14 @@ func (x *Index) add(e *audit.Event, line []byte, p audit.Position) {
 		nano: e.Time.UnixNano(), off: p.Offset, seq: e.Seq, length: uint32(len(line)),
 		file: uint32(len(x.files) - 1), kind: kid, who: x.who(e.Client, host),
 		calling: x.strs.id(e.CallingAE), called: x.strs.id(e.CalledAE), listener: x.strs.id(e.Listener),
-		rule: x.strs.id(e.Rule), uid: uidHash(e.SOPInstance), uid2: uidHash(e.StudyUID),
+		rule: x.strs.id(e.Rule), uid: x.uidHash(e.SOPInstance), uid2: x.uidHash(e.StudyUID),
 	}
 	x.recs = append(x.recs, r)
 	x.lastSeq = e.Seq
 	if d := e.Deidentified; d != nil {
 		var hs []uint64
 		for _, u := range []string{d.StudyUID, d.SeriesUID, d.SOPInstance, d.OriginalSeries} {
-			if h := uidHash(u); h != 0 {
+			if h := x.uidHash(u); h != 0 {
 				hs = append(hs, h)
 			}
 		}
@@ -470,7 +473,7 @@ func (x *Index) compile(f Filter) *match {
 	m.called = strMatch(f.CalledAE, func(v string) audit.Event { return audit.Event{CalledAE: v} }, audit.Filter{CalledAE: f.CalledAE})
 	m.listener = strMatch(f.Listener, func(v string) audit.Event { return audit.Event{Listener: v} }, audit.Filter{Listener: f.Listener})
 	if f.UID != "" {
-		m.uid = uidHash(strings.TrimSpace(f.UID))
+		m.uid = x.uidHash(strings.TrimSpace(f.UID))
 	}
 	return m
 }

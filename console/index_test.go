@@ -244,3 +244,18 @@ func countEvents(file string, f audit.Filter) (int, error) {
 	err := audit.ReadFiles(audit.Files(file), f, func(audit.Event, []byte) error { n++; return nil })
 	return n, err
 }
+
+// The UID filter matches by a hash of the UID: a fixed hash would let a
+// client choose a UID that collides with another record's and have its own
+// records listed in a reviewer's search for that UID. Each index seeds its
+// own.
+func TestUIDHashIsSeededPerIndex(t *testing.T) {
+	const uid = "1.2.840.113619.2.55.3.604688119.969.1268071029.320"
+	a, b := NewIndex("", nil), NewIndex("", nil)
+	if a.uidHash(uid) != a.uidHash(uid) {
+		t.Fatal("one index hashes the same UID two ways")
+	}
+	if a.uidHash(uid) == b.uidHash(uid) {
+		t.Fatal("two indexes hash a UID alike: a UID colliding with it can be found once for every edge")
+	}
+}
