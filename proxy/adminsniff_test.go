@@ -5,11 +5,13 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dicomedge/dicomedge/tlslayer"
 )
@@ -97,5 +99,35 @@ func TestAdminHTTPAndHTTPSOnOnePort(t *testing.T) {
 	if resp, err := rc.Get("https://" + addr + "/console/"); err == nil {
 		resp.Body.Close()
 		t.Errorf("a certificate from an unknown CA was accepted: %s", resp.Status)
+	}
+}
+
+// An admin connection that goes quiet is closed: kept alive after a
+// request and then idle, or stopped in the middle of a request's body.
+func TestAdminConnectionsTimeOut(t *testing.T) {
+	defer func(r, i time.Duration) { adminReadTimeout, adminIdleTimeout = r, i }(adminReadTimeout, adminIdleTimeout)
+	adminReadTimeout, adminIdleTimeout = 300*time.Millisecond, 300*time.Millisecond
+	a, err := startAdmin("127.0.0.1:0", AdminHandler(NewMetrics(), func() bool { return true }), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.shutdown(context.Background())
+	for name, req := range map[string]string{
+		"idle after a request": "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+		"stalled in its body":  "POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789",
+	} {
+		c, err := net.Dial("tcp", a.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.WriteString(c, req); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = io.Copy(io.Discard, c) // the answer (if any), then the server's close
+		c.Close()
+		if err != nil {
+			t.Errorf("%s: the connection was not closed by the server: %v", name, err)
+		}
 	}
 }

@@ -293,6 +293,17 @@ type adminServer struct {
 	ln  net.Listener
 }
 
+// Bounds on an admin connection: a request's headers, the whole request (a
+// console form is at most 16 KiB), and a kept-alive connection waiting for
+// its next request. Without the last two, a client that stops sending held
+// its connection and a goroutine for ever. Writes are not bounded: an export
+// of a long audit log may take minutes.
+var (
+	adminReadHeaderTimeout = 10 * time.Second
+	adminReadTimeout       = time.Minute
+	adminIdleTimeout       = 2 * time.Minute
+)
+
 func startAdmin(addr string, h http.Handler, tlsCfg *tls.Config) (*adminServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -301,7 +312,8 @@ func startAdmin(addr string, h http.Handler, tlsCfg *tls.Config) (*adminServer, 
 	if tlsCfg != nil {
 		ln = newSniffListener(ln, tlsCfg)
 	}
-	a := &adminServer{ln: ln, srv: &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}}
+	a := &adminServer{ln: ln, srv: &http.Server{Handler: h, ReadHeaderTimeout: adminReadHeaderTimeout,
+		ReadTimeout: adminReadTimeout, IdleTimeout: adminIdleTimeout}}
 	go func() {
 		if err := a.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			_ = err // the listener was closed under us; Shutdown reports the rest
