@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -35,6 +36,11 @@ const (
 	maxResponse = 1 << 20
 	// requestTimeout bounds a whole request, upload included.
 	requestTimeout = 5 * time.Minute
+	// tokenTimeout bounds one token request.
+	tokenTimeout = time.Minute
+	// maxErrorCode bounds the authorization server's error code quoted
+	// in an error (RFC 6749 5.2 codes are a few words).
+	maxErrorCode = 64
 )
 
 // Config describes one STOW-RS destination.
@@ -63,6 +69,8 @@ type Sender struct {
 	cfg    Config
 	client *http.Client
 	tr     *http.Transport
+	// tokenTr reaches the OAuth 2.0 token endpoint.
+	tokenTr *http.Transport
 
 	mu        sync.Mutex
 	token     string
@@ -98,8 +106,36 @@ func New(cfg Config) (*Sender, error) {
 	s := &Sender{cfg: cfg, tr: tr, client: &http.Client{Transport: tr, Timeout: requestTimeout,
 		// A redirect would re-send the credentials elsewhere; a STOW-RS
 		// endpoint has a fixed URL.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+		CheckRedirect: noRedirects}}
+	if cfg.OAuth2 != nil {
+		if s.tokenTr, err = tokenTransport(cfg.OAuth2.TokenURL, u, tc); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
+}
+
+// noRedirects leaves a redirect unfollowed: the caller sees the 3xx.
+func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+// tokenTransport is the transport to the authorization server: the same
+// roots and TLS profile as the service's, but its certificate is checked
+// for the token endpoint's own name (the service's config names the
+// service), and the client certificate meant for the service is presented
+// only when the token endpoint is on the same host.
+func tokenTransport(tokenURL string, service *url.URL, tc *tls.Config) (*http.Transport, error) {
+	u, err := url.Parse(tokenURL)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("dicomweb: oauth2 token_url %q is not an https URL", tokenURL)
+	}
+	ttc := tc.Clone()
+	ttc.ServerName = u.Hostname()
+	if !strings.EqualFold(u.Hostname(), service.Hostname()) {
+		ttc.Certificates, ttc.GetClientCertificate = nil, nil
+	}
+	return &http.Transport{TLSClientConfig: ttc, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 1,
+		IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 30 * time.Second, ResponseHeaderTimeout: tokenTimeout,
+		Proxy: http.ProxyFromEnvironment}, nil
 }
 
 // Batch bounds one request.
@@ -112,6 +148,9 @@ func (s *Sender) Batch() (int, int64) {
 // Close drops idle connections.
 func (s *Sender) Close() error {
 	s.tr.CloseIdleConnections()
+	if s.tokenTr != nil {
+		s.tokenTr.CloseIdleConnections()
+	}
 	return nil
 }
 
@@ -159,17 +198,46 @@ func (s *Sender) authorization(ctx context.Context) (string, error) {
 				return "", fmt.Errorf("oauth2 client_secret_file: %w", err)
 			}
 			cc := clientcredentials.Config{ClientID: o.ClientID, ClientSecret: strings.TrimSpace(string(b)), TokenURL: o.TokenURL, Scopes: o.Scopes}
-			// The token endpoint is reached over the same TLS settings.
-			tctx := context.WithValue(context.Background(), oauth2.HTTPClient, &http.Client{Transport: s.tr, Timeout: time.Minute})
+			// A redirect is not followed: it would re-send the client
+			// secret (in the header or the body) to wherever it points,
+			// plain http included.
+			tctx := context.WithValue(context.Background(), oauth2.HTTPClient,
+				&http.Client{Transport: s.tokenTr, Timeout: tokenTimeout, CheckRedirect: noRedirects})
 			s.oauth, s.oauthStat = cc.TokenSource(tctx), st
 		}
 		tok, err := s.oauth.Token()
 		if err != nil {
-			return "", fmt.Errorf("oauth2 token: %w", err)
+			return "", tokenError(err)
 		}
 		return tok.Type() + " " + tok.AccessToken, nil
 	}
 	return "", nil
+}
+
+// tokenError describes a failed token request without the authorization
+// server's response body, which the oauth2 package quotes whole (up to
+// 1 MiB, control characters included) and which would otherwise become
+// the spool's last error: the HTTP status and the RFC 6749 5.2 error
+// code, quoted and cut, say what went wrong.
+func tokenError(err error) error {
+	var re *oauth2.RetrieveError
+	if !errors.As(err, &re) {
+		return fmt.Errorf("oauth2 token: %w", err)
+	}
+	msg := "oauth2 token: the authorization server refused the token request"
+	if re.Response != nil {
+		msg = fmt.Sprintf("oauth2 token: the authorization server answered HTTP %d", re.Response.StatusCode)
+		if loc := re.Response.Header.Get("Location"); loc != "" && re.Response.StatusCode/100 == 3 {
+			msg += " (a redirect, not followed: check token_url)"
+		}
+	}
+	if code := re.ErrorCode; code != "" {
+		if len(code) > maxErrorCode {
+			code = code[:maxErrorCode]
+		}
+		msg += fmt.Sprintf(" (error %q)", code)
+	}
+	return errors.New(msg)
 }
 
 // boundary returns a random multipart boundary (RFC 2046 5.1.1).
@@ -309,8 +377,8 @@ func (r *Result) For(sopInstance string) error {
 // Classify reads an HTTP status and Store Instances Response body (DICOM
 // JSON, PS3.18 F.2) into per-instance outcomes. 200: stored; 202: some
 // failed (the Failed SOP Sequence names them); 409: none stored. 401 and
-// 403 are an authentication problem, transient: the instances stay queued
-// until the token is fixed. 408, 429 and 5xx are transient; other 4xx
+// 403 are an authentication problem, and 3xx a redirect not followed,
+// transient: the instances stay queued until the token or url is fixed. 408, 429 and 5xx are transient; other 4xx
 // permanent.
 func Classify(status int, body []byte) *Result {
 	r := &Result{Status: status, Failed: map[string]uint16{}, Stored: map[string]bool{}}
@@ -322,6 +390,11 @@ func Classify(status int, body []byte) *Result {
 		r.Whole = spool.Permanent(fmt.Errorf("STOW-RS HTTP 409: the service stored none of the request's instances"))
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:
 		r.Whole = fmt.Errorf("STOW-RS HTTP %d: the service refused the credentials (check token_file or oauth2)", status)
+	case status >= 300 && status < 400:
+		// Not followed (the credentials would go with it): the request
+		// never reached a STOW-RS service, so nothing is said about the
+		// instances; they wait until the url is corrected.
+		r.Whole = fmt.Errorf("STOW-RS HTTP %d: the service redirected the request, which is not followed (check url)", status)
 	case status == http.StatusRequestTimeout || status == http.StatusTooManyRequests || status >= 500:
 		r.Whole = fmt.Errorf("STOW-RS HTTP %d %s", status, http.StatusText(status))
 	default:
