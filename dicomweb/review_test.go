@@ -218,3 +218,41 @@ func TestSTOWRedirectKeepsTheInstancesQueued(t *testing.T) {
 	}
 	_ = fmt.Sprint
 }
+
+// A 202 says some instances were not stored. Only those its Referenced SOP
+// Sequence names are known stored: one it does not name (the body cut, over
+// the read limit, not DICOM JSON, or simply silent about it) is sent
+// again, not removed from the spool as delivered.
+func TestAcceptedResponseDeliversOnlyWhatItNames(t *testing.T) {
+	_, ts, ca := startStow(t)
+	ts.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/dicom+json")
+		w.WriteHeader(http.StatusAccepted)
+		// Referenced SOP Sequence for 2.25.9.0, then a Failed SOP
+		// Sequence the client never reads whole.
+		fmt.Fprintf(w, `{"00081199":{"vr":"SQ","Value":[{"00081155":{"vr":"UI","Value":["2.25.9.0"]}}]},"00081198":{"vr":"SQ","Value":[`)
+		for range maxResponse / 64 {
+			io.WriteString(w, `{"00081155":{"vr":"UI","Value":["2.25.9.1"]},"00081197":{"vr":"US","Value":[49152]}},`)
+		}
+	})
+	s, err := New(Config{Name: "cloud", URL: ts.URL + "/dicomweb", CA: []string{ca}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	errs := s.Send(context.Background(), spooled(t, 2))
+	if errs[1] == nil {
+		t.Error("an instance a 202 did not name as stored was taken as delivered")
+	} else if spool.IsPermanent(errs[1]) {
+		t.Errorf("an instance a 202 did not name: %v, want transient (sent again)", errs[1])
+	}
+	// Parsed whole, a 202 still delivers only the instances it names.
+	r := Classify(202, []byte(`{"00081199":{"vr":"SQ","Value":[{"00081155":{"vr":"UI","Value":["2.25.1"]}}]}}`))
+	if err := r.For("2.25.1"); err != nil {
+		t.Errorf("named stored: %v", err)
+	}
+	if err := r.For("2.25.2"); err == nil || spool.IsPermanent(err) {
+		t.Errorf("unnamed in a 202: %v, want transient", err)
+	}
+}

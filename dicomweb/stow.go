@@ -376,7 +376,8 @@ func (r *Result) For(sopInstance string) error {
 
 // Classify reads an HTTP status and Store Instances Response body (DICOM
 // JSON, PS3.18 F.2) into per-instance outcomes. 200: stored; 202: some
-// failed (the Failed SOP Sequence names them); 409: none stored. 401 and
+// failed (the Failed SOP Sequence names them), and only those the
+// Referenced SOP Sequence names are stored; 409: none stored. 401 and
 // 403 are an authentication problem, and 3xx a redirect not followed,
 // transient: the instances stay queued until the token or url is fixed. 408, 429 and 5xx are transient; other 4xx
 // permanent.
@@ -384,8 +385,14 @@ func Classify(status int, body []byte) *Result {
 	r := &Result{Status: status, Failed: map[string]uint16{}, Stored: map[string]bool{}}
 	parseStoreResponse(body, r)
 	switch {
-	case status == http.StatusOK || status == http.StatusAccepted:
+	case status == http.StatusOK:
 		r.Whole = nil
+	case status == http.StatusAccepted:
+		// Some instances were not stored (PS3.18 10.5.3.1), and only the
+		// Referenced SOP Sequence names those that were: one it does not
+		// name (the body cut or unreadable, or silent about it) is sent
+		// again, which is harmless, rather than dropped as delivered.
+		r.Whole = errors.New("STOW-RS HTTP 202: the response does not name the instance as stored; it is sent again")
 	case status == http.StatusConflict:
 		r.Whole = spool.Permanent(fmt.Errorf("STOW-RS HTTP 409: the service stored none of the request's instances"))
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:
