@@ -189,11 +189,14 @@ func (f *Forwarder) Run(ctx context.Context) {
 				f.count(ResultFailed)
 				log.Warn("backend refused an instance for good; moved to failed/", "backend", f.Backend, "sop_instance", e.Meta.SOPInstance, "error", reason(err))
 			default:
+				// It stays queued; the outcomes after it are acted on
+				// all the same (one STOW-RS answer covers the batch): an
+				// instance stored is not sent again with it on every
+				// retry, one refused for good goes to failed/.
 				attempts[e.ID]++
-				transient = err
-			}
-			if transient != nil {
-				break
+				if transient == nil {
+					transient = err
+				}
 			}
 		}
 		idleSince = time.Now()

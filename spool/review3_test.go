@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -53,5 +54,76 @@ func TestForwarderBoundsTheBackendsErrorText(t *testing.T) {
 		if e.Event == audit.EventSpoolFailed && len(e.Detail) > maxReason {
 			t.Errorf("spool.failed record carries %d bytes of detail", len(e.Detail))
 		}
+	}
+}
+
+// batchSender answers a fixed outcome per SOP instance and counts sends.
+type batchSender struct {
+	mu      sync.Mutex
+	outcome map[string]error
+	sent    map[string]int
+}
+
+func (b *batchSender) Batch() (int, int64) { return 8, 1 << 20 }
+func (b *batchSender) Close() error        { return nil }
+func (b *batchSender) Send(_ context.Context, batch []*Entry) []error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	errs := make([]error, len(batch))
+	for i, e := range batch {
+		b.sent[e.Meta.SOPInstance]++
+		errs[i] = b.outcome[e.Meta.SOPInstance]
+	}
+	return errs
+}
+
+// A request of several instances (STOW-RS) answers each: one kept back
+// by a transient failure does not make the forwarder forget what the same
+// answer said of the others. Those stored are removed and audited at once
+// (not sent again on every retry), those refused for good go to failed/
+// (not retried with the one that waits).
+func TestForwarderActsOnEveryOutcomeOfABatch(t *testing.T) {
+	s, rec := openTest(t, Config{})
+	for i := 1; i <= 3; i++ {
+		store(t, s, "pacs", i, []byte("x"))
+	}
+	bs := &batchSender{sent: map[string]int{}, outcome: map[string]error{
+		meta(1).SOPInstance: errors.New("failure reason 0xA700"),
+		meta(3).SOPInstance: Permanent(errors.New("failure reason 0xC000")),
+	}}
+	fw := &Forwarder{Spool: s, Backend: "pacs", Sender: bs, MinBackoff: 50 * time.Millisecond, MaxBackoff: 50 * time.Millisecond}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { fw.Run(ctx); close(done) }()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		bs.mu.Lock()
+		n := bs.sent[meta(1).SOPInstance]
+		bs.mu.Unlock()
+		if n >= 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the forwarder did not retry")
+		}
+	}
+	cancel()
+	<-done
+	bs.mu.Lock()
+	defer bs.mu.Unlock()
+	if n := bs.sent[meta(2).SOPInstance]; n != 1 {
+		t.Errorf("an instance the service stored was sent %d times", n)
+	}
+	if n := bs.sent[meta(3).SOPInstance]; n != 1 {
+		t.Errorf("an instance the service refused for good was sent %d times", n)
+	}
+	q, _ := s.List("pacs", Queued)
+	if len(q) != 1 || q[0].Meta.SOPInstance != meta(1).SOPInstance {
+		t.Errorf("queue holds %d entries", len(q))
+	}
+	if f, _ := s.List("pacs", Failed); len(f) != 1 {
+		t.Errorf("failed/ holds %d", len(f))
+	}
+	if rec.count(audit.EventSpoolForwarded) != 1 || rec.count(audit.EventSpoolFailed) != 1 {
+		t.Errorf("records: forwarded %d, failed %d", rec.count(audit.EventSpoolForwarded), rec.count(audit.EventSpoolFailed))
 	}
 }
