@@ -256,3 +256,58 @@ func TestAcceptedResponseDeliversOnlyWhatItNames(t *testing.T) {
 		t.Errorf("unnamed in a 202: %v, want transient", err)
 	}
 }
+
+// A large instance over a slow link takes longer to upload than any fixed
+// bound on the whole request: as long as the upload moves, it goes on
+// (else such an instance is cut off and sent again forever, holding up
+// the queue behind it until max_age). A stalled upload is still cut off.
+func TestSlowButMovingUploadIsNotCutOff(t *testing.T) {
+	oldReq, oldStall := requestTimeout, stallTimeout
+	requestTimeout, stallTimeout = time.Second, 500*time.Millisecond
+	t.Cleanup(func() { requestTimeout, stallTimeout = oldReq, oldStall })
+	_, ts, ca := startStow(t)
+	stall := make(chan struct{})
+	ts.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		buf := make([]byte, 128<<10)
+		for {
+			if _, err := io.ReadFull(r.Body, buf); err != nil {
+				break
+			}
+			select {
+			case <-stall:
+				// Reads nothing more (the request's context ends only
+				// once its body is read).
+				time.Sleep(3 * time.Second)
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		w.Header().Set("Content-Type", "application/dicom+json")
+		io.WriteString(w, `{}`)
+	})
+	s, err := New(Config{Name: "cloud", URL: ts.URL + "/dicomweb", CA: []string{ca}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	batch := spooled(t, 1)
+	f, err := os.OpenFile(batch[0].Path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(make([]byte, 16<<20))
+	f.Close()
+	start := time.Now()
+	if err := s.Send(context.Background(), batch)[0]; err != nil {
+		t.Fatalf("an upload that kept moving for %v: %v", time.Since(start).Round(time.Millisecond), err)
+	}
+	close(stall)
+	start = time.Now()
+	err = s.Send(context.Background(), batch)[0]
+	if err == nil || spool.IsPermanent(err) {
+		t.Fatalf("a stalled upload: %v, want transient", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("a stalled upload was cut off after %v", d)
+	}
+}

@@ -34,14 +34,80 @@ const (
 	// maxResponse bounds the response body read: a Store Instances
 	// Response of a batch is a few kilobytes.
 	maxResponse = 1 << 20
-	// requestTimeout bounds a whole request, upload included.
-	requestTimeout = 5 * time.Minute
 	// tokenTimeout bounds one token request.
 	tokenTimeout = time.Minute
 	// maxErrorCode bounds the authorization server's error code quoted
 	// in an error (RFC 6749 5.2 codes are a few words).
 	maxErrorCode = 64
 )
+
+// Time bounds of a STOW-RS request (variables for the tests). The upload
+// itself has no bound as a whole: a large instance over a slow link may
+// take longer than any fixed one, and cut off it would be sent again
+// forever, holding up the queue behind it.
+var (
+	// requestTimeout bounds the wait for the response once the request
+	// is sent (the service stores the instances meanwhile).
+	requestTimeout = 5 * time.Minute
+	// stallTimeout bounds an upload that makes no progress, and the
+	// reading of the response body (at most maxResponse bytes).
+	stallTimeout = 2 * time.Minute
+)
+
+// errStalled and errNoResponse say why a request was cut off.
+var (
+	errStalled    = errors.New("the upload made no progress")
+	errNoResponse = errors.New("no response once the request was sent")
+	errSlowBody   = errors.New("the response body took too long")
+)
+
+// watchdog cancels a request when it is not re-armed in time: re-armed by
+// every step of the upload, then once for the response and once for its
+// body. The transport reads the body on its own goroutine, hence the lock.
+type watchdog struct {
+	mu     sync.Mutex
+	t      *time.Timer
+	cause  error
+	cancel context.CancelCauseFunc
+}
+
+func newWatchdog(cancel context.CancelCauseFunc) *watchdog {
+	w := &watchdog{cancel: cancel, cause: errStalled}
+	w.t = time.AfterFunc(stallTimeout, func() {
+		w.mu.Lock()
+		cause := w.cause
+		w.mu.Unlock()
+		cancel(cause)
+	})
+	return w
+}
+
+func (w *watchdog) arm(d time.Duration, cause error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.cause = cause
+	w.t.Reset(d)
+}
+
+func (w *watchdog) stop() { w.t.Stop() }
+
+// progressReader re-arms the watchdog for each part of the upload read,
+// and for the response when all of it is.
+type progressReader struct {
+	r  io.Reader
+	wd *watchdog
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if n > 0 {
+		p.wd.arm(stallTimeout, errStalled)
+	}
+	if err == io.EOF {
+		p.wd.arm(requestTimeout, errNoResponse)
+	}
+	return n, err
+}
 
 // Config describes one STOW-RS destination.
 type Config struct {
@@ -95,7 +161,7 @@ func New(cfg Config) (*Sender, error) {
 		return nil, fmt.Errorf("dicomweb: %w", err)
 	}
 	tr := &http.Transport{TLSClientConfig: tc, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 2,
-		IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 30 * time.Second, ResponseHeaderTimeout: requestTimeout,
+		IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 30 * time.Second,
 		Proxy: http.ProxyFromEnvironment}
 	if cfg.Batch <= 0 {
 		cfg.Batch = DefaultBatch
@@ -103,7 +169,7 @@ func New(cfg Config) (*Sender, error) {
 	if cfg.BatchBytes <= 0 {
 		cfg.BatchBytes = DefaultBatchBytes
 	}
-	s := &Sender{cfg: cfg, tr: tr, client: &http.Client{Transport: tr, Timeout: requestTimeout,
+	s := &Sender{cfg: cfg, tr: tr, client: &http.Client{Transport: tr,
 		// A redirect would re-send the credentials elsewhere; a STOW-RS
 		// endpoint has a fixed URL.
 		CheckRedirect: noRedirects}}
@@ -305,7 +371,11 @@ func (s *Sender) Send(ctx context.Context, batch []*spool.Entry) []error {
 	tail := "--" + bnd + "--\r\n"
 	parts = append(parts, strings.NewReader(tail))
 	length += int64(len(tail))
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.URL+"/studies", io.MultiReader(parts...))
+	rctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	wd := newWatchdog(cancel)
+	defer wd.stop()
+	req, err := http.NewRequestWithContext(rctx, http.MethodPost, s.cfg.URL+"/studies", &progressReader{r: io.MultiReader(parts...), wd: wd})
 	if err != nil {
 		return all(spool.Permanent(err))
 	}
@@ -317,9 +387,15 @@ func (s *Sender) Send(ctx context.Context, batch []*spool.Entry) []error {
 	}
 	rsp, err := s.client.Do(req)
 	if err != nil {
+		if cause := context.Cause(rctx); cause != nil && ctx.Err() == nil {
+			return all(fmt.Errorf("dicomweb %s: STOW-RS request cut off: %w", s.cfg.Name, cause))
+		}
 		return all(fmt.Errorf("dicomweb %s: %w", s.cfg.Name, err))
 	}
 	defer rsp.Body.Close()
+	// The body is bounded in time as a whole, progress or not: it is
+	// small, and a service that trickles it holds up the queue.
+	wd.arm(stallTimeout, errSlowBody)
 	body, _ := io.ReadAll(io.LimitReader(rsp.Body, maxResponse))
 	_, _ = io.Copy(io.Discard, io.LimitReader(rsp.Body, maxResponse))
 	if rsp.StatusCode == http.StatusRequestEntityTooLarge && len(files) > 1 {
