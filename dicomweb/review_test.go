@@ -311,3 +311,39 @@ func TestSlowButMovingUploadIsNotCutOff(t *testing.T) {
 		t.Errorf("a stalled upload was cut off after %v", d)
 	}
 }
+
+// A service that refuses a whole request of several instances for one of
+// them (409, 400, often without saying which) refuses nothing about the
+// others: they are sent again one by one, and only the instance refused
+// on its own goes to failed/.
+func TestRefusedBatchIsSortedOutInstanceByInstance(t *testing.T) {
+	_, ts, ca := startStow(t)
+	for _, named := range []bool{false, true} {
+		ts.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			if strings.Contains(string(b), "2.25.9.1") {
+				w.WriteHeader(http.StatusConflict)
+				if named {
+					io.WriteString(w, `{"00081198":{"vr":"SQ","Value":[{"00081155":{"vr":"UI","Value":["2.25.9.1"]},"00081197":{"vr":"US","Value":[43264]}}]}}`)
+				}
+				return
+			}
+			w.Header().Set("Content-Type", "application/dicom+json")
+			io.WriteString(w, `{}`)
+		})
+		s, err := New(Config{Name: "cloud", URL: ts.URL + "/dicomweb", CA: []string{ca}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		errs := s.Send(context.Background(), spooled(t, 3))
+		s.Close()
+		if errs[1] == nil || !spool.IsPermanent(errs[1]) {
+			t.Errorf("named %v: the refused instance: %v, want permanent", named, errs[1])
+		}
+		for _, i := range []int{0, 2} {
+			if errs[i] != nil && spool.IsPermanent(errs[i]) {
+				t.Errorf("named %v: instance %d, refused with another's request: %v, want delivered or sent again", named, i, errs[i])
+			}
+		}
+	}
+}

@@ -409,8 +409,17 @@ func (s *Sender) Send(ctx context.Context, batch []*spool.Entry) []error {
 		return all(fmt.Errorf("dicomweb %s: STOW-RS HTTP 413: request of %d instances too large; now at most %d per request", s.cfg.Name, len(files), n))
 	}
 	res := Classify(rsp.StatusCode, body)
+	// A refusal of the whole request (409, 400, ...) may be about one of
+	// its instances only, and says nothing of those it does not name:
+	// each of them is sent again alone, to be judged on its own rather
+	// than moved to failed/ with another's fault.
+	var alone []int
 	for i, e := range batch {
 		if errs[i] != nil {
+			continue
+		}
+		if len(files) > 1 && spool.IsPermanent(res.Whole) && !res.names(e.Meta.SOPInstance) {
+			alone = append(alone, i)
 			continue
 		}
 		if err := res.For(e.Meta.SOPInstance); err != nil {
@@ -420,7 +429,20 @@ func (s *Sender) Send(ctx context.Context, batch []*spool.Entry) []error {
 			}
 		}
 	}
+	for _, i := range alone {
+		if ctx.Err() != nil {
+			errs[i] = fmt.Errorf("dicomweb %s: %w", s.cfg.Name, ctx.Err())
+			continue
+		}
+		errs[i] = s.Send(ctx, batch[i:i+1])[0]
+	}
 	return errs
+}
+
+// names reports whether the response says what became of the instance.
+func (r *Result) names(sopInstance string) bool {
+	_, failed := r.Failed[sopInstance]
+	return failed || r.Stored[sopInstance]
 }
 
 // Result is a STOW-RS response read per instance.
