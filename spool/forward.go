@@ -3,6 +3,7 @@ package spool
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"os"
 	"time"
 	"unicode/utf8"
@@ -222,11 +223,15 @@ func (f *Forwarder) Run(ctx context.Context) {
 		} else {
 			backoff = min(backoff*2, maxB)
 		}
+		// The wait is drawn between half the back-off and all of it: the
+		// edges of a cluster that lost the backend together do not all
+		// come back to it at the same instants.
+		pause := backoff/2 + rand.N(backoff/2+1)
 		state.LastError, state.LastErrorTime = reason(transient), time.Now().UTC()
-		state.NextAttempt = state.LastErrorTime.Add(backoff)
+		state.NextAttempt = state.LastErrorTime.Add(pause)
 		f.Spool.setState(f.Backend, state)
-		log.Warn("forwarding failed; will retry", "backend", f.Backend, "error", reason(transient), "retry_in", backoff)
-		t := time.NewTimer(backoff)
+		log.Warn("forwarding failed; will retry", "backend", f.Backend, "error", reason(transient), "retry_in", pause)
+		t := time.NewTimer(pause)
 		select {
 		case <-ctx.Done():
 			t.Stop()

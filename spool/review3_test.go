@@ -127,3 +127,32 @@ func TestForwarderActsOnEveryOutcomeOfABatch(t *testing.T) {
 		t.Errorf("records: forwarded %d, failed %d", rec.count(audit.EventSpoolForwarded), rec.count(audit.EventSpoolFailed))
 	}
 }
+
+// Edges of a cluster that lost the same backend at once would retry it in
+// step, every one at the same instants: each wait is drawn at random, at
+// most the back-off and at least half of it.
+func TestForwarderBackoffIsJittered(t *testing.T) {
+	s, _ := openTest(t, Config{})
+	store(t, s, "pacs", 1, []byte("x"))
+	fs := &fakeSender{down: true}
+	const b = 100 * time.Millisecond
+	fw := &Forwarder{Spool: s, Backend: "pacs", Sender: fs, MinBackoff: b, MaxBackoff: b}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { fw.Run(ctx); close(done) }()
+	waits := map[time.Duration]bool{}
+	for deadline := time.Now().Add(5 * time.Second); len(waits) < 3 && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		st, _ := s.BackendStats("pacs")
+		if w := st.State.NextAttempt.Sub(st.State.LastErrorTime); w > 0 {
+			if w > b || w < b/2 {
+				t.Errorf("waited %v with a back-off of %v", w, b)
+			}
+			waits[w] = true
+		}
+	}
+	cancel()
+	<-done
+	if len(waits) < 3 {
+		t.Errorf("every retry waited the same: %v", waits)
+	}
+}
