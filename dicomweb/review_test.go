@@ -347,3 +347,21 @@ func TestRefusedBatchIsSortedOutInstanceByInstance(t *testing.T) {
 		}
 	}
 }
+
+// An instance the response lists as failed is not delivered, whatever the
+// HTTP status: even when the service pads its UID (as in binary DICOM),
+// or lists a failure without saying which instance it is about.
+func TestFailedSOPSequenceIsNotMissed(t *testing.T) {
+	padded := Classify(200, []byte(`{"00081198":{"vr":"SQ","Value":[{"00081155":{"vr":"UI","Value":["2.25.1\u0000"]},"00081197":{"vr":"US","Value":[272]}}]}}`))
+	if err := padded.For("2.25.1"); err == nil || !spool.IsPermanent(err) {
+		t.Errorf("a padded UID in the Failed SOP Sequence: %v, want permanent", err)
+	}
+	anon := Classify(200, []byte(`{"00081198":{"vr":"SQ","Value":[{"00081197":{"vr":"US","Value":[272]}}]},
+		"00081199":{"vr":"SQ","Value":[{"00081155":{"vr":"UI","Value":["2.25.2"]}}]}}`))
+	if err := anon.For("2.25.1"); err == nil || spool.IsPermanent(err) {
+		t.Errorf("a failure naming no instance: %v, want transient (sent again)", err)
+	}
+	if err := anon.For("2.25.2"); err != nil {
+		t.Errorf("an instance named stored beside it: %v", err)
+	}
+}

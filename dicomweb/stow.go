@@ -453,6 +453,9 @@ type Result struct {
 	Whole  error
 	Failed map[string]uint16 // SOP Instance UID → Failure Reason (0008,1197)
 	Stored map[string]bool   // in Referenced SOP Sequence (0008,1199)
+	// unattributed: the Failed SOP Sequence has an item naming no
+	// instance, which may be any one the response does not name stored.
+	unattributed bool
 }
 
 // For returns the outcome of one instance.
@@ -468,6 +471,9 @@ func (r *Result) For(sopInstance string) error {
 	}
 	if r.Stored[sopInstance] {
 		return nil
+	}
+	if r.unattributed && r.Whole == nil {
+		return fmt.Errorf("STOW-RS HTTP %d: the response lists a failure without its instance; it is sent again", r.Status)
 	}
 	return r.Whole
 }
@@ -547,7 +553,9 @@ func parseStoreResponse(body []byte, r *Result) {
 		if v := it[tag].Value; len(v) > 0 {
 			var s string
 			if json.Unmarshal(v[0], &s) == nil {
-				return s
+				// DICOM JSON has no padding (PS3.18 F.2.2), but a
+				// service converting from binary may leave it.
+				return strings.TrimRight(s, "\x00 ")
 			}
 		}
 		return ""
@@ -563,6 +571,8 @@ func parseStoreResponse(body []byte, r *Result) {
 		}
 		if uid != "" {
 			r.Failed[uid] = reason
+		} else {
+			r.unattributed = true
 		}
 	}
 	for _, it := range items(tagReferencedSOPSequence) {
