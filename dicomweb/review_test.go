@@ -365,3 +365,29 @@ func TestFailedSOPSequenceIsNotMissed(t *testing.T) {
 		t.Errorf("an instance named stored beside it: %v", err)
 	}
 }
+
+// A service that refuses an access token before its expires_in (revoked,
+// keys rotated) gets a new one on the next attempt: the edge does not keep
+// presenting the refused token, and the queue waiting, until it expires.
+func TestRefusedAccessTokenIsFetchedAgain(t *testing.T) {
+	srv, ts, ca := startStow(t)
+	s, err := New(Config{Name: "cloud", URL: ts.URL + "/dicomweb", CA: []string{ca},
+		OAuth2: &OAuth2{TokenURL: ts.URL + "/oauth/token", ClientID: "edge", ClientSecretFile: writeSecret(t, "s3cret")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	batch := spooled(t, 1)
+	if err := s.Send(context.Background(), batch)[0]; err != nil {
+		t.Fatal(err)
+	}
+	srv.mu.Lock()
+	srv.token = "revoked" // issued-1 is no longer accepted
+	srv.mu.Unlock()
+	if err := s.Send(context.Background(), batch)[0]; err == nil || spool.IsPermanent(err) {
+		t.Fatalf("a revoked token: %v, want a transient 401", err)
+	}
+	if err := s.Send(context.Background(), batch)[0]; err != nil {
+		t.Fatalf("after a 401, the next attempt still fails: %v (%d tokens issued, headers %q)", err, srv.issued, srv.auths)
+	}
+}

@@ -396,6 +396,15 @@ func (s *Sender) Send(ctx context.Context, batch []*spool.Entry) []error {
 	// The body is bounded in time as a whole, progress or not: it is
 	// small, and a service that trickles it holds up the queue.
 	wd.arm(stallTimeout, errSlowBody)
+	if rsp.StatusCode == http.StatusUnauthorized {
+		// The credentials were refused before they expired (revoked, keys
+		// rotated): the next attempt reads the token file again and asks
+		// for a new access token, rather than present this one until its
+		// expires_in passes.
+		s.mu.Lock()
+		s.tokenStat, s.oauth = "", nil
+		s.mu.Unlock()
+	}
 	body, _ := io.ReadAll(io.LimitReader(rsp.Body, maxResponse))
 	_, _ = io.Copy(io.Discard, io.LimitReader(rsp.Body, maxResponse))
 	if rsp.StatusCode == http.StatusRequestEntityTooLarge && len(files) > 1 {
