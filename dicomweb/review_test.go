@@ -391,3 +391,34 @@ func TestRefusedAccessTokenIsFetchedAgain(t *testing.T) {
 		t.Fatalf("after a 401, the next attempt still fails: %v (%d tokens issued, headers %q)", err, srv.issued, srv.auths)
 	}
 }
+
+// Shutdown and reload stop the forwarder through the context of Send: a
+// token endpoint that never answers does not hold them for the token
+// request's own time bound.
+func TestSilentTokenEndpointDoesNotHoldShutdown(t *testing.T) {
+	_, ts, ca := startStow(t)
+	release := make(chan struct{})
+	defer close(release)
+	ts.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	s, err := New(Config{Name: "cloud", URL: ts.URL + "/dicomweb", CA: []string{ca},
+		OAuth2: &OAuth2{TokenURL: ts.URL + "/oauth/token", ClientID: "edge", ClientSecretFile: writeSecret(t, "s3cret")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err = s.Send(ctx, spooled(t, 1))[0]
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("Send returned %v after its context ended (%v)", d, err)
+	}
+	if err == nil {
+		t.Error("delivered without a token")
+	}
+}

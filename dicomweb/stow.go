@@ -271,7 +271,26 @@ func (s *Sender) authorization(ctx context.Context) (string, error) {
 				&http.Client{Transport: s.tokenTr, Timeout: tokenTimeout, CheckRedirect: noRedirects})
 			s.oauth, s.oauthStat = cc.TokenSource(tctx), st
 		}
-		tok, err := s.oauth.Token()
+		// The token source keeps the context it was made with; the
+		// caller's (shutdown, reload) ends the wait here instead, and an
+		// abandoned request ends within its own bound.
+		type result struct {
+			tok *oauth2.Token
+			err error
+		}
+		ch := make(chan result, 1)
+		src := s.oauth
+		go func() {
+			tok, err := src.Token()
+			ch <- result{tok, err}
+		}()
+		var res result
+		select {
+		case res = <-ch:
+		case <-ctx.Done():
+			return "", fmt.Errorf("oauth2 token: %w", ctx.Err())
+		}
+		tok, err := res.tok, res.err
 		if err != nil {
 			return "", tokenError(err)
 		}
