@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -33,9 +34,80 @@ const (
 	// maxResponse bounds the response body read: a Store Instances
 	// Response of a batch is a few kilobytes.
 	maxResponse = 1 << 20
-	// requestTimeout bounds a whole request, upload included.
-	requestTimeout = 5 * time.Minute
+	// tokenTimeout bounds one token request.
+	tokenTimeout = time.Minute
+	// maxErrorCode bounds the authorization server's error code quoted
+	// in an error (RFC 6749 5.2 codes are a few words).
+	maxErrorCode = 64
 )
+
+// Time bounds of a STOW-RS request (variables for the tests). The upload
+// itself has no bound as a whole: a large instance over a slow link may
+// take longer than any fixed one, and cut off it would be sent again
+// forever, holding up the queue behind it.
+var (
+	// requestTimeout bounds the wait for the response once the request
+	// is sent (the service stores the instances meanwhile).
+	requestTimeout = 5 * time.Minute
+	// stallTimeout bounds an upload that makes no progress, and the
+	// reading of the response body (at most maxResponse bytes).
+	stallTimeout = 2 * time.Minute
+)
+
+// errStalled and errNoResponse say why a request was cut off.
+var (
+	errStalled    = errors.New("the upload made no progress")
+	errNoResponse = errors.New("no response once the request was sent")
+	errSlowBody   = errors.New("the response body took too long")
+)
+
+// watchdog cancels a request when it is not re-armed in time: re-armed by
+// every step of the upload, then once for the response and once for its
+// body. The transport reads the body on its own goroutine, hence the lock.
+type watchdog struct {
+	mu     sync.Mutex
+	t      *time.Timer
+	cause  error
+	cancel context.CancelCauseFunc
+}
+
+func newWatchdog(cancel context.CancelCauseFunc) *watchdog {
+	w := &watchdog{cancel: cancel, cause: errStalled}
+	w.t = time.AfterFunc(stallTimeout, func() {
+		w.mu.Lock()
+		cause := w.cause
+		w.mu.Unlock()
+		cancel(cause)
+	})
+	return w
+}
+
+func (w *watchdog) arm(d time.Duration, cause error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.cause = cause
+	w.t.Reset(d)
+}
+
+func (w *watchdog) stop() { w.t.Stop() }
+
+// progressReader re-arms the watchdog for each part of the upload read,
+// and for the response when all of it is.
+type progressReader struct {
+	r  io.Reader
+	wd *watchdog
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if n > 0 {
+		p.wd.arm(stallTimeout, errStalled)
+	}
+	if err == io.EOF {
+		p.wd.arm(requestTimeout, errNoResponse)
+	}
+	return n, err
+}
 
 // Config describes one STOW-RS destination.
 type Config struct {
@@ -63,6 +135,8 @@ type Sender struct {
 	cfg    Config
 	client *http.Client
 	tr     *http.Transport
+	// tokenTr reaches the OAuth 2.0 token endpoint.
+	tokenTr *http.Transport
 
 	mu        sync.Mutex
 	token     string
@@ -87,7 +161,7 @@ func New(cfg Config) (*Sender, error) {
 		return nil, fmt.Errorf("dicomweb: %w", err)
 	}
 	tr := &http.Transport{TLSClientConfig: tc, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 2,
-		IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 30 * time.Second, ResponseHeaderTimeout: requestTimeout,
+		IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 30 * time.Second,
 		Proxy: http.ProxyFromEnvironment}
 	if cfg.Batch <= 0 {
 		cfg.Batch = DefaultBatch
@@ -95,11 +169,39 @@ func New(cfg Config) (*Sender, error) {
 	if cfg.BatchBytes <= 0 {
 		cfg.BatchBytes = DefaultBatchBytes
 	}
-	s := &Sender{cfg: cfg, tr: tr, client: &http.Client{Transport: tr, Timeout: requestTimeout,
+	s := &Sender{cfg: cfg, tr: tr, client: &http.Client{Transport: tr,
 		// A redirect would re-send the credentials elsewhere; a STOW-RS
 		// endpoint has a fixed URL.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+		CheckRedirect: noRedirects}}
+	if cfg.OAuth2 != nil {
+		if s.tokenTr, err = tokenTransport(cfg.OAuth2.TokenURL, u, tc); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
+}
+
+// noRedirects leaves a redirect unfollowed: the caller sees the 3xx.
+func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+// tokenTransport is the transport to the authorization server: the same
+// roots and TLS profile as the service's, but its certificate is checked
+// for the token endpoint's own name (the service's config names the
+// service), and the client certificate meant for the service is presented
+// only when the token endpoint is on the same host.
+func tokenTransport(tokenURL string, service *url.URL, tc *tls.Config) (*http.Transport, error) {
+	u, err := url.Parse(tokenURL)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("dicomweb: oauth2 token_url %q is not an https URL", tokenURL)
+	}
+	ttc := tc.Clone()
+	ttc.ServerName = u.Hostname()
+	if !strings.EqualFold(u.Hostname(), service.Hostname()) {
+		ttc.Certificates, ttc.GetClientCertificate = nil, nil
+	}
+	return &http.Transport{TLSClientConfig: ttc, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 1,
+		IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 30 * time.Second, ResponseHeaderTimeout: tokenTimeout,
+		Proxy: http.ProxyFromEnvironment}, nil
 }
 
 // Batch bounds one request.
@@ -112,6 +214,9 @@ func (s *Sender) Batch() (int, int64) {
 // Close drops idle connections.
 func (s *Sender) Close() error {
 	s.tr.CloseIdleConnections()
+	if s.tokenTr != nil {
+		s.tokenTr.CloseIdleConnections()
+	}
 	return nil
 }
 
@@ -159,17 +264,65 @@ func (s *Sender) authorization(ctx context.Context) (string, error) {
 				return "", fmt.Errorf("oauth2 client_secret_file: %w", err)
 			}
 			cc := clientcredentials.Config{ClientID: o.ClientID, ClientSecret: strings.TrimSpace(string(b)), TokenURL: o.TokenURL, Scopes: o.Scopes}
-			// The token endpoint is reached over the same TLS settings.
-			tctx := context.WithValue(context.Background(), oauth2.HTTPClient, &http.Client{Transport: s.tr, Timeout: time.Minute})
+			// A redirect is not followed: it would re-send the client
+			// secret (in the header or the body) to wherever it points,
+			// plain http included.
+			tctx := context.WithValue(context.Background(), oauth2.HTTPClient,
+				&http.Client{Transport: s.tokenTr, Timeout: tokenTimeout, CheckRedirect: noRedirects})
 			s.oauth, s.oauthStat = cc.TokenSource(tctx), st
 		}
-		tok, err := s.oauth.Token()
+		// The token source keeps the context it was made with; the
+		// caller's (shutdown, reload) ends the wait here instead, and an
+		// abandoned request ends within its own bound.
+		type result struct {
+			tok *oauth2.Token
+			err error
+		}
+		ch := make(chan result, 1)
+		src := s.oauth
+		go func() {
+			tok, err := src.Token()
+			ch <- result{tok, err}
+		}()
+		var res result
+		select {
+		case res = <-ch:
+		case <-ctx.Done():
+			return "", fmt.Errorf("oauth2 token: %w", ctx.Err())
+		}
+		tok, err := res.tok, res.err
 		if err != nil {
-			return "", fmt.Errorf("oauth2 token: %w", err)
+			return "", tokenError(err)
 		}
 		return tok.Type() + " " + tok.AccessToken, nil
 	}
 	return "", nil
+}
+
+// tokenError describes a failed token request without the authorization
+// server's response body, which the oauth2 package quotes whole (up to
+// 1 MiB, control characters included) and which would otherwise become
+// the spool's last error: the HTTP status and the RFC 6749 5.2 error
+// code, quoted and cut, say what went wrong.
+func tokenError(err error) error {
+	var re *oauth2.RetrieveError
+	if !errors.As(err, &re) {
+		return fmt.Errorf("oauth2 token: %w", err)
+	}
+	msg := "oauth2 token: the authorization server refused the token request"
+	if re.Response != nil {
+		msg = fmt.Sprintf("oauth2 token: the authorization server answered HTTP %d", re.Response.StatusCode)
+		if loc := re.Response.Header.Get("Location"); loc != "" && re.Response.StatusCode/100 == 3 {
+			msg += " (a redirect, not followed: check token_url)"
+		}
+	}
+	if code := re.ErrorCode; code != "" {
+		if len(code) > maxErrorCode {
+			code = code[:maxErrorCode]
+		}
+		msg += fmt.Sprintf(" (error %q)", code)
+	}
+	return errors.New(msg)
 }
 
 // boundary returns a random multipart boundary (RFC 2046 5.1.1).
@@ -237,7 +390,11 @@ func (s *Sender) Send(ctx context.Context, batch []*spool.Entry) []error {
 	tail := "--" + bnd + "--\r\n"
 	parts = append(parts, strings.NewReader(tail))
 	length += int64(len(tail))
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.URL+"/studies", io.MultiReader(parts...))
+	rctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	wd := newWatchdog(cancel)
+	defer wd.stop()
+	req, err := http.NewRequestWithContext(rctx, http.MethodPost, s.cfg.URL+"/studies", &progressReader{r: io.MultiReader(parts...), wd: wd})
 	if err != nil {
 		return all(spool.Permanent(err))
 	}
@@ -249,9 +406,24 @@ func (s *Sender) Send(ctx context.Context, batch []*spool.Entry) []error {
 	}
 	rsp, err := s.client.Do(req)
 	if err != nil {
+		if cause := context.Cause(rctx); cause != nil && ctx.Err() == nil {
+			return all(fmt.Errorf("dicomweb %s: STOW-RS request cut off: %w", s.cfg.Name, cause))
+		}
 		return all(fmt.Errorf("dicomweb %s: %w", s.cfg.Name, err))
 	}
 	defer rsp.Body.Close()
+	// The body is bounded in time as a whole, progress or not: it is
+	// small, and a service that trickles it holds up the queue.
+	wd.arm(stallTimeout, errSlowBody)
+	if rsp.StatusCode == http.StatusUnauthorized {
+		// The credentials were refused before they expired (revoked, keys
+		// rotated): the next attempt reads the token file again and asks
+		// for a new access token, rather than present this one until its
+		// expires_in passes.
+		s.mu.Lock()
+		s.tokenStat, s.oauth = "", nil
+		s.mu.Unlock()
+	}
 	body, _ := io.ReadAll(io.LimitReader(rsp.Body, maxResponse))
 	_, _ = io.Copy(io.Discard, io.LimitReader(rsp.Body, maxResponse))
 	if rsp.StatusCode == http.StatusRequestEntityTooLarge && len(files) > 1 {
@@ -265,8 +437,17 @@ func (s *Sender) Send(ctx context.Context, batch []*spool.Entry) []error {
 		return all(fmt.Errorf("dicomweb %s: STOW-RS HTTP 413: request of %d instances too large; now at most %d per request", s.cfg.Name, len(files), n))
 	}
 	res := Classify(rsp.StatusCode, body)
+	// A refusal of the whole request (409, 400, ...) may be about one of
+	// its instances only, and says nothing of those it does not name:
+	// each of them is sent again alone, to be judged on its own rather
+	// than moved to failed/ with another's fault.
+	var alone []int
 	for i, e := range batch {
 		if errs[i] != nil {
+			continue
+		}
+		if len(files) > 1 && spool.IsPermanent(res.Whole) && !res.names(e.Meta.SOPInstance) {
+			alone = append(alone, i)
 			continue
 		}
 		if err := res.For(e.Meta.SOPInstance); err != nil {
@@ -276,7 +457,20 @@ func (s *Sender) Send(ctx context.Context, batch []*spool.Entry) []error {
 			}
 		}
 	}
+	for _, i := range alone {
+		if ctx.Err() != nil {
+			errs[i] = fmt.Errorf("dicomweb %s: %w", s.cfg.Name, ctx.Err())
+			continue
+		}
+		errs[i] = s.Send(ctx, batch[i:i+1])[0]
+	}
 	return errs
+}
+
+// names reports whether the response says what became of the instance.
+func (r *Result) names(sopInstance string) bool {
+	_, failed := r.Failed[sopInstance]
+	return failed || r.Stored[sopInstance]
 }
 
 // Result is a STOW-RS response read per instance.
@@ -287,6 +481,9 @@ type Result struct {
 	Whole  error
 	Failed map[string]uint16 // SOP Instance UID → Failure Reason (0008,1197)
 	Stored map[string]bool   // in Referenced SOP Sequence (0008,1199)
+	// unattributed: the Failed SOP Sequence has an item naming no
+	// instance, which may be any one the response does not name stored.
+	unattributed bool
 }
 
 // For returns the outcome of one instance.
@@ -303,25 +500,40 @@ func (r *Result) For(sopInstance string) error {
 	if r.Stored[sopInstance] {
 		return nil
 	}
+	if r.unattributed && r.Whole == nil {
+		return fmt.Errorf("STOW-RS HTTP %d: the response lists a failure without its instance; it is sent again", r.Status)
+	}
 	return r.Whole
 }
 
 // Classify reads an HTTP status and Store Instances Response body (DICOM
 // JSON, PS3.18 F.2) into per-instance outcomes. 200: stored; 202: some
-// failed (the Failed SOP Sequence names them); 409: none stored. 401 and
-// 403 are an authentication problem, transient: the instances stay queued
-// until the token is fixed. 408, 429 and 5xx are transient; other 4xx
+// failed (the Failed SOP Sequence names them), and only those the
+// Referenced SOP Sequence names are stored; 409: none stored. 401 and
+// 403 are an authentication problem, and 3xx a redirect not followed,
+// transient: the instances stay queued until the token or url is fixed. 408, 429 and 5xx are transient; other 4xx
 // permanent.
 func Classify(status int, body []byte) *Result {
 	r := &Result{Status: status, Failed: map[string]uint16{}, Stored: map[string]bool{}}
 	parseStoreResponse(body, r)
 	switch {
-	case status == http.StatusOK || status == http.StatusAccepted:
+	case status == http.StatusOK:
 		r.Whole = nil
+	case status == http.StatusAccepted:
+		// Some instances were not stored (PS3.18 10.5.3.1), and only the
+		// Referenced SOP Sequence names those that were: one it does not
+		// name (the body cut or unreadable, or silent about it) is sent
+		// again, which is harmless, rather than dropped as delivered.
+		r.Whole = errors.New("STOW-RS HTTP 202: the response does not name the instance as stored; it is sent again")
 	case status == http.StatusConflict:
 		r.Whole = spool.Permanent(fmt.Errorf("STOW-RS HTTP 409: the service stored none of the request's instances"))
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:
 		r.Whole = fmt.Errorf("STOW-RS HTTP %d: the service refused the credentials (check token_file or oauth2)", status)
+	case status >= 300 && status < 400:
+		// Not followed (the credentials would go with it): the request
+		// never reached a STOW-RS service, so nothing is said about the
+		// instances; they wait until the url is corrected.
+		r.Whole = fmt.Errorf("STOW-RS HTTP %d: the service redirected the request, which is not followed (check url)", status)
 	case status == http.StatusRequestTimeout || status == http.StatusTooManyRequests || status >= 500:
 		r.Whole = fmt.Errorf("STOW-RS HTTP %d %s", status, http.StatusText(status))
 	default:
@@ -369,7 +581,9 @@ func parseStoreResponse(body []byte, r *Result) {
 		if v := it[tag].Value; len(v) > 0 {
 			var s string
 			if json.Unmarshal(v[0], &s) == nil {
-				return s
+				// DICOM JSON has no padding (PS3.18 F.2.2), but a
+				// service converting from binary may leave it.
+				return strings.TrimRight(s, "\x00 ")
 			}
 		}
 		return ""
@@ -385,6 +599,8 @@ func parseStoreResponse(body []byte, r *Result) {
 		}
 		if uid != "" {
 			r.Failed[uid] = reason
+		} else {
+			r.unattributed = true
 		}
 	}
 	for _, it := range items(tagReferencedSOPSequence) {

@@ -24,8 +24,8 @@ func TestClassifyReadsFailedSOPSequencePerInstance(t *testing.T) {
 	if err := r.For("2.25.3"); err == nil || spool.IsPermanent(err) {
 		t.Errorf("0xA700: %v, want transient", err)
 	}
-	if err := r.For("2.25.9"); err != nil {
-		t.Errorf("unnamed in a 202: %v, want delivered", err)
+	if err := r.For("2.25.9"); err == nil || spool.IsPermanent(err) {
+		t.Errorf("unnamed in a 202: %v, want transient (not known stored)", err)
 	}
 	for _, tc := range []struct {
 		status    int

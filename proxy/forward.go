@@ -120,7 +120,7 @@ func (d *dimseSender) sendOne(ctx context.Context, rest []*spool.Entry, e *spool
 		}
 		return fmt.Errorf("sending to backend %s: %w", d.backend.Name, err)
 	}
-	status, comment, err := d.readResponse(d.msgID)
+	status, comment, err := d.readResponse(d.msgID, fm.SOPInstance)
 	if err != nil {
 		return fmt.Errorf("backend %s: %w", d.backend.Name, err)
 	}
@@ -282,8 +282,8 @@ func (d *dimseSender) writePDV(buf []byte, id uint8, n int, last bool) error {
 	return err
 }
 
-// readResponse waits for the C-STORE-RSP to msgID.
-func (d *dimseSender) readResponse(msgID uint16) (uint16, string, error) {
+// readResponse waits for the C-STORE-RSP to msgID, about instance.
+func (d *dimseSender) readResponse(msgID uint16, instance string) (uint16, string, error) {
 	var asm dimse.Assembler
 	_ = d.nc.SetReadDeadline(time.Now().Add(forwardTimeout))
 	for {
@@ -317,6 +317,17 @@ func (d *dimseSender) readResponse(msgID uint16) (uint16, string, error) {
 		}
 		if rsp.CommandField != dimse.CStoreRSP || rsp.MessageIDBeingRespondedTo != msgID {
 			return 0, "", fmt.Errorf("unexpected %s from the backend", rsp.CommandField)
+		}
+		// A response without a Status (0000,0900) would read as 0x0000
+		// success, and one naming another instance is not about this one
+		// (PS3.7 9.3.1.2: the Affected SOP Instance UID, when present, is
+		// the request's): neither proves the instance stored, so it stays
+		// queued rather than being removed as delivered.
+		if !rsp.HasStatus {
+			return 0, "", errors.New("C-STORE-RSP from the backend without a Status (0000,0900)")
+		}
+		if rsp.AffectedSOPInstanceUID != "" && rsp.AffectedSOPInstanceUID != instance {
+			return 0, "", fmt.Errorf("C-STORE-RSP from the backend names SOP instance %.64q, not %s", rsp.AffectedSOPInstanceUID, instance)
 		}
 		return rsp.Status, rsp.ErrorComment, nil
 	}

@@ -3,8 +3,10 @@ package spool
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"os"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -53,6 +55,25 @@ const (
 	// unwoken, for instances `spool retry` moved back from another process.
 	rescan = time.Second
 )
+
+// maxReason bounds the text of an error the forwarder keeps (state.json,
+// a failed/ sidecar, the audit record): a backend chooses much of it.
+const maxReason = 1024
+
+// reason is err's text as the forwarder keeps it: cut to maxReason bytes
+// at a character boundary, marked as cut.
+func reason(err error) string {
+	s := err.Error()
+	if len(s) <= maxReason {
+		return s
+	}
+	const more = " [...]"
+	cut := maxReason - len(more)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + more
+}
 
 // Forward results, the result label of dicomedge_forward_total.
 const (
@@ -161,18 +182,22 @@ func (f *Forwarder) Run(ctx context.Context) {
 			case IsPermanent(err):
 				e.Meta.Attempts = attempts[e.ID] + 1
 				delete(attempts, e.ID)
-				f.Spool.audit(audit.EventSpoolFailed, &e.Meta, err.Error())
-				if merr := f.Spool.move(e, dirFailed, err.Error()); merr != nil {
+				why := reason(err)
+				f.Spool.audit(audit.EventSpoolFailed, &e.Meta, why)
+				if merr := f.Spool.move(e, dirFailed, why); merr != nil {
 					log.Error("moving a refused instance to failed/ failed", "backend", f.Backend, "id", e.ID, "error", merr)
 				}
 				f.count(ResultFailed)
-				log.Warn("backend refused an instance for good; moved to failed/", "backend", f.Backend, "sop_instance", e.Meta.SOPInstance, "error", err)
+				log.Warn("backend refused an instance for good; moved to failed/", "backend", f.Backend, "sop_instance", e.Meta.SOPInstance, "error", reason(err))
 			default:
+				// It stays queued; the outcomes after it are acted on
+				// all the same (one STOW-RS answer covers the batch): an
+				// instance stored is not sent again with it on every
+				// retry, one refused for good goes to failed/.
 				attempts[e.ID]++
-				transient = err
-			}
-			if transient != nil {
-				break
+				if transient == nil {
+					transient = err
+				}
 			}
 		}
 		idleSince = time.Now()
@@ -198,11 +223,15 @@ func (f *Forwarder) Run(ctx context.Context) {
 		} else {
 			backoff = min(backoff*2, maxB)
 		}
-		state.LastError, state.LastErrorTime = transient.Error(), time.Now().UTC()
-		state.NextAttempt = state.LastErrorTime.Add(backoff)
+		// The wait is drawn between half the back-off and all of it: the
+		// edges of a cluster that lost the backend together do not all
+		// come back to it at the same instants.
+		pause := backoff/2 + rand.N(backoff/2+1)
+		state.LastError, state.LastErrorTime = reason(transient), time.Now().UTC()
+		state.NextAttempt = state.LastErrorTime.Add(pause)
 		f.Spool.setState(f.Backend, state)
-		log.Warn("forwarding failed; will retry", "backend", f.Backend, "error", transient, "retry_in", backoff)
-		t := time.NewTimer(backoff)
+		log.Warn("forwarding failed; will retry", "backend", f.Backend, "error", reason(transient), "retry_in", pause)
+		t := time.NewTimer(pause)
 		select {
 		case <-ctx.Done():
 			t.Stop()
