@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"time"
 	"unicode/utf8"
 
@@ -268,6 +269,14 @@ func (f *Forwarder) next() ([]*Entry, error) {
 	for i := range list {
 		e := &list[i]
 		if len(out) >= n || (len(out) > 0 && limit > 0 && total+e.Meta.Size > limit) {
+			break
+		}
+		if slices.ContainsFunc(out, func(o *Entry) bool { return o.Meta.SOPInstance == e.Meta.SOPInstance }) {
+			// The same instance again (a sender that resent it): one
+			// request's answer names instances by UID, so it could not
+			// tell the copies apart, and a service that stores one and
+			// refuses the other as a duplicate would fail both. It goes
+			// in the next request, in its turn.
 			break
 		}
 		out = append(out, e)

@@ -3,6 +3,7 @@ package spool
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -154,5 +155,66 @@ func TestForwarderBackoffIsJittered(t *testing.T) {
 	<-done
 	if len(waits) < 3 {
 		t.Errorf("every retry waited the same: %v", waits)
+	}
+}
+
+// batchRecorder records the SOP Instance UIDs of each request.
+type batchRecorder struct {
+	mu      sync.Mutex
+	batches [][]string
+}
+
+func (b *batchRecorder) Batch() (int, int64) { return 8, 1 << 20 }
+func (b *batchRecorder) Close() error        { return nil }
+func (b *batchRecorder) Send(_ context.Context, batch []*Entry) []error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var uids []string
+	for _, e := range batch {
+		uids = append(uids, e.Meta.SOPInstance)
+	}
+	b.batches = append(b.batches, uids)
+	return make([]error, len(batch))
+}
+
+// An instance queued twice (its sender sent it again) never goes twice in
+// one request: the answer names instances by UID and could not tell the
+// copies apart. Both are delivered, in order.
+func TestForwarderSendsAnInstanceOncePerRequest(t *testing.T) {
+	s, _ := openTest(t, Config{})
+	for _, i := range []int{1, 2, 1, 3} {
+		store(t, s, "pacs", i, []byte("x"))
+	}
+	br := &batchRecorder{}
+	fw := &Forwarder{Spool: s, Backend: "pacs", Sender: br, MinBackoff: 10 * time.Millisecond, MaxBackoff: 10 * time.Millisecond}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { fw.Run(ctx); close(done) }()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if q, _ := s.List("pacs", Queued); len(q) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the forwarder did not drain the queue")
+		}
+	}
+	cancel()
+	<-done
+	br.mu.Lock()
+	defer br.mu.Unlock()
+	var order []string
+	for _, b := range br.batches {
+		seen := map[string]bool{}
+		for _, u := range b {
+			if seen[u] {
+				t.Errorf("one request carried %s twice: %v", u, b)
+			}
+			seen[u] = true
+		}
+		order = append(order, b...)
+	}
+	want := []string{meta(1).SOPInstance, meta(2).SOPInstance, meta(1).SOPInstance, meta(3).SOPInstance}
+	if !slices.Equal(order, want) {
+		t.Errorf("sent %v, want %v", order, want)
 	}
 }
