@@ -103,6 +103,28 @@ const (
 	RejectPresentationLocalLimitExceeded  RejectReason = 2
 )
 
+// Valid reports whether the RJ's result, source and reason are a
+// combination PS3.8 Table 9-21 defines: result 1 or 2; for source 1
+// reasons 1, 2, 3 and 7, for source 2 reasons 1 and 2, for source 3
+// reasons 1 and 2 (the others are reserved).
+func (rj *AssociateRJ) Valid() bool {
+	if rj.Result != RejectPermanent && rj.Result != RejectTransient {
+		return false
+	}
+	switch rj.Source {
+	case RejectSourceServiceUser:
+		switch rj.Reason {
+		case RejectUserNoReason, RejectUserApplicationContextNotSupported, RejectUserCallingAENotRecognized, RejectUserCalledAENotRecognized:
+			return true
+		}
+	case RejectSourceServiceProviderACSE:
+		return rj.Reason == RejectACSENoReason || rj.Reason == RejectACSEProtocolVersionNotSupport
+	case RejectSourceServiceProviderPresentation:
+		return rj.Reason == RejectPresentationTemporaryCongestion || rj.Reason == RejectPresentationLocalLimitExceeded
+	}
+	return false
+}
+
 // String gives the number only: the name depends on the source.
 func (r RejectReason) String() string { return fmt.Sprintf("reason-%d", uint8(r)) }
 

@@ -66,13 +66,56 @@ const (
 	maxVersionName = 16
 )
 
-// uid is a UID item's value, trimmed; err when it is longer than maxUID.
+// uid is a UID item's value, trimmed; err when it is longer than maxUID
+// or not a UID's characters.
 func uid(b []byte, what string) (string, error) {
 	s := trimUID(b)
 	if len(s) > maxUID {
 		return "", invalid("%s of %d bytes, more than a UID's %d", what, len(s), maxUID)
 	}
+	if !uidChars(s) {
+		return "", invalid("%s %q has characters other than digits and '.'", what, s)
+	}
 	return s, nil
+}
+
+// uidChars reports whether s holds only what a UID may (PS3.5 9.1: digits
+// and '.'; the trailing NUL pad is already trimmed). A NUL, control
+// character or non-ASCII byte inside would be read as another UID by a
+// peer that stops at the NUL, and would reach the audit and the backend.
+func uidChars(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && c != '.' {
+			return false
+		}
+	}
+	return true
+}
+
+// printableASCII reports whether s is of the default character repertoire
+// without control characters (ISO 646 G0), as an implementation version
+// name must be (PS3.7 D.3.3.2.3).
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// findSOPClass reports whether one of list's n entries names uid: PS3.7
+// D.3.3.4-D.3.3.6 allow one role selection, extended negotiation and common
+// extended negotiation sub-item per SOP class, and a peer reading the first
+// of two must not see another negotiation than the edge reading the last.
+// The lists are bounded by maxListItems, so the scan stays small.
+func findSOPClass[T any](list []T, uid string, key func(*T) string) bool {
+	for i := range list {
+		if key(&list[i]) == uid {
+			return true
+		}
+	}
+	return false
 }
 
 // readItem reads one item header and body: type, reserved, 2-byte length.
@@ -263,7 +306,7 @@ func readUID(s *cryptobyte.String, out *string) bool {
 		return false
 	}
 	*out = trimUID(v)
-	return len(*out) <= maxUID
+	return len(*out) <= maxUID && uidChars(*out)
 }
 
 func decodeUserInfo(item cryptobyte.String, ui *UserInfo) error {
@@ -297,6 +340,9 @@ func decodeUserInfo(item cryptobyte.String, ui *UserInfo) error {
 			if ui.ImplementationVersionName = trimAE(sub); len(ui.ImplementationVersionName) > maxVersionName {
 				return invalid("implementation version name of %d bytes, more than %d", len(ui.ImplementationVersionName), maxVersionName)
 			}
+			if !printableASCII(ui.ImplementationVersionName) {
+				return invalid("implementation version name %q has a control or non-ASCII character", ui.ImplementationVersionName)
+			}
 		case ItemAsyncOpsWindow:
 			w := new(AsyncOpsWindow)
 			if !sub.ReadUint16(&w.MaxInvoked) || !sub.ReadUint16(&w.MaxPerformed) || !sub.Empty() {
@@ -310,6 +356,9 @@ func decodeUserInfo(item cryptobyte.String, ui *UserInfo) error {
 				return invalid("malformed SCP/SCU role selection sub-item")
 			}
 			r.SCU, r.SCP = scu != 0, scp != 0
+			if findSOPClass(ui.RoleSelections, r.SOPClassUID, func(r *RoleSelection) string { return r.SOPClassUID }) {
+				return protoErr(AbortUnexpectedPDUParameter, "second SCP/SCU role selection sub-item for %s", r.SOPClassUID)
+			}
 			if err := appendBounded(&ui.RoleSelections, r, "role selection sub-items"); err != nil {
 				return err
 			}
@@ -319,6 +368,9 @@ func decodeUserInfo(item cryptobyte.String, ui *UserInfo) error {
 				return invalid("malformed SOP class extended negotiation sub-item")
 			}
 			e.Info = clone(sub)
+			if findSOPClass(ui.ExtendedNegotiations, e.SOPClassUID, func(e *ExtendedNegotiation) string { return e.SOPClassUID }) {
+				return protoErr(AbortUnexpectedPDUParameter, "second SOP class extended negotiation sub-item for %s", e.SOPClassUID)
+			}
 			if err := appendBounded(&ui.ExtendedNegotiations, e, "extended negotiation sub-items"); err != nil {
 				return err
 			}
@@ -337,6 +389,9 @@ func decodeUserInfo(item cryptobyte.String, ui *UserInfo) error {
 				if err := appendBounded(&c.RelatedGeneralSOPClasses, uid, "related general SOP classes"); err != nil {
 					return err
 				}
+			}
+			if findSOPClass(ui.CommonExtendedNegotiations, c.SOPClassUID, func(c *CommonExtendedNegotiation) string { return c.SOPClassUID }) {
+				return protoErr(AbortUnexpectedPDUParameter, "second SOP class common extended negotiation sub-item for %s", c.SOPClassUID)
 			}
 			if err := appendBounded(&ui.CommonExtendedNegotiations, c, "common extended negotiation sub-items"); err != nil {
 				return err

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"runtime"
+	"strconv"
 	"testing"
 )
 
@@ -39,8 +40,9 @@ var long64 = "1.2.3." + string(bytes.Repeat([]byte("9"), 58))
 // bound that a valid PDU never reaches, context IDs must be odd and unique
 // (PS3.8 9.3.2.2), and the PDU itself has a length bound of its own.
 func TestAssociateLimits(t *testing.T) {
-	roleSel := func(int) []byte { return item(0x54, lp16("1.2"), []byte{1, 0}) }
-	extNeg := func(int) []byte { return item(0x56, lp16("1.2"), []byte{1}) }
+	// One sub-item per SOP class (PS3.7 D.3.3.4, D.3.3.5): distinct UIDs.
+	roleSel := func(i int) []byte { return item(0x54, lp16("1.2."+strconv.Itoa(i)), []byte{1, 0}) }
+	extNeg := func(i int) []byte { return item(0x56, lp16("1.2."+strconv.Itoa(i)), []byte{1}) }
 	unknownUI := func(int) []byte { return item(0x5f) }
 	cases := []struct {
 		name string

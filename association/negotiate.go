@@ -96,13 +96,22 @@ const MinMaxLength = 7
 // for an RQ it cannot take at all, or nil: protocol version without bit 0
 // (PS3.8 9.3.2) gives source 2 reason 2; an application context other than
 // the DICOM one gives source 1 reason 2; a maximum length below
-// MinMaxLength, which no P-DATA-TF could honour, source 2 reason 1.
+// MinMaxLength, which no P-DATA-TF could honour, source 2 reason 1; a
+// calling or called AE title of only spaces, which PS3.8 9.3.2 says shall
+// not be used, source 1 reason 3 or 7, so that no wildcard rule admits a
+// requestor that names no application entity.
 func CheckRQ(rq *AssociateRQ) *AssociateRJ {
 	if rq.ProtocolVersion&1 == 0 {
 		return &AssociateRJ{Result: RejectPermanent, Source: RejectSourceServiceProviderACSE, Reason: RejectACSEProtocolVersionNotSupport}
 	}
 	if rq.ApplicationContext != DICOMApplicationContext {
 		return &AssociateRJ{Result: RejectPermanent, Source: RejectSourceServiceUser, Reason: RejectUserApplicationContextNotSupported}
+	}
+	if TrimAE(rq.CallingAE) == "" {
+		return &AssociateRJ{Result: RejectPermanent, Source: RejectSourceServiceUser, Reason: RejectUserCallingAENotRecognized}
+	}
+	if TrimAE(rq.CalledAE) == "" {
+		return &AssociateRJ{Result: RejectPermanent, Source: RejectSourceServiceUser, Reason: RejectUserCalledAENotRecognized}
 	}
 	if n := rq.UserInfo.MaxLength; n != 0 && n < MinMaxLength {
 		return &AssociateRJ{Result: RejectPermanent, Source: RejectSourceServiceProviderACSE, Reason: RejectACSENoReason}

@@ -110,22 +110,50 @@ func TestAcceptAndCheckRQ(t *testing.T) {
 		rq   AssociateRQ
 		want *AssociateRJ
 	}{
-		{"acceptable", AssociateRQ{ProtocolVersion: 1, ApplicationContext: DICOMApplicationContext}, nil},
-		{"other bits of the version ignored", AssociateRQ{ProtocolVersion: 3, ApplicationContext: DICOMApplicationContext}, nil},
+		{"acceptable", AssociateRQ{ProtocolVersion: 1, CalledAE: "PACS", CallingAE: "MOD", ApplicationContext: DICOMApplicationContext}, nil},
+		{"other bits of the version ignored", AssociateRQ{ProtocolVersion: 3, CalledAE: "PACS", CallingAE: "MOD", ApplicationContext: DICOMApplicationContext}, nil},
 		{"protocol version without bit 0", AssociateRQ{ProtocolVersion: 2, ApplicationContext: DICOMApplicationContext},
 			&AssociateRJ{Result: RejectPermanent, Source: RejectSourceServiceProviderACSE, Reason: RejectACSEProtocolVersionNotSupport}},
 		{"foreign application context", AssociateRQ{ProtocolVersion: 1, ApplicationContext: "1.2.3"},
 			&AssociateRJ{Result: RejectPermanent, Source: RejectSourceServiceUser, Reason: RejectUserApplicationContextNotSupported}},
-		{"maximum length 0 is no limit", AssociateRQ{ProtocolVersion: 1, ApplicationContext: DICOMApplicationContext,
+		{"maximum length 0 is no limit", AssociateRQ{ProtocolVersion: 1, CalledAE: "PACS", CallingAE: "MOD", ApplicationContext: DICOMApplicationContext,
 			UserInfo: UserInfo{HasMaxLength: true}}, nil},
-		{"maximum length 7 carries one byte a PDV", AssociateRQ{ProtocolVersion: 1, ApplicationContext: DICOMApplicationContext,
+		{"maximum length 7 carries one byte a PDV", AssociateRQ{ProtocolVersion: 1, CalledAE: "PACS", CallingAE: "MOD", ApplicationContext: DICOMApplicationContext,
 			UserInfo: UserInfo{HasMaxLength: true, MaxLength: MinMaxLength}}, nil},
-		{"maximum length 6 carries no PDV", AssociateRQ{ProtocolVersion: 1, ApplicationContext: DICOMApplicationContext,
+		{"maximum length 6 carries no PDV", AssociateRQ{ProtocolVersion: 1, CalledAE: "PACS", CallingAE: "MOD", ApplicationContext: DICOMApplicationContext,
 			UserInfo: UserInfo{HasMaxLength: true, MaxLength: 6}},
 			&AssociateRJ{Result: RejectPermanent, Source: RejectSourceServiceProviderACSE, Reason: RejectACSENoReason}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) { mustEqual(t, CheckRQ(&tc.rq), tc.want) })
+	}
+}
+
+// PS3.8 9.3.2: a called or calling AE title of 16 spaces ("no
+// Application Name specified") shall not be used. It decoded to "" and
+// went to policy, where calling_ae = ["*"] matched it, and on to the
+// backend as 16 spaces; the audit record then held no AE title, so policy
+// replay could not decide it again. It is now refused before any rule:
+// 1/1/3 (calling AE title not recognized), 1/1/7 (called).
+func TestCheckRQAllSpacesAETitles(t *testing.T) {
+	for _, tc := range []struct {
+		name            string
+		called, calling string
+		want            *AssociateRJ
+	}{
+		{"both given", "PACS", "MOD", nil},
+		{"calling all spaces", "PACS", "", &AssociateRJ{Result: RejectPermanent, Source: RejectSourceServiceUser, Reason: RejectUserCallingAENotRecognized}},
+		{"called all spaces", "", "MOD", &AssociateRJ{Result: RejectPermanent, Source: RejectSourceServiceUser, Reason: RejectUserCalledAENotRecognized}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := cat(u16(1), u16(0), ae(tc.called), ae(tc.calling), make([]byte, 32),
+				item(0x10, str(DICOMApplicationContext)), pcRQ(1), item(0x50, item(0x51, u32(16384))))
+			p, err := Decode(TypeAssociateRQ, body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mustEqual(t, CheckRQ(p.(*AssociateRQ)), tc.want)
+		})
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 
+	"github.com/dicomedge/dicomedge/association"
 	"github.com/dicomedge/dicomedge/policy"
 	"github.com/dicomedge/dicomedge/tlslayer"
 )
@@ -166,6 +167,20 @@ func (d *decoder) str(a *hcl.Attribute) (string, bool) {
 	return s, !ds.HasErrors()
 }
 
+// aeTitle decodes a test's AE title. A title the edge refuses before any
+// rule decides (empty, only spaces, or not a VR AE value) is an error here:
+// a test of it would pass a decision the live edge never makes.
+func (d *decoder) aeTitle(a *hcl.Attribute, name string) string {
+	s, ok := d.str(a)
+	if !ok {
+		return s
+	}
+	if t := association.TrimAE(s); t == "" || !association.ValidAE(t) {
+		d.errorf(a.Expr.Range(), "Invalid AE title", "%s = %s: the edge refuses an A-ASSOCIATE-RQ whose AE title is empty, only spaces, longer than 16 characters, or has a control character, backslash or non-ASCII character (PS3.5 VR AE, PS3.8 9.3.2).", name, Printable(strconv.Quote(s)))
+	}
+	return s
+}
+
 // required reports a missing attribute at the block that lacks it (gohcl
 // does not enforce required *hcl.Attribute fields) and passes a through.
 func (d *decoder) required(a *hcl.Attribute, name string, block hcl.Range) *hcl.Attribute {
@@ -238,8 +253,8 @@ func (d *decoder) test(ts *testSchema) *TestCase {
 		}
 		in.SourceIP = addr
 	}
-	in.CallingAE, _ = d.str(d.required(ts.CallingAE, "calling_ae", ts.DefRange))
-	in.CalledAE, _ = d.str(d.required(ts.CalledAE, "called_ae", ts.DefRange))
+	in.CallingAE = d.aeTitle(d.required(ts.CallingAE, "calling_ae", ts.DefRange), "calling_ae")
+	in.CalledAE = d.aeTitle(d.required(ts.CalledAE, "called_ae", ts.DefRange), "called_ae")
 	switch len(ts.Expect) {
 	case 0:
 		d.errorf(ts.DefRange, "Missing expect block", "test %q must say what the policy should decide, in an expect block.", ts.Name)

@@ -224,3 +224,42 @@ func TestPrintable(t *testing.T) {
 		}
 	}
 }
+
+// A test's AE titles are what the edge could receive: a title the edge
+// refuses before any rule (empty or only spaces: A-ASSOCIATE-RJ; a control
+// character, backslash, non-ASCII byte or more than 16 characters: A-ABORT)
+// used to be evaluated anyway, so `policy test` could pass "relay" for an
+// association the live edge never relays.
+func TestTestAETitlesAsTheEdgeReadsThem(t *testing.T) {
+	test := func(calling, called string) string {
+		return "test \"a\" {\n  calling_ae = " + calling + "\n  called_ae  = " + called + "\n  expect { decision = \"reject\" }\n}\n"
+	}
+	cases := []struct {
+		name, src string
+		want      []string
+	}{
+		{"padding is not significant", test(`"  MOD  "`, `"PACS"`), nil},
+		{"empty calling", test(`""`, `"PACS"`), []string{"2:16: Invalid AE title"}},
+		{"only spaces called", test(`"MOD"`, `"    "`), []string{"3:16: Invalid AE title"}},
+		{"NUL inside", test(`"MOD\u0000X"`, `"PACS"`), []string{"2:16: Invalid AE title"}},
+		{"newline", test(`"MOD\nX"`, `"PACS"`), []string{"2:16: Invalid AE title"}},
+		{"backslash", test(`"MOD\\X"`, `"PACS"`), []string{"2:16: Invalid AE title"}},
+		{"non-ASCII", test(`"MODÉ"`, `"PACS"`), []string{"2:16: Invalid AE title"}},
+		{"17 characters", test(`"ABCDEFGHIJKLMNOPQ"`, `"PACS"`), []string{"2:16: Invalid AE title"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s, _ := LoadTestFiles()
+			var got []string
+			for _, d := range s.Add("t.hcl", []byte(tc.src)) {
+				if d.Subject == nil {
+					t.Fatalf("diagnostic without a position: %s", d.Error())
+				}
+				got = append(got, fmt.Sprintf("%d:%d: %s", d.Subject.Start.Line, d.Subject.Start.Column, d.Summary))
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("diagnostics %q\nwant        %q", got, tc.want)
+			}
+		})
+	}
+}

@@ -159,6 +159,17 @@ func (r *relay) run(ctx context.Context, artimDeadline time.Time) bool {
 		}
 		established = r.accepted(rq, p, removed)
 	case *association.AssociateRJ:
+		if !p.Valid() {
+			// Codes PS3.8 Table 9-21 does not define: a client could read
+			// them as neither permanent nor transient. A malformed answer.
+			c.log.Warn("backend rejected with codes PS3.8 does not define", "result", uint8(p.Result),
+				"source", uint8(p.Source), "reason", uint8(p.Reason))
+			c.rejectDetail = fmt.Sprintf("the backend's A-ASSOCIATE-RJ %d/%d/%d is not a combination PS3.8 Table 9-21 defines",
+				p.Result, p.Source, p.Reason)
+			c.reject(r.d.Rule, association.RejectTransient, association.RejectSourceServiceProviderPresentation,
+				association.RejectPresentationTemporaryCongestion, "backend-no-answer")
+			break
+		}
 		// The backend's own decision goes back unchanged.
 		c.log.Info("backend rejected the association", "result", p.Result, "source", p.Source, "reason", p.ReasonName())
 		c.reject(r.d.Rule, p.Result, p.Source, p.Reason, "")

@@ -75,6 +75,17 @@ func backendRQ(rq *association.AssociateRQ, d *policy.Decision, calledAE string,
 	return brq, removed
 }
 
+// minOps is the smaller of two window values where 0 is unlimited.
+func minOps(a, b uint16) uint16 {
+	switch {
+	case a == 0:
+		return b
+	case b == 0:
+		return a
+	}
+	return min(a, b)
+}
+
 func clampOps(n uint16) uint16 {
 	if n == 0 || n > inspect.MaxOutstanding {
 		return inspect.MaxOutstanding
@@ -117,16 +128,17 @@ func clientAC(rq *association.AssociateRQ, ac *association.AssociateAC, removed 
 		}
 		bpc, ok := ac.AcceptedContext(pc.ID)
 		if !ok {
+			// PS3.8 9.3.3.2: every proposed context is answered; one the
+			// backend left out of its AC is a provider rejection (no
+			// reason), so the client does not wait on it or guess.
+			res := association.PCProviderRejection
 			for _, x := range ac.PresentationContexts {
-				if x.ID == pc.ID {
-					res := x.Result
-					if res > association.PCTransferSyntaxNotSupported {
-						res = association.PCProviderRejection // a result PS3.8 9.3.3.2 does not define
-					}
-					cac.PresentationContexts = append(cac.PresentationContexts,
-						association.PresentationContextAC{ID: x.ID, Result: res, TransferSyntax: ts})
+				if x.ID == pc.ID && x.Result <= association.PCTransferSyntaxNotSupported {
+					res = x.Result // else a result PS3.8 9.3.3.2 does not define
 				}
 			}
+			cac.PresentationContexts = append(cac.PresentationContexts,
+				association.PresentationContextAC{ID: pc.ID, Result: res, TransferSyntax: ts})
 			continue
 		}
 		if !slices.Contains(pc.TransferSyntaxes, bpc.TransferSyntax) {
@@ -142,8 +154,13 @@ func clientAC(rq *association.AssociateRQ, ac *association.AssociateAC, removed 
 	ui, cui := &ac.UserInfo, &cac.UserInfo
 	cui.MaxLength, cui.HasMaxLength = requestorOffer(ui.MaxLength, maxLen), true
 	cui.ImplementationClassUID, cui.ImplementationVersionName = ui.ImplementationClassUID, ui.ImplementationVersionName
-	if rq.UserInfo.AsyncOps != nil {
-		cui.AsyncOps = ui.AsyncOps
+	if w, bw := rq.UserInfo.AsyncOps, ui.AsyncOps; w != nil && bw != nil {
+		// PS3.7 D.3.3.3: no more than was proposed, and the backend was
+		// proposed the client's window clamped to what the edge judges
+		// (0, unlimited, included): a backend's larger answer or 0 would
+		// tell the client it may have more outstanding than the edge takes.
+		cui.AsyncOps = &association.AsyncOpsWindow{MaxInvoked: minOps(clampOps(w.MaxInvoked), bw.MaxInvoked),
+			MaxPerformed: minOps(clampOps(w.MaxPerformed), bw.MaxPerformed)}
 	}
 	if u := rq.UserInfo.UserIdentityRQ; u != nil && u.PositiveResponseRequested {
 		cui.UserIdentityAC = ui.UserIdentityAC
@@ -154,18 +171,21 @@ func clientAC(rq *association.AssociateRQ, ac *association.AssociateAC, removed 
 			offered[pc.AbstractSyntax] = true
 		}
 	}
-	proposedSCP := map[string]bool{}
+	proposedRoles := map[string]association.RoleSelection{}
 	proposed := map[string]bool{}
 	for _, rs := range rq.UserInfo.RoleSelections {
 		proposed[rs.SOPClassUID] = offered[rs.SOPClassUID]
-		proposedSCP[rs.SOPClassUID] = rs.SCP
+		proposedRoles[rs.SOPClassUID] = rs
 	}
 	for _, rs := range ui.RoleSelections {
 		if !proposed[rs.SOPClassUID] {
 			continue
 		}
-		// PS3.7 D.3.3.4: the acceptor may only accept a role proposed.
-		rs.SCP = rs.SCP && proposedSCP[rs.SOPClassUID]
+		// PS3.7 D.3.3.4: the acceptor may only accept a role proposed,
+		// the SCU role as well as the SCP role.
+		p := proposedRoles[rs.SOPClassUID]
+		rs.SCU = rs.SCU && p.SCU
+		rs.SCP = rs.SCP && p.SCP
 		cui.RoleSelections = append(cui.RoleSelections, rs)
 		if rs.SCP {
 			icfg.RequestorSCP = append(icfg.RequestorSCP, rs.SOPClassUID)
