@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/dicomedge/dicomedge/association"
 	"github.com/dicomedge/dicomedge/association/dimse"
@@ -415,9 +416,28 @@ func userIdentity(rq *association.AssociateRQ) *audit.UserIdentity {
 	ui := &audit.UserIdentity{}
 	ui.Type = u.Type.String()
 	if u.Type == association.UserIdentityUsername || u.Type == association.UserIdentityUsernamePasscode {
-		ui.User = string(u.Primary)
+		ui.User = clipUser(string(u.Primary))
 	}
 	return ui
+}
+
+// maxAuditUser bounds the user name an association's record carries: the
+// client writes it (up to 65,535 bytes, PS3.7 D.3.3.7), and every one of
+// its associations would otherwise put that much in the trail. No rule
+// matches on it.
+const maxAuditUser = 512
+
+// clipUser cuts a user name to maxAuditUser bytes plus "...", at a UTF-8
+// boundary, as the names of an unverified certificate are cut.
+func clipUser(s string) string {
+	if len(s) <= maxAuditUser {
+		return s
+	}
+	n := maxAuditUser
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "..."
 }
 
 // appendUnique adds s to the audit's list of accepted abstract syntaxes

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -604,6 +605,29 @@ func TestRelayUnknownUserIdentityTypeNotForwarded(t *testing.T) {
 	brq := <-be.rq
 	if u := brq.UserInfo.UserIdentityRQ; u != nil {
 		t.Errorf("the backend received a user identity of type %d (%d bytes)", u.Type, len(u.Primary))
+	}
+}
+
+// A user name is the client's to choose, up to 65,535 bytes (PS3.7
+// D.3.3.7): the association's record keeps at most 512 bytes of it, so
+// one client's associations cannot fill the trail, while the backend gets
+// it whole.
+func TestRelayLongUserNameClippedInTheAudit(t *testing.T) {
+	be := startScriptBackend(t, 16384, nil)
+	e := inspectEdge(t, be, `services = ["C-ECHO"]`)
+	c := e.goClient(t, e.pki.clientCert, e.pki.clientKey)
+	rq := echoRQ("MODALITY1", "MAINPACS")
+	name := strings.Repeat("é", 30000) // 60,000 bytes, two per character
+	rq.UserInfo.UserIdentityRQ = &association.UserIdentityRQ{Type: association.UserIdentityUsername, Primary: []byte(name)}
+	associate(t, c, rq)
+	if u := (<-be.rq).UserInfo.UserIdentityRQ; u == nil || string(u.Primary) != name {
+		t.Error("the backend did not get the user name whole")
+	}
+	ev := e.waitEvent(t, "association.accepted", func(ev audit.Event) bool { return ev.Event == audit.EventAccepted })
+	u := ev.UserIdentity
+	if u == nil || len(u.User) > 512+3 || !strings.HasSuffix(u.User, "...") || !strings.HasPrefix(u.User, "éé") ||
+		!utf8.ValidString(u.User) {
+		t.Fatalf("user identity in the record: %d bytes", len(u.User))
 	}
 }
 
