@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"time"
 )
 
@@ -145,6 +146,13 @@ func (st *state) checkChain(chains [][]*x509.Certificate, now time.Time) error {
 	// client a reviewer sees. Refused rather than guessed (docs/refusals.md).
 	if n := countCN(leaf); n > 1 {
 		return &HandshakeError{Reason: ReasonMultipleCN, Err: fmt.Errorf("client certificate subject %q has %d CN attributes", leaf.Subject, n)}
+	}
+	// x509 verification takes a leaf without extended key usage, or with
+	// anyExtendedKeyUsage, as good for clientAuth; such a certificate was
+	// not issued for TLS clients (an S/MIME or signing certificate, a CA
+	// certificate presented as a leaf), and the docs require clientAuth.
+	if !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
+		return &HandshakeError{Reason: ReasonBadKeyUsage, Err: errors.New("client certificate lacks extended key usage clientAuth")}
 	}
 	// RFC 5280 4.2.1.3 / RFC 8446 4.4.2.4: a TLS client certificate signs the
 	// handshake, so if the key usage extension is present it must allow that.
