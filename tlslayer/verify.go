@@ -139,7 +139,33 @@ func (st *state) checkChain(chains [][]*x509.Certificate, now time.Time) error {
 	if len(chains) == 0 || len(chains[0]) == 0 {
 		return &HandshakeError{Reason: ReasonNoClientCertificate, Err: errors.New("no verified client chain")}
 	}
-	leaf := chains[0][0]
+	if err := st.prof.checkLeaf(chains[0][0]); err != nil {
+		return err
+	}
+	for _, chain := range chains {
+		// Every certificate but the trust anchor can be revoked by its issuer.
+		for i := 0; i+1 < len(chain); i++ {
+			c := chain[i]
+			set := st.crls[string(c.RawIssuer)]
+			if set == nil {
+				continue
+			}
+			if !set.nextUpdate.IsZero() && now.After(set.nextUpdate) && !st.cfg.AllowExpiredCRL {
+				return &HandshakeError{Reason: ReasonCRLExpired, Err: fmt.Errorf("CRL of %q expired at %s: revocation status unknown, failing closed", set.issuer.Subject, set.nextUpdate.UTC().Format(time.RFC3339))}
+			}
+			if _, revoked := set.revoked[c.SerialNumber.String()]; revoked {
+				return &HandshakeError{Reason: ReasonRevoked, Err: fmt.Errorf("certificate %q serial %s is revoked by %q", c.Subject, serialHex(c.SerialNumber), set.issuer.Subject)}
+			}
+		}
+	}
+	return nil
+}
+
+// checkLeaf applies to a verified client certificate what x509
+// verification does not: one CN, extended key usage clientAuth, a key usage
+// that allows signing, and the profile's key sizes. The DICOM listener and
+// the admin listener both name a client by its CN.
+func (p profile) checkLeaf(leaf *x509.Certificate) error {
 	// A subject with two CNs ("CN=harmless, CN=modality-a") is shown by
 	// some tools by its first CN and matched by others on its last: the
 	// policy's client_cn and the audit record would not name the same
@@ -159,24 +185,8 @@ func (st *state) checkChain(chains [][]*x509.Certificate, now time.Time) error {
 	if leaf.KeyUsage != 0 && leaf.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
 		return &HandshakeError{Reason: ReasonBadKeyUsage, Err: fmt.Errorf("client certificate key usage %#x lacks digitalSignature", int(leaf.KeyUsage))}
 	}
-	if err := st.prof.checkKeySize(leaf); err != nil {
+	if err := p.checkKeySize(leaf); err != nil {
 		return &HandshakeError{Reason: ReasonBadCertificate, Err: err}
-	}
-	for _, chain := range chains {
-		// Every certificate but the trust anchor can be revoked by its issuer.
-		for i := 0; i+1 < len(chain); i++ {
-			c := chain[i]
-			set := st.crls[string(c.RawIssuer)]
-			if set == nil {
-				continue
-			}
-			if !set.nextUpdate.IsZero() && now.After(set.nextUpdate) && !st.cfg.AllowExpiredCRL {
-				return &HandshakeError{Reason: ReasonCRLExpired, Err: fmt.Errorf("CRL of %q expired at %s: revocation status unknown, failing closed", set.issuer.Subject, set.nextUpdate.UTC().Format(time.RFC3339))}
-			}
-			if _, revoked := set.revoked[c.SerialNumber.String()]; revoked {
-				return &HandshakeError{Reason: ReasonRevoked, Err: fmt.Errorf("certificate %q serial %s is revoked by %q", c.Subject, serialHex(c.SerialNumber), set.issuer.Subject)}
-			}
-		}
 	}
 	return nil
 }
