@@ -796,3 +796,44 @@ func TestLogWrittenReturnsOnceTheRecordIsInTheFile(t *testing.T) {
 		}
 	}
 }
+
+// The anchor belongs to the log, FILE.head, whichever files remain. With
+// the current file removed (every record since the last rotation cut),
+// Files lists only the rotated ones; verify must still judge them against
+// FILE.head, which says how far the chain went, rather than look for an
+// anchor beside the newest rotated file, report that missing, and pass
+// under --allow-missing-anchor (meant for a copy taken without its anchor).
+// A log moved aside by hand while the edge was stopped still verifies.
+func TestVerifyUsesTheLogsAnchorWhenTheCurrentFileIsGone(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "audit.jsonl")
+	probe := sampleEvent(99)
+	probe.Seq, probe.Prev = 99, ZeroHash
+	line := len(probe.appendJSON(nil)) + 1
+	w := openT(t, Config{File: file, RotateSize: int64(line * 5)})
+	writeN(t, w, 12)
+	w.Close()
+	files := Files(file)
+	if len(files) < 2 || files[len(files)-1] != file {
+		t.Fatalf("Files = %v; want rotated files and the current one", files)
+	}
+	if err := os.Remove(file); err != nil {
+		t.Fatal(err)
+	}
+	n, err := Verify(Files(file))
+	var ve *VerifyError
+	if errors.Is(err, ErrNoHeadAnchor) || !errors.As(err, &ve) || ve.File != files[len(files)-2] || !strings.Contains(ve.Reason, "truncated") ||
+		!strings.Contains(ve.Reason, headPath(file)+" records seq 12") {
+		t.Fatalf("Verify without the current file = %d, %v; want truncated against %s (seq 12), not a missing anchor", n, err, headPath(file))
+	}
+
+	moved := filepath.Join(t.TempDir(), "audit.jsonl")
+	w = openT(t, Config{File: moved})
+	writeN(t, w, 3)
+	w.Close()
+	if err := os.Rename(moved, moved+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := Verify(Files(moved)); err != nil || n != 3 {
+		t.Fatalf("Verify of a log moved aside = %d, %v; want 3, nil", n, err)
+	}
+}
