@@ -837,3 +837,37 @@ func TestVerifyUsesTheLogsAnchorWhenTheCurrentFileIsGone(t *testing.T) {
 		t.Fatalf("Verify of a log moved aside = %d, %v; want 3, nil", n, err)
 	}
 }
+
+// Rotation renames the current file and creates a new one: both are
+// entries of the directory, which a crash may lose until the directory
+// itself is synced, and with them records fsync'd into the new file that
+// the anchor already claims. Each rotation syncs the directory before any
+// record goes into the new file.
+func TestRotationSyncsTheDirectory(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "audit.jsonl")
+	probe := sampleEvent(99)
+	probe.Seq, probe.Prev = 99, ZeroHash
+	line := len(probe.appendJSON(nil)) + 1
+	var mu sync.Mutex
+	synced := map[string]int{} // directory -> records in the current file when it was synced
+	cfg := Config{File: file, RotateSize: int64(line * 5), syncDir: func(d string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		st, err := os.Stat(file)
+		if err != nil || st.Size() != 0 {
+			t.Errorf("directory synced with the new file %v (size %v), want it created and still empty", err, st)
+		}
+		synced[d]++
+		return nil
+	}}
+	w := openT(t, cfg)
+	writeN(t, w, 23)
+	w.Close()
+	rotations := len(Files(file)) - 1
+	mu.Lock()
+	defer mu.Unlock()
+	if rotations < 4 || synced[dir] != rotations {
+		t.Fatalf("%d rotations, the directory synced %d times (%v); want once per rotation", rotations, synced[dir], synced)
+	}
+}
