@@ -561,7 +561,10 @@ func verify(srcs []source, h *head, headName string) (int, error) {
 			}
 			if r.Event == EventAnchorMismatch {
 				if mismatches++; mismatch == nil {
-					mismatch = &VerifyError{p, ln, want, "audit.anchor_mismatch: when it opened the log the edge " + r.Detail}
+					// The detail is read from the log, which whoever
+					// tampered with it can write: shown escaped, as in
+					// the table, since verify's message is printed.
+					mismatch = &VerifyError{p, ln, want, "audit.anchor_mismatch: when it opened the log the edge " + Escape(r.Detail)}
 				}
 			}
 			sum := sha256.Sum256(line)

@@ -871,3 +871,22 @@ func TestRotationSyncsTheDirectory(t *testing.T) {
 		t.Fatalf("%d rotations, the directory synced %d times (%v); want once per rotation", rotations, synced[dir], synced)
 	}
 }
+
+// verify quotes the detail of an audit.anchor_mismatch record in its
+// message, which `dicomedge audit verify` prints to the reviewer's
+// terminal. The record is in the log, which whoever tampered with it can
+// write: decoded, its \u001b is a raw escape that could erase the failure
+// on screen and print "ok" in its place. The detail is shown escaped, as
+// the table shows every field.
+func TestVerifyEscapesTheAnchorMismatchDetail(t *testing.T) {
+	w := openT(t, Config{})
+	w.Log(Event{Event: EventAnchorMismatch, Detail: "found\x1b[2K\r\u009bok: 1 records, hash chain intact\u202e"})
+	w.Close()
+	_, err := Verify(Files(w.cfg.File))
+	if !errors.Is(err, ErrAnchorMismatch) {
+		t.Fatalf("Verify = %v; want ErrAnchorMismatch", err)
+	}
+	if msg := err.Error(); strings.ContainsFunc(msg, unsafeRune) || !strings.Contains(msg, `found\u001b[2K\u000d\u009bok`) {
+		t.Fatalf("Verify's message %q holds the detail raw; want it escaped", msg)
+	}
+}
