@@ -132,8 +132,9 @@ func buildCRLSets(cas []*x509.Certificate, crls []*x509.RevocationList) (map[str
 	return sets, nil
 }
 
-// checkChain applies what crypto/tls's own verification does not: the CRLs,
-// the key usage bits and the profile's key sizes. chains are the verified
+// checkChain applies what crypto/tls's own verification does not: the CRLs
+// (of every certificate of each chain, the trust anchor included unless it
+// is a root), the key usage bits and the profile's key sizes. chains are the verified
 // chains (leaf first, root last).
 func (st *state) checkChain(chains [][]*x509.Certificate, now time.Time) error {
 	if len(chains) == 0 || len(chains[0]) == 0 {
@@ -143,9 +144,15 @@ func (st *state) checkChain(chains [][]*x509.Certificate, now time.Time) error {
 		return err
 	}
 	for _, chain := range chains {
-		// Every certificate but the trust anchor can be revoked by its issuer.
-		for i := 0; i+1 < len(chain); i++ {
-			c := chain[i]
+		// Every certificate can be revoked by its issuer, the trust anchor
+		// too unless it is self-issued (a root): an intermediate is in
+		// client_ca so that its CRL loads, which makes it an anchor, and a
+		// client that leaves it out of the chain it sends must not escape
+		// the root's CRL that revokes it.
+		for i, c := range chain {
+			if i == len(chain)-1 && bytes.Equal(c.RawIssuer, c.RawSubject) {
+				break
+			}
 			set := st.crls[string(c.RawIssuer)]
 			if set == nil {
 				continue
