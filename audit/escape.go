@@ -61,9 +61,9 @@ func Escape(s string) string {
 }
 
 // EscapeLine rewrites the characters unsafeRune names that a JSON line
-// holds raw (a line written by an older version, or by hand) as \uXXXX:
-// the same JSON value, safe to print. Lines the Writer wrote come back
-// unchanged.
+// holds raw (a line written by an older version, or by hand) as \uXXXX,
+// and each byte that is not UTF-8 as \ufffd: the same JSON value, safe to
+// print. Lines the Writer wrote come back unchanged.
 func EscapeLine(line []byte) []byte {
 	var out []byte
 	start := 0
@@ -76,6 +76,16 @@ func EscapeLine(line []byte) []byte {
 		r, size := rune(c), 1
 		if c >= utf8.RuneSelf {
 			r, size = utf8.DecodeRune(line[i:])
+		}
+		if r == utf8.RuneError && size == 1 {
+			// Not UTF-8: encoding/json reads the byte as U+FFFD, and a
+			// terminal not in UTF-8 mode may take it for a C1 control
+			// (0x9b is a one-byte CSI). Written as the value it decodes to.
+			out = append(out, line[start:i]...)
+			out = append(out, `\ufffd`...)
+			start = i + 1
+			i++
+			continue
 		}
 		if (r >= 0x20 || r == 0x7f) && unsafeRune(r) {
 			out = append(out, line[start:i]...)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestEscape(t *testing.T) {
@@ -68,4 +69,25 @@ func FuzzEscapeLine(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A line written by hand may hold bytes that are not UTF-8: encoding/json
+// reads each as U+FFFD, so the line is a record to `dicomedge audit
+// --json`, but printed raw a lone 0x9b is a one-byte CSI to a terminal not
+// in UTF-8 mode (and 0x85 a line break). EscapeLine writes each as \ufffd,
+// the value the line already decodes to, as Escape does for the table.
+func TestEscapeLineInvalidUTF8(t *testing.T) {
+	line := []byte("{\"event\":\"dimse\",\"calling_ae\":\"EVIL\x9b2J\x85\xff\",\"called_ae\":\"\xe2\x80\"}")
+	var want map[string]string
+	if err := json.Unmarshal(line, &want); err != nil {
+		t.Fatalf("the line does not decode: %v", err)
+	}
+	got := EscapeLine(line)
+	if !utf8.Valid(got) {
+		t.Fatalf("EscapeLine(%q) = %q keeps bytes that are not UTF-8", line, got)
+	}
+	var back map[string]string
+	if err := json.Unmarshal(got, &back); err != nil || back["calling_ae"] != want["calling_ae"] || back["called_ae"] != want["called_ae"] {
+		t.Fatalf("EscapeLine(%q) = %q decodes to %v (%v), want %v", line, got, back, err, want)
+	}
 }

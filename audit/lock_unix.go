@@ -26,3 +26,17 @@ func lockFile(path string) (*os.File, error) {
 	}
 	return f, nil
 }
+
+// syncDirectory fsyncs a directory, so that renames and new files in it
+// are on disk.
+func syncDirectory(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

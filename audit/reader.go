@@ -452,9 +452,10 @@ func Verify(paths []string) (int, error) {
 		return 0, errors.New("audit: no files to verify")
 	}
 	lastFile := paths[len(paths)-1]
-	h, err := readHead(lastFile)
+	logFile := anchoredLog(lastFile)
+	h, err := readHead(logFile)
 	if err != nil {
-		return 0, &VerifyError{File: headPath(lastFile), Reason: err.Error()}
+		return 0, &VerifyError{File: headPath(logFile), Reason: err.Error()}
 	}
 	srcs := make([]source, 0, len(paths))
 	for _, p := range paths {
@@ -469,7 +470,31 @@ func Verify(paths []string) (int, error) {
 		}
 		srcs = append(srcs, source{p, fh, st.Size()})
 	}
-	return verify(srcs, h, headPath(lastFile))
+	return verify(srcs, h, headPath(logFile))
+}
+
+// anchoredLog names the log whose anchor judges a chain ending in
+// lastFile. The anchor is FILE.head, kept beside the current file; when
+// the current file is gone (removed, or moved aside as FILE.N while the
+// edge was stopped), Files ends with the newest rotated file, FILE.N,
+// which has no anchor of its own: FILE's anchor then still says how far
+// the chain went.
+func anchoredLog(lastFile string) string {
+	i := strings.LastIndexByte(lastFile, '.')
+	if i <= 0 {
+		return lastFile
+	}
+	base := lastFile[:i]
+	if ok, _ := rotatedIndex(base, lastFile); !ok {
+		return lastFile
+	}
+	if _, err := os.Stat(headPath(lastFile)); !errors.Is(err, os.ErrNotExist) {
+		return lastFile // a log whose own name ends in .N, with its anchor
+	}
+	if _, err := os.Stat(headPath(base)); err != nil {
+		return lastFile
+	}
+	return base
 }
 
 // source is one file of a chain, opened.
@@ -536,7 +561,10 @@ func verify(srcs []source, h *head, headName string) (int, error) {
 			}
 			if r.Event == EventAnchorMismatch {
 				if mismatches++; mismatch == nil {
-					mismatch = &VerifyError{p, ln, want, "audit.anchor_mismatch: when it opened the log the edge " + r.Detail}
+					// The detail is read from the log, which whoever
+					// tampered with it can write: shown escaped, as in
+					// the table, since verify's message is printed.
+					mismatch = &VerifyError{p, ln, want, "audit.anchor_mismatch: when it opened the log the edge " + Escape(r.Detail)}
 				}
 			}
 			sum := sha256.Sum256(line)

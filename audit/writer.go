@@ -57,6 +57,9 @@ type Config struct {
 
 	// wrap, when set by in-package tests, wraps the file writer (slow disks).
 	wrap func(io.Writer) io.Writer
+	// syncDir, when set by in-package tests, replaces the fsync of the
+	// log's directory.
+	syncDir func(dir string) error
 	// closeGrace is how long Close keeps retrying a failing disk before it
 	// gives the queued records up; zero means defaultCloseGrace.
 	closeGrace time.Duration
@@ -783,6 +786,17 @@ func (w *Writer) rotate() {
 		w.log.Error("audit reopen after rotation failed", "error", err)
 		w.out, w.f = nil, nil
 		return
+	}
+	// The rename and the new file are entries of the directory: until it
+	// is synced a crash may lose them, and with them records fsync'd into
+	// the new file that the anchor then claims (a cut the next start would
+	// report, of records that were reported synced).
+	sync := w.cfg.syncDir
+	if sync == nil {
+		sync = syncDirectory
+	}
+	if err := sync(filepath.Dir(w.cfg.File)); err != nil {
+		w.log.Error("audit directory fsync after rotation failed", "error", err)
 	}
 	w.log.Info("audit file rotated", "rotated_to", name, "seq", w.seq)
 }

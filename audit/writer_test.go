@@ -796,3 +796,97 @@ func TestLogWrittenReturnsOnceTheRecordIsInTheFile(t *testing.T) {
 		}
 	}
 }
+
+// The anchor belongs to the log, FILE.head, whichever files remain. With
+// the current file removed (every record since the last rotation cut),
+// Files lists only the rotated ones; verify must still judge them against
+// FILE.head, which says how far the chain went, rather than look for an
+// anchor beside the newest rotated file, report that missing, and pass
+// under --allow-missing-anchor (meant for a copy taken without its anchor).
+// A log moved aside by hand while the edge was stopped still verifies.
+func TestVerifyUsesTheLogsAnchorWhenTheCurrentFileIsGone(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "audit.jsonl")
+	probe := sampleEvent(99)
+	probe.Seq, probe.Prev = 99, ZeroHash
+	line := len(probe.appendJSON(nil)) + 1
+	w := openT(t, Config{File: file, RotateSize: int64(line * 5)})
+	writeN(t, w, 12)
+	w.Close()
+	files := Files(file)
+	if len(files) < 2 || files[len(files)-1] != file {
+		t.Fatalf("Files = %v; want rotated files and the current one", files)
+	}
+	if err := os.Remove(file); err != nil {
+		t.Fatal(err)
+	}
+	n, err := Verify(Files(file))
+	var ve *VerifyError
+	if errors.Is(err, ErrNoHeadAnchor) || !errors.As(err, &ve) || ve.File != files[len(files)-2] || !strings.Contains(ve.Reason, "truncated") ||
+		!strings.Contains(ve.Reason, headPath(file)+" records seq 12") {
+		t.Fatalf("Verify without the current file = %d, %v; want truncated against %s (seq 12), not a missing anchor", n, err, headPath(file))
+	}
+
+	moved := filepath.Join(t.TempDir(), "audit.jsonl")
+	w = openT(t, Config{File: moved})
+	writeN(t, w, 3)
+	w.Close()
+	if err := os.Rename(moved, moved+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := Verify(Files(moved)); err != nil || n != 3 {
+		t.Fatalf("Verify of a log moved aside = %d, %v; want 3, nil", n, err)
+	}
+}
+
+// Rotation renames the current file and creates a new one: both are
+// entries of the directory, which a crash may lose until the directory
+// itself is synced, and with them records fsync'd into the new file that
+// the anchor already claims. Each rotation syncs the directory before any
+// record goes into the new file.
+func TestRotationSyncsTheDirectory(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "audit.jsonl")
+	probe := sampleEvent(99)
+	probe.Seq, probe.Prev = 99, ZeroHash
+	line := len(probe.appendJSON(nil)) + 1
+	var mu sync.Mutex
+	synced := map[string]int{} // directory -> records in the current file when it was synced
+	cfg := Config{File: file, RotateSize: int64(line * 5), syncDir: func(d string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		st, err := os.Stat(file)
+		if err != nil || st.Size() != 0 {
+			t.Errorf("directory synced with the new file %v (size %v), want it created and still empty", err, st)
+		}
+		synced[d]++
+		return nil
+	}}
+	w := openT(t, cfg)
+	writeN(t, w, 23)
+	w.Close()
+	rotations := len(Files(file)) - 1
+	mu.Lock()
+	defer mu.Unlock()
+	if rotations < 4 || synced[dir] != rotations {
+		t.Fatalf("%d rotations, the directory synced %d times (%v); want once per rotation", rotations, synced[dir], synced)
+	}
+}
+
+// verify quotes the detail of an audit.anchor_mismatch record in its
+// message, which `dicomedge audit verify` prints to the reviewer's
+// terminal. The record is in the log, which whoever tampered with it can
+// write: decoded, its \u001b is a raw escape that could erase the failure
+// on screen and print "ok" in its place. The detail is shown escaped, as
+// the table shows every field.
+func TestVerifyEscapesTheAnchorMismatchDetail(t *testing.T) {
+	w := openT(t, Config{})
+	w.Log(Event{Event: EventAnchorMismatch, Detail: "found\x1b[2K\r\u009bok: 1 records, hash chain intact\u202e"})
+	w.Close()
+	_, err := Verify(Files(w.cfg.File))
+	if !errors.Is(err, ErrAnchorMismatch) {
+		t.Fatalf("Verify = %v; want ErrAnchorMismatch", err)
+	}
+	if msg := err.Error(); strings.ContainsFunc(msg, unsafeRune) || !strings.Contains(msg, `found\u001b[2K\u000d\u009bok`) {
+		t.Fatalf("Verify's message %q holds the detail raw; want it escaped", msg)
+	}
+}

@@ -35,13 +35,12 @@ func (l *Layer) AdminConfig(profile string, clientCAFiles []string) (*tls.Config
 		c.ClientCAs = pool
 		c.ClientAuth = tls.VerifyClientCertIfGiven
 		c.VerifyConnection = func(cs tls.ConnectionState) error {
-			// The same key size rules as the DICOM listener's profile.
-			for _, chain := range cs.VerifiedChains {
-				if len(chain) > 0 {
-					if err := p.checkKeySize(chain[0]); err != nil {
-						return err
-					}
-				}
+			// The console names an administrator by the CN (its role
+			// comes from the user block the CN names), so a certificate
+			// with two CNs, or one not issued for TLS clients, is refused
+			// here as on the DICOM listener; and the same key sizes apply.
+			if len(cs.VerifiedChains) > 0 && len(cs.VerifiedChains[0]) > 0 {
+				return p.checkLeaf(cs.VerifiedChains[0][0])
 			}
 			return nil
 		}

@@ -2,9 +2,12 @@ package tlslayer
 
 import (
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
 	"net"
@@ -447,5 +450,55 @@ func TestClientDistrustsEdge(t *testing.T) {
 	}
 	if r := srv.next(t); Classify(r.err) != ReasonPeerAlert {
 		t.Fatalf("reason %q (%v), want peer-alert", Classify(r.err), r.err)
+	}
+}
+
+// The docs promise that a client certificate carries the extended key
+// usage clientAuth. x509 verification alone takes a leaf without any
+// extended key usage (and one with anyExtendedKeyUsage) as good for every
+// purpose, which lets in certificates the CA never issued for TLS clients:
+// an S/MIME or document-signing certificate without the extension, or the
+// CA's own intermediate certificate presented as a leaf. Both are refused.
+func TestClientCertificateNeedsClientAuthUsage(t *testing.T) {
+	f := newFixture(t, false)
+	anyEKU, anyEKUKey := f.pki.Issue(t, "any-eku", testpeer.CertOptions{ExtUsage: "anyExtendedKeyUsage"})
+
+	// openssl's ca always writes the extension the fixture names, so the
+	// certificate without one is signed here with the CA's key.
+	caCert, caKey := parsePEMCert(t, f.pki.CACert), parsePEMKey(t, f.pki.CAKey)
+	leafKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(0x5eed), Subject: pkix.Name{CommonName: "no-eku"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &leafKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noEKU := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: leafKey}
+
+	srv := startServer(t, newLayerT(t, f.config()), 2*time.Second)
+	for _, tc := range []struct {
+		name string
+		cert tls.Certificate
+	}{
+		{"no extended key usage", noEKU},
+		{"anyExtendedKeyUsage", keyPair(t, anyEKU, anyEKUKey)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, _ := dial(srv.addr, &tls.Config{RootCAs: pool(t, f.pki.CACert), ServerName: "localhost", Certificates: []tls.Certificate{tc.cert}})
+			if c != nil {
+				c.Close()
+			}
+			r := srv.next(t)
+			if got := Classify(r.err); got != ReasonBadKeyUsage {
+				t.Fatalf("reason %q (%v, identity %+v), want %q", got, r.err, r.id, ReasonBadKeyUsage)
+			}
+			if he, ok := r.err.(*HandshakeError); !ok || !he.Issued {
+				t.Fatalf("err %#v: want a certificate the client CA issued, refused for its usage", r.err)
+			}
+		})
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"time"
 )
 
@@ -131,33 +132,27 @@ func buildCRLSets(cas []*x509.Certificate, crls []*x509.RevocationList) (map[str
 	return sets, nil
 }
 
-// checkChain applies what crypto/tls's own verification does not: the CRLs,
-// the key usage bits and the profile's key sizes. chains are the verified
+// checkChain applies what crypto/tls's own verification does not: the CRLs
+// (of every certificate of each chain, the trust anchor included unless it
+// is a root), the key usage bits and the profile's key sizes. chains are the verified
 // chains (leaf first, root last).
 func (st *state) checkChain(chains [][]*x509.Certificate, now time.Time) error {
 	if len(chains) == 0 || len(chains[0]) == 0 {
 		return &HandshakeError{Reason: ReasonNoClientCertificate, Err: errors.New("no verified client chain")}
 	}
-	leaf := chains[0][0]
-	// A subject with two CNs ("CN=harmless, CN=modality-a") is shown by
-	// some tools by its first CN and matched by others on its last: the
-	// policy's client_cn and the audit record would not name the same
-	// client a reviewer sees. Refused rather than guessed (docs/refusals.md).
-	if n := countCN(leaf); n > 1 {
-		return &HandshakeError{Reason: ReasonMultipleCN, Err: fmt.Errorf("client certificate subject %q has %d CN attributes", leaf.Subject, n)}
-	}
-	// RFC 5280 4.2.1.3 / RFC 8446 4.4.2.4: a TLS client certificate signs the
-	// handshake, so if the key usage extension is present it must allow that.
-	if leaf.KeyUsage != 0 && leaf.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
-		return &HandshakeError{Reason: ReasonBadKeyUsage, Err: fmt.Errorf("client certificate key usage %#x lacks digitalSignature", int(leaf.KeyUsage))}
-	}
-	if err := st.prof.checkKeySize(leaf); err != nil {
-		return &HandshakeError{Reason: ReasonBadCertificate, Err: err}
+	if err := st.prof.checkLeaf(chains[0][0]); err != nil {
+		return err
 	}
 	for _, chain := range chains {
-		// Every certificate but the trust anchor can be revoked by its issuer.
-		for i := 0; i+1 < len(chain); i++ {
-			c := chain[i]
+		// Every certificate can be revoked by its issuer, the trust anchor
+		// too unless it is self-issued (a root): an intermediate is in
+		// client_ca so that its CRL loads, which makes it an anchor, and a
+		// client that leaves it out of the chain it sends must not escape
+		// the root's CRL that revokes it.
+		for i, c := range chain {
+			if i == len(chain)-1 && bytes.Equal(c.RawIssuer, c.RawSubject) {
+				break
+			}
 			set := st.crls[string(c.RawIssuer)]
 			if set == nil {
 				continue
@@ -169,6 +164,36 @@ func (st *state) checkChain(chains [][]*x509.Certificate, now time.Time) error {
 				return &HandshakeError{Reason: ReasonRevoked, Err: fmt.Errorf("certificate %q serial %s is revoked by %q", c.Subject, serialHex(c.SerialNumber), set.issuer.Subject)}
 			}
 		}
+	}
+	return nil
+}
+
+// checkLeaf applies to a verified client certificate what x509
+// verification does not: one CN, extended key usage clientAuth, a key usage
+// that allows signing, and the profile's key sizes. The DICOM listener and
+// the admin listener both name a client by its CN.
+func (p profile) checkLeaf(leaf *x509.Certificate) error {
+	// A subject with two CNs ("CN=harmless, CN=modality-a") is shown by
+	// some tools by its first CN and matched by others on its last: the
+	// policy's client_cn and the audit record would not name the same
+	// client a reviewer sees. Refused rather than guessed (docs/refusals.md).
+	if n := countCN(leaf); n > 1 {
+		return &HandshakeError{Reason: ReasonMultipleCN, Err: fmt.Errorf("client certificate subject %q has %d CN attributes", leaf.Subject, n)}
+	}
+	// x509 verification takes a leaf without extended key usage, or with
+	// anyExtendedKeyUsage, as good for clientAuth; such a certificate was
+	// not issued for TLS clients (an S/MIME or signing certificate, a CA
+	// certificate presented as a leaf), and the docs require clientAuth.
+	if !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
+		return &HandshakeError{Reason: ReasonBadKeyUsage, Err: errors.New("client certificate lacks extended key usage clientAuth")}
+	}
+	// RFC 5280 4.2.1.3 / RFC 8446 4.4.2.4: a TLS client certificate signs the
+	// handshake, so if the key usage extension is present it must allow that.
+	if leaf.KeyUsage != 0 && leaf.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
+		return &HandshakeError{Reason: ReasonBadKeyUsage, Err: fmt.Errorf("client certificate key usage %#x lacks digitalSignature", int(leaf.KeyUsage))}
+	}
+	if err := p.checkKeySize(leaf); err != nil {
+		return &HandshakeError{Reason: ReasonBadCertificate, Err: err}
 	}
 	return nil
 }
