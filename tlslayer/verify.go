@@ -172,6 +172,18 @@ func (st *state) checkChain(chains [][]*x509.Certificate, now time.Time) error {
 // verification does not: one CN, extended key usage clientAuth, a key usage
 // that allows signing, and the profile's key sizes. The DICOM listener and
 // the admin listener both name a client by its CN.
+// CheckClientLeaf applies to leaf the checks a DICOM listener under the
+// named profile makes of a client certificate beyond its chain (one CN,
+// clientAuth, digitalSignature, key size), for tools that explain a
+// decision without a handshake.
+func CheckClientLeaf(profileName string, leaf *x509.Certificate) error {
+	p, err := lookupProfile(profileName)
+	if err != nil {
+		return err
+	}
+	return p.checkLeaf(leaf)
+}
+
 func (p profile) checkLeaf(leaf *x509.Certificate) error {
 	// A subject with two CNs ("CN=harmless, CN=modality-a") is shown by
 	// some tools by its first CN and matched by others on its last: the

@@ -172,7 +172,7 @@ func runExplain(cmd *cobra.Command, f *explainFlags) error {
 		fmt.Fprintf(out, "note: source %s is not in listener %q's allow_cidr: the connection would be closed (connection.refused, source-not-allowed) before any rule is tried\n", in.SourceIP, ln.Name)
 	}
 	if leaf != nil && !ln.Plain() {
-		if note := verifyNote(leaf, cfg.TLS.ClientCA); note != "" {
+		if note := verifyNote(leaf, cfg.TLS.ClientCA, cfg.TLS.Profile); note != "" {
 			fmt.Fprintln(out, note)
 		}
 	}
@@ -202,7 +202,7 @@ func readCertificate(path string) (*x509.Certificate, error) {
 
 // verifyNote warns when the certificate would not pass the handshake, since
 // then no rule is ever tried. CRLs are not consulted here.
-func verifyNote(leaf *x509.Certificate, caFiles []string) string {
+func verifyNote(leaf *x509.Certificate, caFiles []string, profile string) string {
 	pool := x509.NewCertPool()
 	for _, f := range caFiles {
 		data, err := os.ReadFile(f)
@@ -214,6 +214,11 @@ func verifyNote(leaf *x509.Certificate, caFiles []string) string {
 	_, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 	if err != nil {
 		return fmt.Sprintf("note: this certificate does not verify against tls.client_ca (%v): the TLS handshake would fail before any rule is tried", err)
+	}
+	// What the listener checks beyond the chain: without it, explain would
+	// say a rule admits a certificate the handshake refuses.
+	if err := tlslayer.CheckClientLeaf(profile, leaf); err != nil {
+		return fmt.Sprintf("note: the TLS handshake would refuse this certificate before any rule is tried (%v)", err)
 	}
 	return ""
 }

@@ -66,6 +66,8 @@ func TestPolicyExplainCert(t *testing.T) {
 	pki := testpeer.NewPKI(t, "explain-ca")
 	modality, _ := pki.Issue(t, "modality", testpeer.CertOptions{CN: "ct1.clinic-a.example.org", URIs: []string{"spiffe://example.org/clinic-a/ct1"}})
 	pinned, _ := pki.Issue(t, "pinned", testpeer.CertOptions{CN: "ct1.clinic-a.example.org"})
+	twoCN, _ := pki.Issue(t, "two-cn", testpeer.CertOptions{Subject: "/CN=viewer/CN=client"})
+	signing, _ := pki.Issue(t, "signing", testpeer.CertOptions{CN: "client", ExtUsage: "codeSigning"})
 	rogueCA := testpeer.NewPKI(t, "rogue-ca")
 	rogue, _ := rogueCA.Issue(t, "rogue", testpeer.CertOptions{CN: "client"})
 
@@ -175,6 +177,17 @@ rule "deny" {
 			args: []string{"--cert", rogue, "--calling-ae", "A", "--called-ae", "DICOMEDGE"},
 			lines: []string{"answer", `rule: "echo"`,
 				"note: this certificate does not verify against tls.client_ca"},
+		},
+		{
+			name: "a certificate with two CNs is flagged as the handshake refuses it",
+			args: []string{"--cert", twoCN, "--calling-ae", "A", "--called-ae", "DICOMEDGE"},
+			lines: []string{"answer", `rule: "echo"`,
+				"note: the TLS handshake would refuse this certificate before any rule is tried", "CN attributes"},
+		},
+		{
+			name:  "a certificate not for TLS clients is flagged",
+			args:  []string{"--cert", signing, "--calling-ae", "A", "--called-ae", "DICOMEDGE"},
+			lines: []string{"answer", `rule: "echo"`, "note: "},
 		},
 		{
 			name:  "identity from flags",
