@@ -450,13 +450,7 @@ func TestCertificateLogin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewUnstartedServer(con.Handler())
-	srv.TLS = tlsCfg
-	srv.StartTLS()
-	defer srv.Close()
-	caPEM, _ := os.ReadFile(filepath.Join(certs, "ca.pem"))
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
+	srv, pool := serveTLS(t, con, tlsCfg, filepath.Join(certs, "ca.pem"))
 	as := func(name string) *http.Client {
 		cfg := &tls.Config{RootCAs: pool, ServerName: "localhost"}
 		if name != "" {
@@ -594,13 +588,7 @@ func TestReloadedRoleAppliesToCertificateSessions(t *testing.T) {
 		reloads.Add(1)
 		return "reloaded", nil
 	}})
-	srv := httptest.NewUnstartedServer(con.Handler())
-	srv.TLS = tlsCfg
-	srv.StartTLS()
-	defer srv.Close()
-	caPEM, _ := os.ReadFile(filepath.Join(certs, "ca.pem"))
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
+	srv, pool := serveTLS(t, con, tlsCfg, filepath.Join(certs, "ca.pem"))
 	pair, err := tls.LoadX509KeyPair(filepath.Join(certs, "op.pem"), filepath.Join(certs, "op-key.pem"))
 	if err != nil {
 		t.Fatal(err)
@@ -736,4 +724,21 @@ func adminTLS(t *testing.T, cfg *policy.Config) *tls.Config {
 		t.Fatal(err)
 	}
 	return tlsCfg
+}
+
+// serveTLS serves con over HTTPS under tlsCfg until the test ends, and
+// returns the server and a pool of the CA in caFile, for its clients.
+func serveTLS(t *testing.T, con *Console, tlsCfg *tls.Config, caFile string) (*httptest.Server, *x509.CertPool) {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(con.Handler())
+	srv.TLS = tlsCfg
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	caPEM, err := os.ReadFile(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	return srv, pool
 }
