@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -284,5 +285,96 @@ func TestBuildRefusesBadInput(t *testing.T) {
 	}
 	if left, _ := os.ReadDir(out); len(left) != 0 {
 		t.Errorf("files left behind: %v", left)
+	}
+}
+
+// maintainerScript runs contrib/debian/<name> with args against a
+// throwaway tree instead of /: its /etc/dicomedge, /var/lib/dicomedge and
+// /run/systemd paths are moved under root, and the commands that would
+// change the system (adduser, chown, install, deb-systemd-helper ...) are stubs
+// that log their arguments, one call a line, to the returned log. chmod,
+// install and rm are the real ones. The user dicomedge exists.
+func maintainerScript(t *testing.T, root, name string, args ...string) string {
+	t.Helper()
+	src, err := os.ReadFile(filepath.Join("..", "..", "contrib", "debian", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := strings.NewReplacer("/etc/dicomedge", filepath.Join(root, "etc", "dicomedge"),
+		"/var/lib/dicomedge", filepath.Join(root, "var", "lib", "dicomedge"),
+		"/run/systemd/system", filepath.Join(root, "run", "systemd", "system")).Replace(string(src))
+	dir := t.TempDir()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "bin")
+	if err := os.Mkdir(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	log := filepath.Join(dir, "calls")
+	for stub, rc := range map[string]int{"getent": 0, "adduser": 0, "addgroup": 0, "dpkg-statoverride": 1, "chown": 0, "install": 0,
+		"deb-systemd-helper": 0, "deb-systemd-invoke": 0, "systemctl": 0} {
+		body := fmt.Sprintf("#!/bin/sh\necho \"%s $*\" >>'%s'\nexit %d\n", stub, log, rc)
+		if err := os.WriteFile(filepath.Join(bin, stub), []byte(body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command("sh", append([]string{p}, args...)...)
+	cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	calls, _ := os.ReadFile(log)
+	return string(calls)
+}
+
+// /var/lib/dicomedge belongs to the service user, so what stands in it
+// may be that user's doing: the postinst, running as root, must not
+// follow a symbolic link planted there (audit -> /etc would have handed
+// /etc to the service), and must not undo on an upgrade the modes a site
+// tightened.
+func TestPostinstLeavesLinksAndSiteModesAlone(t *testing.T) {
+	root := t.TempDir()
+	state := filepath.Join(root, "var", "lib", "dicomedge")
+	victim := filepath.Join(root, "victim")
+	for _, d := range []string{filepath.Join(state, "acme"), filepath.Join(state, "spool"), victim,
+		filepath.Join(root, "etc", "dicomedge")} {
+		if err := os.MkdirAll(d, 0o750); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(root, "etc", "dicomedge", "policy.hcl"), nil, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(victim, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	audit := filepath.Join(state, "audit")
+	if err := os.Symlink(victim, audit); err != nil {
+		t.Fatal(err)
+	}
+	spool := filepath.Join(state, "spool")
+	if err := os.Chmod(spool, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// A first install (a reinstall after a purge keeps /var/lib/dicomedge),
+	// then an upgrade.
+	for _, args := range [][]string{{"configure", ""}, {"configure", "1.0.0"}} {
+		calls := maintainerScript(t, root, "postinst", args...)
+		for _, c := range strings.Split(calls, "\n") {
+			if f := strings.Fields(c); len(f) > 1 && f[0] == "chown" && f[1] != "-h" && strings.Contains(c, audit) {
+				t.Errorf("postinst %v follows the link %s: %s", args, audit, c)
+			}
+		}
+		if fi, err := os.Stat(victim); err != nil || fi.Mode().Perm() != 0o755 {
+			t.Errorf("postinst %v changed the mode of the link's target to %v", args, fi.Mode().Perm())
+		}
+		if fi, err := os.Stat(spool); err != nil || fi.Mode().Perm() != 0o700 {
+			t.Errorf("postinst %v changed the site's spool mode 0700 to %v", args, fi.Mode().Perm())
+		}
+		if args[1] != "" && strings.Contains(calls, "chown") {
+			t.Errorf("postinst %v (an upgrade) changes owners:\n%s", args, calls)
+		}
 	}
 }
