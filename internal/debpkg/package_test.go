@@ -378,3 +378,24 @@ func TestPostinstLeavesLinksAndSiteModesAlone(t *testing.T) {
 		}
 	}
 }
+
+// `apt remove` masks the unit (postrm); installing the package again
+// configures it with the old version as $2, like an upgrade: the postinst
+// must lift that mask, or the service can never be started again.
+func TestPostinstUnmasksAfterRemove(t *testing.T) {
+	root := t.TempDir()
+	for _, args := range [][]string{{"configure", ""}, {"configure", "1.0.0"}, {"abort-remove", ""}} {
+		if err := os.MkdirAll(filepath.Join(root, "etc", "dicomedge"), 0o750); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, "etc", "dicomedge", "policy.hcl"), nil, 0o640); err != nil {
+			t.Fatal(err)
+		}
+		if calls := maintainerScript(t, root, "postinst", args...); !strings.Contains(calls, "deb-systemd-helper unmask dicomedge.service\n") {
+			t.Errorf("postinst %v leaves the unit masked:\n%s", args, calls)
+		}
+	}
+	if calls := maintainerScript(t, root, "postrm", "remove"); !strings.Contains(calls, "deb-systemd-helper mask dicomedge.service\n") {
+		t.Errorf("postrm remove does not mask the unit (the check above is moot):\n%s", calls)
+	}
+}
