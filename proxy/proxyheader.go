@@ -35,6 +35,12 @@ func addrPort(a net.Addr) netip.AddrPort {
 // balancer's or monitor's TCP check, not a refused client.
 var errNoBytes = errors.New("closed before any byte")
 
+// errNoIPSource is a header that relays a client (PROXY command) without
+// an IP source address, e.g. v2 AF_UNIX: nothing could stand for the
+// client in allow_cidr, source_cidr, the per-source limits or the audit
+// trail, so the connection is refused rather than served as nobody.
+var errNoIPSource = errors.New("its source is not an IP address")
+
 // clientAddr returns the client's address: the PROXY header's source when
 // nc comes from a trusted load balancer, which must send the header within
 // timeout (policy.ProxyHeaderTimeout: a balancer sends it with the
@@ -60,7 +66,13 @@ func clientAddr(nc net.Conn, timeout time.Duration, deadline time.Time) (netip.A
 	if err != nil {
 		return upstreamAddr(nc), err
 	}
-	return addrPort(pc.RemoteAddr()), nil
+	// LOCAL (v2) or UNKNOWN (v1) is the balancer's own connection: the
+	// library then reports the TCP peer, as the specification says.
+	ap := addrPort(pc.RemoteAddr())
+	if !ap.IsValid() {
+		return upstreamAddr(nc), errNoIPSource
+	}
+	return ap, nil
 }
 
 // awaitsProxyHeader reports whether nc comes from a trusted load balancer

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -116,4 +117,27 @@ backend edges
 		t.Fatalf("echoscu through HAProxy: %v\n%s", err, out)
 	}
 	e.waitEvent(t, "accepted through HAProxy", func(ev audit.Event) bool { return ev.Event == audit.EventAccepted && ev.Rule == "echo" })
+}
+
+// A trusted balancer's PROXY header whose source is not an IP address (v2
+// AF_UNIX) names no client: it must be refused, not served as a client
+// with no address (no remote in its records, every such client sharing
+// one pre-association share and one audit limiter bucket).
+func TestProxyHeaderNonIPSourceRefused(t *testing.T) {
+	e := startEdge(t, edgeOptions{ProxyProtocol: []string{"127.0.0.1/32"}, ARTIM: shortARTIM})
+	raw := dialFrom(t, e.Addr, "127.0.0.1")
+	h := &proxyproto.Header{Version: 2, Command: proxyproto.PROXY, TransportProtocol: proxyproto.UnixStream,
+		SourceAddr: &net.UnixAddr{Net: "unix", Name: "/run/client.sock"}, DestinationAddr: &net.UnixAddr{Net: "unix", Name: "/run/edge.sock"}}
+	if _, err := h.WriteTo(raw); err != nil {
+		t.Fatal(err)
+	}
+	c := tls.Client(raw, e.clientTLS(t, e.pki.clientCert, e.pki.clientKey))
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := c.Handshake(); err == nil {
+		t.Fatal("a client behind an AF_UNIX PROXY header completed its TLS handshake")
+	}
+	ev := e.waitEvent(t, "connection.refused", func(ev audit.Event) bool { return ev.Event == audit.EventConnectionRefused })
+	if ev.Reason != RefusedProxyHeader || !strings.HasPrefix(ev.Remote, "127.0.0.1:") {
+		t.Errorf("record %+v, want reason %s naming the balancer 127.0.0.1", ev, RefusedProxyHeader)
+	}
 }
