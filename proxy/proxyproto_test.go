@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -139,5 +140,21 @@ func TestProxyHeaderNonIPSourceRefused(t *testing.T) {
 	ev := e.waitEvent(t, "connection.refused", func(ev audit.Event) bool { return ev.Event == audit.EventConnectionRefused })
 	if ev.Reason != RefusedProxyHeader || !strings.HasPrefix(ev.Remote, "127.0.0.1:") {
 		t.Errorf("record %+v, want reason %s naming the balancer 127.0.0.1", ev, RefusedProxyHeader)
+	}
+}
+
+// A balancer on a link-local IPv6 address reaches the edge with the
+// interface's zone on its address ("fe80::1%eth0"); proxy_protocol lists
+// networks, which never contain a zoned address, so the zone is dropped
+// (as allow_cidr and source_cidr do) or the balancer is never trusted.
+func TestProxyPolicyLinkLocalBalancer(t *testing.T) {
+	lbs := []netip.Prefix{netip.MustParsePrefix("fe80::/64")}
+	up := &net.TCPAddr{IP: net.ParseIP("fe80::1"), Port: 40000, Zone: "eth0"}
+	if p, _ := proxyPolicy(lbs, proxyproto.ConnPolicyOptions{Upstream: up}); p != proxyproto.REQUIRE {
+		t.Errorf("policy for %v with proxy_protocol %v: %v, want REQUIRE", up, lbs, p)
+	}
+	other := &net.TCPAddr{IP: net.ParseIP("fe80:0:0:1::1"), Port: 40000, Zone: "eth0"}
+	if p, _ := proxyPolicy(lbs, proxyproto.ConnPolicyOptions{Upstream: other}); p != proxyproto.REJECT {
+		t.Errorf("policy for %v with proxy_protocol %v: %v, want REJECT", other, lbs, p)
 	}
 }
