@@ -331,7 +331,7 @@ func (c *conn) handshake(ctx context.Context, pre *probeConn, deadline time.Time
 		reason := tlslayer.Classify(err)
 		if proxyHeaderRefused(err) {
 			c.s.refuse(c.raw, refusal{Conn: c.id, Remote: ap, Listener: c.listener, Reason: RefusedProxyHeader,
-				Detail: "PROXY header from an address not in proxy_protocol"})
+				Detail: untrustedHeaderDetail(err)})
 			return id, false
 		}
 		switch handshakeEnd(err, pre.read.Load()) {
@@ -424,7 +424,7 @@ func (c *conn) preAssociationError(err error) {
 		// On a plain listener the PDU reader meets the PROXY header an
 		// address outside proxy_protocol sent.
 		c.s.refuse(c.raw, refusal{Conn: c.id, Remote: upstreamAddr(c.raw), Listener: c.listener, Reason: RefusedProxyHeader,
-			Detail: "PROXY header from an address not in proxy_protocol"})
+			Detail: untrustedHeaderDetail(err)})
 	case errors.As(err, &pe):
 		ab := association.AbortFor(err)
 		c.writePDU(c.tc, ab)

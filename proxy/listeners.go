@@ -140,7 +140,9 @@ func proxyPolicy(cidrs []netip.Prefix, o proxyproto.ConnPolicyOptions) (proxypro
 	if err != nil {
 		return proxyproto.REJECT, nil
 	}
-	ip := ap.Addr().Unmap()
+	// A link-local peer carries its interface's zone, which
+	// Prefix.Contains never matches: dropped, as allow_cidr does.
+	ip := ap.Addr().Unmap().WithZone("")
 	for _, p := range cidrs {
 		if p.Contains(ip) {
 			return proxyproto.REQUIRE, nil

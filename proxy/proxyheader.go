@@ -5,6 +5,8 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
+	"strings"
 	"time"
 
 	proxyproto "github.com/pires/go-proxyproto"
@@ -35,6 +37,12 @@ func addrPort(a net.Addr) netip.AddrPort {
 // balancer's or monitor's TCP check, not a refused client.
 var errNoBytes = errors.New("closed before any byte")
 
+// errNoIPSource is a header that relays a client (PROXY command) without
+// an IP source address, e.g. v2 AF_UNIX: nothing could stand for the
+// client in allow_cidr, source_cidr, the per-source limits or the audit
+// trail, so the connection is refused rather than served as nobody.
+var errNoIPSource = errors.New("its source is not an IP address")
+
 // clientAddr returns the client's address: the PROXY header's source when
 // nc comes from a trusted load balancer, which must send the header within
 // timeout (policy.ProxyHeaderTimeout: a balancer sends it with the
@@ -60,7 +68,13 @@ func clientAddr(nc net.Conn, timeout time.Duration, deadline time.Time) (netip.A
 	if err != nil {
 		return upstreamAddr(nc), err
 	}
-	return addrPort(pc.RemoteAddr()), nil
+	// LOCAL (v2) or UNKNOWN (v1) is the balancer's own connection: the
+	// library then reports the TCP peer, as the specification says.
+	ap := addrPort(pc.RemoteAddr())
+	if !ap.IsValid() {
+		return upstreamAddr(nc), errNoIPSource
+	}
+	return ap, nil
 }
 
 // awaitsProxyHeader reports whether nc comes from a trusted load balancer
@@ -79,10 +93,38 @@ func closedByPeer(nc net.Conn) bool {
 	return errors.Is(err, io.EOF)
 }
 
-// proxyHeaderRefused reports whether a failed handshake was a PROXY header
-// from an address that may not send one.
+// proxyHeaderRefused reports whether a failed handshake (or A-ASSOCIATE-RQ
+// read, on a plain listener) was a PROXY header from an address that may
+// not send one: a well-formed one (ErrSuperfluousProxyHeader) or one the
+// library could not parse, which would otherwise reach the TLS layer's
+// classification as "other" or even "protocol-version". The library's
+// errors all start with its name, and one of them (a v1 header it could
+// not read) is formatted rather than wrapped, so the chain's messages are
+// matched rather than a list of sentinels.
 func proxyHeaderRefused(err error) bool {
-	return errors.Is(err, proxyproto.ErrSuperfluousProxyHeader)
+	if err == nil {
+		return false
+	}
+	if strings.HasPrefix(err.Error(), "proxyproto: ") {
+		return true
+	}
+	switch u := err.(type) {
+	case interface{ Unwrap() error }:
+		return proxyHeaderRefused(u.Unwrap())
+	case interface{ Unwrap() []error }:
+		return slices.ContainsFunc(u.Unwrap(), proxyHeaderRefused)
+	}
+	return false
+}
+
+// untrustedHeaderDetail is the refusal's detail for proxyHeaderRefused
+// errors: a malformed header says what was wrong with it.
+func untrustedHeaderDetail(err error) string {
+	const d = "PROXY header from an address not in proxy_protocol"
+	if errors.Is(err, proxyproto.ErrSuperfluousProxyHeader) {
+		return d
+	}
+	return d + " (malformed: " + err.Error() + ")"
 }
 
 func minTime(a, b time.Time) time.Time {

@@ -4,8 +4,10 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -116,4 +118,43 @@ backend edges
 		t.Fatalf("echoscu through HAProxy: %v\n%s", err, out)
 	}
 	e.waitEvent(t, "accepted through HAProxy", func(ev audit.Event) bool { return ev.Event == audit.EventAccepted && ev.Rule == "echo" })
+}
+
+// A trusted balancer's PROXY header whose source is not an IP address (v2
+// AF_UNIX) names no client: it must be refused, not served as a client
+// with no address (no remote in its records, every such client sharing
+// one pre-association share and one audit limiter bucket).
+func TestProxyHeaderNonIPSourceRefused(t *testing.T) {
+	e := startEdge(t, edgeOptions{ProxyProtocol: []string{"127.0.0.1/32"}, ARTIM: shortARTIM})
+	raw := dialFrom(t, e.Addr, "127.0.0.1")
+	h := &proxyproto.Header{Version: 2, Command: proxyproto.PROXY, TransportProtocol: proxyproto.UnixStream,
+		SourceAddr: &net.UnixAddr{Net: "unix", Name: "/run/client.sock"}, DestinationAddr: &net.UnixAddr{Net: "unix", Name: "/run/edge.sock"}}
+	if _, err := h.WriteTo(raw); err != nil {
+		t.Fatal(err)
+	}
+	c := tls.Client(raw, e.clientTLS(t, e.pki.clientCert, e.pki.clientKey))
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := c.Handshake(); err == nil {
+		t.Fatal("a client behind an AF_UNIX PROXY header completed its TLS handshake")
+	}
+	ev := e.waitEvent(t, "connection.refused", func(ev audit.Event) bool { return ev.Event == audit.EventConnectionRefused })
+	if ev.Reason != RefusedProxyHeader || !strings.HasPrefix(ev.Remote, "127.0.0.1:") {
+		t.Errorf("record %+v, want reason %s naming the balancer 127.0.0.1", ev, RefusedProxyHeader)
+	}
+}
+
+// A balancer on a link-local IPv6 address reaches the edge with the
+// interface's zone on its address ("fe80::1%eth0"); proxy_protocol lists
+// networks, which never contain a zoned address, so the zone is dropped
+// (as allow_cidr and source_cidr do) or the balancer is never trusted.
+func TestProxyPolicyLinkLocalBalancer(t *testing.T) {
+	lbs := []netip.Prefix{netip.MustParsePrefix("fe80::/64")}
+	up := &net.TCPAddr{IP: net.ParseIP("fe80::1"), Port: 40000, Zone: "eth0"}
+	if p, _ := proxyPolicy(lbs, proxyproto.ConnPolicyOptions{Upstream: up}); p != proxyproto.REQUIRE {
+		t.Errorf("policy for %v with proxy_protocol %v: %v, want REQUIRE", up, lbs, p)
+	}
+	other := &net.TCPAddr{IP: net.ParseIP("fe80:0:0:1::1"), Port: 40000, Zone: "eth0"}
+	if p, _ := proxyPolicy(lbs, proxyproto.ConnPolicyOptions{Upstream: other}); p != proxyproto.REJECT {
+		t.Errorf("policy for %v with proxy_protocol %v: %v, want REJECT", other, lbs, p)
+	}
 }

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -180,5 +181,53 @@ func TestConnectionRefusedFloodSummarised(t *testing.T) {
 	}
 	if single > tlsFailBurst+2 || single < tlsFailBurst || summaries != 1 {
 		t.Errorf("%d single records and %d summaries, want about %d and 1", single, summaries, tlsFailBurst)
+	}
+}
+
+// A malformed PROXY header from an address not in proxy_protocol is a
+// PROXY header all the same: refused as proxy-header on a TLS and on a
+// plain listener, not audited (and metered) as a failed TLS handshake
+// with a reason such as protocol-version that blames the client's TLS.
+func TestConnectionRefusedMalformedProxyHeader(t *testing.T) {
+	e := startEdge(t, edgeOptions{ProxyProtocol: []string{"10.0.0.0/8"}, ARTIM: shortARTIM, Rules: insideRules,
+		Listeners: `
+listener "inside" {
+  listen         = "127.0.0.1:0"
+  tls            = false
+  allow_cidr     = ["127.0.0.1/32"]
+  proxy_protocol = ["10.0.0.0/8"]
+}
+`})
+	headers := []string{
+		"PROXY FOO\r\n",                          // v1, unknown protocol
+		"PROXY TCP4 192.0.2.1 192.0.2.2 1 2\n",   // v1 without CR
+		"\r\n\r\n\x00\r\nQUIT\n\x99\x11\x00\x0c", // v2, unknown version and command
+	}
+	for _, addr := range []string{e.Addr, e.listenerAddr(t, "inside")} {
+		for _, h := range headers {
+			c := dialFrom(t, addr, "127.0.0.1")
+			if _, err := c.Write([]byte(h)); err != nil {
+				t.Fatal(err)
+			}
+			waitClosed(t, c, fmt.Sprintf("malformed PROXY header %q", h))
+		}
+	}
+	want := 2 * len(headers)
+	var refused []audit.Event
+	for deadline := time.Now().Add(10 * time.Second); len(refused) < want && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		refused = refused[:0]
+		for _, ev := range e.events(t) {
+			if ev.Event == audit.EventConnectionRefused && ev.Reason == RefusedProxyHeader {
+				refused = append(refused, ev)
+			}
+		}
+	}
+	if len(refused) != want {
+		t.Errorf("%d connection.refused proxy-header records, want %d", len(refused), want)
+	}
+	for _, ev := range e.events(t) {
+		if ev.Event == audit.EventTLSFailed {
+			t.Errorf("a malformed PROXY header was audited as tls.failed: %+v", ev)
+		}
 	}
 }
