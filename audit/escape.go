@@ -7,6 +7,19 @@ import (
 	"unicode/utf8"
 )
 
+// Clip bounds a string a peer chose before it goes into a record: longer
+// than n bytes, it is cut to n at a UTF-8 boundary and mark is appended,
+// so the record shows it was cut.
+func Clip(s string, n int, mark string) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + mark
+}
+
 // unsafeRune reports whether r must never appear raw in a record or on a
 // reviewer's screen: C0 and C1 control characters and DEL (they move the
 // cursor or start terminal control sequences: U+009B is a one-byte CSI,

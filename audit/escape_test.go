@@ -91,3 +91,21 @@ func TestEscapeLineInvalidUTF8(t *testing.T) {
 		t.Fatalf("EscapeLine(%q) = %q decodes to %v (%v), want %v", line, got, back, err, want)
 	}
 }
+
+func TestClip(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"short", 8, "short"},
+		{"exactly8", 8, "exactly8"},
+		{"ninechars", 8, "ninechar..."},
+		{"aéé", 2, "a..."}, // the cut falls inside é: back to its start
+		{"ééé", 1, "..."},
+	} {
+		if got := Clip(c.in, c.n, "..."); got != c.want {
+			t.Errorf("Clip(%q, %d) = %q, want %q", c.in, c.n, got, c.want)
+		}
+	}
+}

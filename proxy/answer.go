@@ -7,7 +7,6 @@ import (
 	"slices"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/dicomedge/dicomedge/association"
 	"github.com/dicomedge/dicomedge/association/dimse"
@@ -416,7 +415,7 @@ func userIdentity(rq *association.AssociateRQ) *audit.UserIdentity {
 	ui := &audit.UserIdentity{}
 	ui.Type = u.Type.String()
 	if u.Type == association.UserIdentityUsername || u.Type == association.UserIdentityUsernamePasscode {
-		ui.User = clipUser(string(u.Primary))
+		ui.User = audit.Clip(string(u.Primary), maxAuditUser, "...")
 	}
 	return ui
 }
@@ -426,19 +425,6 @@ func userIdentity(rq *association.AssociateRQ) *audit.UserIdentity {
 // its associations would otherwise put that much in the trail. No rule
 // matches on it.
 const maxAuditUser = 512
-
-// clipUser cuts a user name to maxAuditUser bytes plus "...", at a UTF-8
-// boundary, as the names of an unverified certificate are cut.
-func clipUser(s string) string {
-	if len(s) <= maxAuditUser {
-		return s
-	}
-	n := maxAuditUser
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "..."
-}
 
 // appendUnique adds s to the audit's list of accepted abstract syntaxes
 // once: callers such as storescu propose each SOP class in several

@@ -7,7 +7,6 @@ import (
 	"os"
 	"slices"
 	"time"
-	"unicode/utf8"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -69,11 +68,7 @@ func reason(err error) string {
 		return s
 	}
 	const more = " [...]"
-	cut := maxReason - len(more)
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + more
+	return audit.Clip(s, maxReason-len(more), more)
 }
 
 // Forward results, the result label of dicomedge_forward_total.
